@@ -1,0 +1,431 @@
+//! The `preview.dev/v1alpha1` `PreviewEnvironment` API: spec, status and every admission rule.
+//!
+//! Everything a user can get wrong in a spec is refused by the API server (OpenAPI bounds and
+//! patterns, CEL rules), so the operator only ever sees specs that make sense. Operator-side
+//! policy the schema cannot know (TTL above the configured maximum, concurrency) is reported in
+//! conditions instead.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Group of the API.
+pub const GROUP: &str = "preview.dev";
+
+/// Condition types the operator maintains on every PreviewEnvironment.
+pub mod condition {
+    /// Every service is rolled out and available at `spec.headSha`.
+    pub const AVAILABLE: &str = "Available";
+    /// Every test ran for `spec.headSha` and succeeded (True when there are no tests).
+    pub const TESTS_SUCCEEDED: &str = "TestsSucceeded";
+    /// Available and TestsSucceeded: what CI waits for.
+    pub const READY: &str = "Ready";
+}
+
+/// A short-lived environment for one pull request: a hardened namespace with the PR's
+/// services, and test Jobs run against them.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "preview.dev",
+    version = "v1alpha1",
+    kind = "PreviewEnvironment",
+    plural = "previewenvironments",
+    shortname = "previewenv",
+    shortname = "pe",
+    namespaced,
+    status = "PreviewEnvironmentStatus",
+    derive = "PartialEq",
+    doc = "A short-lived, tested environment for one pull request.",
+    printcolumn(name = "PR", type_ = "integer", json_path = ".spec.pullRequest"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Tests", type_ = "string", json_path = ".status.testSummary"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".spec.repository",
+        priority = "1"
+    ),
+    printcolumn(name = "SHA", type_ = "string", json_path = ".spec.headSha", priority = "1"),
+    printcolumn(
+        name = "Namespace",
+        type_ = "string",
+        json_path = ".status.namespace",
+        priority = "1"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewEnvironmentSpec {
+    /// The repository, as "owner/name".
+    #[schemars(length(min = 3, max = 140), regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("repository is immutable: create a new PreviewEnvironment for another repository"))]
+    pub repository: String,
+
+    /// The pull request number.
+    #[schemars(range(min = 1, max = 2_147_483_647))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("pullRequest is immutable: create a new PreviewEnvironment for another pull request"))]
+    pub pull_request: i64,
+
+    /// The commit to deploy and test: 7 to 40 lowercase hex digits.
+    #[schemars(length(min = 7, max = 40), regex(pattern = r"^[0-9a-f]{7,40}$"))]
+    pub head_sha: String,
+
+    /// The pull request's branch, for display only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub branch: Option<String>,
+
+    /// How long the environment lives after the operator first saw the current headSha, e.g.
+    /// "72h", "1d12h", "30m". Default and maximum come from the operator's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("ttl must be a positive duration such as 72h, 1d12h or 30m"))]
+    pub ttl: Option<String>,
+
+    /// The services to roll out: 1 to 20, names unique.
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("service names must be unique"))]
+    pub services: Vec<ServiceSpec>,
+
+    /// Test Jobs run once per headSha after every service is available: 0 to 10, names unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("test names must be unique"))]
+    pub tests: Vec<TestSpec>,
+}
+
+/// `<number><unit>` repeated, units s, m, h, d (e.g. "1d12h").
+const DURATION_PATTERN: &str = r"^([0-9]{1,6}[smhd]){1,4}$";
+
+/// One of the pull request's services: a Deployment, plus a Service when it has a port, plus an
+/// Ingress when exposed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.expose) || !self.expose || has(self.port)").message("expose: true needs a port to route to: set port"))]
+#[x_kube(validation = Rule::new("!has(self.readinessPath) || has(self.port)").message("readinessPath needs a port to probe: set port"))]
+pub struct ServiceSpec {
+    /// DNS-1123 label of at most 30 characters; names the Deployment and Service.
+    #[schemars(length(min = 1, max = 30), regex(pattern = DNS_LABEL_PATTERN))]
+    pub name: String,
+
+    /// Container image reference.
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub image: String,
+
+    /// Container port; creates a Service when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// Creates an Ingress at `<service>-<preview-namespace>.<base domain>`; needs `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<bool>,
+
+    /// Number of pods, 0 to 10.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 10))]
+    pub replicas: i32,
+
+    /// Overrides the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub args: Vec<String>,
+
+    /// Plain environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+
+    /// Compute resources of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// HTTP path of a readiness probe on `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/\S*$"))]
+    pub readiness_path: Option<String>,
+
+    /// Annotations on the service's pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+/// A test Job run against the environment once per headSha.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TestSpec {
+    /// DNS-1123 label of at most 30 characters; the Job is named `<name>-<short sha>`.
+    #[schemars(length(min = 1, max = 30), regex(pattern = DNS_LABEL_PATTERN))]
+    pub name: String,
+
+    /// Container image reference.
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub image: String,
+
+    /// Overrides the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub args: Vec<String>,
+
+    /// Plain environment variables, in addition to the PREVIEW_* ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+
+    /// Compute resources of the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Annotations on the test's pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// How long the test may run (the Job's activeDeadlineSeconds), e.g. "30m".
+    #[serde(default = "default_timeout")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("timeout must be a positive duration such as 30m or 1h"))]
+    pub timeout: String,
+
+    /// How often a failed test is retried (the Job's backoffLimit), 0 to 5.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 5))]
+    pub retries: i32,
+}
+
+/// A plain environment variable.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"))]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+const IMAGE_PATTERN: &str = r"^[^\s]+$";
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_timeout() -> String {
+    "30m".to_string()
+}
+
+/// Observed state, written only through the status subresource.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewEnvironmentStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the environment is in its life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The preview namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The headSha whose services are rolled out and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_sha: Option<String>,
+    /// URL of the first exposed service, else of the first service with a port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The headSha the time to live counts for, and when the operator first saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_sha: Option<String>,
+    /// When the operator first saw `observedSha`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha_observed_at: Option<Time>,
+    /// When the operator deletes the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// "passed/total" of the tests at headSha, for the printer column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_summary: Option<String>,
+    /// One entry per service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceStatus>,
+    /// One entry per test at headSha.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestStatus>,
+    /// Available, TestsSucceeded and Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Where a PreviewEnvironment is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Accepted, waiting to start (for example for a concurrency slot).
+    Pending,
+    /// Services are rolling out.
+    Deploying,
+    /// Services are available; tests are running.
+    Testing,
+    /// Services available and every test passed.
+    Ready,
+    /// Something needs a developer's attention; the conditions say what.
+    Failed,
+    /// Being torn down.
+    Terminating,
+}
+
+impl Phase {
+    /// The phase as it appears in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Deploying => "Deploying",
+            Phase::Testing => "Testing",
+            Phase::Ready => "Ready",
+            Phase::Failed => "Failed",
+            Phase::Terminating => "Terminating",
+        }
+    }
+}
+
+/// Observed state of one service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    /// The service's name.
+    pub name: String,
+    /// Pods ready at headSha.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Pods wanted.
+    #[serde(default)]
+    pub replicas: i32,
+    /// In-cluster URL, or the Ingress URL when exposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Observed state of one test run.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TestStatus {
+    /// The test's name.
+    pub name: String,
+    /// The commit the run tests.
+    pub sha: String,
+    /// Where the run is.
+    pub phase: TestPhase,
+    /// The Job running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the Job finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Why it failed, for a developer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a test run is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestPhase {
+    /// Waiting for the services, or for its Job to start.
+    Pending,
+    /// The Job is running.
+    Running,
+    /// The Job succeeded.
+    Succeeded,
+    /// The Job failed or timed out.
+    Failed,
+}
+
+/// Parses the API's duration format (`<number><unit>` repeated, units s, m, h, d).
+///
+/// Returns `None` for anything the admission pattern would refuse, so a value that got past
+/// an older schema still cannot panic the operator.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut number: Option<u64> = None;
+    for c in text.chars() {
+        if let Some(digit) = c.to_digit(10) {
+            number = Some(number.unwrap_or(0).checked_mul(10)?.checked_add(u64::from(digit))?);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(number.take()?.checked_mul(unit)?)?;
+    }
+    if number.is_some() {
+        // Trailing digits without a unit.
+        return None;
+    }
+    Some(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_every_unit_and_combinations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("72h"), Some(Duration::from_secs(72 * 3600)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(
+            parse_duration("1d12h30m"),
+            Some(Duration::from_secs(86_400 + 12 * 3600 + 1800))
+        );
+    }
+
+    #[test]
+    fn malformed_durations_are_refused() {
+        for bad in ["", "h", "12", "1w", "1.5h", "-1h", "1h2", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_optional_fields_are_missing() {
+        let spec: PreviewEnvironmentSpec = serde_json::from_value(serde_json::json!({
+            "repository": "acme/shop",
+            "pullRequest": 7,
+            "headSha": "4f2c9e1",
+            "services": [{"name": "web", "image": "web:1"}],
+            "tests": [{"name": "e2e", "image": "e2e:1"}],
+        }))
+        .expect("minimal spec deserializes");
+        assert_eq!(spec.services[0].replicas, 1);
+        assert_eq!(spec.tests[0].timeout, "30m");
+        assert_eq!(spec.tests[0].retries, 0);
+    }
+}

@@ -1,0 +1,6 @@
+//! preview-operator: a Kubernetes operator that gives every pull request its own short-lived,
+//! tested environment. The binary in `main.rs` wires these modules together.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod crd;
