@@ -29,6 +29,9 @@ pub mod condition {
 
 /// A short-lived environment for one pull request: a hardened namespace with the PR's
 /// services, and test Jobs run against them.
+// clippy reads repeated `type_ = "string"` inside the printcolumn(...) lists as duplicated
+// attributes; they are separate columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "preview.dev",
@@ -46,14 +49,23 @@ pub mod condition {
     printcolumn(name = "Tests", type_ = "string", json_path = ".status.testSummary"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Repository",
         type_ = "string",
         json_path = ".spec.repository",
         priority = "1"
     ),
-    printcolumn(name = "SHA", type_ = "string", json_path = ".spec.headSha", priority = "1"),
+    printcolumn(
+        name = "SHA",
+        type_ = "string",
+        json_path = ".spec.headSha",
+        priority = "1"
+    ),
     printcolumn(
         name = "Namespace",
         type_ = "string",
@@ -64,7 +76,10 @@ pub mod condition {
 #[serde(rename_all = "camelCase")]
 pub struct PreviewEnvironmentSpec {
     /// The repository, as "owner/name".
-    #[schemars(length(min = 3, max = 140), regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$"))]
+    #[schemars(
+        length(min = 3, max = 140),
+        regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("repository is immutable: create a new PreviewEnvironment for another repository"))]
     pub repository: String,
 
@@ -213,7 +228,10 @@ pub struct TestSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EnvVar {
     /// Variable name.
-    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"))]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    )]
     pub name: String,
     /// Variable value.
     #[serde(default)]
@@ -372,7 +390,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut number: Option<u64> = None;
     for c in text.chars() {
         if let Some(digit) = c.to_digit(10) {
-            number = Some(number.unwrap_or(0).checked_mul(10)?.checked_add(u64::from(digit))?);
+            number = Some(
+                number
+                    .unwrap_or(0)
+                    .checked_mul(10)?
+                    .checked_add(u64::from(digit))?,
+            );
             continue;
         }
         let unit = match c {
@@ -409,7 +432,16 @@ mod tests {
 
     #[test]
     fn malformed_durations_are_refused() {
-        for bad in ["", "h", "12", "1w", "1.5h", "-1h", "1h2", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "h",
+            "12",
+            "1w",
+            "1.5h",
+            "-1h",
+            "1h2",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_duration(bad), None, "{bad:?} should not parse");
         }
     }

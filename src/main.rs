@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "preview-operator", version, about = "Short-lived, tested environments for pull requests")]
+#[command(
+    name = "preview-operator",
+    version,
+    about = "Short-lived, tested environments for pull requests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -83,7 +83,19 @@ _build_etcd() {
 _build_kwok() {
   local out=$1
   _go_env GOBIN="$out" go install -ldflags "-s -w" \
-    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION" || return 1
+  # KWOK's default stages, taken from the module itself: any Stage we supply replaces the
+  # defaults, so cluster.sh passes these along with the rig's own (hack/rig/stages-extra.yaml).
+  local dir
+  dir=$(GOTOOLCHAIN=local go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') || return 1
+  local f first=1
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    [[ $first == 1 ]] || echo "---"
+    first=0
+    cat "$dir/kustomize/stage/$f" || return 1
+  done >"$out/default-stages.yaml"
 }
 
 _build_helm() {

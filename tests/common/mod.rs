@@ -1,0 +1,183 @@
+//! Helpers shared by the cluster tests: a client for the rig, temporary tenant namespaces,
+//! the CRD installed from the committed manifest, and polling with a deadline.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+
+/// Field manager the tests use for their own writes.
+pub const TEST_MANAGER: &str = "preview-operator-tests";
+
+/// A client for the rig named by `KUBECONFIG`. Panics with the command to run when the rig is
+/// missing, so a cluster test can never pass without one.
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: cluster tests need the rig; run them with hack/test.sh"
+    );
+    let client = Client::try_default()
+        .await
+        .expect("failed to build a client from KUBECONFIG (is the rig up? hack/cluster.sh up)");
+    client
+        .apiserver_version()
+        .await
+        .expect("the rig's API server does not answer (hack/cluster.sh status)");
+    client
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what` and the last
+/// observation. Tests never sleep to synchronise; they wait for what they need.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(observed) => observed,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last observed: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A tenant namespace that exists for one test. Deleted when dropped (also when the test
+/// panics), without waiting, so a failing test does not leave its objects behind.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<random suffix>`.
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", random_suffix());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"preview.dev/test": "true"}}
+        }))
+        .expect("namespace object");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("failed to create test namespace {name}: {e}"));
+        // Pods cannot be created before the namespace's default ServiceAccount exists.
+        let sa_api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        wait_for(
+            "the test namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || async {
+                match sa_api.get_opt("default").await {
+                    Ok(Some(_)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot be async; kubectl is on PATH in the rig's environment.
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+fn random_suffix() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// Installs the committed CRD manifest (server-side apply) and waits until it is Established.
+pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/previewenvironments.yaml");
+    let text = std::fs::read_to_string(path).expect("crds/previewenvironments.yaml is readable");
+    let crd: CustomResourceDefinition =
+        serde_saphyr::from_str(&text).expect("the committed CRD parses");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &crd.name_any(),
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the API server accepts the CRD");
+    wait_for(
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get(&crd.name_any()).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                });
+            if established {
+                Ok(crd)
+            } else {
+                Err(format!("{:?}", crd.status))
+            }
+        },
+    )
+    .await
+}
+
+/// Deletes a namespace and waits until it is really gone.
+pub async fn delete_namespace_and_wait(client: &Client, name: &str, timeout: Duration) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.delete(name, &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("failed to delete namespace {name}: {e}"));
+    wait_for(&format!("namespace {name} to be gone"), timeout, || async {
+        match api.get_opt(name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(ns)) => Err(format!("still there: {:?}", ns.status)),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+}
+
+/// Runs the rig's kubectl and returns (success, stdout, stderr).
+pub fn kubectl(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl runs (the rig's bin directory is on PATH in hack/test.sh)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
