@@ -1,0 +1,213 @@
+//! Names and labels: the preview namespace's name and the labels that tie every object the
+//! operator creates back to its PreviewEnvironment.
+//!
+//! Children live in another namespace than their PreviewEnvironment (and the Namespace is
+//! cluster-scoped), so ownerReferences cannot express ownership; these labels do, and the
+//! owner-uid label is the authority on what the operator may touch.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+/// Marks every object the operator manages.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY`].
+pub const MANAGER: &str = "preview-operator";
+/// Namespace of the owning PreviewEnvironment.
+pub const OWNER_NAMESPACE: &str = "preview.dev/owner-namespace";
+/// Name of the owning PreviewEnvironment (truncated to a label value; the UID decides).
+pub const OWNER_NAME: &str = "preview.dev/owner-name";
+/// UID of the owning PreviewEnvironment: what makes an object ours.
+pub const OWNER_UID: &str = "preview.dev/owner-uid";
+/// Repository as a label value: lower case, `/` replaced by `.` (GitHub owners have no dots).
+pub const REPOSITORY: &str = "preview.dev/repository";
+/// Pull request number.
+pub const PULL_REQUEST: &str = "preview.dev/pull-request";
+/// Kind of child inside a preview namespace (service or test), for cleanup selectors.
+pub const COMPONENT: &str = "preview.dev/component";
+/// Name of the service or test a child belongs to.
+pub const PART_OF: &str = "preview.dev/name";
+/// Commit a test Job runs for.
+pub const SHA: &str = "preview.dev/sha";
+
+/// Selector for everything the operator manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGER}")
+}
+
+const MAX_LABEL: usize = 63;
+const HASH_LEN: usize = 6;
+
+/// The preview namespace of PreviewEnvironment `namespace/name`: `<prefix><name>-<hash>`.
+///
+/// Deterministic (a restart finds the same namespace), a valid DNS-1123 label of at most 63
+/// characters, readable (it starts with the CR's name) and collision-free: the hash covers
+/// `namespace/name`, so the same name in two tenant namespaces, or two long names that
+/// truncate alike, still get different namespaces.
+pub fn preview_namespace(prefix: &str, namespace: &str, name: &str) -> String {
+    let hash = short_hash(&format!("{namespace}/{name}"));
+    let room = MAX_LABEL - HASH_LEN - 1;
+    let mut readable = sanitize_label(&format!("{prefix}{name}"));
+    readable.truncate(room);
+    let readable = readable.trim_end_matches('-');
+    if readable.is_empty() {
+        hash
+    } else {
+        format!("{readable}-{hash}")
+    }
+}
+
+/// First characters of the hex SHA-256 of `text`.
+pub fn short_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(HASH_LEN);
+    for byte in digest.iter().take(HASH_LEN.div_ceil(2)) {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex.truncate(HASH_LEN);
+    hex
+}
+
+/// Lower-cases and maps every character outside `[a-z0-9-]` to `-`, trimming dashes at the
+/// start (a DNS label must start with an alphanumeric).
+fn sanitize_label(text: &str) -> String {
+    let mapped: String = text
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    mapped.trim_start_matches('-').to_string()
+}
+
+/// A label value for arbitrary text: at most 63 characters of `[A-Za-z0-9._-]`, starting and
+/// ending with an alphanumeric.
+pub fn label_value(text: &str) -> String {
+    let mapped: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '.'
+            }
+        })
+        .take(MAX_LABEL)
+        .collect();
+    mapped
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// The repository as a label value: `Acme/Shop` becomes `acme.shop`, so the webhook can select
+/// previews of a repository case-insensitively.
+pub fn repository_label(repository: &str) -> String {
+    label_value(&repository.to_ascii_lowercase())
+}
+
+/// Labels identifying the PreviewEnvironment an object belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub repository: String,
+    pub pull_request: i64,
+}
+
+impl Owner {
+    /// Labels every object owned by this PreviewEnvironment carries.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (MANAGED_BY.to_string(), MANAGER.to_string()),
+            (OWNER_NAMESPACE.to_string(), self.namespace.clone()),
+            (OWNER_NAME.to_string(), label_value(&self.name)),
+            (OWNER_UID.to_string(), self.uid.clone()),
+            (REPOSITORY.to_string(), repository_label(&self.repository)),
+            (PULL_REQUEST.to_string(), self.pull_request.to_string()),
+        ])
+    }
+
+    /// Selector matching every object owned by this PreviewEnvironment.
+    pub fn selector(&self) -> String {
+        format!("{},{OWNER_UID}={}", managed_selector(), self.uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_dns_label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+
+    #[test]
+    fn namespace_name_is_readable_and_deterministic() {
+        let a = preview_namespace("pr-", "team-shop", "shop-pr-123");
+        assert!(a.starts_with("pr-shop-pr-123-"), "{a}");
+        assert_eq!(a, preview_namespace("pr-", "team-shop", "shop-pr-123"));
+        assert!(is_dns_label(&a), "{a}");
+    }
+
+    #[test]
+    fn same_name_in_two_tenants_gets_two_namespaces() {
+        assert_ne!(
+            preview_namespace("pr-", "team-a", "pr-1"),
+            preview_namespace("pr-", "team-b", "pr-1")
+        );
+    }
+
+    #[test]
+    fn long_and_dotted_names_become_valid_distinct_labels() {
+        let long_a = format!("{}.a", "x".repeat(250));
+        let long_b = format!("{}.b", "x".repeat(250));
+        let a = preview_namespace("pr-", "team", &long_a);
+        let b = preview_namespace("pr-", "team", &long_b);
+        assert!(is_dns_label(&a) && is_dns_label(&b), "{a} {b}");
+        assert_eq!(a.len(), 63);
+        assert_ne!(a, b, "names that truncate alike must still differ");
+        let dotted = preview_namespace("pr-", "team", "web.v2--");
+        assert!(is_dns_label(&dotted), "{dotted}");
+    }
+
+    #[test]
+    fn an_empty_prefix_still_gives_a_valid_label() {
+        let n = preview_namespace("", "team", "-.-");
+        assert!(is_dns_label(&n), "{n}");
+    }
+
+    #[test]
+    fn repository_label_is_lower_case_and_valid() {
+        assert_eq!(repository_label("Acme/Shop.Web"), "acme.shop.web");
+        let long = repository_label(&format!("acme/{}", "r".repeat(200)));
+        assert!(long.len() <= 63);
+    }
+
+    #[test]
+    fn owner_selector_names_the_uid() {
+        let owner = Owner {
+            namespace: "team".into(),
+            name: "pr-1".into(),
+            uid: "1234-abcd".into(),
+            repository: "acme/shop".into(),
+            pull_request: 1,
+        };
+        assert_eq!(
+            owner.selector(),
+            "app.kubernetes.io/managed-by=preview-operator,preview.dev/owner-uid=1234-abcd"
+        );
+        assert_eq!(owner.labels()[PULL_REQUEST], "1");
+        assert_eq!(owner.labels()[REPOSITORY], "acme.shop");
+    }
+}
