@@ -3,5 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod config;
+pub mod controller;
 pub mod crd;
 pub mod naming;

@@ -1,0 +1,3 @@
+//! The PreviewEnvironment controller.
+
+pub mod build;

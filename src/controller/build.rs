@@ -1,0 +1,850 @@
+//! PURE: a PreviewEnvironment's spec plus the operator's config become the objects that should
+//! exist. No client, no clock: everything here is tested as plain functions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem,
+    LimitRangeSpec, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota,
+    ResourceQuotaSpec, SeccompProfile, SecurityContext, Service, ServicePort,
+    ServiceSpec as CoreServiceSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule,
+    NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::{self, PreviewEnvironmentSpec, ServiceSpec, TestSpec, parse_duration};
+use crate::config::Config;
+use crate::naming::{self, COMPONENT, Owner, PART_OF, SHA, short_hash};
+
+/// Annotation holding a fingerprint of what the operator last applied to an object, so a
+/// reconcile that would change nothing makes no request at all.
+pub const APPLIED_HASH: &str = "preview.dev/applied-hash";
+/// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot
+/// hold every valid name, and watches map children back to their owner through it.
+pub const OWNER_REF: &str = "preview.dev/owner";
+/// Name of the NetworkPolicy, ResourceQuota and LimitRange in every preview namespace.
+pub const HARDENING_NAME: &str = "preview-defaults";
+/// `preview.dev/component` value of service children.
+pub const COMPONENT_SERVICE: &str = "service";
+/// `preview.dev/component` value of test Jobs.
+pub const COMPONENT_TEST: &str = "test";
+
+/// What the builders need to know about one PreviewEnvironment.
+#[derive(Clone, Debug)]
+pub struct Preview<'a> {
+    pub spec: &'a PreviewEnvironmentSpec,
+    pub owner: Owner,
+    /// The preview namespace.
+    pub namespace: String,
+}
+
+/// Everything in a preview namespace except the test Jobs (which wait for the services).
+#[derive(Clone, Debug)]
+pub struct Environment {
+    pub namespace: Namespace,
+    pub network_policy: NetworkPolicy,
+    pub quota: ResourceQuota,
+    pub limit_range: LimitRange,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+    pub ingresses: Vec<Ingress>,
+}
+
+impl Preview<'_> {
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.owner.labels()
+    }
+
+    fn owner_annotation(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            OWNER_REF.to_string(),
+            format!("{}/{}", self.owner.namespace, self.owner.name),
+        )])
+    }
+
+    fn child_meta(&self, name: &str, component: &str, part: &str) -> ObjectMeta {
+        let mut labels = self.labels();
+        labels.insert(COMPONENT.to_string(), component.to_string());
+        labels.insert(PART_OF.to_string(), part.to_string());
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(self.owner_annotation()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn hardening_meta(&self) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(HARDENING_NAME.to_string()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            annotations: Some(self.owner_annotation()),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// The desired environment: namespace, hardening and one Deployment (+ Service, + Ingress)
+/// per service.
+pub fn environment(preview: &Preview<'_>, config: &Config) -> Environment {
+    Environment {
+        namespace: namespace(preview, config),
+        network_policy: network_policy(preview, config),
+        quota: resource_quota(preview, config),
+        limit_range: limit_range(preview, config),
+        deployments: preview
+            .spec
+            .services
+            .iter()
+            .map(|s| deployment(preview, config, s))
+            .collect(),
+        services: preview
+            .spec
+            .services
+            .iter()
+            .filter_map(|s| service(preview, s))
+            .collect(),
+        ingresses: preview
+            .spec
+            .services
+            .iter()
+            .filter_map(|s| ingress(preview, config, s))
+            .collect(),
+    }
+}
+
+fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
+    let mut labels = preview.labels();
+    let level = config.pod_security_level.as_str();
+    for mode in ["enforce", "audit", "warn"] {
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}"),
+            level.to_string(),
+        );
+        labels.insert(
+            format!("pod-security.kubernetes.io/{mode}-version"),
+            "latest".to_string(),
+        );
+    }
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(preview.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(preview.owner_annotation()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// Default-deny ingress: pods accept traffic only from their own namespace and from the
+/// ingress controller's.
+fn network_policy(preview: &Preview<'_>, config: &Config) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: preview.hardening_meta(),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".to_string()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![
+                    NetworkPolicyPeer {
+                        pod_selector: Some(LabelSelector::default()),
+                        ..NetworkPolicyPeer::default()
+                    },
+                    NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([(
+                                "kubernetes.io/metadata.name".to_string(),
+                                config.ingress_namespace.clone(),
+                            )])),
+                            ..LabelSelector::default()
+                        }),
+                        ..NetworkPolicyPeer::default()
+                    },
+                ]),
+                ..NetworkPolicyIngressRule::default()
+            }]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
+    if map.is_empty() {
+        return None;
+    }
+    Some(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect(),
+    )
+}
+
+fn resource_quota(preview: &Preview<'_>, config: &Config) -> ResourceQuota {
+    ResourceQuota {
+        metadata: preview.hardening_meta(),
+        spec: Some(ResourceQuotaSpec {
+            hard: quantities(&config.quota),
+            ..ResourceQuotaSpec::default()
+        }),
+        ..ResourceQuota::default()
+    }
+}
+
+/// Defaults for containers that set no resources, so the quota does not refuse them.
+fn limit_range(preview: &Preview<'_>, config: &Config) -> LimitRange {
+    LimitRange {
+        metadata: preview.hardening_meta(),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".to_string(),
+                default: quantities(&config.default_limits),
+                default_request: quantities(&config.default_requests),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    }
+}
+
+/// A container that passes the `restricted` Pod Security Standard.
+fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Capabilities::default()
+        }),
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..SeccompProfile::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+fn restricted_pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn env_vars(env: &[api::EnvVar]) -> Vec<EnvVar> {
+    env.iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            ..EnvVar::default()
+        })
+        .collect()
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn non_empty_map(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!m.is_empty()).then_some(m)
+}
+
+/// Labels selecting the pods of one service.
+pub fn service_selector(service: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (COMPONENT.to_string(), COMPONENT_SERVICE.to_string()),
+        (PART_OF.to_string(), service.to_string()),
+    ])
+}
+
+fn deployment(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Deployment {
+    let selector = service_selector(&svc.name);
+    let mut pod_labels = selector.clone();
+    pod_labels.insert(naming::MANAGED_BY.to_string(), naming::MANAGER.to_string());
+    let mut pod_annotations = svc.pod_annotations.clone();
+    // The sha on the pod template makes a new headSha roll the pods even when the image tag
+    // did not change, and tells the status step which commit the pods run.
+    pod_annotations.insert(SHA.to_string(), preview.spec.head_sha.clone());
+
+    let readiness_probe = match (&svc.readiness_path, svc.port) {
+        (Some(path), Some(port)) => Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(path.clone()),
+                port: IntOrString::Int(port),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        }),
+        _ => None,
+    };
+    let container = Container {
+        name: svc.name.clone(),
+        image: Some(svc.image.clone()),
+        command: non_empty(svc.command.clone()),
+        args: non_empty(svc.args.clone()),
+        env: non_empty(env_vars(&svc.env)),
+        resources: svc.resources.clone(),
+        ports: svc.port.map(|port| {
+            vec![ContainerPort {
+                container_port: port,
+                name: Some("http".to_string()),
+                ..ContainerPort::default()
+            }]
+        }),
+        readiness_probe,
+        security_context: Some(restricted_security_context()),
+        ..Container::default()
+    };
+    Deployment {
+        metadata: preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name),
+        spec: Some(DeploymentSpec {
+            replicas: Some(svc.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            progress_deadline_seconds: i32::try_from(config.progress_deadline.as_secs()).ok(),
+            revision_history_limit: Some(2),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod_security_context()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+fn service(preview: &Preview<'_>, svc: &ServiceSpec) -> Option<Service> {
+    let port = svc.port?;
+    Some(Service {
+        metadata: preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name),
+        spec: Some(CoreServiceSpec {
+            selector: Some(service_selector(&svc.name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_string()),
+                port,
+                target_port: Some(IntOrString::Int(port)),
+                ..ServicePort::default()
+            }]),
+            ..CoreServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
+/// Host of an exposed service: `<service>-<namespace>.<domain>`, with the first label
+/// shortened (keeping it unique with a hash) when it would exceed DNS's 63 characters.
+pub fn ingress_host(service: &str, namespace: &str, domain: &str) -> String {
+    let mut label = format!("{service}-{namespace}");
+    if label.len() > 63 {
+        let hash = short_hash(&label);
+        label.truncate(63 - hash.len() - 1);
+        let trimmed = label.trim_end_matches('-').to_string();
+        label = format!("{trimmed}-{hash}");
+    }
+    format!("{label}.{domain}")
+}
+
+fn ingress(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Option<Ingress> {
+    let ingress_config = config.ingress.as_ref()?;
+    let port = svc.port?;
+    if svc.expose != Some(true) {
+        return None;
+    }
+    let host = ingress_host(&svc.name, &preview.namespace, &ingress_config.base_domain);
+    Some(Ingress {
+        metadata: preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name),
+        spec: Some(IngressSpec {
+            ingress_class_name: ingress_config.class.clone(),
+            tls: ingress_config.tls_secret.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(host),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".to_string()),
+                        path_type: "Prefix".to_string(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: svc.name.clone(),
+                                port: Some(ServiceBackendPort {
+                                    number: Some(port),
+                                    ..ServiceBackendPort::default()
+                                }),
+                            }),
+                            ..IngressBackend::default()
+                        },
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        ..Ingress::default()
+    })
+}
+
+/// URL of one service: its Ingress when exposed and a base domain is configured, else its
+/// in-cluster DNS name. `None` when it has no port.
+pub fn service_url(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Option<String> {
+    let port = svc.port?;
+    if let (Some(true), Some(ingress)) = (svc.expose, config.ingress.as_ref()) {
+        let scheme = if ingress.tls_secret.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let host = ingress_host(&svc.name, &preview.namespace, &ingress.base_domain);
+        return Some(format!("{scheme}://{host}"));
+    }
+    Some(cluster_url(&svc.name, &preview.namespace, port))
+}
+
+fn cluster_url(service: &str, namespace: &str, port: i32) -> String {
+    format!("http://{service}.{namespace}.svc.cluster.local:{port}")
+}
+
+/// The preview's URL: the first exposed service's, else the first service with a port's.
+pub fn preview_url(preview: &Preview<'_>, config: &Config) -> Option<String> {
+    let services = &preview.spec.services;
+    services
+        .iter()
+        .find(|s| s.expose == Some(true) && s.port.is_some())
+        .or_else(|| services.iter().find(|s| s.port.is_some()))
+        .and_then(|s| service_url(preview, config, s))
+}
+
+/// Name of the Job running `test` for `sha`: `<test>-<first 7 of sha>`.
+pub fn job_name(test: &str, sha: &str) -> String {
+    let short: String = sha.chars().take(7).collect();
+    format!("{test}-{short}")
+}
+
+/// `PREVIEW_<SERVICE>_URL`: upper case, dashes become underscores.
+fn service_url_var(service: &str) -> String {
+    format!(
+        "PREVIEW_{}_URL",
+        service.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
+/// The environment every test container gets.
+pub fn test_environment(preview: &Preview<'_>, config: &Config) -> Vec<EnvVar> {
+    let var = |name: &str, value: String| EnvVar {
+        name: name.to_string(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let mut vars = vec![
+        var("PREVIEW_NAMESPACE", preview.namespace.clone()),
+        var("PREVIEW_REPOSITORY", preview.spec.repository.clone()),
+        var("PREVIEW_PR", preview.spec.pull_request.to_string()),
+        var("PREVIEW_SHA", preview.spec.head_sha.clone()),
+    ];
+    if let Some(url) = preview_url(preview, config) {
+        vars.push(var("PREVIEW_URL", url));
+    }
+    for svc in &preview.spec.services {
+        if let Some(port) = svc.port {
+            // Tests run inside the cluster: they reach every service by its DNS name.
+            vars.push(var(
+                &service_url_var(&svc.name),
+                cluster_url(&svc.name, &preview.namespace, port),
+            ));
+        }
+    }
+    vars
+}
+
+/// The Job running one test for the current headSha.
+pub fn test_job(preview: &Preview<'_>, config: &Config, test: &TestSpec) -> Job {
+    let sha = &preview.spec.head_sha;
+    let name = job_name(&test.name, sha);
+    let mut meta = preview.child_meta(&name, COMPONENT_TEST, &test.name);
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.insert(SHA.to_string(), sha.clone());
+    }
+    let mut env = test_environment(preview, config);
+    env.extend(env_vars(&test.env));
+    let deadline = parse_duration(&test.timeout)
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(30 * 60);
+    let mut pod_labels = BTreeMap::from([
+        (COMPONENT.to_string(), COMPONENT_TEST.to_string()),
+        (PART_OF.to_string(), test.name.clone()),
+        (naming::MANAGED_BY.to_string(), naming::MANAGER.to_string()),
+    ]);
+    pod_labels.insert(SHA.to_string(), sha.clone());
+    Job {
+        metadata: meta,
+        spec: Some(JobSpec {
+            backoff_limit: Some(test.retries),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: non_empty_map(test.pod_annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_string()),
+                    containers: vec![Container {
+                        name: test.name.clone(),
+                        image: Some(test.image.clone()),
+                        command: non_empty(test.command.clone()),
+                        args: non_empty(test.args.clone()),
+                        env: Some(env),
+                        resources: test.resources.clone(),
+                        security_context: Some(restricted_security_context()),
+                        ..Container::default()
+                    }],
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod_security_context()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// Fingerprint of an object as the operator would apply it.
+pub fn fingerprint<T: Serialize>(object: &T) -> String {
+    // serde_json writes struct fields in declaration order and BTreeMaps sorted, so equal
+    // objects always serialize alike.
+    let bytes = serde_json::to_vec(object).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().take(10).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Stamps `object`'s metadata with its own fingerprint (computed without the stamp).
+pub fn stamp<T: Serialize + kube::Resource>(mut object: T) -> T {
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(APPLIED_HASH);
+    }
+    let hash = fingerprint(&object);
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(APPLIED_HASH.to_string(), hash);
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IngressConfig;
+
+    fn spec() -> PreviewEnvironmentSpec {
+        serde_json::from_value(serde_json::json!({
+            "repository": "acme/shop",
+            "pullRequest": 123,
+            "headSha": "4f2c9e1d8b7a",
+            "services": [
+                {"name": "web", "image": "web:1", "port": 8080, "expose": true, "readinessPath": "/healthz",
+                 "podAnnotations": {"team": "shop"}},
+                {"name": "api-v2", "image": "api:1", "port": 9090, "replicas": 2},
+                {"name": "worker", "image": "worker:1", "env": [{"name": "Q", "value": "orders"}]}
+            ],
+            "tests": [{"name": "e2e", "image": "e2e:1", "timeout": "20m", "retries": 2,
+                       "env": [{"name": "EXTRA", "value": "1"}],
+                       "podAnnotations": {"preview.dev/simulate": "fail"}}]
+        }))
+        .expect("fixture")
+    }
+
+    fn preview(spec: &PreviewEnvironmentSpec) -> Preview<'_> {
+        Preview {
+            spec,
+            owner: Owner {
+                namespace: "team-shop".into(),
+                name: "shop-pr-123".into(),
+                uid: "uid-1".into(),
+                repository: spec.repository.clone(),
+                pull_request: spec.pull_request,
+            },
+            namespace: "pr-shop-pr-123-abcdef".into(),
+        }
+    }
+
+    fn with_ingress(tls: bool) -> Config {
+        Config {
+            ingress: Some(IngressConfig {
+                base_domain: "preview.example.com".into(),
+                class: Some("nginx".into()),
+                tls_secret: tls.then(|| "wildcard".to_string()),
+            }),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn every_child_carries_the_ownership_labels_and_owner_annotation() {
+        let spec = spec();
+        let p = preview(&spec);
+        let env = environment(&p, &with_ingress(false));
+        let metas = std::iter::once(&env.namespace.metadata)
+            .chain([
+                &env.network_policy.metadata,
+                &env.quota.metadata,
+                &env.limit_range.metadata,
+            ])
+            .chain(env.deployments.iter().map(|d| &d.metadata))
+            .chain(env.services.iter().map(|s| &s.metadata))
+            .chain(env.ingresses.iter().map(|i| &i.metadata));
+        for meta in metas {
+            let labels = meta.labels.clone().unwrap_or_default();
+            assert_eq!(
+                labels.get(naming::OWNER_UID).map(String::as_str),
+                Some("uid-1")
+            );
+            assert_eq!(
+                labels.get(naming::MANAGED_BY).map(String::as_str),
+                Some("preview-operator")
+            );
+            assert_eq!(
+                labels.get(naming::REPOSITORY).map(String::as_str),
+                Some("acme.shop")
+            );
+            let annotations = meta.annotations.clone().unwrap_or_default();
+            assert_eq!(annotations[OWNER_REF], "team-shop/shop-pr-123");
+        }
+    }
+
+    #[test]
+    fn namespace_enforces_the_configured_pod_security_level() {
+        let spec = spec();
+        let env = environment(&preview(&spec), &Config::default());
+        let labels = env.namespace.metadata.labels.unwrap_or_default();
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(
+            env.namespace.metadata.name.as_deref(),
+            Some("pr-shop-pr-123-abcdef")
+        );
+    }
+
+    #[test]
+    fn network_policy_denies_ingress_except_namespace_and_ingress_controller() {
+        let spec = spec();
+        let env = environment(&preview(&spec), &Config::default());
+        let np = env.network_policy.spec.expect("spec");
+        assert_eq!(np.policy_types, Some(vec!["Ingress".to_string()]));
+        let from = np.ingress.expect("rules")[0].from.clone().expect("peers");
+        assert_eq!(from.len(), 2);
+        assert_eq!(from[0].pod_selector, Some(LabelSelector::default()));
+        let ns_labels = from[1]
+            .namespace_selector
+            .clone()
+            .and_then(|s| s.match_labels)
+            .expect("namespace selector");
+        assert_eq!(ns_labels["kubernetes.io/metadata.name"], "ingress-nginx");
+    }
+
+    #[test]
+    fn containers_comply_with_restricted() {
+        let spec = spec();
+        let p = preview(&spec);
+        let env = environment(&p, &Config::default());
+        let job = test_job(&p, &Config::default(), &spec.tests[0]);
+        let pods = env
+            .deployments
+            .iter()
+            .map(|d| d.spec.clone().expect("spec").template)
+            .chain([job.spec.expect("spec").template]);
+        for pod in pods {
+            let pod = pod.spec.expect("pod spec");
+            assert_eq!(
+                pod.security_context.and_then(|s| s.run_as_non_root),
+                Some(true)
+            );
+            for c in pod.containers {
+                let sc = c.security_context.expect("security context");
+                assert_eq!(sc.allow_privilege_escalation, Some(false));
+                assert_eq!(sc.run_as_non_root, Some(true));
+                assert_eq!(
+                    sc.capabilities.and_then(|c| c.drop),
+                    Some(vec!["ALL".into()])
+                );
+                assert_eq!(
+                    sc.seccomp_profile.map(|p| p.type_).as_deref(),
+                    Some("RuntimeDefault")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn services_and_ingresses_follow_ports_and_expose() {
+        let spec = spec();
+        let p = preview(&spec);
+        let env = environment(&p, &with_ingress(true));
+        let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<Vec<_>>();
+        assert_eq!(
+            names(
+                env.deployments
+                    .iter()
+                    .map(|d| d.metadata.name.clone())
+                    .collect()
+            ),
+            ["web", "api-v2", "worker"]
+        );
+        assert_eq!(
+            names(
+                env.services
+                    .iter()
+                    .map(|s| s.metadata.name.clone())
+                    .collect()
+            ),
+            ["web", "api-v2"]
+        );
+        assert_eq!(
+            names(
+                env.ingresses
+                    .iter()
+                    .map(|s| s.metadata.name.clone())
+                    .collect()
+            ),
+            ["web"]
+        );
+        let ing = env.ingresses[0].spec.clone().expect("spec");
+        assert_eq!(ing.ingress_class_name.as_deref(), Some("nginx"));
+        let host = ing.rules.expect("rules")[0].host.clone().expect("host");
+        assert_eq!(host, "web-pr-shop-pr-123-abcdef.preview.example.com");
+        assert_eq!(
+            preview_url(&p, &with_ingress(true)).as_deref(),
+            Some("https://web-pr-shop-pr-123-abcdef.preview.example.com")
+        );
+        // Without a base domain nothing is exposed, and the URL is the in-cluster one.
+        let env = environment(&p, &Config::default());
+        assert!(env.ingresses.is_empty());
+        assert_eq!(
+            preview_url(&p, &Config::default()).as_deref(),
+            Some("http://web.pr-shop-pr-123-abcdef.svc.cluster.local:8080")
+        );
+    }
+
+    #[test]
+    fn deployment_has_probe_replicas_and_sha_on_the_pod_template() {
+        let spec = spec();
+        let env = environment(&preview(&spec), &Config::default());
+        let web = env.deployments[0].spec.clone().expect("spec");
+        let template = web.template.clone();
+        let annotations = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        assert_eq!(annotations[SHA], "4f2c9e1d8b7a");
+        assert_eq!(annotations["team"], "shop");
+        let container = &template.spec.expect("pod").containers[0];
+        let probe = container
+            .readiness_probe
+            .clone()
+            .and_then(|p| p.http_get)
+            .expect("probe");
+        assert_eq!(probe.path.as_deref(), Some("/healthz"));
+        assert_eq!(probe.port, IntOrString::Int(8080));
+        assert_eq!(
+            env.deployments[1].spec.clone().and_then(|s| s.replicas),
+            Some(2)
+        );
+        assert_eq!(web.progress_deadline_seconds, Some(300));
+    }
+
+    #[test]
+    fn test_job_gets_the_preview_environment_deadline_and_retries() {
+        let spec = spec();
+        let p = preview(&spec);
+        let job = test_job(&p, &with_ingress(false), &spec.tests[0]);
+        assert_eq!(job.metadata.name.as_deref(), Some("e2e-4f2c9e1"));
+        let js = job.spec.expect("spec");
+        assert_eq!(js.backoff_limit, Some(2));
+        assert_eq!(js.active_deadline_seconds, Some(1200));
+        let pod = js.template;
+        assert_eq!(
+            pod.metadata.and_then(|m| m.annotations).unwrap_or_default()["preview.dev/simulate"],
+            "fail"
+        );
+        let env: BTreeMap<String, String> = pod.spec.expect("pod").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert_eq!(env["PREVIEW_NAMESPACE"], "pr-shop-pr-123-abcdef");
+        assert_eq!(env["PREVIEW_REPOSITORY"], "acme/shop");
+        assert_eq!(env["PREVIEW_PR"], "123");
+        assert_eq!(env["PREVIEW_SHA"], "4f2c9e1d8b7a");
+        assert_eq!(
+            env["PREVIEW_URL"],
+            "http://web-pr-shop-pr-123-abcdef.preview.example.com"
+        );
+        assert_eq!(
+            env["PREVIEW_API_V2_URL"],
+            "http://api-v2.pr-shop-pr-123-abcdef.svc.cluster.local:9090"
+        );
+        assert_eq!(env["EXTRA"], "1");
+        assert!(
+            !env.contains_key("PREVIEW_WORKER_URL"),
+            "worker has no port"
+        );
+    }
+
+    #[test]
+    fn long_ingress_hosts_stay_valid_dns_labels() {
+        let ns = format!("pr-{}-abcdef", "x".repeat(53));
+        let host = ingress_host(&"s".repeat(30), &ns, "example.com");
+        let first = host.split('.').next().unwrap_or_default();
+        assert!(first.len() <= 63, "{first}");
+        assert_ne!(host, ingress_host(&"s".repeat(29), &ns, "example.com"));
+    }
+
+    #[test]
+    fn fingerprints_change_with_content_only() {
+        let spec = spec();
+        let p = preview(&spec);
+        let a = stamp(environment(&p, &Config::default()).deployments[0].clone());
+        let b = stamp(environment(&p, &Config::default()).deployments[0].clone());
+        assert_eq!(a, b);
+        let mut changed = spec.clone();
+        changed.head_sha = "0000000".into();
+        let c = stamp(environment(&preview(&changed), &Config::default()).deployments[0].clone());
+        let hash = |d: &Deployment| {
+            d.metadata.annotations.clone().unwrap_or_default()[APPLIED_HASH].clone()
+        };
+        assert_ne!(hash(&a), hash(&c));
+        // Stamping twice does not fold the old stamp into the new one.
+        assert_eq!(hash(&stamp(a.clone())), hash(&a));
+    }
+}
