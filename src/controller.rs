@@ -1,3 +1,4 @@
 //! The PreviewEnvironment controller.
 
 pub mod build;
+pub mod status;
