@@ -1,4 +1,1006 @@
-//! The PreviewEnvironment controller.
+//! The PreviewEnvironment controller: watches, the reconcile driver and its error policy.
+//!
+//! `reconcile` is kube's `finalizer()` over two steps: `apply` (observe → build → apply →
+//! status) and `cleanup` (teardown). Children live in the preview namespace, not next to
+//! their PreviewEnvironment, so ownership is by label and the `preview.dev/owner` annotation,
+//! and watches map child events back to their owner through it.
 
+pub mod apply;
 pub mod build;
 pub mod status;
+pub mod teardown;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, TestPhase};
+use crate::config::Config;
+use crate::naming::{self, OWNER_UID, Owner, SHA, preview_namespace};
+use apply::{ApplyError, MANAGER};
+use build::{OWNER_REF, Preview};
+use status::{Gate, Observed};
+use teardown::Gone;
+
+/// Finalizer that holds a PreviewEnvironment until its namespace is gone.
+pub const FINALIZER: &str = "preview.dev/teardown";
+
+/// How often a rollout in progress is looked at again: crash-looping pods do not change
+/// their Deployment, so this is what notices them.
+const DEPLOYING_REQUEUE: Duration = Duration::from_secs(10);
+/// How often teardown checks whether the namespace is gone (watches usually come first).
+const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
+/// Longest wait between two reconciles of a healthy preview (besides its expiry).
+const IDLE_REQUEUE: Duration = Duration::from_secs(3600);
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Apply(Box<ApplyError>),
+    #[error("failed to create namespace {name}: {source}")]
+    CreateNamespace {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to read {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to write the status of {name}: {source}")]
+    Status {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to delete expired preview {name}: {source}")]
+    Expire {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to delete namespace {name}: {source}")]
+    DeleteNamespace {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("waiting for namespace {0} to be deleted")]
+    TeardownInProgress(String),
+    #[error("{0} has no {1}")]
+    Incomplete(String, &'static str),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl From<ApplyError> for Error {
+    fn from(e: ApplyError) -> Self {
+        Error::Apply(Box::new(e))
+    }
+}
+
+impl Error {
+    /// A fixed label per variant, for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Apply(_) => "apply",
+            Error::CreateNamespace { .. } => "create_namespace",
+            Error::Read { .. } => "read",
+            Error::Status { .. } => "status",
+            Error::Expire { .. } => "expire",
+            Error::DeleteNamespace { .. } => "delete_namespace",
+            Error::TeardownInProgress(_) => "teardown_in_progress",
+            Error::Incomplete(..) => "incomplete",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.category(),
+                _ => "finalizer",
+            },
+        }
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.category() == "teardown_in_progress"
+    }
+}
+
+/// Caches of everything the operator manages, filled by the controller's watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub previews: Store<PreviewEnvironment>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub deployments: Store<Deployment>,
+    pub jobs: Store<Job>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub quotas: Store<PartialObjectMeta<ResourceQuota>>,
+    pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
+}
+
+impl Stores {
+    async fn ready(&self) -> bool {
+        self.previews.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok()
+            && self.deployments.wait_until_ready().await.is_ok()
+            && self.jobs.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
+            && self.ingresses.wait_until_ready().await.is_ok()
+            && self.network_policies.wait_until_ready().await.is_ok()
+            && self.quotas.wait_until_ready().await.is_ok()
+            && self.limit_ranges.wait_until_ready().await.is_ok()
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    recorder: Recorder,
+    /// Previews admitted under the concurrency limit whose namespace may not be cached yet.
+    admitted: Mutex<HashSet<String>>,
+    /// Serialises concurrency decisions, so two reconciles cannot both take the last slot.
+    admission: tokio::sync::Mutex<()>,
+    /// Consecutive failures per preview, for capped exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,
+    /// Wakes previews waiting for a concurrency slot.
+    wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these small maps cannot leave them inconsistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn owner_of(pe: &PreviewEnvironment) -> Result<Owner, Error> {
+    let name = pe.name_any();
+    Ok(Owner {
+        namespace: pe
+            .namespace()
+            .ok_or_else(|| Error::Incomplete(name.clone(), "namespace"))?,
+        uid: pe
+            .uid()
+            .ok_or_else(|| Error::Incomplete(name.clone(), "uid"))?,
+        name,
+        repository: pe.spec.repository.clone(),
+        pull_request: pe.spec.pull_request,
+    })
+}
+
+/// Maps a child to its owning PreviewEnvironment through the owner annotation.
+fn owner_ref<K: Resource>(child: &K) -> Option<ObjectRef<PreviewEnvironment>> {
+    let (ns, name) = child
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(OWNER_REF)?
+        .split_once('/')?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Reconciles one PreviewEnvironment.
+pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.stores.ready().await {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let namespace = pe
+        .namespace()
+        .ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace"))?;
+    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = ObjectRef::from_obj(pe.as_ref());
+    let result = finalizer(&api, FINALIZER, pe, |event| async {
+        match event {
+            Finalizer::Apply(pe) => apply_preview(&pe, &ctx).await,
+            Finalizer::Cleanup(pe) => cleanup(&pe, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        lock(&ctx.failures).remove(&key);
+    }
+    result
+}
+
+/// Retries failures with capped exponential backoff; a teardown in progress is not a failure.
+pub fn error_policy(pe: Arc<PreviewEnvironment>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_waiting() {
+        return Action::requeue(TEARDOWN_REQUEUE);
+    }
+    let key = ObjectRef::from_obj(pe.as_ref());
+    let attempts = {
+        let mut failures = lock(&ctx.failures);
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay =
+        Duration::from_secs(2u64.saturating_pow(attempts.min(8))).min(Duration::from_secs(300));
+    warn!(
+        namespace = pe.namespace().as_deref().unwrap_or_default(),
+        name = %pe.name_any(),
+        category = error.category(),
+        %error,
+        attempts,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn now() -> Timestamp {
+    Timestamp::now()
+}
+
+/// Decides whether a preview that is not running yet may start under the tenant's limit.
+async fn concurrency_gate(pe: &PreviewEnvironment, ctx: &Context, running_ns: bool) -> Gate {
+    let limit = ctx.config.max_previews_per_namespace;
+    let uid = pe.uid().unwrap_or_default();
+    if limit == 0 || running_ns || lock(&ctx.admitted).contains(&uid) {
+        return Gate::Open;
+    }
+    let _serialised = ctx.admission.lock().await;
+    let tenant = pe.namespace().unwrap_or_default();
+    let peers: Vec<Arc<PreviewEnvironment>> = ctx
+        .stores
+        .previews
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(tenant.as_str()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let admitted = lock(&ctx.admitted).clone();
+    let is_running = |p: &PreviewEnvironment| {
+        let uid = p.uid().unwrap_or_default();
+        admitted.contains(&uid)
+            || ctx
+                .stores
+                .namespaces
+                .state()
+                .iter()
+                .any(|ns| ns.labels().get(OWNER_UID) == Some(&uid))
+    };
+    let running = peers.iter().filter(|p| is_running(p)).count();
+    let mut waiting: Vec<&Arc<PreviewEnvironment>> =
+        peers.iter().filter(|p| !is_running(p)).collect();
+    // Oldest first; the name breaks ties so every replica agrees on the order.
+    waiting.sort_by_key(|p| {
+        (
+            p.metadata.creation_timestamp.clone().map(|t| t.0),
+            p.name_any(),
+        )
+    });
+    let position = waiting
+        .iter()
+        .position(|p| p.uid().as_deref() == Some(uid.as_str()))
+        .map_or(waiting.len() + 1, |i| i + 1);
+    if running + position <= limit {
+        lock(&ctx.admitted).insert(uid);
+        Gate::Open
+    } else {
+        Gate::ConcurrencyLimit {
+            limit,
+            position: (running + position).saturating_sub(limit),
+        }
+    }
+}
+
+/// Where the preview namespace stands before anything is applied.
+enum NamespaceState {
+    /// Ours and alive (or not there yet and free to create).
+    Usable { exists: bool },
+    /// Blocks the rollout, with the reason.
+    Blocked(Gate),
+}
+
+async fn namespace_state(
+    name: &str,
+    owner: &Owner,
+    ctx: &Context,
+) -> Result<NamespaceState, Error> {
+    let cached = ctx.stores.namespaces.get(&ObjectRef::new(name));
+    let meta = match cached {
+        Some(ns) => Some(ns.metadata.clone()),
+        // Not in the cache of managed namespaces: it may still exist without our labels.
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get_metadata_opt(name)
+            .await
+            .map_err(|source| Error::Read {
+                what: format!("namespace {name}"),
+                source,
+            })?
+            .map(|ns| ns.metadata),
+    };
+    let Some(meta) = meta else {
+        return Ok(NamespaceState::Usable { exists: false });
+    };
+    let labels = meta.labels.clone().unwrap_or_default();
+    let owned_by = labels.get(OWNER_UID);
+    let managed = labels.get(naming::MANAGED_BY).map(String::as_str) == Some(naming::MANAGER);
+    if owned_by == Some(&owner.uid) {
+        if meta.deletion_timestamp.is_some() {
+            return Ok(NamespaceState::Blocked(Gate::NamespaceTerminating(
+                format!(
+                    "namespace {name} is being deleted; the preview is re-created once it is gone"
+                ),
+            )));
+        }
+        return Ok(NamespaceState::Usable { exists: true });
+    }
+    if managed && owned_by.is_some() {
+        // A namespace of an earlier PreviewEnvironment with the same name: its owner is gone
+        // (two live previews cannot share namespace/name), so it is an orphan to remove.
+        if meta.deletion_timestamp.is_none()
+            && let Some(old_uid) = owned_by
+        {
+            teardown::delete_owned_namespace(&ctx.client, name, old_uid)
+                .await
+                .map_err(|source| Error::DeleteNamespace {
+                    name: name.to_string(),
+                    source,
+                })?;
+        }
+        return Ok(NamespaceState::Blocked(Gate::NamespaceTerminating(
+            format!("namespace {name} of an earlier preview with this name is being deleted"),
+        )));
+    }
+    Ok(NamespaceState::Blocked(Gate::NamespaceConflict(format!(
+        "namespace {name} already exists and is not managed by this preview; the operator never \
+         adopts or changes it. Delete that namespace or rename the PreviewEnvironment"
+    ))))
+}
+
+async fn publish(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &pe.object_ref(&())).await {
+        // Events are for humans; a failed one must not fail the reconcile.
+        debug!(%error, "failed to publish event");
+    }
+}
+
+async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
+    let owner = owner_of(pe)?;
+    let config = &ctx.config;
+    let spec = &pe.spec;
+    let now = now();
+    let previous = pe.status.as_ref();
+    let ns_name = preview_namespace(&config.namespace_prefix, &owner.namespace, &owner.name);
+
+    // Time to live: counts from the first sight of the current headSha.
+    let (ttl, violation) = teardown::effective_ttl(spec.ttl.as_deref(), config);
+    let since = teardown::sha_observed_at(previous, &spec.head_sha, now);
+    let expires = teardown::expires_at(since, ttl);
+    if now >= expires.0 {
+        publish(
+            ctx,
+            pe,
+            EventType::Normal,
+            "Expired",
+            format!(
+                "time to live {} ran out; deleting the preview",
+                teardown::humanize(ttl)
+            ),
+        )
+        .await;
+        Api::<PreviewEnvironment>::namespaced(ctx.client.clone(), &owner.namespace)
+            .delete(&owner.name, &DeleteParams::default())
+            .await
+            .map_err(|source| Error::Expire {
+                name: owner.name.clone(),
+                source,
+            })?;
+        return Ok(Action::await_change());
+    }
+
+    let preview = Preview {
+        spec,
+        owner: owner.clone(),
+        namespace: ns_name.clone(),
+    };
+    let mut gate = match violation {
+        Some(message) => Gate::PolicyViolation(message),
+        None => Gate::Open,
+    };
+    let mut ns_exists = false;
+    if gate == Gate::Open {
+        match namespace_state(&ns_name, &owner, ctx).await? {
+            NamespaceState::Usable { exists } => {
+                ns_exists = exists;
+                gate = concurrency_gate(pe, ctx, exists).await;
+            }
+            NamespaceState::Blocked(g) => gate = g,
+        }
+    }
+
+    let mut observed = Observed::default();
+    let deployments: Vec<Arc<Deployment>>;
+    let jobs: Vec<Arc<Job>>;
+    if gate == Gate::Open {
+        let env = build::environment(&preview, config);
+        if !ns_exists {
+            create_namespace(ctx, build::stamp(env.namespace.clone())).await?;
+        } else {
+            apply_namespace(ctx, env.namespace.clone()).await?;
+        }
+        apply_environment(ctx, &owner, &ns_name, env).await?;
+
+        deployments = ctx
+            .stores
+            .deployments
+            .state()
+            .into_iter()
+            .filter(|d| d.namespace().as_deref() == Some(ns_name.as_str()))
+            .filter(|d| d.labels().get(OWNER_UID) == Some(&owner.uid))
+            .collect();
+        for d in &deployments {
+            observed.deployments.insert(d.name_any(), d.as_ref());
+        }
+        // Pods are only looked at when a rollout is stuck, to name the reason.
+        for svc in &spec.services {
+            let state = status::service_state(
+                svc,
+                observed.deployments.get(&svc.name).copied(),
+                &spec.head_sha,
+                None,
+            );
+            if matches!(state, status::ServiceState::Progressing(_))
+                && observed.deployments.contains_key(&svc.name)
+            {
+                let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns_name);
+                let selector = build::service_selector(&svc.name)
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|source| Error::Read {
+                        what: format!("pods of service {}", svc.name),
+                        source,
+                    })?;
+                if let Some(problem) = status::pod_problem(&list.items) {
+                    observed.pod_problems.insert(svc.name.clone(), problem);
+                }
+            }
+        }
+
+        let all_available = spec.services.iter().all(|s| {
+            status::service_state(
+                s,
+                observed.deployments.get(&s.name).copied(),
+                &spec.head_sha,
+                observed.pod_problems.get(&s.name),
+            ) == status::ServiceState::Available
+        });
+        jobs = ctx
+            .stores
+            .jobs
+            .state()
+            .into_iter()
+            .filter(|j| j.namespace().as_deref() == Some(ns_name.as_str()))
+            .filter(|j| j.labels().get(OWNER_UID) == Some(&owner.uid))
+            .collect();
+        apply_tests(ctx, &preview, &jobs, all_available).await?;
+        for j in &jobs {
+            if j.labels().get(SHA) == Some(&spec.head_sha)
+                && j.metadata.deletion_timestamp.is_none()
+                && let Some(test) = j.labels().get(naming::PART_OF)
+            {
+                observed.jobs.insert(test.clone(), j.as_ref());
+            }
+        }
+    }
+
+    let service_urls: BTreeMap<String, String> = spec
+        .services
+        .iter()
+        .filter_map(|s| build::service_url(&preview, config, s).map(|u| (s.name.clone(), u)))
+        .collect();
+    let status_ctx = status::Context {
+        spec,
+        generation: pe.metadata.generation,
+        previous,
+        now: Time(now),
+        gate: gate.clone(),
+        namespace: ns_name.clone(),
+        url: build::preview_url(&preview, config),
+        service_urls,
+        sha_observed_at: Time(since),
+        expires_at: expires.clone(),
+    };
+    let new_status = status::compute(&status_ctx, &observed);
+    write_status(ctx, pe, previous, new_status.clone()).await?;
+
+    // Come back when something can change without an event: a stuck rollout, a queue slot,
+    // or the expiry.
+    let until_expiry = expires.0.duration_since(now).unsigned_abs();
+    let next = match new_status.phase {
+        Some(Phase::Deploying) => DEPLOYING_REQUEUE,
+        Some(Phase::Pending) => Duration::from_secs(30),
+        _ => IDLE_REQUEUE,
+    };
+    Ok(Action::requeue(
+        next.min(until_expiry + Duration::from_millis(500)),
+    ))
+}
+
+async fn create_namespace(ctx: &Context, ns: Namespace) -> Result<(), Error> {
+    let name = ns.name_any();
+    // Create, never apply, a namespace we have not seen: apply would adopt a foreign one that
+    // appeared in between; create fails instead.
+    match Api::<Namespace>::all(ctx.client.clone())
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.to_string()),
+                ..PostParams::default()
+            },
+            &ns,
+        )
+        .await
+    {
+        Ok(_) => {
+            info!(namespace = %name, "created preview namespace");
+            Ok(())
+        }
+        Err(source) => Err(Error::CreateNamespace { name, source }),
+    }
+}
+
+async fn apply_namespace(ctx: &Context, ns: Namespace) -> Result<(), Error> {
+    let ns = build::stamp(ns);
+    let name = ns.name_any();
+    let want = ns.annotations().get(build::APPLIED_HASH).cloned();
+    if want.is_some() && apply::cached_hash(&ctx.stores.namespaces, None, &name) == want {
+        return Ok(());
+    }
+    Api::<Namespace>::all(ctx.client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .map_err(|source| {
+            Error::from(ApplyError::Apply {
+                kind: "Namespace".into(),
+                namespace: String::new(),
+                name: name.clone(),
+                source,
+            })
+        })?;
+    Ok(())
+}
+
+fn names<K: Resource>(objects: &[K]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| o.meta().name.clone().unwrap_or_default())
+        .collect()
+}
+
+async fn apply_environment(
+    ctx: &Context,
+    owner: &Owner,
+    ns: &str,
+    env: build::Environment,
+) -> Result<(), Error> {
+    let s = &ctx.stores;
+    let c = &ctx.client;
+    // Destructured without `..`: a new kind of child does not compile until it is applied.
+    let build::Environment {
+        namespace: _,
+        network_policy,
+        quota,
+        limit_range,
+        deployments,
+        services,
+        ingresses,
+    } = env;
+    apply::apply(c, &s.network_policies, network_policy).await?;
+    apply::apply(c, &s.quotas, quota).await?;
+    apply::apply(c, &s.limit_ranges, limit_range).await?;
+    let (keep_d, keep_s, keep_i) = (names(&deployments), names(&services), names(&ingresses));
+    for d in deployments {
+        apply::apply(c, &s.deployments, d).await?;
+    }
+    for svc in services {
+        apply::apply(c, &s.services, svc).await?;
+    }
+    for ing in ingresses {
+        apply::apply(c, &s.ingresses, ing).await?;
+    }
+    apply::delete_extras::<Ingress, _>(c, &s.ingresses, ns, &owner.uid, &keep_i).await?;
+    apply::delete_extras::<Service, _>(c, &s.services, ns, &owner.uid, &keep_s).await?;
+    apply::delete_extras::<Deployment, _>(c, &s.deployments, ns, &owner.uid, &keep_d).await?;
+    Ok(())
+}
+
+/// Creates the test Jobs of the current headSha once every service is available, and removes
+/// Jobs of older shas or of tests no longer in the spec.
+async fn apply_tests(
+    ctx: &Context,
+    preview: &Preview<'_>,
+    jobs: &[Arc<Job>],
+    all_available: bool,
+) -> Result<(), Error> {
+    let spec = preview.spec;
+    let ns = &preview.namespace;
+    let wanted: BTreeMap<String, Job> = spec
+        .tests
+        .iter()
+        .map(|t| {
+            let job = build::stamp(build::test_job(preview, &ctx.config, t));
+            (job.name_any(), job)
+        })
+        .collect();
+    for job in jobs {
+        if job.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = job.name_any();
+        let stale = match wanted.get(&name) {
+            None => true,
+            // A Job's template is immutable: a test edited without a new sha runs again.
+            Some(w) => {
+                w.annotations().get(build::APPLIED_HASH)
+                    != job.annotations().get(build::APPLIED_HASH)
+            }
+        };
+        if stale {
+            apply::delete::<Job>(&ctx.client, ns, &name, &DeleteParams::background()).await?;
+        }
+    }
+    if !all_available {
+        return Ok(());
+    }
+    let existing: BTreeSet<String> = jobs.iter().map(|j| j.name_any()).collect();
+    for (name, job) in wanted {
+        if existing.contains(&name) {
+            continue;
+        }
+        let api: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(MANAGER.to_string()),
+                    ..PostParams::default()
+                },
+                &job,
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Already there: the cache has not caught up with an earlier create.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(source) => {
+                return Err(Error::from(ApplyError::Apply {
+                    kind: "Job".into(),
+                    namespace: ns.clone(),
+                    name,
+                    source,
+                }));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StatusPatch<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    status: &'a PreviewEnvironmentStatus,
+}
+
+async fn write_status(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    previous: Option<&PreviewEnvironmentStatus>,
+    status: PreviewEnvironmentStatus,
+) -> Result<(), Error> {
+    if previous == Some(&status) {
+        return Ok(());
+    }
+    let name = pe.name_any();
+    let api: Api<PreviewEnvironment> =
+        Api::namespaced(ctx.client.clone(), &pe.namespace().unwrap_or_default());
+    let patch = StatusPatch {
+        api_version: "preview.dev/v1alpha1",
+        kind: "PreviewEnvironment",
+        status: &status,
+    };
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Status {
+        name: name.clone(),
+        source,
+    })?;
+    announce(ctx, pe, previous, &status).await;
+    Ok(())
+}
+
+/// One Event per transition a developer cares about.
+async fn announce(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    previous: Option<&PreviewEnvironmentStatus>,
+    status: &PreviewEnvironmentStatus,
+) {
+    let old_phase = previous.and_then(|p| p.phase);
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let old_reason = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.reason.clone());
+    let (Some(phase), Some(ready)) = (status.phase, ready) else {
+        return;
+    };
+    if old_phase == Some(phase) && old_reason.as_deref() == Some(ready.reason.as_str()) {
+        return;
+    }
+    let type_ = if phase == Phase::Failed {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let reason = if phase == Phase::Ready || phase == Phase::Failed {
+        ready.reason.clone()
+    } else {
+        phase.as_str().to_string()
+    };
+    publish(
+        ctx,
+        pe,
+        type_,
+        &reason,
+        format!("{}: {}", phase.as_str(), ready.message),
+    )
+    .await;
+    for t in &status.tests {
+        let before = previous
+            .and_then(|p| p.tests.iter().find(|o| o.name == t.name && o.sha == t.sha))
+            .map(|o| o.phase);
+        if before != Some(t.phase) && matches!(t.phase, TestPhase::Succeeded | TestPhase::Failed) {
+            let (type_, reason) = if t.phase == TestPhase::Succeeded {
+                (EventType::Normal, "TestSucceeded")
+            } else {
+                (EventType::Warning, "TestFailed")
+            };
+            let note = t
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("test {} passed at {}", t.name, t.sha));
+            publish(ctx, pe, type_, reason, note).await;
+        }
+    }
+}
+
+async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
+    let owner = owner_of(pe)?;
+    let ns_name = preview_namespace(&ctx.config.namespace_prefix, &owner.namespace, &owner.name);
+    lock(&ctx.admitted).remove(&owner.uid);
+    // The slot this preview held is free: wake the queue of its tenant.
+    for waiting in teardown::waiting_in(&ctx.stores.previews, &owner.namespace) {
+        let _ = ctx.wake.send(waiting);
+    }
+    if pe.status.as_ref().and_then(|s| s.phase) != Some(Phase::Terminating) {
+        let mut status = pe.status.clone().unwrap_or_default();
+        status.phase = Some(Phase::Terminating);
+        write_status(ctx, pe, pe.status.as_ref(), status).await?;
+    }
+    match teardown::delete_owned_namespace(&ctx.client, &ns_name, &owner.uid)
+        .await
+        .map_err(|source| Error::DeleteNamespace {
+            name: ns_name.clone(),
+            source,
+        })? {
+        Gone::Yes | Gone::NotOurs => {
+            info!(namespace = %owner.namespace, name = %owner.name, preview_namespace = %ns_name, "torn down");
+            Ok(Action::await_change())
+        }
+        Gone::Deleting => Err(Error::TeardownInProgress(ns_name)),
+    }
+}
+
+/// Watch configuration for everything the operator manages.
+fn managed() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&naming::managed_selector())
+        .any_semantic()
+}
+
+/// A cached, metadata-only watch of one child kind that also triggers the owner.
+fn meta_stream<K>(
+    client: &Client,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), managed()).modify(|o| {
+            // Managed fields are most of an object's metadata and never read here.
+            o.managed_fields_mut().clear();
+        }),
+    )
+    .default_backoff()
+    .touched_objects();
+    (reader, stream)
+}
+
+/// A cached, full-object watch of one child kind (status is needed) that triggers the owner.
+fn full_stream<K>(
+    client: &Client,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), managed()).modify(|o| {
+            o.managed_fields_mut().clear();
+        }),
+    )
+    .default_backoff()
+    .touched_objects();
+    (reader, stream)
+}
+
+use kube::runtime::reflector::reflector;
+
+/// Runs the controller until shutdown (SIGTERM/SIGINT), finishing in-flight reconciles.
+pub async fn run(
+    client: Client,
+    config: Config,
+    workers: u16,
+    sweep_interval: Duration,
+    instance: String,
+) {
+    let previews: Api<PreviewEnvironment> = Api::all(client.clone());
+    let (namespaces, ns_stream) = meta_stream::<Namespace>(&client);
+    let (deployments, d_stream) = full_stream::<Deployment>(&client);
+    let (jobs, j_stream) = full_stream::<Job>(&client);
+    let (services, s_stream) = meta_stream::<Service>(&client);
+    let (ingresses, i_stream) = meta_stream::<Ingress>(&client);
+    let (network_policies, np_stream) = meta_stream::<NetworkPolicy>(&client);
+    let (quotas, q_stream) = meta_stream::<ResourceQuota>(&client);
+    let (limit_ranges, lr_stream) = meta_stream::<LimitRange>(&client);
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+
+    let controller = Controller::new(previews, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(workers))
+        .watches_stream(ns_stream, |o| owner_ref(&o))
+        .watches_stream(d_stream, |o| owner_ref(&o))
+        .watches_stream(j_stream, |o| owner_ref(&o))
+        .watches_stream(s_stream, |o| owner_ref(&o))
+        .watches_stream(i_stream, |o| owner_ref(&o))
+        .watches_stream(np_stream, |o| owner_ref(&o))
+        .watches_stream(q_stream, |o| owner_ref(&o))
+        .watches_stream(lr_stream, |o| owner_ref(&o))
+        .reconcile_on(tokio_stream_from(wake_rx))
+        .shutdown_on_signal();
+
+    let stores = Stores {
+        previews: controller.store(),
+        namespaces,
+        deployments,
+        jobs,
+        services,
+        ingresses,
+        network_policies,
+        quotas,
+        limit_ranges,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_string(),
+            instance: Some(instance),
+        },
+    );
+    let sweeper = tokio::spawn(teardown::run_sweeper(
+        client.clone(),
+        stores.previews.clone(),
+        stores.namespaces.clone(),
+        sweep_interval,
+    ));
+    let ctx = Arc::new(Context {
+        client,
+        config,
+        stores,
+        recorder,
+        admitted: Mutex::new(HashSet::new()),
+        admission: tokio::sync::Mutex::new(()),
+        failures: Mutex::new(HashMap::new()),
+        wake: wake_tx,
+    });
+    info!("controller started");
+    controller
+        .run(
+            |pe, ctx| {
+                let span = info_span!(
+                    "reconcile",
+                    namespace = pe.namespace().as_deref().unwrap_or_default(),
+                    name = %pe.name_any()
+                );
+                reconcile(pe, ctx).instrument(span)
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "controller event");
+            }
+        })
+        .await;
+    sweeper.abort();
+    info!("controller stopped");
+}
+
+/// Adapts an mpsc receiver into a stream without another dependency.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

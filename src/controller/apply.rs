@@ -1,0 +1,162 @@
+//! Server-side apply of desired children under one field manager, skipped when the cached
+//! object already carries the same fingerprint, and deletion of children the spec no longer
+//! wants (found by the owner-uid label, so nothing the operator does not own is touched).
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::build::{APPLIED_HASH, stamp};
+use crate::naming::OWNER_UID;
+
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "preview-operator";
+
+/// A write to a child failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("failed to apply {kind} {namespace}/{name}: {source}")]
+    Apply {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to delete {kind} {namespace}/{name}: {source}")]
+    Delete {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The fingerprint the cached copy of `namespace/name` carries, if it is cached.
+pub fn cached_hash<S>(store: &Store<S>, namespace: Option<&str>, name: &str) -> Option<String>
+where
+    S: Resource + Clone,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let mut key = ObjectRef::<S>::new(name);
+    if let Some(ns) = namespace {
+        key = key.within(ns);
+    }
+    let cached = store.get(&key)?;
+    if cached.meta().deletion_timestamp.is_some() {
+        return None;
+    }
+    cached.annotations().get(APPLIED_HASH).cloned()
+}
+
+/// Applies `desired` unless the cache shows it is already in place. Returns whether it wrote.
+pub async fn apply<K, S>(client: &Client, store: &Store<S>, desired: K) -> Result<bool, ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+    S: Resource + Clone,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let desired = stamp(desired);
+    let name = desired.name_any();
+    let namespace = desired.namespace().unwrap_or_default();
+    let want = desired.annotations().get(APPLIED_HASH).cloned();
+    if want.is_some() && cached_hash(store, Some(&namespace), &name) == want {
+        return Ok(false);
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(|source| ApplyError::Apply {
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    Ok(true)
+}
+
+/// Names of cached objects in `namespace` owned by `owner_uid` that are not in `keep`.
+pub fn extras<S>(
+    store: &Store<S>,
+    namespace: &str,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Vec<String>
+where
+    S: Resource + Clone,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| o.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid))
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| o.name_any())
+        .filter(|n| !keep.contains(n))
+        .collect()
+}
+
+/// Deletes `namespace/name` of kind `K`; already gone counts as done.
+pub async fn delete<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<(), ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(ApplyError::Delete {
+            kind: K::kind(&()).into_owned(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Deletes every owned object of kind `K` in `namespace` that is not in `keep`.
+pub async fn delete_extras<K, S>(
+    client: &Client,
+    store: &Store<S>,
+    namespace: &str,
+    owner_uid: &str,
+    keep: &BTreeSet<String>,
+) -> Result<usize, ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+    S: Resource + Clone,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let names = extras(store, namespace, owner_uid, keep);
+    for name in &names {
+        delete::<K>(client, namespace, name, &DeleteParams::background()).await?;
+    }
+    Ok(names.len())
+}

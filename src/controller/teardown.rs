@@ -1,0 +1,256 @@
+//! Teardown: the finalizer's cleanup (delete the preview namespace and hold the finalizer until
+//! it is gone), the time-to-live arithmetic, and the orphan sweep that deletes managed
+//! namespaces whose PreviewEnvironment no longer exists.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::{PreviewEnvironment, PreviewEnvironmentStatus, parse_duration};
+use crate::config::Config;
+use crate::naming::{OWNER_NAMESPACE, OWNER_UID};
+
+use super::build::OWNER_REF;
+
+/// The ttl a spec asks for (or the default), and whether it breaks the configured maximum.
+pub fn effective_ttl(spec_ttl: Option<&str>, config: &Config) -> (Duration, Option<String>) {
+    let asked = spec_ttl
+        .and_then(parse_duration)
+        .unwrap_or(config.default_ttl);
+    if asked > config.max_ttl {
+        let message = format!(
+            "spec.ttl {} is longer than the maximum of {} this operator allows; lower spec.ttl",
+            spec_ttl.unwrap_or_default(),
+            humanize(config.max_ttl)
+        );
+        // A preview that breaks policy still expires, at the maximum.
+        return (config.max_ttl, Some(message));
+    }
+    (asked, None)
+}
+
+/// `90000s` as `1d1h`, for messages.
+pub fn humanize(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
+}
+
+/// When the current headSha was first seen: kept from the status while the sha is the same,
+/// else now. The time to live counts from there.
+pub fn sha_observed_at(
+    status: Option<&PreviewEnvironmentStatus>,
+    head_sha: &str,
+    now: Timestamp,
+) -> Timestamp {
+    status
+        .filter(|s| s.observed_sha.as_deref() == Some(head_sha))
+        .and_then(|s| s.sha_observed_at.as_ref())
+        .map(|t| t.0)
+        .unwrap_or(now)
+}
+
+/// `since + ttl`, saturating instead of overflowing on absurd values.
+pub fn expires_at(since: Timestamp, ttl: Duration) -> Time {
+    let ttl = SignedDuration::try_from(ttl).unwrap_or(SignedDuration::MAX);
+    Time(since.checked_add(ttl).unwrap_or(Timestamp::MAX))
+}
+
+/// What became of a namespace the operator wanted gone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gone {
+    /// It does not exist (any more).
+    Yes,
+    /// Deletion is under way.
+    Deleting,
+    /// It exists but is not ours to delete.
+    NotOurs,
+}
+
+/// Deletes namespace `name` if it carries `owner_uid`, and says whether it is gone. The UID is
+/// also a delete precondition, so a namespace re-created by someone else in between is safe.
+pub async fn delete_owned_namespace(
+    client: &Client,
+    name: &str,
+    owner_uid: &str,
+) -> Result<Gone, kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let Some(ns) = api.get_metadata_opt(name).await? else {
+        return Ok(Gone::Yes);
+    };
+    if ns.labels().get(OWNER_UID).map(String::as_str) != Some(owner_uid) {
+        return Ok(Gone::NotOurs);
+    }
+    if ns.metadata.deletion_timestamp.is_some() {
+        return Ok(Gone::Deleting);
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: ns.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(Gone::Deleting),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Gone::Yes),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the owner a managed namespace names still exists. Asks the API server when the
+/// cache says no, so a lagging cache never gets a live preview's namespace deleted.
+async fn owner_exists(
+    client: &Client,
+    previews: &Store<PreviewEnvironment>,
+    ns: &PartialObjectMeta<Namespace>,
+) -> Result<bool, kube::Error> {
+    let Some(uid) = ns.labels().get(OWNER_UID) else {
+        // Not stamped by us with an owner: not ours to judge.
+        return Ok(true);
+    };
+    if previews
+        .state()
+        .iter()
+        .any(|p| p.uid().as_deref() == Some(uid.as_str()))
+    {
+        return Ok(true);
+    }
+    let owner = ns
+        .annotations()
+        .get(OWNER_REF)
+        .and_then(|r| r.split_once('/'));
+    let Some((owner_ns, owner_name)) = owner else {
+        return Ok(false);
+    };
+    if ns.labels().get(OWNER_NAMESPACE).map(String::as_str) != Some(owner_ns) {
+        return Ok(false);
+    }
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), owner_ns);
+    Ok(api
+        .get_metadata_opt(owner_name)
+        .await?
+        .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str())))
+}
+
+/// One pass of the orphan sweep: deletes managed namespaces whose owner is gone. Returns how
+/// many it deleted.
+pub async fn sweep_orphans(
+    client: &Client,
+    previews: &Store<PreviewEnvironment>,
+    namespaces: &Store<PartialObjectMeta<Namespace>>,
+) -> Result<usize, kube::Error> {
+    let mut deleted = 0;
+    for ns in namespaces.state() {
+        if ns.metadata.deletion_timestamp.is_some() || owner_exists(client, previews, &ns).await? {
+            continue;
+        }
+        let Some(uid) = ns.labels().get(OWNER_UID).cloned() else {
+            continue;
+        };
+        let name = ns.name_any();
+        if delete_owned_namespace(client, &name, &uid).await? == Gone::Deleting {
+            info!(namespace = %name, owner_uid = %uid, "deleted orphaned preview namespace");
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Runs the orphan sweep at start-up (once the caches are filled) and then every `interval`.
+pub async fn run_sweeper(
+    client: Client,
+    previews: Store<PreviewEnvironment>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    interval: Duration,
+) {
+    if previews.wait_until_ready().await.is_err() || namespaces.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = sweep_orphans(&client, &previews, &namespaces).await {
+            warn!(%error, "orphan sweep failed; retrying at the next interval");
+        }
+    }
+}
+
+/// The PreviewEnvironments waiting in `tenant` for a concurrency slot, to wake when one frees.
+pub fn waiting_in(
+    previews: &Store<PreviewEnvironment>,
+    tenant: &str,
+) -> Vec<ObjectRef<PreviewEnvironment>> {
+    previews
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(tenant))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .is_some_and(|c| c.reason == "ConcurrencyLimit")
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_above_the_maximum_is_a_violation_that_still_expires_at_the_maximum() {
+        let config = Config::default();
+        let (ttl, violation) = effective_ttl(Some("30d"), &config);
+        assert_eq!(ttl, config.max_ttl);
+        let message = violation.expect("a violation");
+        assert!(
+            message.contains("30d") && message.contains("7d"),
+            "{message}"
+        );
+        assert_eq!(
+            effective_ttl(Some("1h"), &config),
+            (Duration::from_secs(3600), None)
+        );
+        assert_eq!(effective_ttl(None, &config), (config.default_ttl, None));
+    }
+
+    #[test]
+    fn the_clock_restarts_only_for_a_new_sha() {
+        let t0 = Timestamp::from_second(1_000).expect("time");
+        let now = Timestamp::from_second(5_000).expect("time");
+        let status = PreviewEnvironmentStatus {
+            observed_sha: Some("aaaaaaa".into()),
+            sha_observed_at: Some(Time(t0)),
+            ..PreviewEnvironmentStatus::default()
+        };
+        assert_eq!(sha_observed_at(Some(&status), "aaaaaaa", now), t0);
+        assert_eq!(sha_observed_at(Some(&status), "bbbbbbb", now), now);
+        assert_eq!(sha_observed_at(None, "aaaaaaa", now), now);
+        assert_eq!(
+            expires_at(t0, Duration::from_secs(60)).0,
+            Timestamp::from_second(1_060).expect("time")
+        );
+    }
+
+    #[test]
+    fn humanize_reads_like_the_spec_format() {
+        assert_eq!(humanize(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(humanize(Duration::from_secs(90_061)), "1d1h1m1s");
+    }
+}
