@@ -32,6 +32,33 @@ export PATH="$RIG_PATH:$PATH"
 KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
 
+step "start the operator on the rig"
+cargo build --locked --bin preview-operator
+kubectl apply --server-side --force-conflicts --field-manager=preview-operator-tests -f crds/previewenvironments.yaml >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev >/dev/null
+operator_log=target/operator-test.log
+# Test policy: a small concurrency limit and a fast orphan sweep, so both are observable.
+RUST_LOG=${RUST_LOG:-info,preview_operator=debug} target/debug/preview-operator run \
+  --max-previews-per-namespace 2 --orphan-sweep-interval 3s >"$operator_log" 2>&1 &
+operator_pid=$!
+stop_operator() {
+  kill -TERM "$operator_pid" 2>/dev/null || true
+  wait "$operator_pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  stop_operator
+  if ((rc != 0)); then
+    log "tests failed; last operator log lines ($operator_log):"
+    tail -n 40 "$operator_log" >&2 || true
+  fi
+  if [[ ${PREVIEW_KEEP_RIG:-0} != 1 ]]; then
+    hack/cluster.sh down || true
+  fi
+}
+trap cleanup EXIT
+export PREVIEW_OPERATOR_UNDER_TEST=1
+
 step "integration and cluster tests (on the rig)"
 cargo test --locked --test '*' -- --include-ignored
 

@@ -141,16 +141,33 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// Waits until every cache holds its initial list.
     async fn ready(&self) -> bool {
-        self.previews.wait_until_ready().await.is_ok()
-            && self.namespaces.wait_until_ready().await.is_ok()
-            && self.deployments.wait_until_ready().await.is_ok()
-            && self.jobs.wait_until_ready().await.is_ok()
-            && self.services.wait_until_ready().await.is_ok()
-            && self.ingresses.wait_until_ready().await.is_ok()
-            && self.network_policies.wait_until_ready().await.is_ok()
-            && self.quotas.wait_until_ready().await.is_ok()
-            && self.limit_ranges.wait_until_ready().await.is_ok()
+        store_ready(&self.previews).await
+            && store_ready(&self.namespaces).await
+            && store_ready(&self.deployments).await
+            && store_ready(&self.jobs).await
+            && store_ready(&self.services).await
+            && store_ready(&self.ingresses).await
+            && store_ready(&self.network_policies).await
+            && store_ready(&self.quotas).await
+            && store_ready(&self.limit_ranges).await
+    }
+}
+
+/// Waits for one cache to be filled. A store's readiness wakes only the task that polled it
+/// last (the controller polls the preview store itself), so poll again now and then instead
+/// of waiting for a wake-up that may go to someone else.
+async fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(result) => return result.is_ok(),
+            Err(_elapsed) => continue,
+        }
     }
 }
 
@@ -168,6 +185,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,
     /// Wakes previews waiting for a concurrency slot.
     wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>,
+    /// True once every cache is filled; reconciles wait for it so that they never mistake an
+    /// empty cache for missing children.
+    pub synced: tokio::sync::watch::Receiver<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -203,7 +223,7 @@ fn owner_ref<K: Resource>(child: &K) -> Option<ObjectRef<PreviewEnvironment>> {
 
 /// Reconciles one PreviewEnvironment.
 pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if !ctx.stores.ready().await {
+    if ctx.synced.clone().wait_for(|s| *s).await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let namespace = pe
@@ -958,11 +978,20 @@ pub async fn run(
             instance: Some(instance),
         },
     );
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let sync_stores = stores.clone();
+    let syncer = tokio::spawn(async move {
+        if sync_stores.ready().await {
+            info!("caches synced");
+            let _ = synced_tx.send(true);
+        }
+    });
     let sweeper = tokio::spawn(teardown::run_sweeper(
         client.clone(),
         stores.previews.clone(),
         stores.namespaces.clone(),
         sweep_interval,
+        synced.clone(),
     ));
     let ctx = Arc::new(Context {
         client,
@@ -973,6 +1002,7 @@ pub async fn run(
         admission: tokio::sync::Mutex::new(()),
         failures: Mutex::new(HashMap::new()),
         wake: wake_tx,
+        synced,
     });
     info!("controller started");
     controller
@@ -995,6 +1025,7 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+    syncer.abort();
     info!("controller stopped");
 }
 

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{PreviewEnvironment, PreviewEnvironmentStatus, parse_duration};
 use crate::config::Config;
@@ -175,10 +175,12 @@ pub async fn run_sweeper(
     previews: Store<PreviewEnvironment>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     interval: Duration,
+    mut synced: tokio::sync::watch::Receiver<bool>,
 ) {
-    if previews.wait_until_ready().await.is_err() || namespaces.wait_until_ready().await.is_err() {
+    if synced.wait_for(|s| *s).await.is_err() {
         return;
     }
+    debug!(?interval, "orphan sweep started");
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -181,3 +181,70 @@ pub fn kubectl(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits until PreviewEnvironment `name` has condition `kind` with `status` (and `reason`, when
+/// given) for its current generation, and returns the object.
+pub async fn await_condition(
+    api: &Api<preview_operator::api::PreviewEnvironment>,
+    name: &str,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+    timeout: Duration,
+) -> preview_operator::api::PreviewEnvironment {
+    wait_for(
+        &format!("{name} to have {kind}={status} ({reason:?})"),
+        timeout,
+        || async {
+            let pe = api.get(name).await.map_err(|e| e.to_string())?;
+            let generation = pe.metadata.generation;
+            let found = pe
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+                .cloned();
+            match found {
+                Some(c)
+                    if c.status == status
+                        && reason.is_none_or(|r| r == c.reason)
+                        && c.observed_generation == generation =>
+                {
+                    Ok(pe)
+                }
+                other => Err(format!(
+                    "{other:?}, phase {:?}",
+                    pe.status.and_then(|s| s.phase)
+                )),
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until `get` finds nothing.
+pub async fn await_gone<F, Fut, T>(what: &str, timeout: Duration, get: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, kube::Error>>,
+    T: std::fmt::Debug,
+{
+    let get = std::cell::RefCell::new(get);
+    wait_for(&format!("{what} to be gone"), timeout, || async {
+        let fut = (get.borrow_mut())();
+        match fut.await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await
+}
+
+/// The operator must be running for lifecycle tests: hack/test.sh starts it. Fails fast, with
+/// the reason, when it is not.
+pub fn require_operator() {
+    assert!(
+        std::env::var_os("PREVIEW_OPERATOR_UNDER_TEST").is_some(),
+        "lifecycle tests need the operator running against the rig; run them with hack/test.sh"
+    );
+}

@@ -1,0 +1,646 @@
+//! The preview lifecycle on the rig, against the running operator (hack/test.sh starts it with
+//! `--max-previews-per-namespace 2 --orphan-sweep-interval 3s`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{
+    TestNamespace, await_condition, await_gone, client, install_crd, kubectl, require_operator,
+    wait_for,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use preview_operator::api::{Phase, PreviewEnvironment, TestPhase};
+use preview_operator::naming::preview_namespace;
+use serde_json::{Value, json};
+
+const READY: Duration = Duration::from_secs(60);
+const TEARDOWN: Duration = Duration::from_secs(120);
+
+fn preview(name: &str, spec: Value) -> PreviewEnvironment {
+    serde_json::from_value(json!({
+        "apiVersion": "preview.dev/v1alpha1",
+        "kind": "PreviewEnvironment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+fn shop(sha: &str) -> Value {
+    json!({
+        "repository": "acme/shop",
+        "pullRequest": 7,
+        "headSha": sha,
+        "services": [
+            {"name": "web", "image": format!("ghcr.io/acme/web:{sha}"), "port": 8080, "expose": true,
+             "readinessPath": "/healthz"},
+            {"name": "worker", "image": format!("ghcr.io/acme/worker:{sha}")}
+        ],
+        "tests": [{"name": "e2e", "image": format!("ghcr.io/acme/e2e:{sha}"), "timeout": "5m"}]
+    })
+}
+
+struct Setup {
+    client: Client,
+    tenant: TestNamespace,
+    api: Api<PreviewEnvironment>,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, prefix).await;
+    let api = Api::namespaced(client.clone(), &tenant.name);
+    Setup {
+        client,
+        tenant,
+        api,
+    }
+}
+
+impl Setup {
+    async fn create(&self, name: &str, spec: Value) -> PreviewEnvironment {
+        self.api
+            .create(&PostParams::default(), &preview(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    }
+
+    fn preview_ns(&self, name: &str) -> String {
+        preview_namespace("pr-", &self.tenant.name, name)
+    }
+
+    async fn patch_spec(&self, name: &str, spec: Value) {
+        self.api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+    }
+
+    async fn delete_and_wait(&self, name: &str) {
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+        let api = self.api.clone();
+        await_gone(&format!("preview {name}"), TEARDOWN, || api.get_opt(name)).await;
+    }
+}
+
+fn ready_condition(pe: &PreviewEnvironment, kind: &str) -> (String, String, String) {
+    pe.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_preview_goes_ready_with_tests_passed_and_every_hardening_object() {
+    let s = setup("lc-ready").await;
+    s.create("shop", shop("1111111aaaa")).await;
+    let pe = await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let status = pe.status.clone().unwrap_or_default();
+    let ns = s.preview_ns("shop");
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert_eq!(status.namespace.as_deref(), Some(ns.as_str()));
+    assert_eq!(status.deployed_sha.as_deref(), Some("1111111aaaa"));
+    assert_eq!(status.test_summary.as_deref(), Some("1/1 passed"));
+    assert_eq!(status.tests[0].phase, TestPhase::Succeeded);
+    assert_eq!(status.tests[0].job.as_deref(), Some("e2e-1111111"));
+    assert!(status.expires_at.is_some());
+    assert_eq!(
+        status.url.as_deref(),
+        Some(format!("http://web.{ns}.svc.cluster.local:8080").as_str())
+    );
+    assert_eq!(ready_condition(&pe, "Available").0, "True");
+    assert_eq!(ready_condition(&pe, "TestsSucceeded").0, "True");
+
+    let namespace = Api::<Namespace>::all(s.client.clone())
+        .get(&ns)
+        .await
+        .expect("preview namespace exists");
+    let labels = namespace.labels();
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "preview-operator");
+    assert_eq!(labels["preview.dev/owner-namespace"], s.tenant.name);
+    assert_eq!(labels["preview.dev/owner-name"], "shop");
+    assert_eq!(
+        labels["preview.dev/owner-uid"],
+        pe.uid().unwrap_or_default()
+    );
+    assert_eq!(labels["preview.dev/repository"], "acme.shop");
+    assert_eq!(labels["preview.dev/pull-request"], "7");
+
+    let c = &s.client;
+    Api::<NetworkPolicy>::namespaced(c.clone(), &ns)
+        .get("preview-defaults")
+        .await
+        .expect("NetworkPolicy");
+    Api::<ResourceQuota>::namespaced(c.clone(), &ns)
+        .get("preview-defaults")
+        .await
+        .expect("ResourceQuota");
+    Api::<LimitRange>::namespaced(c.clone(), &ns)
+        .get("preview-defaults")
+        .await
+        .expect("LimitRange");
+    Api::<Service>::namespaced(c.clone(), &ns)
+        .get("web")
+        .await
+        .expect("Service of web");
+    assert!(
+        Api::<Service>::namespaced(c.clone(), &ns)
+            .get_opt("worker")
+            .await
+            .expect("get")
+            .is_none(),
+        "worker has no port, so no Service"
+    );
+    Api::<Job>::namespaced(c.clone(), &ns)
+        .get("e2e-1111111")
+        .await
+        .expect("test Job");
+
+    let (ok, out, err) = kubectl(&["get", "previewenv", "-n", &s.tenant.name]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Ready") && out.contains("1/1 passed"), "{out}");
+
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_new_head_sha_rolls_the_services_and_reruns_the_tests_in_the_same_namespace() {
+    let s = setup("lc-sha").await;
+    s.create("shop", shop("2222222aaaa")).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let ns = s.preview_ns("shop");
+    let ns_uid = Api::<Namespace>::all(s.client.clone())
+        .get(&ns)
+        .await
+        .expect("ns")
+        .uid();
+
+    s.patch_spec("shop", shop("3333333bbbb")).await;
+    let pe = await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let status = pe.status.unwrap_or_default();
+    assert_eq!(status.deployed_sha.as_deref(), Some("3333333bbbb"));
+    assert_eq!(status.tests[0].sha, "3333333bbbb");
+    assert_eq!(status.tests[0].job.as_deref(), Some("e2e-3333333"));
+
+    let now_uid = Api::<Namespace>::all(s.client.clone())
+        .get(&ns)
+        .await
+        .expect("ns")
+        .uid();
+    assert_eq!(ns_uid, now_uid, "the same namespace is kept");
+    let web = Api::<Deployment>::namespaced(s.client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("web");
+    let image = web
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].image.clone());
+    assert_eq!(
+        image.flatten().as_deref(),
+        Some("ghcr.io/acme/web:3333333bbbb")
+    );
+    let jobs = Api::<Job>::namespaced(s.client.clone(), &ns);
+    await_gone("the old sha's Job", READY, || jobs.get_opt("e2e-2222222")).await;
+
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_failing_test_fails_the_preview_with_a_message_saying_where_to_look() {
+    let s = setup("lc-fail").await;
+    let mut spec = shop("4444444aaaa");
+    spec["tests"][0]["podAnnotations"] = json!({"preview.dev/simulate": "fail"});
+    s.create("shop", spec).await;
+    let pe = await_condition(
+        &s.api,
+        "shop",
+        "TestsSucceeded",
+        "False",
+        Some("TestFailed"),
+        READY,
+    )
+    .await;
+    let (_, _, message) = ready_condition(&pe, "TestsSucceeded");
+    assert!(
+        message.contains("e2e") && message.contains("kubectl logs job/e2e-4444444"),
+        "{message}"
+    );
+    let pe = await_condition(&s.api, "shop", "Ready", "False", Some("TestFailed"), READY).await;
+    let status = pe.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_eq!(status.test_summary.as_deref(), Some("0/1 passed, 1 failed"));
+    assert_eq!(
+        ready_condition(&pe_after(&s, "shop").await, "Available").0,
+        "True"
+    );
+
+    let events = Api::<Event>::namespaced(s.client.clone(), &s.tenant.name);
+    wait_for("a TestFailed event", READY, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("TestFailed"))
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "{:?}",
+                    list.items
+                        .iter()
+                        .map(|e| e.reason.clone())
+                        .collect::<Vec<_>>()
+                )
+            })
+    })
+    .await;
+    s.delete_and_wait("shop").await;
+}
+
+async fn pe_after(s: &Setup, name: &str) -> PreviewEnvironment {
+    s.api.get(name).await.expect("get preview")
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_crash_looping_service_is_reported_with_its_reason() {
+    let s = setup("lc-crash").await;
+    let mut spec = shop("5555555aaaa");
+    spec["services"][1]["podAnnotations"] = json!({"preview.dev/simulate": "fail"});
+    s.create("shop", spec).await;
+    let pe = await_condition(
+        &s.api,
+        "shop",
+        "Available",
+        "False",
+        Some("CrashLoopBackOff"),
+        READY,
+    )
+    .await;
+    let (_, _, message) = ready_condition(&pe, "Available");
+    assert!(
+        message.contains("service worker") && message.contains("CrashLoopBackOff"),
+        "{message}"
+    );
+    assert_eq!(pe.status.and_then(|s| s.phase), Some(Phase::Failed));
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_service_dropped_from_the_spec_is_deleted() {
+    let s = setup("lc-drop").await;
+    s.create("shop", shop("6666666aaaa")).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let ns = s.preview_ns("shop");
+    let mut spec = shop("6666666aaaa");
+    spec["services"] = json!([spec["services"][1].clone()]);
+    // Merge patch would merge lists element-wise in nothing; it replaces them, as wanted.
+    s.patch_spec("shop", spec).await;
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &ns);
+    let services = Api::<Service>::namespaced(s.client.clone(), &ns);
+    await_gone("Deployment web", READY, || deployments.get_opt("web")).await;
+    await_gone("Service web", READY, || services.get_opt("web")).await;
+    assert!(
+        deployments.get_opt("worker").await.expect("get").is_some(),
+        "worker stays"
+    );
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn an_expired_preview_is_deleted_with_its_namespace() {
+    let s = setup("lc-ttl").await;
+    let mut spec = shop("7777777aaaa");
+    spec["ttl"] = json!("10s");
+    s.create("shop", spec).await;
+    let pe = await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    assert!(pe.status.and_then(|st| st.expires_at).is_some());
+    let ns = s.preview_ns("shop");
+    let api = s.api.clone();
+    await_gone("the expired preview", TEARDOWN, || api.get_opt("shop")).await;
+    let namespaces = Api::<Namespace>::all(s.client.clone());
+    assert!(
+        namespaces.get_opt(&ns).await.expect("get ns").is_none(),
+        "the finalizer is only released once the namespace is gone"
+    );
+    let events = Api::<Event>::namespaced(s.client.clone(), &s.tenant.name);
+    let list = events.list(&ListParams::default()).await.expect("events");
+    assert!(
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Expired")),
+        "an Expired event is published"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn kubectl_delete_returns_only_after_the_namespace_is_gone() {
+    let s = setup("lc-delete").await;
+    s.create("shop", shop("8888888aaaa")).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let ns = s.preview_ns("shop");
+    let (ok, _, err) = kubectl(&[
+        "delete",
+        "previewenv",
+        "shop",
+        "-n",
+        &s.tenant.name,
+        "--timeout=120s",
+    ]);
+    assert!(ok, "kubectl delete failed: {err}");
+    let namespaces = Api::<Namespace>::all(s.client.clone());
+    assert!(
+        namespaces.get_opt(&ns).await.expect("get ns").is_none(),
+        "namespace {ns} still exists"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_stripped_finalizer_comes_back() {
+    let s = setup("lc-finalizer").await;
+    s.create("shop", shop("9999999aaaa")).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    s.api
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("strip finalizer");
+    wait_for("the finalizer to be re-added", READY, || async {
+        let pe = s.api.get("shop").await.map_err(|e| e.to_string())?;
+        pe.finalizers()
+            .iter()
+            .any(|f| f == "preview.dev/teardown")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", pe.finalizers()))
+    })
+    .await;
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn an_orphaned_managed_namespace_is_swept() {
+    require_operator();
+    let client = client().await;
+    let name = format!("pr-orphan-{}", std::process::id());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/managed-by": "preview-operator",
+            "preview.dev/owner-namespace": "nowhere",
+            "preview.dev/owner-name": "gone",
+            "preview.dev/owner-uid": "00000000-0000-0000-0000-000000000000"
+        },
+        "annotations": {"preview.dev/owner": "nowhere/gone"}
+    }}))
+    .expect("namespace fixture");
+    let api = Api::<Namespace>::all(client.clone());
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create orphan");
+    await_gone("the orphaned namespace", TEARDOWN, || api.get_opt(&name)).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_foreign_namespace_with_the_colliding_name_is_left_untouched() {
+    let s = setup("lc-foreign").await;
+    let name = s.preview_ns("shop");
+    let foreign: Namespace = serde_json::from_value(json!({"metadata": {
+        "name": name, "labels": {"team": "someone-else"}
+    }}))
+    .expect("fixture");
+    let namespaces = Api::<Namespace>::all(s.client.clone());
+    let created = namespaces
+        .create(&PostParams::default(), &foreign)
+        .await
+        .expect("create foreign");
+    let _cleanup = TestNamespace { name: name.clone() };
+
+    s.create("shop", shop("aaaaaaa1111")).await;
+    let pe = await_condition(
+        &s.api,
+        "shop",
+        "Ready",
+        "False",
+        Some("NamespaceConflict"),
+        READY,
+    )
+    .await;
+    let (_, _, message) = ready_condition(&pe, "Ready");
+    assert!(
+        message.contains(&name) && message.contains("never"),
+        "{message}"
+    );
+    assert_eq!(pe.status.and_then(|st| st.phase), Some(Phase::Failed));
+
+    s.delete_and_wait("shop").await;
+    let after = namespaces
+        .get(&name)
+        .await
+        .expect("the foreign namespace still exists");
+    assert_eq!(after.uid(), created.uid());
+    assert_eq!(
+        after.resource_version(),
+        created.resource_version(),
+        "not modified"
+    );
+    assert!(
+        after.metadata.deletion_timestamp.is_none(),
+        "not being deleted"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn previews_over_the_concurrency_limit_wait_and_start_when_a_slot_frees() {
+    let s = setup("lc-queue").await;
+    let small = |sha: &str| {
+        let mut spec = shop(sha);
+        spec["tests"] = json!([]);
+        spec
+    };
+    s.create("one", small("b000001")).await;
+    s.create("two", small("b000002")).await;
+    await_condition(&s.api, "one", "Ready", "True", None, READY).await;
+    await_condition(&s.api, "two", "Ready", "True", None, READY).await;
+    s.create("three", small("b000003")).await;
+    let waiting = await_condition(
+        &s.api,
+        "three",
+        "Ready",
+        "False",
+        Some("ConcurrencyLimit"),
+        READY,
+    )
+    .await;
+    assert_eq!(
+        waiting.status.as_ref().and_then(|st| st.phase),
+        Some(Phase::Pending)
+    );
+    let namespaces = Api::<Namespace>::all(s.client.clone());
+    assert!(
+        namespaces
+            .get_opt(&s.preview_ns("three"))
+            .await
+            .expect("get")
+            .is_none(),
+        "a waiting preview gets no namespace"
+    );
+    s.delete_and_wait("one").await;
+    await_condition(&s.api, "three", "Ready", "True", None, READY).await;
+    s.delete_and_wait("two").await;
+    s.delete_and_wait("three").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_ttl_above_the_maximum_is_a_policy_violation() {
+    let s = setup("lc-policy").await;
+    let mut spec = shop("c000001");
+    spec["ttl"] = json!("30d");
+    s.create("shop", spec).await;
+    let pe = await_condition(
+        &s.api,
+        "shop",
+        "Ready",
+        "False",
+        Some("PolicyViolation"),
+        READY,
+    )
+    .await;
+    let (_, _, message) = ready_condition(&pe, "Ready");
+    assert!(
+        message.contains("30d") && message.contains("7d"),
+        "{message}"
+    );
+    assert_eq!(pe.status.and_then(|st| st.phase), Some(Phase::Failed));
+    let namespaces = Api::<Namespace>::all(s.client.clone());
+    assert!(
+        namespaces
+            .get_opt(&s.preview_ns("shop"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // Fixing the spec lets it start.
+    s.patch_spec("shop", json!({"ttl": "2d"})).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    s.delete_and_wait("shop").await;
+}
+
+/// resourceVersions of the preview's children, by kind/name.
+async fn child_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let lp = ListParams::default();
+    macro_rules! collect {
+        ($kind:ty) => {
+            for o in Api::<$kind>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await
+                .expect("list")
+                .items
+            {
+                out.insert(
+                    format!("{}/{}", stringify!($kind), o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
+            }
+        };
+    }
+    collect!(Deployment);
+    collect!(Service);
+    collect!(Job);
+    collect!(NetworkPolicy);
+    collect!(ResourceQuota);
+    collect!(LimitRange);
+    let nsobj = Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .expect("ns");
+    out.insert(
+        "Namespace".into(),
+        nsobj.resource_version().unwrap_or_default(),
+    );
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn an_idle_preview_gets_no_writes() {
+    let s = setup("lc-idle").await;
+    s.create("shop", shop("d000001")).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let ns = s.preview_ns("shop");
+    // Let the last status write and the rollout's own updates settle: wait until two reads a
+    // second apart agree.
+    let stable = wait_for("the preview to settle", READY, || async {
+        let a = child_versions(&s.client, &ns).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let b = child_versions(&s.client, &ns).await;
+        if a == b {
+            Ok(b)
+        } else {
+            Err(format!("{a:?} != {b:?}"))
+        }
+    })
+    .await;
+    let before = s.api.get("shop").await.expect("get");
+
+    // Poke the operator: each annotation triggers a reconcile, which must change nothing.
+    for i in 0..5 {
+        s.api
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": i.to_string()}}})),
+            )
+            .await
+            .expect("poke");
+    }
+    // The idle window over which nothing may be written.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = s.api.get("shop").await.expect("get");
+    assert_eq!(
+        before.status, after.status,
+        "status was rewritten while idle"
+    );
+    assert_eq!(
+        child_versions(&s.client, &ns).await,
+        stable,
+        "children were written while idle"
+    );
+    s.delete_and_wait("shop").await;
+}
