@@ -60,6 +60,7 @@ trap cleanup EXIT
 export PREVIEW_OPERATOR_UNDER_TEST=1
 
 step "integration and cluster tests (on the rig)"
-cargo test --locked --test '*' -- --include-ignored
+# Cluster tests mostly wait on the rig, so run more of them at once than there are cores.
+cargo test --locked --test '*' -- --include-ignored --test-threads 6
 
 step "all tests passed"

@@ -570,9 +570,11 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
     // Come back when something can change without an event: a stuck rollout, a queue slot,
     // or the expiry.
     let until_expiry = expires.0.duration_since(now).unsigned_abs();
-    let next = match new_status.phase {
-        Some(Phase::Deploying) => DEPLOYING_REQUEUE,
-        Some(Phase::Pending) => Duration::from_secs(30),
+    let next = match (&gate, new_status.phase) {
+        (_, Some(Phase::Deploying)) => DEPLOYING_REQUEUE,
+        (_, Some(Phase::Pending)) => Duration::from_secs(30),
+        // Removing a foreign namespace makes no event we watch: look again now and then.
+        (Gate::NamespaceConflict(_), _) => Duration::from_secs(60),
         _ => IDLE_REQUEUE,
     };
     Ok(Action::requeue(
