@@ -30,11 +30,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, TestPhase};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::naming::{self, OWNER_UID, Owner, SHA, preview_namespace};
 use apply::{ApplyError, MANAGER};
 use build::{OWNER_REF, Preview};
@@ -187,7 +188,10 @@ pub struct Context {
     wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>,
     /// True once every cache is filled; reconciles wait for it so that they never mistake an
     /// empty cache for missing children.
-    pub synced: tokio::sync::watch::Receiver<bool>,
+    pub synced: watch::Receiver<bool>,
+    /// True while this process holds the leader lease; only the leader writes.
+    pub leader: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -225,6 +229,10 @@ fn owner_ref<K: Resource>(child: &K) -> Option<ObjectRef<PreviewEnvironment>> {
 pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
     if ctx.synced.clone().wait_for(|s| *s).await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if !*ctx.leader.borrow() {
+        // Followers keep their caches warm and never write; winning the lease reconciles all.
+        return Ok(Action::await_change());
     }
     let namespace = pe
         .namespace()
@@ -778,6 +786,14 @@ async fn write_status(
         name: name.clone(),
         source,
     })?;
+    let was_ready = previous.and_then(|p| p.phase) == Some(Phase::Ready);
+    if status.phase == Some(Phase::Ready)
+        && !was_ready
+        && let Some(since) = &status.sha_observed_at
+    {
+        ctx.metrics
+            .ready_after(now().duration_since(since.0).unsigned_abs());
+    }
     announce(ctx, pe, previous, &status).await;
     Ok(())
 }
@@ -823,6 +839,12 @@ async fn announce(
             .and_then(|p| p.tests.iter().find(|o| o.name == t.name && o.sha == t.sha))
             .map(|o| o.phase);
         if before != Some(t.phase) && matches!(t.phase, TestPhase::Succeeded | TestPhase::Failed) {
+            let took = match (&t.started_at, &t.finished_at) {
+                (Some(start), Some(end)) => Some(end.0.duration_since(start.0).unsigned_abs()),
+                _ => None,
+            };
+            ctx.metrics
+                .test_finished(t.phase == TestPhase::Succeeded, took);
             let (type_, reason) = if t.phase == TestPhase::Succeeded {
                 (EventType::Normal, "TestSucceeded")
             } else {
@@ -857,6 +879,10 @@ async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error
             source,
         })? {
         Gone::Yes | Gone::NotOurs => {
+            if let Some(deleted) = &pe.metadata.deletion_timestamp {
+                ctx.metrics
+                    .torn_down(now().duration_since(deleted.0).unsigned_abs());
+            }
             info!(namespace = %owner.namespace, name = %owner.name, preview_namespace = %ns_name, "torn down");
             Ok(Action::await_change())
         }
@@ -930,13 +956,35 @@ where
 
 use kube::runtime::reflector::reflector;
 
+/// How to run the controller.
+pub struct Options {
+    pub workers: u16,
+    pub sweep_interval: Duration,
+    /// Unique name of this process, for Events.
+    pub instance: String,
+}
+
+/// Yields once every time `leader` turns true.
+fn on_leadership(leader: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
+    futures::stream::unfold(leader, |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
+    })
+}
+
 /// Runs the controller until shutdown (SIGTERM/SIGINT), finishing in-flight reconciles.
+/// `synced` turns true once the caches are filled.
 pub async fn run(
     client: Client,
     config: Config,
-    workers: u16,
-    sweep_interval: Duration,
-    instance: String,
+    options: Options,
+    metrics: Arc<Metrics>,
+    leader: watch::Receiver<bool>,
+    synced_tx: watch::Sender<bool>,
 ) {
     let previews: Api<PreviewEnvironment> = Api::all(client.clone());
     let (namespaces, ns_stream) = meta_stream::<Namespace>(&client);
@@ -950,7 +998,7 @@ pub async fn run(
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
 
     let controller = Controller::new(previews, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(workers))
+        .with_config(ControllerConfig::default().concurrency(options.workers))
         .watches_stream(ns_stream, |o| owner_ref(&o))
         .watches_stream(d_stream, |o| owner_ref(&o))
         .watches_stream(j_stream, |o| owner_ref(&o))
@@ -960,6 +1008,7 @@ pub async fn run(
         .watches_stream(q_stream, |o| owner_ref(&o))
         .watches_stream(lr_stream, |o| owner_ref(&o))
         .reconcile_on(tokio_stream_from(wake_rx))
+        .reconcile_all_on(on_leadership(leader.clone()))
         .shutdown_on_signal();
 
     let stores = Stores {
@@ -973,14 +1022,15 @@ pub async fn run(
         quotas,
         limit_ranges,
     };
+    metrics.count_phases_in(stores.previews.clone());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
             controller: MANAGER.to_string(),
-            instance: Some(instance),
+            instance: Some(options.instance),
         },
     );
-    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let synced = synced_tx.subscribe();
     let sync_stores = stores.clone();
     let syncer = tokio::spawn(async move {
         if sync_stores.ready().await {
@@ -988,12 +1038,25 @@ pub async fn run(
             let _ = synced_tx.send(true);
         }
     });
+    let leadership_metrics = metrics.clone();
+    let mut leadership = leader.clone();
+    let leadership_watch = tokio::spawn(async move {
+        loop {
+            let leads = *leadership.borrow_and_update();
+            leadership_metrics.set_leader(leads);
+            info!(leader = leads, "leadership");
+            if leadership.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let sweeper = tokio::spawn(teardown::run_sweeper(
         client.clone(),
         stores.previews.clone(),
         stores.namespaces.clone(),
-        sweep_interval,
+        options.sweep_interval,
         synced.clone(),
+        leader.clone(),
     ));
     let ctx = Arc::new(Context {
         client,
@@ -1005,6 +1068,8 @@ pub async fn run(
         failures: Mutex::new(HashMap::new()),
         wake: wake_tx,
         synced,
+        leader,
+        metrics,
     });
     info!("controller started");
     controller
@@ -1015,7 +1080,16 @@ pub async fn run(
                     namespace = pe.namespace().as_deref().unwrap_or_default(),
                     name = %pe.name_any()
                 );
-                reconcile(pe, ctx).instrument(span)
+                async move {
+                    let start = std::time::Instant::now();
+                    let result = reconcile(pe, ctx.clone()).await;
+                    let category = result.as_ref().err().map(Error::category);
+                    // Waiting for a namespace to go is not a failure.
+                    let category = category.filter(|c| *c != "teardown_in_progress");
+                    ctx.metrics.reconciled(start.elapsed(), category);
+                    result
+                }
+                .instrument(span)
             },
             error_policy,
             ctx,
@@ -1028,6 +1102,7 @@ pub async fn run(
         .await;
     sweeper.abort();
     syncer.abort();
+    leadership_watch.abort();
     info!("controller stopped");
 }
 

@@ -2,12 +2,19 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use preview_operator::api::parse_duration;
 use preview_operator::config::PolicyArgs;
+use preview_operator::controller::Options;
+use preview_operator::leader::{self, LeaderConfig};
+use preview_operator::metrics::{ApiMetricsLayer, Metrics};
+use preview_operator::server::{self, AppState};
+use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
@@ -41,6 +48,38 @@ fn duration_arg(text: &str) -> Result<Duration, String> {
 
 #[derive(Args, Debug)]
 struct RunArgs {
+    /// Address of the HTTP server: /metrics, /healthz, /readyz.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    http_addr: SocketAddr,
+
+    /// Elect a leader on a Lease so several replicas can run; only the leader writes.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_LEADER_ELECTION",
+        default_value_t = false
+    )]
+    leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_LEASE_NAME",
+        default_value = "preview-operator"
+    )]
+    lease_name: String,
+
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "PREVIEW_OPERATOR_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// How long a leader's lease lasts without renewal: the worst-case failover time.
+    #[arg(long, env = "PREVIEW_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = duration_arg)]
+    lease_duration: Duration,
+
     /// Previews reconciled at the same time.
     #[arg(long, env = "PREVIEW_OPERATOR_WORKERS", default_value_t = 16)]
     workers: u16,
@@ -73,30 +112,93 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// A name for Events and (later) leases that is unique even for two processes on one host.
+/// A name for Events and the lease that is unique even for two processes on one host: the
+/// pod name, else the host name plus the process id.
 fn instance_name() -> String {
     std::env::var("POD_NAME").unwrap_or_else(|_| {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "preview-operator".into());
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "preview-operator".into());
         format!("{host}-{}", std::process::id())
     })
+}
+
+/// The namespace the operator runs in: `POD_NAMESPACE`, else the service account's, else
+/// `default` (when run outside a cluster).
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = args.policy.into_config().context("invalid policy flags")?;
-    let client = kube::Client::try_default()
+    let metrics = Arc::new(Metrics::new());
+    let kube_config = kube::Config::infer()
         .await
-        .context("failed to build a Kubernetes client (kubeconfig or in-cluster config)")?;
-    tracing::info!(?config, workers = args.workers, "starting preview-operator");
+        .context("failed to load a Kubernetes config (kubeconfig or in-cluster)")?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .context("failed to build a Kubernetes client")?
+        .with_layer(&ApiMetricsLayer::new(metrics.clone()))
+        .build();
+    let instance = instance_name();
+    tracing::info!(?config, workers = args.workers, %instance, "starting preview-operator");
+
+    let leader_config = args.leader_election.then(|| LeaderConfig {
+        lease_name: args.lease_name.clone(),
+        lease_namespace: args.lease_namespace.clone().unwrap_or_else(own_namespace),
+        identity: instance.clone(),
+        lease_duration: args.lease_duration,
+    });
+    let election = leader::elect(client.clone(), leader_config)
+        .await
+        .context("failed to start leader election")?;
+
+    let (synced_tx, synced) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState {
+        metrics: metrics.clone(),
+        synced,
+    };
+    // Bound before anything else starts, so a taken port fails the start-up loudly.
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.http_addr))?;
+    let server = tokio::spawn(server::serve(listener, server::router(state), async {
+        let _ = stop_rx.await;
+    }));
+
     preview_operator::controller::run(
         client,
         config,
-        args.workers.max(1),
-        args.orphan_sweep_interval,
-        instance_name(),
+        Options {
+            workers: args.workers.max(1),
+            sweep_interval: args.orphan_sweep_interval,
+            instance,
+        },
+        metrics,
+        election.leader.clone(),
+        synced_tx,
     )
     .await;
-    Ok(())
+
+    // Shutting down: hand the lease over and stop serving.
+    election.resign(Duration::from_secs(3)).await;
+    let _ = stop_tx.send(());
+    match server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e).context(format!("failed to serve on {}", args.http_addr)),
+        Err(e) => Err(e).context("the HTTP server task failed"),
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -176,6 +176,7 @@ pub async fn run_sweeper(
     namespaces: Store<PartialObjectMeta<Namespace>>,
     interval: Duration,
     mut synced: tokio::sync::watch::Receiver<bool>,
+    leader: tokio::sync::watch::Receiver<bool>,
 ) {
     if synced.wait_for(|s| *s).await.is_err() {
         return;
@@ -185,6 +186,9 @@ pub async fn run_sweeper(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        if !*leader.borrow() {
+            continue;
+        }
         if let Err(error) = sweep_orphans(&client, &previews, &namespaces).await {
             warn!(%error, "orphan sweep failed; retrying at the next interval");
         }

@@ -1,0 +1,416 @@
+//! Prometheus metrics (prefix `preview_operator_`), and a tower layer that counts every
+//! Kubernetes API request the operator makes by verb and status code.
+
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response};
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
+
+use crate::api::{Phase, PreviewEnvironment};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Histogram,
+    time_to_ready: Histogram,
+    test_runs: Family<ResultLabels, Counter>,
+    test_duration: Histogram,
+    teardown_duration: Histogram,
+    api_requests: Family<RequestLabels, Counter>,
+    webhook_deliveries: Family<ResultLabels, Counter>,
+    leader: Gauge,
+    phases: PhaseCollector,
+}
+
+/// Counts PreviewEnvironments by phase from the cache at scrape time, so deleted ones never
+/// linger in a gauge. The cache is handed over once the controller has built it.
+#[derive(Debug, Clone, Default)]
+struct PhaseCollector {
+    previews: Arc<OnceLock<Store<PreviewEnvironment>>>,
+}
+
+impl Collector for PhaseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<PhaseLabels, Gauge>::default();
+        for phase in [
+            Phase::Pending,
+            Phase::Deploying,
+            Phase::Testing,
+            Phase::Ready,
+            Phase::Failed,
+            Phase::Terminating,
+        ] {
+            // Every phase is exported, zero included, so dashboards need no absent() juggling.
+            drop(family.get_or_create(&PhaseLabels {
+                phase: phase.as_str().to_string(),
+            }));
+        }
+        let cached = self.previews.get().map(Store::state).unwrap_or_default();
+        for pe in cached {
+            let phase = pe
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .unwrap_or(Phase::Pending);
+            family
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str().to_string(),
+                })
+                .inc();
+        }
+        let metric = encoder.encode_descriptor(
+            "environments",
+            "PreviewEnvironments by phase",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("preview_operator");
+        let reconciles = Counter::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error category",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long a reconcile takes",
+            reconcile_duration.clone(),
+        );
+        let time_to_ready = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        registry.register(
+            "time_to_ready_seconds",
+            "From the first sight of a headSha to Ready",
+            time_to_ready.clone(),
+        );
+        let test_runs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "test_runs",
+            "Finished test runs by result",
+            test_runs.clone(),
+        );
+        let test_duration = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        registry.register(
+            "test_duration_seconds",
+            "How long a test Job ran",
+            test_duration.clone(),
+        );
+        let teardown_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
+        registry.register(
+            "teardown_duration_seconds",
+            "From deletion of a PreviewEnvironment to its namespace being gone",
+            teardown_duration.clone(),
+        );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "kubernetes_requests",
+            "Kubernetes API requests by verb and status code",
+            api_requests.clone(),
+        );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "GitHub webhook deliveries by result",
+            webhook_deliveries.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process holds the leader lease",
+            leader.clone(),
+        );
+        let phases = PhaseCollector::default();
+        registry.register_collector(Box::new(phases.clone()));
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            time_to_ready,
+            test_runs,
+            test_duration,
+            teardown_duration,
+            api_requests,
+            webhook_deliveries,
+            leader,
+            phases,
+        }
+    }
+
+    /// Gives the PreviewEnvironments-by-phase gauge the cache to count from.
+    pub fn count_phases_in(&self, previews: Store<PreviewEnvironment>) {
+        let _ = self.phases.previews.set(previews);
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn reconciled(&self, took: Duration, error: Option<&str>) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+        if let Some(category) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels {
+                    category: category.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn ready_after(&self, took: Duration) {
+        self.time_to_ready.observe(took.as_secs_f64());
+    }
+
+    pub fn test_finished(&self, succeeded: bool, took: Option<Duration>) {
+        let result = if succeeded { "succeeded" } else { "failed" };
+        self.test_runs
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+        if let Some(took) = took {
+            self.test_duration.observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn torn_down(&self, took: Duration) {
+        self.teardown_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn webhook_delivery(&self, result: &str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    fn api_request(&self, verb: &str, code: u16) {
+        self.api_requests
+            .get_or_create(&RequestLabels {
+                verb: verb.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The Kubernetes verb of a request, from its method and query.
+pub fn verb(method: &Method, query: Option<&str>, path: &str) -> &'static str {
+    let watching = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    match *method {
+        Method::GET if watching => "watch",
+        Method::GET if is_collection(path) => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// Whether a GET path names a collection (list) rather than one object (get):
+/// `/api/v1[/namespaces/<ns>]/<plural>[/<name>[/<subresource>]]`, or the same under
+/// `/apis/<group>/<version>`.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.first() {
+        Some(&"api") => segments.get(2..),
+        Some(&"apis") => segments.get(3..),
+        _ => None,
+    };
+    let Some(mut rest) = rest else {
+        return false;
+    };
+    if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        rest = &rest[2..];
+    }
+    rest.len() == 1
+}
+
+/// A tower layer counting API requests into [`Metrics`].
+#[derive(Clone)]
+pub struct ApiMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl ApiMetricsLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        ApiMetricsLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for ApiMetricsLayer {
+    type Service = ApiMetricsService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiMetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`ApiMetricsLayer`].
+#[derive(Clone)]
+pub struct ApiMetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> Service<Request<B>> for ApiMetricsService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let verb = verb(
+            request.method(),
+            request.uri().query(),
+            request.uri().path(),
+        );
+        let metrics = self.metrics.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let code = match &result {
+                Ok(response) => response.status().as_u16(),
+                // No answer at all (connection refused, timeout).
+                Err(_) => 0,
+            };
+            metrics.api_request(verb, code);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_follow_kubernetes_conventions() {
+        let get = Method::GET;
+        assert_eq!(
+            verb(
+                &get,
+                Some("watch=true&resourceVersion=1"),
+                "/api/v1/namespaces"
+            ),
+            "watch"
+        );
+        assert_eq!(
+            verb(&get, Some("labelSelector=a"), "/api/v1/namespaces"),
+            "list"
+        );
+        assert_eq!(verb(&get, None, "/api/v1/namespaces/pr-x"), "get");
+        assert_eq!(
+            verb(&get, None, "/apis/apps/v1/namespaces/pr-x/deployments"),
+            "list"
+        );
+        assert_eq!(
+            verb(
+                &get,
+                None,
+                "/apis/preview.dev/v1alpha1/namespaces/t/previewenvironments/pods"
+            ),
+            "get"
+        );
+        assert_eq!(
+            verb(&get, None, "/apis/preview.dev/v1alpha1/previewenvironments"),
+            "list"
+        );
+        assert_eq!(verb(&Method::PATCH, None, "/x"), "patch");
+        assert_eq!(verb(&Method::POST, None, "/x"), "create");
+        assert_eq!(verb(&Method::DELETE, None, "/x"), "delete");
+    }
+
+    #[test]
+    fn encoding_names_carry_the_prefix() {
+        let m = Metrics::new();
+        m.reconciled(Duration::from_millis(5), Some("apply"));
+        m.api_request("patch", 200);
+        let text = m.encode();
+        assert!(
+            text.contains("preview_operator_reconciles_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("preview_operator_reconcile_errors_total{category=\"apply\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "preview_operator_kubernetes_requests_total{verb=\"patch\",code=\"200\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}
