@@ -32,13 +32,38 @@ export PATH="$RIG_PATH:$PATH"
 KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
 
-step "start the operator on the rig"
-cargo build --locked --bin preview-operator
+step "chart checks (lint, render, schema, install, upgrade)"
 kubectl apply --server-side --force-conflicts --field-manager=preview-operator-tests -f crds/previewenvironments.yaml >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev >/dev/null
+export PREVIEW_CHART_NAMESPACE=preview-system PREVIEW_CHART_RELEASE=preview-operator
+hack/chart-test.sh
+
+step "start the operator on the rig, as the chart's ServiceAccount"
+cargo build --locked --bin preview-operator
+# The operator runs with exactly the chart's RBAC: its kubeconfig impersonates the installed
+# ServiceAccount, so a missing permission fails the cluster tests.
+export PREVIEW_OPERATOR_SA="system:serviceaccount:$PREVIEW_CHART_NAMESPACE:$PREVIEW_CHART_RELEASE"
+export PREVIEW_OPERATOR_KUBECONFIG=$PWD/target/operator-sa.kubeconfig
+kubectl config view --raw --minify -o json | python3 -c '
+import json, sys
+config = json.load(sys.stdin)
+ns = sys.argv[2]
+for user in config["users"]:
+    user["user"]["as"] = sys.argv[1]
+    user["user"]["as-groups"] = ["system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"]
+json.dump(config, sys.stdout)
+' "$PREVIEW_OPERATOR_SA" "$PREVIEW_CHART_NAMESPACE" >"$PREVIEW_OPERATOR_KUBECONFIG"
+export PREVIEW_OPERATOR_BIN=$PWD/target/debug/preview-operator
 operator_log=target/operator-test.log
+operator_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export PREVIEW_OPERATOR_METRICS_URL="http://127.0.0.1:$operator_port/metrics"
 # Test policy: a small concurrency limit and a fast orphan sweep, so both are observable.
-RUST_LOG=${RUST_LOG:-info,preview_operator=debug} target/debug/preview-operator run \
+# Previews labelled preview.dev/shard belong to the leader-election test's own operators.
+KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operator=debug} \
+  "$PREVIEW_OPERATOR_BIN" run \
+  --http-addr "127.0.0.1:$operator_port" \
+  --leader-election --lease-namespace "$PREVIEW_CHART_NAMESPACE" --lease-name preview-operator-tests \
+  --selector '!preview.dev/shard' \
   --max-previews-per-namespace 2 --orphan-sweep-interval 3s >"$operator_log" 2>&1 &
 operator_pid=$!
 stop_operator() {
@@ -58,6 +83,12 @@ cleanup() {
 }
 trap cleanup EXIT
 export PREVIEW_OPERATOR_UNDER_TEST=1
+for _ in $(seq 1 60); do
+  curl -fs "http://127.0.0.1:$operator_port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$operator_pid" 2>/dev/null || { log "the operator exited"; exit 1; }
+  sleep 1
+done
+curl -fs "http://127.0.0.1:$operator_port/readyz" >/dev/null || { log "the operator never became ready"; exit 1; }
 
 step "integration and cluster tests (on the rig)"
 # Cluster tests mostly wait on the rig, so run more of them at once than there are cores.

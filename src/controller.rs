@@ -230,10 +230,6 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
     if ctx.synced.clone().wait_for(|s| *s).await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    if !*ctx.leader.borrow() {
-        // Followers keep their caches warm and never write; winning the lease reconciles all.
-        return Ok(Action::await_change());
-    }
     let namespace = pe
         .namespace()
         .ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace"))?;
@@ -962,6 +958,8 @@ pub struct Options {
     pub sweep_interval: Duration,
     /// Unique name of this process, for Events.
     pub instance: String,
+    /// Label selector limiting which PreviewEnvironments this process reconciles.
+    pub selector: Option<String>,
 }
 
 /// Yields once every time `leader` turns true.
@@ -997,7 +995,11 @@ pub async fn run(
     let (limit_ranges, lr_stream) = meta_stream::<LimitRange>(&client);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
 
-    let controller = Controller::new(previews, watcher::Config::default().any_semantic())
+    let mut preview_watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = &options.selector {
+        preview_watch = preview_watch.labels(selector);
+    }
+    let controller = Controller::new(previews, preview_watch)
         .with_config(ControllerConfig::default().concurrency(options.workers))
         .watches_stream(ns_stream, |o| owner_ref(&o))
         .watches_stream(d_stream, |o| owner_ref(&o))
@@ -1081,6 +1083,11 @@ pub async fn run(
                     name = %pe.name_any()
                 );
                 async move {
+                    if !*ctx.leader.borrow() {
+                        // Followers keep their caches warm and never write; winning the lease
+                        // reconciles everything (reconcile_all_on above).
+                        return Ok(Action::await_change());
+                    }
                     let start = std::time::Instant::now();
                     let result = reconcile(pe, ctx.clone()).await;
                     let category = result.as_ref().err().map(Error::category);

@@ -80,6 +80,11 @@ struct RunArgs {
     #[arg(long, env = "PREVIEW_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = duration_arg)]
     lease_duration: Duration,
 
+    /// Only reconcile PreviewEnvironments matching this label selector (e.g. to shard tenants
+    /// between two operator releases, or to canary a new version on some of them).
+    #[arg(long, env = "PREVIEW_OPERATOR_SELECTOR")]
+    selector: Option<String>,
+
     /// Previews reconciled at the same time.
     #[arg(long, env = "PREVIEW_OPERATOR_WORKERS", default_value_t = 16)]
     workers: u16,
@@ -184,6 +189,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             workers: args.workers.max(1),
             sweep_interval: args.orphan_sweep_interval,
             instance,
+            selector: args.selector.clone(),
         },
         metrics,
         election.leader.clone(),

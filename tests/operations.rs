@@ -1,0 +1,388 @@
+//! Operating the operator: least-privilege RBAC, metrics that move, and leader election with
+//! failover, on the rig. hack/test.sh installs the chart and runs the operator as its
+//! ServiceAccount.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    TestNamespace, await_condition, await_gone, client, install_crd, kubectl, require_operator,
+    wait_for,
+};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use preview_operator::api::PreviewEnvironment;
+use serde_json::json;
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the cluster tests with hack/test.sh"))
+}
+
+fn can_i(args: &[&str]) -> bool {
+    let sa = env("PREVIEW_OPERATOR_SA");
+    let ns = sa.split(':').nth(2).unwrap_or_default().to_string();
+    let mut full = vec!["auth", "can-i"];
+    full.extend_from_slice(args);
+    let groups = format!("system:serviceaccounts:{ns}");
+    full.extend_from_slice(&[
+        "--as",
+        &sa,
+        "--as-group",
+        "system:serviceaccounts",
+        "--as-group",
+        &groups,
+    ]);
+    let (_, out, _) = kubectl(&full);
+    out.trim() == "yes"
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
+    require_operator();
+    let forbidden: &[&[&str]] = &[
+        &["get", "secrets", "-A"],
+        &["list", "secrets", "-A"],
+        &["get", "secrets", "-n", "preview-system"],
+        &["create", "pods", "-n", "default"],
+        &["create", "pods/exec", "-n", "default"],
+        &["delete", "nodes"],
+        &["escalate", "clusterroles"],
+        &["bind", "clusterroles"],
+        &["create", "clusterrolebindings"],
+        &["impersonate", "users"],
+        &["impersonate", "serviceaccounts"],
+        &["update", "customresourcedefinitions"],
+        &["delete", "customresourcedefinitions"],
+        &["update", "deployments", "-n", "default"],
+        &["*", "*"],
+        &["patch", "leases", "-n", "default"],
+    ];
+    let allowed: &[&[&str]] = &[
+        &[
+            "patch",
+            "previewenvironments.preview.dev/status",
+            "-n",
+            "team-x",
+        ],
+        &["create", "namespaces"],
+        &["patch", "deployments", "-n", "pr-anything"],
+        &["create", "jobs", "-n", "pr-anything"],
+        &["patch", "leases", "-n", "preview-system"],
+    ];
+    let wrongly_allowed: Vec<String> = forbidden
+        .iter()
+        .filter(|a| can_i(a))
+        .map(|a| a.join(" "))
+        .collect();
+    assert!(
+        wrongly_allowed.is_empty(),
+        "the operator may: {wrongly_allowed:?}"
+    );
+    let wrongly_denied: Vec<String> = allowed
+        .iter()
+        .filter(|a| !can_i(a))
+        .map(|a| a.join(" "))
+        .collect();
+    assert!(
+        wrongly_denied.is_empty(),
+        "the operator may not: {wrongly_denied:?}"
+    );
+
+    // And no rule of the installed ClusterRole uses a wildcard.
+    let client = client().await;
+    let role = Api::<ClusterRole>::all(client)
+        .get("preview-operator")
+        .await
+        .expect("chart ClusterRole");
+    for rule in role.rules.unwrap_or_default() {
+        let everything = rule
+            .verbs
+            .iter()
+            .chain(rule.resources.iter().flatten())
+            .chain(rule.api_groups.iter().flatten());
+        assert!(everything.clone().all(|s| s != "*"), "wildcard in {rule:?}");
+    }
+}
+
+/// Scrapes a metrics endpoint into `name{labels} -> value`.
+async fn scrape(url: &str) -> BTreeMap<String, f64> {
+    let out = Command::new("curl")
+        .args(["-fsS", url])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "scraping {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+fn sum_prefix(m: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn spec(sha: &str) -> serde_json::Value {
+    json!({
+        "repository": "acme/metrics",
+        "pullRequest": 3,
+        "headSha": sha,
+        "services": [{"name": "web", "image": "web:1", "port": 8080}],
+        "tests": [{"name": "smoke", "image": "smoke:1"}]
+    })
+}
+
+fn preview(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> PreviewEnvironment {
+    serde_json::from_value(json!({
+        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
+        "metadata": {"name": name, "labels": labels}, "spec": spec
+    }))
+    .expect("fixture")
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn metrics_move_through_a_lifecycle() {
+    require_operator();
+    let url = env("PREVIEW_OPERATOR_METRICS_URL");
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "ops-metrics").await;
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let before = scrape(&url).await;
+
+    api.create(
+        &PostParams::default(),
+        &preview("m", json!({}), spec("e000001")),
+    )
+    .await
+    .expect("create");
+    await_condition(&api, "m", "Ready", "True", None, Duration::from_secs(60)).await;
+    let ready = scrape(&url).await;
+    assert!(metric(&ready, "preview_operator_environments{phase=\"Ready\"}") >= 1.0);
+    api.delete("m", &DeleteParams::default())
+        .await
+        .expect("delete");
+    await_gone("the preview", Duration::from_secs(120), || api.get_opt("m")).await;
+    let after = scrape(&url).await;
+
+    let moved = |name: &str| metric(&after, name) - metric(&before, name);
+    assert!(
+        moved("preview_operator_reconciles_total") >= 3.0,
+        "reconciles"
+    );
+    assert!(
+        moved("preview_operator_time_to_ready_seconds_count") >= 1.0,
+        "time to ready"
+    );
+    assert!(
+        moved("preview_operator_test_runs_total{result=\"succeeded\"}") >= 1.0,
+        "test runs"
+    );
+    assert!(
+        moved("preview_operator_test_duration_seconds_count") >= 1.0,
+        "test duration"
+    );
+    assert!(
+        moved("preview_operator_teardown_duration_seconds_count") >= 1.0,
+        "teardown"
+    );
+    let writes = |m: &BTreeMap<String, f64>| {
+        sum_prefix(
+            m,
+            "preview_operator_kubernetes_requests_total{verb=\"patch\"",
+        )
+    };
+    assert!(writes(&after) > writes(&before), "API patches are counted");
+    assert_eq!(metric(&after, "preview_operator_leader"), 1.0);
+}
+
+/// One operator process of the leader-election test, killed when dropped.
+struct Operator {
+    child: Child,
+    metrics: String,
+}
+
+impl Operator {
+    fn start(shard: &str, lease: &str) -> Operator {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = Command::new(env("PREVIEW_OPERATOR_BIN"))
+            .args([
+                "run",
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+                "--leader-election",
+                "--lease-namespace",
+                "preview-system",
+                "--lease-name",
+                lease,
+                "--lease-duration",
+                "6s",
+                "--selector",
+                &format!("preview.dev/shard={shard}"),
+            ])
+            .env("KUBECONFIG", env("PREVIEW_OPERATOR_KUBECONFIG"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the operator starts");
+        Operator {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+        }
+    }
+
+    async fn leads(&self) -> Option<bool> {
+        let out = Command::new("curl")
+            .args(["-fsS", &self.metrics])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("preview_operator_leader "))
+            .map(|l| l.ends_with(" 1"))
+    }
+
+    /// Write requests (create, update, patch, delete) this process made, by any path.
+    async fn writes(&self) -> f64 {
+        let m = scrape(&self.metrics).await;
+        ["create", "update", "patch", "delete"]
+            .iter()
+            .map(|verb| {
+                let prefix = format!("preview_operator_kubernetes_requests_total{{verb=\"{verb}\"");
+                sum_prefix(&m, &prefix)
+            })
+            .sum()
+    }
+
+    async fn reconciles(&self) -> f64 {
+        metric(
+            &scrape(&self.metrics).await,
+            "preview_operator_reconciles_total",
+        )
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_duration() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "ops-leader").await;
+    let shard = tenant.name.clone();
+    let lease = format!("leader-test-{}", std::process::id());
+    let a = Operator::start(&shard, &lease);
+    let b = Operator::start(&shard, &lease);
+
+    let (leader, follower) = wait_for("exactly one leader", Duration::from_secs(60), || async {
+        match (a.leads().await, b.leads().await) {
+            (Some(true), Some(false)) => Ok((&a, &b)),
+            (Some(false), Some(true)) => Ok((&b, &a)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let follower_writes_before = follower.writes().await;
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let labels = json!({"preview.dev/shard": shard});
+    api.create(
+        &PostParams::default(),
+        &preview("ha", labels, spec("f000001")),
+    )
+    .await
+    .expect("create");
+    await_condition(&api, "ha", "Ready", "True", None, Duration::from_secs(60)).await;
+    assert!(leader.reconciles().await >= 1.0, "the leader reconciles");
+    assert_eq!(
+        follower.reconciles().await,
+        0.0,
+        "a follower never reconciles"
+    );
+    assert_eq!(
+        follower.writes().await,
+        follower_writes_before,
+        "a follower makes no write request while the leader works"
+    );
+
+    // Kill the leader without a chance to hand over the lease.
+    let (mut dead, survivor) = if std::ptr::eq(leader, &a) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    dead.child.kill().expect("SIGKILL the leader");
+    let _ = dead.child.wait();
+    let killed = Instant::now();
+    wait_for(
+        "the follower to take over",
+        Duration::from_secs(30),
+        || async {
+            match survivor.leads().await {
+                Some(true) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let failover = killed.elapsed();
+    println!("failover took {failover:?}");
+    assert!(
+        failover <= Duration::from_secs(6 + 2),
+        "failover took {failover:?}, lease is 6s"
+    );
+
+    // The new leader does the work: a new sha rolls out.
+    api.patch(
+        "ha",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"headSha": "f000002"}})),
+    )
+    .await
+    .expect("new sha");
+    let pe = await_condition(&api, "ha", "Ready", "True", None, Duration::from_secs(60)).await;
+    assert_eq!(
+        pe.status.and_then(|s| s.deployed_sha).as_deref(),
+        Some("f000002")
+    );
+    api.delete("ha", &DeleteParams::default())
+        .await
+        .expect("delete");
+    await_gone("the preview", Duration::from_secs(120), || {
+        api.get_opt("ha")
+    })
+    .await;
+    drop(survivor);
+    drop(dead);
+}
