@@ -1,0 +1,20 @@
+# The operator's image: built with cargo, run from a distroless non-root base.
+# No Docker engine exists on our development machines, so CI does not build this; it is kept
+# deliberately plain (docker build -t preview-operator .).
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked \
+    && rm -rf src
+COPY src ./src
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin preview-operator
+
+# glibc, CA certificates and nothing else; uid 65532 ("nonroot").
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/preview-operator /usr/local/bin/preview-operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/preview-operator"]
+CMD ["run"]
