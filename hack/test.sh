@@ -56,7 +56,13 @@ json.dump(config, sys.stdout)
 export PREVIEW_OPERATOR_BIN=$PWD/target/debug/preview-operator
 operator_log=target/operator-test.log
 operator_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export PREVIEW_OPERATOR_HTTP="127.0.0.1:$operator_port"
 export PREVIEW_OPERATOR_METRICS_URL="http://127.0.0.1:$operator_port/metrics"
+# A fresh webhook secret per run, handed to the operator as a file and to the tests.
+PREVIEW_WEBHOOK_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+export PREVIEW_WEBHOOK_SECRET
+printf '%s\n' "$PREVIEW_WEBHOOK_SECRET" >target/webhook-secret
+chmod 600 target/webhook-secret
 # Test policy: a small concurrency limit and a fast orphan sweep, so both are observable.
 # Previews labelled preview.dev/shard belong to the leader-election test's own operators.
 KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operator=debug} \
@@ -64,6 +70,7 @@ KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operat
   --http-addr "127.0.0.1:$operator_port" \
   --leader-election --lease-namespace "$PREVIEW_CHART_NAMESPACE" --lease-name preview-operator-tests \
   --selector '!preview.dev/shard' \
+  --github-webhook-secret-file target/webhook-secret \
   --max-previews-per-namespace 2 --orphan-sweep-interval 3s >"$operator_log" 2>&1 &
 operator_pid=$!
 stop_operator() {

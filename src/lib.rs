@@ -10,3 +10,4 @@ pub mod leader;
 pub mod metrics;
 pub mod naming;
 pub mod server;
+pub mod webhook;

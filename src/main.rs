@@ -14,6 +14,7 @@ use preview_operator::controller::Options;
 use preview_operator::leader::{self, LeaderConfig};
 use preview_operator::metrics::{ApiMetricsLayer, Metrics};
 use preview_operator::server::{self, AppState};
+use preview_operator::webhook;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -79,6 +80,18 @@ struct RunArgs {
     /// How long a leader's lease lasts without renewal: the worst-case failover time.
     #[arg(long, env = "PREVIEW_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = duration_arg)]
     lease_duration: Duration,
+
+    /// File holding the GitHub webhook secret; enables POST /webhooks/github.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_WEBHOOK_SECRET_FILE")]
+    github_webhook_secret_file: Option<std::path::PathBuf>,
+
+    /// The GitHub webhook secret itself (prefer the file); enables POST /webhooks/github.
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    github_webhook_secret: Option<String>,
+
+    /// Largest webhook body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY", default_value_t = 1024 * 1024)]
+    webhook_max_body: usize,
 
     /// Only reconcile PreviewEnvironments matching this label selector (e.g. to shard tenants
     /// between two operator releases, or to canary a new version on some of them).
@@ -168,6 +181,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("failed to start leader election")?;
 
+    let webhook_secret = match (
+        &args.github_webhook_secret_file,
+        &args.github_webhook_secret,
+    ) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read the webhook secret {}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        (None, secret) => secret.clone(),
+    }
+    .filter(|s| !s.is_empty());
+
     let (synced_tx, synced) = watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let state = AppState {
@@ -178,7 +205,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("failed to listen on {}", args.http_addr))?;
-    let server = tokio::spawn(server::serve(listener, server::router(state), async {
+    let mut router = server::router(state);
+    let mut teardowns = None;
+    if let Some(secret) = webhook_secret {
+        let (closed_tx, closed_rx) = tokio::sync::mpsc::channel(1024);
+        let webhook_state = webhook::WebhookState {
+            secret: Arc::new(secret.into_bytes()),
+            seen: Arc::new(std::sync::Mutex::new(webhook::SeenDeliveries::new(10_000))),
+            closed: closed_tx,
+            metrics: metrics.clone(),
+        };
+        router = router.merge(webhook::router(webhook_state, args.webhook_max_body));
+        teardowns = Some(tokio::spawn(webhook::run_teardowns(
+            client.clone(),
+            closed_rx,
+        )));
+        tracing::info!("GitHub webhooks enabled at POST /webhooks/github");
+    }
+    let server = tokio::spawn(server::serve(listener, router, async {
         let _ = stop_rx.await;
     }));
 
@@ -200,6 +244,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Shutting down: hand the lease over and stop serving.
     election.resign(Duration::from_secs(3)).await;
     let _ = stop_tx.send(());
+    if let Some(task) = teardowns {
+        task.abort();
+    }
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e).context(format!("failed to serve on {}", args.http_addr)),

@@ -1,0 +1,383 @@
+//! GitHub `pull_request` webhooks: when a PR closes (merged or not), every PreviewEnvironment of
+//! that repository and PR is deleted, in every tenant namespace, even if the CI job that should
+//! have deleted it never ran.
+//!
+//! Deliveries are verified (HMAC-SHA256 `X-Hub-Signature-256`, constant-time comparison),
+//! bounded in size, deduplicated by `X-GitHub-Delivery`, and answered at once: the deletions run
+//! afterwards on a background task.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, KeyInit, Mac};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::api::PreviewEnvironment;
+use crate::metrics::Metrics;
+
+/// A pull request that closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedPr {
+    pub repository: String,
+    pub number: i64,
+    pub merged: bool,
+}
+
+/// Checks `X-Hub-Signature-256` (`sha256=<hex>`) against the body, in constant time.
+pub fn signature_valid(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Some(expected) = decode_hex(hex) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    // verify_slice compares in constant time.
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    pull_request: PullRequest,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: i64,
+    #[serde(default)]
+    merged: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+/// What a delivery asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Ping,
+    Closed(ClosedPr),
+    Ignored,
+}
+
+/// Why a delivery was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("malformed pull_request payload: {0}")]
+    Malformed(String),
+}
+
+/// Interprets a verified delivery.
+pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, ParseError> {
+    match event {
+        "ping" => Ok(Delivery::Ping),
+        "pull_request" => {
+            let e: PullRequestEvent =
+                serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
+            if e.pull_request.number < 1 || !e.repository.full_name.contains('/') {
+                return Err(ParseError::Malformed(
+                    "pull request number or repository name out of range".into(),
+                ));
+            }
+            if e.action == "closed" {
+                Ok(Delivery::Closed(ClosedPr {
+                    repository: e.repository.full_name,
+                    number: e.pull_request.number,
+                    merged: e.pull_request.merged.unwrap_or(false),
+                }))
+            } else {
+                Ok(Delivery::Ignored)
+            }
+        }
+        _ => Ok(Delivery::Ignored),
+    }
+}
+
+/// Remembers the last `capacity` delivery ids: GitHub redelivers on timeouts and by hand.
+#[derive(Debug)]
+pub struct SeenDeliveries {
+    order: VecDeque<String>,
+    set: HashSet<String>,
+    capacity: usize,
+}
+
+impl SeenDeliveries {
+    pub fn new(capacity: usize) -> Self {
+        SeenDeliveries {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Forgets `id`, so a redelivery of a delivery that could not be handled is handled.
+    pub fn forget(&mut self, id: &str) {
+        if self.set.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
+
+    /// Records `id`; false when it was seen before.
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(id.to_string());
+        self.set.insert(id.to_string());
+        true
+    }
+}
+
+/// What the webhook handler needs.
+#[derive(Clone)]
+pub struct WebhookState {
+    pub secret: Arc<Vec<u8>>,
+    pub seen: Arc<Mutex<SeenDeliveries>>,
+    pub closed: mpsc::Sender<ClosedPr>,
+    pub metrics: Arc<Metrics>,
+}
+
+async fn handle(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let answer = |result: &str, code: StatusCode, text: String| {
+        state.metrics.webhook_delivery(result);
+        (code, text)
+    };
+    if !signature_valid(&state.secret, &body, header("x-hub-signature-256")) {
+        return answer(
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Hub-Signature-256\n".into(),
+        );
+    }
+    let event = header("x-github-event").unwrap_or_default().to_string();
+    if let Some(id) = header("x-github-delivery")
+        && !state
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_time(id)
+    {
+        return answer(
+            "duplicate",
+            StatusCode::OK,
+            format!("delivery {id} already handled\n"),
+        );
+    }
+    match parse(&event, &body) {
+        Ok(Delivery::Ping) => answer("ping", StatusCode::OK, "pong\n".into()),
+        Ok(Delivery::Ignored) => answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            format!("event {event:?} needs nothing\n"),
+        ),
+        Ok(Delivery::Closed(pr)) => {
+            let text = format!("tearing down previews of {}#{}\n", pr.repository, pr.number);
+            // The work happens after answering; a full queue means GitHub should retry.
+            match state.closed.try_send(pr) {
+                Ok(()) => answer("accepted", StatusCode::ACCEPTED, text),
+                Err(_) => {
+                    if let Some(id) = header("x-github-delivery") {
+                        state
+                            .seen
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .forget(id);
+                    }
+                    answer(
+                        "busy",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "teardown queue full, retry later\n".into(),
+                    )
+                }
+            }
+        }
+        Err(e) => answer("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+/// `POST /webhooks/github`, refusing bodies over `max_body` bytes with 413.
+pub fn router(state: WebhookState, max_body: usize) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(handle))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Deletes every PreviewEnvironment of each closed PR, in every namespace.
+pub async fn run_teardowns(client: Client, mut closed: mpsc::Receiver<ClosedPr>) {
+    let all: Api<PreviewEnvironment> = Api::all(client.clone());
+    while let Some(pr) = closed.recv().await {
+        let previews = match all.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(error) => {
+                warn!(%error, repository = %pr.repository, pr = pr.number, "failed to list previews for a closed PR");
+                continue;
+            }
+        };
+        for pe in previews.iter().filter(|pe| {
+            pe.spec.pull_request == pr.number
+                && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
+        }) {
+            let ns = pe.namespace().unwrap_or_default();
+            let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
+            match api.delete(&pe.name_any(), &DeleteParams::default()).await {
+                Ok(_) => {
+                    info!(namespace = %ns, name = %pe.name_any(), merged = pr.merged, "pull request closed; deleting its preview")
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(error) => {
+                    warn!(%error, namespace = %ns, name = %pe.name_any(), "failed to delete the preview of a closed PR")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn githubs_documented_test_vector_verifies() {
+        // From GitHub's "Validating webhook deliveries" documentation.
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signature_valid(secret, body, Some(signature)));
+        assert!(!signature_valid(b"another secret", body, Some(signature)));
+        assert!(!signature_valid(secret, b"Hello, World?", Some(signature)));
+    }
+
+    #[test]
+    fn malformed_signature_headers_are_refused() {
+        let secret = b"s";
+        for header in [
+            None,
+            Some(""),
+            Some("sha256="),
+            Some("sha1=757107ea0eb2509fc211221cce984b8a37570b6d"),
+            Some("sha256=zz7107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"),
+            Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1"),
+            Some("sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17ff"),
+            Some("sha256=é57107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1"),
+        ] {
+            assert!(!signature_valid(secret, b"x", header), "{header:?}");
+        }
+    }
+
+    fn event(action: &str, number: serde_json::Value, repo: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "action": action,
+            "number": number,
+            "pull_request": {"number": number, "merged": true, "head": {"sha": "abc"}},
+            "repository": {"full_name": repo}
+        }))
+        .expect("json")
+    }
+
+    #[test]
+    fn a_closed_pull_request_is_recognised() {
+        let body = event(
+            "closed",
+            serde_json::json!(12),
+            serde_json::json!("Acme/Shop"),
+        );
+        assert_eq!(
+            parse("pull_request", &body),
+            Ok(Delivery::Closed(ClosedPr {
+                repository: "Acme/Shop".into(),
+                number: 12,
+                merged: true
+            }))
+        );
+        let opened = event("opened", serde_json::json!(12), serde_json::json!("a/b"));
+        assert_eq!(parse("pull_request", &opened), Ok(Delivery::Ignored));
+        assert_eq!(parse("push", b"{}"), Ok(Delivery::Ignored));
+        assert_eq!(parse("ping", b"{\"zen\": \"x\"}"), Ok(Delivery::Ping));
+    }
+
+    #[test]
+    fn hostile_payloads_are_malformed_not_panics() {
+        let cases: Vec<Vec<u8>> = vec![
+            b"{\"action\": \"closed\", \"pull_request\": {\"number\": 1".to_vec(),
+            b"not json".to_vec(),
+            b"[]".to_vec(),
+            b"{}".to_vec(),
+            event("closed", serde_json::json!("12"), serde_json::json!("a/b")),
+            event("closed", serde_json::json!(1e300), serde_json::json!("a/b")),
+            event(
+                "closed",
+                serde_json::json!(u64::MAX),
+                serde_json::json!("a/b"),
+            ),
+            event("closed", serde_json::json!(-4), serde_json::json!("a/b")),
+            event("closed", serde_json::json!(0), serde_json::json!("a/b")),
+            event("closed", serde_json::json!(3), serde_json::json!(42)),
+            event(
+                "closed",
+                serde_json::json!(3),
+                serde_json::json!("no-slash"),
+            ),
+            serde_json::to_vec(
+                &serde_json::json!({"action": "closed", "repository": {"full_name": "a/b"}}),
+            )
+            .expect("json"),
+        ];
+        for body in cases {
+            assert!(
+                matches!(parse("pull_request", &body), Err(ParseError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_deliveries_are_recognised_within_capacity() {
+        let mut seen = SeenDeliveries::new(2);
+        assert!(seen.first_time("a"));
+        assert!(!seen.first_time("a"));
+        assert!(seen.first_time("b"));
+        assert!(seen.first_time("c"));
+        assert!(
+            seen.first_time("a"),
+            "the oldest is forgotten past capacity"
+        );
+    }
+}
