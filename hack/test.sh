@@ -97,8 +97,13 @@ for _ in $(seq 1 60); do
 done
 curl -fs "http://127.0.0.1:$operator_port/readyz" >/dev/null || { log "the operator never became ready"; exit 1; }
 
+rm -f target/measurements.log
 step "integration and cluster tests (on the rig)"
 # Cluster tests mostly wait on the rig, so run more of them at once than there are cores.
 cargo test --locked --test '*' -- --include-ignored --test-threads 6
 
+if [[ -f target/measurements.log ]]; then
+  log "measured during the tests:"
+  sed 's/^/    /' target/measurements.log >&2
+fi
 step "all tests passed"

@@ -357,7 +357,9 @@ async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_durat
     )
     .await;
     let failover = killed.elapsed();
-    println!("failover took {failover:?}");
+    common::record(&format!(
+        "leader failover after SIGKILL: {failover:?} (lease 6s)"
+    ));
     assert!(
         failover <= Duration::from_secs(6 + 2),
         "failover took {failover:?}, lease is 6s"

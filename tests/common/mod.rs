@@ -248,3 +248,16 @@ pub fn require_operator() {
         "lifecycle tests need the operator running against the rig; run them with hack/test.sh"
     );
 }
+
+/// Appends a measured figure to target/measurements.log, which hack/test.sh prints at the end.
+pub fn record(line: &str) {
+    use std::io::Write as _;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/measurements.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
