@@ -35,6 +35,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, TestPhase};
 use crate::config::Config;
+use crate::github::{self, StatusSender};
 use crate::metrics::Metrics;
 use crate::naming::{self, OWNER_UID, Owner, SHA, preview_namespace};
 use apply::{ApplyError, MANAGER};
@@ -192,6 +193,7 @@ pub struct Context {
     /// True while this process holds the leader lease; only the leader writes.
     pub leader: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    github: Option<StatusSender>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -790,6 +792,15 @@ async fn write_status(
         ctx.metrics
             .ready_after(now().duration_since(since.0).unsigned_abs());
     }
+    // The pull request hears of real changes only: the commit status derived from the new
+    // status, when it differs from the one derived from the old.
+    if let Some(sender) = &ctx.github {
+        let next = github::commit_status(&pe.spec.repository, &name, &status);
+        let before = previous.and_then(|p| github::commit_status(&pe.spec.repository, &name, p));
+        if let Some(next) = next.filter(|n| Some(n) != before.as_ref()) {
+            sender.send(next);
+        }
+    }
     announce(ctx, pe, previous, &status).await;
     Ok(())
 }
@@ -960,6 +971,8 @@ pub struct Options {
     pub instance: String,
     /// Label selector limiting which PreviewEnvironments this process reconciles.
     pub selector: Option<String>,
+    /// Where commit statuses go, when a GitHub token is configured.
+    pub github: Option<StatusSender>,
 }
 
 /// Yields once every time `leader` turns true.
@@ -1072,6 +1085,7 @@ pub async fn run(
         synced,
         leader,
         metrics,
+        github: options.github,
     });
     info!("controller started");
     controller

@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod github;
 pub mod leader;
 pub mod metrics;
 pub mod naming;

@@ -14,7 +14,7 @@ use preview_operator::controller::Options;
 use preview_operator::leader::{self, LeaderConfig};
 use preview_operator::metrics::{ApiMetricsLayer, Metrics};
 use preview_operator::server::{self, AppState};
-use preview_operator::webhook;
+use preview_operator::{github, webhook};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -89,6 +89,22 @@ struct RunArgs {
     #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
     github_webhook_secret: Option<String>,
 
+    /// File holding a GitHub token (statuses: write) for commit statuses on pull requests.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_TOKEN_FILE")]
+    github_token_file: Option<std::path::PathBuf>,
+
+    /// The GitHub token itself (prefer the file); enables commit statuses.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    github_token: Option<String>,
+
+    /// GitHub API base URL (GitHub Enterprise: https://<host>/api/v3).
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    github_api_url: String,
+
     /// Largest webhook body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY", default_value_t = 1024 * 1024)]
     webhook_max_body: usize,
@@ -157,6 +173,23 @@ fn own_namespace() -> String {
         .unwrap_or_else(|| "default".into())
 }
 
+/// A secret from a file (preferred: it stays out of the process environment) or a value;
+/// trailing newlines are ignored, empty means unset.
+fn read_secret(
+    file: Option<&std::path::Path>,
+    value: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let secret = match (file, value) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, Some(value)) => value.to_string(),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(secret).filter(|s| !s.is_empty()))
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let config = args.policy.into_config().context("invalid policy flags")?;
@@ -181,19 +214,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("failed to start leader election")?;
 
-    let webhook_secret = match (
-        &args.github_webhook_secret_file,
-        &args.github_webhook_secret,
-    ) {
-        (Some(path), _) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("failed to read the webhook secret {}", path.display()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        ),
-        (None, secret) => secret.clone(),
-    }
-    .filter(|s| !s.is_empty());
+    let webhook_secret = read_secret(
+        args.github_webhook_secret_file.as_deref(),
+        args.github_webhook_secret.as_deref(),
+    )?;
+
+    let github_token = read_secret(
+        args.github_token_file.as_deref(),
+        args.github_token.as_deref(),
+    )?;
+    let github = match github_token {
+        Some(token) => {
+            tracing::info!(api = %args.github_api_url, "commit statuses enabled");
+            Some(
+                github::start(
+                    github::GitHubConfig {
+                        api_url: args.github_api_url.clone(),
+                        token,
+                    },
+                    metrics.clone(),
+                )
+                .context("failed to set up the GitHub client")?,
+            )
+        }
+        None => None,
+    };
 
     let (synced_tx, synced) = watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -234,6 +279,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             sweep_interval: args.orphan_sweep_interval,
             instance,
             selector: args.selector.clone(),
+            github,
         },
         metrics,
         election.leader.clone(),

@@ -53,6 +53,7 @@ pub struct Metrics {
     teardown_duration: Histogram,
     api_requests: Family<RequestLabels, Counter>,
     webhook_deliveries: Family<ResultLabels, Counter>,
+    commit_statuses: Family<ResultLabels, Counter>,
     leader: Gauge,
     phases: PhaseCollector,
 }
@@ -163,6 +164,12 @@ impl Metrics {
             "GitHub webhook deliveries by result",
             webhook_deliveries.clone(),
         );
+        let commit_statuses = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "commit_statuses",
+            "GitHub commit status posts by result (posted, retried, failed)",
+            commit_statuses.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -182,6 +189,7 @@ impl Metrics {
             teardown_duration,
             api_requests,
             webhook_deliveries,
+            commit_statuses,
             leader,
             phases,
         }
@@ -234,6 +242,14 @@ impl Metrics {
 
     pub fn webhook_delivery(&self, result: &str) {
         self.webhook_deliveries
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn commit_status(&self, result: &str) {
+        self.commit_statuses
             .get_or_create(&ResultLabels {
                 result: result.to_string(),
             })

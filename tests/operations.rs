@@ -5,13 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    TestNamespace, await_condition, await_gone, client, install_crd, kubectl, require_operator,
-    wait_for,
+    Operator, TestNamespace, await_condition, await_gone, client, install_crd, kubectl, metric,
+    require_operator, scrape, sum_prefix, wait_for,
 };
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -110,38 +108,6 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
     }
 }
 
-/// Scrapes a metrics endpoint into `name{labels} -> value`.
-async fn scrape(url: &str) -> BTreeMap<String, f64> {
-    let out = Command::new("curl")
-        .args(["-fsS", url])
-        .output()
-        .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "scraping {url} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
-    m.get(name).copied().unwrap_or(0.0)
-}
-
-fn sum_prefix(m: &BTreeMap<String, f64>, prefix: &str) -> f64 {
-    m.iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, v)| v)
-        .sum()
-}
-
 fn spec(sha: &str) -> serde_json::Value {
     json!({
         "repository": "acme/metrics",
@@ -217,82 +183,6 @@ async fn metrics_move_through_a_lifecycle() {
     assert_eq!(metric(&after, "preview_operator_leader"), 1.0);
 }
 
-/// One operator process of the leader-election test, killed when dropped.
-struct Operator {
-    child: Child,
-    metrics: String,
-}
-
-impl Operator {
-    fn start(shard: &str, lease: &str) -> Operator {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = Command::new(env("PREVIEW_OPERATOR_BIN"))
-            .args([
-                "run",
-                "--http-addr",
-                &format!("127.0.0.1:{port}"),
-                "--leader-election",
-                "--lease-namespace",
-                "preview-system",
-                "--lease-name",
-                lease,
-                "--lease-duration",
-                "6s",
-                "--selector",
-                &format!("preview.dev/shard={shard}"),
-            ])
-            .env("KUBECONFIG", env("PREVIEW_OPERATOR_KUBECONFIG"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the operator starts");
-        Operator {
-            child,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-        }
-    }
-
-    async fn leads(&self) -> Option<bool> {
-        let out = Command::new("curl")
-            .args(["-fsS", &self.metrics])
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.lines()
-            .find(|l| l.starts_with("preview_operator_leader "))
-            .map(|l| l.ends_with(" 1"))
-    }
-
-    /// Write requests (create, update, patch, delete) this process made, by any path.
-    async fn writes(&self) -> f64 {
-        let m = scrape(&self.metrics).await;
-        ["create", "update", "patch", "delete"]
-            .iter()
-            .map(|verb| {
-                let prefix = format!("preview_operator_kubernetes_requests_total{{verb=\"{verb}\"");
-                sum_prefix(&m, &prefix)
-            })
-            .sum()
-    }
-
-    async fn reconciles(&self) -> f64 {
-        metric(
-            &scrape(&self.metrics).await,
-            "preview_operator_reconciles_total",
-        )
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]
 async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_duration() {
@@ -302,8 +192,34 @@ async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_durat
     let tenant = TestNamespace::create(&client, "ops-leader").await;
     let shard = tenant.name.clone();
     let lease = format!("leader-test-{}", std::process::id());
-    let a = Operator::start(&shard, &lease);
-    let b = Operator::start(&shard, &lease);
+    let a = Operator::start(
+        &[
+            "--leader-election",
+            "--lease-namespace",
+            "preview-system",
+            "--lease-name",
+            &lease,
+            "--lease-duration",
+            "6s",
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+        ],
+        &[],
+    );
+    let b = Operator::start(
+        &[
+            "--leader-election",
+            "--lease-namespace",
+            "preview-system",
+            "--lease-name",
+            &lease,
+            "--lease-duration",
+            "6s",
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+        ],
+        &[],
+    );
 
     let (leader, follower) = wait_for("exactly one leader", Duration::from_secs(60), || async {
         match (a.leads().await, b.leads().await) {

@@ -261,3 +261,110 @@ pub fn record(line: &str) {
         let _ = writeln!(f, "{line}");
     }
 }
+
+/// Scrapes a metrics endpoint into `name{labels} -> value`.
+pub async fn scrape(url: &str) -> std::collections::BTreeMap<String, f64> {
+    let out = Command::new("curl")
+        .args(["-fsS", url])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "scraping {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One metric's value, 0 when absent.
+pub fn metric(m: &std::collections::BTreeMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+/// The sum of every series whose name (with labels) starts with `prefix`.
+pub fn sum_prefix(m: &std::collections::BTreeMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// An extra operator process a test starts itself (as the chart's ServiceAccount), killed
+/// when dropped. Tests scope it with `--selector` so it never touches other tests' previews.
+pub struct Operator {
+    pub child: std::process::Child,
+    pub metrics: String,
+}
+
+impl Operator {
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Operator {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the cluster tests with hack/test.sh")
+            })
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(var("PREVIEW_OPERATOR_BIN"))
+            .args(["run", "--http-addr", &addr])
+            .args(args)
+            .env("KUBECONFIG", var("PREVIEW_OPERATOR_KUBECONFIG"))
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the operator starts");
+        Operator {
+            child,
+            metrics: format!("http://{addr}/metrics"),
+        }
+    }
+
+    /// Whether it holds the lease, `None` while its endpoint does not answer yet.
+    pub async fn leads(&self) -> Option<bool> {
+        let out = Command::new("curl")
+            .args(["-fsS", &self.metrics])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("preview_operator_leader "))
+            .map(|l| l.ends_with(" 1"))
+    }
+
+    /// Write requests (create, update, patch, delete) it made, by any path.
+    pub async fn writes(&self) -> f64 {
+        let m = scrape(&self.metrics).await;
+        ["create", "update", "patch", "delete"]
+            .iter()
+            .map(|verb| {
+                let prefix = format!("preview_operator_kubernetes_requests_total{{verb=\"{verb}\"");
+                sum_prefix(&m, &prefix)
+            })
+            .sum()
+    }
+
+    pub async fn reconciles(&self) -> f64 {
+        metric(
+            &scrape(&self.metrics).await,
+            "preview_operator_reconciles_total",
+        )
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

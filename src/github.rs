@@ -1,0 +1,369 @@
+//! Commit statuses on the pull request: `pending` while deploying or testing, `success` when
+//! Ready, `failure` when tests fail, `error` on other failures, linking the preview's URL.
+//!
+//! Statuses are posted by one background task, in order, one per real change of the preview's
+//! status (never per reconcile), retried with capped backoff, waiting out rate limits; a
+//! reconcile only enqueues and never waits for GitHub.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::api::{Phase, PreviewEnvironmentStatus};
+use crate::metrics::Metrics;
+
+/// GitHub's commit status states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Success,
+    Failure,
+    Error,
+}
+
+/// One commit status to post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitStatus {
+    /// `owner/name`.
+    pub repository: String,
+    pub sha: String,
+    /// `preview/<PreviewEnvironment name>`.
+    pub context: String,
+    pub state: State,
+    pub description: String,
+    pub target_url: Option<String>,
+}
+
+/// The commit status a preview's status calls for; `None` while it is torn down or has not
+/// been looked at yet.
+pub fn commit_status(
+    repository: &str,
+    name: &str,
+    status: &PreviewEnvironmentStatus,
+) -> Option<CommitStatus> {
+    let phase = status.phase?;
+    let sha = status.observed_sha.clone()?;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let summary = status.test_summary.clone().unwrap_or_default();
+    let (state, description) = match phase {
+        Phase::Terminating => return None,
+        Phase::Pending => (
+            State::Pending,
+            format!(
+                "waiting: {}",
+                ready.map(|c| c.reason.as_str()).unwrap_or("queued")
+            ),
+        ),
+        Phase::Deploying => (State::Pending, "deploying the services".to_string()),
+        Phase::Testing => (State::Pending, format!("testing: {summary}")),
+        Phase::Ready => (State::Success, format!("ready: {summary}")),
+        Phase::Failed => {
+            let reason = ready.map(|c| c.reason.clone()).unwrap_or_default();
+            let state = if matches!(reason.as_str(), "TestFailed" | "TestTimedOut") {
+                State::Failure
+            } else {
+                State::Error
+            };
+            let message = ready.map(|c| c.message.clone()).unwrap_or_default();
+            (state, format!("{reason}: {message}"))
+        }
+    };
+    Some(CommitStatus {
+        repository: repository.to_string(),
+        sha,
+        context: format!("preview/{name}"),
+        state,
+        // GitHub refuses descriptions over 140 characters.
+        description: description.chars().take(140).collect(),
+        target_url: status
+            .url
+            .clone()
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://")),
+    })
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    state: State,
+    description: &'a str,
+    context: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_url: Option<&'a str>,
+}
+
+/// Where and as whom statuses are posted.
+#[derive(Clone, Debug)]
+pub struct GitHubConfig {
+    /// API base URL, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
+    pub api_url: String,
+    pub token: String,
+}
+
+/// Sender side handed to the controller.
+#[derive(Clone)]
+pub struct StatusSender {
+    tx: mpsc::Sender<CommitStatus>,
+}
+
+impl StatusSender {
+    /// Enqueues without waiting; when the queue is full the status is dropped with a warning
+    /// (the next change posts a fresh one) rather than slowing the reconcile down.
+    pub fn send(&self, status: CommitStatus) {
+        if let Err(error) = self.tx.try_send(status) {
+            warn!(%error, "commit status queue full; dropping a status");
+        }
+    }
+}
+
+/// Longest wait for a rate limit to reset before giving a status up.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
+const ATTEMPTS: u32 = 6;
+
+/// Starts the poster task.
+pub fn start(config: GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<StatusSender> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(https);
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(run(client, config, metrics, rx));
+    Ok(StatusSender { tx })
+}
+
+/// What one attempt came to.
+enum Outcome {
+    Posted,
+    Retry(Duration),
+    GiveUp(String),
+}
+
+/// How long a rate-limited answer asks us to wait: `Retry-After` seconds, else until
+/// `X-RateLimit-Reset` when `X-RateLimit-Remaining` is 0. `None` when it is not a rate limit.
+pub fn rate_limit_wait(
+    status: StatusCode,
+    headers: &HeaderMap,
+    now_epoch: u64,
+) -> Option<Duration> {
+    if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(secs) = header("retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    if header("x-ratelimit-remaining") == Some(0) {
+        let reset = header("x-ratelimit-reset").unwrap_or(now_epoch + 60);
+        return Some(Duration::from_secs(reset.saturating_sub(now_epoch).max(1)));
+    }
+    // A 429 without hints: back off a minute, as GitHub's docs advise.
+    (status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(60))
+}
+
+async fn attempt(
+    client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    config: &GitHubConfig,
+    status: &CommitStatus,
+) -> Outcome {
+    let url = format!(
+        "{}/repos/{}/statuses/{}",
+        config.api_url.trim_end_matches('/'),
+        status.repository,
+        status.sha
+    );
+    let body = Body {
+        state: status.state,
+        description: &status.description,
+        context: &status.context,
+        target_url: status.target_url.as_deref(),
+    };
+    let Ok(json) = serde_json::to_vec(&body) else {
+        return Outcome::GiveUp("status does not serialize".into());
+    };
+    let request = Request::post(&url)
+        .header("authorization", format!("Bearer {}", config.token))
+        .header("accept", "application/vnd.github+json")
+        .header("x-github-api-version", "2022-11-28")
+        .header("user-agent", "preview-operator")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json)));
+    let Ok(request) = request else {
+        return Outcome::GiveUp(format!("invalid URL {url}"));
+    };
+    let response =
+        match tokio::time::timeout(Duration::from_secs(30), client.request(request)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Outcome::Retry(Duration::ZERO).with_note(&format!("{e}")),
+            Err(_) => return Outcome::Retry(Duration::ZERO).with_note("timed out"),
+        };
+    let code = response.status();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let wait = rate_limit_wait(code, response.headers(), now);
+    // Drain the body so the connection can be reused.
+    let _ = response.into_body().collect().await;
+    if code.is_success() {
+        Outcome::Posted
+    } else if let Some(wait) = wait {
+        Outcome::Retry(wait)
+    } else if code.is_server_error() || code == StatusCode::REQUEST_TIMEOUT {
+        Outcome::Retry(Duration::ZERO)
+    } else {
+        Outcome::GiveUp(format!("GitHub answered {code}"))
+    }
+}
+
+impl Outcome {
+    fn with_note(self, note: &str) -> Self {
+        debug!(note, "commit status attempt failed");
+        self
+    }
+}
+
+async fn run(
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    config: GitHubConfig,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<CommitStatus>,
+) {
+    // The last status posted per (repository, sha, context): never post the same one twice.
+    let mut last: HashMap<(String, String, String), CommitStatus> = HashMap::new();
+    while let Some(status) = rx.recv().await {
+        let key = (
+            status.repository.clone(),
+            status.sha.clone(),
+            status.context.clone(),
+        );
+        if last.get(&key) == Some(&status) {
+            continue;
+        }
+        let mut delay = Duration::from_secs(1);
+        let mut result = "failed";
+        for n in 1..=ATTEMPTS {
+            match attempt(&client, &config, &status).await {
+                Outcome::Posted => {
+                    result = "posted";
+                    info!(repository = %status.repository, sha = %status.sha, state = ?status.state, "posted commit status");
+                    break;
+                }
+                Outcome::GiveUp(why) => {
+                    warn!(repository = %status.repository, sha = %status.sha, %why, "commit status refused");
+                    break;
+                }
+                Outcome::Retry(wait) if n < ATTEMPTS => {
+                    let wait = if wait.is_zero() { delay } else { wait };
+                    if wait > MAX_RATE_LIMIT_WAIT {
+                        warn!(?wait, "rate limited for too long; dropping a commit status");
+                        break;
+                    }
+                    metrics.commit_status("retried");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+                Outcome::Retry(_) => {}
+            }
+        }
+        metrics.commit_status(result);
+        if result == "posted" {
+            last.insert(key, status);
+        }
+        // Bounded memory: statuses of long-gone shas are not needed.
+        if last.len() > 50_000 {
+            last.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn status(phase: Phase, reason: &str) -> PreviewEnvironmentStatus {
+        PreviewEnvironmentStatus {
+            phase: Some(phase),
+            observed_sha: Some("abcdef0".into()),
+            url: Some("https://web.example.com".into()),
+            test_summary: Some("1/2 passed, 1 failed".into()),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: reason.into(),
+                message: "test e2e failed".into(),
+                observed_generation: None,
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            }],
+            ..PreviewEnvironmentStatus::default()
+        }
+    }
+
+    #[test]
+    fn phases_map_to_github_states() {
+        let state =
+            |phase, reason| commit_status("a/b", "pr-1", &status(phase, reason)).map(|s| s.state);
+        assert_eq!(state(Phase::Deploying, "Deploying"), Some(State::Pending));
+        assert_eq!(state(Phase::Testing, "TestsRunning"), Some(State::Pending));
+        assert_eq!(state(Phase::Ready, "Ready"), Some(State::Success));
+        assert_eq!(state(Phase::Failed, "TestFailed"), Some(State::Failure));
+        assert_eq!(state(Phase::Failed, "TestTimedOut"), Some(State::Failure));
+        assert_eq!(state(Phase::Failed, "CrashLoopBackOff"), Some(State::Error));
+        assert_eq!(state(Phase::Terminating, "x"), None);
+        let s = commit_status("a/b", "pr-1", &status(Phase::Ready, "Ready")).expect("status");
+        assert_eq!(s.context, "preview/pr-1");
+        assert_eq!(s.target_url.as_deref(), Some("https://web.example.com"));
+    }
+
+    #[test]
+    fn descriptions_fit_githubs_limit() {
+        let mut st = status(Phase::Failed, "TestFailed");
+        st.conditions[0].message = "x".repeat(500);
+        let s = commit_status("a/b", "n", &st).expect("status");
+        assert!(s.description.chars().count() <= 140);
+    }
+
+    #[test]
+    fn rate_limits_are_read_from_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &h, 100),
+            None,
+            "a plain 403 is final"
+        );
+        h.insert("x-ratelimit-remaining", "0".parse().expect("header"));
+        h.insert("x-ratelimit-reset", "130".parse().expect("header"));
+        assert_eq!(
+            rate_limit_wait(StatusCode::FORBIDDEN, &h, 100),
+            Some(Duration::from_secs(30))
+        );
+        h.insert("retry-after", "7".parse().expect("header"));
+        assert_eq!(
+            rate_limit_wait(StatusCode::TOO_MANY_REQUESTS, &h, 100),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(StatusCode::INTERNAL_SERVER_ERROR, &h, 100),
+            None
+        );
+    }
+}

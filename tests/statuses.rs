@@ -1,0 +1,256 @@
+//! Commit statuses reach GitHub in order (pending, then success or failure), survive server
+//! errors and rate limits, and carry the token. GitHub is stood in for by a small real HTTP
+//! server on 127.0.0.1 in this test; an operator of this test's own (scoped by `--selector`)
+//! posts to it.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use common::{
+    Operator, TestNamespace, await_condition, client, install_crd, require_operator, wait_for,
+};
+use kube::api::{Api, DeleteParams, PostParams};
+use preview_operator::api::PreviewEnvironment;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    authorization: String,
+    body: Value,
+    answered: u16,
+}
+
+#[derive(Clone, Default)]
+struct StandIn {
+    received: Arc<Mutex<Vec<Received>>>,
+    /// Answers to give, in order, before answering 201.
+    script: Arc<Mutex<Vec<u16>>>,
+}
+
+async fn statuses(
+    State(state): State<StandIn>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let answer = {
+        let mut script = state.script.lock().unwrap_or_else(|p| p.into_inner());
+        if script.is_empty() {
+            201
+        } else {
+            script.remove(0)
+        }
+    };
+    state
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Received {
+            path: format!("/repos/{owner}/{repo}/statuses/{sha}"),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            body: serde_json::from_str(&body).unwrap_or(Value::Null),
+            answered: answer,
+        });
+    let mut response_headers = HeaderMap::new();
+    if answer == 403 {
+        // GitHub's secondary rate limit: retry after a second.
+        response_headers.insert("x-ratelimit-remaining", "0".parse().expect("header"));
+        response_headers.insert("retry-after", "1".parse().expect("header"));
+    }
+    let code = StatusCode::from_u16(answer).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, response_headers, "{}")
+}
+
+async fn start_stand_in(script: Vec<u16>) -> (StandIn, String) {
+    let state = StandIn {
+        received: Arc::default(),
+        script: Arc::new(Mutex::new(script)),
+    };
+    let app = Router::new()
+        .route("/repos/{owner}/{repo}/statuses/{sha}", post(statuses))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (state, format!("http://{addr}"))
+}
+
+fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironment {
+    let annotations = if failing {
+        json!({"preview.dev/simulate": "fail"})
+    } else {
+        json!({})
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
+        "metadata": {"name": name, "labels": {"preview.dev/shard": shard}},
+        "spec": {"repository": "acme/shop", "pullRequest": 9, "headSha": sha,
+                 "services": [{"name": "web", "image": "web:1", "port": 8080}],
+                 "tests": [{"name": "e2e", "image": "e2e:1", "podAnnotations": annotations}]}
+    }))
+    .expect("fixture")
+}
+
+/// The states posted for `sha` under context `preview/<name>`, in arrival order, counting only
+/// the attempts the stand-in accepted.
+fn accepted_states(stand_in: &StandIn, sha: &str, name: &str) -> Vec<String> {
+    stand_in
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|r| r.answered == 201 && r.path.ends_with(sha))
+        .filter(|r| r.body["context"] == format!("preview/{name}"))
+        .map(|r| r.body["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "gh-status").await;
+    let shard = tenant.name.clone();
+    // The first answer is a server error, the second a rate limit: both must be retried.
+    let (stand_in, url) = start_stand_in(vec![500, 403]).await;
+    let _operator = Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--github-api-url",
+            &url,
+        ],
+        &[("GITHUB_TOKEN", "test-token")],
+    );
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let pp = PostParams::default();
+    api.create(&pp, &preview("good", &shard, "a1b2c3d4", false))
+        .await
+        .expect("create");
+    api.create(&pp, &preview("bad", &shard, "d4c3b2a1", true))
+        .await
+        .expect("create");
+    await_condition(&api, "good", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_condition(
+        &api,
+        "bad",
+        "Ready",
+        "False",
+        Some("TestFailed"),
+        Duration::from_secs(90),
+    )
+    .await;
+
+    let good = wait_for(
+        "a success status for good",
+        Duration::from_secs(60),
+        || async {
+            let states = accepted_states(&stand_in, "a1b2c3d4", "good");
+            (states.last().map(String::as_str) == Some("success"))
+                .then(|| states.clone())
+                .ok_or_else(|| format!("{states:?}"))
+        },
+    )
+    .await;
+    let bad = wait_for(
+        "a failure status for bad",
+        Duration::from_secs(60),
+        || async {
+            let states = accepted_states(&stand_in, "d4c3b2a1", "bad");
+            (states.last().map(String::as_str) == Some("failure"))
+                .then(|| states.clone())
+                .ok_or_else(|| format!("{states:?}"))
+        },
+    )
+    .await;
+    for states in [&good, &bad] {
+        assert_eq!(
+            states.first().map(String::as_str),
+            Some("pending"),
+            "{states:?}"
+        );
+        let last_pending = states.iter().rposition(|s| s == "pending").unwrap_or(0);
+        assert_eq!(
+            last_pending,
+            states.len() - 2,
+            "pending only before the verdict: {states:?}"
+        );
+        // One status per real change: consecutive duplicates would mean per-reconcile posts.
+        assert!(
+            states.windows(2).all(|w| w[0] != w[1] || w[0] == "pending"),
+            "{states:?}"
+        );
+    }
+
+    let received = stand_in
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(
+        received.iter().any(|r| r.answered == 500),
+        "the stand-in answered 500 once"
+    );
+    assert!(
+        received.iter().any(|r| r.answered == 403),
+        "and rate-limited once"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|r| r.authorization == "Bearer test-token")
+    );
+    assert!(
+        received
+            .iter()
+            .all(|r| r.path.starts_with("/repos/acme/shop/statuses/"))
+    );
+    let success = received
+        .iter()
+        .find(|r| r.body["state"] == "success")
+        .expect("a success");
+    assert!(
+        success.body["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1/1 passed")
+    );
+    assert!(
+        success.body["target_url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("http://web.")
+    );
+
+    for name in ["good", "bad"] {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    common::await_gone("the previews", Duration::from_secs(120), || {
+        api.get_opt("good")
+    })
+    .await;
+    common::await_gone("the previews", Duration::from_secs(120), || {
+        api.get_opt("bad")
+    })
+    .await;
+}
