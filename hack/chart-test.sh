@@ -36,12 +36,14 @@ log "helm template (non-default values)"
 custom=$(quiet helm template "$release" "$chart" -n "$namespace" --kube-version "$kube_version" \
   -f hack/chart/values-nondefault.yaml)
 for want in "kind: ServiceMonitor" "PREVIEW_OPERATOR_INGRESS_BASE_DOMAIN" "preview.example.com" \
-  "replicas: 3" "registry.example.com/preview-operator:1.2.3" '"--workers=32"' 'value: "baseline"'; do
+  "replicas: 3" "registry.example.com/preview-operator:1.2.3" '"--workers=32"' 'value: "baseline"' \
+  "--github-token-file=/etc/preview-operator/github-token/token" "path: /webhooks/github" \
+  "--github-webhook-secret-file=/etc/preview-operator/github-webhook/secret" "hooks.example.com"; do
   grep -qF -- "$want" <<<"$custom" || { log "non-default render lacks: $want"; exit 1; }
 done
 
 log "values schema refuses bad values"
-for bad in "logFormat=xml" "replicaCount=0" "policy.maxTtl=forever" "policy.podSecurityLevel=none" \
+for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.maxTtl=forever" "policy.podSecurityLevel=none" \
   "unknownKey=1" "service.port=70000"; do
   if out=$(quiet helm template "$release" "$chart" --kube-version "$kube_version" --set "$bad" 2>&1); then
     log "the schema accepted --set $bad"
