@@ -66,6 +66,18 @@ options:
   # Real authorization and admission (RBAC, Pod Security), as in a production cluster.
   kubeAuthorization: true
   kubeAdmission: true
+componentsPatches:
+# The controller-manager's default client limits (20 QPS) make namespace deletion, not the code
+# under test, the bottleneck of every teardown; raise them as a production cluster would.
+- name: kube-controller-manager
+  extraArgs:
+  - {key: kube-api-qps, value: "200"}
+  - {key: kube-api-burst, value: "400"}
+  - {key: concurrent-namespace-syncs, value: "20"}
+- name: kube-scheduler
+  extraArgs:
+  - {key: kube-api-qps, value: "200"}
+  - {key: kube-api-burst, value: "400"}
 ---
 EOF
     cat "$KWOK_BIN/default-stages.yaml"

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Benchmark driver for hack/bench.sh: the operator against a direct-client baseline, same rig.
+
+Operator run: N PreviewEnvironments (2 services, one with a port, 1 test) applied at once by
+CONCURRENCY threads; measures time until all are Ready, per-preview time to Ready, the
+operator's peak RSS and API requests by verb (its /metrics), its write requests during an idle
+window, and the time until every preview and its namespace is gone.
+
+Baseline: the same threads create the same objects directly (namespace, NetworkPolicy,
+ResourceQuota, LimitRange, 2 Deployments, a Service, then the Job once both Deployments are
+available), wait for the same readiness, then delete the namespaces.
+
+Prints a table, and as the last line one JSON object.
+"""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
+IDLE_SECONDS = int(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+POLL = 0.5
+TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
+SHA = "be7c4a1d2e3f"
+
+
+class Kube:
+    """A minimal Kubernetes REST client over the rig's admin kubeconfig (client certificates)."""
+
+    def __init__(self, kubeconfig):
+        cfg = json.loads(subprocess.check_output(
+            ["kubectl", "--kubeconfig", kubeconfig, "config", "view", "--raw", "--minify", "-o", "json"]))
+        cluster = cfg["clusters"][0]["cluster"]
+        user = cfg["users"][0]["user"]
+        url = urllib.parse.urlparse(cluster["server"])
+        self.host, self.port = url.hostname, url.port
+        self.ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        self.ctx.load_cert_chain(user["client-certificate"], user["client-key"])
+        self.local = threading.local()
+
+    def _conn(self):
+        if getattr(self.local, "conn", None) is None:
+            self.local.conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=60)
+        return self.local.conn
+
+    def request(self, method, path, body=None, ok=(200, 201, 202)):
+        for attempt in range(5):
+            conn = self._conn()
+            try:
+                data = json.dumps(body).encode() if body is not None else None
+                headers = {"Content-Type": "application/json"} if data else {}
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                if resp.status == 429 or resp.status >= 500:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                if resp.status not in ok:
+                    raise RuntimeError(f"{method} {path}: {resp.status} {payload[:300]!r}")
+                return json.loads(payload) if payload else None
+            except (http.client.HTTPException, OSError):
+                self.local.conn = None
+                time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"{method} {path}: gave up")
+
+
+def preview_spec(i):
+    return {
+        "apiVersion": "preview.dev/v1alpha1",
+        "kind": "PreviewEnvironment",
+        "metadata": {"name": f"pr-{i}"},
+        "spec": {
+            "repository": "acme/bench",
+            "pullRequest": i + 1,
+            "headSha": SHA,
+            "services": [
+                {"name": "web", "image": "ghcr.io/acme/web:1", "port": 8080},
+                {"name": "worker", "image": "ghcr.io/acme/worker:1"},
+            ],
+            "tests": [{"name": "e2e", "image": "ghcr.io/acme/e2e:1"}],
+        },
+    }
+
+
+def run_pool(fn, items):
+    with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+        list(pool.map(fn, items))
+
+
+def wait_until(what, check, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(POLL)
+
+
+def scrape(url):
+    out = subprocess.run(["curl", "-fsS", url], capture_output=True, text=True, check=True).stdout
+    metrics = {}
+    for line in out.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            metrics[name] = float(value)
+        except ValueError:
+            pass
+    return metrics
+
+
+def requests_by_verb(metrics):
+    verbs = {}
+    for name, value in metrics.items():
+        if name.startswith("preview_operator_kubernetes_requests_total{"):
+            verb = name.split('verb="', 1)[1].split('"', 1)[0]
+            verbs[verb] = verbs.get(verb, 0) + int(value)
+    return verbs
+
+
+def writes(metrics):
+    return sum(v for k, v in requests_by_verb(metrics).items() if k in ("create", "update", "patch", "delete"))
+
+
+def peak_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def operator_run(kube, n, tenant, metrics_url, pid):
+    kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": tenant}})
+    ready_at = {}
+    created_at = {}
+    start = time.monotonic()
+
+    def create(i):
+        created_at[i] = time.monotonic()
+        kube.request("POST", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments", preview_spec(i))
+
+    run_pool(create, range(n))
+
+    def all_ready():
+        items = kube.request("GET", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments")["items"]
+        now = time.monotonic()
+        for pe in items:
+            i = int(pe["metadata"]["name"].split("-")[1])
+            conds = (pe.get("status") or {}).get("conditions") or []
+            if i not in ready_at and any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+                ready_at[i] = now
+        return len(ready_at) == n
+
+    wait_until("every preview to be Ready", all_ready)
+    total = time.monotonic() - start
+    per = sorted(ready_at[i] - created_at[i] for i in range(n))
+    before_idle = scrape(metrics_url)
+    time.sleep(IDLE_SECONDS)  # the idle window being measured, not a synchronisation
+    after_idle = scrape(metrics_url)
+    idle_writes = writes(after_idle) - writes(before_idle)
+    rss = peak_rss(pid)
+
+    start = time.monotonic()
+    kube.request("DELETE", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments", ok=(200,))
+
+    def gone():
+        items = kube.request("GET", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments")["items"]
+        ns = kube.request("GET", "/api/v1/namespaces?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dpreview-operator")["items"]
+        return not items and not ns
+
+    wait_until("every preview and namespace to be gone", gone)
+    teardown = time.monotonic() - start
+    kube.request("DELETE", f"/api/v1/namespaces/{tenant}", ok=(200, 202))
+    return {
+        "seconds": total,
+        "p50": statistics.median(per),
+        "p95": per[min(len(per) - 1, int(len(per) * 0.95))],
+        "idle_writes": idle_writes,
+        "rss": rss,
+        "api_requests": requests_by_verb(after_idle),
+        "teardown": teardown,
+    }
+
+
+def baseline_run(kube, n):
+    quota = {"requests.cpu": "4", "requests.memory": "8Gi", "limits.memory": "16Gi", "pods": "50"}
+    sec = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+           "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+    def deployment(name, port):
+        container = {"name": name, "image": f"ghcr.io/acme/{name}:1", "securityContext": sec}
+        if port:
+            container["ports"] = [{"containerPort": port}]
+        return {"metadata": {"name": name, "labels": {"bench": "baseline"}}, "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"automountServiceAccountToken": False, "containers": [container],
+                                  "securityContext": {"runAsNonRoot": True,
+                                                      "seccompProfile": {"type": "RuntimeDefault"}}}}}}
+
+    labels = {"bench": "baseline"}
+    start = time.monotonic()
+    created_at, done_at, job_created = {}, {}, set()
+
+    def create(i):
+        ns = f"baseline-{i}"
+        created_at[i] = time.monotonic()
+        kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns, "labels": {
+            "bench": "baseline", "pod-security.kubernetes.io/enforce": "restricted"}}})
+        kube.request("POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", {
+            "metadata": {"name": "preview-defaults", "labels": labels},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]}})
+        kube.request("POST", f"/api/v1/namespaces/{ns}/resourcequotas",
+                     {"metadata": {"name": "preview-defaults", "labels": labels}, "spec": {"hard": quota}})
+        kube.request("POST", f"/api/v1/namespaces/{ns}/limitranges", {
+            "metadata": {"name": "preview-defaults", "labels": labels}, "spec": {
+                "limits": [{"type": "Container", "default": {"memory": "512Mi"},
+                            "defaultRequest": {"cpu": "50m", "memory": "64Mi"}}]}})
+        for name, port in (("web", 8080), ("worker", None)):
+            kube.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(name, port))
+        kube.request("POST", f"/api/v1/namespaces/{ns}/services", {"metadata": {"name": "web", "labels": labels},
+                                                                   "spec": {"selector": {"app": "web"},
+                                                                            "ports": [{"port": 8080}]}})
+
+    def job(i):
+        ns = f"baseline-{i}"
+        kube.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", {
+            "metadata": {"name": "e2e", "labels": labels}, "spec": {
+                "backoffLimit": 0, "template": {"spec": {
+                    "restartPolicy": "Never", "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "e2e", "image": "ghcr.io/acme/e2e:1", "securityContext": sec}]}}}})
+
+    # Everything is created at once, as CI would apply N previews; then, like a controller, the
+    # client starts each Job as soon as its namespace's Deployments are available.
+    run_pool(create, range(n))
+
+    def progress():
+        deployments = kube.request("GET", "/apis/apps/v1/deployments?labelSelector=bench%3Dbaseline")["items"]
+        available = {}
+        for d in deployments:
+            ns = d["metadata"]["namespace"]
+            ok = (d.get("status") or {}).get("availableReplicas") == 1
+            available[ns] = available.get(ns, 0) + (1 if ok else 0)
+        ready = [i for i in range(n) if available.get(f"baseline-{i}") == 2 and i not in job_created]
+        job_created.update(ready)
+        run_pool(job, ready)
+        now = time.monotonic()
+        for j in kube.request("GET", "/apis/batch/v1/jobs?labelSelector=bench%3Dbaseline")["items"]:
+            i = int(j["metadata"]["namespace"].split("-")[1])
+            if i not in done_at and any(c["type"] == "Complete" and c["status"] == "True"
+                                        for c in (j.get("status") or {}).get("conditions") or []):
+                done_at[i] = now - created_at[i]
+        return len(done_at) == n
+
+    wait_until("every baseline preview to be done", progress)
+    total = time.monotonic() - start
+    start = time.monotonic()
+    run_pool(lambda i: kube.request("DELETE", f"/api/v1/namespaces/baseline-{i}", ok=(200, 202)), range(n))
+    wait_until("baseline namespaces to be gone",
+               lambda: not kube.request("GET", "/api/v1/namespaces?labelSelector=bench%3Dbaseline")["items"])
+    per = sorted(done_at.values())
+    return {"seconds": total, "teardown": time.monotonic() - start, "p50": statistics.median(per)}
+
+
+def main():
+    n = int(sys.argv[1])
+    kubeconfig, metrics_url, pid = sys.argv[2], sys.argv[3], int(sys.argv[4])
+    kube = Kube(kubeconfig)
+    print(f"# operator run: {n} previews, {CONCURRENCY} client threads", file=sys.stderr)
+    op = operator_run(kube, n, f"bench-{int(time.time())}", metrics_url, pid)
+    print(f"# baseline run: {n} previews, {CONCURRENCY} client threads", file=sys.stderr)
+    base = baseline_run(kube, n)
+    ratio = op["seconds"] / base["seconds"]
+    rows = [
+        ("previews", n, n),
+        ("all ready (s)", f"{op['seconds']:.1f}", f"{base['seconds']:.1f}"),
+        ("p50 ready (s)", f"{op['p50']:.1f}", f"{base['p50']:.1f}"),
+        ("p95 ready (s)", f"{op['p95']:.1f}", "-"),
+        ("teardown (s)", f"{op['teardown']:.1f}", f"{base['teardown']:.1f}"),
+        ("idle writes in %ds" % IDLE_SECONDS, op["idle_writes"], "-"),
+        ("operator peak RSS (MiB)", f"{op['rss'] / 1048576:.1f}", "-"),
+    ]
+    print(f"{'':28} {'operator':>12} {'baseline':>12}")
+    for label, a, b in rows:
+        print(f"{label:28} {a!s:>12} {b!s:>12}")
+    print(f"ratio operator/baseline: {ratio:.2f}; operator API requests: {op['api_requests']}")
+    print(json.dumps({
+        "n": n,
+        "operator_seconds": round(op["seconds"], 2),
+        "baseline_seconds": round(base["seconds"], 2),
+        "ratio": round(ratio, 3),
+        "p50_ready_seconds": round(op["p50"], 2),
+        "p95_ready_seconds": round(op["p95"], 2),
+        "idle_writes": op["idle_writes"],
+        "peak_rss_bytes": op["rss"],
+        "teardown_seconds": round(op["teardown"], 2),
+        "baseline_teardown_seconds": round(base["teardown"], 2),
+        "api_requests": op["api_requests"],
+        "concurrency": CONCURRENCY,
+    }))
+
+
+if __name__ == "__main__":
+    main()
