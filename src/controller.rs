@@ -51,6 +51,8 @@ pub const FINALIZER: &str = "preview.dev/teardown";
 const DEPLOYING_REQUEUE: Duration = Duration::from_secs(10);
 /// How often teardown checks whether the namespace is gone (watches usually come first).
 const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
+/// How long a rollout may take before the pods are examined for a reason it is stuck.
+const POD_DIAGNOSIS_AFTER: Duration = Duration::from_secs(5);
 /// Longest wait between two reconciles of a healthy preview (besides its expiry).
 const IDLE_REQUEUE: Duration = Duration::from_secs(3600);
 
@@ -496,8 +498,15 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         for d in &deployments {
             observed.deployments.insert(d.name_any(), d.as_ref());
         }
-        // Pods are only looked at when a rollout is stuck, to name the reason.
-        for svc in &spec.services {
+        // Pods are only looked at when a rollout has been going for a while, to name why it is
+        // stuck; a healthy rollout finishes before that and costs no pod listing.
+        let deploying_since = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Available"))
+            .filter(|c| c.status == "False")
+            .map(|c| c.last_transition_time.0);
+        let look_at_pods = deploying_since
+            .is_some_and(|since| now.duration_since(since).unsigned_abs() >= POD_DIAGNOSIS_AFTER);
+        for svc in spec.services.iter().filter(|_| look_at_pods) {
             let state = status::service_state(
                 svc,
                 observed.deployments.get(&svc.name).copied(),
