@@ -133,15 +133,17 @@ def writes(metrics):
     return sum(v for k, v in requests_by_verb(metrics).items() if k in ("create", "update", "patch", "delete"))
 
 
-def peak_rss(pid):
+def rss(pid, field="VmHWM"):
+    """VmHWM is the peak resident set size, VmRSS the current one."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
 
 def operator_run(kube, n, tenant, metrics_url, pid):
+    idle_rss = rss(pid, "VmRSS")
     kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": tenant}})
     ready_at = {}
     created_at = {}
@@ -170,7 +172,7 @@ def operator_run(kube, n, tenant, metrics_url, pid):
     time.sleep(IDLE_SECONDS)  # the idle window being measured, not a synchronisation
     after_idle = scrape(metrics_url)
     idle_writes = writes(after_idle) - writes(before_idle)
-    rss = peak_rss(pid)
+    peak = rss(pid)
 
     start = time.monotonic()
     kube.request("DELETE", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments", ok=(200,))
@@ -188,7 +190,8 @@ def operator_run(kube, n, tenant, metrics_url, pid):
         "p50": statistics.median(per),
         "p95": per[min(len(per) - 1, int(len(per) * 0.95))],
         "idle_writes": idle_writes,
-        "rss": rss,
+        "rss": peak,
+        "idle_rss": idle_rss,
         "api_requests": requests_by_verb(after_idle),
         "teardown": teardown,
     }
@@ -292,6 +295,7 @@ def main():
         ("teardown (s)", f"{op['teardown']:.1f}", f"{base['teardown']:.1f}"),
         ("idle writes in %ds" % IDLE_SECONDS, op["idle_writes"], "-"),
         ("operator peak RSS (MiB)", f"{op['rss'] / 1048576:.1f}", "-"),
+        ("operator RSS at start (MiB)", f"{op['idle_rss'] / 1048576:.1f}", "-"),
     ]
     print(f"{'':28} {'operator':>12} {'baseline':>12}")
     for label, a, b in rows:
@@ -306,6 +310,7 @@ def main():
         "p95_ready_seconds": round(op["p95"], 2),
         "idle_writes": op["idle_writes"],
         "peak_rss_bytes": op["rss"],
+        "start_rss_bytes": op["idle_rss"],
         "teardown_seconds": round(op["teardown"], 2),
         "baseline_teardown_seconds": round(base["teardown"], 2),
         "api_requests": op["api_requests"],
