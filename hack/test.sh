@@ -3,6 +3,9 @@
 # plane (hack/cluster.sh), which is torn down on exit. Works on a fresh machine with Go, Rust,
 # Python and kubectl: the rig's binaries are built from the Go module proxy on first use.
 #
+# Arguments are passed to the cluster tests' harness: hack/test.sh chaos runs only the tests
+# whose name contains "chaos" (after the fmt, clippy and unit steps; CHAOS_SEED picks a seed).
+#
 # Environment: PREVIEW_KEEP_RIG=1 leaves the rig running afterwards (for debugging);
 # PREVIEW_RIG_CLUSTER picks the rig's name (default preview-test, so a dev rig is untouched).
 set -euo pipefail
@@ -100,7 +103,7 @@ curl -fs "http://127.0.0.1:$operator_port/readyz" >/dev/null || { log "the opera
 rm -f target/measurements.log
 step "integration and cluster tests (on the rig)"
 # Cluster tests mostly wait on the rig, so run more of them at once than there are cores.
-cargo test --locked --test '*' -- --include-ignored --test-threads 6
+cargo test --locked --test '*' -- --include-ignored --test-threads 6 "$@"
 
 if [[ -f target/measurements.log ]]; then
   log "measured during the tests:"
