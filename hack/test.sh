@@ -3,8 +3,8 @@
 # plane (hack/cluster.sh), which is torn down on exit. Works on a fresh machine with Go, Rust,
 # Python and kubectl: the rig's binaries are built from the Go module proxy on first use.
 #
-# Arguments are passed to the cluster tests' harness: hack/test.sh chaos runs only the tests
-# whose name contains "chaos" (after the fmt, clippy and unit steps; CHAOS_SEED picks a seed).
+# Arguments are passed to the cluster tests' harness: hack/test.sh killed runs only the tests
+# whose name contains "killed", the chaos test (after fmt, clippy and units; CHAOS_SEED picks a seed).
 #
 # Environment: PREVIEW_KEEP_RIG=1 leaves the rig running afterwards (for debugging);
 # PREVIEW_RIG_CLUSTER picks the rig's name (default preview-test, so a dev rig is untouched).
