@@ -67,6 +67,10 @@ options:
   kubeAuthorization: true
   kubeAdmission: true
 componentsPatches:
+# The default Service range (a /24) runs out at about 250 Services; benchmarks create 1000+.
+- name: kube-apiserver
+  extraArgs:
+  - {key: service-cluster-ip-range, value: "10.0.0.0/16"}
 # The controller-manager's default client limits (20 QPS) make namespace deletion, not the code
 # under test, the bottleneck of every teardown; raise them as a production cluster would.
 - name: kube-controller-manager

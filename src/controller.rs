@@ -488,7 +488,24 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         } else {
             apply_namespace(ctx, env.namespace.clone()).await?;
         }
-        apply_environment(ctx, &owner, &ns_name, env).await?;
+        if let Err(error) = apply_environment(ctx, &owner, &ns_name, env).await {
+            // Say so in the status, where the developer looks, then retry with backoff.
+            let status_ctx = status::Context {
+                spec,
+                generation: pe.metadata.generation,
+                previous,
+                now: Time(now),
+                gate: Gate::ApplyFailed(error.to_string()),
+                namespace: ns_name.clone(),
+                url: None,
+                service_urls: BTreeMap::new(),
+                sha_observed_at: Time(since),
+                expires_at: expires.clone(),
+            };
+            let failed = status::compute(&status_ctx, &Observed::default());
+            write_status(ctx, pe, previous, failed).await?;
+            return Err(error);
+        }
 
         deployments = ctx
             .stores
@@ -926,37 +943,10 @@ fn managed() -> watcher::Config {
         .any_semantic()
 }
 
-/// A cached, metadata-only watch of one child kind that also triggers the owner.
-fn meta_stream<K>(
-    client: &Client,
-) -> (
-    Store<PartialObjectMeta<K>>,
-    impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), managed()).modify(|o| {
-            // Managed fields are most of an object's metadata and never read here.
-            o.managed_fields_mut().clear();
-        }),
-    )
-    .default_backoff()
-    .touched_objects();
-    (reader, stream)
-}
-
-/// A cached, full-object watch of one child kind (status is needed) that triggers the owner.
-fn full_stream<K>(
+/// A cached watch of one child kind that also triggers the owner. For `PartialObjectMeta<K>`
+/// it asks for metadata only (kube picks metadata requests for that type), which is all most
+/// kinds need; Deployments and Jobs are cached whole because their status is read.
+fn cached_stream<K>(
     client: &Client,
 ) -> (
     Store<K>,
@@ -975,6 +965,7 @@ where
     let stream = reflector(
         writer,
         watcher(Api::<K>::all(client.clone()), managed()).modify(|o| {
+            // Managed fields are most of an object's metadata and never read here.
             o.managed_fields_mut().clear();
         }),
     )
@@ -1020,14 +1011,14 @@ pub async fn run(
     synced_tx: watch::Sender<bool>,
 ) {
     let previews: Api<PreviewEnvironment> = Api::all(client.clone());
-    let (namespaces, ns_stream) = meta_stream::<Namespace>(&client);
-    let (deployments, d_stream) = full_stream::<Deployment>(&client);
-    let (jobs, j_stream) = full_stream::<Job>(&client);
-    let (services, s_stream) = meta_stream::<Service>(&client);
-    let (ingresses, i_stream) = meta_stream::<Ingress>(&client);
-    let (network_policies, np_stream) = meta_stream::<NetworkPolicy>(&client);
-    let (quotas, q_stream) = meta_stream::<ResourceQuota>(&client);
-    let (limit_ranges, lr_stream) = meta_stream::<LimitRange>(&client);
+    let (namespaces, ns_stream) = cached_stream::<PartialObjectMeta<Namespace>>(&client);
+    let (deployments, d_stream) = cached_stream::<Deployment>(&client);
+    let (jobs, j_stream) = cached_stream::<Job>(&client);
+    let (services, s_stream) = cached_stream::<PartialObjectMeta<Service>>(&client);
+    let (ingresses, i_stream) = cached_stream::<PartialObjectMeta<Ingress>>(&client);
+    let (network_policies, np_stream) = cached_stream::<PartialObjectMeta<NetworkPolicy>>(&client);
+    let (quotas, q_stream) = cached_stream::<PartialObjectMeta<ResourceQuota>>(&client);
+    let (limit_ranges, lr_stream) = cached_stream::<PartialObjectMeta<LimitRange>>(&client);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
 
     let mut preview_watch = watcher::Config::default().any_semantic();

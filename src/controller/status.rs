@@ -29,6 +29,8 @@ pub enum Gate {
     NamespaceConflict(String),
     /// A previous namespace of the same name is still being deleted.
     NamespaceTerminating(String),
+    /// The API server refused a child object (retried with backoff); the message says why.
+    ApplyFailed(String),
 }
 
 /// A service's pods are stuck for a reason a developer must fix.
@@ -310,6 +312,7 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed<'_>) -> PreviewEnvironment
         Gate::PolicyViolation(m) => Some(("PolicyViolation", m.clone())),
         Gate::NamespaceConflict(m) => Some(("NamespaceConflict", m.clone())),
         Gate::NamespaceTerminating(m) => Some(("NamespaceTerminating", m.clone())),
+        Gate::ApplyFailed(m) => Some(("ApplyFailed", m.clone())),
     };
 
     let available = match (&gate_reason, &service_failure) {
@@ -443,7 +446,9 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed<'_>) -> PreviewEnvironment
 
     let phase = match &ctx.gate {
         Gate::ConcurrencyLimit { .. } | Gate::NamespaceTerminating(_) => Phase::Pending,
-        Gate::PolicyViolation(_) | Gate::NamespaceConflict(_) => Phase::Failed,
+        Gate::PolicyViolation(_) | Gate::NamespaceConflict(_) | Gate::ApplyFailed(_) => {
+            Phase::Failed
+        }
         Gate::Open if service_failure.is_some() || failed_test.is_some() => Phase::Failed,
         Gate::Open if !all_available => Phase::Deploying,
         Gate::Open if passed < tests.len() => Phase::Testing,
@@ -739,6 +744,12 @@ mod tests {
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, "Ready").reason, "PolicyViolation");
         assert_eq!(cond(&s, "TestsSucceeded").reason, "PolicyViolation");
+
+        c.gate = Gate::ApplyFailed("failed to apply Service web: range is full".into());
+        let s = compute(&c, &Observed::default());
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, "Ready").reason, "ApplyFailed");
+        assert!(cond(&s, "Available").message.contains("range is full"));
     }
 
     #[test]
