@@ -948,6 +948,7 @@ fn managed() -> watcher::Config {
 /// kinds need; Deployments and Jobs are cached whole because their status is read.
 fn cached_stream<K>(
     client: &Client,
+    prune: fn(&mut K),
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -964,9 +965,10 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), managed()).modify(|o| {
+        watcher(Api::<K>::all(client.clone()), managed()).modify(move |o| {
             // Managed fields are most of an object's metadata and never read here.
             o.managed_fields_mut().clear();
+            prune(o);
         }),
     )
     .default_backoff()
@@ -975,6 +977,22 @@ where
 }
 
 use kube::runtime::reflector::reflector;
+
+/// Keeps nothing extra.
+fn keep_all<K>(_: &mut K) {}
+
+/// The cache needs a Deployment's metadata, status and pod-template annotations (the sha), not
+/// the pod spec, which is most of its size: at 1000 previews this is most of the memory.
+fn prune_deployment(d: &mut Deployment) {
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template.spec = None;
+    }
+}
+
+/// A Job is read for its labels, annotations and status only.
+fn prune_job(j: &mut Job) {
+    j.spec = None;
+}
 
 /// How to run the controller.
 pub struct Options {
@@ -1011,21 +1029,31 @@ pub async fn run(
     synced_tx: watch::Sender<bool>,
 ) {
     let previews: Api<PreviewEnvironment> = Api::all(client.clone());
-    let (namespaces, ns_stream) = cached_stream::<PartialObjectMeta<Namespace>>(&client);
-    let (deployments, d_stream) = cached_stream::<Deployment>(&client);
-    let (jobs, j_stream) = cached_stream::<Job>(&client);
-    let (services, s_stream) = cached_stream::<PartialObjectMeta<Service>>(&client);
-    let (ingresses, i_stream) = cached_stream::<PartialObjectMeta<Ingress>>(&client);
-    let (network_policies, np_stream) = cached_stream::<PartialObjectMeta<NetworkPolicy>>(&client);
-    let (quotas, q_stream) = cached_stream::<PartialObjectMeta<ResourceQuota>>(&client);
-    let (limit_ranges, lr_stream) = cached_stream::<PartialObjectMeta<LimitRange>>(&client);
+    let (namespaces, ns_stream) = cached_stream::<PartialObjectMeta<Namespace>>(&client, keep_all);
+    let (deployments, d_stream) = cached_stream::<Deployment>(&client, prune_deployment);
+    let (jobs, j_stream) = cached_stream::<Job>(&client, prune_job);
+    let (services, s_stream) = cached_stream::<PartialObjectMeta<Service>>(&client, keep_all);
+    let (ingresses, i_stream) = cached_stream::<PartialObjectMeta<Ingress>>(&client, keep_all);
+    let (network_policies, np_stream) =
+        cached_stream::<PartialObjectMeta<NetworkPolicy>>(&client, keep_all);
+    let (quotas, q_stream) = cached_stream::<PartialObjectMeta<ResourceQuota>>(&client, keep_all);
+    let (limit_ranges, lr_stream) =
+        cached_stream::<PartialObjectMeta<LimitRange>>(&client, keep_all);
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
 
     let mut preview_watch = watcher::Config::default().any_semantic();
     if let Some(selector) = &options.selector {
         preview_watch = preview_watch.labels(selector);
     }
-    let controller = Controller::new(previews, preview_watch)
+    // The previews' own cache, without managed fields (a third of a stored object).
+    let (preview_reader, preview_writer) = reflector::store();
+    let preview_stream = reflector(
+        preview_writer,
+        watcher(previews, preview_watch).modify(|pe| pe.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .applied_objects();
+    let controller = Controller::for_stream(preview_stream, preview_reader)
         // A short trailing debounce folds the burst of child events of a rollout (each
         // replica, each status update) into one reconcile, and so one status write.
         .with_config(

@@ -9,7 +9,7 @@ use common::{TestNamespace, client, delete_namespace_and_wait, install_crd, kube
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use preview_operator::api::PreviewEnvironment;
 use serde_json::{Value, json};
 
@@ -306,19 +306,25 @@ async fn valid_specs_are_accepted_and_identity_fields_are_immutable() {
         "replicas defaults to 1"
     );
 
-    let mut changed = api.get("full").await.expect("get full");
-    changed.spec.repository = "acme/other".into();
+    // Merge patches, not get-and-replace: a running operator may update the object in between
+    // (finalizer, status), and the test is about admission, not optimistic concurrency.
+    let patch = |spec: Value| Patch::Merge(json!({"spec": spec}));
     let err = api
-        .replace("full", &PostParams::default(), &changed)
+        .patch(
+            "full",
+            &PatchParams::default(),
+            &patch(json!({"repository": "acme/other"})),
+        )
         .await
         .expect_err("changing the repository must be refused");
     assert!(err.to_string().contains("repository is immutable"), "{err}");
-
-    let mut changed = api.get("full").await.expect("get full");
-    changed.spec.head_sha = "0123456".into();
-    api.replace("full", &PostParams::default(), &changed)
-        .await
-        .expect("a new headSha is an ordinary update");
+    api.patch(
+        "full",
+        &PatchParams::default(),
+        &patch(json!({"headSha": "0123456"})),
+    )
+    .await
+    .expect("a new headSha is an ordinary update");
 }
 
 #[tokio::test]
