@@ -507,14 +507,7 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
             return Err(error);
         }
 
-        deployments = ctx
-            .stores
-            .deployments
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace().as_deref() == Some(ns_name.as_str()))
-            .filter(|d| d.labels().get(OWNER_UID) == Some(&owner.uid))
-            .collect();
+        deployments = apply::owned(&ctx.stores.deployments, &ns_name, &owner.uid);
         for d in &deployments {
             observed.deployments.insert(d.name_any(), d.as_ref());
         }
@@ -563,14 +556,7 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
                 observed.pod_problems.get(&s.name),
             ) == status::ServiceState::Available
         });
-        jobs = ctx
-            .stores
-            .jobs
-            .state()
-            .into_iter()
-            .filter(|j| j.namespace().as_deref() == Some(ns_name.as_str()))
-            .filter(|j| j.labels().get(OWNER_UID) == Some(&owner.uid))
-            .collect();
+        jobs = apply::owned(&ctx.stores.jobs, &ns_name, &owner.uid);
         apply_tests(ctx, &preview, &jobs, all_available).await?;
         for j in &jobs {
             if j.labels().get(SHA) == Some(&spec.head_sha)

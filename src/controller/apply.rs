@@ -90,6 +90,20 @@ where
     Ok(true)
 }
 
+/// Cached objects in `namespace` owned by `owner_uid`.
+pub fn owned<S>(store: &Store<S>, namespace: &str, owner_uid: &str) -> Vec<std::sync::Arc<S>>
+where
+    S: Resource + Clone,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| o.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid))
+        .collect()
+}
+
 /// Names of cached objects in `namespace` owned by `owner_uid` that are not in `keep`.
 pub fn extras<S>(
     store: &Store<S>,
@@ -101,11 +115,8 @@ where
     S: Resource + Clone,
     S::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    store
-        .state()
+    owned(store, namespace, owner_uid)
         .iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace))
-        .filter(|o| o.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid))
         .filter(|o| o.meta().deletion_timestamp.is_none())
         .map(|o| o.name_any())
         .filter(|n| !keep.contains(n))
