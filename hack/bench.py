@@ -10,7 +10,8 @@ Baseline: the same threads create the same objects directly (namespace, NetworkP
 ResourceQuota, LimitRange, 2 Deployments, a Service, then the Job once both Deployments are
 available), wait for the same readiness, then delete the namespaces.
 
-Prints a table, and as the last line one JSON object.
+BENCH_ROUNDS (default 3) rounds of both, in alternating order; medians are reported. Prints a
+table, and as the last line one JSON object.
 """
 
 import concurrent.futures
@@ -27,6 +28,8 @@ import urllib.parse
 
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 IDLE_SECONDS = int(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+# Runs of each side; the figures reported are medians, the ratio the median of the rounds'.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 POLL = 0.5
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
 SHA = "be7c4a1d2e3f"
@@ -142,8 +145,9 @@ def rss(pid, field="VmHWM"):
     return 0
 
 
-def operator_run(kube, n, tenant, metrics_url, pid):
+def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     idle_rss = rss(pid, "VmRSS")
+    requests_before = requests_by_verb(scrape(metrics_url))
     kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": tenant}})
     ready_at = {}
     created_at = {}
@@ -169,10 +173,12 @@ def operator_run(kube, n, tenant, metrics_url, pid):
     total = time.monotonic() - start
     per = sorted(ready_at[i] - created_at[i] for i in range(n))
     before_idle = scrape(metrics_url)
-    time.sleep(IDLE_SECONDS)  # the idle window being measured, not a synchronisation
+    time.sleep(idle_seconds)  # the idle window being measured, not a synchronisation
     after_idle = scrape(metrics_url)
-    idle_writes = writes(after_idle) - writes(before_idle)
+    idle_writes = writes(after_idle) - writes(before_idle) if idle_seconds else None
     peak = rss(pid)
+    requests = {verb: count - requests_before.get(verb, 0)
+                for verb, count in requests_by_verb(after_idle).items()}
 
     start = time.monotonic()
     kube.request("DELETE", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments", ok=(200,))
@@ -192,7 +198,7 @@ def operator_run(kube, n, tenant, metrics_url, pid):
         "idle_writes": idle_writes,
         "rss": peak,
         "idle_rss": idle_rss,
-        "api_requests": requests_by_verb(after_idle),
+        "api_requests": requests,
         "teardown": teardown,
     }
 
@@ -278,18 +284,54 @@ def baseline_run(kube, n):
     return {"seconds": total, "teardown": time.monotonic() - start, "p50": statistics.median(per)}
 
 
+def median(values):
+    return statistics.median(values)
+
+
 def main():
     n = int(sys.argv[1])
     kubeconfig, metrics_url, pid = sys.argv[2], sys.argv[3], int(sys.argv[4])
     kube = Kube(kubeconfig)
-    print(f"# operator run: {n} previews, {CONCURRENCY} client threads", file=sys.stderr)
-    op = operator_run(kube, n, f"bench-{int(time.time())}", metrics_url, pid)
-    print(f"# baseline run: {n} previews, {CONCURRENCY} client threads", file=sys.stderr)
-    base = baseline_run(kube, n)
-    ratio = op["seconds"] / base["seconds"]
+    ops, bases = [], []
+    # Rounds alternate which run goes first (operator-baseline, baseline-operator, ...), so a
+    # drift of the rig over time (etcd growing, caches warming) does not favour one side.
+    for r in range(ROUNDS):
+        order = ("operator", "baseline") if r % 2 == 0 else ("baseline", "operator")
+        for which in order:
+            print(f"# round {r + 1}/{ROUNDS}: {which} run, {n} previews, {CONCURRENCY} client threads",
+                  file=sys.stderr)
+            if which == "operator":
+                # The idle window is measured once, after the first operator run.
+                idle = IDLE_SECONDS if not ops else 0
+                ops.append(operator_run(kube, n, f"bench-{int(time.time())}-{r}", metrics_url, pid, idle))
+            else:
+                bases.append(baseline_run(kube, n))
+        print(f"#   operator {ops[-1]['seconds']:.1f} s, baseline {bases[-1]['seconds']:.1f} s, "
+              f"ratio {ops[-1]['seconds'] / bases[-1]['seconds']:.2f}", file=sys.stderr)
+
+    ratios = [o["seconds"] / b["seconds"] for o, b in zip(ops, bases)]
+    op = {
+        "seconds": median([o["seconds"] for o in ops]),
+        "p50": median([o["p50"] for o in ops]),
+        "p95": median([o["p95"] for o in ops]),
+        "teardown": median([o["teardown"] for o in ops]),
+        "idle_writes": ops[0]["idle_writes"],
+        "rss": max(o["rss"] for o in ops),
+        "idle_rss": ops[0]["idle_rss"],
+        "api_requests": ops[0]["api_requests"],
+    }
+    base = {
+        "seconds": median([b["seconds"] for b in bases]),
+        "p50": median([b["p50"] for b in bases]),
+        "teardown": median([b["teardown"] for b in bases]),
+    }
+    ratio = median(ratios)
+    print(f"{'round':>5} {'operator (s)':>13} {'baseline (s)':>13} {'ratio':>6}")
+    for r, (o, b, q) in enumerate(zip(ops, bases, ratios)):
+        print(f"{r + 1:>5} {o['seconds']:>13.1f} {b['seconds']:>13.1f} {q:>6.2f}")
     rows = [
         ("previews", n, n),
-        ("all ready (s)", f"{op['seconds']:.1f}", f"{base['seconds']:.1f}"),
+        (f"all ready (s), median of {ROUNDS}", f"{op['seconds']:.1f}", f"{base['seconds']:.1f}"),
         ("p50 ready (s)", f"{op['p50']:.1f}", f"{base['p50']:.1f}"),
         ("p95 ready (s)", f"{op['p95']:.1f}", "-"),
         ("teardown (s)", f"{op['teardown']:.1f}", f"{base['teardown']:.1f}"),
@@ -297,15 +339,18 @@ def main():
         ("operator peak RSS (MiB)", f"{op['rss'] / 1048576:.1f}", "-"),
         ("operator RSS at start (MiB)", f"{op['idle_rss'] / 1048576:.1f}", "-"),
     ]
-    print(f"{'':28} {'operator':>12} {'baseline':>12}")
+    print(f"{'':34} {'operator':>12} {'baseline':>12}")
     for label, a, b in rows:
-        print(f"{label:28} {a!s:>12} {b!s:>12}")
-    print(f"ratio operator/baseline: {ratio:.2f}; operator API requests: {op['api_requests']}")
+        print(f"{label:34} {a!s:>12} {b!s:>12}")
+    print(f"ratio operator/baseline (median of rounds): {ratio:.2f}; "
+          f"operator API requests (first round): {op['api_requests']}")
     print(json.dumps({
         "n": n,
+        "rounds": ROUNDS,
         "operator_seconds": round(op["seconds"], 2),
         "baseline_seconds": round(base["seconds"], 2),
         "ratio": round(ratio, 3),
+        "ratios": [round(q, 3) for q in ratios],
         "p50_ready_seconds": round(op["p50"], 2),
         "p95_ready_seconds": round(op["p95"], 2),
         "idle_writes": op["idle_writes"],

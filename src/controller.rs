@@ -15,19 +15,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStatus, LimitRange, Namespace, ObjectReference, Pod, PodStatus,
+    ResourceQuota, Service,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -47,13 +50,8 @@ use teardown::Gone;
 /// Finalizer that holds a PreviewEnvironment until its namespace is gone.
 pub const FINALIZER: &str = "preview.dev/teardown";
 
-/// How often a rollout in progress is looked at again: crash-looping pods do not change
-/// their Deployment, so this is what notices them.
-const DEPLOYING_REQUEUE: Duration = Duration::from_secs(10);
 /// How often teardown checks whether the namespace is gone (watches usually come first).
 const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
-/// How long a rollout may take before the pods are examined for a reason it is stuck.
-const POD_DIAGNOSIS_AFTER: Duration = Duration::from_secs(20);
 /// Trailing debounce of reconcile requests per preview.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Longest wait between two reconciles of a healthy preview (besides its expiry).
@@ -94,6 +92,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("failed to add the finalizer to {name}: {source}")]
+    AddFinalizer {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("waiting for namespace {0} to be deleted")]
     TeardownInProgress(String),
     #[error("{0} has no {1}")]
@@ -118,6 +122,7 @@ impl Error {
             Error::Status { .. } => "status",
             Error::Expire { .. } => "expire",
             Error::DeleteNamespace { .. } => "delete_namespace",
+            Error::AddFinalizer { .. } => "add_finalizer",
             Error::TeardownInProgress(_) => "teardown_in_progress",
             Error::Incomplete(..) => "incomplete",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -140,6 +145,8 @@ pub struct Stores {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
+    /// Pods of services and tests, pruned to what names a stuck container.
+    pub pods: Store<Pod>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
@@ -154,6 +161,7 @@ impl Stores {
             && store_ready(&self.namespaces).await
             && store_ready(&self.deployments).await
             && store_ready(&self.jobs).await
+            && store_ready(&self.pods).await
             && store_ready(&self.services).await
             && store_ready(&self.ingresses).await
             && store_ready(&self.network_policies).await
@@ -183,7 +191,7 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub stores: Stores,
-    recorder: Recorder,
+    events: Events,
     /// Previews admitted under the concurrency limit whose namespace may not be cached yet.
     admitted: Mutex<HashSet<String>>,
     /// Serialises concurrency decisions, so two reconciles cannot both take the last slot.
@@ -242,6 +250,7 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
         .ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace"))?;
     let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(pe.as_ref());
+    let pe = with_finalizer(&api, pe).await?;
     let result = finalizer(&api, FINALIZER, pe, |event| async {
         match event {
             Finalizer::Apply(pe) => apply_preview(&pe, &ctx).await,
@@ -254,6 +263,41 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
         lock(&ctx.failures).remove(&key);
     }
     result
+}
+
+/// Adds the finalizer to a new preview and goes on with the patched object. kube's
+/// `finalizer()` would add it and stop, leaving the real work to the next reconcile that the
+/// patch triggers: one more watch round trip, debounce and queue wait for every new preview.
+async fn with_finalizer(
+    api: &Api<PreviewEnvironment>,
+    pe: Arc<PreviewEnvironment>,
+) -> Result<Arc<PreviewEnvironment>, Error> {
+    if pe.metadata.deletion_timestamp.is_some() || pe.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(pe);
+    }
+    let mut finalizers = pe.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    // The resourceVersion makes the merge patch conditional: if someone else changed the
+    // finalizers meanwhile, it fails with a conflict instead of overwriting theirs.
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": pe.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    let mut patched = api
+        .patch(
+            &pe.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::AddFinalizer {
+            name: pe.name_any(),
+            source,
+        })?;
+    patched.managed_fields_mut().clear();
+    Ok(Arc::new(patched))
 }
 
 /// Retries failures with capped exponential backoff; a teardown in progress is not a failure.
@@ -352,22 +396,78 @@ async fn namespace_state(
     owner: &Owner,
     ctx: &Context,
 ) -> Result<NamespaceState, Error> {
-    let cached = ctx.stores.namespaces.get(&ObjectRef::new(name));
-    let meta = match cached {
-        Some(ns) => Some(ns.metadata.clone()),
-        // Not in the cache of managed namespaces: it may still exist without our labels.
-        None => Api::<Namespace>::all(ctx.client.clone())
-            .get_metadata_opt(name)
-            .await
-            .map_err(|source| Error::Read {
-                what: format!("namespace {name}"),
-                source,
-            })?
-            .map(|ns| ns.metadata),
-    };
-    let Some(meta) = meta else {
-        return Ok(NamespaceState::Usable { exists: false });
-    };
+    // Not in the cache of managed namespaces: free, or there without our labels. Creating it
+    // tells which (see ensure_namespace) without a read before every new preview.
+    match ctx.stores.namespaces.get(&ObjectRef::new(name)) {
+        Some(ns) => classify_namespace(name, &ns.metadata, owner, ctx).await,
+        None => Ok(NamespaceState::Usable { exists: false }),
+    }
+}
+
+/// Creates the preview namespace, or applies it when it exists. `Some(gate)` when it turns
+/// out to be there already and not usable (foreign, or an old one being deleted).
+async fn ensure_namespace(
+    ctx: &Context,
+    owner: &Owner,
+    exists: bool,
+    ns: &Namespace,
+) -> Result<Option<Gate>, Error> {
+    if exists {
+        apply_namespace(ctx, ns.clone()).await?;
+        return Ok(None);
+    }
+    let name = ns.name_any();
+    // Create, never apply, a namespace we have not seen: apply would adopt a foreign one;
+    // create fails instead.
+    let created = Api::<Namespace>::all(ctx.client.clone())
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.to_string()),
+                ..PostParams::default()
+            },
+            &build::stamp(ns.clone()),
+        )
+        .await;
+    match created {
+        Ok(_) => {
+            info!(namespace = %name, "created preview namespace");
+            Ok(None)
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let live = Api::<Namespace>::all(ctx.client.clone())
+                .get_metadata_opt(&name)
+                .await
+                .map_err(|source| Error::Read {
+                    what: format!("namespace {name}"),
+                    source,
+                })?;
+            let Some(live) = live else {
+                // Gone again in between: the next attempt creates it.
+                return Err(Error::CreateNamespace {
+                    name,
+                    source: kube::Error::Api(status),
+                });
+            };
+            match classify_namespace(&name, &live.metadata, owner, ctx).await? {
+                // Ours; the cache had not caught up with an earlier create.
+                NamespaceState::Usable { .. } => {
+                    apply_namespace(ctx, ns.clone()).await?;
+                    Ok(None)
+                }
+                NamespaceState::Blocked(gate) => Ok(Some(gate)),
+            }
+        }
+        Err(source) => Err(Error::CreateNamespace { name, source }),
+    }
+}
+
+/// Whether an existing namespace of the preview's name can be used.
+async fn classify_namespace(
+    name: &str,
+    meta: &ObjectMeta,
+    owner: &Owner,
+    ctx: &Context,
+) -> Result<NamespaceState, Error> {
     let labels = meta.labels.clone().unwrap_or_default();
     let owned_by = labels.get(OWNER_UID);
     let managed = labels.get(naming::MANAGED_BY).map(String::as_str) == Some(naming::MANAGER);
@@ -418,9 +518,43 @@ async fn publish(
         action: "Reconcile".to_string(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &pe.object_ref(&())).await {
-        // Events are for humans; a failed one must not fail the reconcile.
-        debug!(%error, "failed to publish event");
+    ctx.events.send(event, pe.object_ref(&()));
+}
+
+/// Publishes Events from a background task. They are for humans: a reconcile should not wait
+/// one API round trip per Event, and a failed or dropped one must not fail the reconcile.
+#[derive(Clone)]
+struct Events {
+    tx: mpsc::Sender<(KubeEvent, ObjectReference)>,
+}
+
+/// Events waiting to be published; beyond that, new ones are dropped (and logged).
+const EVENT_QUEUE: usize = 4096;
+/// Events published at the same time.
+const EVENT_CONCURRENCY: usize = 4;
+
+impl Events {
+    fn start(recorder: Recorder) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<(KubeEvent, ObjectReference)>(EVENT_QUEUE);
+        let task = tokio::spawn(async move {
+            receiver_stream(rx)
+                .for_each_concurrent(EVENT_CONCURRENCY, |(event, reference)| {
+                    let recorder = recorder.clone();
+                    async move {
+                        if let Err(error) = recorder.publish(&event, &reference).await {
+                            debug!(%error, reason = %event.reason, "failed to publish event");
+                        }
+                    }
+                })
+                .await;
+        });
+        (Self { tx }, task)
+    }
+
+    fn send(&self, event: KubeEvent, reference: ObjectReference) {
+        if let Err(error) = self.tx.try_send((event, reference)) {
+            warn!(%error, "event queue full or closed; event dropped");
+        }
     }
 }
 
@@ -481,13 +615,19 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
     let mut observed = Observed::default();
     let deployments: Vec<Arc<Deployment>>;
     let jobs: Vec<Arc<Job>>;
+    let mut environment = None;
     if gate == Gate::Open {
         let env = build::environment(&preview, config);
-        if !ns_exists {
-            create_namespace(ctx, build::stamp(env.namespace.clone())).await?;
-        } else {
-            apply_namespace(ctx, env.namespace.clone()).await?;
+        match ensure_namespace(ctx, &owner, ns_exists, &env.namespace).await? {
+            None => environment = Some(env),
+            Some(blocked) => {
+                // Not running after all: give the concurrency slot back.
+                lock(&ctx.admitted).remove(&owner.uid);
+                gate = blocked;
+            }
         }
+    }
+    if let Some(env) = environment {
         if let Err(error) = apply_environment(ctx, &owner, &ns_name, env).await {
             // Say so in the status, where the developer looks, then retry with backoff.
             let status_ctx = status::Context {
@@ -511,40 +651,34 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         for d in &deployments {
             observed.deployments.insert(d.name_any(), d.as_ref());
         }
-        // Pods are only looked at when a rollout has been going for a while, to name why it is
-        // stuck; a healthy rollout finishes before that and costs no pod listing.
-        let deploying_since = previous
-            .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Available"))
-            .filter(|c| c.status == "False")
-            .map(|c| c.last_transition_time.0);
-        let look_at_pods = deploying_since
-            .is_some_and(|since| now.duration_since(since).unsigned_abs() >= POD_DIAGNOSIS_AFTER);
-        for svc in spec.services.iter().filter(|_| look_at_pods) {
+        // The pods of a rollout in progress tell why it is stuck (CrashLoopBackOff,
+        // ImagePullBackOff...). Only pods at headSha count: an old, crashing ReplicaSet that
+        // the new sha replaces is not this rollout's problem.
+        let pods: Vec<Arc<Pod>> = ctx
+            .stores
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns_name.as_str()))
+            .filter(|p| p.annotations().get(SHA) == Some(&spec.head_sha))
+            .collect();
+        for svc in &spec.services {
             let state = status::service_state(
                 svc,
                 observed.deployments.get(&svc.name).copied(),
                 &spec.head_sha,
                 None,
             );
-            if matches!(state, status::ServiceState::Progressing(_))
-                && observed.deployments.contains_key(&svc.name)
-            {
-                let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns_name);
-                let selector = build::service_selector(&svc.name)
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let list = pods
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .map_err(|source| Error::Read {
-                        what: format!("pods of service {}", svc.name),
-                        source,
-                    })?;
-                if let Some(problem) = status::pod_problem(&list.items) {
-                    observed.pod_problems.insert(svc.name.clone(), problem);
-                }
+            if !matches!(state, status::ServiceState::Progressing(_)) {
+                continue;
+            }
+            let selector = build::service_selector(&svc.name);
+            let of_service = pods
+                .iter()
+                .map(Arc::as_ref)
+                .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)));
+            if let Some(problem) = status::pod_problem(of_service) {
+                observed.pod_problems.insert(svc.name.clone(), problem);
             }
         }
 
@@ -588,11 +722,10 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
     let new_status = status::compute(&status_ctx, &observed);
     write_status(ctx, pe, previous, new_status.clone()).await?;
 
-    // Come back when something can change without an event: a stuck rollout, a queue slot,
-    // or the expiry.
+    // Come back when something can change without an event: a queue slot or the expiry. A
+    // rollout needs no timer: its Deployment's and stuck pods' events come to us.
     let until_expiry = expires.0.duration_since(now).unsigned_abs();
     let next = match (&gate, new_status.phase) {
-        (_, Some(Phase::Deploying)) => DEPLOYING_REQUEUE,
         (_, Some(Phase::Pending)) => Duration::from_secs(30),
         // Removing a foreign namespace makes no event we watch: look again now and then.
         (Gate::NamespaceConflict(_), _) => Duration::from_secs(60),
@@ -601,28 +734,6 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
     Ok(Action::requeue(
         next.min(until_expiry + Duration::from_millis(500)),
     ))
-}
-
-async fn create_namespace(ctx: &Context, ns: Namespace) -> Result<(), Error> {
-    let name = ns.name_any();
-    // Create, never apply, a namespace we have not seen: apply would adopt a foreign one that
-    // appeared in between; create fails instead.
-    match Api::<Namespace>::all(ctx.client.clone())
-        .create(
-            &PostParams {
-                field_manager: Some(MANAGER.to_string()),
-                ..PostParams::default()
-            },
-            &ns,
-        )
-        .await
-    {
-        Ok(_) => {
-            info!(namespace = %name, "created preview namespace");
-            Ok(())
-        }
-        Err(source) => Err(Error::CreateNamespace { name, source }),
-    }
 }
 
 async fn apply_namespace(ctx: &Context, ns: Namespace) -> Result<(), Error> {
@@ -980,6 +1091,35 @@ fn prune_job(j: &mut Job) {
     j.spec = None;
 }
 
+/// A pod is read for its namespace, service labels, sha annotation and the waiting state of
+/// its containers; everything else is dropped as it arrives.
+fn prune_pod(pod: &mut Pod) {
+    pod.spec = None;
+    pod.metadata.owner_references = None;
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k == SHA);
+    }
+    if let Some(status) = pod.status.take() {
+        let container_statuses = status.container_statuses.map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|cs| ContainerStatus {
+                    name: cs.name,
+                    state: cs.state.map(|state| ContainerState {
+                        waiting: state.waiting,
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        });
+        pod.status = Some(PodStatus {
+            container_statuses,
+            ..PodStatus::default()
+        });
+    }
+}
+
 /// How to run the controller.
 pub struct Options {
     pub workers: u16,
@@ -1018,6 +1158,13 @@ pub async fn run(
     let (namespaces, ns_stream) = cached_stream::<PartialObjectMeta<Namespace>>(&client, keep_all);
     let (deployments, d_stream) = cached_stream::<Deployment>(&client, prune_deployment);
     let (jobs, j_stream) = cached_stream::<Job>(&client, prune_job);
+    let (pods, p_stream) = cached_stream::<Pod>(&client, prune_pod);
+    // A pod triggers its preview only when it is stuck: the many other changes of a pod in a
+    // rollout reach the preview through its Deployment anyway. Pods carry no owner
+    // annotation; their namespace does.
+    let pod_owners = namespaces.clone();
+    let p_stream =
+        p_stream.try_filter(|pod| futures::future::ready(status::pod_problem([pod]).is_some()));
     let (services, s_stream) = cached_stream::<PartialObjectMeta<Service>>(&client, keep_all);
     let (ingresses, i_stream) = cached_stream::<PartialObjectMeta<Ingress>>(&client, keep_all);
     let (network_policies, np_stream) =
@@ -1038,7 +1185,14 @@ pub async fn run(
         watcher(previews, preview_watch).modify(|pe| pe.managed_fields_mut().clear()),
     )
     .default_backoff()
-    .applied_objects();
+    .applied_objects()
+    // Status-only changes (most of them this operator's own writes) trigger nothing: the
+    // spec (generation, which deletion also bumps) and the finalizers are what it acts on.
+    // The cache above still sees every change.
+    .predicate_filter(
+        predicates::generation.combine(predicates::finalizers),
+        PredicateConfig::default(),
+    );
     let controller = Controller::for_stream(preview_stream, preview_reader)
         // A short trailing debounce folds the burst of child events of a rollout (each
         // replica, each status update) into one reconcile, and so one status write.
@@ -1050,6 +1204,10 @@ pub async fn run(
         .watches_stream(ns_stream, |o| owner_ref(&o))
         .watches_stream(d_stream, |o| owner_ref(&o))
         .watches_stream(j_stream, |o| owner_ref(&o))
+        .watches_stream(p_stream, move |pod| {
+            let ns = pod_owners.get(&ObjectRef::new(&pod.namespace()?))?;
+            owner_ref(ns.as_ref())
+        })
         .watches_stream(s_stream, |o| owner_ref(&o))
         .watches_stream(i_stream, |o| owner_ref(&o))
         .watches_stream(np_stream, |o| owner_ref(&o))
@@ -1064,6 +1222,7 @@ pub async fn run(
         namespaces,
         deployments,
         jobs,
+        pods,
         services,
         ingresses,
         network_policies,
@@ -1078,6 +1237,7 @@ pub async fn run(
             instance: Some(options.instance),
         },
     );
+    let (events, event_task) = Events::start(recorder);
     let synced = synced_tx.subscribe();
     let sync_stores = stores.clone();
     let syncer = tokio::spawn(async move {
@@ -1110,7 +1270,7 @@ pub async fn run(
         client,
         config,
         stores,
-        recorder,
+        events,
         admitted: Mutex::new(HashSet::new()),
         admission: tokio::sync::Mutex::new(()),
         failures: Mutex::new(HashMap::new()),
@@ -1157,6 +1317,13 @@ pub async fn run(
     sweeper.abort();
     syncer.abort();
     leadership_watch.abort();
+    // The context, and with it the event sender, is gone: publish what is queued, briefly.
+    if tokio::time::timeout(Duration::from_secs(5), event_task)
+        .await
+        .is_err()
+    {
+        warn!("shutdown: events still queued were not published");
+    }
     info!("controller stopped");
 }
 
@@ -1165,4 +1332,58 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// The same for a bounded receiver.
+fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pruned_pod_still_tells_why_it_is_stuck() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-1", "namespace": "pr-x",
+                "labels": {"preview.dev/name": "web"},
+                "annotations": {"preview.dev/sha": "abcdef0", "other": "dropped"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u"}],
+            },
+            "spec": {"containers": [{"name": "web", "image": "w"}]},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "web", "image": "w", "imageID": "sha256:1", "ready": false,
+                    "restartCount": 5,
+                    "lastState": {"terminated": {"exitCode": 1}},
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]
+            }
+        }))
+        .expect("pod fixture");
+        prune_pod(&mut pod);
+        assert!(pod.spec.is_none());
+        assert_eq!(
+            pod.annotations().keys().collect::<Vec<_>>(),
+            vec!["preview.dev/sha"]
+        );
+        assert_eq!(
+            pod.labels().get("preview.dev/name").map(String::as_str),
+            Some("web")
+        );
+        let status = pod.status.as_ref().expect("status kept");
+        assert!(status.conditions.is_none());
+        assert_eq!(
+            status
+                .container_statuses
+                .as_ref()
+                .map(|c| c[0].image.as_str()),
+            Some("")
+        );
+        let problem = status::pod_problem([&pod]).expect("still stuck");
+        assert_eq!(problem.reason, "CrashLoopBackOff");
+        assert!(problem.message.contains("web-1"), "{}", problem.message);
+    }
 }

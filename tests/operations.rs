@@ -49,6 +49,8 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["get", "secrets", "-n", "preview-system"],
         &["create", "pods", "-n", "default"],
         &["create", "pods/exec", "-n", "default"],
+        &["delete", "pods", "-n", "default"],
+        &["get", "pods/log", "-n", "default"],
         &["delete", "nodes"],
         &["escalate", "clusterroles"],
         &["bind", "clusterroles"],
@@ -71,6 +73,7 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["create", "namespaces"],
         &["patch", "deployments", "-n", "pr-anything"],
         &["create", "jobs", "-n", "pr-anything"],
+        &["watch", "pods", "-n", "pr-anything"],
         &["patch", "leases", "-n", "preview-system"],
     ];
     let wrongly_allowed: Vec<String> = forbidden

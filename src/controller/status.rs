@@ -51,8 +51,8 @@ const STUCK_REASONS: [&str; 6] = [
 ];
 
 /// The first stuck container among a service's pods, if any.
-pub fn pod_problem(pods: &[Pod]) -> Option<PodProblem> {
-    pods.iter().find_map(|pod| {
+pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodProblem> {
+    pods.into_iter().find_map(|pod| {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
         statuses.iter().find_map(|cs| {
@@ -685,7 +685,7 @@ mod tests {
                 "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]}
         }))
         .expect("pod fixture");
-        let problem = pod_problem(&[pod]).expect("a problem");
+        let problem = pod_problem([&pod]).expect("a problem");
         let observed = Observed {
             deployments: BTreeMap::from([("web".into(), &web)]),
             pod_problems: BTreeMap::from([("web".into(), problem)]),
