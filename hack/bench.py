@@ -14,6 +14,7 @@ BENCH_ROUNDS (default 3) rounds of both, in alternating order; medians are repor
 table, and as the last line one JSON object.
 """
 
+import calendar
 import concurrent.futures
 import http.client
 import json
@@ -132,6 +133,18 @@ def requests_by_verb(metrics):
     return verbs
 
 
+def requests_by_resource(metrics):
+    """Requests as "<verb> <resource>" -> count."""
+    out = {}
+    for name, value in metrics.items():
+        if name.startswith("preview_operator_kubernetes_requests_total{") and 'resource="' in name:
+            verb = name.split('verb="', 1)[1].split('"', 1)[0]
+            resource = name.split('resource="', 1)[1].split('"', 1)[0]
+            key = f"{verb} {resource}"
+            out[key] = out.get(key, 0) + int(value)
+    return out
+
+
 def writes(metrics):
     return sum(v for k, v in requests_by_verb(metrics).items() if k in ("create", "update", "patch", "delete"))
 
@@ -145,13 +158,74 @@ def rss(pid, field="VmHWM"):
     return 0
 
 
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok-controller", "preview-operato")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds():
+    """CPU seconds (user + system) used so far by each rig component and the operator."""
+    used = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        if comm in COMPONENTS:
+            fields = stat[stat.rindex(")") + 2:].split()
+            # utime and stime are fields 14 and 15 of /proc/<pid>/stat, 12 and 13 after comm.
+            used[comm] = used.get(comm, 0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return used
+
+
+def cpu_since(before):
+    now = cpu_seconds()
+    return {k: round(now.get(k, 0) - before.get(k, 0), 1) for k in COMPONENTS}
+
+
+def parse_time(ts):
+    return calendar.timegm(time.strptime(ts, "%Y-%m-%dT%H:%M:%SZ")) if ts else None
+
+
+def stages(kube, selector, t0):
+    """When, in seconds after t0 (median over the previews), each step of a preview happened,
+    read from the objects' own timestamps (1 s resolution): the namespace created, every
+    Deployment available, the Job created and the Job complete."""
+    q = urllib.parse.quote(selector)
+    by_ns = {}
+    for ns in kube.request("GET", f"/api/v1/namespaces?labelSelector={q}")["items"]:
+        by_ns[ns["metadata"]["name"]] = {"namespace": parse_time(ns["metadata"]["creationTimestamp"])}
+    for d in kube.request("GET", f"/apis/apps/v1/deployments?labelSelector={q}")["items"]:
+        entry = by_ns.setdefault(d["metadata"]["namespace"], {})
+        for c in (d.get("status") or {}).get("conditions") or []:
+            if c["type"] == "Available" and c["status"] == "True":
+                at = parse_time(c["lastTransitionTime"])
+                entry["available"] = max(entry.get("available", at), at)
+    for j in kube.request("GET", f"/apis/batch/v1/jobs?labelSelector={q}")["items"]:
+        entry = by_ns.setdefault(j["metadata"]["namespace"], {})
+        entry["job_created"] = parse_time(j["metadata"]["creationTimestamp"])
+        entry["job_done"] = parse_time((j.get("status") or {}).get("completionTime"))
+    out = {}
+    for step in ("namespace", "available", "job_created", "job_done"):
+        values = [e[step] - t0 for e in by_ns.values() if e.get(step) is not None]
+        out[step] = round(statistics.median(values), 1) if values else None
+    return out
+
+
 def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     idle_rss = rss(pid, "VmRSS")
-    requests_before = requests_by_verb(scrape(metrics_url))
+    scraped = scrape(metrics_url)
+    requests_before = requests_by_verb(scraped)
+    resources_before = requests_by_resource(scraped)
     kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": tenant}})
     ready_at = {}
     created_at = {}
+    cpu = cpu_seconds()
     start = time.monotonic()
+    t0 = time.time()
 
     def create(i):
         created_at[i] = time.monotonic()
@@ -171,6 +245,9 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
 
     wait_until("every preview to be Ready", all_ready)
     total = time.monotonic() - start
+    cpu = cpu_since(cpu)
+    steps = stages(kube, "app.kubernetes.io/managed-by=preview-operator", t0)
+    steps["ready"] = round(statistics.median(ready_at[i] - start for i in range(n)), 1)
     per = sorted(ready_at[i] - created_at[i] for i in range(n))
     before_idle = scrape(metrics_url)
     time.sleep(idle_seconds)  # the idle window being measured, not a synchronisation
@@ -179,6 +256,8 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     peak = rss(pid)
     requests = {verb: count - requests_before.get(verb, 0)
                 for verb, count in requests_by_verb(after_idle).items()}
+    by_resource = {key: count - resources_before.get(key, 0)
+                   for key, count in sorted(requests_by_resource(after_idle).items())}
 
     start = time.monotonic()
     kube.request("DELETE", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments", ok=(200,))
@@ -199,7 +278,10 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
         "rss": peak,
         "idle_rss": idle_rss,
         "api_requests": requests,
+        "api_requests_by_resource": {k: v for k, v in by_resource.items() if v},
         "teardown": teardown,
+        "cpu": cpu,
+        "stages": steps,
     }
 
 
@@ -220,7 +302,9 @@ def baseline_run(kube, n):
                                                       "seccompProfile": {"type": "RuntimeDefault"}}}}}}
 
     labels = {"bench": "baseline"}
+    cpu = cpu_seconds()
     start = time.monotonic()
+    t0 = time.time()
     created_at, done_at, job_created = {}, {}, set()
 
     def create(i):
@@ -276,12 +360,16 @@ def baseline_run(kube, n):
 
     wait_until("every baseline preview to be done", progress)
     total = time.monotonic() - start
+    cpu = cpu_since(cpu)
+    steps = stages(kube, "bench=baseline", t0)
+    steps["ready"] = round(statistics.median(done_at[i] + created_at[i] - start for i in range(n)), 1)
     start = time.monotonic()
     run_pool(lambda i: kube.request("DELETE", f"/api/v1/namespaces/baseline-{i}", ok=(200, 202)), range(n))
     wait_until("baseline namespaces to be gone",
                lambda: not kube.request("GET", "/api/v1/namespaces?labelSelector=bench%3Dbaseline")["items"])
     per = sorted(done_at.values())
-    return {"seconds": total, "teardown": time.monotonic() - start, "p50": statistics.median(per)}
+    return {"seconds": total, "teardown": time.monotonic() - start, "p50": statistics.median(per), "cpu": cpu,
+            "stages": steps}
 
 
 def median(values):
@@ -339,11 +427,18 @@ def main():
         ("operator peak RSS (MiB)", f"{op['rss'] / 1048576:.1f}", "-"),
         ("operator RSS at start (MiB)", f"{op['idle_rss'] / 1048576:.1f}", "-"),
     ]
+    print("median seconds after the start at which each step happened, per round (operator / baseline):")
+    for r, (o, b) in enumerate(zip(ops, bases)):
+        print(f"  {r + 1}: " + ", ".join(f"{k} {o['stages'][k]}/{b['stages'][k]}" for k in o["stages"]))
+    print("CPU seconds until all Ready, first round (operator run / baseline run):")
+    for k in COMPONENTS:
+        print(f"  {k:18} {ops[0]['cpu'][k]:>8} {bases[0]['cpu'][k]:>8}")
     print(f"{'':34} {'operator':>12} {'baseline':>12}")
     for label, a, b in rows:
         print(f"{label:34} {a!s:>12} {b!s:>12}")
-    print(f"ratio operator/baseline (median of rounds): {ratio:.2f}; "
-          f"operator API requests (first round): {op['api_requests']}")
+    print(f"ratio operator/baseline (median of rounds): {ratio:.2f}")
+    print(f"operator API requests, first round (until the end of the idle window): {op['api_requests']}")
+    print(f"  by resource: {ops[0]['api_requests_by_resource']}")
     print(json.dumps({
         "n": n,
         "rounds": ROUNDS,
@@ -359,6 +454,9 @@ def main():
         "teardown_seconds": round(op["teardown"], 2),
         "baseline_teardown_seconds": round(base["teardown"], 2),
         "api_requests": op["api_requests"],
+        "api_requests_by_resource": ops[0]["api_requests_by_resource"],
+        "cpu_seconds": {"operator_run": ops[0]["cpu"], "baseline_run": bases[0]["cpu"]},
+        "stages": {"operator_run": [o["stages"] for o in ops], "baseline_run": [b["stages"] for b in bases]},
         "concurrency": CONCURRENCY,
     }))
 

@@ -32,6 +32,7 @@ struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     verb: String,
+    resource: String,
     code: String,
 }
 
@@ -260,10 +261,11 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    fn api_request(&self, verb: &str, code: u16) {
+    fn api_request(&self, verb: &str, resource: &str, code: u16) {
         self.api_requests
             .get_or_create(&RequestLabels {
                 verb: verb.to_string(),
+                resource: resource.to_string(),
                 code: code.to_string(),
             })
             .inc();
@@ -285,23 +287,36 @@ pub fn verb(method: &Method, query: Option<&str>, path: &str) -> &'static str {
     }
 }
 
-/// Whether a GET path names a collection (list) rather than one object (get):
+/// The part of a resource path after the group and version and after `namespaces/<ns>`:
 /// `/api/v1[/namespaces/<ns>]/<plural>[/<name>[/<subresource>]]`, or the same under
 /// `/apis/<group>/<version>`.
-fn is_collection(path: &str) -> bool {
+fn resource_segments(path: &str) -> Option<Vec<&str>> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let rest = match segments.first() {
-        Some(&"api") => segments.get(2..),
-        Some(&"apis") => segments.get(3..),
-        _ => None,
+    let skip = match segments.first() {
+        Some(&"api") => 2,
+        Some(&"apis") => 3,
+        _ => return None,
     };
-    let Some(mut rest) = rest else {
-        return false;
-    };
+    let mut rest = segments.get(skip..)?.to_vec();
     if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
-        rest = &rest[2..];
+        rest.drain(..2);
     }
-    rest.len() == 1
+    Some(rest)
+}
+
+/// Whether a GET path names a collection (list) rather than one object (get).
+fn is_collection(path: &str) -> bool {
+    resource_segments(path).is_some_and(|rest| rest.len() == 1)
+}
+
+/// The resource a request is about, `<plural>` or `<plural>/<subresource>`: which kinds cost
+/// the requests. Bounded: the operator touches about a dozen.
+pub fn resource(path: &str) -> String {
+    match resource_segments(path).as_deref() {
+        Some([plural]) | Some([plural, _]) => (*plural).to_string(),
+        Some([plural, _, sub, ..]) => format!("{plural}/{sub}"),
+        _ => "other".to_string(),
+    }
 }
 
 /// A tower layer counting API requests into [`Metrics`].
@@ -352,6 +367,7 @@ where
             request.uri().query(),
             request.uri().path(),
         );
+        let resource = resource(request.uri().path());
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -361,7 +377,7 @@ where
                 // No answer at all (connection refused, timeout).
                 Err(_) => 0,
             };
-            metrics.api_request(verb, code);
+            metrics.api_request(verb, &resource, code);
             result
         })
     }
@@ -409,10 +425,26 @@ mod tests {
     }
 
     #[test]
+    fn requests_are_counted_by_resource() {
+        assert_eq!(resource("/api/v1/namespaces"), "namespaces");
+        assert_eq!(resource("/api/v1/namespaces/pr-x"), "namespaces");
+        assert_eq!(
+            resource("/apis/apps/v1/namespaces/pr-x/deployments/web"),
+            "deployments"
+        );
+        assert_eq!(
+            resource("/apis/preview.dev/v1alpha1/namespaces/t/previewenvironments/a/status"),
+            "previewenvironments/status"
+        );
+        assert_eq!(resource("/apis/batch/v1/jobs"), "jobs");
+        assert_eq!(resource("/version"), "other");
+    }
+
+    #[test]
     fn encoding_names_carry_the_prefix() {
         let m = Metrics::new();
         m.reconciled(Duration::from_millis(5), Some("apply"));
-        m.api_request("patch", 200);
+        m.api_request("patch", "deployments", 200);
         let text = m.encode();
         assert!(
             text.contains("preview_operator_reconciles_total 1"),
@@ -424,7 +456,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "preview_operator_kubernetes_requests_total{verb=\"patch\",code=\"200\"} 1"
+                "preview_operator_kubernetes_requests_total{verb=\"patch\",resource=\"deployments\",code=\"200\"} 1"
             ),
             "{text}"
         );

@@ -39,15 +39,14 @@ fn sha(generation: u32, i: usize) -> String {
 }
 
 fn preview(name: &str, shard: &str, sha: &str) -> PreviewEnvironment {
-    serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
-        "metadata": {"name": name, "labels": {"preview.dev/shard": shard}},
-        "spec": {"repository": "acme/chaos", "pullRequest": 1, "headSha": sha,
-                 "services": [{"name": "web", "image": "web:1", "port": 8080},
-                              {"name": "worker", "image": "worker:1"}],
-                 "tests": [{"name": "e2e", "image": "e2e:1"}]}
-    }))
-    .expect("fixture")
+    common::preview(
+        name,
+        json!({"preview.dev/shard": shard}),
+        json!({"repository": "acme/chaos", "pullRequest": 1, "headSha": sha,
+               "services": [{"name": "web", "image": "web:1", "port": 8080},
+                            {"name": "worker", "image": "worker:1"}],
+               "tests": [{"name": "e2e", "image": "e2e:1"}]}),
+    )
 }
 
 fn start_operator(shard: &str) -> Operator {

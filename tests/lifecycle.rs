@@ -24,13 +24,7 @@ const READY: Duration = Duration::from_secs(60);
 const TEARDOWN: Duration = Duration::from_secs(120);
 
 fn preview(name: &str, spec: Value) -> PreviewEnvironment {
-    serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1",
-        "kind": "PreviewEnvironment",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    common::preview(name, json!({}), spec)
 }
 
 fn shop(sha: &str) -> Value {

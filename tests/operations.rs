@@ -121,13 +121,7 @@ fn spec(sha: &str) -> serde_json::Value {
     })
 }
 
-fn preview(name: &str, labels: serde_json::Value, spec: serde_json::Value) -> PreviewEnvironment {
-    serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
-        "metadata": {"name": name, "labels": labels}, "spec": spec
-    }))
-    .expect("fixture")
-}
+use common::preview;
 
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]

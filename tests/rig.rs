@@ -27,15 +27,7 @@ fn valid_spec() -> Value {
 }
 
 fn preview(name: &str, spec: Value) -> PreviewEnvironment {
-    // Built from JSON on purpose: invalid specs must reach the API server untouched, and
-    // they cannot all be expressed with the typed spec.
-    serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1",
-        "kind": "PreviewEnvironment",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap_or_else(|e| panic!("test fixture {name} is not a PreviewEnvironment: {e}"))
+    common::preview(name, json!({}), spec)
 }
 
 /// Posts raw JSON, so specs the typed struct could not even represent are tested too.

@@ -97,14 +97,13 @@ fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironm
     } else {
         json!({})
     };
-    serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
-        "metadata": {"name": name, "labels": {"preview.dev/shard": shard}},
-        "spec": {"repository": "acme/shop", "pullRequest": 9, "headSha": sha,
-                 "services": [{"name": "web", "image": "web:1", "port": 8080}],
-                 "tests": [{"name": "e2e", "image": "e2e:1", "podAnnotations": annotations}]}
-    }))
-    .expect("fixture")
+    common::preview(
+        name,
+        json!({"preview.dev/shard": shard}),
+        json!({"repository": "acme/shop", "pullRequest": 9, "headSha": sha,
+               "services": [{"name": "web", "image": "web:1", "port": 8080}],
+               "tests": [{"name": "e2e", "image": "e2e:1", "podAnnotations": annotations}]}),
+    )
 }
 
 /// The states posted for `sha` under context `preview/<name>`, in arrival order, counting only

@@ -81,13 +81,12 @@ fn pr_event(action: &str, repo: &str, number: i64) -> Vec<u8> {
 }
 
 fn preview(name: &str, repo: &str, pr: i64) -> PreviewEnvironment {
-    serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
-        "metadata": {"name": name},
-        "spec": {"repository": repo, "pullRequest": pr, "headSha": "abcdef0",
-                 "services": [{"name": "web", "image": "web:1"}]}
-    }))
-    .expect("fixture")
+    common::preview(
+        name,
+        json!({}),
+        json!({"repository": repo, "pullRequest": pr, "headSha": "abcdef0",
+               "services": [{"name": "web", "image": "web:1"}]}),
+    )
 }
 
 fn unique(prefix: &str) -> String {

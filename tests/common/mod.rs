@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use preview_operator::api::PreviewEnvironment;
 
 /// Field manager the tests use for their own writes.
 pub const TEST_MANAGER: &str = "preview-operator-tests";
@@ -367,4 +368,20 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A PreviewEnvironment fixture from JSON: invalid specs must reach the API server untouched,
+/// and not all of them can be expressed with the typed spec. `labels` may be `{}`.
+pub fn preview(
+    name: &str,
+    labels: serde_json::Value,
+    spec: serde_json::Value,
+) -> PreviewEnvironment {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "preview.dev/v1alpha1",
+        "kind": "PreviewEnvironment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }))
+    .unwrap_or_else(|e| panic!("test fixture {name} is not a PreviewEnvironment: {e}"))
 }
