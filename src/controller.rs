@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod events;
 pub mod status;
 pub mod teardown;
 
@@ -19,15 +20,13 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStatus, LimitRange, Namespace, ObjectReference, Pod, PodStatus,
-    ResourceQuota, Service,
+    ContainerState, ContainerStatus, LimitRange, Namespace, Pod, PodStatus, ResourceQuota, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
@@ -54,6 +53,8 @@ pub const FINALIZER: &str = "preview.dev/teardown";
 const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
 /// Trailing debounce of reconcile requests per preview.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Shortest time between two status writes of one preview that only report progress.
+const STATUS_COALESCE: Duration = Duration::from_secs(2);
 /// Longest wait between two reconciles of a healthy preview (besides its expiry).
 const IDLE_REQUEUE: Duration = Duration::from_secs(3600);
 
@@ -191,11 +192,13 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub stores: Stores,
-    events: Events,
+    events: events::Events,
     /// Previews admitted under the concurrency limit whose namespace may not be cached yet.
     admitted: Mutex<HashSet<String>>,
     /// Serialises concurrency decisions, so two reconciles cannot both take the last slot.
     admission: tokio::sync::Mutex<()>,
+    /// When each preview's status was last written, to coalesce progress-only changes.
+    status_written: Mutex<HashMap<String, std::time::Instant>>,
     /// Consecutive failures per preview, for capped exponential backoff.
     failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,
     /// Wakes previews waiting for a concurrency slot.
@@ -504,58 +507,13 @@ async fn classify_namespace(
     ))))
 }
 
-async fn publish(
-    ctx: &Context,
-    pe: &PreviewEnvironment,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_,
+fn publish(ctx: &Context, pe: &PreviewEnvironment, kind: events::Kind, reason: &str, note: String) {
+    ctx.events.send(events::Note {
+        kind,
         reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    ctx.events.send(event, pe.object_ref(&()));
-}
-
-/// Publishes Events from a background task. They are for humans: a reconcile should not wait
-/// one API round trip per Event, and a failed or dropped one must not fail the reconcile.
-#[derive(Clone)]
-struct Events {
-    tx: mpsc::Sender<(KubeEvent, ObjectReference)>,
-}
-
-/// Events waiting to be published; beyond that, new ones are dropped (and logged).
-const EVENT_QUEUE: usize = 4096;
-/// Events published at the same time.
-const EVENT_CONCURRENCY: usize = 4;
-
-impl Events {
-    fn start(recorder: Recorder) -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel::<(KubeEvent, ObjectReference)>(EVENT_QUEUE);
-        let task = tokio::spawn(async move {
-            receiver_stream(rx)
-                .for_each_concurrent(EVENT_CONCURRENCY, |(event, reference)| {
-                    let recorder = recorder.clone();
-                    async move {
-                        if let Err(error) = recorder.publish(&event, &reference).await {
-                            debug!(%error, reason = %event.reason, "failed to publish event");
-                        }
-                    }
-                })
-                .await;
-        });
-        (Self { tx }, task)
-    }
-
-    fn send(&self, event: KubeEvent, reference: ObjectReference) {
-        if let Err(error) = self.tx.try_send((event, reference)) {
-            warn!(%error, "event queue full or closed; event dropped");
-        }
-    }
+        note,
+        regarding: pe.object_ref(&()),
+    });
 }
 
 async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
@@ -574,14 +532,13 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         publish(
             ctx,
             pe,
-            EventType::Normal,
+            events::Kind::Normal,
             "Expired",
             format!(
                 "time to live {} ran out; deleting the preview",
                 teardown::humanize(ttl)
             ),
-        )
-        .await;
+        );
         Api::<PreviewEnvironment>::namespaced(ctx.client.clone(), &owner.namespace)
             .delete(&owner.name, &DeleteParams::default())
             .await
@@ -720,7 +677,15 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         expires_at: expires.clone(),
     };
     let new_status = status::compute(&status_ctx, &observed);
-    write_status(ctx, pe, previous, new_status.clone()).await?;
+    // Progress within a state (a replica ready, a test's Job started) is written at most once
+    // per STATUS_COALESCE: a rollout's steps then cost one write, not one each.
+    let hold = previous
+        .filter(|p| status::progress_only(p, &new_status))
+        .and_then(|_| since_last_status_write(ctx, &owner.uid))
+        .and_then(|elapsed| STATUS_COALESCE.checked_sub(elapsed));
+    if hold.is_none() {
+        write_status(ctx, pe, previous, new_status.clone()).await?;
+    }
 
     // Come back when something can change without an event: a queue slot or the expiry. A
     // rollout needs no timer: its Deployment's and stuck pods' events come to us.
@@ -731,9 +696,16 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         (Gate::NamespaceConflict(_), _) => Duration::from_secs(60),
         _ => IDLE_REQUEUE,
     };
+    let next = hold.map_or(next, |h| next.min(h + Duration::from_millis(50)));
     Ok(Action::requeue(
         next.min(until_expiry + Duration::from_millis(500)),
     ))
+}
+
+fn since_last_status_write(ctx: &Context, uid: &str) -> Option<Duration> {
+    lock(&ctx.status_written)
+        .get(uid)
+        .map(std::time::Instant::elapsed)
 }
 
 async fn apply_namespace(ctx: &Context, ns: Namespace) -> Result<(), Error> {
@@ -920,6 +892,9 @@ async fn write_status(
         name: name.clone(),
         source,
     })?;
+    if let Some(uid) = pe.uid() {
+        lock(&ctx.status_written).insert(uid, std::time::Instant::now());
+    }
     let was_ready = previous.and_then(|p| p.phase) == Some(Phase::Ready);
     if status.phase == Some(Phase::Ready)
         && !was_ready
@@ -937,12 +912,12 @@ async fn write_status(
             sender.send(next);
         }
     }
-    announce(ctx, pe, previous, &status).await;
+    announce(ctx, pe, previous, &status);
     Ok(())
 }
 
 /// One Event per transition a developer cares about.
-async fn announce(
+fn announce(
     ctx: &Context,
     pe: &PreviewEnvironment,
     previous: Option<&PreviewEnvironmentStatus>,
@@ -960,9 +935,9 @@ async fn announce(
         return;
     }
     let type_ = if phase == Phase::Failed {
-        EventType::Warning
+        events::Kind::Warning
     } else {
-        EventType::Normal
+        events::Kind::Normal
     };
     let reason = if phase == Phase::Ready || phase == Phase::Failed {
         ready.reason.clone()
@@ -975,8 +950,7 @@ async fn announce(
         type_,
         &reason,
         format!("{}: {}", phase.as_str(), ready.message),
-    )
-    .await;
+    );
     for t in &status.tests {
         let before = previous
             .and_then(|p| p.tests.iter().find(|o| o.name == t.name && o.sha == t.sha))
@@ -989,15 +963,15 @@ async fn announce(
             ctx.metrics
                 .test_finished(t.phase == TestPhase::Succeeded, took);
             let (type_, reason) = if t.phase == TestPhase::Succeeded {
-                (EventType::Normal, "TestSucceeded")
+                (events::Kind::Normal, "TestSucceeded")
             } else {
-                (EventType::Warning, "TestFailed")
+                (events::Kind::Warning, "TestFailed")
             };
             let note = t
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("test {} passed at {}", t.name, t.sha));
-            publish(ctx, pe, type_, reason, note).await;
+            publish(ctx, pe, type_, reason, note);
         }
     }
 }
@@ -1022,6 +996,7 @@ async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error
             source,
         })? {
         Gone::Yes | Gone::NotOurs => {
+            lock(&ctx.status_written).remove(&owner.uid);
             if let Some(deleted) = &pe.metadata.deletion_timestamp {
                 ctx.metrics
                     .torn_down(now().duration_since(deleted.0).unsigned_abs());
@@ -1230,14 +1205,13 @@ pub async fn run(
         limit_ranges,
     };
     metrics.count_phases_in(stores.previews.clone());
-    let recorder = Recorder::new(
+    let (events, event_task) = events::Events::start(
         client.clone(),
-        Reporter {
+        events::Reporter {
             controller: MANAGER.to_string(),
-            instance: Some(options.instance),
+            instance: options.instance,
         },
     );
-    let (events, event_task) = Events::start(recorder);
     let synced = synced_tx.subscribe();
     let sync_stores = stores.clone();
     let syncer = tokio::spawn(async move {
@@ -1274,6 +1248,7 @@ pub async fn run(
         admitted: Mutex::new(HashSet::new()),
         admission: tokio::sync::Mutex::new(()),
         failures: Mutex::new(HashMap::new()),
+        status_written: Mutex::new(HashMap::new()),
         wake: wake_tx,
         synced,
         leader,
@@ -1331,11 +1306,6 @@ pub async fn run(
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// The same for a bounded receiver.
-fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 

@@ -50,6 +50,7 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["create", "pods", "-n", "default"],
         &["create", "pods/exec", "-n", "default"],
         &["delete", "pods", "-n", "default"],
+        &["patch", "events.events.k8s.io", "-n", "default"],
         &["get", "pods/log", "-n", "default"],
         &["delete", "nodes"],
         &["escalate", "clusterroles"],
@@ -74,6 +75,7 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["patch", "deployments", "-n", "pr-anything"],
         &["create", "jobs", "-n", "pr-anything"],
         &["watch", "pods", "-n", "pr-anything"],
+        &["create", "events.events.k8s.io", "-n", "team-x"],
         &["patch", "leases", "-n", "preview-system"],
     ];
     let wrongly_allowed: Vec<String> = forbidden

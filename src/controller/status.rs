@@ -261,6 +261,32 @@ fn condition(kind: &str, ok: bool, reason: &str, message: String, ctx: &Context<
 }
 
 /// The status the PreviewEnvironment should have.
+/// Whether `next` differs from `previous` only in progress within the same state: replica
+/// counts, a test's Job appearing and going from Pending to Running, condition messages. Such a change can wait a
+/// moment and be written together with the next one. Anything a client acts on (phase, a
+/// condition's status or reason, shas, URL, expiry, a test's result) cannot.
+pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironmentStatus) -> bool {
+    fn without_progress(s: &PreviewEnvironmentStatus) -> PreviewEnvironmentStatus {
+        let mut s = s.clone();
+        for svc in &mut s.services {
+            svc.ready_replicas = 0;
+        }
+        for t in &mut s.tests {
+            if matches!(t.phase, TestPhase::Pending | TestPhase::Running) {
+                t.phase = TestPhase::Pending;
+                t.message = None;
+            }
+            t.started_at = None;
+            t.job = None;
+        }
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    }
+    previous != next && without_progress(previous) == without_progress(next)
+}
+
 pub fn compute(ctx: &Context<'_>, observed: &Observed<'_>) -> PreviewEnvironmentStatus {
     use crate::api::Phase;
     let spec = ctx.spec;
@@ -568,6 +594,48 @@ mod tests {
             .iter()
             .find(|c| c.type_ == kind)
             .expect("condition present")
+    }
+
+    #[test]
+    fn replica_counts_and_a_running_test_are_progress_but_phases_and_results_are_not() {
+        let spec = spec(1);
+        let (web0, web1, db1) = (
+            deployment("abcdef0123", 1, 0),
+            deployment("abcdef0123", 1, 1),
+            deployment("abcdef0123", 1, 1),
+        );
+        fn observe<'a>(
+            web: &'a Deployment,
+            db: &'a Deployment,
+            job: Option<&'a Job>,
+        ) -> Observed<'a> {
+            Observed {
+                deployments: BTreeMap::from([("web".into(), web), ("db".into(), db)]),
+                jobs: job
+                    .map(|j| BTreeMap::from([("t0".to_string(), j)]))
+                    .unwrap_or_default(),
+                ..Observed::default()
+            }
+        }
+        let deploying = compute(&ctx(&spec, None), &observe(&web0, &db1, None));
+        let pending = compute(&ctx(&spec, None), &observe(&web1, &db1, None));
+        let running_job = job(serde_json::json!([]), 1, 0);
+        let running = compute(&ctx(&spec, None), &observe(&web1, &db1, Some(&running_job)));
+        let done_job = job(
+            serde_json::json!([{"type": "Complete", "status": "True",
+                                 "lastTransitionTime": "2026-01-01T00:01:00Z"}]),
+            0,
+            0,
+        );
+        let done = compute(&ctx(&spec, None), &observe(&web1, &db1, Some(&done_job)));
+        let mut one_more_replica = deploying.clone();
+        one_more_replica.services[1].ready_replicas += 1;
+
+        assert!(progress_only(&deploying, &one_more_replica));
+        assert!(progress_only(&pending, &running), "Pending to Running");
+        assert!(!progress_only(&deploying, &pending), "Deploying to Testing");
+        assert!(!progress_only(&running, &done), "a result");
+        assert!(!progress_only(&done, &done), "no change at all");
     }
 
     #[test]

@@ -1,0 +1,154 @@
+//! Kubernetes Events on PreviewEnvironments, published from a background task.
+//!
+//! Events are for humans (`kubectl describe previewenv`): a reconcile should not wait one API
+//! round trip per Event, and a failed or dropped one must not fail it. The operator emits an
+//! Event per transition, never per reconcile, so repeats are rare; kube's `Recorder` would
+//! keep every Event of the last six minutes in memory to fold repeats into a series, which
+//! at 1000 previews costs megabytes and a patch per repeat. Each Event here is one create.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use futures::StreamExt;
+
+/// Events waiting to be published; beyond that, new ones are dropped (and logged).
+const QUEUE: usize = 4096;
+/// Events published at the same time.
+const CONCURRENCY: usize = 4;
+/// Longest note the API accepts.
+const MAX_NOTE: usize = 1024;
+
+/// `Normal` or `Warning`, as the Events API knows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Normal,
+    Warning,
+}
+
+/// One Event to publish about `regarding`.
+#[derive(Clone, Debug)]
+pub struct Note {
+    pub kind: Kind,
+    pub reason: String,
+    pub note: String,
+    pub regarding: ObjectReference,
+}
+
+/// Who publishes: the controller's name and this process's instance.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    pub controller: String,
+    pub instance: String,
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    tx: mpsc::Sender<Note>,
+}
+
+impl Events {
+    /// Starts the publishing task. It ends once every `Events` is dropped and the queue is
+    /// drained.
+    pub fn start(client: Client, reporter: Reporter) -> (Self, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Note>(QUEUE);
+        let task = tokio::spawn(async move {
+            futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+                .for_each_concurrent(CONCURRENCY, |note| {
+                    let client = client.clone();
+                    let reporter = reporter.clone();
+                    async move {
+                        let namespace = note.regarding.namespace.clone().unwrap_or_default();
+                        let event = render(&note, &reporter, Timestamp::now());
+                        let api: Api<Event> = Api::namespaced(client, &namespace);
+                        if let Err(error) = api.create(&PostParams::default(), &event).await {
+                            debug!(%error, reason = %note.reason, "failed to publish event");
+                        }
+                    }
+                })
+                .await;
+        });
+        (Self { tx }, task)
+    }
+
+    /// Queues an Event; never waits.
+    pub fn send(&self, note: Note) {
+        if let Err(error) = self.tx.try_send(note) {
+            warn!(%error, "event queue full or closed; event dropped");
+        }
+    }
+}
+
+/// The Event object for `note` at `now`. Its name is the object's name and the time in
+/// nanoseconds, as client-go names Events, so two Events never collide.
+pub fn render(note: &Note, reporter: &Reporter, now: Timestamp) -> Event {
+    let name = note.regarding.name.clone().unwrap_or_default();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            namespace: note.regarding.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some("Reconcile".to_string()),
+        reason: Some(note.reason.clone()),
+        note: Some(note.note.chars().take(MAX_NOTE).collect()),
+        type_: Some(
+            match note.kind {
+                Kind::Normal => "Normal",
+                Kind::Warning => "Warning",
+            }
+            .to_string(),
+        ),
+        regarding: Some(note.regarding.clone()),
+        reporting_controller: Some(reporter.controller.clone()),
+        reporting_instance: Some(reporter.instance.clone()),
+        ..Event::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_names_its_object_reporter_and_reason() {
+        let note = Note {
+            kind: Kind::Warning,
+            reason: "TestFailed".into(),
+            note: "x".repeat(2000),
+            regarding: ObjectReference {
+                api_version: Some("preview.dev/v1alpha1".into()),
+                kind: Some("PreviewEnvironment".into()),
+                name: Some("shop-pr-1".into()),
+                namespace: Some("team-shop".into()),
+                uid: Some("u-1".into()),
+                ..ObjectReference::default()
+            },
+        };
+        let reporter = Reporter {
+            controller: "preview-operator".into(),
+            instance: "pod-a".into(),
+        };
+        let now: Timestamp = "2026-11-26T10:00:00.000000123Z".parse().expect("time");
+        let e = render(&note, &reporter, now);
+        assert_eq!(e.metadata.namespace.as_deref(), Some("team-shop"));
+        let name = e.metadata.name.clone().expect("name");
+        assert!(name.starts_with("shop-pr-1."), "{name}");
+        let later = render(&note, &reporter, now + std::time::Duration::from_nanos(1));
+        assert_ne!(later.metadata.name, e.metadata.name);
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("TestFailed"));
+        assert_eq!(e.note.as_ref().map(String::len), Some(MAX_NOTE));
+        assert_eq!(e.reporting_instance.as_deref(), Some("pod-a"));
+        assert_eq!(e.regarding.and_then(|r| r.uid).as_deref(), Some("u-1"));
+        assert!(e.event_time.is_some());
+    }
+}
