@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod build;
 pub mod events;
+pub mod pods;
 pub mod status;
 pub mod teardown;
 
@@ -16,12 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStatus, LimitRange, Namespace, Pod, PodStatus, ResourceQuota, Service,
-};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Pod, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -146,8 +145,8 @@ pub struct Stores {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
-    /// Pods of services and tests, pruned to what names a stuck container.
-    pub pods: Store<Pod>,
+    /// Pods with a stuck container (only those).
+    pub stuck_pods: pods::StuckPods,
     pub services: Store<PartialObjectMeta<Service>>,
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
@@ -162,7 +161,7 @@ impl Stores {
             && store_ready(&self.namespaces).await
             && store_ready(&self.deployments).await
             && store_ready(&self.jobs).await
-            && store_ready(&self.pods).await
+            && self.stuck_pods.wait_until_ready().await
             && store_ready(&self.services).await
             && store_ready(&self.ingresses).await
             && store_ready(&self.network_policies).await
@@ -613,10 +612,9 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
         // the new sha replaces is not this rollout's problem.
         let pods: Vec<Arc<Pod>> = ctx
             .stores
-            .pods
-            .state()
+            .stuck_pods
+            .in_namespace(&ns_name)
             .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(ns_name.as_str()))
             .filter(|p| p.annotations().get(SHA) == Some(&spec.head_sha))
             .collect();
         for svc in &spec.services {
@@ -1015,6 +1013,18 @@ fn managed() -> watcher::Config {
         .any_semantic()
 }
 
+/// The labels of cached children that the operator reads; the others (repository, pull
+/// request, Pod Security...) are dropped as objects arrive, at 1000 previews a few MiB.
+const CACHED_LABELS: [&str; 5] = [
+    naming::MANAGED_BY,
+    naming::OWNER_UID,
+    naming::OWNER_NAMESPACE,
+    naming::PART_OF,
+    SHA,
+];
+/// The annotations of cached children that the operator reads.
+const CACHED_ANNOTATIONS: [&str; 2] = [OWNER_REF, build::APPLIED_HASH];
+
 /// A cached watch of one child kind that also triggers the owner. For `PartialObjectMeta<K>`
 /// it asks for metadata only (kube picks metadata requests for that type), which is all most
 /// kinds need; Deployments and Jobs are cached whole because their status is read.
@@ -1040,6 +1050,10 @@ where
         watcher(Api::<K>::all(client.clone()), managed()).modify(move |o| {
             // Managed fields are most of an object's metadata and never read here.
             o.managed_fields_mut().clear();
+            o.labels_mut()
+                .retain(|k, _| CACHED_LABELS.contains(&k.as_str()));
+            o.annotations_mut()
+                .retain(|k, _| CACHED_ANNOTATIONS.contains(&k.as_str()));
             prune(o);
         }),
     )
@@ -1064,35 +1078,6 @@ fn prune_deployment(d: &mut Deployment) {
 /// A Job is read for its labels, annotations and status only.
 fn prune_job(j: &mut Job) {
     j.spec = None;
-}
-
-/// A pod is read for its namespace, service labels, sha annotation and the waiting state of
-/// its containers; everything else is dropped as it arrives.
-fn prune_pod(pod: &mut Pod) {
-    pod.spec = None;
-    pod.metadata.owner_references = None;
-    if let Some(annotations) = pod.metadata.annotations.as_mut() {
-        annotations.retain(|k, _| k == SHA);
-    }
-    if let Some(status) = pod.status.take() {
-        let container_statuses = status.container_statuses.map(|statuses| {
-            statuses
-                .into_iter()
-                .map(|cs| ContainerStatus {
-                    name: cs.name,
-                    state: cs.state.map(|state| ContainerState {
-                        waiting: state.waiting,
-                        ..ContainerState::default()
-                    }),
-                    ..ContainerStatus::default()
-                })
-                .collect()
-        });
-        pod.status = Some(PodStatus {
-            container_statuses,
-            ..PodStatus::default()
-        });
-    }
 }
 
 /// How to run the controller.
@@ -1133,13 +1118,10 @@ pub async fn run(
     let (namespaces, ns_stream) = cached_stream::<PartialObjectMeta<Namespace>>(&client, keep_all);
     let (deployments, d_stream) = cached_stream::<Deployment>(&client, prune_deployment);
     let (jobs, j_stream) = cached_stream::<Job>(&client, prune_job);
-    let (pods, p_stream) = cached_stream::<Pod>(&client, prune_pod);
-    // A pod triggers its preview only when it is stuck: the many other changes of a pod in a
-    // rollout reach the preview through its Deployment anyway. Pods carry no owner
-    // annotation; their namespace does.
+    // A stuck pod wakes its preview. Pods carry no owner annotation; their namespace does.
+    let stuck_pods = pods::StuckPods::default();
+    let p_stream = stuck_pods.stream(&client, managed());
     let pod_owners = namespaces.clone();
-    let p_stream =
-        p_stream.try_filter(|pod| futures::future::ready(status::pod_problem([pod]).is_some()));
     let (services, s_stream) = cached_stream::<PartialObjectMeta<Service>>(&client, keep_all);
     let (ingresses, i_stream) = cached_stream::<PartialObjectMeta<Ingress>>(&client, keep_all);
     let (network_policies, np_stream) =
@@ -1197,7 +1179,7 @@ pub async fn run(
         namespaces,
         deployments,
         jobs,
-        pods,
+        stuck_pods,
         services,
         ingresses,
         network_policies,
@@ -1307,53 +1289,4 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pruned_pod_still_tells_why_it_is_stuck() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "web-1", "namespace": "pr-x",
-                "labels": {"preview.dev/name": "web"},
-                "annotations": {"preview.dev/sha": "abcdef0", "other": "dropped"},
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u"}],
-            },
-            "spec": {"containers": [{"name": "web", "image": "w"}]},
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "False"}],
-                "containerStatuses": [{"name": "web", "image": "w", "imageID": "sha256:1", "ready": false,
-                    "restartCount": 5,
-                    "lastState": {"terminated": {"exitCode": 1}},
-                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}}]
-            }
-        }))
-        .expect("pod fixture");
-        prune_pod(&mut pod);
-        assert!(pod.spec.is_none());
-        assert_eq!(
-            pod.annotations().keys().collect::<Vec<_>>(),
-            vec!["preview.dev/sha"]
-        );
-        assert_eq!(
-            pod.labels().get("preview.dev/name").map(String::as_str),
-            Some("web")
-        );
-        let status = pod.status.as_ref().expect("status kept");
-        assert!(status.conditions.is_none());
-        assert_eq!(
-            status
-                .container_statuses
-                .as_ref()
-                .map(|c| c[0].image.as_str()),
-            Some("")
-        );
-        let problem = status::pod_problem([&pod]).expect("still stuck");
-        assert_eq!(problem.reason, "CrashLoopBackOff");
-        assert!(problem.message.contains("web-1"), "{}", problem.message);
-    }
 }

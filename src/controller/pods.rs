@@ -1,0 +1,260 @@
+//! The pods the operator cares about: those with a stuck container.
+//!
+//! A rollout that does not finish is explained by its pods (CrashLoopBackOff,
+//! ImagePullBackOff...). A healthy pod tells nothing the Deployment does not, so instead of
+//! caching every pod (a few per preview, about 2 KiB each even when pruned) this keeps only
+//! the stuck ones and forgets a pod as soon as it is seen healthy or deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use super::status;
+use crate::naming::SHA;
+
+type Key = (String, String);
+
+/// Stuck pods by namespace and name, filled by [`StuckPods::stream`].
+#[derive(Clone)]
+pub struct StuckPods {
+    pods: Arc<RwLock<HashMap<Key, Arc<Pod>>>>,
+    ready: watch::Receiver<bool>,
+    ready_tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for StuckPods {
+    fn default() -> Self {
+        let (ready_tx, ready) = watch::channel(false);
+        Self {
+            pods: Arc::default(),
+            ready,
+            ready_tx: Arc::new(ready_tx),
+        }
+    }
+}
+
+fn key(pod: &Pod) -> Key {
+    (pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+impl StuckPods {
+    /// The stuck pods of one namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<Pod>> {
+        self.read()
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, pod)| pod.clone())
+            .collect()
+    }
+
+    /// How many pods are held.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True once the first list of pods has been taken in.
+    pub async fn wait_until_ready(&self) -> bool {
+        self.ready.clone().wait_for(|r| *r).await.is_ok()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<Pod>>> {
+        // Plain inserts and removes cannot leave the map inconsistent on a panic.
+        self.pods.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Arc<Pod>>> {
+        self.pods.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes in one pod: kept, pruned, when stuck; forgotten otherwise. Returns it when stuck.
+    fn observe(&self, mut pod: Pod) -> Option<Pod> {
+        if status::pod_problem([&pod]).is_none() {
+            self.write().remove(&key(&pod));
+            return None;
+        }
+        prune(&mut pod);
+        self.write().insert(key(&pod), Arc::new(pod.clone()));
+        Some(pod)
+    }
+
+    /// Applies one watch event; yields the stuck pods it touched, which wake their preview.
+    /// A relist (`Init` … `InitDone`) replaces the whole map, so pods deleted while the watch
+    /// was down are not kept.
+    fn apply(&self, event: watcher::Event<Pod>, relisted: &mut Option<HashSet<Key>>) -> Vec<Pod> {
+        match event {
+            watcher::Event::Init => {
+                *relisted = Some(HashSet::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(pod) => {
+                if let Some(seen) = relisted.as_mut() {
+                    seen.insert(key(&pod));
+                }
+                self.observe(pod).into_iter().collect()
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = relisted.take() {
+                    self.write().retain(|k, _| seen.contains(k));
+                }
+                self.ready_tx.send_replace(true);
+                Vec::new()
+            }
+            watcher::Event::Apply(pod) => self.observe(pod).into_iter().collect(),
+            watcher::Event::Delete(pod) => {
+                self.write().remove(&key(&pod));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Watches pods matching `config` and keeps the map current; the stream yields every
+    /// stuck pod seen, for the controller to wake its preview.
+    pub fn stream(
+        &self,
+        client: &Client,
+        config: watcher::Config,
+    ) -> impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static {
+        let this = self.clone();
+        let mut relisted = None;
+        watcher(Api::<Pod>::all(client.clone()), config)
+            .default_backoff()
+            .map_ok(move |event| {
+                futures::stream::iter(this.apply(event, &mut relisted).into_iter().map(Ok))
+            })
+            .try_flatten()
+            .boxed()
+    }
+}
+
+/// A stuck pod is read for its namespace, service labels, sha annotation and the waiting
+/// state of its containers; everything else is dropped.
+pub fn prune(pod: &mut Pod) {
+    pod.spec = None;
+    pod.metadata.owner_references = None;
+    pod.metadata.managed_fields = None;
+    if let Some(annotations) = pod.metadata.annotations.as_mut() {
+        annotations.retain(|k, _| k == SHA);
+    }
+    if let Some(status) = pod.status.take() {
+        let container_statuses = status.container_statuses.map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|cs| ContainerStatus {
+                    name: cs.name,
+                    state: cs.state.map(|state| ContainerState {
+                        waiting: state.waiting,
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        });
+        pod.status = Some(PodStatus {
+            container_statuses,
+            ..PodStatus::default()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, waiting: Option<&str>) -> Pod {
+        let state = match waiting {
+            Some(reason) => {
+                serde_json::json!({"waiting": {"reason": reason, "message": "back-off"}})
+            }
+            None => serde_json::json!({"running": {}}),
+        };
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name, "namespace": "pr-x",
+                "labels": {"preview.dev/name": "web"},
+                "annotations": {"preview.dev/sha": "abcdef0", "other": "dropped"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u"}],
+            },
+            "spec": {"containers": [{"name": "web", "image": "w"}]},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "web", "image": "w", "imageID": "sha256:1", "ready": false,
+                    "restartCount": 5, "lastState": {"terminated": {"exitCode": 1}}, "state": state}]
+            }
+        }))
+        .expect("pod fixture")
+    }
+
+    #[test]
+    fn a_pruned_pod_still_tells_why_it_is_stuck() {
+        let mut p = pod("web-1", Some("CrashLoopBackOff"));
+        prune(&mut p);
+        assert!(p.spec.is_none());
+        assert_eq!(
+            p.annotations().keys().collect::<Vec<_>>(),
+            vec!["preview.dev/sha"]
+        );
+        assert_eq!(
+            p.labels().get("preview.dev/name").map(String::as_str),
+            Some("web")
+        );
+        let status = p.status.as_ref().expect("status kept");
+        assert!(status.conditions.is_none());
+        let problem = status::pod_problem([&p]).expect("still stuck");
+        assert_eq!(problem.reason, "CrashLoopBackOff");
+        assert!(problem.message.contains("web-1"), "{}", problem.message);
+    }
+
+    #[test]
+    fn only_stuck_pods_are_kept_and_a_relist_drops_the_vanished() {
+        let stuck = StuckPods::default();
+        let mut relisted = None;
+        let woke = stuck.apply(
+            watcher::Event::Apply(pod("a", Some("CrashLoopBackOff"))),
+            &mut relisted,
+        );
+        assert_eq!(woke.len(), 1, "a stuck pod wakes its preview");
+        assert!(
+            stuck
+                .apply(watcher::Event::Apply(pod("b", None)), &mut relisted)
+                .is_empty()
+        );
+        assert_eq!(stuck.len(), 1, "a healthy pod is not kept");
+        stuck.apply(watcher::Event::Apply(pod("a", None)), &mut relisted);
+        assert!(stuck.is_empty(), "a pod that recovered is forgotten");
+
+        stuck.apply(
+            watcher::Event::Apply(pod("c", Some("ImagePullBackOff"))),
+            &mut relisted,
+        );
+        stuck.apply(
+            watcher::Event::Apply(pod("d", Some("ImagePullBackOff"))),
+            &mut relisted,
+        );
+        // The watch restarts; "c" was deleted meanwhile and is not in the new list.
+        stuck.apply(watcher::Event::Init, &mut relisted);
+        stuck.apply(
+            watcher::Event::InitApply(pod("d", Some("ImagePullBackOff"))),
+            &mut relisted,
+        );
+        assert!(!*stuck.ready.borrow());
+        stuck.apply(watcher::Event::InitDone, &mut relisted);
+        assert!(*stuck.ready.borrow());
+        let left: Vec<String> = stuck
+            .in_namespace("pr-x")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(left, vec!["d".to_string()]);
+        assert!(stuck.in_namespace("pr-other").is_empty());
+    }
+}
