@@ -253,7 +253,6 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     time.sleep(idle_seconds)  # the idle window being measured, not a synchronisation
     after_idle = scrape(metrics_url)
     idle_writes = writes(after_idle) - writes(before_idle) if idle_seconds else None
-    peak = rss(pid)
     requests = {verb: count - requests_before.get(verb, 0)
                 for verb, count in requests_by_verb(after_idle).items()}
     by_resource = {key: count - resources_before.get(key, 0)
@@ -269,6 +268,7 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
 
     wait_until("every preview and namespace to be gone", gone)
     teardown = time.monotonic() - start
+    peak = rss(pid)  # the high-water mark so far: creation, idleness and teardown
     kube.request("DELETE", f"/api/v1/namespaces/{tenant}", ok=(200, 202))
     return {
         "seconds": total,
