@@ -196,8 +196,10 @@ pub struct Context {
     admitted: Mutex<HashSet<String>>,
     /// Serialises concurrency decisions, so two reconciles cannot both take the last slot.
     admission: tokio::sync::Mutex<()>,
-    /// When each preview's status was last written, to coalesce progress-only changes.
-    status_written: Mutex<HashMap<String, std::time::Instant>>,
+    /// This process's last write to each preview (by UID): when, and the resourceVersion it
+    /// produced. Used to coalesce progress-only status changes and to wait for the cache to
+    /// catch up with our own write instead of acting on (and writing over) an older copy.
+    written: Mutex<HashMap<String, Written>>,
     /// Consecutive failures per preview, for capped exponential backoff.
     failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,
     /// Wakes previews waiting for a concurrency slot.
@@ -252,7 +254,12 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
         .ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace"))?;
     let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
     let key = ObjectRef::from_obj(pe.as_ref());
-    let pe = with_finalizer(&api, pe).await?;
+    if cache_is_behind(&ctx, &pe) {
+        // The event that shows our write is on its way; status-only changes wake nothing
+        // (see run), so come back for it.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    let pe = with_finalizer(&ctx, &api, pe).await?;
     let result = finalizer(&api, FINALIZER, pe, |event| async {
         match event {
             Finalizer::Apply(pe) => apply_preview(&pe, &ctx).await,
@@ -271,6 +278,7 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
 /// `finalizer()` would add it and stop, leaving the real work to the next reconcile that the
 /// patch triggers: one more watch round trip, debounce and queue wait for every new preview.
 async fn with_finalizer(
+    ctx: &Context,
     api: &Api<PreviewEnvironment>,
     pe: Arc<PreviewEnvironment>,
 ) -> Result<Arc<PreviewEnvironment>, Error> {
@@ -299,6 +307,7 @@ async fn with_finalizer(
             source,
         })?;
     patched.managed_fields_mut().clear();
+    record_write(ctx, &patched, false);
     Ok(Arc::new(patched))
 }
 
@@ -701,9 +710,54 @@ async fn apply_preview(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action,
 }
 
 fn since_last_status_write(ctx: &Context, uid: &str) -> Option<Duration> {
-    lock(&ctx.status_written)
+    lock(&ctx.written)
         .get(uid)
-        .map(std::time::Instant::elapsed)
+        .and_then(|w| w.status_at)
+        .map(|at| at.elapsed())
+}
+
+/// See [`Context::written`].
+#[derive(Clone, Debug, Default)]
+struct Written {
+    at: Option<std::time::Instant>,
+    status_at: Option<std::time::Instant>,
+    resource_version: Option<String>,
+}
+
+/// How long a reconcile waits for the cache to show this process's own last write before it
+/// assumes someone else wrote after it and goes on with what the cache holds.
+const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Records a write to `pe` that produced `written` (the object the API server returned).
+fn record_write(ctx: &Context, written: &PreviewEnvironment, status: bool) {
+    let Some(uid) = written.uid() else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    let mut map = lock(&ctx.written);
+    let entry = map.entry(uid).or_default();
+    entry.at = Some(now);
+    entry.resource_version = written.resource_version();
+    if status {
+        entry.status_at = Some(now);
+    }
+}
+
+/// Whether the cached `pe` is older than this process's own last write to it: then acting on
+/// it would redo (and re-announce) what was just done, or fail on a stale resourceVersion.
+fn cache_is_behind(ctx: &Context, pe: &PreviewEnvironment) -> bool {
+    if pe.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let Some(uid) = pe.uid() else {
+        return false;
+    };
+    lock(&ctx.written).get(&uid).is_some_and(|w| {
+        w.resource_version.is_some()
+            && w.resource_version != pe.resource_version()
+            && w.at
+                .is_some_and(|at| at.elapsed() < OWN_WRITE_VISIBLE_WITHIN)
+    })
 }
 
 async fn apply_namespace(ctx: &Context, ns: Namespace) -> Result<(), Error> {
@@ -880,19 +934,18 @@ async fn write_status(
         kind: "PreviewEnvironment",
         status: &status,
     };
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        name: name.clone(),
-        source,
-    })?;
-    if let Some(uid) = pe.uid() {
-        lock(&ctx.status_written).insert(uid, std::time::Instant::now());
-    }
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status {
+            name: name.clone(),
+            source,
+        })?;
+    record_write(ctx, &written, true);
     let was_ready = previous.and_then(|p| p.phase) == Some(Phase::Ready);
     if status.phase == Some(Phase::Ready)
         && !was_ready
@@ -994,7 +1047,7 @@ async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error
             source,
         })? {
         Gone::Yes | Gone::NotOurs => {
-            lock(&ctx.status_written).remove(&owner.uid);
+            lock(&ctx.written).remove(&owner.uid);
             if let Some(deleted) = &pe.metadata.deletion_timestamp {
                 ctx.metrics
                     .torn_down(now().duration_since(deleted.0).unsigned_abs());
@@ -1230,7 +1283,7 @@ pub async fn run(
         admitted: Mutex::new(HashSet::new()),
         admission: tokio::sync::Mutex::new(()),
         failures: Mutex::new(HashMap::new()),
-        status_written: Mutex::new(HashMap::new()),
+        written: Mutex::new(HashMap::new()),
         wake: wake_tx,
         synced,
         leader,
