@@ -979,51 +979,58 @@ fn announce(
     let old_reason = previous
         .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Ready"))
         .map(|c| c.reason.clone());
-    let (Some(phase), Some(ready)) = (status.phase, ready) else {
-        return;
-    };
-    if old_phase == Some(phase) && old_reason.as_deref() == Some(ready.reason.as_str()) {
-        return;
+    // A preview that reaches Ready or Failed says so with the reason (TestFailed...) and the
+    // tests' summary; the results that ended it are in that one Event, not one more each.
+    let mut results_told = false;
+    if let (Some(phase), Some(ready)) = (status.phase, ready)
+        && (old_phase != Some(phase) || old_reason.as_deref() != Some(ready.reason.as_str()))
+    {
+        let ends = phase == Phase::Ready || phase == Phase::Failed;
+        let kind = if phase == Phase::Failed {
+            events::Kind::Warning
+        } else {
+            events::Kind::Normal
+        };
+        let reason = if ends {
+            ready.reason.clone()
+        } else {
+            phase.as_str().to_string()
+        };
+        publish(
+            ctx,
+            pe,
+            kind,
+            &reason,
+            format!("{}: {}", phase.as_str(), ready.message),
+        );
+        results_told = ends;
     }
-    let type_ = if phase == Phase::Failed {
-        events::Kind::Warning
-    } else {
-        events::Kind::Normal
-    };
-    let reason = if phase == Phase::Ready || phase == Phase::Failed {
-        ready.reason.clone()
-    } else {
-        phase.as_str().to_string()
-    };
-    publish(
-        ctx,
-        pe,
-        type_,
-        &reason,
-        format!("{}: {}", phase.as_str(), ready.message),
-    );
     for t in &status.tests {
         let before = previous
             .and_then(|p| p.tests.iter().find(|o| o.name == t.name && o.sha == t.sha))
             .map(|o| o.phase);
-        if before != Some(t.phase) && matches!(t.phase, TestPhase::Succeeded | TestPhase::Failed) {
-            let took = match (&t.started_at, &t.finished_at) {
-                (Some(start), Some(end)) => Some(end.0.duration_since(start.0).unsigned_abs()),
-                _ => None,
-            };
-            ctx.metrics
-                .test_finished(t.phase == TestPhase::Succeeded, took);
-            let (type_, reason) = if t.phase == TestPhase::Succeeded {
-                (events::Kind::Normal, "TestSucceeded")
-            } else {
-                (events::Kind::Warning, "TestFailed")
-            };
-            let note = t
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("test {} passed at {}", t.name, t.sha));
-            publish(ctx, pe, type_, reason, note);
+        if before == Some(t.phase) || !matches!(t.phase, TestPhase::Succeeded | TestPhase::Failed) {
+            continue;
         }
+        let took = match (&t.started_at, &t.finished_at) {
+            (Some(start), Some(end)) => Some(end.0.duration_since(start.0).unsigned_abs()),
+            _ => None,
+        };
+        ctx.metrics
+            .test_finished(t.phase == TestPhase::Succeeded, took);
+        if results_told {
+            continue;
+        }
+        let (kind, reason) = if t.phase == TestPhase::Succeeded {
+            (events::Kind::Normal, "TestSucceeded")
+        } else {
+            (events::Kind::Warning, "TestFailed")
+        };
+        let note = t
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("test {} passed at {}", t.name, t.sha));
+        publish(ctx, pe, kind, reason, note);
     }
 }
 
