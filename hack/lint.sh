@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Lints that need no cluster, run by hack/test.sh after clippy:
+# - actionlint on every GitHub Actions workflow under examples/ (built by hack/actionlint.sh
+#   on first use; the examples are not in .github/workflows, so they are passed by path);
+# - shellcheck on the scripts under hack/, when shellcheck is installed (it is not required:
+#   apt-get install shellcheck, or any other packaging of it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=lib/rig.sh
+source hack/lib/rig.sh
+
+# Workflows: YAML files under examples/ with top-level `on:` and `jobs:` keys.
+mapfile -t workflows < <(grep -rlZE '^jobs:' examples --include='*.yml' --include='*.yaml' |
+  xargs -0 -r grep -lE '^on:' | sort)
+if ((${#workflows[@]} == 0)); then
+  log "no workflows found under examples/"
+  exit 1
+fi
+log "actionlint: ${workflows[*]}"
+# actionlint also runs shellcheck on every run: script when shellcheck is on PATH.
+hack/actionlint.sh -no-color "${workflows[@]}"
+
+if command -v shellcheck >/dev/null; then
+  log "shellcheck: hack/**/*.sh"
+  # -x -P SCRIPTDIR: follow `source` lines, resolving their `# shellcheck source=` paths
+  # relative to each script.
+  mapfile -t scripts < <(find hack -name '*.sh' -type f | sort)
+  shellcheck -x -P SCRIPTDIR "${scripts[@]}"
+else
+  log "shellcheck is not installed: skipping the shell script lint (apt-get install shellcheck)"
+fi
+log "lint passed"
