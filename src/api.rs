@@ -27,6 +27,97 @@ pub mod condition {
     pub const READY: &str = "Ready";
 }
 
+/// Declares [`Reason`]: each variant is written into conditions as its own name.
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $name:ident,)+) => {
+        /// Why a condition has the status it has: every `reason` the operator writes.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $name,)+
+        }
+
+        impl Reason {
+            /// The reason as it appears in a condition.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)+
+                }
+            }
+
+            /// The reason a condition's text names, if the operator writes it.
+            pub fn parse(text: &str) -> Option<Reason> {
+                match text {
+                    $(stringify!($name) => Some(Reason::$name),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Every service is available at headSha.
+    ServicesAvailable,
+    /// Services are rolling out.
+    Deploying,
+    /// The spec has no tests.
+    NoTests,
+    /// Every test at headSha passed.
+    TestsSucceeded,
+    /// Tests are running.
+    TestsRunning,
+    /// Tests wait until every service is available.
+    WaitingForServices,
+    /// A test's Job failed.
+    TestFailed,
+    /// A test's Job ran past its timeout.
+    TestTimedOut,
+    /// Available and tests succeeded.
+    Ready,
+    /// Waiting for a slot of the tenant's concurrency limit.
+    ConcurrencyLimit,
+    /// The spec breaks operator policy.
+    PolicyViolation,
+    /// The preview namespace's name is taken by a namespace the operator does not own.
+    NamespaceConflict,
+    /// An earlier namespace of the same name is still being deleted.
+    NamespaceTerminating,
+    /// The API server refused a child object.
+    ApplyFailed,
+    /// The namespace's ResourceQuota refused a pod.
+    QuotaExceeded,
+    /// Pod Security admission refused a pod.
+    PodSecurityViolation,
+    /// The ReplicaSet could not create pods for another reason.
+    ReplicaFailure,
+    /// A rollout made no progress within its deadline.
+    ProgressDeadlineExceeded,
+    /// A container keeps crashing.
+    CrashLoopBackOff,
+    /// An image cannot be pulled.
+    ImagePullBackOff,
+    /// An image cannot be pulled (first attempt).
+    ErrImagePull,
+    /// An image reference is invalid.
+    InvalidImageName,
+    /// A container's configuration (for example a missing Secret key) is invalid.
+    CreateContainerConfigError,
+    /// The runtime could not create a container.
+    CreateContainerError,
+}
+
+impl Reason {
+    /// Container waiting reasons that will not fix themselves: a service stuck in one fails.
+    pub const STUCK_CONTAINER: [Reason; 6] = [
+        Reason::CrashLoopBackOff,
+        Reason::ImagePullBackOff,
+        Reason::ErrImagePull,
+        Reason::InvalidImageName,
+        Reason::CreateContainerConfigError,
+        Reason::CreateContainerError,
+    ];
+}
+
 /// A short-lived environment for one pull request: a hardened namespace with the PR's
 /// services, and test Jobs run against them.
 // clippy reads repeated `type_ = "string"` inside the printcolumn(...) lists as duplicated

@@ -27,7 +27,8 @@ impl PodSecurityLevel {
     }
 }
 
-fn duration_arg(text: &str) -> Result<Duration, String> {
+/// Parses a duration flag (`30s`, `10m`, `72h`, `7d`) with a message that shows the format.
+pub fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 10m, 72h or 7d"))
 }

@@ -14,3 +14,20 @@ pub fn render() -> Result<String, serde_saphyr::ser::Error> {
     let yaml = serde_saphyr::to_string(&PreviewEnvironment::crd())?;
     Ok(format!("{HEADER}{yaml}"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The committed manifest (and the chart's copy of it) must be exactly what
+    /// `preview-operator crd` prints.
+    #[test]
+    fn committed_crd_matches_the_generated_one() {
+        let generated = super::render().expect("the CRD renders");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/previewenvironments.yaml");
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "crds/previewenvironments.yaml is out of date with src/api.rs; regenerate it with:\n  \
+             cargo run --quiet -- crd > crds/previewenvironments.yaml"
+        );
+    }
+}

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::{Phase, PreviewEnvironmentStatus};
+use crate::api::{Phase, PreviewEnvironmentStatus, Reason, condition};
 use crate::metrics::Metrics;
 
 /// GitHub's commit status states.
@@ -54,7 +54,10 @@ pub fn commit_status(
 ) -> Option<CommitStatus> {
     let phase = status.phase?;
     let sha = status.observed_sha.clone()?;
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY);
     let summary = status.test_summary.clone().unwrap_or_default();
     let (state, description) = match phase {
         Phase::Terminating => return None,
@@ -70,7 +73,11 @@ pub fn commit_status(
         Phase::Ready => (State::Success, format!("ready: {summary}")),
         Phase::Failed => {
             let reason = ready.map(|c| c.reason.clone()).unwrap_or_default();
-            let state = if matches!(reason.as_str(), "TestFailed" | "TestTimedOut") {
+            let test_failed = matches!(
+                Reason::parse(&reason),
+                Some(Reason::TestFailed | Reason::TestTimedOut)
+            );
+            let state = if test_failed {
                 State::Failure
             } else {
                 State::Error

@@ -1,8 +1,11 @@
 //! preview-operator: a Kubernetes operator that gives every pull request its own short-lived,
-//! tested environment. The binary in `main.rs` wires these modules together.
+//! tested environment. `main.rs` parses the command line (`cli`) and hands `run` to `runtime`,
+//! which wires the other modules together.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crd;
@@ -10,5 +13,10 @@ pub mod github;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod runtime;
 pub mod server;
+pub mod sync;
 pub mod webhook;
+
+#[cfg(test)]
+mod fixtures;

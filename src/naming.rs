@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use crate::api::PreviewEnvironment;
+
 /// Marks every object the operator manages.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY`].
+/// Value of [`MANAGED_BY`], and the field manager of every write the operator makes.
 pub const MANAGER: &str = "preview-operator";
 /// Namespace of the owning PreviewEnvironment.
 pub const OWNER_NAMESPACE: &str = "preview.dev/owner-namespace";
@@ -29,6 +31,22 @@ pub const COMPONENT: &str = "preview.dev/component";
 pub const PART_OF: &str = "preview.dev/name";
 /// Commit a test Job runs for.
 pub const SHA: &str = "preview.dev/sha";
+/// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot
+/// hold every valid name, and watches map children back to their owner through it.
+pub const OWNER_REF: &str = "preview.dev/owner";
+/// Annotation holding a fingerprint of what the operator last applied to an object, so a
+/// reconcile that would change nothing makes no request at all.
+pub const APPLIED_HASH: &str = "preview.dev/applied-hash";
+
+/// The owner (`namespace`, `name`) an object's [`OWNER_REF`] annotation names.
+pub fn owner_ref(annotations: &BTreeMap<String, String>) -> Option<(&str, &str)> {
+    annotations.get(OWNER_REF)?.split_once('/')
+}
+
+/// The first seven characters of a commit sha, as Git prints it.
+pub fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
 
 /// Selector for everything the operator manages.
 pub fn managed_selector() -> String {
@@ -121,6 +139,17 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner of a stored PreviewEnvironment; `None` before it has a namespace and UID.
+    pub fn of(pe: &PreviewEnvironment) -> Option<Owner> {
+        Some(Owner {
+            namespace: pe.metadata.namespace.clone()?,
+            name: pe.metadata.name.clone()?,
+            uid: pe.metadata.uid.clone()?,
+            repository: pe.spec.repository.clone(),
+            pull_request: pe.spec.pull_request,
+        })
+    }
+
     /// Labels every object owned by this PreviewEnvironment carries.
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

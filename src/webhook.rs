@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::api::PreviewEnvironment;
+use crate::client::gone_is_ok;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// A pull request that closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,11 +189,7 @@ async fn handle(
     }
     let event = header("x-github-event").unwrap_or_default().to_string();
     if let Some(id) = header("x-github-delivery")
-        && !state
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first_time(id)
+        && !lock(&state.seen).first_time(id)
     {
         return answer(
             "duplicate",
@@ -213,11 +211,7 @@ async fn handle(
                 Ok(()) => answer("accepted", StatusCode::ACCEPTED, text),
                 Err(_) => {
                     if let Some(id) = header("x-github-delivery") {
-                        state
-                            .seen
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .forget(id);
+                        lock(&state.seen).forget(id);
                     }
                     answer(
                         "busy",
@@ -256,11 +250,11 @@ pub async fn run_teardowns(client: Client, mut closed: mpsc::Receiver<ClosedPr>)
         }) {
             let ns = pe.namespace().unwrap_or_default();
             let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
-            match api.delete(&pe.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {
+            match gone_is_ok(api.delete(&pe.name_any(), &DeleteParams::default()).await) {
+                Ok(Some(_)) => {
                     info!(namespace = %ns, name = %pe.name_any(), merged = pr.merged, "pull request closed; deleting its preview")
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Ok(None) => {}
                 Err(error) => {
                     warn!(%error, namespace = %ns, name = %pe.name_any(), "failed to delete the preview of a closed PR")
                 }

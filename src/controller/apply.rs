@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
+use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -12,11 +13,74 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::build::{APPLIED_HASH, stamp};
-use crate::naming::OWNER_UID;
+use super::build::{Environment, Preview, stamp};
+use super::children::Stores;
+use crate::client::gone_is_ok;
+use crate::naming::{APPLIED_HASH, MANAGER, OWNER_UID};
 
-/// Field manager of every write the operator makes.
-pub const MANAGER: &str = "preview-operator";
+/// Brings every child of `env` into place in the preview namespace and deletes the owned
+/// children of each kind that it no longer holds.
+pub async fn environment(
+    client: &Client,
+    stores: &Stores,
+    preview: &Preview<'_>,
+    env: Environment,
+) -> Result<(), ApplyError> {
+    let (c, s) = (client, stores);
+    let scope = Scope {
+        namespace: &preview.namespace,
+        owner_uid: &preview.owner.uid,
+    };
+    // Destructured without `..`: a new kind of child does not compile until it is applied.
+    let Environment {
+        network_policy,
+        quota,
+        limit_range,
+        deployments,
+        services,
+        ingresses,
+    } = env;
+    // The kinds are independent: apply them concurrently, so a new preview costs one round
+    // trip to the API server instead of one per object.
+    futures::try_join!(
+        sync(c, &s.network_policies, scope, vec![network_policy]),
+        sync(c, &s.quotas, scope, vec![quota]),
+        sync(c, &s.limit_ranges, scope, vec![limit_range]),
+        sync(c, &s.deployments, scope, deployments),
+        sync(c, &s.services, scope, services),
+        sync(c, &s.ingresses, scope, ingresses),
+    )?;
+    Ok(())
+}
+
+/// The preview namespace and owner whose children one apply covers.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    namespace: &'a str,
+    owner_uid: &'a str,
+}
+
+/// Applies every `desired` object of one kind, then deletes the owned ones not among them.
+async fn sync<K, S>(
+    client: &Client,
+    store: &Store<S>,
+    scope: Scope<'_>,
+    desired: Vec<K>,
+) -> Result<(), ApplyError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug,
+    S: Resource + Clone,
+    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let keep: BTreeSet<String> = desired.iter().map(|o| o.name_any()).collect();
+    try_join_all(desired.into_iter().map(|o| apply(client, store, o))).await?;
+    delete_extras::<K, S>(client, store, scope.namespace, scope.owner_uid, &keep).await?;
+    Ok(())
+}
 
 /// A write to a child failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,16 +201,13 @@ where
         + Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(ApplyError::Delete {
-            kind: K::kind(&()).into_owned(),
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            source,
-        }),
-    }
+    gone_is_ok(api.delete(name, params).await).map_err(|source| ApplyError::Delete {
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// Deletes every owned object of kind `K` in `namespace` that is not in `keep`.

@@ -24,14 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{self, PreviewEnvironmentSpec, ServiceSpec, TestSpec, parse_duration};
 use crate::config::Config;
-use crate::naming::{self, COMPONENT, Owner, PART_OF, SHA, short_hash};
+use crate::naming::{self, APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF, SHA, short_hash};
 
-/// Annotation holding a fingerprint of what the operator last applied to an object, so a
-/// reconcile that would change nothing makes no request at all.
-pub const APPLIED_HASH: &str = "preview.dev/applied-hash";
-/// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot
-/// hold every valid name, and watches map children back to their owner through it.
-pub const OWNER_REF: &str = "preview.dev/owner";
 /// Name of the NetworkPolicy, ResourceQuota and LimitRange in every preview namespace.
 pub const HARDENING_NAME: &str = "preview-defaults";
 /// `preview.dev/component` value of service children.
@@ -48,10 +42,10 @@ pub struct Preview<'a> {
     pub namespace: String,
 }
 
-/// Everything in a preview namespace except the test Jobs (which wait for the services).
+/// Everything in a preview namespace except the test Jobs (which wait for the services); the
+/// namespace itself is [`namespace`], created first.
 #[derive(Clone, Debug)]
 pub struct Environment {
-    pub namespace: Namespace,
     pub network_policy: NetworkPolicy,
     pub quota: ResourceQuota,
     pub limit_range: LimitRange,
@@ -96,11 +90,9 @@ impl Preview<'_> {
     }
 }
 
-/// The desired environment: namespace, hardening and one Deployment (+ Service, + Ingress)
-/// per service.
+/// The desired environment: hardening and one Deployment (+ Service, + Ingress) per service.
 pub fn environment(preview: &Preview<'_>, config: &Config) -> Environment {
     Environment {
-        namespace: namespace(preview, config),
         network_policy: network_policy(preview, config),
         quota: resource_quota(preview, config),
         limit_range: limit_range(preview, config),
@@ -125,7 +117,8 @@ pub fn environment(preview: &Preview<'_>, config: &Config) -> Environment {
     }
 }
 
-fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
+/// The preview namespace, with its ownership and Pod Security labels.
+pub fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
     let mut labels = preview.labels();
     let level = config.pod_security_level.as_str();
     for mode in ["enforce", "audit", "warn"] {
@@ -445,8 +438,7 @@ pub fn preview_url(preview: &Preview<'_>, config: &Config) -> Option<String> {
 
 /// Name of the Job running `test` for `sha`: `<test>-<first 7 of sha>`.
 pub fn job_name(test: &str, sha: &str) -> String {
-    let short: String = sha.chars().take(7).collect();
-    format!("{test}-{short}")
+    format!("{test}-{}", naming::short_sha(sha))
 }
 
 /// `PREVIEW_<SERVICE>_URL`: upper case, dashes become underscores.
@@ -614,7 +606,8 @@ mod tests {
         let spec = spec();
         let p = preview(&spec);
         let env = environment(&p, &with_ingress(false));
-        let metas = std::iter::once(&env.namespace.metadata)
+        let ns = namespace(&p, &with_ingress(false));
+        let metas = std::iter::once(&ns.metadata)
             .chain([
                 &env.network_policy.metadata,
                 &env.quota.metadata,
@@ -645,13 +638,10 @@ mod tests {
     #[test]
     fn namespace_enforces_the_configured_pod_security_level() {
         let spec = spec();
-        let env = environment(&preview(&spec), &Config::default());
-        let labels = env.namespace.metadata.labels.unwrap_or_default();
+        let ns = namespace(&preview(&spec), &Config::default());
+        let labels = ns.metadata.labels.unwrap_or_default();
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
-        assert_eq!(
-            env.namespace.metadata.name.as_deref(),
-            Some("pr-shop-pr-123-abcdef")
-        );
+        assert_eq!(ns.metadata.name.as_deref(), Some("pr-shop-pr-123-abcdef"));
     }
 
     #[test]

@@ -58,9 +58,9 @@ impl Events {
     /// Starts the publishing task. It ends once every `Events` is dropped and the queue is
     /// drained.
     pub fn start(client: Client, reporter: Reporter) -> (Self, JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<Note>(QUEUE);
+        let (tx, rx) = mpsc::channel::<Note>(QUEUE);
         let task = tokio::spawn(async move {
-            futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            tokio_stream::wrappers::ReceiverStream::new(rx)
                 .for_each_concurrent(CONCURRENCY, |note| {
                     let client = client.clone();
                     let reporter = reporter.clone();

@@ -67,12 +67,11 @@ impl StuckPods {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<Pod>>> {
-        // Plain inserts and removes cannot leave the map inconsistent on a panic.
-        self.pods.read().unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.pods)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Arc<Pod>>> {
-        self.pods.write().unwrap_or_else(|p| p.into_inner())
+        crate::sync::write(&self.pods)
     }
 
     /// Takes in one pod: kept, pruned, when stuck; forgotten otherwise. Returns it when stuck.
@@ -210,7 +209,7 @@ mod tests {
         let status = p.status.as_ref().expect("status kept");
         assert!(status.conditions.is_none());
         let problem = status::pod_problem([&p]).expect("still stuck");
-        assert_eq!(problem.reason, "CrashLoopBackOff");
+        assert_eq!(problem.reason, crate::api::Reason::CrashLoopBackOff);
         assert!(problem.message.contains("web-1"), "{}", problem.message);
     }
 

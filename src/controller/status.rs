@@ -1,5 +1,8 @@
 //! PURE: what the operator observed (children, pods, policy decisions) becomes the
 //! PreviewEnvironment's status: phase, conditions with actionable reasons, services, tests.
+//!
+//! [`compute`] is one small function per condition (`available`, `tests_succeeded`, `ready`)
+//! plus the phase; each returns a [`Verdict`] that `compute` turns into a `metav1.Condition`.
 
 use std::collections::BTreeMap;
 
@@ -9,10 +12,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{
-    PreviewEnvironmentSpec, PreviewEnvironmentStatus, ServiceSpec, ServiceStatus, TestPhase,
-    TestStatus, condition,
+    Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ServiceSpec, ServiceStatus,
+    TestPhase, TestStatus, condition,
 };
-use crate::naming::SHA;
+use crate::naming::{SHA, short_sha};
 
 use super::build::job_name;
 
@@ -33,22 +36,37 @@ pub enum Gate {
     ApplyFailed(String),
 }
 
+impl Gate {
+    pub fn is_open(&self) -> bool {
+        *self == Gate::Open
+    }
+
+    /// The reason and message every condition carries while the gate is closed.
+    fn verdict(&self) -> Option<Verdict> {
+        let (reason, message) = match self {
+            Gate::Open => return None,
+            Gate::ConcurrencyLimit { limit, position } => (
+                Reason::ConcurrencyLimit,
+                format!(
+                    "waiting for a slot: at most {limit} previews may run in this namespace; \
+                     this one is number {position} in the queue"
+                ),
+            ),
+            Gate::PolicyViolation(m) => (Reason::PolicyViolation, m.clone()),
+            Gate::NamespaceConflict(m) => (Reason::NamespaceConflict, m.clone()),
+            Gate::NamespaceTerminating(m) => (Reason::NamespaceTerminating, m.clone()),
+            Gate::ApplyFailed(m) => (Reason::ApplyFailed, m.clone()),
+        };
+        Some(Verdict::no(reason, message))
+    }
+}
+
 /// A service's pods are stuck for a reason a developer must fix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodProblem {
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
-
-/// Waiting reasons of a container that will not fix themselves.
-const STUCK_REASONS: [&str; 6] = [
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-];
 
 /// The first stuck container among a service's pods, if any.
 pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodProblem> {
@@ -57,30 +75,147 @@ pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodPro
         let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
         statuses.iter().find_map(|cs| {
             let waiting = cs.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.clone()?;
-            STUCK_REASONS
-                .contains(&reason.as_str())
-                .then(|| PodProblem {
-                    message: format!(
-                        "container {} of pod {name} is in {reason}: {}",
-                        cs.name,
-                        waiting.message.clone().unwrap_or_default()
-                    ),
-                    reason,
-                })
+            let reason = Reason::parse(waiting.reason.as_deref()?)
+                .filter(|r| Reason::STUCK_CONTAINER.contains(r))?;
+            Some(PodProblem {
+                message: format!(
+                    "container {} of pod {name} is in {}: {}",
+                    cs.name,
+                    reason.as_str(),
+                    waiting.message.clone().unwrap_or_default()
+                ),
+                reason,
+            })
         })
     })
 }
 
-/// Everything observed for one reconcile.
-#[derive(Clone, Debug, Default)]
-pub struct Observed<'a> {
-    /// Deployments by service name.
-    pub deployments: BTreeMap<String, &'a Deployment>,
-    /// Jobs of the current headSha by test name.
-    pub jobs: BTreeMap<String, &'a Job>,
-    /// Stuck pods by service name.
-    pub pod_problems: BTreeMap<String, PodProblem>,
+/// Where one service is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceState {
+    Available,
+    Progressing(String),
+    Failed { reason: Reason, message: String },
+}
+
+impl ServiceState {
+    /// A rollout in progress whose pods are stuck has failed, for the pods' reason.
+    pub fn with_problem(self, service: &str, problem: Option<&PodProblem>) -> ServiceState {
+        match (self, problem) {
+            (ServiceState::Progressing(_), Some(p)) => ServiceState::Failed {
+                reason: p.reason,
+                message: format!("service {service}: {}", p.message),
+            },
+            (state, _) => state,
+        }
+    }
+}
+
+/// One service as observed: its state and its pods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedService {
+    pub name: String,
+    pub state: ServiceState,
+    pub ready_replicas: i32,
+    pub replicas: i32,
+}
+
+impl ObservedService {
+    /// Observes `svc` through its Deployment (if any); `problem` is asked for only while the
+    /// rollout is in progress, since only then do stuck pods explain anything.
+    pub fn new(
+        svc: &ServiceSpec,
+        deployment: Option<&Deployment>,
+        head_sha: &str,
+        problem: impl FnOnce() -> Option<PodProblem>,
+    ) -> Self {
+        let state = match service_state(svc, deployment, head_sha) {
+            progressing @ ServiceState::Progressing(_) => {
+                progressing.with_problem(&svc.name, problem().as_ref())
+            }
+            state => state,
+        };
+        ObservedService {
+            name: svc.name.clone(),
+            state,
+            ready_replicas: deployment
+                .and_then(|d| d.status.as_ref())
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0),
+            replicas: svc.replicas,
+        }
+    }
+}
+
+/// One test's run at headSha, and whether it failed by running out of time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TestRun {
+    pub status: TestStatus,
+    pub timed_out: bool,
+}
+
+/// Everything one reconcile observed of a preview's children, derived once and passed on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Every service of the spec, in order.
+    pub services: Vec<ObservedService>,
+    /// Every test of the spec at headSha, in order.
+    pub tests: Vec<TestRun>,
+}
+
+impl Observed {
+    /// Observes every service and test of `spec` through its children, looked up by name.
+    pub fn new<'a>(
+        spec: &PreviewEnvironmentSpec,
+        deployment: impl Fn(&str) -> Option<&'a Deployment>,
+        problem: impl Fn(&ServiceSpec) -> Option<PodProblem>,
+        job: impl Fn(&str) -> Option<&'a Job>,
+    ) -> Self {
+        let sha = spec.head_sha.as_str();
+        Observed {
+            services: spec
+                .services
+                .iter()
+                .map(|s| ObservedService::new(s, deployment(&s.name), sha, || problem(s)))
+                .collect(),
+            tests: spec
+                .tests
+                .iter()
+                .map(|t| test_run(&t.name, sha, job(&t.name)))
+                .collect(),
+        }
+    }
+
+    /// A preview of which nothing exists yet.
+    pub fn nothing(spec: &PreviewEnvironmentSpec) -> Self {
+        Observed::new(spec, |_| None, |_| None, |_| None)
+    }
+
+    pub fn all_available(&self) -> bool {
+        self.services
+            .iter()
+            .all(|s| s.state == ServiceState::Available)
+    }
+
+    fn service_failure(&self) -> Option<(Reason, &str)> {
+        self.services.iter().find_map(|s| match &s.state {
+            ServiceState::Failed { reason, message } => Some((*reason, message.as_str())),
+            _ => None,
+        })
+    }
+
+    fn count(&self, phase: TestPhase) -> usize {
+        self.tests
+            .iter()
+            .filter(|t| t.status.phase == phase)
+            .count()
+    }
+
+    fn failed_test(&self) -> Option<&TestRun> {
+        self.tests
+            .iter()
+            .find(|t| t.status.phase == TestPhase::Failed)
+    }
 }
 
 /// Inputs of [`compute`] that are not observations.
@@ -98,49 +233,32 @@ pub struct Context<'a> {
     pub expires_at: Time,
 }
 
-/// Where one service is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServiceState {
-    Available,
-    Progressing(String),
-    Failed { reason: String, message: String },
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
-
 /// Whether a Deployment runs `head_sha` with every wanted pod available and no old pod left.
 pub fn service_state(
     svc: &ServiceSpec,
     deployment: Option<&Deployment>,
     head_sha: &str,
-    problem: Option<&PodProblem>,
 ) -> ServiceState {
     let Some(d) = deployment else {
         return ServiceState::Progressing(format!("{}: not created yet", svc.name));
     };
     let status = d.status.clone().unwrap_or_default();
-    for c in status.conditions.iter().flatten() {
-        if c.type_ == "ReplicaFailure" && c.status == "True" {
-            let message = c.message.clone().unwrap_or_default();
-            let reason = if message.contains("exceeded quota") {
-                "QuotaExceeded"
-            } else if message.contains("violates PodSecurity") {
-                "PodSecurityViolation"
-            } else {
-                "ReplicaFailure"
-            };
-            return ServiceState::Failed {
-                reason: reason.to_string(),
-                message: format!("service {}: {message}", svc.name),
-            };
-        }
-    }
-    if let Some(p) = problem {
+    let conditions = status.conditions.clone().unwrap_or_default();
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+    {
+        let message = c.message.clone().unwrap_or_default();
+        let reason = if message.contains("exceeded quota") {
+            Reason::QuotaExceeded
+        } else if message.contains("violates PodSecurity") {
+            Reason::PodSecurityViolation
+        } else {
+            Reason::ReplicaFailure
+        };
         return ServiceState::Failed {
-            reason: p.reason.clone(),
-            message: format!("service {}: {}", svc.name, p.message),
+            reason,
+            message: format!("service {}: {message}", svc.name),
         };
     }
     let template_sha = d
@@ -158,31 +276,31 @@ pub fn service_state(
     if current && updated >= wanted && available >= wanted && total == wanted {
         return ServiceState::Available;
     }
-    for c in status.conditions.iter().flatten() {
-        if c.type_ == "Progressing"
+    let deadline_exceeded = conditions.iter().any(|c| {
+        c.type_ == "Progressing"
             && c.status == "False"
-            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        {
-            return ServiceState::Failed {
-                reason: "ProgressDeadlineExceeded".to_string(),
-                message: format!(
-                    "service {}: rollout made no progress in time ({}/{wanted} available); \
-                     check its pods' events",
-                    svc.name, available
-                ),
-            };
-        }
+            && c.reason.as_deref() == Some(Reason::ProgressDeadlineExceeded.as_str())
+    });
+    if deadline_exceeded {
+        return ServiceState::Failed {
+            reason: Reason::ProgressDeadlineExceeded,
+            message: format!(
+                "service {}: rollout made no progress in time ({available}/{wanted} available); \
+                 check its pods' events",
+                svc.name
+            ),
+        };
     }
     ServiceState::Progressing(format!(
         "{} ({}/{wanted} available at {})",
         svc.name,
         if current { available } else { 0 },
-        short(head_sha)
+        short_sha(head_sha)
     ))
 }
 
 /// Where one test run is, from its Job.
-pub fn test_status(name: &str, sha: &str, job: Option<&Job>) -> TestStatus {
+pub fn test_run(name: &str, sha: &str, job: Option<&Job>) -> TestRun {
     let mut status = TestStatus {
         name: name.to_string(),
         sha: sha.to_string(),
@@ -193,7 +311,10 @@ pub fn test_status(name: &str, sha: &str, job: Option<&Job>) -> TestStatus {
         message: Some("waiting for every service to be available".to_string()),
     };
     let Some(job) = job else {
-        return status;
+        return TestRun {
+            status,
+            timed_out: false,
+        };
     };
     let job_name = job
         .metadata
@@ -210,6 +331,7 @@ pub fn test_status(name: &str, sha: &str, job: Option<&Job>) -> TestStatus {
             .iter()
             .find(|c| c.type_ == kind && c.status == "True")
     };
+    let mut timed_out = false;
     if let Some(c) = done("Complete") {
         status.phase = TestPhase::Succeeded;
         status.finished_at = js
@@ -218,18 +340,17 @@ pub fn test_status(name: &str, sha: &str, job: Option<&Job>) -> TestStatus {
     } else if let Some(c) = done("Failed") {
         status.phase = TestPhase::Failed;
         status.finished_at = c.last_transition_time.clone();
-        let timed_out = c.reason.as_deref() == Some("DeadlineExceeded");
+        timed_out = c.reason.as_deref() == Some("DeadlineExceeded");
         let attempts = js.failed.unwrap_or(0);
+        let sha = short_sha(sha);
         status.message = Some(if timed_out {
             format!(
-                "test {name} timed out at {}: job {job_name} ran past its timeout; \
-                 see kubectl logs job/{job_name}",
-                short(sha)
+                "test {name} timed out at {sha}: job {job_name} ran past its timeout; \
+                 see kubectl logs job/{job_name}"
             )
         } else {
             format!(
-                "test {name} failed at {} after {attempts} attempt(s) ({}): see kubectl logs job/{job_name}",
-                short(sha),
+                "test {name} failed at {sha} after {attempts} attempt(s) ({}): see kubectl logs job/{job_name}",
                 c.reason.clone().unwrap_or_else(|| "Failed".into())
             )
         });
@@ -238,29 +359,175 @@ pub fn test_status(name: &str, sha: &str, job: Option<&Job>) -> TestStatus {
     } else {
         status.message = Some("job created, waiting for its pod".to_string());
     }
-    status
+    TestRun { status, timed_out }
 }
 
-fn condition(kind: &str, ok: bool, reason: &str, message: String, ctx: &Context<'_>) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    // Keep the transition time while the status does not flip, so it says since when.
-    let since = ctx
-        .previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| ctx.now.clone());
-    Condition {
-        type_: kind.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: ctx.generation,
-        last_transition_time: since,
+/// What one condition says: True or False, why, and a message for a developer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub ok: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Verdict {
+    fn yes(reason: Reason, message: String) -> Self {
+        Verdict {
+            ok: true,
+            reason,
+            message,
+        }
+    }
+
+    fn no(reason: Reason, message: String) -> Self {
+        Verdict {
+            ok: false,
+            reason,
+            message,
+        }
+    }
+
+    /// As a condition of type `kind`, keeping the transition time while the status does not
+    /// flip, so it says since when.
+    fn condition(self, kind: &str, ctx: &Context<'_>) -> Condition {
+        let status = if self.ok { "True" } else { "False" };
+        let since = ctx
+            .previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
+            .filter(|c| c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| ctx.now.clone());
+        Condition {
+            type_: kind.to_string(),
+            status: status.to_string(),
+            reason: self.reason.as_str().to_string(),
+            message: self.message,
+            observed_generation: ctx.generation,
+            last_transition_time: since,
+        }
     }
 }
 
-/// The status the PreviewEnvironment should have.
+/// `Available`: every service rolled out at headSha.
+pub fn available(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
+    if let Some(closed) = gate.verdict() {
+        return closed;
+    }
+    if let Some((reason, message)) = observed.service_failure() {
+        return Verdict::no(reason, message.to_string());
+    }
+    if observed.all_available() {
+        return Verdict::yes(
+            Reason::ServicesAvailable,
+            format!(
+                "all {} services are available at {}",
+                observed.services.len(),
+                short_sha(sha)
+            ),
+        );
+    }
+    let waiting: Vec<&str> = observed
+        .services
+        .iter()
+        .filter_map(|s| match &s.state {
+            ServiceState::Progressing(m) => Some(m.as_str()),
+            _ => None,
+        })
+        .collect();
+    Verdict::no(
+        Reason::Deploying,
+        format!("waiting for {}", waiting.join(", ")),
+    )
+}
+
+/// `TestsSucceeded`: every test at headSha passed (true when there are none).
+pub fn tests_succeeded(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
+    let total = observed.tests.len();
+    let passed = observed.count(TestPhase::Succeeded);
+    let sha = short_sha(sha);
+    if total == 0 {
+        return Verdict::yes(Reason::NoTests, "the spec has no tests".to_string());
+    }
+    if let Some(closed) = gate.verdict() {
+        return closed;
+    }
+    if let Some(t) = observed.failed_test() {
+        // One timed-out test names the failure, whichever failed first.
+        let reason = if observed
+            .tests
+            .iter()
+            .any(|t| t.status.phase == TestPhase::Failed && t.timed_out)
+        {
+            Reason::TestTimedOut
+        } else {
+            Reason::TestFailed
+        };
+        return Verdict::no(reason, t.status.message.clone().unwrap_or_default());
+    }
+    if passed == total {
+        return Verdict::yes(
+            Reason::TestsSucceeded,
+            format!("{passed}/{total} tests passed at {sha}"),
+        );
+    }
+    if !observed.all_available() {
+        return Verdict::no(
+            Reason::WaitingForServices,
+            format!("tests run at {sha} once every service is available"),
+        );
+    }
+    Verdict::no(
+        Reason::TestsRunning,
+        format!("{passed}/{total} tests passed so far at {sha}"),
+    )
+}
+
+/// `Ready`: both others; otherwise the first that is not, with its reason.
+pub fn ready(available: &Verdict, tests_succeeded: &Verdict, url: Option<&str>) -> Verdict {
+    if available.ok && tests_succeeded.ok {
+        return Verdict::yes(
+            Reason::Ready,
+            match url {
+                Some(url) => format!("preview is ready at {url}"),
+                None => "preview is ready".to_string(),
+            },
+        );
+    }
+    let blocking = if available.ok {
+        tests_succeeded
+    } else {
+        available
+    };
+    Verdict::no(blocking.reason, blocking.message.clone())
+}
+
+/// Where the preview is in its life.
+pub fn phase(gate: &Gate, observed: &Observed) -> Phase {
+    match gate {
+        Gate::ConcurrencyLimit { .. } | Gate::NamespaceTerminating(_) => Phase::Pending,
+        Gate::PolicyViolation(_) | Gate::NamespaceConflict(_) | Gate::ApplyFailed(_) => {
+            Phase::Failed
+        }
+        Gate::Open if observed.service_failure().is_some() || observed.failed_test().is_some() => {
+            Phase::Failed
+        }
+        Gate::Open if !observed.all_available() => Phase::Deploying,
+        Gate::Open if observed.count(TestPhase::Succeeded) < observed.tests.len() => Phase::Testing,
+        Gate::Open => Phase::Ready,
+    }
+}
+
+/// "passed/total" for the printer column.
+fn test_summary(observed: &Observed) -> String {
+    let total = observed.tests.len();
+    let passed = observed.count(TestPhase::Succeeded);
+    match observed.count(TestPhase::Failed) {
+        _ if total == 0 => "no tests".to_string(),
+        0 => format!("{passed}/{total} passed"),
+        failed => format!("{passed}/{total} passed, {failed} failed"),
+    }
+}
+
 /// Whether `next` differs from `previous` only in progress within the same state: replica
 /// counts, a test's Job appearing and going from Pending to Running, condition messages. Such a change can wait a
 /// moment and be written together with the next one. Anything a client acts on (phase, a
@@ -287,270 +554,51 @@ pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironm
     previous != next && without_progress(previous) == without_progress(next)
 }
 
-pub fn compute(ctx: &Context<'_>, observed: &Observed<'_>) -> PreviewEnvironmentStatus {
-    use crate::api::Phase;
-    let spec = ctx.spec;
-    let sha = spec.head_sha.as_str();
-
-    let states: Vec<(&ServiceSpec, ServiceState)> = spec
-        .services
-        .iter()
-        .map(|s| {
-            let state = service_state(
-                s,
-                observed.deployments.get(&s.name).copied(),
-                sha,
-                observed.pod_problems.get(&s.name),
-            );
-            (s, state)
-        })
-        .collect();
-    let all_available = states.iter().all(|(_, s)| *s == ServiceState::Available);
-    let service_failure = states.iter().find_map(|(_, s)| match s {
-        ServiceState::Failed { reason, message } => Some((reason.clone(), message.clone())),
-        _ => None,
-    });
-
-    let tests: Vec<TestStatus> = spec
-        .tests
-        .iter()
-        .map(|t| test_status(&t.name, sha, observed.jobs.get(&t.name).copied()))
-        .collect();
-    let passed = tests
-        .iter()
-        .filter(|t| t.phase == TestPhase::Succeeded)
-        .count();
-    let failed_test = tests.iter().find(|t| t.phase == TestPhase::Failed);
-    let failed_count = tests
-        .iter()
-        .filter(|t| t.phase == TestPhase::Failed)
-        .count();
-
-    let gate_reason = match &ctx.gate {
-        Gate::Open => None,
-        Gate::ConcurrencyLimit { limit, position } => Some((
-            "ConcurrencyLimit",
-            format!(
-                "waiting for a slot: at most {limit} previews may run in this namespace; \
-                 this one is number {position} in the queue"
-            ),
-        )),
-        Gate::PolicyViolation(m) => Some(("PolicyViolation", m.clone())),
-        Gate::NamespaceConflict(m) => Some(("NamespaceConflict", m.clone())),
-        Gate::NamespaceTerminating(m) => Some(("NamespaceTerminating", m.clone())),
-        Gate::ApplyFailed(m) => Some(("ApplyFailed", m.clone())),
-    };
-
-    let available = match (&gate_reason, &service_failure) {
-        (Some((reason, message)), _) => {
-            condition(condition::AVAILABLE, false, reason, message.clone(), ctx)
-        }
-        (None, Some((reason, message))) => {
-            condition(condition::AVAILABLE, false, reason, message.clone(), ctx)
-        }
-        (None, None) if all_available => condition(
-            condition::AVAILABLE,
-            true,
-            "ServicesAvailable",
-            format!(
-                "all {} services are available at {}",
-                spec.services.len(),
-                short(sha)
-            ),
-            ctx,
-        ),
-        (None, None) => {
-            let waiting: Vec<String> = states
-                .iter()
-                .filter_map(|(_, s)| match s {
-                    ServiceState::Progressing(m) => Some(m.clone()),
-                    _ => None,
-                })
-                .collect();
-            condition(
-                condition::AVAILABLE,
-                false,
-                "Deploying",
-                format!("waiting for {}", waiting.join(", ")),
-                ctx,
-            )
-        }
-    };
-
-    let tests_succeeded = if spec.tests.is_empty() {
-        condition(
-            condition::TESTS_SUCCEEDED,
-            true,
-            "NoTests",
-            "the spec has no tests".to_string(),
-            ctx,
-        )
-    } else if let Some((reason, message)) = &gate_reason {
-        condition(
-            condition::TESTS_SUCCEEDED,
-            false,
-            reason,
-            message.clone(),
-            ctx,
-        )
-    } else if let Some(t) = failed_test {
-        let timed_out = tests.iter().any(|t| {
-            t.phase == TestPhase::Failed
-                && t.message
-                    .as_deref()
-                    .is_some_and(|m| m.contains("timed out"))
-        });
-        condition(
-            condition::TESTS_SUCCEEDED,
-            false,
-            if timed_out {
-                "TestTimedOut"
-            } else {
-                "TestFailed"
-            },
-            t.message.clone().unwrap_or_default(),
-            ctx,
-        )
-    } else if passed == tests.len() {
-        condition(
-            condition::TESTS_SUCCEEDED,
-            true,
-            "TestsSucceeded",
-            format!("{passed}/{} tests passed at {}", tests.len(), short(sha)),
-            ctx,
-        )
-    } else if !all_available {
-        condition(
-            condition::TESTS_SUCCEEDED,
-            false,
-            "WaitingForServices",
-            format!(
-                "tests run at {} once every service is available",
-                short(sha)
-            ),
-            ctx,
-        )
-    } else {
-        condition(
-            condition::TESTS_SUCCEEDED,
-            false,
-            "TestsRunning",
-            format!(
-                "{passed}/{} tests passed so far at {}",
-                tests.len(),
-                short(sha)
-            ),
-            ctx,
-        )
-    };
-
-    let ready = if available.status == "True" && tests_succeeded.status == "True" {
-        condition(
-            condition::READY,
-            true,
-            "Ready",
-            match &ctx.url {
-                Some(url) => format!("preview is ready at {url}"),
-                None => "preview is ready".to_string(),
-            },
-            ctx,
-        )
-    } else {
-        let blocking = if available.status != "True" {
-            &available
-        } else {
-            &tests_succeeded
-        };
-        condition(
-            condition::READY,
-            false,
-            &blocking.reason,
-            blocking.message.clone(),
-            ctx,
-        )
-    };
-
-    let phase = match &ctx.gate {
-        Gate::ConcurrencyLimit { .. } | Gate::NamespaceTerminating(_) => Phase::Pending,
-        Gate::PolicyViolation(_) | Gate::NamespaceConflict(_) | Gate::ApplyFailed(_) => {
-            Phase::Failed
-        }
-        Gate::Open if service_failure.is_some() || failed_test.is_some() => Phase::Failed,
-        Gate::Open if !all_available => Phase::Deploying,
-        Gate::Open if passed < tests.len() => Phase::Testing,
-        Gate::Open => Phase::Ready,
-    };
-
-    let deployed_sha = if all_available && ctx.gate == Gate::Open {
+/// The status the PreviewEnvironment should have.
+pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
+    let sha = ctx.spec.head_sha.as_str();
+    let open = ctx.gate.is_open();
+    let available = available(&ctx.gate, observed, sha);
+    let tests_succeeded = tests_succeeded(&ctx.gate, observed, sha);
+    let ready = ready(&available, &tests_succeeded, ctx.url.as_deref());
+    let deployed_sha = if open && observed.all_available() {
         Some(sha.to_string())
     } else {
         ctx.previous.and_then(|p| p.deployed_sha.clone())
     };
-
-    let test_summary = if tests.is_empty() {
-        "no tests".to_string()
-    } else if failed_count > 0 {
-        format!("{passed}/{} passed, {failed_count} failed", tests.len())
-    } else {
-        format!("{passed}/{} passed", tests.len())
-    };
-
-    let services = states
-        .iter()
-        .map(|(s, _)| {
-            let ready = observed
-                .deployments
-                .get(&s.name)
-                .and_then(|d| d.status.as_ref())
-                .and_then(|st| st.ready_replicas)
-                .unwrap_or(0);
-            ServiceStatus {
-                name: s.name.clone(),
-                ready_replicas: ready,
-                replicas: s.replicas,
-                url: ctx.service_urls.get(&s.name).cloned(),
-            }
-        })
-        .collect();
-
-    let started = matches!(ctx.gate, Gate::Open);
     PreviewEnvironmentStatus {
         observed_generation: ctx.generation,
-        phase: Some(phase),
+        phase: Some(phase(&ctx.gate, observed)),
         namespace: Some(ctx.namespace.clone()),
         deployed_sha,
-        url: if started { ctx.url.clone() } else { None },
+        url: ctx.url.clone().filter(|_| open),
         observed_sha: Some(sha.to_string()),
         sha_observed_at: Some(ctx.sha_observed_at.clone()),
         expires_at: Some(ctx.expires_at.clone()),
-        test_summary: Some(test_summary),
-        services,
-        tests,
-        conditions: vec![available, tests_succeeded, ready],
+        test_summary: Some(test_summary(observed)),
+        services: observed
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.name.clone(),
+                ready_replicas: s.ready_replicas,
+                replicas: s.replicas,
+                url: ctx.service_urls.get(&s.name).cloned(),
+            })
+            .collect(),
+        tests: observed.tests.iter().map(|t| t.status.clone()).collect(),
+        conditions: vec![
+            available.condition(condition::AVAILABLE, ctx),
+            tests_succeeded.condition(condition::TESTS_SUCCEEDED, ctx),
+            ready.condition(condition::READY, ctx),
+        ],
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Phase;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn spec(tests: usize) -> PreviewEnvironmentSpec {
-        let tests: Vec<_> = (0..tests)
-            .map(|i| serde_json::json!({"name": format!("t{i}"), "image": "t:1"}))
-            .collect();
-        serde_json::from_value(serde_json::json!({
-            "repository": "acme/shop", "pullRequest": 1, "headSha": "abcdef0123",
-            "services": [{"name": "web", "image": "w:1", "port": 80}, {"name": "db", "image": "d:1"}],
-            "tests": tests,
-        }))
-        .expect("fixture")
-    }
-
-    fn time(secs: i64) -> Time {
-        Time(Timestamp::from_second(secs).expect("valid time"))
-    }
+    use crate::fixtures::{deployment, job, time, web_and_db as spec};
 
     fn ctx<'a>(
         spec: &'a PreviewEnvironmentSpec,
@@ -570,23 +618,29 @@ mod tests {
         }
     }
 
-    fn deployment(sha: &str, replicas: i32, available: i32) -> Deployment {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "x", "generation": 2},
-            "spec": {"selector": {}, "template": {"metadata": {"annotations": {"preview.dev/sha": sha}}}},
-            "status": {"observedGeneration": 2, "replicas": replicas, "updatedReplicas": replicas,
-                       "availableReplicas": available, "readyReplicas": available}
-        }))
-        .expect("deployment fixture")
-    }
-
-    fn job(conditions: serde_json::Value, active: i32, failed: i32) -> Job {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "t0-abcdef0"},
-            "status": {"conditions": conditions, "active": active, "failed": failed,
-                       "startTime": "2026-01-01T00:00:00Z"}
-        }))
-        .expect("job fixture")
+    /// What a reconcile would observe given these children by name.
+    fn observe(
+        spec: &PreviewEnvironmentSpec,
+        deployments: &[(&str, &Deployment)],
+        jobs: &[(&str, &Job)],
+        problems: &[(&str, PodProblem)],
+    ) -> Observed {
+        Observed::new(
+            spec,
+            |name| {
+                deployments
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, d)| *d)
+            },
+            |svc| {
+                problems
+                    .iter()
+                    .find(|(n, _)| *n == svc.name)
+                    .map(|(_, p)| p.clone())
+            },
+            |name| jobs.iter().find(|(n, _)| *n == name).map(|(_, j)| *j),
+        )
     }
 
     fn cond<'a>(s: &'a PreviewEnvironmentStatus, kind: &str) -> &'a Condition {
@@ -604,30 +658,19 @@ mod tests {
             deployment("abcdef0123", 1, 1),
             deployment("abcdef0123", 1, 1),
         );
-        fn observe<'a>(
-            web: &'a Deployment,
-            db: &'a Deployment,
-            job: Option<&'a Job>,
-        ) -> Observed<'a> {
-            Observed {
-                deployments: BTreeMap::from([("web".into(), web), ("db".into(), db)]),
-                jobs: job
-                    .map(|j| BTreeMap::from([("t0".to_string(), j)]))
-                    .unwrap_or_default(),
-                ..Observed::default()
-            }
-        }
-        let deploying = compute(&ctx(&spec, None), &observe(&web0, &db1, None));
-        let pending = compute(&ctx(&spec, None), &observe(&web1, &db1, None));
+        let both = |web| observe(&spec, &[("web", web), ("db", &db1)], &[], &[]);
+        let deploying = compute(&ctx(&spec, None), &both(&web0));
+        let pending = compute(&ctx(&spec, None), &both(&web1));
         let running_job = job(serde_json::json!([]), 1, 0);
-        let running = compute(&ctx(&spec, None), &observe(&web1, &db1, Some(&running_job)));
+        let with_job = |j| observe(&spec, &[("web", &web1), ("db", &db1)], &[("t0", j)], &[]);
+        let running = compute(&ctx(&spec, None), &with_job(&running_job));
         let done_job = job(
             serde_json::json!([{"type": "Complete", "status": "True",
                                  "lastTransitionTime": "2026-01-01T00:01:00Z"}]),
             0,
             0,
         );
-        let done = compute(&ctx(&spec, None), &observe(&web1, &db1, Some(&done_job)));
+        let done = compute(&ctx(&spec, None), &with_job(&done_job));
         let mut one_more_replica = deploying.clone();
         one_more_replica.services[1].ready_replicas += 1;
 
@@ -641,7 +684,7 @@ mod tests {
     #[test]
     fn nothing_created_yet_is_deploying() {
         let spec = spec(1);
-        let s = compute(&ctx(&spec, None), &Observed::default());
+        let s = compute(&ctx(&spec, None), &Observed::nothing(&spec));
         assert_eq!(s.phase, Some(Phase::Deploying));
         assert_eq!(cond(&s, "Available").reason, "Deploying");
         assert_eq!(cond(&s, "TestsSucceeded").reason, "WaitingForServices");
@@ -658,10 +701,7 @@ mod tests {
             deployment("abcdef0123", 1, 1),
             deployment("abcdef0123", 1, 1),
         );
-        let observed = Observed {
-            deployments: BTreeMap::from([("web".into(), &web), ("db".into(), &db)]),
-            ..Observed::default()
-        };
+        let observed = observe(&spec, &[("web", &web), ("db", &db)], &[], &[]);
         let s = compute(&ctx(&spec, None), &observed);
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(cond(&s, "TestsSucceeded").reason, "NoTests");
@@ -678,10 +718,7 @@ mod tests {
             deployed_sha: Some("0000000".into()),
             ..PreviewEnvironmentStatus::default()
         };
-        let observed = Observed {
-            deployments: BTreeMap::from([("web".into(), &web), ("db".into(), &db)]),
-            ..Observed::default()
-        };
+        let observed = observe(&spec, &[("web", &web), ("db", &db)], &[], &[]);
         let s = compute(&ctx(&spec, Some(&previous)), &observed);
         assert_eq!(s.phase, Some(Phase::Deploying));
         assert_eq!(
@@ -715,12 +752,7 @@ mod tests {
             0,
             0,
         );
-        let deployments = BTreeMap::from([("web".to_string(), &web), ("db".to_string(), &db)]);
-        let with_job = |j| Observed {
-            deployments: deployments.clone(),
-            jobs: BTreeMap::from([("t0".to_string(), j)]),
-            ..Observed::default()
-        };
+        let with_job = |j| observe(&spec, &[("web", &web), ("db", &db)], &[("t0", j)], &[]);
 
         let s = compute(&ctx(&spec, None), &with_job(&running));
         assert_eq!(s.phase, Some(Phase::Testing));
@@ -754,11 +786,7 @@ mod tests {
         }))
         .expect("pod fixture");
         let problem = pod_problem([&pod]).expect("a problem");
-        let observed = Observed {
-            deployments: BTreeMap::from([("web".into(), &web)]),
-            pod_problems: BTreeMap::from([("web".into(), problem)]),
-            ..Observed::default()
-        };
+        let observed = observe(&spec, &[("web", &web)], &[], &[("web", problem)]);
         let s = compute(&ctx(&spec, None), &observed);
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, "Available").reason, "CrashLoopBackOff");
@@ -774,24 +802,22 @@ mod tests {
                                "message": "pods \"web-1\" is forbidden: exceeded quota: preview-defaults"}),
         )
         .expect("condition")]);
-        let ServiceState::Failed { reason, .. } =
-            service_state(svc, Some(&quota), "abcdef0123", None)
+        let ServiceState::Failed { reason, .. } = service_state(svc, Some(&quota), "abcdef0123")
         else {
             panic!("quota must fail the service");
         };
-        assert_eq!(reason, "QuotaExceeded");
+        assert_eq!(reason, Reason::QuotaExceeded);
 
         let mut stuck = deployment("abcdef0123", 1, 0);
         stuck.status.as_mut().expect("status").conditions = Some(vec![serde_json::from_value(
             serde_json::json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}),
         )
         .expect("condition")]);
-        let ServiceState::Failed { reason, .. } =
-            service_state(svc, Some(&stuck), "abcdef0123", None)
+        let ServiceState::Failed { reason, .. } = service_state(svc, Some(&stuck), "abcdef0123")
         else {
             panic!("deadline must fail the service");
         };
-        assert_eq!(reason, "ProgressDeadlineExceeded");
+        assert_eq!(reason, Reason::ProgressDeadlineExceeded);
     }
 
     #[test]
@@ -802,19 +828,19 @@ mod tests {
             limit: 2,
             position: 1,
         };
-        let s = compute(&c, &Observed::default());
+        let s = compute(&c, &Observed::nothing(&spec));
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(cond(&s, "Ready").reason, "ConcurrencyLimit");
         assert_eq!(s.url, None, "a preview that has not started has no URL");
 
         c.gate = Gate::PolicyViolation("ttl 30d is above the maximum 7d".into());
-        let s = compute(&c, &Observed::default());
+        let s = compute(&c, &Observed::nothing(&spec));
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, "Ready").reason, "PolicyViolation");
         assert_eq!(cond(&s, "TestsSucceeded").reason, "PolicyViolation");
 
         c.gate = Gate::ApplyFailed("failed to apply Service web: range is full".into());
-        let s = compute(&c, &Observed::default());
+        let s = compute(&c, &Observed::nothing(&spec));
         assert_eq!(s.phase, Some(Phase::Failed));
         assert_eq!(cond(&s, "Ready").reason, "ApplyFailed");
         assert!(cond(&s, "Available").message.contains("range is full"));
@@ -823,10 +849,10 @@ mod tests {
     #[test]
     fn transition_time_is_kept_while_a_condition_does_not_flip() {
         let spec = spec(0);
-        let first = compute(&ctx(&spec, None), &Observed::default());
+        let first = compute(&ctx(&spec, None), &Observed::nothing(&spec));
         let mut later = ctx(&spec, Some(&first));
         later.now = time(2_000);
-        let second = compute(&later, &Observed::default());
+        let second = compute(&later, &Observed::nothing(&spec));
         assert_eq!(cond(&second, "Ready").last_transition_time, time(1_000));
         assert_eq!(
             first, second,

@@ -1,6 +1,6 @@
-//! Teardown: the finalizer's cleanup (delete the preview namespace and hold the finalizer until
-//! it is gone), the time-to-live arithmetic, and the orphan sweep that deletes managed
-//! namespaces whose PreviewEnvironment no longer exists.
+//! Teardown: the time to live and expiry, the finalizer's cleanup (delete the preview
+//! namespace and hold the finalizer until it is gone), and the orphan sweep that deletes
+//! managed namespaces whose PreviewEnvironment no longer exists.
 
 use std::time::Duration;
 
@@ -8,15 +8,131 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Preconditions};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::api::{PreviewEnvironment, PreviewEnvironmentStatus, parse_duration};
+use super::context::Context;
+use super::error::Error;
+use super::events;
+use super::report::{self, Announcement};
+use super::writes;
+use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, parse_duration};
+use crate::client::gone_is_ok;
 use crate::config::Config;
-use crate::naming::{OWNER_NAMESPACE, OWNER_UID};
+use crate::naming::{self, OWNER_NAMESPACE, OWNER_UID, Owner};
 
-use super::build::OWNER_REF;
+/// A preview's time to live: since when it counts, until when, and whether the spec asked
+/// for more than policy allows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lifetime {
+    pub ttl: Duration,
+    /// Why the asked ttl was refused (the preview then lives for the maximum).
+    pub violation: Option<String>,
+    /// First sight of the current headSha.
+    pub since: Timestamp,
+    pub expires: Time,
+}
+
+impl Lifetime {
+    /// The lifetime of `pe` at `now`: ttl counted from the first sight of its headSha.
+    pub fn of(pe: &PreviewEnvironment, config: &Config, now: Timestamp) -> Self {
+        let (ttl, violation) = effective_ttl(pe.spec.ttl.as_deref(), config);
+        let since = sha_observed_at(pe.status.as_ref(), &pe.spec.head_sha, now);
+        Lifetime {
+            ttl,
+            violation,
+            since,
+            expires: expires_at(since, ttl),
+        }
+    }
+
+    pub fn expired(&self, now: Timestamp) -> bool {
+        now >= self.expires.0
+    }
+
+    /// Time left; zero once expired.
+    pub fn left(&self, now: Timestamp) -> Duration {
+        if self.expired(now) {
+            return Duration::ZERO;
+        }
+        self.expires.0.duration_since(now).unsigned_abs()
+    }
+}
+
+/// Deletes an expired preview (its finalizer then tears it down), saying why in an Event.
+pub async fn expire(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    owner: &Owner,
+    lifetime: &Lifetime,
+) -> Result<Action, Error> {
+    report::announce(
+        ctx,
+        pe,
+        Announcement {
+            kind: events::Kind::Normal,
+            reason: "Expired".to_string(),
+            note: format!(
+                "time to live {} ran out; deleting the preview",
+                humanize(lifetime.ttl)
+            ),
+        },
+    );
+    gone_is_ok(
+        Api::<PreviewEnvironment>::namespaced(ctx.client.clone(), &owner.namespace)
+            .delete(&owner.name, &DeleteParams::default())
+            .await,
+    )
+    .map_err(|source| Error::Expire {
+        name: owner.name.clone(),
+        source,
+    })?;
+    Ok(Action::await_change())
+}
+
+/// The finalizer's cleanup: frees the preview's concurrency slot, says Terminating, deletes
+/// the namespace and holds the finalizer (by a waiting error) until the namespace is gone.
+pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
+    let owner =
+        Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
+    let ns_name =
+        naming::preview_namespace(&ctx.config.namespace_prefix, &owner.namespace, &owner.name);
+    ctx.queue.release(&owner, &ctx.stores.previews);
+    if let Some(terminating) = terminating(pe.status.as_ref()) {
+        let transition = writes::write_status(&ctx.client, &ctx.writes, pe, terminating).await?;
+        if let Some(t) = transition {
+            report::publish(ctx, pe, &t);
+        }
+    }
+    let gone = delete_owned_namespace(&ctx.client, &ns_name, &owner.uid)
+        .await
+        .map_err(|source| Error::DeleteNamespace {
+            name: ns_name.clone(),
+            source,
+        })?;
+    if gone == Gone::Deleting {
+        return Err(Error::TeardownInProgress(ns_name));
+    }
+    ctx.writes.forget(&owner.uid);
+    if let Some(deleted) = &pe.metadata.deletion_timestamp {
+        ctx.metrics
+            .torn_down(Timestamp::now().duration_since(deleted.0).unsigned_abs());
+    }
+    info!(namespace = %owner.namespace, name = %owner.name, preview_namespace = %ns_name, "torn down");
+    Ok(Action::await_change())
+}
+
+/// The status that says a preview is being torn down, unless it says so already.
+pub fn terminating(status: Option<&PreviewEnvironmentStatus>) -> Option<PreviewEnvironmentStatus> {
+    if status.and_then(|s| s.phase) == Some(Phase::Terminating) {
+        return None;
+    }
+    let mut status = status.cloned().unwrap_or_default();
+    status.phase = Some(Phase::Terminating);
+    Some(status)
+}
 
 /// The ttl a spec asks for (or the default), and whether it breaks the configured maximum.
 pub fn effective_ttl(spec_ttl: Option<&str>, config: &Config) -> (Duration, Option<String>) {
@@ -103,11 +219,10 @@ pub async fn delete_owned_namespace(
         }),
         ..DeleteParams::default()
     };
-    match api.delete(name, &params).await {
-        Ok(_) => Ok(Gone::Deleting),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Gone::Yes),
-        Err(e) => Err(e),
-    }
+    Ok(match gone_is_ok(api.delete(name, &params).await)? {
+        Some(_) => Gone::Deleting,
+        None => Gone::Yes,
+    })
 }
 
 /// Whether the owner a managed namespace names still exists. Asks the API server when the
@@ -128,11 +243,7 @@ async fn owner_exists(
     {
         return Ok(true);
     }
-    let owner = ns
-        .annotations()
-        .get(OWNER_REF)
-        .and_then(|r| r.split_once('/'));
-    let Some((owner_ns, owner_name)) = owner else {
+    let Some((owner_ns, owner_name)) = naming::owner_ref(ns.annotations()) else {
         return Ok(false);
     };
     if ns.labels().get(OWNER_NAMESPACE).map(String::as_str) != Some(owner_ns) {
@@ -195,26 +306,6 @@ pub async fn run_sweeper(
     }
 }
 
-/// The PreviewEnvironments waiting in `tenant` for a concurrency slot, to wake when one frees.
-pub fn waiting_in(
-    previews: &Store<PreviewEnvironment>,
-    tenant: &str,
-) -> Vec<ObjectRef<PreviewEnvironment>> {
-    previews
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(tenant))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                .is_some_and(|c| c.reason == "ConcurrencyLimit")
-        })
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +343,41 @@ mod tests {
             expires_at(t0, Duration::from_secs(60)).0,
             Timestamp::from_second(1_060).expect("time")
         );
+    }
+
+    #[test]
+    fn a_preview_expires_ttl_after_its_sha_was_first_seen() {
+        let config = Config::default();
+        let mut pe = crate::fixtures::preview("shop-pr-1");
+        pe.spec.ttl = Some("1h".into());
+        pe.status = Some(PreviewEnvironmentStatus {
+            observed_sha: Some(pe.spec.head_sha.clone()),
+            sha_observed_at: Some(Time(Timestamp::from_second(1_000).expect("time"))),
+            ..PreviewEnvironmentStatus::default()
+        });
+        let at = |s| Timestamp::from_second(s).expect("time");
+        let lifetime = Lifetime::of(&pe, &config, at(2_000));
+        assert!(!lifetime.expired(at(4_599)));
+        assert_eq!(lifetime.left(at(4_599)), Duration::from_secs(1));
+        assert!(lifetime.expired(at(4_600)));
+        assert_eq!(lifetime.left(at(9_999)), Duration::ZERO);
+        pe.spec.head_sha = "1234567".into();
+        let renewed = Lifetime::of(&pe, &config, at(5_000));
+        assert!(!renewed.expired(at(5_000)), "a new sha restarts the clock");
+    }
+
+    #[test]
+    fn cleanup_says_terminating_once() {
+        let first = terminating(None).expect("a status to write");
+        assert_eq!(first.phase, Some(Phase::Terminating));
+        assert_eq!(terminating(Some(&first)), None, "nothing more to write");
+        let ready = PreviewEnvironmentStatus {
+            phase: Some(Phase::Ready),
+            url: Some("http://web".into()),
+            ..PreviewEnvironmentStatus::default()
+        };
+        let next = terminating(Some(&ready)).expect("a status to write");
+        assert_eq!(next.url, ready.url, "the rest of the status is kept");
     }
 
     #[test]

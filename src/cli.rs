@@ -1,0 +1,184 @@
+//! The command line: `run` the controller, print the `crd`. `run`'s flags come in groups by
+//! concern; every flag also reads a `PREVIEW_OPERATOR_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{PolicyArgs, duration_arg};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "preview-operator",
+    version,
+    about = "Short-lived, tested environments for pull requests"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller against the cluster of the current kubeconfig or service account.
+    Run(Box<RunArgs>),
+    /// Print the PreviewEnvironment CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+    #[command(flatten)]
+    pub github: GitHubArgs,
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// The HTTP server and logs.
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// Address of the HTTP server: /metrics, /healthz, /readyz (and webhooks when enabled).
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Leader election.
+#[derive(Args, Debug)]
+pub struct LeaderArgs {
+    /// Elect a leader on a Lease so several replicas can run; only the leader writes.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_LEADER_ELECTION",
+        default_value_t = false
+    )]
+    pub leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_LEASE_NAME",
+        default_value = "preview-operator"
+    )]
+    pub lease_name: String,
+
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "PREVIEW_OPERATOR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a leader's lease lasts without renewal: the worst-case failover time.
+    #[arg(long, env = "PREVIEW_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = duration_arg)]
+    pub lease_duration: Duration,
+}
+
+/// GitHub: commit statuses and the pull-request webhook.
+#[derive(Args, Debug)]
+pub struct GitHubArgs {
+    /// File holding the GitHub webhook secret; enables POST /webhooks/github.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_WEBHOOK_SECRET_FILE")]
+    pub github_webhook_secret_file: Option<PathBuf>,
+
+    /// The GitHub webhook secret itself (prefer the file); enables POST /webhooks/github.
+    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<String>,
+
+    /// File holding a GitHub token (statuses: write) for commit statuses on pull requests.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_TOKEN_FILE")]
+    pub github_token_file: Option<PathBuf>,
+
+    /// The GitHub token itself (prefer the file); enables commit statuses.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<String>,
+
+    /// GitHub API base URL (GitHub Enterprise: https://<host>/api/v3).
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
+    /// Largest webhook body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY", default_value_t = 1024 * 1024)]
+    pub webhook_max_body: usize,
+}
+
+/// What the controller reconciles and how hard it works.
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// Only reconcile PreviewEnvironments matching this label selector (e.g. to shard tenants
+    /// between two operator releases, or to canary a new version on some of them).
+    #[arg(long, env = "PREVIEW_OPERATOR_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Previews reconciled at the same time.
+    #[arg(long, env = "PREVIEW_OPERATOR_WORKERS", default_value_t = 16)]
+    pub workers: u16,
+
+    /// How often managed namespaces whose PreviewEnvironment is gone are deleted.
+    #[arg(long, env = "PREVIEW_OPERATOR_ORPHAN_SWEEP_INTERVAL", default_value = "5m", value_parser = duration_arg)]
+    pub orphan_sweep_interval: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_of_every_group_parse() {
+        let cli = Cli::try_parse_from([
+            "preview-operator",
+            "run",
+            "--http-addr",
+            "127.0.0.1:9000",
+            "--leader-election",
+            "--lease-duration",
+            "6s",
+            "--workers",
+            "4",
+            "--max-ttl",
+            "3d",
+        ])
+        .expect("valid flags");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.http.http_addr.port(), 9000);
+        assert!(args.leader.leader_election);
+        assert_eq!(args.leader.lease_duration, Duration::from_secs(6));
+        assert_eq!(args.controller.workers, 4);
+        assert_eq!(args.policy.max_ttl, Duration::from_secs(3 * 86_400));
+    }
+}

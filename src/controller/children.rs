@@ -1,0 +1,256 @@
+//! Every kind of object the operator keeps in a preview namespace, declared once: its cache,
+//! how the cache is pruned, and the watch that wakes the owning preview when it changes.
+//!
+//! A new child kind is one field of [`Stores`] plus one line in [`watch`]; the apply step
+//! (`controller::rollout`) destructures `build::Environment` without `..`, so the kind does
+//! not compile until it is also applied.
+
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, join_all};
+use futures::stream::{BoxStream, select_all};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::pods::StuckPods;
+use crate::api::PreviewEnvironment;
+use crate::naming::{self, APPLIED_HASH, OWNER_REF, SHA};
+
+/// Caches of the previews and of everything the operator manages, filled by the watches.
+#[derive(Clone)]
+pub struct Stores {
+    pub previews: Store<PreviewEnvironment>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Cached whole (minus the pod spec): their status says whether a service is available.
+    pub deployments: Store<Deployment>,
+    /// Cached whole (minus the spec): their status is the test result.
+    pub jobs: Store<Job>,
+    /// Pods with a stuck container (only those).
+    pub stuck_pods: StuckPods,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub quotas: Store<PartialObjectMeta<ResourceQuota>>,
+    pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
+}
+
+/// The watches of one controller: their caches, and what they trigger.
+pub struct Watches {
+    pub stores: Stores,
+    /// Changed PreviewEnvironments (spec or finalizers; see [`watch`]).
+    pub previews: BoxStream<'static, Result<PreviewEnvironment, watcher::Error>>,
+    /// Previews to reconcile because one of their children changed.
+    pub triggers: BoxStream<'static, ObjectRef<PreviewEnvironment>>,
+    /// Resolves once every cache holds its first list; false if a watch ended first.
+    pub synced: BoxFuture<'static, bool>,
+}
+
+/// Starts (lazily: the streams do the work once polled) one cached watch per kind.
+/// `selector` limits the previews this process reconciles.
+pub fn watch(client: &Client, selector: Option<&str>) -> Watches {
+    let (previews, preview_stream) = preview_watch(client, selector);
+    let mut w = Builder {
+        client: client.clone(),
+        triggers: Vec::new(),
+        synced: vec![wait_until_ready(previews.clone())],
+    };
+    let namespaces = w.cached(keep_all);
+    let stores = Stores {
+        previews,
+        deployments: w.cached(prune_deployment),
+        jobs: w.cached(prune_job),
+        stuck_pods: w.stuck_pods(namespaces.clone()),
+        services: w.cached(keep_all),
+        ingresses: w.cached(keep_all),
+        network_policies: w.cached(keep_all),
+        quotas: w.cached(keep_all),
+        limit_ranges: w.cached(keep_all),
+        namespaces,
+    };
+    let synced = join_all(w.synced).map(|all| all.into_iter().all(|ok| ok));
+    Watches {
+        stores,
+        previews: preview_stream,
+        triggers: select_all(w.triggers).boxed(),
+        synced: synced.boxed(),
+    }
+}
+
+/// The previews' own cache, without managed fields (a third of a stored object), and the
+/// changes that trigger a reconcile.
+fn preview_watch(
+    client: &Client,
+    selector: Option<&str>,
+) -> (
+    Store<PreviewEnvironment>,
+    BoxStream<'static, Result<PreviewEnvironment, watcher::Error>>,
+) {
+    use kube::runtime::{Predicate, PredicateConfig, predicates};
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(selector) = selector {
+        config = config.labels(selector);
+    }
+    let (reader, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(Api::<PreviewEnvironment>::all(client.clone()), config)
+            .modify(|pe| pe.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .applied_objects()
+    // Status-only changes (most of them this operator's own writes) trigger nothing: the
+    // spec (generation, which deletion also bumps) and the finalizers are what it acts on.
+    // The cache above still sees every change.
+    .predicate_filter(
+        predicates::generation.combine(predicates::finalizers),
+        PredicateConfig::default(),
+    );
+    (reader, stream.boxed())
+}
+
+struct Builder {
+    client: Client,
+    triggers: Vec<BoxStream<'static, ObjectRef<PreviewEnvironment>>>,
+    synced: Vec<BoxFuture<'static, bool>>,
+}
+
+impl Builder {
+    /// A cached watch of one child kind that also triggers the owner. For `PartialObjectMeta<K>`
+    /// it asks for metadata only (kube picks metadata requests for that type), which is all
+    /// most kinds need.
+    fn cached<K>(&mut self, prune: fn(&mut K)) -> Store<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(Api::<K>::all(self.client.clone()), managed()).modify(move |o| {
+                // Managed fields are most of an object's metadata and never read here.
+                o.managed_fields_mut().clear();
+                o.labels_mut()
+                    .retain(|k, _| CACHED_LABELS.contains(&k.as_str()));
+                o.annotations_mut()
+                    .retain(|k, _| CACHED_ANNOTATIONS.contains(&k.as_str()));
+                prune(o);
+            }),
+        )
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|event| async move { owner_of_child(&ok_or_warn::<K>(event)?) });
+        self.triggers.push(stream.boxed());
+        self.synced.push(wait_until_ready(reader.clone()));
+        reader
+    }
+
+    /// Stuck pods wake their preview. Pods carry no owner annotation; their namespace does.
+    fn stuck_pods(&mut self, namespaces: Store<PartialObjectMeta<Namespace>>) -> StuckPods {
+        let pods = StuckPods::default();
+        let stream = pods
+            .stream(&self.client, managed())
+            .filter_map(move |event| {
+                let namespaces = namespaces.clone();
+                async move {
+                    let pod = ok_or_warn::<k8s_openapi::api::core::v1::Pod>(event)?;
+                    let ns = namespaces.get(&ObjectRef::new(&pod.namespace()?))?;
+                    owner_of_child(ns.as_ref())
+                }
+            });
+        self.triggers.push(stream.boxed());
+        let ready = pods.clone();
+        self.synced
+            .push(async move { ready.wait_until_ready().await }.boxed());
+        pods
+    }
+}
+
+/// A watch error is retried with backoff by the stream itself; say so where an operator
+/// looks: a watch that keeps failing (CRD missing, RBAC denied) keeps `/readyz` at 503.
+fn ok_or_warn<K>(event: Result<K, watcher::Error>) -> Option<K> {
+    match event {
+        Ok(object) => Some(object),
+        Err(error) => {
+            warn!(kind = std::any::type_name::<K>(), %error, "watch failed; retrying");
+            None
+        }
+    }
+}
+
+/// Maps a child to its owning PreviewEnvironment through the owner annotation.
+pub fn owner_of_child<K: Resource>(child: &K) -> Option<ObjectRef<PreviewEnvironment>> {
+    let (ns, name) = naming::owner_ref(child.meta().annotations.as_ref()?)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+/// Waits for one cache to be filled. A store's readiness wakes only the task that polled it
+/// last (the controller polls the preview store itself), so poll again now and then instead
+/// of waiting for a wake-up that may go to someone else.
+fn wait_until_ready<K>(store: Store<K>) -> BoxFuture<'static, bool>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    async move {
+        loop {
+            let poll = store.wait_until_ready();
+            match tokio::time::timeout(std::time::Duration::from_millis(200), poll).await {
+                Ok(result) => return result.is_ok(),
+                Err(_elapsed) => continue,
+            }
+        }
+    }
+    .boxed()
+}
+
+/// Watch configuration for everything the operator manages.
+fn managed() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&naming::managed_selector())
+        .any_semantic()
+}
+
+/// The labels of cached children that the operator reads; the others (repository, pull
+/// request, Pod Security...) are dropped as objects arrive, at 1000 previews a few MiB.
+const CACHED_LABELS: [&str; 5] = [
+    naming::MANAGED_BY,
+    naming::OWNER_UID,
+    naming::OWNER_NAMESPACE,
+    naming::PART_OF,
+    SHA,
+];
+/// The annotations of cached children that the operator reads.
+const CACHED_ANNOTATIONS: [&str; 2] = [OWNER_REF, APPLIED_HASH];
+
+/// Keeps nothing extra.
+fn keep_all<K>(_: &mut K) {}
+
+/// The cache needs a Deployment's metadata, status and pod-template annotations (the sha), not
+/// the pod spec, which is most of its size: at 1000 previews this is most of the memory.
+fn prune_deployment(d: &mut Deployment) {
+    if let Some(spec) = d.spec.as_mut() {
+        spec.template.spec = None;
+    }
+}
+
+/// A Job is read for its labels, annotations and status only.
+fn prune_job(j: &mut Job) {
+    j.spec = None;
+}
+
+/// Shared so [`Stores`] stays cheap to clone into tasks.
+pub type SharedStores = Arc<Stores>;

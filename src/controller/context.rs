@@ -1,0 +1,37 @@
+//! What every reconcile shares: the client, the settings, the caches, and the bookkeeping of
+//! this process (queue slots, own writes, failures), plus where Events and commit statuses go.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::watch;
+
+use super::children::Stores;
+use super::events::Events;
+use super::queue::Queue;
+use super::writes::Writes;
+use crate::api::PreviewEnvironment;
+use crate::config::Config;
+use crate::github::StatusSender;
+use crate::metrics::Metrics;
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub stores: Stores,
+    pub events: Events,
+    pub queue: Queue,
+    pub writes: Writes,
+    /// Consecutive failures per preview, for capped exponential backoff.
+    pub failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,
+    /// True once every cache is filled; reconciles wait for it so that they never mistake an
+    /// empty cache for missing children.
+    pub synced: watch::Receiver<bool>,
+    /// True while this process holds the leader lease; only the leader writes.
+    pub leader: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    /// Where commit statuses go, when a GitHub token is configured.
+    pub github: Option<StatusSender>,
+}

@@ -1,0 +1,307 @@
+//! What a change of a preview's status means outside the status: Events for people, the
+//! commit status on the pull request, metrics. [`consequences`] decides (pure); [`publish`]
+//! sends, never waiting on anyone.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+use super::context::Context;
+use super::events;
+use super::writes::Transition;
+use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, TestPhase, condition};
+use crate::github::{self, CommitStatus};
+
+/// One Event to publish about the preview.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub kind: events::Kind,
+    pub reason: String,
+    pub note: String,
+}
+
+/// A test that finished in this transition, for the test metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedTest {
+    pub succeeded: bool,
+    pub took: Option<Duration>,
+}
+
+/// Everything a transition calls for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Consequences {
+    pub events: Vec<Announcement>,
+    /// Posted only when it differs from the one the old status called for.
+    pub commit_status: Option<CommitStatus>,
+    /// Time from first sight of the sha to Ready, when the preview just became Ready.
+    pub ready_after: Option<Duration>,
+    pub tests_finished: Vec<FinishedTest>,
+}
+
+/// What `transition` of the preview `repository`/`name` calls for, at `now`.
+pub fn consequences(
+    repository: &str,
+    name: &str,
+    transition: &Transition,
+    now: Timestamp,
+) -> Consequences {
+    let (before, after) = (transition.before.as_ref(), &transition.after);
+    let phase_event = phase_announcement(before, after);
+    // A preview that reaches Ready or Failed says so with the reason (TestFailed...) and the
+    // tests' summary; the results that ended it are in that one Event, not one more each.
+    let results_told =
+        phase_event.is_some() && matches!(after.phase, Some(Phase::Ready | Phase::Failed));
+    let finished = finished_tests(before, after);
+    let mut events: Vec<Announcement> = phase_event.into_iter().collect();
+    if !results_told {
+        events.extend(finished.iter().map(|t| test_announcement(t)));
+    }
+    let was_ready = before.and_then(|p| p.phase) == Some(Phase::Ready);
+    let ready_after = (after.phase == Some(Phase::Ready) && !was_ready)
+        .then_some(after.sha_observed_at.as_ref())
+        .flatten()
+        .map(|since| now.duration_since(since.0).unsigned_abs());
+    // The pull request hears of real changes only: the commit status derived from the new
+    // status, when it differs from the one derived from the old.
+    let next = github::commit_status(repository, name, after);
+    let old = before.and_then(|p| github::commit_status(repository, name, p));
+    Consequences {
+        events,
+        commit_status: next.filter(|n| Some(n) != old.as_ref()),
+        ready_after,
+        tests_finished: finished
+            .iter()
+            .map(|t| FinishedTest {
+                succeeded: t.phase == TestPhase::Succeeded,
+                took: match (&t.started_at, &t.finished_at) {
+                    (Some(start), Some(end)) => Some(end.0.duration_since(start.0).unsigned_abs()),
+                    _ => None,
+                },
+            })
+            .collect(),
+    }
+}
+
+/// One Event when the phase or the Ready reason changes.
+fn phase_announcement(
+    before: Option<&PreviewEnvironmentStatus>,
+    after: &PreviewEnvironmentStatus,
+) -> Option<Announcement> {
+    let ready_of = |s: &PreviewEnvironmentStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .cloned()
+    };
+    let phase = after.phase?;
+    let ready = ready_of(after)?;
+    let old_reason = before.and_then(ready_of).map(|c| c.reason);
+    if before.and_then(|p| p.phase) == Some(phase) && old_reason.as_deref() == Some(&ready.reason) {
+        return None;
+    }
+    let ends = matches!(phase, Phase::Ready | Phase::Failed);
+    Some(Announcement {
+        kind: if phase == Phase::Failed {
+            events::Kind::Warning
+        } else {
+            events::Kind::Normal
+        },
+        reason: if ends {
+            ready.reason.clone()
+        } else {
+            phase.as_str().to_string()
+        },
+        note: format!("{}: {}", phase.as_str(), ready.message),
+    })
+}
+
+/// Tests whose run at a sha has a result now that it did not have before.
+fn finished_tests<'a>(
+    before: Option<&PreviewEnvironmentStatus>,
+    after: &'a PreviewEnvironmentStatus,
+) -> Vec<&'a crate::api::TestStatus> {
+    after
+        .tests
+        .iter()
+        .filter(|t| matches!(t.phase, TestPhase::Succeeded | TestPhase::Failed))
+        .filter(|t| {
+            let old = before
+                .and_then(|p| p.tests.iter().find(|o| o.name == t.name && o.sha == t.sha))
+                .map(|o| o.phase);
+            old != Some(t.phase)
+        })
+        .collect()
+}
+
+fn test_announcement(t: &crate::api::TestStatus) -> Announcement {
+    let (kind, reason) = if t.phase == TestPhase::Succeeded {
+        (events::Kind::Normal, "TestSucceeded")
+    } else {
+        (events::Kind::Warning, "TestFailed")
+    };
+    Announcement {
+        kind,
+        reason: reason.to_string(),
+        note: t
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("test {} passed at {}", t.name, t.sha)),
+    }
+}
+
+/// Sends what `transition` of `pe` calls for.
+pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) {
+    let c = consequences(
+        &pe.spec.repository,
+        &pe.name_any(),
+        transition,
+        Timestamp::now(),
+    );
+    if let Some(took) = c.ready_after {
+        ctx.metrics.ready_after(took);
+    }
+    for t in &c.tests_finished {
+        ctx.metrics.test_finished(t.succeeded, t.took);
+    }
+    if let (Some(sender), Some(status)) = (&ctx.github, c.commit_status) {
+        sender.send(status);
+    }
+    for a in c.events {
+        announce(ctx, pe, a);
+    }
+}
+
+/// Queues one Event about `pe`.
+pub fn announce(ctx: &Context, pe: &PreviewEnvironment, a: Announcement) {
+    ctx.events.send(events::Note {
+        kind: a.kind,
+        reason: a.reason,
+        note: a.note,
+        regarding: pe.object_ref(&()),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TestStatus;
+    use crate::fixtures::{self, SHA};
+    use crate::github::State;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn status(phase: Phase, reason: &str, tests: &[(TestPhase, i64)]) -> PreviewEnvironmentStatus {
+        PreviewEnvironmentStatus {
+            phase: Some(phase),
+            observed_sha: Some(SHA.into()),
+            sha_observed_at: Some(fixtures::time(100)),
+            conditions: vec![Condition {
+                type_: condition::READY.into(),
+                status: if phase == Phase::Ready {
+                    "True"
+                } else {
+                    "False"
+                }
+                .into(),
+                reason: reason.into(),
+                message: format!("{reason} message"),
+                observed_generation: Some(1),
+                last_transition_time: fixtures::time(100),
+            }],
+            tests: tests
+                .iter()
+                .enumerate()
+                .map(|(i, (phase, took))| TestStatus {
+                    name: format!("t{i}"),
+                    sha: SHA.into(),
+                    phase: *phase,
+                    job: None,
+                    started_at: Some(fixtures::time(100)),
+                    finished_at: Some(fixtures::time(100 + took)),
+                    message: (*phase == TestPhase::Failed).then(|| "t failed".to_string()),
+                })
+                .collect(),
+            ..PreviewEnvironmentStatus::default()
+        }
+    }
+
+    fn of(
+        before: Option<PreviewEnvironmentStatus>,
+        after: PreviewEnvironmentStatus,
+    ) -> Consequences {
+        let t = Transition { before, after };
+        consequences("acme/shop", "shop-pr-1", &t, fixtures::time(130).0)
+    }
+
+    #[test]
+    fn becoming_ready_is_one_event_a_success_status_and_the_time_to_ready() {
+        let testing = status(Phase::Testing, "TestsRunning", &[(TestPhase::Running, 0)]);
+        let ready = status(Phase::Ready, "Ready", &[(TestPhase::Succeeded, 20)]);
+        let c = of(Some(testing), ready);
+        assert_eq!(c.events.len(), 1, "{:?}", c.events);
+        assert_eq!(c.events[0].reason, "Ready");
+        assert_eq!(c.events[0].kind, events::Kind::Normal);
+        assert_eq!(c.commit_status.map(|s| s.state), Some(State::Success));
+        assert_eq!(c.ready_after, Some(Duration::from_secs(30)));
+        assert_eq!(
+            c.tests_finished,
+            vec![FinishedTest {
+                succeeded: true,
+                took: Some(Duration::from_secs(20))
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_test_fails_the_commit_status_with_a_warning() {
+        let testing = status(Phase::Testing, "TestsRunning", &[(TestPhase::Running, 0)]);
+        let failed = status(Phase::Failed, "TestFailed", &[(TestPhase::Failed, 5)]);
+        let c = of(Some(testing), failed);
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.events[0].kind, events::Kind::Warning);
+        assert_eq!(c.events[0].reason, "TestFailed");
+        assert_eq!(c.commit_status.map(|s| s.state), Some(State::Failure));
+        assert_eq!(c.ready_after, None);
+    }
+
+    #[test]
+    fn a_test_result_without_a_phase_change_gets_its_own_event() {
+        let one_running = status(
+            Phase::Testing,
+            "TestsRunning",
+            &[(TestPhase::Running, 0), (TestPhase::Running, 0)],
+        );
+        let one_done = status(
+            Phase::Testing,
+            "TestsRunning",
+            &[(TestPhase::Succeeded, 3), (TestPhase::Running, 0)],
+        );
+        let c = of(Some(one_running), one_done);
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.events[0].reason, "TestSucceeded");
+        assert_eq!(
+            c.commit_status, None,
+            "still pending: nothing new for the PR"
+        );
+        assert_eq!(c.tests_finished.len(), 1);
+    }
+
+    #[test]
+    fn progress_within_a_phase_calls_for_nothing() {
+        let a = status(Phase::Deploying, "Deploying", &[]);
+        let mut b = a.clone();
+        b.conditions[0].message = "waiting for web (1/2 available)".into();
+        assert_eq!(of(Some(a), b), Consequences::default());
+    }
+
+    #[test]
+    fn terminating_is_announced_but_posts_no_commit_status() {
+        let ready = status(Phase::Ready, "Ready", &[]);
+        let mut terminating = ready.clone();
+        terminating.phase = Some(Phase::Terminating);
+        let c = of(Some(ready), terminating);
+        assert_eq!(c.events.len(), 1);
+        assert_eq!(c.events[0].reason, "Terminating");
+        assert_eq!(c.commit_status, None);
+    }
+}

@@ -1,0 +1,243 @@
+//! The operator's own writes to PreviewEnvironments (the finalizer and the status), and the
+//! bookkeeping of them that lets a reconcile tell a cache that has not caught up with its own
+//! last write from a change someone else made.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde::Serialize;
+
+use super::error::Error;
+use super::status;
+use crate::api::{PreviewEnvironment, PreviewEnvironmentStatus};
+use crate::naming::MANAGER;
+use crate::sync::lock;
+
+/// Finalizer that holds a PreviewEnvironment until its namespace is gone.
+pub const FINALIZER: &str = "preview.dev/teardown";
+
+/// How long a reconcile waits for the cache to show this process's own last write before it
+/// assumes someone else wrote after it and goes on with what the cache holds.
+const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
+/// Shortest time between two status writes of one preview that only report progress.
+const STATUS_COALESCE: Duration = Duration::from_secs(2);
+
+/// This process's last write to each preview (by UID): when, and the resourceVersion it
+/// produced. Used to coalesce progress-only status changes and to wait for the cache to
+/// catch up with our own write instead of acting on (and writing over) an older copy.
+#[derive(Default)]
+pub struct Writes {
+    by_uid: Mutex<HashMap<String, Written>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Written {
+    at: Option<Instant>,
+    status_at: Option<Instant>,
+    resource_version: Option<String>,
+}
+
+impl Writes {
+    /// Records a write to a preview that produced `written` (the object the API server returned).
+    fn record(&self, written: &PreviewEnvironment, status: bool) {
+        let Some(uid) = written.uid() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut map = lock(&self.by_uid);
+        let entry = map.entry(uid).or_default();
+        entry.at = Some(now);
+        entry.resource_version = written.resource_version();
+        if status {
+            entry.status_at = Some(now);
+        }
+    }
+
+    /// Whether the cached `pe` is older than this process's own last write to it: then acting
+    /// on it would redo (and re-announce) what was just done, or fail on a stale
+    /// resourceVersion.
+    pub fn cache_is_behind(&self, pe: &PreviewEnvironment) -> bool {
+        if pe.metadata.deletion_timestamp.is_some() {
+            return false;
+        }
+        let Some(uid) = pe.uid() else {
+            return false;
+        };
+        lock(&self.by_uid).get(&uid).is_some_and(|w| {
+            w.resource_version.is_some()
+                && w.resource_version != pe.resource_version()
+                && w.at
+                    .is_some_and(|at| at.elapsed() < OWN_WRITE_VISIBLE_WITHIN)
+        })
+    }
+
+    /// How long `next` may wait before it is written: progress within a state (a replica
+    /// ready, a test's Job started) is written at most once per [`STATUS_COALESCE`], so a
+    /// rollout's steps cost one write, not one each. `None`: write now.
+    pub fn hold(
+        &self,
+        uid: &str,
+        previous: Option<&PreviewEnvironmentStatus>,
+        next: &PreviewEnvironmentStatus,
+    ) -> Option<Duration> {
+        previous.filter(|p| status::progress_only(p, next))?;
+        let last = lock(&self.by_uid).get(uid).and_then(|w| w.status_at)?;
+        STATUS_COALESCE.checked_sub(last.elapsed())
+    }
+
+    /// Forgets a preview that is gone.
+    pub fn forget(&self, uid: &str) {
+        lock(&self.by_uid).remove(uid);
+    }
+}
+
+/// What a status write changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transition {
+    pub before: Option<PreviewEnvironmentStatus>,
+    pub after: PreviewEnvironmentStatus,
+}
+
+/// Adds the finalizer to a new preview and goes on with the patched object. kube's
+/// `finalizer()` would add it and stop, leaving the real work to the next reconcile that the
+/// patch triggers: one more watch round trip, debounce and queue wait for every new preview.
+pub async fn add_finalizer(
+    writes: &Writes,
+    api: &Api<PreviewEnvironment>,
+    pe: Arc<PreviewEnvironment>,
+) -> Result<Arc<PreviewEnvironment>, Error> {
+    if !needs_finalizer(&pe) {
+        return Ok(pe);
+    }
+    let mut finalizers = pe.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    // The resourceVersion makes the merge patch conditional: if someone else changed the
+    // finalizers meanwhile, it fails with a conflict instead of overwriting theirs.
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": pe.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    let mut patched = api
+        .patch(
+            &pe.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| Error::AddFinalizer {
+            name: pe.name_any(),
+            source,
+        })?;
+    patched.managed_fields_mut().clear();
+    writes.record(&patched, false);
+    Ok(Arc::new(patched))
+}
+
+/// A live preview without our finalizer gets it; a deleted one never does.
+pub fn needs_finalizer(pe: &PreviewEnvironment) -> bool {
+    pe.metadata.deletion_timestamp.is_none() && !pe.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StatusPatch<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    status: &'a PreviewEnvironmentStatus,
+}
+
+/// Writes `status` unless it is what the preview already has; returns what changed.
+pub async fn write_status(
+    client: &Client,
+    writes: &Writes,
+    pe: &PreviewEnvironment,
+    status: PreviewEnvironmentStatus,
+) -> Result<Option<Transition>, Error> {
+    if pe.status.as_ref() == Some(&status) {
+        return Ok(None);
+    }
+    let name = pe.name_any();
+    let api: Api<PreviewEnvironment> =
+        Api::namespaced(client.clone(), &pe.namespace().unwrap_or_default());
+    let patch = StatusPatch {
+        api_version: "preview.dev/v1alpha1",
+        kind: "PreviewEnvironment",
+        status: &status,
+    };
+    let written = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Status { name, source })?;
+    writes.record(&written, true);
+    Ok(Some(Transition {
+        before: pe.status.clone(),
+        after: status,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn only_a_live_preview_without_it_needs_the_finalizer() {
+        let mut pe = fixtures::preview("shop-pr-1");
+        assert!(needs_finalizer(&pe));
+        pe.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+        assert!(!needs_finalizer(&pe));
+        pe.metadata.finalizers = Some(vec!["someone.else/keep".to_string()]);
+        pe.metadata.deletion_timestamp = Some(fixtures::time(10));
+        assert!(!needs_finalizer(&pe), "a deleted preview never gets it");
+    }
+
+    #[test]
+    fn the_cache_is_behind_only_briefly_after_our_own_write() {
+        let writes = Writes::default();
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.metadata.resource_version = Some("5".into());
+        assert!(!writes.cache_is_behind(&pe), "nothing written yet");
+        let mut written = pe.clone();
+        written.metadata.resource_version = Some("6".into());
+        writes.record(&written, true);
+        assert!(writes.cache_is_behind(&pe), "the cache still shows 5");
+        assert!(!writes.cache_is_behind(&written));
+        pe.metadata.deletion_timestamp = Some(fixtures::time(10));
+        assert!(
+            !writes.cache_is_behind(&pe),
+            "a deletion is acted on at once"
+        );
+    }
+
+    #[test]
+    fn progress_is_held_after_a_recent_write_and_results_are_not() {
+        let writes = Writes::default();
+        let pe = fixtures::preview("shop-pr-1");
+        let uid = pe.uid().expect("fixture uid");
+        let before = fixtures::status_deploying(0);
+        let progress = fixtures::status_deploying(1);
+        assert_eq!(
+            writes.hold(&uid, Some(&before), &progress),
+            None,
+            "no write yet"
+        );
+        writes.record(&pe, true);
+        assert!(writes.hold(&uid, Some(&before), &progress).is_some());
+        let mut ready = progress.clone();
+        ready.phase = Some(crate::api::Phase::Ready);
+        assert_eq!(
+            writes.hold(&uid, Some(&before), &ready),
+            None,
+            "a phase change"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Fixtures of the unit tests: one builder per object, with the values the tests share.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentSpec, PreviewEnvironmentStatus};
+
+/// The head sha of every fixture.
+pub const SHA: &str = "abcdef0123";
+
+/// A spec of `acme/shop` PR 1 at [`SHA`] with these services and tests (JSON as in a manifest).
+pub fn spec(services: Value, tests: Value) -> PreviewEnvironmentSpec {
+    serde_json::from_value(json!({
+        "repository": "acme/shop", "pullRequest": 1, "headSha": SHA,
+        "services": services, "tests": tests,
+    }))
+    .expect("spec fixture")
+}
+
+/// Services `web` (port 80) and `db`, and `tests` tests named `t0`, `t1`...
+pub fn web_and_db(tests: usize) -> PreviewEnvironmentSpec {
+    let tests: Vec<_> = (0..tests)
+        .map(|i| json!({"name": format!("t{i}"), "image": "t:1"}))
+        .collect();
+    spec(
+        json!([{"name": "web", "image": "w:1", "port": 80}, {"name": "db", "image": "d:1"}]),
+        json!(tests),
+    )
+}
+
+/// A stored PreviewEnvironment `team-shop/<name>` with UID `uid-<name>` and [`web_and_db`]`(1)`.
+pub fn preview(name: &str) -> PreviewEnvironment {
+    let mut pe = PreviewEnvironment::new(name, web_and_db(1));
+    pe.metadata.namespace = Some("team-shop".into());
+    pe.metadata.uid = Some(format!("uid-{name}"));
+    pe.metadata.generation = Some(1);
+    pe
+}
+
+pub fn time(secs: i64) -> Time {
+    Time(Timestamp::from_second(secs).expect("valid time"))
+}
+
+/// A status in phase Deploying with `ready` replicas of one service.
+pub fn status_deploying(ready: i32) -> PreviewEnvironmentStatus {
+    serde_json::from_value(json!({
+        "phase": "Deploying", "observedSha": SHA,
+        "services": [{"name": "web", "readyReplicas": ready, "replicas": 2}],
+    }))
+    .map(|s: PreviewEnvironmentStatus| PreviewEnvironmentStatus {
+        phase: Some(Phase::Deploying),
+        ..s
+    })
+    .expect("status fixture")
+}
+
+/// A Deployment whose pod template runs `sha`, with these replica counts.
+pub fn deployment(sha: &str, replicas: i32, available: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "x", "generation": 2},
+        "spec": {"selector": {}, "template": {"metadata": {"annotations": {"preview.dev/sha": sha}}}},
+        "status": {"observedGeneration": 2, "replicas": replicas, "updatedReplicas": replicas,
+                   "availableReplicas": available, "readyReplicas": available}
+    }))
+    .expect("deployment fixture")
+}
+
+/// The Job of test `t0` at [`SHA`] with these conditions and pod counts.
+pub fn job(conditions: Value, active: i32, failed: i32) -> Job {
+    serde_json::from_value(json!({
+        "metadata": {"name": "t0-abcdef0"},
+        "status": {"conditions": conditions, "active": active, "failed": failed,
+                   "startTime": "2026-01-01T00:00:00Z"}
+    }))
+    .expect("job fixture")
+}

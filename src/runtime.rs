@@ -1,0 +1,290 @@
+//! `preview-operator run`: wires the parts together. The client (with API metrics), leader
+//! election, the HTTP server (metrics, probes, webhooks), the commit-status poster, the Event
+//! publisher, the watches, the background tasks (cache sync, orphan sweep, leadership
+//! metric) and the controller, then shuts them down in order.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use kube::Client;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{GitHubArgs, LogFormat, RunArgs};
+use crate::controller::{self, Context, Streams, children, events, queue, teardown};
+use crate::github::{self, StatusSender};
+use crate::leader::{self, Election, LeaderConfig};
+use crate::metrics::{ApiMetricsLayer, Metrics};
+use crate::naming::MANAGER;
+use crate::server::{self, AppState};
+use crate::webhook;
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.http.log_format);
+    let config = args
+        .policy
+        .clone()
+        .into_config()
+        .context("invalid policy flags")?;
+    let metrics = Arc::new(Metrics::new());
+    let client = client(&metrics).await?;
+    let instance = instance_name();
+    info!(?config, workers = args.controller.workers, %instance, "starting preview-operator");
+    let election = elect(&client, &args, &instance).await?;
+    let github = github_sender(&args.github, &metrics)?;
+
+    let (synced_tx, synced) = watch::channel(false);
+    let http = Http::start(&args, &client, &metrics, synced.clone()).await?;
+
+    let watches = children::watch(&client, args.controller.selector.as_deref());
+    metrics.count_phases_in(watches.stores.previews.clone());
+    let (events, events_task) = events::Events::start(
+        client.clone(),
+        events::Reporter {
+            controller: MANAGER.to_string(),
+            instance,
+        },
+    );
+    let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        queue: queue::Queue::new(config.max_previews_per_namespace, wake_tx),
+        config,
+        stores: watches.stores.clone(),
+        events,
+        writes: Default::default(),
+        failures: Mutex::default(),
+        synced: synced.clone(),
+        leader: election.leader.clone(),
+        metrics: metrics.clone(),
+        github,
+    });
+    let background = [
+        tokio::spawn(async move {
+            if watches.synced.await {
+                info!("caches synced");
+                let _ = synced_tx.send(true);
+            }
+        }),
+        tokio::spawn(report_leadership(election.leader.clone(), metrics)),
+        tokio::spawn(teardown::run_sweeper(
+            client,
+            ctx.stores.previews.clone(),
+            ctx.stores.namespaces.clone(),
+            args.controller.orphan_sweep_interval,
+            synced,
+            election.leader.clone(),
+        )),
+    ];
+    let streams = Streams {
+        previews: watches.previews,
+        // A freed queue slot wakes the previews waiting for it, like a child's change.
+        triggers: futures::stream::select(watches.triggers, UnboundedReceiverStream::new(wake_rx))
+            .boxed(),
+    };
+    controller::run(ctx, streams, args.controller.workers.max(1)).await;
+
+    // Shutting down: the controller is done; stop the rest and hand the lease over.
+    for task in background {
+        task.abort();
+    }
+    // The context, and with it the event sender, is gone: publish what is queued, briefly.
+    if tokio::time::timeout(Duration::from_secs(5), events_task)
+        .await
+        .is_err()
+    {
+        warn!("shutdown: events still queued were not published");
+    }
+    election.resign(Duration::from_secs(3)).await;
+    http.stop().await
+}
+
+fn init_logging(format: LogFormat) {
+    // RUST_LOG-style filtering; info by default, quiet about the HTTP stack.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,tower=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// A client of the current kubeconfig or service account that counts its requests.
+async fn client(metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
+    let kube_config = kube::Config::infer()
+        .await
+        .context("failed to load a Kubernetes config (kubeconfig or in-cluster)")?;
+    Ok(kube::client::ClientBuilder::try_from(kube_config)
+        .context("failed to build a Kubernetes client")?
+        .with_layer(&ApiMetricsLayer::new(metrics.clone()))
+        .build())
+}
+
+async fn elect(client: &Client, args: &RunArgs, instance: &str) -> anyhow::Result<Election> {
+    let l = &args.leader;
+    let config = l.leader_election.then(|| LeaderConfig {
+        lease_name: l.lease_name.clone(),
+        lease_namespace: l.lease_namespace.clone().unwrap_or_else(own_namespace),
+        identity: instance.to_string(),
+        lease_duration: l.lease_duration,
+    });
+    leader::elect(client.clone(), config)
+        .await
+        .context("failed to start leader election")
+}
+
+/// The commit-status poster, when a token is configured.
+fn github_sender(
+    args: &GitHubArgs,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<StatusSender>> {
+    let token = read_secret(
+        args.github_token_file.as_deref(),
+        args.github_token.as_deref(),
+    )?;
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    info!(api = %args.github_api_url, "commit statuses enabled");
+    let config = github::GitHubConfig {
+        api_url: args.github_api_url.clone(),
+        token,
+    };
+    github::start(config, metrics.clone())
+        .map(Some)
+        .context("failed to set up the GitHub client")
+}
+
+/// Sets the leader metric and logs every change of leadership.
+async fn report_leadership(mut leader: watch::Receiver<bool>, metrics: Arc<Metrics>) {
+    loop {
+        let leads = *leader.borrow_and_update();
+        metrics.set_leader(leads);
+        info!(leader = leads, "leadership");
+        if leader.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The HTTP server and, when a webhook secret is set, the webhook's teardown task.
+struct Http {
+    addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    teardowns: Option<JoinHandle<()>>,
+}
+
+impl Http {
+    async fn start(
+        args: &RunArgs,
+        client: &Client,
+        metrics: &Arc<Metrics>,
+        synced: watch::Receiver<bool>,
+    ) -> anyhow::Result<Http> {
+        let addr = args.http.http_addr;
+        // Bound before anything else starts, so a taken port fails the start-up loudly.
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to listen on {addr}"))?;
+        let state = AppState {
+            metrics: metrics.clone(),
+            synced,
+        };
+        let mut router = server::router(state);
+        let gh = &args.github;
+        let secret = read_secret(
+            gh.github_webhook_secret_file.as_deref(),
+            gh.github_webhook_secret.as_deref(),
+        )?;
+        let mut teardowns = None;
+        if let Some(secret) = secret {
+            let (closed_tx, closed_rx) = mpsc::channel(1024);
+            let webhook_state = webhook::WebhookState {
+                secret: Arc::new(secret.into_bytes()),
+                seen: Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000))),
+                closed: closed_tx,
+                metrics: metrics.clone(),
+            };
+            router = router.merge(webhook::router(webhook_state, gh.webhook_max_body));
+            teardowns = Some(tokio::spawn(webhook::run_teardowns(
+                client.clone(),
+                closed_rx,
+            )));
+            info!("GitHub webhooks enabled at POST /webhooks/github");
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        Ok(Http {
+            addr,
+            stop,
+            server,
+            teardowns,
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        if let Some(task) = self.teardowns {
+            task.abort();
+        }
+        match self.server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e).context(format!("failed to serve on {}", self.addr)),
+            Err(e) => Err(e).context("the HTTP server task failed"),
+        }
+    }
+}
+
+/// A name for Events and the lease that is unique even for two processes on one host: the
+/// pod name, else the host name plus the process id.
+fn instance_name() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "preview-operator".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// The namespace the operator runs in: `POD_NAMESPACE`, else the service account's, else
+/// `default` (when run outside a cluster).
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// A secret from a file (preferred: it stays out of the process environment) or a value;
+/// trailing newlines are ignored, empty means unset.
+fn read_secret(
+    file: Option<&std::path::Path>,
+    value: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let secret = match (file, value) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, Some(value)) => value.to_string(),
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(secret).filter(|s| !s.is_empty()))
+}
