@@ -39,14 +39,11 @@ fn sha(generation: u32, i: usize) -> String {
 }
 
 fn preview(name: &str, shard: &str, sha: &str) -> PreviewEnvironment {
-    common::preview(
-        name,
-        json!({"preview.dev/shard": shard}),
-        json!({"repository": "acme/chaos", "pullRequest": 1, "headSha": sha,
-               "services": [{"name": "web", "image": "web:1", "port": 8080},
-                            {"name": "worker", "image": "worker:1"}],
-               "tests": [{"name": "e2e", "image": "e2e:1"}]}),
-    )
+    common::spec("acme/chaos", 1, sha)
+        .services(json!([{"name": "web", "image": "web:1", "port": 8080},
+                         {"name": "worker", "image": "worker:1"}]))
+        .tests(json!([{"name": "e2e", "image": "e2e:1"}]))
+        .labelled(name, json!({"preview.dev/shard": shard}))
 }
 
 fn start_operator(shard: &str) -> Operator {

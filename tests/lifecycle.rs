@@ -7,90 +7,33 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    TestNamespace, await_condition, await_gone, client, install_crd, kubectl, require_operator,
-    wait_for,
+    Tenant, TestNamespace, await_condition, await_gone, client, kubectl, require_operator, wait_for,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use preview_operator::api::{Phase, PreviewEnvironment, TestPhase};
-use preview_operator::naming::preview_namespace;
 use serde_json::{Value, json};
 
 const READY: Duration = Duration::from_secs(60);
 const TEARDOWN: Duration = Duration::from_secs(120);
 
-fn preview(name: &str, spec: Value) -> PreviewEnvironment {
-    common::preview(name, json!({}), spec)
-}
-
 fn shop(sha: &str) -> Value {
-    json!({
-        "repository": "acme/shop",
-        "pullRequest": 7,
-        "headSha": sha,
-        "services": [
+    common::spec("acme/shop", 7, sha)
+        .services(json!([
             {"name": "web", "image": format!("ghcr.io/acme/web:{sha}"), "port": 8080, "expose": true,
              "readinessPath": "/healthz"},
             {"name": "worker", "image": format!("ghcr.io/acme/worker:{sha}")}
-        ],
-        "tests": [{"name": "e2e", "image": format!("ghcr.io/acme/e2e:{sha}"), "timeout": "5m"}]
-    })
+        ]))
+        .tests(json!([{"name": "e2e", "image": format!("ghcr.io/acme/e2e:{sha}"), "timeout": "5m"}]))
+        .json()
 }
 
-struct Setup {
-    client: Client,
-    tenant: TestNamespace,
-    api: Api<PreviewEnvironment>,
-}
-
-async fn setup(prefix: &str) -> Setup {
-    require_operator();
-    let client = client().await;
-    install_crd(&client).await;
-    let tenant = TestNamespace::create(&client, prefix).await;
-    let api = Api::namespaced(client.clone(), &tenant.name);
-    Setup {
-        client,
-        tenant,
-        api,
-    }
-}
-
-impl Setup {
-    async fn create(&self, name: &str, spec: Value) -> PreviewEnvironment {
-        self.api
-            .create(&PostParams::default(), &preview(name, spec))
-            .await
-            .unwrap_or_else(|e| panic!("create {name}: {e}"))
-    }
-
-    fn preview_ns(&self, name: &str) -> String {
-        preview_namespace("pr-", &self.tenant.name, name)
-    }
-
-    async fn patch_spec(&self, name: &str, spec: Value) {
-        self.api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": spec})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
-    }
-
-    async fn delete_and_wait(&self, name: &str) {
-        self.api
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
-        let api = self.api.clone();
-        await_gone(&format!("preview {name}"), TEARDOWN, || api.get_opt(name)).await;
-    }
+async fn setup(prefix: &str) -> Tenant {
+    Tenant::new(prefix).await
 }
 
 fn ready_condition(pe: &PreviewEnvironment, kind: &str) -> (String, String, String) {
@@ -130,7 +73,7 @@ async fn a_preview_goes_ready_with_tests_passed_and_every_hardening_object() {
     let labels = namespace.labels();
     assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "preview-operator");
-    assert_eq!(labels["preview.dev/owner-namespace"], s.tenant.name);
+    assert_eq!(labels["preview.dev/owner-namespace"], s.namespace.name);
     assert_eq!(labels["preview.dev/owner-name"], "shop");
     assert_eq!(
         labels["preview.dev/owner-uid"],
@@ -169,7 +112,7 @@ async fn a_preview_goes_ready_with_tests_passed_and_every_hardening_object() {
         .await
         .expect("test Job");
 
-    let (ok, out, err) = kubectl(&["get", "previewenv", "-n", &s.tenant.name]);
+    let (ok, out, err) = kubectl(&["get", "previewenv", "-n", &s.namespace.name]);
     assert!(ok, "{err}");
     assert!(out.contains("Ready") && out.contains("1/1 passed"), "{out}");
 
@@ -250,7 +193,7 @@ async fn a_failing_test_fails_the_preview_with_a_message_saying_where_to_look() 
         "True"
     );
 
-    let events = Api::<Event>::namespaced(s.client.clone(), &s.tenant.name);
+    let events = Api::<Event>::namespaced(s.client.clone(), &s.namespace.name);
     wait_for("a TestFailed event", READY, || async {
         let list = events
             .list(&ListParams::default())
@@ -274,7 +217,7 @@ async fn a_failing_test_fails_the_preview_with_a_message_saying_where_to_look() 
     s.delete_and_wait("shop").await;
 }
 
-async fn pe_after(s: &Setup, name: &str) -> PreviewEnvironment {
+async fn pe_after(s: &Tenant, name: &str) -> PreviewEnvironment {
     s.api.get(name).await.expect("get preview")
 }
 
@@ -343,7 +286,7 @@ async fn an_expired_preview_is_deleted_with_its_namespace() {
         namespaces.get_opt(&ns).await.expect("get ns").is_none(),
         "the finalizer is only released once the namespace is gone"
     );
-    let events = Api::<Event>::namespaced(s.client.clone(), &s.tenant.name);
+    let events = Api::<Event>::namespaced(s.client.clone(), &s.namespace.name);
     let list = events.list(&ListParams::default()).await.expect("events");
     assert!(
         list.items
@@ -365,7 +308,7 @@ async fn kubectl_delete_returns_only_after_the_namespace_is_gone() {
         "previewenv",
         "shop",
         "-n",
-        &s.tenant.name,
+        &s.namespace.name,
         "--timeout=120s",
     ]);
     assert!(ok, "kubectl delete failed: {err}");

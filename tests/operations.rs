@@ -114,13 +114,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
 }
 
 fn spec(sha: &str) -> serde_json::Value {
-    json!({
-        "repository": "acme/metrics",
-        "pullRequest": 3,
-        "headSha": sha,
-        "services": [{"name": "web", "image": "web:1", "port": 8080}],
-        "tests": [{"name": "smoke", "image": "smoke:1"}]
-    })
+    common::spec("acme/metrics", 3, sha)
+        .tests(json!([{"name": "smoke", "image": "smoke:1"}]))
+        .json()
 }
 
 use common::preview;

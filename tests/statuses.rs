@@ -97,13 +97,9 @@ fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironm
     } else {
         json!({})
     };
-    common::preview(
-        name,
-        json!({"preview.dev/shard": shard}),
-        json!({"repository": "acme/shop", "pullRequest": 9, "headSha": sha,
-               "services": [{"name": "web", "image": "web:1", "port": 8080}],
-               "tests": [{"name": "e2e", "image": "e2e:1", "podAnnotations": annotations}]}),
-    )
+    common::spec("acme/shop", 9, sha)
+        .tests(json!([{"name": "e2e", "image": "e2e:1", "podAnnotations": annotations}]))
+        .labelled(name, json!({"preview.dev/shard": shard}))
 }
 
 /// The states posted for `sha` under context `preview/<name>`, in arrival order, counting only

@@ -81,12 +81,9 @@ fn pr_event(action: &str, repo: &str, number: i64) -> Vec<u8> {
 }
 
 fn preview(name: &str, repo: &str, pr: i64) -> PreviewEnvironment {
-    common::preview(
-        name,
-        json!({}),
-        json!({"repository": repo, "pullRequest": pr, "headSha": "abcdef0",
-               "services": [{"name": "web", "image": "web:1"}]}),
-    )
+    common::spec(repo, pr, "abcdef0")
+        .services(json!([{"name": "web", "image": "web:1"}]))
+        .named(name)
 }
 
 fn unique(prefix: &str) -> String {

@@ -370,8 +370,116 @@ impl Drop for Operator {
     }
 }
 
-/// A PreviewEnvironment fixture from JSON: invalid specs must reach the API server untouched,
-/// and not all of them can be expressed with the typed spec. `labels` may be `{}`.
+/// The one spec fixture of the cluster tests: `repository` PR `pr` at `sha` with one `web`
+/// service on port 8080 and no tests, grown with the methods below. JSON, not the typed spec:
+/// invalid specs must reach the API server untouched.
+pub fn spec(repository: &str, pr: i64, sha: &str) -> Spec {
+    Spec(serde_json::json!({
+        "repository": repository,
+        "pullRequest": pr,
+        "headSha": sha,
+        "services": [{"name": "web", "image": "web:1", "port": 8080}],
+    }))
+}
+
+/// See [`spec`].
+#[derive(Clone, Debug)]
+pub struct Spec(pub serde_json::Value);
+
+impl Spec {
+    /// Replaces the services.
+    pub fn services(self, services: serde_json::Value) -> Spec {
+        self.with("services", services)
+    }
+
+    /// Replaces the tests.
+    pub fn tests(self, tests: serde_json::Value) -> Spec {
+        self.with("tests", tests)
+    }
+
+    /// Sets any other field of the spec.
+    pub fn with(mut self, field: &str, value: serde_json::Value) -> Spec {
+        self.0[field] = value;
+        self
+    }
+
+    pub fn json(self) -> serde_json::Value {
+        self.0
+    }
+
+    /// The PreviewEnvironment `name` with this spec.
+    pub fn named(self, name: &str) -> PreviewEnvironment {
+        preview(name, serde_json::json!({}), self.0)
+    }
+
+    /// The PreviewEnvironment `name` with this spec and these labels.
+    pub fn labelled(self, name: &str, labels: serde_json::Value) -> PreviewEnvironment {
+        preview(name, labels, self.0)
+    }
+}
+
+/// A tenant of the running operator for one test: a client, a temporary tenant namespace
+/// and the PreviewEnvironments API in it.
+pub struct Tenant {
+    pub client: Client,
+    pub namespace: TestNamespace,
+    pub api: Api<PreviewEnvironment>,
+}
+
+impl Tenant {
+    /// Needs the operator hack/test.sh starts; installs the CRD and a namespace `<prefix>-…`.
+    pub async fn new(prefix: &str) -> Tenant {
+        require_operator();
+        let client = client().await;
+        install_crd(&client).await;
+        let namespace = TestNamespace::create(&client, prefix).await;
+        let api = Api::namespaced(client.clone(), &namespace.name);
+        Tenant {
+            client,
+            namespace,
+            api,
+        }
+    }
+
+    pub async fn create(&self, name: &str, spec: serde_json::Value) -> PreviewEnvironment {
+        self.api
+            .create(
+                &PostParams::default(),
+                &preview(name, serde_json::json!({}), spec),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"))
+    }
+
+    /// The preview namespace of `name` (the operator runs with the default prefix).
+    pub fn preview_ns(&self, name: &str) -> String {
+        preview_operator::naming::preview_namespace("pr-", &self.namespace.name, name)
+    }
+
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
+        self.api
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": spec})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patch {name}: {e}"));
+    }
+
+    /// Deletes `name` and waits until it is gone (the operator's teardown included).
+    pub async fn delete_and_wait(&self, name: &str) {
+        let timeout = Duration::from_secs(120);
+        self.api
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+        let api = self.api.clone();
+        await_gone(&format!("preview {name}"), timeout, || api.get_opt(name)).await;
+    }
+}
+
+/// A PreviewEnvironment from JSON; `labels` may be `{}`. Prefer [`spec`].
 pub fn preview(
     name: &str,
     labels: serde_json::Value,
