@@ -1,6 +1,7 @@
 # The operator's image: built with cargo, run from a distroless non-root base.
 # No Docker engine exists on our development machines, so CI does not build this; it is kept
-# deliberately plain (docker build -t preview-operator .).
+# deliberately plain. Tag it with the chart's appVersion, the tag the chart pulls by default:
+#   docker build -t <registry>/preview-operator:<appVersion of charts/preview-operator/Chart.yaml> .
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild them.
