@@ -370,6 +370,10 @@ pub struct PreviewEnvironmentStatus {
     /// When the operator deletes the environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The `preview.dev/rerun-tests` value whose test run the status shows: CI waits for it
+    /// after asking for a rerun, as it waits for observedGeneration after a spec change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rerun_tests: Option<String>,
     /// "passed/total" of the tests at headSha, for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_summary: Option<String>,
@@ -468,6 +472,19 @@ pub enum TestPhase {
     Succeeded,
     /// The Job failed or timed out.
     Failed,
+}
+
+/// `90000s` as `1d1h`, for messages.
+pub fn format_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    if out.is_empty() { "0s".into() } else { out }
 }
 
 /// Parses the API's duration format (`<number><unit>` repeated, units s, m, h, d).

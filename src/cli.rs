@@ -49,7 +49,8 @@ pub struct HttpArgs {
     #[arg(
         long,
         env = "PREVIEW_OPERATOR_HTTP_ADDR",
-        default_value = "0.0.0.0:8080"
+        default_value = "0.0.0.0:8080",
+        value_parser = listen_addr
     )]
     pub http_addr: SocketAddr,
 
@@ -61,6 +62,16 @@ pub struct HttpArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+/// `host:port`, or `:port` for every interface, as Go programs and many charts write it.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    full.parse()
+        .map_err(|_| format!("{text:?} is not an address such as 0.0.0.0:8080, [::]:8080 or :8080"))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,7 +116,11 @@ pub struct GitHubArgs {
     pub github_webhook_secret_file: Option<PathBuf>,
 
     /// The GitHub webhook secret itself (prefer the file); enables POST /webhooks/github.
-    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     pub github_webhook_secret: Option<String>,
 
     /// File holding a GitHub token (statuses: write) for commit statuses on pull requests.
@@ -113,7 +128,7 @@ pub struct GitHubArgs {
     pub github_token_file: Option<PathBuf>,
 
     /// The GitHub token itself (prefer the file); enables commit statuses.
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
 
     /// GitHub API base URL (GitHub Enterprise: https://<host>/api/v3).
@@ -154,6 +169,20 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_listen_address_may_leave_out_the_host() {
+        assert_eq!(
+            listen_addr(":8080"),
+            Ok("0.0.0.0:8080".parse().expect("addr"))
+        );
+        assert_eq!(
+            listen_addr("127.0.0.1:1"),
+            Ok("127.0.0.1:1".parse().expect("addr"))
+        );
+        let refused = listen_addr("8080").expect_err("no port separator");
+        assert!(refused.contains(":8080"), "{refused}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::api::parse_duration;
+use crate::api::{format_duration, parse_duration};
 
 /// Pod Security Standard level enforced in preview namespaces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -147,7 +147,11 @@ pub struct IngressConfig {
 pub enum ConfigError {
     #[error("--{flag}: {value:?} is not resource=quantity")]
     BadPair { flag: &'static str, value: String },
-    #[error("--default-ttl ({default:?}) is longer than --max-ttl ({max:?})")]
+    #[error(
+        "--default-ttl ({}) is longer than --max-ttl ({})",
+        format_duration(*default),
+        format_duration(*max)
+    )]
     DefaultAboveMax { default: Duration, max: Duration },
     #[error("--namespace-prefix {0:?} must be lower-case letters, digits and dashes, at most 20")]
     BadPrefix(String),

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{Phase, PreviewEnvironment};
-use crate::naming::{Owner, preview_namespace};
+use crate::naming::{Owner, RERUN_TESTS, preview_namespace};
 use crate::sync::lock;
 use build::Preview;
 pub use context::Context;
@@ -56,12 +56,20 @@ pub use writes::FINALIZER;
 const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
 /// Trailing debounce of reconcile requests per preview.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Longest a reconcile waits for the caches to be filled before it comes back later.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait between two reconciles of a healthy preview (besides its expiry).
 const IDLE_REQUEUE: Duration = Duration::from_secs(3600);
 
 /// Reconciles one PreviewEnvironment.
 pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if ctx.synced.clone().wait_for(|s| *s).await.is_err() {
+    // Never act on half-filled caches; but do not wait forever either, so a shutdown is not
+    // held up by reconciles waiting for caches that cannot fill (the watches say why).
+    let mut synced = ctx.synced.clone();
+    let synced = tokio::time::timeout(SYNC_WAIT, synced.wait_for(|s| *s))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !synced {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let namespace = pe
@@ -98,6 +106,7 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         spec: &pe.spec,
         namespace: preview_namespace(&ctx.config.namespace_prefix, &owner.namespace, &owner.name),
         owner,
+        rerun_tests: pe.annotations().get(RERUN_TESTS).map(String::as_str),
     };
     let lifetime = Lifetime::of(pe, &ctx.config, now);
     if lifetime.expired(now) {
@@ -182,6 +191,7 @@ fn status_context<'a>(
         service_urls,
         sha_observed_at: Time(lifetime.since),
         expires_at: lifetime.expires.clone(),
+        rerun_tests: preview.rerun_tests.map(str::to_string),
     }
 }
 

@@ -71,7 +71,7 @@ pub fn deployment(sha: &str, replicas: i32, available: i32) -> Deployment {
 /// The Job of test `t0` at [`SHA`] with these conditions and pod counts.
 pub fn job(conditions: Value, active: i32, failed: i32) -> Job {
     serde_json::from_value(json!({
-        "metadata": {"name": "t0-abcdef0"},
+        "metadata": {"name": "t0-abcdef0", "namespace": "pr-x"},
         "status": {"conditions": conditions, "active": active, "failed": failed,
                    "startTime": "2026-01-01T00:00:00Z"}
     }))

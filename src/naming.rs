@@ -31,6 +31,9 @@ pub const COMPONENT: &str = "preview.dev/component";
 pub const PART_OF: &str = "preview.dev/name";
 /// Commit a test Job runs for.
 pub const SHA: &str = "preview.dev/sha";
+/// Annotation on a PreviewEnvironment asking for its tests to run again at the same sha: any
+/// new value reruns every test (CI sets it when a workflow run is re-run).
+pub const RERUN_TESTS: &str = "preview.dev/rerun-tests";
 /// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot
 /// hold every valid name, and watches map children back to their owner through it.
 pub const OWNER_REF: &str = "preview.dev/owner";

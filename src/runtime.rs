@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::StreamExt;
 use kube::Client;
+use kube::api::{Api, ListParams};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use crate::api::PreviewEnvironment;
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
 use crate::github::{self, StatusSender};
@@ -36,6 +38,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = client(&metrics).await?;
     let instance = instance_name();
     info!(?config, workers = args.controller.workers, %instance, "starting preview-operator");
+    check_selector(&client, args.controller.selector.as_deref()).await?;
     let election = elect(&client, &args, &instance).await?;
     let github = github_sender(&args.github, &metrics)?;
 
@@ -127,6 +130,26 @@ async fn client(metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
         .build())
 }
 
+/// Refuses to start with a label selector the API server would refuse on every watch: the
+/// operator would otherwise run, reconcile nothing and stay unready without saying why.
+async fn check_selector(client: &Client, selector: Option<&str>) -> anyhow::Result<()> {
+    let Some(selector) = selector else {
+        return Ok(());
+    };
+    let params = ListParams::default().labels(selector).limit(1);
+    match Api::<PreviewEnvironment>::all(client.clone())
+        .list_metadata(&params)
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 400 => anyhow::bail!(
+            "--selector {selector:?} is not a valid label selector: {}",
+            status.message
+        ),
+        // Anything else (the CRD missing, RBAC) shows up in the watches' warnings.
+        _ => Ok(()),
+    }
+}
+
 async fn elect(client: &Client, args: &RunArgs, instance: &str) -> anyhow::Result<Election> {
     let l = &args.leader;
     let config = l.leader_election.then(|| LeaderConfig {
@@ -207,9 +230,10 @@ impl Http {
         let mut teardowns = None;
         if let Some(secret) = secret {
             let (closed_tx, closed_rx) = mpsc::channel(1024);
+            let seen = Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000)));
             let webhook_state = webhook::WebhookState {
                 secret: Arc::new(secret.into_bytes()),
-                seen: Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000))),
+                seen: seen.clone(),
                 closed: closed_tx,
                 metrics: metrics.clone(),
             };
@@ -217,6 +241,7 @@ impl Http {
             teardowns = Some(tokio::spawn(webhook::run_teardowns(
                 client.clone(),
                 closed_rx,
+                seen,
             )));
             info!("GitHub webhooks enabled at POST /webhooks/github");
         }

@@ -35,6 +35,14 @@ pub struct ClosedPr {
     pub merged: bool,
 }
 
+/// A closed pull request to tear down, and the delivery that said so (forgotten again when
+/// the teardown cannot run, so a redelivery is handled instead of answered "already handled").
+#[derive(Clone, Debug)]
+pub struct Teardown {
+    pub pr: ClosedPr,
+    pub delivery: Option<String>,
+}
+
 /// Checks `X-Hub-Signature-256` (`sha256=<hex>`) against the body, in constant time.
 pub fn signature_valid(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     let Some(hex) = header.and_then(|h| h.strip_prefix("sha256=")) else {
@@ -166,7 +174,7 @@ impl SeenDeliveries {
 pub struct WebhookState {
     pub secret: Arc<Vec<u8>>,
     pub seen: Arc<Mutex<SeenDeliveries>>,
-    pub closed: mpsc::Sender<ClosedPr>,
+    pub closed: mpsc::Sender<Teardown>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -206,12 +214,13 @@ async fn handle(
         ),
         Ok(Delivery::Closed(pr)) => {
             let text = format!("tearing down previews of {}#{}\n", pr.repository, pr.number);
+            let delivery = header("x-github-delivery").map(str::to_string);
             // The work happens after answering; a full queue means GitHub should retry.
-            match state.closed.try_send(pr) {
+            match state.closed.try_send(Teardown { pr, delivery }) {
                 Ok(()) => answer("accepted", StatusCode::ACCEPTED, text),
-                Err(_) => {
-                    if let Some(id) = header("x-github-delivery") {
-                        lock(&state.seen).forget(id);
+                Err(refused) => {
+                    if let Some(id) = refused.into_inner().delivery {
+                        lock(&state.seen).forget(&id);
                     }
                     answer(
                         "busy",
@@ -233,34 +242,42 @@ pub fn router(state: WebhookState, max_body: usize) -> Router {
         .with_state(state)
 }
 
-/// Deletes every PreviewEnvironment of each closed PR, in every namespace.
-pub async fn run_teardowns(client: Client, mut closed: mpsc::Receiver<ClosedPr>) {
-    let all: Api<PreviewEnvironment> = Api::all(client.clone());
-    while let Some(pr) = closed.recv().await {
-        let previews = match all.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(error) => {
-                warn!(%error, repository = %pr.repository, pr = pr.number, "failed to list previews for a closed PR");
-                continue;
-            }
-        };
-        for pe in previews.iter().filter(|pe| {
-            pe.spec.pull_request == pr.number
-                && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
-        }) {
-            let ns = pe.namespace().unwrap_or_default();
-            let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
-            match gone_is_ok(api.delete(&pe.name_any(), &DeleteParams::default()).await) {
-                Ok(Some(_)) => {
-                    info!(namespace = %ns, name = %pe.name_any(), merged = pr.merged, "pull request closed; deleting its preview")
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    warn!(%error, namespace = %ns, name = %pe.name_any(), "failed to delete the preview of a closed PR")
-                }
+/// Deletes every PreviewEnvironment of each closed PR, in every namespace. A teardown that
+/// could not finish forgets its delivery, so GitHub's "Redeliver" runs it again.
+pub async fn run_teardowns(
+    client: Client,
+    mut closed: mpsc::Receiver<Teardown>,
+    seen: Arc<Mutex<SeenDeliveries>>,
+) {
+    while let Some(Teardown { pr, delivery }) = closed.recv().await {
+        if let Err(error) = tear_down(&client, &pr).await {
+            warn!(%error, repository = %pr.repository, pr = pr.number, "failed to tear down the previews of a closed PR; a redelivery retries");
+            if let Some(id) = delivery {
+                lock(&seen).forget(&id);
             }
         }
     }
+}
+
+async fn tear_down(client: &Client, pr: &ClosedPr) -> Result<(), kube::Error> {
+    let all: Api<PreviewEnvironment> = Api::all(client.clone());
+    let previews = all.list(&ListParams::default()).await?.items;
+    let mut failed = None;
+    for pe in previews.iter().filter(|pe| {
+        pe.spec.pull_request == pr.number && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
+    }) {
+        let ns = pe.namespace().unwrap_or_default();
+        let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
+        match gone_is_ok(api.delete(&pe.name_any(), &DeleteParams::default()).await) {
+            Ok(Some(_)) => {
+                info!(namespace = %ns, name = %pe.name_any(), merged = pr.merged, "pull request closed; deleting its preview")
+            }
+            Ok(None) => {}
+            // Go on with the others; the delivery is retried as a whole.
+            Err(error) => failed = Some(error),
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

@@ -180,10 +180,22 @@ async fn a_failing_test_fails_the_preview_with_a_message_saying_where_to_look() 
     )
     .await;
     let (_, _, message) = ready_condition(&pe, "TestsSucceeded");
+    // The command to paste names the preview namespace: it is not the developer's own.
+    let logs = format!("kubectl logs -n {} job/e2e-4444444", s.preview_ns("shop"));
     assert!(
-        message.contains("e2e") && message.contains("kubectl logs job/e2e-4444444"),
+        message.contains("e2e") && message.contains(&logs),
         "{message}"
     );
+    // The end of the test's output follows (the rig's failing pods print this message).
+    wait_for("the failed test's output in its status", READY, || async {
+        let pe = s.api.get("shop").await.map_err(|e| e.to_string())?;
+        let (_, _, message) = ready_condition(&pe, "TestsSucceeded");
+        message
+            .contains("last output:\nsimulated failure")
+            .then_some(())
+            .ok_or(message)
+    })
+    .await;
     let pe = await_condition(&s.api, "shop", "Ready", "False", Some("TestFailed"), READY).await;
     let status = pe.status.unwrap_or_default();
     assert_eq!(status.phase, Some(Phase::Failed));
@@ -579,5 +591,48 @@ async fn an_idle_preview_gets_no_writes() {
         stable,
         "children were written while idle"
     );
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_rerun_request_runs_every_test_again_at_the_same_sha() {
+    let s = setup("lc-rerun").await;
+    s.create("shop", shop("e000001aaaa")).await;
+    let pe = await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let first = pe.status.unwrap_or_default().tests[0].clone();
+    let first_job = first.job.clone().expect("the first run's job");
+
+    s.api
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"preview.dev/rerun-tests": "run-2"}}}),
+            ),
+        )
+        .await
+        .expect("annotate");
+    // CI waits for the status to show the request, then for Ready: never a stale Ready.
+    let rerun = wait_for("the rerun to pass", READY, || async {
+        let pe = s.api.get("shop").await.map_err(|e| e.to_string())?;
+        let status = pe.status.clone().unwrap_or_default();
+        let ready = ready_condition(&pe, "Ready").0 == "True";
+        match (status.observed_rerun_tests.as_deref(), ready) {
+            (Some("run-2"), true) => Ok(status),
+            other => Err(format!("{other:?}: {:?}", status.tests)),
+        }
+    })
+    .await;
+    let second = &rerun.tests[0];
+    let second_job = second.job.clone().expect("the rerun's job");
+    assert_eq!(second.sha, first.sha, "same sha");
+    assert_ne!(second_job, first_job, "a new Job");
+    assert_eq!(second.phase, TestPhase::Succeeded);
+    let jobs = Api::<Job>::namespaced(s.client.clone(), &s.preview_ns("shop"));
+    await_gone(&format!("the first run's job {first_job}"), READY, || {
+        jobs.get_opt(&first_job)
+    })
+    .await;
     s.delete_and_wait("shop").await;
 }

@@ -299,3 +299,26 @@ async fn only_the_leader_writes_and_a_follower_takes_over_within_the_lease_durat
     drop(survivor);
     drop(dead);
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_bad_selector_stops_the_operator_at_once_with_a_message() {
+    let bin = env("PREVIEW_OPERATOR_BIN");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(bin)
+        .args(["run", "--http-addr", "127.0.0.1:0", "--selector", "=bad=="])
+        .env("KUBECONFIG", env("PREVIEW_OPERATOR_KUBECONFIG"))
+        .output()
+        .expect("the operator runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must not run with a bad selector");
+    assert!(
+        stderr.contains("--selector") && stderr.contains("=bad=="),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it stopped only after {:?}",
+        started.elapsed()
+    );
+}

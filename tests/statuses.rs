@@ -133,7 +133,7 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
             "--github-api-url",
             &url,
         ],
-        &[("GITHUB_TOKEN", "test-token")],
+        &[("PREVIEW_OPERATOR_GITHUB_TOKEN", "test-token")],
     );
     let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
     let pp = PostParams::default();

@@ -8,6 +8,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$REPO_ROOT/hack/rig/versions.env"
 
 RIG_CACHE=${PREVIEW_RIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/preview-operator/rig}
+# shellcheck disable=SC2034 # used by the scripts that source this file
 RIG_CLUSTER=${PREVIEW_RIG_CLUSTER:-preview-rig}
 # kwokctl keeps its cluster state here; outside the repo so a clean clone starts clean.
 export KWOK_WORKDIR=${KWOK_WORKDIR:-$RIG_CACHE/kwok-workdir}
@@ -18,6 +19,7 @@ KWOK_BIN="$RIG_CACHE/kwok-$KWOK_VERSION"
 HELM_BIN="$RIG_CACHE/helm-$HELM_VERSION"
 # The rig's own kubectl must come first: kwokctl and the tests take the first kubectl on PATH,
 # and the image's one is older than the API server.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 RIG_PATH="$K8S_BIN:$ETCD_BIN:$KWOK_BIN:$HELM_BIN"
 
 log() { printf '%s [rig] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -68,7 +70,7 @@ _build_k8s() {
     ldflags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
   done
   (
-    cd "$REPO_ROOT/hack/rig/k8s"
+    cd "$REPO_ROOT/hack/rig/k8s" || exit 1
     for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
       _go_env go build -ldflags "$ldflags" -o "$out/$cmd" "k8s.io/kubernetes/cmd/$cmd" || exit 1
     done

@@ -40,6 +40,15 @@ pub struct Preview<'a> {
     pub owner: Owner,
     /// The preview namespace.
     pub namespace: String,
+    /// The `preview.dev/rerun-tests` value the test Jobs run for, if any.
+    pub rerun_tests: Option<&'a str>,
+}
+
+impl Preview<'_> {
+    /// Name of the Job running `test` of this preview now.
+    pub fn job_name(&self, test: &str) -> String {
+        job_name(test, &self.spec.head_sha, self.rerun_tests)
+    }
 }
 
 /// Everything in a preview namespace except the test Jobs (which wait for the services); the
@@ -436,9 +445,14 @@ pub fn preview_url(preview: &Preview<'_>, config: &Config) -> Option<String> {
         .and_then(|s| service_url(preview, config, s))
 }
 
-/// Name of the Job running `test` for `sha`: `<test>-<first 7 of sha>`.
-pub fn job_name(test: &str, sha: &str) -> String {
-    format!("{test}-{}", naming::short_sha(sha))
+/// Name of the Job running `test` for `sha`: `<test>-<first 7 of sha>`, plus a short hash of
+/// the rerun request when there is one, so a rerun gets new Jobs at the same sha.
+pub fn job_name(test: &str, sha: &str, rerun: Option<&str>) -> String {
+    let sha = naming::short_sha(sha);
+    match rerun {
+        Some(request) => format!("{test}-{sha}-{}", short_hash(request)),
+        None => format!("{test}-{sha}"),
+    }
 }
 
 /// `PREVIEW_<SERVICE>_URL`: upper case, dashes become underscores.
@@ -480,7 +494,7 @@ pub fn test_environment(preview: &Preview<'_>, config: &Config) -> Vec<EnvVar> {
 /// The Job running one test for the current headSha.
 pub fn test_job(preview: &Preview<'_>, config: &Config, test: &TestSpec) -> Job {
     let sha = &preview.spec.head_sha;
-    let name = job_name(&test.name, sha);
+    let name = preview.job_name(&test.name);
     let mut meta = preview.child_meta(&name, COMPONENT_TEST, &test.name);
     if let Some(labels) = meta.labels.as_mut() {
         labels.insert(SHA.to_string(), sha.clone());
@@ -517,6 +531,9 @@ pub fn test_job(preview: &Preview<'_>, config: &Config, test: &TestSpec) -> Job 
                         env: Some(env),
                         resources: test.resources.clone(),
                         security_context: Some(restricted_security_context()),
+                        // A failed test's status shows the end of its output even when the
+                        // image writes no termination message.
+                        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
                         ..Container::default()
                     }],
                     automount_service_account_token: Some(false),
@@ -587,6 +604,7 @@ mod tests {
                 pull_request: spec.pull_request,
             },
             namespace: "pr-shop-pr-123-abcdef".into(),
+            rerun_tests: None,
         }
     }
 

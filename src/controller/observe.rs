@@ -12,7 +12,10 @@ use super::apply::owned;
 use super::build::{self, Preview};
 use super::children::Stores;
 use super::status::{self, Observed};
-use crate::naming::{PART_OF, SHA};
+use crate::naming::SHA;
+
+/// The label the Job controller puts on the pods of a Job.
+const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 
 /// The preview's children as cached: the status step's observations, and every Job of the
 /// preview (the test step removes those of older shas).
@@ -29,10 +32,9 @@ pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
     // The pods of a rollout in progress tell why it is stuck (CrashLoopBackOff,
     // ImagePullBackOff...). Only pods at headSha count: an old, crashing ReplicaSet that
     // the new sha replaces is not this rollout's problem.
-    let stuck: Vec<Arc<Pod>> = stores
-        .stuck_pods
-        .in_namespace(ns)
-        .into_iter()
+    let kept = stores.stuck_pods.in_namespace(ns);
+    let stuck: Vec<&Arc<Pod>> = kept
+        .iter()
         .filter(|p| p.annotations().get(SHA).map(String::as_str) == Some(sha))
         .collect();
     let deployment = |name: &str| -> Option<&Deployment> {
@@ -46,17 +48,26 @@ pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
         status::pod_problem(
             stuck
                 .iter()
-                .map(Arc::as_ref)
+                .map(|p| p.as_ref())
                 .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))),
         )
     };
+    // The Job of this sha and rerun request; older ones are on their way out.
     let job = |test: &str| -> Option<&Job> {
+        let name = preview.job_name(test);
         jobs.iter()
             .filter(|j| j.metadata.deletion_timestamp.is_none())
-            .filter(|j| j.labels().get(SHA).map(String::as_str) == Some(sha))
-            .find(|j| j.labels().get(PART_OF).map(String::as_str) == Some(test))
+            .find(|j| j.name_any() == name)
             .map(Arc::as_ref)
     };
-    let observed = Observed::new(preview.spec, deployment, problem, job);
+    let output = |test: &str| {
+        let name = preview.job_name(test);
+        status::test_output(
+            kept.iter()
+                .map(Arc::as_ref)
+                .filter(|p| p.labels().get(JOB_NAME).map(String::as_str) == Some(name.as_str())),
+        )
+    };
+    let observed = Observed::new(preview.spec, deployment, problem, job, output);
     Children { observed, jobs }
 }

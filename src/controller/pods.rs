@@ -1,15 +1,18 @@
-//! The pods the operator cares about: those with a stuck container.
+//! The pods the operator cares about: those with a stuck container, and failed test pods.
 //!
 //! A rollout that does not finish is explained by its pods (CrashLoopBackOff,
-//! ImagePullBackOff...). A healthy pod tells nothing the Deployment does not, so instead of
+//! ImagePullBackOff...), and a failed test by the end of its output (its termination
+//! message). A healthy pod tells nothing the Deployment or Job does not, so instead of
 //! caching every pod (a few per preview, about 2 KiB each even when pruned) this keeps only
-//! the stuck ones and forgets a pod as soon as it is seen healthy or deleted.
+//! those and forgets a pod as soon as it is seen healthy or deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -76,7 +79,7 @@ impl StuckPods {
 
     /// Takes in one pod: kept, pruned, when stuck; forgotten otherwise. Returns it when stuck.
     fn observe(&self, mut pod: Pod) -> Option<Pod> {
-        if status::pod_problem([&pod]).is_none() {
+        if status::pod_problem([&pod]).is_none() && status::test_output([&pod]).is_none() {
             self.write().remove(&key(&pod));
             return None;
         }
@@ -134,8 +137,8 @@ impl StuckPods {
     }
 }
 
-/// A stuck pod is read for its namespace, service labels, sha annotation and the waiting
-/// state of its containers; everything else is dropped.
+/// A kept pod is read for its namespace, labels, sha annotation, the waiting state of its
+/// containers and the exit code and message of a terminated one; everything else is dropped.
 pub fn prune(pod: &mut Pod) {
     pod.spec = None;
     pod.metadata.owner_references = None;
@@ -151,6 +154,11 @@ pub fn prune(pod: &mut Pod) {
                     name: cs.name,
                     state: cs.state.map(|state| ContainerState {
                         waiting: state.waiting,
+                        terminated: state.terminated.map(|t| ContainerStateTerminated {
+                            exit_code: t.exit_code,
+                            message: t.message,
+                            ..ContainerStateTerminated::default()
+                        }),
                         ..ContainerState::default()
                     }),
                     ..ContainerStatus::default()

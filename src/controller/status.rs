@@ -17,8 +17,6 @@ use crate::api::{
 };
 use crate::naming::{SHA, short_sha};
 
-use super::build::job_name;
-
 /// Why a preview is not rolled out at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Gate {
@@ -164,12 +162,15 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Observes every service and test of `spec` through its children, looked up by name.
+    /// Observes every service and test of `spec` through its children, looked up by name:
+    /// a service's Deployment and the problem of its stuck pods, a test's Job and the output
+    /// of its failed pod.
     pub fn new<'a>(
         spec: &PreviewEnvironmentSpec,
         deployment: impl Fn(&str) -> Option<&'a Deployment>,
         problem: impl Fn(&ServiceSpec) -> Option<PodProblem>,
         job: impl Fn(&str) -> Option<&'a Job>,
+        output: impl Fn(&str) -> Option<String>,
     ) -> Self {
         let sha = spec.head_sha.as_str();
         Observed {
@@ -181,14 +182,19 @@ impl Observed {
             tests: spec
                 .tests
                 .iter()
-                .map(|t| test_run(&t.name, sha, job(&t.name)))
+                .map(|t| {
+                    let job = job(&t.name);
+                    // Only a failed run's output is worth a look.
+                    let output = job.filter(|j| job_failed(j)).and_then(|_| output(&t.name));
+                    test_run(&t.name, sha, job, output.as_deref())
+                })
                 .collect(),
         }
     }
 
     /// A preview of which nothing exists yet.
     pub fn nothing(spec: &PreviewEnvironmentSpec) -> Self {
-        Observed::new(spec, |_| None, |_| None, |_| None)
+        Observed::new(spec, |_| None, |_| None, |_| None, |_| None)
     }
 
     pub fn all_available(&self) -> bool {
@@ -231,6 +237,8 @@ pub struct Context<'a> {
     pub service_urls: BTreeMap<String, String>,
     pub sha_observed_at: Time,
     pub expires_at: Time,
+    /// The rerun request the test Jobs run for.
+    pub rerun_tests: Option<String>,
 }
 
 /// Whether a Deployment runs `head_sha` with every wanted pod available and no old pod left.
@@ -299,8 +307,37 @@ pub fn service_state(
     ))
 }
 
-/// Where one test run is, from its Job.
-pub fn test_run(name: &str, sha: &str, job: Option<&Job>) -> TestRun {
+/// Lines of a failed test's output kept in its status (the end, where the failure is).
+const OUTPUT_LINES: usize = 10;
+/// Characters of a failed test's output kept in its status.
+const OUTPUT_CHARS: usize = 800;
+
+/// The end of what a failed test printed: the termination message of its failed container
+/// (with `FallbackToLogsOnError`, the end of its log when it wrote no message).
+pub fn test_output<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+    let message = pods.into_iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|cs| {
+            let terminated = cs.state.as_ref()?.terminated.as_ref()?;
+            (terminated.exit_code != 0).then_some(())?;
+            terminated.message.clone().filter(|m| !m.trim().is_empty())
+        })
+    })?;
+    let lines: Vec<&str> = message.trim_end().lines().collect();
+    let tail = lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n");
+    let skip = tail.chars().count().saturating_sub(OUTPUT_CHARS);
+    Some(tail.chars().skip(skip).collect())
+}
+
+fn job_failed(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
+}
+
+/// Where one test run is, from its Job and, when it failed, the end of its output.
+pub fn test_run(name: &str, sha: &str, job: Option<&Job>, output: Option<&str>) -> TestRun {
     let mut status = TestStatus {
         name: name.to_string(),
         sha: sha.to_string(),
@@ -320,7 +357,7 @@ pub fn test_run(name: &str, sha: &str, job: Option<&Job>) -> TestRun {
         .metadata
         .name
         .clone()
-        .unwrap_or_else(|| job_name(name, sha));
+        .unwrap_or_else(|| name.to_string());
     let js = job.status.clone().unwrap_or_default();
     status.job = Some(job_name.clone());
     status.started_at = js.start_time.clone();
@@ -343,17 +380,26 @@ pub fn test_run(name: &str, sha: &str, job: Option<&Job>) -> TestRun {
         timed_out = c.reason.as_deref() == Some("DeadlineExceeded");
         let attempts = js.failed.unwrap_or(0);
         let sha = short_sha(sha);
-        status.message = Some(if timed_out {
+        // Where to look, as a command a developer can paste: the namespace is not theirs.
+        let logs = match job.metadata.namespace.as_deref() {
+            Some(ns) => format!("kubectl logs -n {ns} job/{job_name}"),
+            None => format!("kubectl logs job/{job_name}"),
+        };
+        let mut message = if timed_out {
             format!(
-                "test {name} timed out at {sha}: job {job_name} ran past its timeout; \
-                 see kubectl logs job/{job_name}"
+                "test {name} timed out at {sha}: job {job_name} ran past its timeout; see {logs}"
             )
         } else {
             format!(
-                "test {name} failed at {sha} after {attempts} attempt(s) ({}): see kubectl logs job/{job_name}",
+                "test {name} failed at {sha} after {attempts} attempt(s) ({}): see {logs}",
                 c.reason.clone().unwrap_or_else(|| "Failed".into())
             )
-        });
+        };
+        if let Some(output) = output {
+            message.push_str("\nlast output:\n");
+            message.push_str(output);
+        }
+        status.message = Some(message);
     } else if js.active.unwrap_or(0) > 0 || js.start_time.is_some() {
         status.phase = TestPhase::Running;
     } else {
@@ -575,6 +621,7 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
         observed_sha: Some(sha.to_string()),
         sha_observed_at: Some(ctx.sha_observed_at.clone()),
         expires_at: Some(ctx.expires_at.clone()),
+        observed_rerun_tests: ctx.rerun_tests.clone(),
         test_summary: Some(test_summary(observed)),
         services: observed
             .services
@@ -615,6 +662,7 @@ mod tests {
             service_urls: BTreeMap::new(),
             sha_observed_at: time(900),
             expires_at: time(10_000),
+            rerun_tests: None,
         }
     }
 
@@ -640,6 +688,7 @@ mod tests {
                     .map(|(_, p)| p.clone())
             },
             |name| jobs.iter().find(|(n, _)| *n == name).map(|(_, j)| *j),
+            |_| Some("line 1\nassertion failed: 2 == 3".to_string()),
         )
     }
 
@@ -766,13 +815,53 @@ mod tests {
         assert!(
             cond(&s, "Ready")
                 .message
-                .contains("kubectl logs job/t0-abcdef0")
+                .contains("kubectl logs -n pr-x job/t0-abcdef0")
+        );
+        assert!(
+            cond(&s, "Ready")
+                .message
+                .ends_with("last output:\nline 1\nassertion failed: 2 == 3"),
+            "the end of the failed test's output is in the message"
         );
         assert_eq!(s.test_summary.as_deref(), Some("0/1 passed, 1 failed"));
         assert!(s.tests[0].finished_at.is_some());
 
         let s = compute(&ctx(&spec, None), &with_job(&timed_out));
         assert_eq!(cond(&s, "TestsSucceeded").reason, "TestTimedOut");
+    }
+
+    #[test]
+    fn a_failed_tests_output_is_cut_to_its_last_lines() {
+        let lines: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "t0-abcdef0-x"},
+            "status": {"containerStatuses": [{"name": "t0", "image": "t", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 1, "message": lines.join("\n")}}}]}
+        }))
+        .expect("pod fixture");
+        let output = test_output([&pod]).expect("output");
+        assert!(
+            output.starts_with("line 21\n") && output.ends_with("line 30"),
+            "{output}"
+        );
+        let mut passed = pod.clone();
+        if let Some(cs) = passed
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            cs[0]
+                .state
+                .as_mut()
+                .and_then(|s| s.terminated.as_mut())
+                .expect("terminated")
+                .exit_code = 0;
+        }
+        assert_eq!(
+            test_output([&passed]),
+            None,
+            "a passing container says nothing"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use super::error::Error;
 use super::events;
 use super::report::{self, Announcement};
 use super::writes;
-use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, parse_duration};
+use crate::api::{
+    Phase, PreviewEnvironment, PreviewEnvironmentStatus, format_duration, parse_duration,
+};
 use crate::client::gone_is_ok;
 use crate::config::Config;
 use crate::naming::{self, OWNER_NAMESPACE, OWNER_UID, Owner};
@@ -76,7 +78,7 @@ pub async fn expire(
             reason: "Expired".to_string(),
             note: format!(
                 "time to live {} ran out; deleting the preview",
-                humanize(lifetime.ttl)
+                format_duration(lifetime.ttl)
             ),
         },
     );
@@ -143,25 +145,12 @@ pub fn effective_ttl(spec_ttl: Option<&str>, config: &Config) -> (Duration, Opti
         let message = format!(
             "spec.ttl {} is longer than the maximum of {} this operator allows; lower spec.ttl",
             spec_ttl.unwrap_or_default(),
-            humanize(config.max_ttl)
+            format_duration(config.max_ttl)
         );
         // A preview that breaks policy still expires, at the maximum.
         return (config.max_ttl, Some(message));
     }
     (asked, None)
-}
-
-/// `90000s` as `1d1h`, for messages.
-pub fn humanize(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
-        }
-    }
-    if out.is_empty() { "0s".into() } else { out }
 }
 
 /// When the current headSha was first seen: kept from the status while the sha is the same,
@@ -381,8 +370,8 @@ mod tests {
     }
 
     #[test]
-    fn humanize_reads_like_the_spec_format() {
-        assert_eq!(humanize(Duration::from_secs(7 * 86_400)), "7d");
-        assert_eq!(humanize(Duration::from_secs(90_061)), "1d1h1m1s");
+    fn durations_read_like_the_spec_format() {
+        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(format_duration(Duration::from_secs(90_061)), "1d1h1m1s");
     }
 }
