@@ -3,9 +3,10 @@
 # lint; render with default and non-default values (CRDs identical to crds/, every mounted
 # Secret readable by the operator's user, RBAC without wildcards); the values schema refusing
 # bad values; then on the rig: install (which installs the CRDs), uninstall keeping the CRDs
-# and the previews, install again, upgrade, and the tenant RBAC aggregated into the built-in
-# edit and view roles, checked by impersonation. The chart stays installed: its ServiceAccount
-# is what the operator runs as in the cluster tests.
+# and the previews, install again, upgrade, the tenant RBAC aggregated into the built-in edit
+# and view roles, and the admission policies (the operator's ServiceAccount writes only where it
+# manages, nobody else sets its labels), checked by impersonation. The chart stays installed:
+# its ServiceAccount is what the operator runs as in the cluster tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/rig.sh
@@ -34,7 +35,7 @@ quiet helm lint --strict "$chart" -f hack/chart/values-nondefault.yaml >/dev/nul
 log "helm template (default values)"
 default=$(render)
 for kind in CustomResourceDefinition ServiceAccount ClusterRole ClusterRoleBinding Role RoleBinding Deployment Service \
-  PodDisruptionBudget; do
+  PodDisruptionBudget ValidatingAdmissionPolicy ValidatingAdmissionPolicyBinding; do
   grep -q "^kind: $kind$" <<<"$default" || fail "default render lacks a $kind"
 done
 grep -q "^kind: ServiceMonitor$" <<<"$default" && fail "ServiceMonitor must be off by default"
@@ -48,6 +49,13 @@ for want in 'rbac.authorization.k8s.io/aggregate-to-edit: "true"' 'rbac.authoriz
   "name: $release-class-reader"; do
   grep -qF -- "$want" <<<"$default" || fail "default render lacks the tenant RBAC: $want"
 done
+# The admission policies: Fail, Deny, aimed at the chart's ServiceAccount, every default kind.
+hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$release" \
+  --resource deployments.apps --resource statefulsets.apps --resource jobs.batch --resource services \
+  --resource ingresses.networking.k8s.io --resource networkpolicies.networking.k8s.io \
+  --resource resourcequotas --resource limitranges --resource secrets --resource configmaps \
+  --resource persistentvolumeclaims --resource serviceaccounts \
+  --resource rolebindings.rbac.authorization.k8s.io <<<"$default"
 grep -q 'value: "cpu=50m,memory=64Mi"' <<<"$default" || fail "default render lacks the default requests as cpu=50m,memory=64Mi"
 grep -q 'value: "limits.memory=16Gi,pods=50,requests.cpu=4,requests.memory=8Gi"' <<<"$default" ||
   fail "default render lacks the default quota"
@@ -65,6 +73,12 @@ off=$(render --set crds.install=false --set tenantRbac.enabled=false)
 grep -q "^kind: CustomResourceDefinition$" <<<"$off" && fail "crds.install=false still renders a CRD"
 grep -q "aggregate-to-" <<<"$off" && fail "tenantRbac.enabled=false still renders aggregated roles"
 render --set crds.keep=false | grep -q "helm.sh/resource-policy" && fail "crds.keep=false still keeps the CRDs"
+render --set admissionPolicies.enabled=false | hack/chart/admission-policies.py --none
+# helm upgrade --reuse-values from a chart without them keeps that chart's defaults: a clear failure,
+# never an upgrade that silently drops the policies.
+if out=$(render --set admissionPolicies=null 2>&1) || ! grep -q "reset-then-reuse-values" <<<"$out"; then
+  fail "values without admissionPolicies must fail naming --reset-then-reuse-values, got: $out"
+fi
 
 log "helm template (non-default values)"
 custom=$(render -f hack/chart/values-nondefault.yaml)
@@ -75,6 +89,11 @@ for want in "kind: ServiceMonitor" "PREVIEW_OPERATOR_INGRESS_BASE_DOMAIN" "previ
   'value: "pods=20,requests.cpu=2"' 'value: "cpu=100m,memory=64Mi"' "name: $release-class-reader" "name: platform-team"; do
   grep -qF -- "$want" <<<"$custom" || fail "non-default render lacks: $want"
 done
+
+# The policies follow serviceAccount.name and admissionPolicies.*.
+hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:preview-bot" \
+  --resource deployments.apps --resource configmaps --resource cronjobs.batch \
+  --trusted argocd-application-controller --trusted platform-admins <<<"$custom"
 
 log "every mounted Secret is readable by the operator's user"
 hack/chart/secrets-readable.py --self-test
@@ -91,7 +110,9 @@ render --set 'policy.quota=requests.cpu=8\,pods=9' 2>/dev/null | grep -qF 'PREVI
 log "values schema refuses bad values"
 for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.maxTtl=forever" "policy.podSecurityLevel=none" \
   "unknownKey=1" "service.port=70000" "crds.install=maybe" "tenantRbac.enabled=1" "policy.quota=cpu" \
-  "policy.quota.cpu=a b" "tenantRbac.classReaderSubjects[0].kind=Robot"; do
+  "policy.quota.cpu=a b" "tenantRbac.classReaderSubjects[0].kind=Robot" "admissionPolicies.enabled=maybe" \
+  "admissionPolicies.managedResources[0]=Deployments" "admissionPolicies.managedResources[0]=events" \
+  "admissionPolicies.managedResources={}" "admissionPolicies.trustedUsers[0]=it's"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
@@ -141,15 +162,23 @@ install() {
 # Test namespaces and the cluster-scoped objects made here, removed on exit.
 probe_ns=preview-chart-probe
 tenant_ns=preview-chart-tenant
+managed_ns=preview-chart-managed
+work=""
 cleanup() {
-  kubectl delete clusterrolebinding preview-chart-auditor --ignore-not-found >/dev/null 2>&1 || true
-  kubectl delete namespace "$probe_ns" "$tenant_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete clusterrolebinding preview-chart-auditor preview-chart-namespace-editor --ignore-not-found \
+    >/dev/null 2>&1 || true
+  kubectl delete clusterrole preview-chart-namespace-editor --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete namespace "$probe_ns" "$tenant_ns" "$managed_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  [[ -z $work ]] || rm -rf "$work"
 }
 trap cleanup EXIT
 
 # Leftovers of an earlier run on the same rig.
 cleanup
-kubectl wait --for=delete namespace/"$probe_ns" namespace/"$tenant_ns" --timeout=60s >/dev/null 2>&1 || true
+# Manifests for the admission policy checks.
+work=$(mktemp -d)
+kubectl wait --for=delete namespace/"$probe_ns" namespace/"$tenant_ns" namespace/"$managed_ns" --timeout=60s \
+  >/dev/null 2>&1 || true
 if helm status "$release" -n "$namespace" >/dev/null 2>&1; then
   log "uninstalling the release left by an earlier run"
   quiet helm uninstall "$release" -n "$namespace" --wait --timeout 2m >/dev/null
@@ -241,4 +270,169 @@ expect no preview-chart-nobody create previewenvironments
 expect yes preview-chart-auditor list previewclasses -
 expect no preview-chart-auditor create previewclasses -
 expect no preview-chart-developer list previewclasses -
+
+log "admission policies: the operator's ServiceAccount writes only where it manages (impersonation)"
+# The API server type-checks each policy against the kinds it matches: no warnings (a typo in a
+# field name would otherwise only show as a denial at run time, failurePolicy Fail).
+mapfile -t policies < <(kubectl get validatingadmissionpolicies -l "app.kubernetes.io/instance=$release" -o name)
+((${#policies[@]} == 3)) || fail "expected the release's 3 ValidatingAdmissionPolicies, found: ${policies[*]}"
+for policy in "${policies[@]}"; do
+  deadline=$((SECONDS + 30))
+  while :; do
+    generations=$(kubectl get "$policy" -o jsonpath='{.status.observedGeneration}/{.metadata.generation}')
+    [[ ${generations%/*} == "${generations#*/}" ]] && break
+    ((SECONDS < deadline)) || fail "$policy: the API server never type-checked it"
+    sleep 0.2
+  done
+  warnings=$(kubectl get "$policy" -o jsonpath='{.status.typeChecking.expressionWarnings}')
+  [[ -z $warnings ]] || fail "$policy: type-checking warnings: $warnings"
+done
+sa_name=$(kubectl -n "$namespace" get "deployment/$release" -o jsonpath='{.spec.template.spec.serviceAccountName}')
+as_operator=(--as="system:serviceaccount:$namespace:$sa_name" --as-group=system:serviceaccounts
+  --as-group="system:serviceaccounts:$namespace" --as-group=system:authenticated)
+# The tenant: preview-chart-ci has edit in $tenant_ns (above), and nothing else.
+as_tenant=(--as=preview-chart-ci --as-group=system:authenticated)
+# refused <what> <expected message part> <kubectl args...>: kubectl must fail with that message.
+# Policies and bindings take effect a moment after they are created (the API server's informers):
+# retried until a deadline, so the first refusal of each policy doubles as the wait for it.
+refused() {
+  local what=$1 want=$2 out deadline=$((SECONDS + 30))
+  shift 2
+  while :; do
+    if ! out=$(kubectl "$@" 2>&1) && grep -qF -- "$want" <<<"$out"; then
+      return 0
+    fi
+    ((SECONDS < deadline)) || fail "$what: expected a refusal saying '$want', got: $out"
+    sleep 0.2
+  done
+}
+# allowed <what> <kubectl args...>: kubectl must succeed (asked after the policy concerned has
+# been seen refusing, so it is in effect).
+allowed() {
+  local what=$1 out
+  shift
+  out=$(kubectl "$@" 2>&1) || fail "$what: expected it to be allowed, got: $out"
+}
+# deployment|configmap <name> <labels JSON> [annotations JSON]: a manifest file, path printed.
+deployment() {
+  cat >"$work/deployment-$1.json" <<JSON
+{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "$1", "labels": $2},
+ "spec": {"selector": {"matchLabels": {"app": "$1"}},
+  "template": {"metadata": {"labels": {"app": "$1"}},
+   "spec": {"containers": [{"name": "app", "image": "registry.example.com/app:1"}]}}}}
+JSON
+  echo "$work/deployment-$1.json"
+}
+configmap() {
+  local annotations=${3:-}
+  [[ -n $annotations ]] || annotations='{}'
+  cat >"$work/configmap-$1.json" <<JSON
+{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "$1", "labels": $2, "annotations": $annotations},
+ "data": {"key": "value"}}
+JSON
+  echo "$work/configmap-$1.json"
+}
+not_managed="preview-operator may only write in namespaces it manages; namespace $tenant_ns is not labelled app.kubernetes.io/managed-by=preview-operator"
+not_own="preview-operator may only change or delete namespaces it manages; namespace"
+reserved="are reserved to preview-operator"
+owned='{"app.kubernetes.io/managed-by": "preview-operator", "preview.dev/owner-uid": "0000"}'
+
+# A namespace the operator manages (an admin, system:masters, may label one) and an object in
+# each namespace for the DELETE and UPDATE checks.
+kubectl create namespace "$managed_ns" >/dev/null
+kubectl label namespace "$managed_ns" app.kubernetes.io/managed-by=preview-operator >/dev/null
+kubectl create -n "$tenant_ns" -f "$(deployment existing '{}')" >/dev/null
+kubectl create -n "$managed_ns" -f "$(deployment existing "$owned")" >/dev/null
+
+# Each policy in effect (retried until a deadline), and each one's first check: (a) the operator
+# may not create a Deployment in a tenant namespace, (c) nor delete that namespace, (d) and a
+# tenant with edit in its namespace may not label its objects as the operator's.
+refused "operator SA creates a Deployment in the tenant namespace" "$not_managed (refused: CREATE deployments web)" \
+  "${as_operator[@]}" create -n "$tenant_ns" --dry-run=server -f "$(deployment web "$owned")"
+refused "operator SA deletes the tenant namespace" "$not_own $tenant_ns is not labelled" \
+  "${as_operator[@]}" delete namespace "$tenant_ns" --dry-run=server
+refused "tenant creates a ConfigMap labelled managed-by=preview-operator" \
+  "preview-chart-ci may not set label app.kubernetes.io/managed-by=preview-operator on configmaps forged in namespace $tenant_ns" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server \
+  -f "$(configmap forged '{"app.kubernetes.io/managed-by": "preview-operator"}')"
+
+# (a) In a namespace it does not manage, the operator may not create, change or delete anything.
+# (Server-side apply, as the operator writes: an UPDATE of the existing object, without a GET,
+# which its RBAC does not grant for Deployments.)
+refused "operator SA applies to a Deployment in the tenant namespace" "$not_managed (refused: UPDATE deployments existing)" \
+  "${as_operator[@]}" apply -n "$tenant_ns" --server-side --force-conflicts --field-manager=preview-operator \
+  --dry-run=server -f "$(deployment existing "$owned")"
+refused "operator SA deletes a Deployment in the tenant namespace" "$not_managed (refused: DELETE deployments existing)" \
+  "${as_operator[@]}" delete deployment existing -n "$tenant_ns" --dry-run=server
+refused "operator SA creates a Job in default" "namespace default is not labelled" \
+  "${as_operator[@]}" create job probe -n default --image=registry.example.com/app:1 --dry-run=server
+# (b) In a namespace it manages, it may (its own labels included).
+allowed "operator SA creates a Deployment in a managed namespace" \
+  "${as_operator[@]}" create -n "$managed_ns" --dry-run=server -f "$(deployment web "$owned")"
+allowed "operator SA deletes a Deployment in a managed namespace" \
+  "${as_operator[@]}" delete deployment existing -n "$managed_ns" --dry-run=server
+# Events are not covered: the operator reports on PreviewEnvironments in tenant namespaces.
+cat >"$work/event.json" <<JSON
+{"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "preview-chart-probe"},
+ "eventTime": "2025-01-01T00:00:00.000000Z", "reportingController": "preview.dev/operator",
+ "reportingInstance": "probe", "action": "Reconcile", "reason": "Probe", "type": "Normal",
+ "regarding": {"apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment", "namespace": "$tenant_ns",
+  "name": "docs-pr-42"}, "note": "probe"}
+JSON
+allowed "operator SA creates an Event in the tenant namespace" \
+  "${as_operator[@]}" create -n "$tenant_ns" --dry-run=server -f "$work/event.json"
+
+# (c) Namespaces: only those it manages (the stored labels count, so it cannot label its way in).
+refused "operator SA labels the tenant namespace as managed" "$not_own $tenant_ns is not labelled" \
+  "${as_operator[@]}" label namespace "$tenant_ns" app.kubernetes.io/managed-by=preview-operator --dry-run=server
+refused "operator SA creates an unlabelled namespace" \
+  "may only create namespaces labelled app.kubernetes.io/managed-by=preview-operator; namespace preview-chart-new is not" \
+  "${as_operator[@]}" create namespace preview-chart-new --dry-run=server
+kubectl create namespace preview-chart-new --dry-run=client -o json |
+  kubectl label --local -o json -f - app.kubernetes.io/managed-by=preview-operator >"$work/namespace-new.json"
+allowed "operator SA creates a managed namespace" "${as_operator[@]}" create --dry-run=server -f "$work/namespace-new.json"
+allowed "operator SA labels a managed namespace" \
+  "${as_operator[@]}" label namespace "$managed_ns" preview.dev/owner-uid=0000 --dry-run=server
+allowed "operator SA deletes a managed namespace" "${as_operator[@]}" delete namespace "$managed_ns" --dry-run=server
+
+log "admission policies: nobody else sets the operator's labels and annotations (impersonation)"
+# (d) A tenant with edit in its namespace: not on its objects...
+refused "tenant creates a ConfigMap labelled preview.dev/owner-uid" "may not set label preview.dev/owner-uid=0000" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(configmap forged '{"preview.dev/owner-uid": "0000"}')"
+refused "tenant creates a ConfigMap annotated preview.dev/" "may not set annotation preview.dev/owner" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(configmap forged '{}' '{"preview.dev/owner": "a/b"}')"
+refused "tenant creates a Deployment labelled managed-by=preview-operator" "$reserved" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(deployment forged '{"app.kubernetes.io/managed-by": "preview-operator"}')"
+refused "tenant labels its Deployment preview.dev/owner-uid" "may not set label preview.dev/owner-uid=0000" \
+  "${as_tenant[@]}" label deployment existing -n "$tenant_ns" preview.dev/owner-uid=0000 --dry-run=server
+# ... while other labels, and values already there, are fine.
+allowed "tenant creates a plain ConfigMap" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(configmap plain '{"app.kubernetes.io/managed-by": "Helm"}')"
+allowed "tenant creates a plain Deployment" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(deployment plain '{"app": "web"}')"
+kubectl create -n "$tenant_ns" -f "$(configmap labelled '{"preview.dev/owner-uid": "0000"}')" >/dev/null
+allowed "tenant edits another field of an object carrying preview.dev/ labels" \
+  "${as_tenant[@]}" patch configmap labelled -n "$tenant_ns" --dry-run=server --type=merge -p '{"data":{"key":"new"}}'
+allowed "tenant removes a preview.dev/ label" \
+  "${as_tenant[@]}" label configmap labelled -n "$tenant_ns" preview.dev/owner-uid- --dry-run=server
+refused "tenant changes a preview.dev/ label" "may not set label preview.dev/owner-uid=1111" \
+  "${as_tenant[@]}" label configmap labelled -n "$tenant_ns" preview.dev/owner-uid=1111 --overwrite --dry-run=server
+# PreviewEnvironments are not covered: CI annotates them (rerun-tests), tests label them (shard).
+kubectl label --local -o json -f examples/preview-minimal.yaml preview.dev/shard=probe |
+  kubectl annotate --local -o json -f - preview.dev/rerun-tests=probe >"$work/preview.json"
+allowed "tenant creates a PreviewEnvironment labelled and annotated preview.dev/" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$work/preview.json"
+# (e) ... nor on its namespace, even with RBAC to patch and create namespaces.
+kubectl create clusterrole preview-chart-namespace-editor --verb=get,create,patch --resource=namespaces >/dev/null
+kubectl create clusterrolebinding preview-chart-namespace-editor --clusterrole=preview-chart-namespace-editor \
+  --user=preview-chart-ci >/dev/null
+refused "tenant labels its namespace managed-by=preview-operator" \
+  "preview-chart-ci may not set label app.kubernetes.io/managed-by=preview-operator on namespaces $tenant_ns:" \
+  "${as_tenant[@]}" label namespace "$tenant_ns" app.kubernetes.io/managed-by=preview-operator --dry-run=server
+refused "tenant labels its namespace preview.dev/owner-uid" "may not set label preview.dev/owner-uid=0000" \
+  "${as_tenant[@]}" label namespace "$tenant_ns" preview.dev/owner-uid=0000 --dry-run=server
+refused "tenant creates a namespace labelled managed-by=preview-operator" "$reserved" \
+  "${as_tenant[@]}" create --dry-run=server -f "$work/namespace-new.json"
+allowed "tenant labels its namespace otherwise" \
+  "${as_tenant[@]}" label namespace "$tenant_ns" team=shop --dry-run=server
 log "chart checks passed"
