@@ -18,8 +18,17 @@ hack/cluster.sh up
 export PATH="$RIG_PATH:$PATH"
 KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
-kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f crds/previewenvironments.yaml >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev >/dev/null
+kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f crds/ >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev crd/previewclasses.preview.dev >/dev/null
+# Every bench namespace may preview; the limit is high enough not to queue N previews.
+kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f - >/dev/null <<EOF
+apiVersion: preview.dev/v1alpha1
+kind: PreviewClass
+metadata: {name: bench, annotations: {preview.dev/is-default-class: "true"}}
+spec:
+  tenants: [{namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: Exists}]}, repositories: ["*/*"]}]
+  limits: {activePerNamespace: 10000}
+EOF
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=target/bench-operator.log

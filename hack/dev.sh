@@ -32,8 +32,9 @@ KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
 
 log "installing the PreviewEnvironment CRD"
-kubectl apply --server-side --force-conflicts --field-manager=preview-operator-dev -f crds/previewenvironments.yaml >&2
-kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev >&2
+kubectl apply --server-side --force-conflicts --field-manager=preview-operator-dev -f crds/ >&2
+kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev crd/previewclasses.preview.dev >&2
+kubectl apply --server-side --force-conflicts --field-manager=preview-operator-dev -f examples/previewclass-dev.yaml >&2
 
 log "building and starting the operator (log: $log_file)"
 cargo build --locked --bin preview-operator

@@ -68,7 +68,9 @@ PREVIEW_WEBHOOK_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(16)
 export PREVIEW_WEBHOOK_SECRET
 printf '%s\n' "$PREVIEW_WEBHOOK_SECRET" >target/webhook-secret
 chmod 600 target/webhook-secret
-# Test policy: a small concurrency limit and a fast orphan sweep, so both are observable.
+# Test policy (hack/classes/test.yaml): a small concurrency limit, so the queue is observable;
+# a fast orphan sweep.
+kubectl apply --server-side --force-conflicts --field-manager=preview-operator-tests -f hack/classes/test.yaml >/dev/null
 # Previews labelled preview.dev/shard belong to the leader-election test's own operators.
 KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operator=debug} \
   "$PREVIEW_OPERATOR_BIN" run \
@@ -76,7 +78,7 @@ KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operat
   --leader-election --lease-namespace "$PREVIEW_CHART_NAMESPACE" --lease-name preview-operator-tests \
   --selector '!preview.dev/shard' \
   --github-webhook-secret-file target/webhook-secret \
-  --max-previews-per-namespace 2 --orphan-sweep-interval 3s >"$operator_log" 2>&1 &
+  --orphan-sweep-interval 3s >"$operator_log" 2>&1 &
 operator_pid=$!
 stop_operator() {
   kill -TERM "$operator_pid" 2>/dev/null || true

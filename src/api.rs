@@ -14,6 +14,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod class;
+
 /// Group of the API.
 pub const GROUP: &str = "preview.dev";
 
@@ -25,6 +27,9 @@ pub mod condition {
     pub const TESTS_SUCCEEDED: &str = "TestsSucceeded";
     /// Available and TestsSucceeded: what CI waits for.
     pub const READY: &str = "Ready";
+    /// A PreviewClass admits the preview (repository binding, registries, annotations,
+    /// policy, concurrency); without it nothing is created and nothing is reported on the PR.
+    pub const ADMITTED: &str = "Admitted";
 }
 
 /// Declares [`Reason`]: each variant is written into conditions as its own name.
@@ -74,6 +79,18 @@ reasons! {
     TestTimedOut,
     /// Available and tests succeeded.
     Ready,
+    /// A PreviewClass admits the preview.
+    Admitted,
+    /// No PreviewClass of the name, and no default class.
+    NoPreviewClass,
+    /// The class does not bind the preview's namespace to its repository.
+    RepositoryNotAllowed,
+    /// An image is outside the class's allowed registries.
+    RegistryNotAllowed,
+    /// A pod annotation key is outside the class's allowed keys.
+    AnnotationNotAllowed,
+    /// Another preview already serves an Ingress host this one would use.
+    HostConflict,
     /// Waiting for a slot of the tenant's concurrency limit.
     ConcurrencyLimit,
     /// The spec breaks operator policy.
@@ -189,6 +206,15 @@ pub struct PreviewEnvironmentSpec {
     #[schemars(length(min = 1, max = 255))]
     pub branch: Option<String>,
 
+    /// The PreviewClass whose policy applies; the default class when unset. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("previewClassName is immutable: create a new PreviewEnvironment for another class"))]
+    pub preview_class_name: Option<String>,
+
     /// How long the environment lives after the operator first saw the current headSha, e.g.
     /// "72h", "1d12h", "30m". Default and maximum come from the operator's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,7 +235,7 @@ pub struct PreviewEnvironmentSpec {
 }
 
 /// `<number><unit>` repeated, units s, m, h, d (e.g. "1d12h").
-const DURATION_PATTERN: &str = r"^([0-9]{1,6}[smhd]){1,4}$";
+pub(crate) const DURATION_PATTERN: &str = r"^([0-9]{1,6}[smhd]){1,4}$";
 
 /// One of the pull request's services: a Deployment, plus a Service when it has a port, plus an
 /// Ingress when exposed.
@@ -242,12 +268,12 @@ pub struct ServiceSpec {
 
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub command: Vec<String>,
 
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub args: Vec<String>,
 
     /// Plain environment variables.
@@ -264,8 +290,10 @@ pub struct ServiceSpec {
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/\S*$"))]
     pub readiness_path: Option<String>,
 
-    /// Annotations on the service's pods.
+    /// Annotations on the service's pods; the class says which keys are allowed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && size(self[k]) <= 1024)").message("pod annotation keys may have at most 253 characters and values at most 1024"))]
     pub pod_annotations: BTreeMap<String, String>,
 }
 
@@ -283,12 +311,12 @@ pub struct TestSpec {
 
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub command: Vec<String>,
 
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub args: Vec<String>,
 
     /// Plain environment variables, in addition to the PREVIEW_* ones.
@@ -300,8 +328,10 @@ pub struct TestSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
-    /// Annotations on the test's pod.
+    /// Annotations on the test's pod; the class says which keys are allowed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && size(self[k]) <= 1024)").message("pod annotation keys may have at most 253 characters and values at most 1024"))]
     pub pod_annotations: BTreeMap<String, String>,
 
     /// How long the test may run (the Job's activeDeadlineSeconds), e.g. "30m".
@@ -327,7 +357,7 @@ pub struct EnvVar {
     pub name: String,
     /// Variable value.
     #[serde(default)]
-    #[schemars(length(max = 32768))]
+    #[schemars(length(max = 2048))]
     pub value: String,
 }
 

@@ -24,8 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig or service account.
     Run(Box<RunArgs>),
-    /// Print the PreviewEnvironment CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (or write one file each into --dir).
+    Crd {
+        /// Write `<plural>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -197,8 +201,8 @@ mod tests {
             "6s",
             "--workers",
             "4",
-            "--max-ttl",
-            "3d",
+            "--progress-deadline",
+            "3m",
         ])
         .expect("valid flags");
         let Command::Run(args) = cli.command else {
@@ -208,6 +212,6 @@ mod tests {
         assert!(args.leader.leader_election);
         assert_eq!(args.leader.lease_duration, Duration::from_secs(6));
         assert_eq!(args.controller.workers, 4);
-        assert_eq!(args.policy.max_ttl, Duration::from_secs(3 * 86_400));
+        assert_eq!(args.policy.progress_deadline, Duration::from_secs(180));
     }
 }

@@ -1,11 +1,12 @@
-//! Operator settings: the platform team's policy (TTLs, concurrency, quotas, ingress, pod
-//! security) as command-line flags with `PREVIEW_OPERATOR_*` environment fallbacks.
+//! The policy a preview runs under: the operator's defaults (and its few operator-wide flags,
+//! with `PREVIEW_OPERATOR_*` environment fallbacks) overlaid with the preview's PreviewClass.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::api::class::{DEFAULT_ACTIVE_PER_NAMESPACE, EgressPolicy, PreviewClassSpec};
 use crate::api::{format_duration, parse_duration};
 
 /// Pod Security Standard level enforced in preview namespaces.
@@ -33,97 +34,28 @@ pub fn duration_arg(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{text:?} is not a duration such as 30s, 10m, 72h or 7d"))
 }
 
-/// Policy flags. Each reads `PREVIEW_OPERATOR_<FLAG>` when not given on the command line.
+/// Operator-wide settings that are not tenant policy (that is in the PreviewClass). Each flag
+/// reads `PREVIEW_OPERATOR_<FLAG>` when not given on the command line.
 #[derive(Args, Clone, Debug)]
 pub struct PolicyArgs {
-    /// Time to live of a preview whose spec has no ttl.
-    #[arg(long, env = "PREVIEW_OPERATOR_DEFAULT_TTL", default_value = "72h", value_parser = duration_arg)]
-    pub default_ttl: Duration,
-
-    /// Longest ttl a spec may ask for; longer is a PolicyViolation.
-    #[arg(long, env = "PREVIEW_OPERATOR_MAX_TTL", default_value = "7d", value_parser = duration_arg)]
-    pub max_ttl: Duration,
-
-    /// Running previews allowed per tenant namespace (0 = unlimited); the rest wait in Pending.
-    #[arg(
-        long,
-        env = "PREVIEW_OPERATOR_MAX_PREVIEWS_PER_NAMESPACE",
-        default_value_t = 0
-    )]
-    pub max_previews_per_namespace: usize,
-
     /// Prefix of preview namespace names.
     #[arg(long, env = "PREVIEW_OPERATOR_NAMESPACE_PREFIX", default_value = "pr-")]
     pub namespace_prefix: String,
-
-    /// Pod Security Standard enforced in preview namespaces.
-    #[arg(
-        long,
-        env = "PREVIEW_OPERATOR_POD_SECURITY_LEVEL",
-        value_enum,
-        default_value = "restricted"
-    )]
-    pub pod_security_level: PodSecurityLevel,
-
-    /// Base domain for exposed services (`<service>-<namespace>.<domain>`); no Ingress without it.
-    #[arg(long, env = "PREVIEW_OPERATOR_INGRESS_BASE_DOMAIN")]
-    pub ingress_base_domain: Option<String>,
-
-    /// IngressClass of exposed services.
-    #[arg(long, env = "PREVIEW_OPERATOR_INGRESS_CLASS")]
-    pub ingress_class: Option<String>,
-
-    /// TLS Secret (in each preview namespace, e.g. replicated there) for exposed services;
-    /// URLs are https when set.
-    #[arg(long, env = "PREVIEW_OPERATOR_INGRESS_TLS_SECRET")]
-    pub ingress_tls_secret: Option<String>,
-
-    /// Namespace of the ingress controller, allowed through the default-deny NetworkPolicy.
-    #[arg(
-        long,
-        env = "PREVIEW_OPERATOR_INGRESS_NAMESPACE",
-        default_value = "ingress-nginx"
-    )]
-    pub ingress_namespace: String,
-
-    /// ResourceQuota of every preview namespace, as `resource=quantity` pairs.
-    #[arg(
-        long,
-        env = "PREVIEW_OPERATOR_QUOTA",
-        value_delimiter = ',',
-        default_value = "requests.cpu=4,requests.memory=8Gi,limits.memory=16Gi,pods=50"
-    )]
-    pub quota: Vec<String>,
-
-    /// Default container requests in preview namespaces (LimitRange), as `resource=quantity`.
-    #[arg(
-        long,
-        env = "PREVIEW_OPERATOR_DEFAULT_REQUESTS",
-        value_delimiter = ',',
-        default_value = "cpu=50m,memory=64Mi"
-    )]
-    pub default_requests: Vec<String>,
-
-    /// Default container limits in preview namespaces (LimitRange), as `resource=quantity`.
-    #[arg(
-        long,
-        env = "PREVIEW_OPERATOR_DEFAULT_LIMITS",
-        value_delimiter = ',',
-        default_value = "memory=512Mi"
-    )]
-    pub default_limits: Vec<String>,
 
     /// How long a Deployment may take to make progress before it is reported as failed.
     #[arg(long, env = "PREVIEW_OPERATOR_PROGRESS_DEADLINE", default_value = "5m", value_parser = duration_arg)]
     pub progress_deadline: Duration,
 }
 
-/// Settings the pure build and status steps need, validated.
+/// The policy one preview runs under: its PreviewClass over the operator's defaults. The pure
+/// build and status steps take it as it is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
-    pub max_previews_per_namespace: usize,
+    /// Hard cap from creation.
+    pub max_lifetime: Option<Duration>,
+    pub limits: Limits,
     pub namespace_prefix: String,
     pub pod_security_level: PodSecurityLevel,
     pub ingress: Option<IngressConfig>,
@@ -131,7 +63,21 @@ pub struct Config {
     pub quota: BTreeMap<String, String>,
     pub default_requests: BTreeMap<String, String>,
     pub default_limits: BTreeMap<String, String>,
+    pub max_limits: BTreeMap<String, String>,
+    pub egress: EgressPolicy,
     pub progress_deadline: Duration,
+    /// Image prefixes; empty means any.
+    pub allowed_registries: Vec<String>,
+    /// Pod annotation key globs; empty means none.
+    pub allowed_pod_annotations: Vec<String>,
+}
+
+/// Running previews allowed at once, per scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub per_namespace: usize,
+    pub per_repository: Option<usize>,
+    pub active: Option<usize>,
 }
 
 /// Where exposed services are published.
@@ -142,46 +88,24 @@ pub struct IngressConfig {
     pub tls_secret: Option<String>,
 }
 
-/// A flag value that cannot work.
+/// A flag or class value that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("--{flag}: {value:?} is not resource=quantity")]
-    BadPair { flag: &'static str, value: String },
     #[error(
-        "--default-ttl ({}) is longer than --max-ttl ({})",
+        "ttl.default ({}) is longer than ttl.max ({})",
         format_duration(*default),
         format_duration(*max)
     )]
     DefaultAboveMax { default: Duration, max: Duration },
     #[error("--namespace-prefix {0:?} must be lower-case letters, digits and dashes, at most 20")]
     BadPrefix(String),
-}
-
-fn pairs(flag: &'static str, values: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
-    values
-        .iter()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| match v.split_once('=') {
-            Some((k, q)) if !k.trim().is_empty() && !q.trim().is_empty() => {
-                Ok((k.trim().to_string(), q.trim().to_string()))
-            }
-            _ => Err(ConfigError::BadPair {
-                flag,
-                value: v.clone(),
-            }),
-        })
-        .collect()
+    #[error("{field} {value:?} is not a duration such as 72h or 7d")]
+    BadDuration { field: &'static str, value: String },
 }
 
 impl PolicyArgs {
-    /// Validates the flags into a [`Config`].
+    /// Validates the flags into the defaults every class starts from.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.default_ttl > self.max_ttl {
-            return Err(ConfigError::DefaultAboveMax {
-                default: self.default_ttl,
-                max: self.max_ttl,
-            });
-        }
         let prefix_ok = self.namespace_prefix.len() <= 20
             && self
                 .namespace_prefix
@@ -190,53 +114,136 @@ impl PolicyArgs {
         if !prefix_ok {
             return Err(ConfigError::BadPrefix(self.namespace_prefix));
         }
-        let ingress = self
-            .ingress_base_domain
-            .filter(|d| !d.is_empty())
-            .map(|base_domain| IngressConfig {
-                base_domain,
-                class: self.ingress_class.filter(|c| !c.is_empty()),
-                tls_secret: self.ingress_tls_secret.filter(|s| !s.is_empty()),
-            });
         Ok(Config {
-            default_ttl: self.default_ttl,
-            max_ttl: self.max_ttl,
-            max_previews_per_namespace: self.max_previews_per_namespace,
             namespace_prefix: self.namespace_prefix,
-            pod_security_level: self.pod_security_level,
-            ingress,
-            ingress_namespace: self.ingress_namespace,
-            quota: pairs("quota", &self.quota)?,
-            default_requests: pairs("default-requests", &self.default_requests)?,
-            default_limits: pairs("default-limits", &self.default_limits)?,
             progress_deadline: self.progress_deadline,
+            ..Config::default()
+        })
+    }
+}
+
+impl Config {
+    /// The policy of a preview of `class`: its settings over these defaults.
+    pub fn with_class(&self, class: &PreviewClassSpec) -> Result<Config, ConfigError> {
+        let duration = |field: &'static str, value: &Option<String>, default: Duration| match value
+        {
+            None => Ok(default),
+            Some(text) => parse_duration(text).ok_or_else(|| ConfigError::BadDuration {
+                field,
+                value: text.clone(),
+            }),
+        };
+        let ttl = class.ttl.clone().unwrap_or_default();
+        let default_ttl = duration("ttl.default", &ttl.default, self.default_ttl)?;
+        let max_ttl = duration("ttl.max", &ttl.max, self.max_ttl)?;
+        if default_ttl > max_ttl {
+            return Err(ConfigError::DefaultAboveMax {
+                default: default_ttl,
+                max: max_ttl,
+            });
+        }
+        let max_lifetime = match &class.max_lifetime {
+            None => self.max_lifetime,
+            Some(_) => Some(duration("maxLifetime", &class.max_lifetime, max_ttl)?),
+        };
+        let limits = class.limits.clone().unwrap_or_default();
+        let namespace = class.namespace.clone().unwrap_or_default();
+        let limit_range = namespace.limit_range.unwrap_or_default();
+        let merged = |defaults: &BTreeMap<String, String>, over: BTreeMap<String, String>| {
+            let mut all = defaults.clone();
+            all.extend(over);
+            all
+        };
+        let ingress = class.ingress.clone();
+        Ok(Config {
+            default_ttl,
+            max_ttl,
+            max_lifetime,
+            limits: Limits {
+                per_namespace: limits
+                    .active_per_namespace
+                    .map_or(self.limits.per_namespace, |n| n as usize),
+                per_repository: limits.active_per_repository.map(|n| n as usize),
+                active: limits.active.map(|n| n as usize),
+            },
+            namespace_prefix: self.namespace_prefix.clone(),
+            pod_security_level: match namespace.pod_security_level.as_deref() {
+                Some("privileged") => PodSecurityLevel::Privileged,
+                Some("baseline") => PodSecurityLevel::Baseline,
+                _ => PodSecurityLevel::Restricted,
+            },
+            ingress_namespace: ingress
+                .as_ref()
+                .and_then(|i| i.controller_namespace.clone())
+                .unwrap_or_else(|| self.ingress_namespace.clone()),
+            ingress: ingress.map(|i| IngressConfig {
+                base_domain: i.base_domain,
+                class: i.class_name.filter(|c| !c.is_empty()),
+                tls_secret: i.tls_secret_name.filter(|s| !s.is_empty()),
+            }),
+            quota: merged(&self.quota, namespace.quota),
+            default_requests: merged(&self.default_requests, limit_range.default_requests),
+            default_limits: merged(&self.default_limits, limit_range.default_limits),
+            max_limits: merged(&self.max_limits, limit_range.max),
+            egress: namespace.egress.unwrap_or_default(),
+            progress_deadline: self.progress_deadline,
+            allowed_registries: class.allowed_registries.clone(),
+            allowed_pod_annotations: class.allowed_pod_annotations.clone(),
         })
     }
 }
 
 impl Default for Config {
-    /// The defaults of the flags; handy for tests.
+    /// The operator's defaults, under every class.
     fn default() -> Self {
         Config {
             default_ttl: Duration::from_secs(72 * 3600),
             max_ttl: Duration::from_secs(7 * 86_400),
-            max_previews_per_namespace: 0,
+            max_lifetime: None,
+            limits: Limits {
+                per_namespace: DEFAULT_ACTIVE_PER_NAMESPACE as usize,
+                per_repository: None,
+                active: None,
+            },
             namespace_prefix: "pr-".into(),
             pod_security_level: PodSecurityLevel::Restricted,
             ingress: None,
             ingress_namespace: "ingress-nginx".into(),
+            // Ephemeral storage and the common GPU resources are capped too: a namespace
+            // without a quota for them could take a node's disk or every accelerator.
             quota: BTreeMap::from([
                 ("requests.cpu".into(), "4".into()),
                 ("requests.memory".into(), "8Gi".into()),
                 ("limits.memory".into(), "16Gi".into()),
+                ("requests.ephemeral-storage".into(), "20Gi".into()),
+                ("limits.ephemeral-storage".into(), "40Gi".into()),
+                ("requests.nvidia.com/gpu".into(), "0".into()),
+                ("requests.amd.com/gpu".into(), "0".into()),
+                ("persistentvolumeclaims".into(), "10".into()),
+                ("services.loadbalancers".into(), "0".into()),
+                ("services.nodeports".into(), "0".into()),
                 ("pods".into(), "50".into()),
             ]),
             default_requests: BTreeMap::from([
                 ("cpu".into(), "50m".into()),
                 ("memory".into(), "64Mi".into()),
+                ("ephemeral-storage".into(), "100Mi".into()),
             ]),
-            default_limits: BTreeMap::from([("memory".into(), "512Mi".into())]),
+            // A LimitRange max needs a default limit for the same resource, or containers
+            // without one are refused.
+            default_limits: BTreeMap::from([
+                ("cpu".into(), "1".into()),
+                ("memory".into(), "512Mi".into()),
+                ("ephemeral-storage".into(), "1Gi".into()),
+            ]),
+            max_limits: BTreeMap::from([
+                ("cpu".into(), "2".into()),
+                ("memory".into(), "4Gi".into()),
+            ]),
+            egress: EgressPolicy::default(),
             progress_deadline: Duration::from_secs(300),
+            allowed_registries: Vec::new(),
+            allowed_pod_annotations: Vec::new(),
         }
     }
 }
@@ -244,6 +251,7 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::class::{Limits as ClassLimits, TtlPolicy};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -256,34 +264,47 @@ mod tests {
     fn flag_defaults_match_config_default() {
         let cli = Cli::try_parse_from(["x"]).expect("defaults parse");
         assert_eq!(cli.policy.into_config().expect("valid"), Config::default());
-    }
-
-    #[test]
-    fn bad_values_are_refused_with_the_flag_named() {
-        let cli = Cli::try_parse_from(["x", "--quota", "cpu"]).expect("parses");
-        let err = cli
-            .policy
-            .into_config()
-            .expect_err("cpu alone is not a pair");
-        assert!(err.to_string().contains("--quota"), "{err}");
-
-        let cli =
-            Cli::try_parse_from(["x", "--default-ttl", "10d", "--max-ttl", "1d"]).expect("parses");
+        let cli = Cli::try_parse_from(["x", "--namespace-prefix", "PR_"]).expect("parses");
         assert!(cli.policy.into_config().is_err());
-
-        assert!(Cli::try_parse_from(["x", "--max-ttl", "forever"]).is_err());
     }
 
     #[test]
-    fn ingress_needs_a_base_domain() {
-        let cli = Cli::try_parse_from(["x", "--ingress-class", "nginx"]).expect("parses");
-        assert_eq!(cli.policy.into_config().expect("valid").ingress, None);
-        let cli = Cli::try_parse_from(["x", "--ingress-base-domain", "preview.example.com"])
-            .expect("parses");
-        let ingress = cli.policy.into_config().expect("valid").ingress;
+    fn a_class_overrides_the_defaults_it_names() {
+        let class = PreviewClassSpec {
+            ttl: Some(TtlPolicy {
+                default: Some("1h".into()),
+                max: Some("2d".into()),
+            }),
+            limits: Some(ClassLimits {
+                active_per_namespace: Some(2),
+                ..ClassLimits::default()
+            }),
+            ..PreviewClassSpec::default()
+        };
+        let config = Config::default().with_class(&class).expect("valid");
+        assert_eq!(config.default_ttl, Duration::from_secs(3600));
+        assert_eq!(config.max_ttl, Duration::from_secs(2 * 86_400));
+        assert_eq!(config.limits.per_namespace, 2);
+        assert_eq!(config.quota, Config::default().quota, "quota defaults stay");
+        let empty = Config::default()
+            .with_class(&PreviewClassSpec::default())
+            .expect("valid");
+        assert_eq!(empty.limits.per_namespace, 10, "never unlimited by default");
+    }
+
+    #[test]
+    fn a_default_ttl_above_the_maximum_is_refused_in_the_spec_units() {
+        let class = PreviewClassSpec {
+            ttl: Some(TtlPolicy {
+                default: Some("3d".into()),
+                max: Some("1d".into()),
+            }),
+            ..PreviewClassSpec::default()
+        };
+        let err = Config::default().with_class(&class).expect_err("refused");
         assert_eq!(
-            ingress.map(|i| i.base_domain).as_deref(),
-            Some("preview.example.com")
+            err.to_string(),
+            "ttl.default (3d) is longer than ttl.max (1d)"
         );
     }
 }

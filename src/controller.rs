@@ -18,6 +18,7 @@ pub mod events;
 pub mod namespace;
 pub mod observe;
 pub mod pods;
+pub mod policy;
 pub mod queue;
 pub mod report;
 pub mod status;
@@ -43,7 +44,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{Phase, PreviewEnvironment};
-use crate::naming::{Owner, RERUN_TESTS, preview_namespace};
+use crate::naming::{Owner, RERUN_TESTS};
 use crate::sync::lock;
 use build::Preview;
 pub use context::Context;
@@ -99,38 +100,46 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
 
 /// Brings a live preview towards its spec, one named step at a time.
 async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
-    let now = Timestamp::now();
-    let owner =
-        Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
-    let preview = Preview {
-        spec: &pe.spec,
-        namespace: preview_namespace(&ctx.config.namespace_prefix, &owner.namespace, &owner.name),
-        owner,
-        rerun_tests: pe.annotations().get(RERUN_TESTS).map(String::as_str),
-    };
-    let lifetime = Lifetime::of(pe, &ctx.config, now);
-    if lifetime.expired(now) {
-        return teardown::expire(ctx, pe, &preview.owner, &lifetime).await;
+    let plan = plan(ctx, pe).await?;
+    if plan.lifetime.expired(plan.now) {
+        return teardown::expire(ctx, pe, &plan.preview.owner, &plan.lifetime).await;
     }
-    let gate = admission::admit(ctx, pe, &preview, &lifetime).await?;
-    let observed = if gate.is_open() {
-        let env = build::environment(&preview, &ctx.config);
-        if let Err(error) = apply::environment(&ctx.client, &ctx.stores, &preview, env).await {
-            return fail(ctx, pe, &preview, &lifetime, now, Error::from(error)).await;
+    let mut gate = match &plan.policy.refusal {
+        Some(refusal) => Gate::NotAdmitted {
+            reason: refusal.reason,
+            message: refusal.message.clone(),
+        },
+        None => {
+            admission::admit(ctx, pe, &plan.preview, &plan.lifetime, &plan.policy.config).await?
         }
-        let children = observe::children(&ctx.stores, &preview);
-        let available = children.observed.all_available();
-        test_jobs::run(ctx, &preview, &children.jobs, available).await?;
-        children.observed
-    } else {
-        Observed::nothing(&pe.spec)
     };
-    let status = status::compute(
-        &status_context(ctx, pe, &preview, &lifetime, gate.clone(), now),
-        &observed,
-    );
-    let uid = &preview.owner.uid;
-    let hold = ctx.writes.hold(uid, pe.status.as_ref(), &status);
+    let mut observed = Observed::nothing(&pe.spec);
+    if gate.is_open() {
+        let env = build::environment(&plan.preview, &plan.policy.config);
+        if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
+            gate = Gate::HostConflict(conflict);
+        } else if let Err(error) =
+            apply::environment(&ctx.client, &ctx.stores, &plan.preview, env).await
+        {
+            return fail(ctx, &plan, Error::from(error)).await;
+        } else {
+            let children = observe::children(&ctx.stores, &plan.preview);
+            let available = children.observed.all_available();
+            test_jobs::run(
+                ctx,
+                &plan.preview,
+                &plan.policy.config,
+                &children.jobs,
+                available,
+            )
+            .await?;
+            observed = children.observed;
+        }
+    }
+    let status = status::compute(&status_context(&plan, gate.clone()), &observed);
+    let hold = ctx
+        .writes
+        .hold(&plan.preview.owner.uid, pe.status.as_ref(), &status);
     let phase = status.phase;
     if hold.is_none() {
         write(ctx, pe, status).await?;
@@ -139,22 +148,45 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         &gate,
         phase,
         hold,
-        lifetime.left(now),
+        plan.lifetime.left(plan.now),
     )))
+}
+
+/// What one reconcile of a preview works from: who and where it is, the policy it runs
+/// under, and its lifetime, at one moment.
+struct Plan<'a> {
+    pe: &'a PreviewEnvironment,
+    preview: Preview<'a>,
+    policy: admission::Policy,
+    lifetime: Lifetime,
+    now: Timestamp,
+}
+
+async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>, Error> {
+    let now = Timestamp::now();
+    let owner =
+        Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
+    let policy = admission::policy(ctx, pe).await?;
+    let lifetime = Lifetime::of(pe, &policy.config, now);
+    Ok(Plan {
+        pe,
+        preview: Preview {
+            spec: &pe.spec,
+            namespace: teardown::preview_namespace_of(pe, &owner, &ctx.config),
+            owner,
+            rerun_tests: pe.annotations().get(RERUN_TESTS).map(String::as_str),
+        },
+        policy,
+        lifetime,
+        now,
+    })
 }
 
 /// Says in the status why the children could not be applied, where the developer looks,
 /// then fails the reconcile so it is retried with backoff.
-async fn fail(
-    ctx: &Context,
-    pe: &PreviewEnvironment,
-    preview: &Preview<'_>,
-    lifetime: &Lifetime,
-    now: Timestamp,
-    error: Error,
-) -> Result<Action, Error> {
-    let gate = Gate::ApplyFailed(error.to_string());
-    let status_ctx = status_context(ctx, pe, preview, lifetime, gate, now);
+async fn fail(ctx: &Context, plan: &Plan<'_>, error: Error) -> Result<Action, Error> {
+    let status_ctx = status_context(plan, Gate::ApplyFailed(error.to_string()));
+    let pe = plan.pe;
     write(
         ctx,
         pe,
@@ -165,15 +197,8 @@ async fn fail(
 }
 
 /// The inputs of `status::compute` that are not observations.
-fn status_context<'a>(
-    ctx: &Context,
-    pe: &'a PreviewEnvironment,
-    preview: &Preview<'_>,
-    lifetime: &Lifetime,
-    gate: Gate,
-    now: Timestamp,
-) -> status::Context<'a> {
-    let config = &ctx.config;
+fn status_context<'a>(plan: &Plan<'a>, gate: Gate) -> status::Context<'a> {
+    let (pe, preview, config) = (plan.pe, &plan.preview, &plan.policy.config);
     let service_urls: BTreeMap<String, String> = pe
         .spec
         .services
@@ -184,14 +209,15 @@ fn status_context<'a>(
         spec: &pe.spec,
         generation: pe.metadata.generation,
         previous: pe.status.as_ref(),
-        now: Time(now),
+        now: Time(plan.now),
         gate,
         namespace: preview.namespace.clone(),
         url: build::preview_url(preview, config),
         service_urls,
-        sha_observed_at: Time(lifetime.since),
-        expires_at: lifetime.expires.clone(),
+        sha_observed_at: Time(plan.lifetime.since),
+        expires_at: plan.lifetime.expires.clone(),
         rerun_tests: preview.rerun_tests.map(str::to_string),
+        class: plan.policy.class.clone(),
     }
 }
 
@@ -337,6 +363,7 @@ mod tests {
         let queued = Gate::ConcurrencyLimit {
             limit: 1,
             position: 1,
+            scope: "in this namespace".into(),
         };
         assert_eq!(
             requeue_after(&queued, Some(Phase::Pending), None, hour),

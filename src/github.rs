@@ -38,7 +38,8 @@ pub struct CommitStatus {
     /// `owner/name`.
     pub repository: String,
     pub sha: String,
-    /// `preview/<PreviewEnvironment name>`.
+    /// `preview/<namespace>/<PreviewEnvironment name>`: unique per preview, so one tenant's
+    /// preview never writes over another's status on the same commit.
     pub context: String,
     pub state: State,
     pub description: String,
@@ -49,7 +50,7 @@ pub struct CommitStatus {
 /// been looked at yet.
 pub fn commit_status(
     repository: &str,
-    name: &str,
+    preview: &str,
     status: &PreviewEnvironmentStatus,
 ) -> Option<CommitStatus> {
     let phase = status.phase?;
@@ -89,7 +90,7 @@ pub fn commit_status(
     Some(CommitStatus {
         repository: repository.to_string(),
         sha,
-        context: format!("preview/{name}"),
+        context: format!("preview/{preview}"),
         state,
         // GitHub refuses descriptions over 140 characters.
         description: description.chars().take(140).collect(),
@@ -336,8 +337,8 @@ mod tests {
         assert_eq!(state(Phase::Failed, "TestTimedOut"), Some(State::Failure));
         assert_eq!(state(Phase::Failed, "CrashLoopBackOff"), Some(State::Error));
         assert_eq!(state(Phase::Terminating, "x"), None);
-        let s = commit_status("a/b", "pr-1", &status(Phase::Ready, "Ready")).expect("status");
-        assert_eq!(s.context, "preview/pr-1");
+        let s = commit_status("a/b", "team/pr-1", &status(Phase::Ready, "Ready")).expect("status");
+        assert_eq!(s.context, "preview/team/pr-1");
         assert_eq!(s.target_url.as_deref(), Some("https://web.example.com"));
     }
 

@@ -37,6 +37,9 @@ pub const RERUN_TESTS: &str = "preview.dev/rerun-tests";
 /// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot
 /// hold every valid name, and watches map children back to their owner through it.
 pub const OWNER_REF: &str = "preview.dev/owner";
+/// Annotation on the operator's Ingresses naming their host, so a host already served by
+/// another preview is found in the cache before it is claimed twice.
+pub const HOST: &str = "preview.dev/host";
 /// Annotation holding a fingerprint of what the operator last applied to an object, so a
 /// reconcile that would change nothing makes no request at all.
 pub const APPLIED_HASH: &str = "preview.dev/applied-hash";
@@ -57,7 +60,9 @@ pub fn managed_selector() -> String {
 }
 
 const MAX_LABEL: usize = 63;
-const HASH_LEN: usize = 6;
+/// Hex characters of the hash in preview namespace names: 64 bits, so a crafted name cannot
+/// be brute-forced onto another tenant's namespace.
+const HASH_LEN: usize = 16;
 
 /// The preview namespace of PreviewEnvironment `namespace/name`: `<prefix><name>-<hash>`.
 ///

@@ -57,7 +57,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        queue: queue::Queue::new(config.max_previews_per_namespace, wake_tx),
+        queue: queue::Queue::new(wake_tx),
         config,
         stores: watches.stores.clone(),
         events,

@@ -94,6 +94,36 @@ async fn invalid_specs_are_refused_with_a_message_that_names_the_problem() {
             vec!["spec.repository", "should match"],
         ),
         (
+            "too many pod annotations",
+            with(valid_spec(), |s| {
+                let many: serde_json::Map<String, Value> =
+                    (0..33).map(|i| (format!("a{i}"), json!("x"))).collect();
+                s["services"][0]["podAnnotations"] = Value::Object(many);
+            }),
+            vec!["podAnnotations", "32"],
+        ),
+        (
+            "an oversized pod annotation value",
+            with(valid_spec(), |s| {
+                s["tests"][0]["podAnnotations"] = json!({"a": "x".repeat(1025)});
+            }),
+            vec!["podAnnotations", "at most 1024"],
+        ),
+        (
+            "an oversized argument",
+            with(valid_spec(), |s| {
+                s["services"][0]["args"] = json!(["x".repeat(1025)])
+            }),
+            vec!["args", "1024"],
+        ),
+        (
+            "an oversized env value",
+            with(valid_spec(), |s| {
+                s["services"][0]["env"] = json!([{"name": "BIG", "value": "x".repeat(2049)}]);
+            }),
+            vec!["env", "2048"],
+        ),
+        (
             "pull request zero",
             with(valid_spec(), |s| s["pullRequest"] = json!(0)),
             vec!["spec.pullRequest", "greater than or equal to 1"],

@@ -1,5 +1,6 @@
 //! The preview lifecycle on the rig, against the running operator (hack/test.sh starts it with
-//! `--max-previews-per-namespace 2 --orphan-sweep-interval 3s`).
+//! `--orphan-sweep-interval 3s` and the PreviewClass hack/classes/test.yaml: two previews per
+//! namespace at a time).
 
 mod common;
 
@@ -12,9 +13,10 @@ use common::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use preview_operator::api::class::PreviewClass;
 use preview_operator::api::{Phase, PreviewEnvironment, TestPhase};
 use serde_json::{Value, json};
 
@@ -83,18 +85,56 @@ async fn a_preview_goes_ready_with_tests_passed_and_every_hardening_object() {
     assert_eq!(labels["preview.dev/pull-request"], "7");
 
     let c = &s.client;
-    Api::<NetworkPolicy>::namespaced(c.clone(), &ns)
+    // KWOK enforces no NetworkPolicy, so the rendered rules are what is checked: egress is
+    // denied but for the namespace itself and DNS (no metadata service, no API server).
+    let np = Api::<NetworkPolicy>::namespaced(c.clone(), &ns)
         .get("preview-defaults")
         .await
-        .expect("NetworkPolicy");
-    Api::<ResourceQuota>::namespaced(c.clone(), &ns)
+        .expect("NetworkPolicy")
+        .spec
+        .expect("spec");
+    assert_eq!(
+        np.policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
+    let egress = np.egress.unwrap_or_default();
+    assert_eq!(egress.len(), 2, "{egress:?}");
+    let peers: Vec<_> = egress
+        .iter()
+        .flat_map(|r| r.to.clone().unwrap_or_default())
+        .collect();
+    assert!(
+        peers.iter().all(|p| p.ip_block.is_none()),
+        "no address range is open: {peers:?}"
+    );
+    let quota = Api::<ResourceQuota>::namespaced(c.clone(), &ns)
         .get("preview-defaults")
         .await
-        .expect("ResourceQuota");
-    Api::<LimitRange>::namespaced(c.clone(), &ns)
+        .expect("ResourceQuota")
+        .spec
+        .and_then(|s| s.hard)
+        .unwrap_or_default();
+    assert!(
+        quota.contains_key("requests.ephemeral-storage"),
+        "{quota:?}"
+    );
+    assert_eq!(
+        quota.get("requests.nvidia.com/gpu").map(|q| q.0.as_str()),
+        Some("0")
+    );
+    let limits = Api::<LimitRange>::namespaced(c.clone(), &ns)
         .get("preview-defaults")
         .await
-        .expect("LimitRange");
+        .expect("LimitRange")
+        .spec
+        .expect("spec")
+        .limits;
+    assert!(
+        limits[0]
+            .max
+            .as_ref()
+            .is_some_and(|m| m.contains_key("memory"))
+    );
     Api::<Service>::namespaced(c.clone(), &ns)
         .get("web")
         .await
@@ -635,4 +675,133 @@ async fn a_rerun_request_runs_every_test_again_at_the_same_sha() {
     })
     .await;
     s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_namespace_of_another_live_preview_is_never_deleted_even_when_the_names_meet() {
+    // Two tenants' previews whose namespace names meet (a hash collision, or a crafted name,
+    // simulated here): the namespace at that name belongs to B, which is alive. A must get a
+    // conflict, and B's namespace must stay untouched.
+    let a = setup("lc-meet-a").await;
+    let b = setup("lc-meet-b").await;
+    let owner_b = b.create("shop", shop("b0b0b0b1111")).await;
+    let name = a.preview_ns("shop");
+    let taken: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {
+        "app.kubernetes.io/managed-by": "preview-operator",
+        "preview.dev/owner-uid": owner_b.uid().unwrap_or_default(),
+        "preview.dev/owner-namespace": b.namespace.name,
+    }}}))
+    .expect("fixture");
+    let namespaces = Api::<Namespace>::all(a.client.clone());
+    let created = namespaces
+        .create(&PostParams::default(), &taken)
+        .await
+        .expect("create B's namespace at A's name");
+    let _cleanup = TestNamespace { name: name.clone() };
+
+    a.create("shop", shop("a0a0a0a1111")).await;
+    await_condition(
+        &a.api,
+        "shop",
+        "Ready",
+        "False",
+        Some("NamespaceConflict"),
+        READY,
+    )
+    .await;
+    let after = namespaces
+        .get(&name)
+        .await
+        .expect("B's namespace still exists");
+    assert_eq!(after.uid(), created.uid());
+    assert!(
+        after.metadata.deletion_timestamp.is_none(),
+        "not being deleted"
+    );
+    a.delete_and_wait("shop").await;
+    b.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_host_another_preview_serves_is_not_claimed_twice() {
+    let s = setup("lc-host").await;
+    // A class that publishes exposed services, for this tenant only.
+    let class_name = format!("hosts-{}", s.namespace.name);
+    let classes: Api<PreviewClass> = Api::all(s.client.clone());
+    let class: PreviewClass = serde_json::from_value(json!({
+        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
+        "metadata": {"name": class_name},
+        "spec": {"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"]}],
+                 "ingress": {"baseDomain": "preview.test"}}
+    }))
+    .expect("class");
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create the class");
+    let with_class = |sha: &str| {
+        let mut spec = shop(sha);
+        spec["previewClassName"] = json!(class_name);
+        spec
+    };
+    s.create("first", with_class("f1f1f1f1111")).await;
+    let first = await_condition(&s.api, "first", "Ready", "True", None, READY).await;
+    let url = first.status.and_then(|st| st.url).expect("an exposed URL");
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    assert!(host.ends_with(".preview.test"), "{host}");
+
+    // Someone else's Ingress claiming the host the next preview would get (as a crafted
+    // service name could on older releases): the operator must refuse, not duplicate it.
+    let second_host = preview_operator::controller::build::ingress_host(
+        "web",
+        &s.preview_ns("second"),
+        "preview.test",
+    );
+    let squatter_ns = s.preview_ns("first");
+    let squatter: Ingress = serde_json::from_value(json!({"metadata": {
+        "name": "squatter",
+        "labels": {"app.kubernetes.io/managed-by": "preview-operator"},
+        "annotations": {"preview.dev/host": second_host}
+    }, "spec": {"rules": [{"host": second_host}]}}))
+    .expect("ingress");
+    Api::<Ingress>::namespaced(s.client.clone(), &squatter_ns)
+        .create(&PostParams::default(), &squatter)
+        .await
+        .expect("create the squatter");
+    s.create("second", with_class("5e5e5e5e111")).await;
+    let pe = await_condition(
+        &s.api,
+        "second",
+        "Ready",
+        "False",
+        Some("HostConflict"),
+        READY,
+    )
+    .await;
+    let (_, _, message) = ready_condition(&pe, "Ready");
+    assert!(
+        message.contains(&second_host) && message.contains("squatter"),
+        "{message}"
+    );
+    let ingresses = Api::<Ingress>::namespaced(s.client.clone(), &s.preview_ns("second"));
+    assert!(
+        ingresses
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "no second Ingress for the host"
+    );
+    s.delete_and_wait("second").await;
+    s.delete_and_wait("first").await;
+    classes
+        .delete(&class_name, &DeleteParams::default())
+        .await
+        .expect("delete the class");
 }

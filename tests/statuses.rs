@@ -18,6 +18,7 @@ use common::{
 };
 use kube::api::{Api, DeleteParams, PostParams};
 use preview_operator::api::PreviewEnvironment;
+use preview_operator::api::class::PreviewClass;
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug)]
@@ -104,14 +105,14 @@ fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironm
 
 /// The states posted for `sha` under context `preview/<name>`, in arrival order, counting only
 /// the attempts the stand-in accepted.
-fn accepted_states(stand_in: &StandIn, sha: &str, name: &str) -> Vec<String> {
+fn accepted_states(stand_in: &StandIn, sha: &str, preview: &str) -> Vec<String> {
     stand_in
         .received
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .filter(|r| r.answered == 201 && r.path.ends_with(sha))
-        .filter(|r| r.body["context"] == format!("preview/{name}"))
+        .filter(|r| r.body["context"] == format!("preview/{preview}"))
         .map(|r| r.body["state"].as_str().unwrap_or_default().to_string())
         .collect()
 }
@@ -158,7 +159,7 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
         "a success status for good",
         Duration::from_secs(60),
         || async {
-            let states = accepted_states(&stand_in, "a1b2c3d4", "good");
+            let states = accepted_states(&stand_in, "a1b2c3d4", &format!("{shard}/good"));
             (states.last().map(String::as_str) == Some("success"))
                 .then(|| states.clone())
                 .ok_or_else(|| format!("{states:?}"))
@@ -169,7 +170,7 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
         "a failure status for bad",
         Duration::from_secs(60),
         || async {
-            let states = accepted_states(&stand_in, "d4c3b2a1", "bad");
+            let states = accepted_states(&stand_in, "d4c3b2a1", &format!("{shard}/bad"));
             (states.last().map(String::as_str) == Some("failure"))
                 .then(|| states.clone())
                 .ok_or_else(|| format!("{states:?}"))
@@ -248,4 +249,126 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
         api.get_opt("bad")
     })
     .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace_and_no_status() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "gh-refused").await;
+    let shard = tenant.name.clone();
+    // This tenant may preview acme/allowed under the class, and nothing else.
+    let class_name = format!("narrow-{shard}");
+    let classes: Api<PreviewClass> = Api::all(client.clone());
+    let class: PreviewClass = serde_json::from_value(json!({
+        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
+        "metadata": {"name": class_name},
+        "spec": {"tenants": [{"namespaces": [shard], "repositories": ["acme/allowed"]}]}
+    }))
+    .expect("class");
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create the class");
+    let (stand_in, url) = start_stand_in(vec![]).await;
+    let _operator = Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--github-api-url",
+            &url,
+        ],
+        &[("PREVIEW_OPERATOR_GITHUB_TOKEN", "test-token")],
+    );
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let labels = json!({"preview.dev/shard": shard});
+    let under_class = |repo: &str, sha: &str| {
+        common::spec(repo, 5, sha).with("previewClassName", json!(class_name))
+    };
+    let pp = PostParams::default();
+    api.create(
+        &pp,
+        &under_class("acme/payments", "e1e2e3e4").labelled("other", labels.clone()),
+    )
+    .await
+    .expect("create");
+    api.create(
+        &pp,
+        &under_class("acme/allowed", "f1f2f3f4").labelled("allowed", labels),
+    )
+    .await
+    .expect("create");
+
+    let refused = await_condition(
+        &api,
+        "other",
+        "Admitted",
+        "False",
+        Some("RepositoryNotAllowed"),
+        Duration::from_secs(60),
+    )
+    .await;
+    let message = refused
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Admitted"))
+        .map(|c| c.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains("acme/payments") && message.contains(&class_name),
+        "{message}"
+    );
+    // The admitted one proves statuses flow; the refused one must have posted nothing.
+    await_condition(
+        &api,
+        "allowed",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(90),
+    )
+    .await;
+    wait_for(
+        "a success status for the admitted preview",
+        Duration::from_secs(60),
+        || async {
+            let states = accepted_states(&stand_in, "f1f2f3f4", &format!("{shard}/allowed"));
+            (states.last().map(String::as_str) == Some("success"))
+                .then_some(())
+                .ok_or_else(|| format!("{states:?}"))
+        },
+    )
+    .await;
+    let received = stand_in
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    assert!(
+        received
+            .iter()
+            .all(|r| !r.path.contains("e1e2e3e4") && !r.path.contains("acme/payments")),
+        "a refused preview posted a status: {received:?}"
+    );
+    let ns = preview_operator::naming::preview_namespace("pr-", &shard, "other");
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    assert!(
+        namespaces.get_opt(&ns).await.expect("get").is_none(),
+        "no namespace for it"
+    );
+
+    for name in ["other", "allowed"] {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        common::await_gone("the preview", Duration::from_secs(120), || {
+            api.get_opt(name)
+        })
+        .await;
+    }
+    classes
+        .delete(&class_name, &DeleteParams::default())
+        .await
+        .expect("delete the class");
 }

@@ -1,21 +1,84 @@
-//! Whether a preview may roll out now: operator policy, then its namespace (free, ours, or
-//! someone else's), then the tenant's concurrency queue; a preview let through gets its
-//! namespace created here, so every later step works inside a namespace that is ours.
+//! Whether a preview may roll out now: its PreviewClass (which must bind the preview's
+//! namespace to its repository), operator policy, then its namespace (free, ours, or someone
+//! else's), then the concurrency queue; a preview let through gets its namespace created
+//! here, so every later step works inside a namespace that is ours.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
+use kube::api::Api;
 
 use super::build::{self, Preview};
 use super::context::Context;
 use super::error::Error;
 use super::namespace::{self, NamespaceState};
+use super::policy::{self, Refusal};
 use super::status::Gate;
 use super::teardown::Lifetime;
 use crate::api::PreviewEnvironment;
+use crate::config::Config;
 
-/// The gate of `pe`; when it is open, the preview namespace exists and is ours.
+/// The policy a preview runs under, or why it is refused one.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The class that serves it, when there is one.
+    pub class: Option<String>,
+    /// Its class over the operator's defaults (the defaults alone when refused).
+    pub config: Config,
+    pub refusal: Option<Refusal>,
+}
+
+/// Finds the class of `pe` and asks it whether `pe` may run.
+pub async fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Result<Policy, Error> {
+    let refused = |class: Option<String>, refusal| Policy {
+        class,
+        config: ctx.config.clone(),
+        refusal: Some(refusal),
+    };
+    let class = match policy::class_of(pe, &ctx.stores.classes.state()) {
+        Ok(class) => class,
+        Err(refusal) => return Ok(refused(None, refusal)),
+    };
+    let tenant = pe.namespace().unwrap_or_default();
+    let labels = if policy::needs_namespace_labels(&class) {
+        tenant_labels(ctx, &tenant).await?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(
+        match policy::admit(pe, &tenant, &labels, &class, &ctx.config) {
+            Ok(config) => Policy {
+                class: Some(class.name_any()),
+                config,
+                refusal: None,
+            },
+            Err(refusal) => refused(Some(class.name_any()), refusal),
+        },
+    )
+}
+
+/// The labels of a tenant namespace, for classes that select tenants by label. Read when
+/// needed: the operator caches only the namespaces it manages.
+async fn tenant_labels(ctx: &Context, tenant: &str) -> Result<BTreeMap<String, String>, Error> {
+    let ns = Api::<Namespace>::all(ctx.client.clone())
+        .get_metadata_opt(tenant)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("namespace {tenant}"),
+            source,
+        })?;
+    Ok(ns.map(|n| n.labels().clone()).unwrap_or_default())
+}
+
+/// The gate of `pe`, admitted by its class; when it is open, the preview namespace exists and
+/// is ours.
 pub async fn admit(
     ctx: &Context,
     pe: &PreviewEnvironment,
     preview: &Preview<'_>,
     lifetime: &Lifetime,
+    config: &Config,
 ) -> Result<Gate, Error> {
     if let Some(message) = &lifetime.violation {
         return Ok(Gate::PolicyViolation(message.clone()));
@@ -27,12 +90,12 @@ pub async fn admit(
     let s = &ctx.stores;
     let gate = ctx
         .queue
-        .admit(pe, exists, &s.previews, &s.namespaces)
+        .admit(pe, exists, &config.limits, &s.previews, &s.namespaces)
         .await;
     if !gate.is_open() {
         return Ok(gate);
     }
-    let ns = build::namespace(preview, &ctx.config);
+    let ns = build::namespace(preview, config);
     match namespace::ensure(ctx, &preview.owner, exists, ns).await? {
         None => Ok(Gate::Open),
         Some(blocked) => {

@@ -7,7 +7,8 @@ use std::fmt::Debug;
 
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -16,7 +17,7 @@ use serde::de::DeserializeOwned;
 use super::build::{Environment, Preview, stamp};
 use super::children::Stores;
 use crate::client::gone_is_ok;
-use crate::naming::{APPLIED_HASH, MANAGER, OWNER_UID};
+use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
 
 /// Brings every child of `env` into place in the preview namespace and deletes the owned
 /// children of each kind that it no longer holds.
@@ -51,6 +52,28 @@ pub async fn environment(
         sync(c, &s.ingresses, scope, ingresses),
     )?;
     Ok(())
+}
+
+/// A host `env` would claim that an Ingress of another preview already serves, with a
+/// message; checked before anything is applied, so a preview never takes another's URL.
+pub fn host_conflict(
+    ingresses: &Store<PartialObjectMeta<Ingress>>,
+    env: &Environment,
+) -> Option<String> {
+    let served = ingresses.state();
+    env.ingresses.iter().find_map(|wanted| {
+        let host = wanted.annotations().get(HOST)?;
+        let other = served.iter().find(|i| {
+            i.annotations().get(HOST) == Some(host)
+                && i.metadata.deletion_timestamp.is_none()
+                && (i.namespace() != wanted.namespace() || i.name_any() != wanted.name_any())
+        })?;
+        Some(format!(
+            "host {host} is already served by Ingress {}/{}; rename the service",
+            other.namespace().unwrap_or_default(),
+            other.name_any()
+        ))
+    })
 }
 
 /// The preview namespace and owner whose children one apply covers.

@@ -12,9 +12,10 @@ use k8s_openapi::api::core::v1::{
     ServiceSpec as CoreServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule,
-    NetworkPolicyPeer, NetworkPolicySpec, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyEgressRule,
+    NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -151,36 +152,112 @@ pub fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
     }
 }
 
-/// Default-deny ingress: pods accept traffic only from their own namespace and from the
-/// ingress controller's.
+/// Default-deny ingress and egress: pods accept traffic only from their own namespace and
+/// the ingress controller's, and reach only their own namespace, DNS and the class's
+/// allow-lists.
 fn network_policy(preview: &Preview<'_>, config: &Config) -> NetworkPolicy {
+    let namespace_named = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                name.to_string(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let same_namespace = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..NetworkPolicyPeer::default()
+    };
     NetworkPolicy {
         metadata: preview.hardening_meta(),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Ingress".to_string()]),
+            policy_types: Some(vec!["Ingress".to_string(), "Egress".to_string()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![
-                    NetworkPolicyPeer {
-                        pod_selector: Some(LabelSelector::default()),
-                        ..NetworkPolicyPeer::default()
-                    },
-                    NetworkPolicyPeer {
-                        namespace_selector: Some(LabelSelector {
-                            match_labels: Some(BTreeMap::from([(
-                                "kubernetes.io/metadata.name".to_string(),
-                                config.ingress_namespace.clone(),
-                            )])),
-                            ..LabelSelector::default()
-                        }),
-                        ..NetworkPolicyPeer::default()
-                    },
+                    same_namespace.clone(),
+                    namespace_named(&config.ingress_namespace),
                 ]),
                 ..NetworkPolicyIngressRule::default()
             }]),
-            ..NetworkPolicySpec::default()
+            egress: Some(egress_rules(config, same_namespace, namespace_named)),
         }),
     }
+}
+
+/// Link-local ranges: cloud metadata endpoints (169.254.169.254) live there.
+const LINK_LOCAL: [&str; 2] = ["169.254.0.0/16", "fe80::/10"];
+
+/// Egress of unreviewed pull-request code: its own namespace, DNS, and only what the class
+/// allows besides; everything else (cloud metadata, the API server, other tenants, the
+/// operator) is denied.
+fn egress_rules(
+    config: &Config,
+    same_namespace: NetworkPolicyPeer,
+    namespace_named: impl Fn(&str) -> NetworkPolicyPeer,
+) -> Vec<NetworkPolicyEgressRule> {
+    let egress = &config.egress;
+    let mut rules = vec![NetworkPolicyEgressRule {
+        to: Some(vec![same_namespace]),
+        ..NetworkPolicyEgressRule::default()
+    }];
+    if egress.allow_dns {
+        let dns = |protocol: &str| NetworkPolicyPort {
+            port: Some(IntOrString::Int(53)),
+            protocol: Some(protocol.to_string()),
+            ..NetworkPolicyPort::default()
+        };
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![namespace_named("kube-system")]),
+            ports: Some(vec![dns("UDP"), dns("TCP")]),
+        });
+    }
+    let mut peers: Vec<NetworkPolicyPeer> = egress
+        .allow_cidrs
+        .iter()
+        .map(|cidr| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: cidr.clone(),
+                // A wide range still keeps link-local addresses out, unless it is one itself.
+                except: non_empty(
+                    LINK_LOCAL
+                        .iter()
+                        .filter(|ll| strictly_contains(cidr, ll))
+                        .map(|ll| ll.to_string())
+                        .collect(),
+                ),
+            }),
+            ..NetworkPolicyPeer::default()
+        })
+        .collect();
+    peers.extend(egress.allow_namespaces.iter().map(|n| namespace_named(n)));
+    if !peers.is_empty() {
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(peers),
+            ..NetworkPolicyEgressRule::default()
+        });
+    }
+    rules
+}
+
+/// Whether network `outer` strictly contains network `inner` (both `address/prefix`); false
+/// for anything that does not parse (the API server then says what is wrong with it).
+fn strictly_contains(outer: &str, inner: &str) -> bool {
+    fn parse(cidr: &str) -> Option<(u128, u32, bool)> {
+        let (addr, prefix) = cidr.split_once('/')?;
+        let prefix: u32 = prefix.parse().ok()?;
+        match addr.parse::<std::net::IpAddr>().ok()? {
+            std::net::IpAddr::V4(a) => Some((u128::from(u32::from(a)) << 96, prefix, true)),
+            std::net::IpAddr::V6(a) => Some((u128::from(a), prefix, false)),
+        }
+    }
+    let (Some((a, pa, v4a)), Some((b, pb, v4b))) = (parse(outer), parse(inner)) else {
+        return false;
+    };
+    let mask = |p: u32| u128::MAX.checked_shl(128 - p.min(128)).unwrap_or(0);
+    v4a == v4b && pa < pb && pb <= 128 && (a & mask(pa)) == (b & mask(pa))
 }
 
 fn quantities(map: &BTreeMap<String, String>) -> Option<BTreeMap<String, Quantity>> {
@@ -214,6 +291,7 @@ fn limit_range(preview: &Preview<'_>, config: &Config) -> LimitRange {
                 type_: "Container".to_string(),
                 default: quantities(&config.default_limits),
                 default_request: quantities(&config.default_requests),
+                max: quantities(&config.max_limits),
                 ..LimitRangeItem::default()
             }],
         }),
@@ -360,17 +438,23 @@ fn service(preview: &Preview<'_>, svc: &ServiceSpec) -> Option<Service> {
     })
 }
 
-/// Host of an exposed service: `<service>-<namespace>.<domain>`, with the first label
-/// shortened (keeping it unique with a hash) when it would exceed DNS's 63 characters.
+/// Host of an exposed service: `<service>-<readable part of the namespace>-<its hash>.<domain>`.
+/// The preview namespace ends in a 64-bit hash of its PreviewEnvironment; the host keeps it
+/// whole at its end, so two previews never share a host whatever their services are called
+/// (`web-pr-shop` in one cannot take `web` of another). The readable middle is shortened to
+/// keep the label within DNS's 63 characters.
 pub fn ingress_host(service: &str, namespace: &str, domain: &str) -> String {
-    let mut label = format!("{service}-{namespace}");
-    if label.len() > 63 {
-        let hash = short_hash(&label);
-        label.truncate(63 - hash.len() - 1);
-        let trimmed = label.trim_end_matches('-').to_string();
-        label = format!("{trimmed}-{hash}");
+    let (readable, hash) = namespace.rsplit_once('-').unwrap_or(("", namespace));
+    let room = 63usize.saturating_sub(service.len() + hash.len() + 2);
+    let readable = readable
+        .get(..room.min(readable.len()))
+        .unwrap_or_default()
+        .trim_end_matches('-');
+    if readable.is_empty() {
+        format!("{service}-{hash}.{domain}")
+    } else {
+        format!("{service}-{readable}-{hash}.{domain}")
     }
-    format!("{label}.{domain}")
 }
 
 fn ingress(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Option<Ingress> {
@@ -380,8 +464,13 @@ fn ingress(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Option<
         return None;
     }
     let host = ingress_host(&svc.name, &preview.namespace, &ingress_config.base_domain);
+    let mut metadata = preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name);
+    metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(naming::HOST.to_string(), host.clone());
     Some(Ingress {
-        metadata: preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name),
+        metadata,
         spec: Some(IngressSpec {
             ingress_class_name: ingress_config.class.clone(),
             tls: ingress_config.tls_secret.as_ref().map(|secret| {
@@ -667,7 +756,10 @@ mod tests {
         let spec = spec();
         let env = environment(&preview(&spec), &Config::default());
         let np = env.network_policy.spec.expect("spec");
-        assert_eq!(np.policy_types, Some(vec!["Ingress".to_string()]));
+        assert_eq!(
+            np.policy_types,
+            Some(vec!["Ingress".to_string(), "Egress".to_string()])
+        );
         let from = np.ingress.expect("rules")[0].from.clone().expect("peers");
         assert_eq!(from.len(), 2);
         assert_eq!(from[0].pod_selector, Some(LabelSelector::default()));
@@ -827,6 +919,70 @@ mod tests {
             !env.contains_key("PREVIEW_WORKER_URL"),
             "worker has no port"
         );
+    }
+
+    #[test]
+    fn egress_is_denied_but_for_the_namespace_dns_and_the_class_allow_lists() {
+        let spec = spec();
+        let np = environment(&preview(&spec), &Config::default())
+            .network_policy
+            .spec
+            .expect("spec");
+        let egress = np.egress.clone().expect("egress rules");
+        assert_eq!(egress.len(), 2, "own namespace and DNS only: {egress:?}");
+        assert_eq!(
+            egress[0].to.clone().expect("peers")[0].pod_selector,
+            Some(LabelSelector::default())
+        );
+        let dns_ports = egress[1].ports.clone().expect("ports");
+        assert!(
+            dns_ports
+                .iter()
+                .all(|p| p.port == Some(IntOrString::Int(53)))
+        );
+
+        let mut config = Config::default();
+        config.egress.allow_dns = false;
+        config.egress.allow_cidrs = vec!["0.0.0.0/0".into(), "10.0.0.0/8".into()];
+        config.egress.allow_namespaces = vec!["shared-db".into()];
+        let np = environment(&preview(&spec), &config)
+            .network_policy
+            .spec
+            .expect("spec");
+        let egress = np.egress.expect("egress rules");
+        assert_eq!(egress.len(), 2, "no DNS rule: {egress:?}");
+        let peers = egress[1].to.clone().expect("peers");
+        let internet = peers[0].ip_block.clone().expect("ip block");
+        assert_eq!(internet.except, Some(vec!["169.254.0.0/16".to_string()]));
+        assert_eq!(peers[1].ip_block.clone().expect("ip block").except, None);
+        assert!(peers[2].namespace_selector.is_some());
+    }
+
+    #[test]
+    fn link_local_is_cut_only_out_of_ranges_that_contain_it() {
+        assert!(strictly_contains("0.0.0.0/0", "169.254.0.0/16"));
+        assert!(strictly_contains("169.0.0.0/8", "169.254.0.0/16"));
+        assert!(!strictly_contains("10.0.0.0/8", "169.254.0.0/16"));
+        assert!(!strictly_contains("169.254.0.0/16", "169.254.0.0/16"));
+        assert!(strictly_contains("::/0", "fe80::/10"));
+        assert!(!strictly_contains("0.0.0.0/0", "fe80::/10"));
+        assert!(!strictly_contains("nonsense", "fe80::/10"));
+    }
+
+    #[test]
+    fn hosts_of_two_previews_never_collide_whatever_the_service_names() {
+        let a = naming::preview_namespace("pr-", "team-b", "shop");
+        let b = naming::preview_namespace("pr-", "team-a", "x");
+        // A crafted service name that spells out another preview's readable part.
+        let crafted = format!("web-{}", a.rsplit_once('-').expect("hash").0);
+        assert_ne!(
+            ingress_host("web", &a, "example.com"),
+            ingress_host(&crafted, &b, "example.com")
+        );
+        assert!(ingress_host("web", &a, "example.com").ends_with(&format!(
+            "-{}.example.com",
+            a.rsplit_once('-').expect("hash").1
+        )));
     }
 
     #[test]

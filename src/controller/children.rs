@@ -23,12 +23,15 @@ use tracing::warn;
 
 use super::pods::StuckPods;
 use crate::api::PreviewEnvironment;
+use crate::api::class::PreviewClass;
 use crate::naming::{self, APPLIED_HASH, OWNER_REF, SHA};
 
 /// Caches of the previews and of everything the operator manages, filled by the watches.
 #[derive(Clone)]
 pub struct Stores {
     pub previews: Store<PreviewEnvironment>,
+    /// The platform team's classes.
+    pub classes: Store<PreviewClass>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Cached whole (minus the pod spec): their status says whether a service is available.
     pub deployments: Store<Deployment>,
@@ -65,6 +68,7 @@ pub fn watch(client: &Client, selector: Option<&str>) -> Watches {
     };
     let namespaces = w.cached(keep_all);
     let stores = Stores {
+        classes: w.classes(previews.clone()),
         previews,
         deployments: w.cached(prune_deployment),
         jobs: w.cached(prune_job),
@@ -169,6 +173,34 @@ impl Builder {
         reader
     }
 
+    /// Every PreviewClass. A change of one re-evaluates every preview: which class serves a
+    /// preview can change with it (the default annotation), and class changes are rare.
+    fn classes(&mut self, previews: Store<PreviewEnvironment>) -> Store<PreviewClass> {
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(
+                Api::<PreviewClass>::all(self.client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(|c| c.managed_fields_mut().clear()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|event| async move { ok_or_warn::<PreviewClass>(event) })
+        .flat_map(move |_class| {
+            let all: Vec<_> = previews
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            futures::stream::iter(all)
+        });
+        self.triggers.push(stream.boxed());
+        self.synced.push(wait_until_ready(reader.clone()));
+        reader
+    }
+
     /// Stuck pods wake their preview. Pods carry no owner annotation; their namespace does.
     fn stuck_pods(&mut self, namespaces: Store<PartialObjectMeta<Namespace>>) -> StuckPods {
         let pods = StuckPods::default();
@@ -245,7 +277,7 @@ const CACHED_LABELS: [&str; 5] = [
     SHA,
 ];
 /// The annotations of cached children that the operator reads.
-const CACHED_ANNOTATIONS: [&str; 2] = [OWNER_REF, APPLIED_HASH];
+const CACHED_ANNOTATIONS: [&str; 3] = [OWNER_REF, APPLIED_HASH, naming::HOST];
 
 /// Keeps nothing extra.
 fn keep_all<K>(_: &mut K) {}

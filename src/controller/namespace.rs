@@ -3,9 +3,9 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, ResourceExt};
 use tracing::info;
 
 use super::apply::{ApplyError, cached_hash};
@@ -31,7 +31,7 @@ pub async fn state(ctx: &Context, name: &str, owner: &Owner) -> Result<Namespace
     // Not in the cache of managed namespaces: free, or there without our labels. Creating it
     // tells which (see ensure) without a read before every new preview.
     match ctx.stores.namespaces.get(&ObjectRef::new(name)) {
-        Some(ns) => settle(&ctx.client, name, &ns.metadata, owner).await,
+        Some(ns) => settle(ctx, name, &ns.metadata, owner).await,
         None => Ok(NamespaceState::Usable { exists: false }),
     }
 }
@@ -78,7 +78,7 @@ pub async fn ensure(
             "namespace (it vanished after a conflict)",
         ));
     };
-    match settle(&ctx.client, &name, &live.metadata, owner).await? {
+    match settle(ctx, &name, &live.metadata, owner).await? {
         // Ours; the cache had not caught up with an earlier create.
         NamespaceState::Usable { .. } => {
             apply(ctx, ns).await?;
@@ -115,20 +115,37 @@ pub fn holder(meta: &ObjectMeta, owner: &Owner) -> Holder {
 }
 
 /// Whether an existing namespace of the preview's name can be used; an earlier preview's
-/// orphan is deleted on the way.
+/// orphan is deleted on the way, but never a namespace whose owner lives (whatever made the
+/// names meet, the other preview keeps its namespace).
 async fn settle(
-    client: &Client,
+    ctx: &Context,
     name: &str,
     meta: &ObjectMeta,
     owner: &Owner,
 ) -> Result<NamespaceState, Error> {
+    let client = &ctx.client;
     let blocked = |gate| Ok(NamespaceState::Blocked(gate));
+    let foreign = || {
+        Gate::NamespaceConflict(format!(
+            "namespace {name} already exists and is not managed by this preview; the operator \
+             never adopts or changes it. Delete that namespace or rename the PreviewEnvironment"
+        ))
+    };
     match holder(meta, owner) {
         Holder::This { terminating: false } => Ok(NamespaceState::Usable { exists: true }),
         Holder::This { terminating: true } => blocked(Gate::NamespaceTerminating(format!(
             "namespace {name} is being deleted; the preview is re-created once it is gone"
         ))),
         Holder::Earlier { uid, terminating } => {
+            let alive = teardown::owner_exists(client, &ctx.stores.previews, meta)
+                .await
+                .map_err(|source| Error::Read {
+                    what: format!("the owner of namespace {name}"),
+                    source,
+                })?;
+            if alive {
+                return blocked(foreign());
+            }
             if !terminating {
                 teardown::delete_owned_namespace(client, name, &uid)
                     .await
@@ -141,10 +158,7 @@ async fn settle(
                 "namespace {name} of an earlier preview with this name is being deleted"
             )))
         }
-        Holder::Foreign => blocked(Gate::NamespaceConflict(format!(
-            "namespace {name} already exists and is not managed by this preview; the operator \
-             never adopts or changes it. Delete that namespace or rename the PreviewEnvironment"
-        ))),
+        Holder::Foreign => blocked(foreign()),
     }
 }
 

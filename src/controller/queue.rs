@@ -12,13 +12,13 @@ use tokio::sync::mpsc;
 
 use super::status::Gate;
 use crate::api::{PreviewEnvironment, Reason, condition};
+use crate::config::Limits;
 use crate::naming::{OWNER_UID, Owner};
 use crate::sync::lock;
 
 /// The queue's state in this process.
 pub struct Queue {
-    limit: usize,
-    /// Previews admitted under the limit whose namespace may not be cached yet.
+    /// Previews admitted under the limits whose namespace may not be cached yet.
     admitted: Mutex<HashSet<String>>,
     /// Serialises decisions, so two reconciles cannot both take the last slot.
     deciding: tokio::sync::Mutex<()>,
@@ -26,32 +26,38 @@ pub struct Queue {
     wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>,
 }
 
+/// One scope of a limit: which previews count against it.
+struct Scope<'a> {
+    limit: usize,
+    name: String,
+    covers: Box<dyn Fn(&PreviewEnvironment) -> bool + 'a>,
+}
+
 impl Queue {
-    /// A queue of `limit` running previews per tenant (0: no limit); `wake` reconciles the
-    /// previews it hands over.
-    pub fn new(limit: usize, wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>) -> Self {
+    /// An empty queue; `wake` reconciles the previews it hands a slot.
+    pub fn new(wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>) -> Self {
         Queue {
-            limit,
             admitted: Mutex::default(),
             deciding: tokio::sync::Mutex::new(()),
             wake,
         }
     }
 
-    /// Decides whether `pe`, not running yet unless `running` says so, may start now.
+    /// Decides whether `pe`, not running yet unless `running` says so, may start now under
+    /// `limits`: per tenant namespace, per repository, and over its class.
     pub async fn admit(
         &self,
         pe: &PreviewEnvironment,
         running: bool,
+        limits: &Limits,
         previews: &Store<PreviewEnvironment>,
         namespaces: &Store<PartialObjectMeta<Namespace>>,
     ) -> Gate {
         let uid = pe.uid().unwrap_or_default();
-        if self.limit == 0 || running || lock(&self.admitted).contains(&uid) {
+        if running || lock(&self.admitted).contains(&uid) {
             return Gate::Open;
         }
         let _one_at_a_time = self.deciding.lock().await;
-        let tenant = pe.namespace().unwrap_or_default();
         let admitted = lock(&self.admitted).clone();
         let namespaces = namespaces.state();
         let is_running = |p: &PreviewEnvironment| {
@@ -61,23 +67,26 @@ impl Queue {
                     .iter()
                     .any(|ns| ns.labels().get(OWNER_UID) == Some(&uid))
         };
-        let peers: Vec<Arc<PreviewEnvironment>> = previews
+        let live: Vec<Arc<PreviewEnvironment>> = previews
             .state()
             .into_iter()
-            .filter(|p| p.namespace().as_deref() == Some(tenant.as_str()))
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
-        let running = peers.iter().filter(|p| is_running(p)).count();
-        let waiting: Vec<&PreviewEnvironment> = peers
-            .iter()
-            .map(Arc::as_ref)
-            .filter(|p| !is_running(p))
-            .collect();
-        let gate = place(self.limit, running, waiting, &uid);
-        if gate.is_open() {
-            lock(&self.admitted).insert(uid);
+        for scope in scopes(pe, limits) {
+            let peers: Vec<&PreviewEnvironment> = live
+                .iter()
+                .map(Arc::as_ref)
+                .filter(|p| (scope.covers)(p))
+                .collect();
+            let running = peers.iter().filter(|p| is_running(p)).count();
+            let waiting = peers.into_iter().filter(|p| !is_running(p)).collect();
+            let gate = place(scope.limit, running, waiting, &uid, &scope.name);
+            if !gate.is_open() {
+                return gate;
+            }
         }
-        gate
+        lock(&self.admitted).insert(uid);
+        Gate::Open
     }
 
     /// Gives back the slot of a preview that did not start after all.
@@ -85,24 +94,52 @@ impl Queue {
         lock(&self.admitted).remove(uid);
     }
 
-    /// Frees the slot of a preview being torn down and wakes the previews waiting in its
-    /// tenant, so the first in line starts.
+    /// Frees the slot of a preview being torn down and wakes every preview waiting for a
+    /// slot (the freed one may count in another tenant's repository or class limit).
     pub fn release(&self, owner: &Owner, previews: &Store<PreviewEnvironment>) {
         self.give_back(&owner.uid);
-        for waiting in waiting_in(previews, &owner.namespace) {
+        for waiting in waiting(previews) {
             // The receiver lives as long as the controller; after that nobody waits.
             let _ = self.wake.send(waiting);
         }
     }
 }
 
-/// PURE: the gate of preview `uid` among the tenant's `waiting` previews, with `running`
+/// The scopes whose limits `pe` counts against.
+fn scopes<'a>(pe: &'a PreviewEnvironment, limits: &Limits) -> Vec<Scope<'a>> {
+    let tenant = pe.metadata.namespace.clone().unwrap_or_default();
+    let repository = pe.spec.repository.to_ascii_lowercase();
+    let class = pe.spec.preview_class_name.clone();
+    let mut scopes = vec![Scope {
+        limit: limits.per_namespace,
+        name: "in this namespace".to_string(),
+        covers: Box::new(move |p| p.metadata.namespace.as_deref() == Some(tenant.as_str())),
+    }];
+    if let Some(limit) = limits.per_repository {
+        scopes.push(Scope {
+            limit,
+            name: format!("for repository {}", pe.spec.repository),
+            covers: Box::new(move |p| p.spec.repository.eq_ignore_ascii_case(&repository)),
+        });
+    }
+    if let Some(limit) = limits.active {
+        scopes.push(Scope {
+            limit,
+            name: "in this PreviewClass".to_string(),
+            covers: Box::new(move |p| p.spec.preview_class_name == class),
+        });
+    }
+    scopes
+}
+
+/// PURE: the gate of preview `uid` among the `waiting` previews of one scope, with `running`
 /// of `limit` slots taken. Oldest first; the name breaks ties so every replica agrees.
 pub fn place(
     limit: usize,
     running: usize,
     mut waiting: Vec<&PreviewEnvironment>,
     uid: &str,
+    scope: &str,
 ) -> Gate {
     waiting.sort_by_key(|p| {
         (
@@ -120,19 +157,16 @@ pub fn place(
         Gate::ConcurrencyLimit {
             limit,
             position: (running + position).saturating_sub(limit),
+            scope: scope.to_string(),
         }
     }
 }
 
-/// The PreviewEnvironments waiting in `tenant` for a concurrency slot.
-fn waiting_in(
-    previews: &Store<PreviewEnvironment>,
-    tenant: &str,
-) -> Vec<ObjectRef<PreviewEnvironment>> {
+/// The PreviewEnvironments waiting for a concurrency slot.
+fn waiting(previews: &Store<PreviewEnvironment>) -> Vec<ObjectRef<PreviewEnvironment>> {
     previews
         .state()
         .iter()
-        .filter(|p| p.namespace().as_deref() == Some(tenant))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             p.status
@@ -163,21 +197,17 @@ mod tests {
             created_at("a-third", 3),
         );
         let waiting = || vec![&c, &a, &b];
-        assert_eq!(place(2, 0, waiting(), "uid-c-first"), Gate::Open);
-        assert_eq!(place(2, 0, waiting(), "uid-b-second"), Gate::Open);
+        let queued = |position| Gate::ConcurrencyLimit {
+            limit: 2,
+            position,
+            scope: "here".into(),
+        };
+        assert_eq!(place(2, 0, waiting(), "uid-c-first", "here"), Gate::Open);
+        assert_eq!(place(2, 0, waiting(), "uid-b-second", "here"), Gate::Open);
+        assert_eq!(place(2, 0, waiting(), "uid-a-third", "here"), queued(1));
         assert_eq!(
-            place(2, 0, waiting(), "uid-a-third"),
-            Gate::ConcurrencyLimit {
-                limit: 2,
-                position: 1
-            }
-        );
-        assert_eq!(
-            place(2, 1, waiting(), "uid-b-second"),
-            Gate::ConcurrencyLimit {
-                limit: 2,
-                position: 1
-            },
+            place(2, 1, waiting(), "uid-b-second", "here"),
+            queued(1),
             "one slot taken: only the oldest starts"
         );
     }
@@ -185,7 +215,7 @@ mod tests {
     #[test]
     fn the_name_breaks_ties_between_previews_created_in_the_same_second() {
         let (x, y) = (created_at("x", 5), created_at("y", 5));
-        assert_eq!(place(1, 0, vec![&y, &x], "uid-x"), Gate::Open);
-        assert!(!place(1, 0, vec![&y, &x], "uid-y").is_open());
+        assert_eq!(place(1, 0, vec![&y, &x], "uid-x", "here"), Gate::Open);
+        assert!(!place(1, 0, vec![&y, &x], "uid-y", "here").is_open());
     }
 }

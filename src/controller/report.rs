@@ -10,7 +10,9 @@ use kube::{Resource, ResourceExt};
 use super::context::Context;
 use super::events;
 use super::writes::Transition;
-use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, TestPhase, condition};
+use crate::api::{
+    Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
+};
 use crate::github::{self, CommitStatus};
 
 /// One Event to publish about the preview.
@@ -39,10 +41,11 @@ pub struct Consequences {
     pub tests_finished: Vec<FinishedTest>,
 }
 
-/// What `transition` of the preview `repository`/`name` calls for, at `now`.
+/// What `transition` of the preview `preview` (`namespace/name`) of `repository` calls for,
+/// at `now`.
 pub fn consequences(
     repository: &str,
-    name: &str,
+    preview: &str,
     transition: &Transition,
     now: Timestamp,
 ) -> Consequences {
@@ -63,9 +66,10 @@ pub fn consequences(
         .flatten()
         .map(|since| now.duration_since(since.0).unsigned_abs());
     // The pull request hears of real changes only: the commit status derived from the new
-    // status, when it differs from the one derived from the old.
-    let next = github::commit_status(repository, name, after);
-    let old = before.and_then(|p| github::commit_status(repository, name, p));
+    // status, when it differs from the one derived from the old. A preview its class does not
+    // admit says nothing there: its repository may not be its tenant's to report on.
+    let next = github::commit_status(repository, preview, after).filter(|_| may_report(after));
+    let old = before.and_then(|p| github::commit_status(repository, preview, p));
     Consequences {
         events,
         commit_status: next.filter(|n| Some(n) != old.as_ref()),
@@ -81,6 +85,16 @@ pub fn consequences(
             })
             .collect(),
     }
+}
+
+/// Whether the class admits the preview to the point of reporting on its pull request: the
+/// repository is bound to its namespace (admitted, or only waiting for a slot).
+pub fn may_report(status: &PreviewEnvironmentStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::ADMITTED)
+        .is_some_and(|c| c.status == "True" || c.reason == Reason::ConcurrencyLimit.as_str())
 }
 
 /// One Event when the phase or the Ready reason changes.
@@ -154,7 +168,7 @@ fn test_announcement(t: &crate::api::TestStatus) -> Announcement {
 pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) {
     let c = consequences(
         &pe.spec.repository,
-        &pe.name_any(),
+        &format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any()),
         transition,
         Timestamp::now(),
     );
@@ -190,24 +204,52 @@ mod tests {
     use crate::github::State;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+    fn admitted(yes: bool) -> Condition {
+        Condition {
+            type_: condition::ADMITTED.into(),
+            status: if yes { "True" } else { "False" }.into(),
+            reason: if yes {
+                "Admitted"
+            } else {
+                "RepositoryNotAllowed"
+            }
+            .into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: fixtures::time(100),
+        }
+    }
+
+    #[test]
+    fn a_preview_its_class_refuses_posts_no_commit_status() {
+        let mut refused = status(Phase::Failed, "RepositoryNotAllowed", &[]);
+        refused.conditions[0] = admitted(false);
+        let c = of(None, refused);
+        assert_eq!(c.commit_status, None);
+        assert_eq!(c.events.len(), 1, "the tenant still hears why");
+    }
+
     fn status(phase: Phase, reason: &str, tests: &[(TestPhase, i64)]) -> PreviewEnvironmentStatus {
         PreviewEnvironmentStatus {
             phase: Some(phase),
             observed_sha: Some(SHA.into()),
             sha_observed_at: Some(fixtures::time(100)),
-            conditions: vec![Condition {
-                type_: condition::READY.into(),
-                status: if phase == Phase::Ready {
-                    "True"
-                } else {
-                    "False"
-                }
-                .into(),
-                reason: reason.into(),
-                message: format!("{reason} message"),
-                observed_generation: Some(1),
-                last_transition_time: fixtures::time(100),
-            }],
+            conditions: vec![
+                admitted(true),
+                Condition {
+                    type_: condition::READY.into(),
+                    status: if phase == Phase::Ready {
+                        "True"
+                    } else {
+                        "False"
+                    }
+                    .into(),
+                    reason: reason.into(),
+                    message: format!("{reason} message"),
+                    observed_generation: Some(1),
+                    last_transition_time: fixtures::time(100),
+                },
+            ],
             tests: tests
                 .iter()
                 .enumerate()
@@ -230,7 +272,12 @@ mod tests {
         after: PreviewEnvironmentStatus,
     ) -> Consequences {
         let t = Transition { before, after };
-        consequences("acme/shop", "shop-pr-1", &t, fixtures::time(130).0)
+        consequences(
+            "acme/shop",
+            "team-shop/shop-pr-1",
+            &t,
+            fixtures::time(130).0,
+        )
     }
 
     #[test]
@@ -290,7 +337,7 @@ mod tests {
     fn progress_within_a_phase_calls_for_nothing() {
         let a = status(Phase::Deploying, "Deploying", &[]);
         let mut b = a.clone();
-        b.conditions[0].message = "waiting for web (1/2 available)".into();
+        b.conditions[1].message = "waiting for web (1/2 available)".into();
         assert_eq!(of(Some(a), b), Consequences::default());
     }
 

@@ -22,8 +22,16 @@ use crate::naming::{SHA, short_sha};
 pub enum Gate {
     /// Go ahead.
     Open,
-    /// Waiting for a slot of the tenant's concurrency limit.
-    ConcurrencyLimit { limit: usize, position: usize },
+    /// The PreviewClass does not admit the preview; nothing is created or reported.
+    NotAdmitted { reason: Reason, message: String },
+    /// Waiting for a slot: at most `limit` previews may run `scope` ("in this namespace"...).
+    ConcurrencyLimit {
+        limit: usize,
+        position: usize,
+        scope: String,
+    },
+    /// Another preview already serves an Ingress host this one would use.
+    HostConflict(String),
     /// The spec breaks operator policy (for example a ttl above the maximum).
     PolicyViolation(String),
     /// The preview namespace's name is taken by a namespace the operator does not own.
@@ -39,17 +47,42 @@ impl Gate {
         *self == Gate::Open
     }
 
+    /// `Admitted`: whether the class lets the preview start (a conflict found later on the
+    /// way, like a foreign namespace, is not an admission question).
+    pub fn admitted(&self, class: Option<&str>) -> Verdict {
+        let refused = matches!(
+            self,
+            Gate::NotAdmitted { .. } | Gate::ConcurrencyLimit { .. } | Gate::PolicyViolation(_)
+        );
+        match self.verdict().filter(|_| refused) {
+            Some(refusal) => refusal,
+            None => Verdict::yes(
+                Reason::Admitted,
+                match class {
+                    Some(class) => format!("admitted by PreviewClass {class}"),
+                    None => "admitted".to_string(),
+                },
+            ),
+        }
+    }
+
     /// The reason and message every condition carries while the gate is closed.
     fn verdict(&self) -> Option<Verdict> {
         let (reason, message) = match self {
             Gate::Open => return None,
-            Gate::ConcurrencyLimit { limit, position } => (
+            Gate::NotAdmitted { reason, message } => (*reason, message.clone()),
+            Gate::ConcurrencyLimit {
+                limit,
+                position,
+                scope,
+            } => (
                 Reason::ConcurrencyLimit,
                 format!(
-                    "waiting for a slot: at most {limit} previews may run in this namespace; \
+                    "waiting for a slot: at most {limit} previews may run {scope}; \
                      this one is number {position} in the queue"
                 ),
             ),
+            Gate::HostConflict(m) => (Reason::HostConflict, m.clone()),
             Gate::PolicyViolation(m) => (Reason::PolicyViolation, m.clone()),
             Gate::NamespaceConflict(m) => (Reason::NamespaceConflict, m.clone()),
             Gate::NamespaceTerminating(m) => (Reason::NamespaceTerminating, m.clone()),
@@ -239,6 +272,8 @@ pub struct Context<'a> {
     pub expires_at: Time,
     /// The rerun request the test Jobs run for.
     pub rerun_tests: Option<String>,
+    /// The PreviewClass that serves the preview, when there is one.
+    pub class: Option<String>,
 }
 
 /// Whether a Deployment runs `head_sha` with every wanted pod available and no old pod left.
@@ -551,9 +586,11 @@ pub fn ready(available: &Verdict, tests_succeeded: &Verdict, url: Option<&str>) 
 pub fn phase(gate: &Gate, observed: &Observed) -> Phase {
     match gate {
         Gate::ConcurrencyLimit { .. } | Gate::NamespaceTerminating(_) => Phase::Pending,
-        Gate::PolicyViolation(_) | Gate::NamespaceConflict(_) | Gate::ApplyFailed(_) => {
-            Phase::Failed
-        }
+        Gate::NotAdmitted { .. }
+        | Gate::PolicyViolation(_)
+        | Gate::NamespaceConflict(_)
+        | Gate::HostConflict(_)
+        | Gate::ApplyFailed(_) => Phase::Failed,
         Gate::Open if observed.service_failure().is_some() || observed.failed_test().is_some() => {
             Phase::Failed
         }
@@ -635,6 +672,9 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
             .collect(),
         tests: observed.tests.iter().map(|t| t.status.clone()).collect(),
         conditions: vec![
+            ctx.gate
+                .admitted(ctx.class.as_deref())
+                .condition(condition::ADMITTED, ctx),
             available.condition(condition::AVAILABLE, ctx),
             tests_succeeded.condition(condition::TESTS_SUCCEEDED, ctx),
             ready.condition(condition::READY, ctx),
@@ -663,6 +703,7 @@ mod tests {
             sha_observed_at: time(900),
             expires_at: time(10_000),
             rerun_tests: None,
+            class: Some("standard".into()),
         }
     }
 
@@ -913,13 +954,29 @@ mod tests {
     fn gates_keep_the_preview_pending_or_failed_with_their_reason() {
         let spec = spec(1);
         let mut c = ctx(&spec, None);
+        let s = compute(&c, &Observed::nothing(&spec));
+        assert_eq!(cond(&s, "Admitted").status, "True");
+        assert!(cond(&s, "Admitted").message.contains("standard"));
         c.gate = Gate::ConcurrencyLimit {
             limit: 2,
             position: 1,
+            scope: "in this namespace".into(),
         };
         let s = compute(&c, &Observed::nothing(&spec));
         assert_eq!(s.phase, Some(Phase::Pending));
         assert_eq!(cond(&s, "Ready").reason, "ConcurrencyLimit");
+        assert_eq!(cond(&s, "Admitted").reason, "ConcurrencyLimit");
+
+        c.gate = Gate::NotAdmitted {
+            reason: Reason::RepositoryNotAllowed,
+            message: "PreviewClass standard does not let team-a preview acme/pay".into(),
+        };
+        let s = compute(&c, &Observed::nothing(&spec));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, "Admitted").status, "False");
+        assert_eq!(cond(&s, "Admitted").reason, "RepositoryNotAllowed");
+        assert_eq!(cond(&s, "Ready").reason, "RepositoryNotAllowed");
+        assert_eq!(s.url, None);
         assert_eq!(s.url, None, "a preview that has not started has no URL");
 
         c.gate = Gate::PolicyViolation("ttl 30d is above the maximum 7d".into());

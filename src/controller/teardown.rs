@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Preconditions};
 use kube::runtime::controller::Action;
@@ -38,15 +40,23 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
-    /// The lifetime of `pe` at `now`: ttl counted from the first sight of its headSha.
+    /// The lifetime of `pe` at `now`: ttl counted from the first sight of its headSha, and
+    /// never past the class's lifetime cap counted from its creation.
     pub fn of(pe: &PreviewEnvironment, config: &Config, now: Timestamp) -> Self {
         let (ttl, violation) = effective_ttl(pe.spec.ttl.as_deref(), config);
         let since = sha_observed_at(pe.status.as_ref(), &pe.spec.head_sha, now);
+        let mut expires = expires_at(since, ttl);
+        if let (Some(cap), Some(created)) = (config.max_lifetime, &pe.metadata.creation_timestamp) {
+            let capped = expires_at(created.0, cap);
+            if capped.0 < expires.0 {
+                expires = capped;
+            }
+        }
         Lifetime {
             ttl,
             violation,
             since,
-            expires: expires_at(since, ttl),
+            expires,
         }
     }
 
@@ -99,8 +109,7 @@ pub async fn expire(
 pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
     let owner =
         Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
-    let ns_name =
-        naming::preview_namespace(&ctx.config.namespace_prefix, &owner.namespace, &owner.name);
+    let ns_name = preview_namespace_of(pe, &owner, &ctx.config);
     ctx.queue.release(&owner, &ctx.stores.previews);
     if let Some(terminating) = terminating(pe.status.as_ref()) {
         let transition = writes::write_status(&ctx.client, &ctx.writes, pe, terminating).await?;
@@ -124,6 +133,19 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
     }
     info!(namespace = %owner.namespace, name = %owner.name, preview_namespace = %ns_name, "torn down");
     Ok(Action::await_change())
+}
+
+/// The preview namespace of `pe`: the one its status names (so a preview keeps its namespace
+/// when the naming scheme changes), else the one its name gives. Either is used only once it
+/// proves to carry the preview's owner-uid label.
+pub fn preview_namespace_of(pe: &PreviewEnvironment, owner: &Owner, config: &Config) -> String {
+    pe.status
+        .as_ref()
+        .and_then(|s| s.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| {
+            naming::preview_namespace(&config.namespace_prefix, &owner.namespace, &owner.name)
+        })
 }
 
 /// The status that says a preview is being torn down, unless it says so already.
@@ -216,12 +238,14 @@ pub async fn delete_owned_namespace(
 
 /// Whether the owner a managed namespace names still exists. Asks the API server when the
 /// cache says no, so a lagging cache never gets a live preview's namespace deleted.
-async fn owner_exists(
+pub async fn owner_exists(
     client: &Client,
     previews: &Store<PreviewEnvironment>,
-    ns: &PartialObjectMeta<Namespace>,
+    ns: &ObjectMeta,
 ) -> Result<bool, kube::Error> {
-    let Some(uid) = ns.labels().get(OWNER_UID) else {
+    let no_labels = BTreeMap::new();
+    let labels = ns.labels.as_ref().unwrap_or(&no_labels);
+    let Some(uid) = labels.get(OWNER_UID) else {
         // Not stamped by us with an owner: not ours to judge.
         return Ok(true);
     };
@@ -232,10 +256,10 @@ async fn owner_exists(
     {
         return Ok(true);
     }
-    let Some((owner_ns, owner_name)) = naming::owner_ref(ns.annotations()) else {
+    let Some((owner_ns, owner_name)) = ns.annotations.as_ref().and_then(naming::owner_ref) else {
         return Ok(false);
     };
-    if ns.labels().get(OWNER_NAMESPACE).map(String::as_str) != Some(owner_ns) {
+    if labels.get(OWNER_NAMESPACE).map(String::as_str) != Some(owner_ns) {
         return Ok(false);
     }
     let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), owner_ns);
@@ -254,7 +278,9 @@ pub async fn sweep_orphans(
 ) -> Result<usize, kube::Error> {
     let mut deleted = 0;
     for ns in namespaces.state() {
-        if ns.metadata.deletion_timestamp.is_some() || owner_exists(client, previews, &ns).await? {
+        if ns.metadata.deletion_timestamp.is_some()
+            || owner_exists(client, previews, &ns.metadata).await?
+        {
             continue;
         }
         let Some(uid) = ns.labels().get(OWNER_UID).cloned() else {
@@ -353,6 +379,23 @@ mod tests {
         pe.spec.head_sha = "1234567".into();
         let renewed = Lifetime::of(&pe, &config, at(5_000));
         assert!(!renewed.expired(at(5_000)), "a new sha restarts the clock");
+    }
+
+    #[test]
+    fn the_lifetime_cap_counts_from_creation_whatever_the_sha_does() {
+        let config = Config {
+            max_lifetime: Some(Duration::from_secs(3600)),
+            ..Config::default()
+        };
+        let mut pe = crate::fixtures::preview("shop-pr-1");
+        pe.metadata.creation_timestamp = Some(Time(Timestamp::from_second(1_000).expect("time")));
+        let at = |s| Timestamp::from_second(s).expect("time");
+        let lifetime = Lifetime::of(&pe, &config, at(4_000));
+        assert_eq!(
+            lifetime.expires.0,
+            at(4_600),
+            "a new sha at 4000 does not extend it"
+        );
     }
 
     #[test]

@@ -14,12 +14,14 @@ use super::build::{self, Preview};
 use super::context::Context;
 use super::error::Error;
 use crate::client::{create_params, exists_is_ok};
+use crate::config::Config;
 use crate::naming::APPLIED_HASH;
 
 /// Removes stale Jobs, then creates the missing ones when `all_available`.
 pub async fn run(
     ctx: &Context,
     preview: &Preview<'_>,
+    config: &Config,
     jobs: &[Arc<Job>],
     all_available: bool,
 ) -> Result<(), Error> {
@@ -29,7 +31,7 @@ pub async fn run(
         .tests
         .iter()
         .map(|t| {
-            let job = build::stamp(build::test_job(preview, &ctx.config, t));
+            let job = build::stamp(build::test_job(preview, config, t));
             (job.name_any(), job)
         })
         .collect();

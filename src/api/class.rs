@@ -1,0 +1,224 @@
+//! The `preview.dev/v1alpha1` `PreviewClass` API: the platform team's policy, cluster-scoped,
+//! so tenants (who can only write in their own namespaces) cannot change it. It says which
+//! tenant namespaces may preview which repositories, and the limits, hardening and ingress
+//! of their previews.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Annotation marking the class that serves previews naming none.
+pub const DEFAULT_CLASS: &str = "preview.dev/is-default-class";
+
+/// Running previews per tenant namespace when the class sets no limit: enough for a team's
+/// open pull requests, not enough for one tenant to crowd out the others.
+pub const DEFAULT_ACTIVE_PER_NAMESPACE: u32 = 10;
+
+/// Policy for the previews of the tenants it lists.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "preview.dev",
+    version = "v1alpha1",
+    kind = "PreviewClass",
+    plural = "previewclasses",
+    shortname = "pclass",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Policy for previews: which tenant namespaces may preview which repositories, and their limits.",
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewClassSpec {
+    /// Who may preview which repositories; empty means nobody.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub tenants: Vec<Tenant>,
+
+    /// Time to live of a preview: the default, and the most a spec may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<TtlPolicy>,
+
+    /// Hard cap on a preview's life counted from its creation, whatever its headSha does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = super::DURATION_PATTERN))]
+    pub max_lifetime: Option<String>,
+
+    /// Running previews allowed; the others wait in Pending, first come first served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+
+    /// Hardening of every preview namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<NamespacePolicy>,
+
+    /// Where exposed services are published; without it nothing is exposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressPolicy>,
+
+    /// Image prefixes previews may use (e.g. "ghcr.io/acme/"); empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    pub allowed_registries: Vec<String>,
+
+    /// Pod annotation keys previews may set, as globs (e.g. "prometheus.io/*"); empty means none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
+    pub allowed_pod_annotations: Vec<String>,
+}
+
+/// Tenant namespaces and the repositories they may preview.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.namespaces) > 0 || has(self.namespaceSelector)").message("a tenant needs namespaces or a namespaceSelector"))]
+pub struct Tenant {
+    /// Namespaces by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500))]
+    pub namespaces: Vec<String>,
+
+    /// Namespaces by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Repositories as `owner/name` globs; `*` matches within one path segment; case-insensitive.
+    #[schemars(length(min = 1, max = 200))]
+    pub repositories: Vec<String>,
+
+    /// RBAC subjects granted the built-in `view` role in these tenants' preview namespaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub viewers: Vec<Viewer>,
+}
+
+/// An RBAC subject: a Group or a User.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Viewer {
+    /// `Group` or `User`.
+    #[schemars(regex(pattern = r"^(Group|User)$"))]
+    pub kind: String,
+    /// The group's or user's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Time to live of previews.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct TtlPolicy {
+    /// For previews whose spec names no ttl (default 72h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = super::DURATION_PATTERN))]
+    pub default: Option<String>,
+    /// The longest a spec may ask for (default 7d); longer is a PolicyViolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = super::DURATION_PATTERN))]
+    pub max: Option<String>,
+}
+
+/// Running previews allowed at once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Per tenant namespace (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub active_per_namespace: Option<u32>,
+    /// Per repository, over every tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub active_per_repository: Option<u32>,
+    /// Over every preview of this class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub active: Option<u32>,
+}
+
+/// Hardening of every preview namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacePolicy {
+    /// Pod Security Standard enforced: privileged, baseline or restricted (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(privileged|baseline|restricted)$"))]
+    pub pod_security_level: Option<String>,
+    /// ResourceQuota `hard` of every preview namespace; merged over the operator's defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50))]
+    pub quota: BTreeMap<String, String>,
+    /// LimitRange of every container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_range: Option<LimitRangePolicy>,
+    /// Where pods may connect to; everything else is denied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<EgressPolicy>,
+}
+
+/// Container defaults and ceilings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitRangePolicy {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    pub default_requests: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    pub default_limits: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    pub max: BTreeMap<String, String>,
+}
+
+/// Egress allowed from preview pods besides their own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressPolicy {
+    /// DNS to kube-system (default true).
+    #[serde(default = "yes")]
+    pub allow_dns: bool,
+    /// CIDRs pods may reach (e.g. "0.0.0.0/0" for the internet); link-local addresses (cloud
+    /// metadata) stay blocked unless listed themselves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub allow_cidrs: Vec<String>,
+    /// Namespaces pods may reach, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub allow_namespaces: Vec<String>,
+}
+
+impl Default for EgressPolicy {
+    fn default() -> Self {
+        EgressPolicy {
+            allow_dns: true,
+            allow_cidrs: Vec::new(),
+            allow_namespaces: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where exposed services are published.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressPolicy {
+    /// Hosts are `<service>-<preview>-<hash>.<baseDomain>`.
+    #[schemars(length(min = 1, max = 200))]
+    pub base_domain: String,
+    /// IngressClass of the Ingresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// TLS Secret (a wildcard certificate for the base domain) in each preview namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+    /// Namespace of the ingress controller, allowed in by the NetworkPolicy (default ingress-nginx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_namespace: Option<String>,
+}
