@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::api::class::{DEFAULT_ACTIVE_PER_NAMESPACE, EgressPolicy, PreviewClassSpec};
+use crate::api::class::{DEFAULT_ACTIVE_PER_NAMESPACE, EgressPolicy, PreviewClassSpec, Viewer};
 use crate::api::{format_duration, parse_duration};
 
 /// Pod Security Standard level enforced in preview namespaces.
@@ -70,6 +70,9 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// Pod annotation key globs; empty means none.
     pub allowed_pod_annotations: Vec<String>,
+    /// Subjects granted `view` in the preview namespaces (from the tenant entries that admit
+    /// the preview).
+    pub viewers: Vec<Viewer>,
 }
 
 /// Running previews allowed at once, per scope.
@@ -189,6 +192,7 @@ impl Config {
             progress_deadline: self.progress_deadline,
             allowed_registries: class.allowed_registries.clone(),
             allowed_pod_annotations: class.allowed_pod_annotations.clone(),
+            viewers: Vec::new(),
         })
     }
 }
@@ -244,6 +248,7 @@ impl Default for Config {
             progress_deadline: Duration::from_secs(300),
             allowed_registries: Vec::new(),
             allowed_pod_annotations: Vec::new(),
+            viewers: Vec::new(),
         }
     }
 }

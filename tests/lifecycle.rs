@@ -805,3 +805,54 @@ async fn a_host_another_preview_serves_is_not_claimed_twice() {
         .await
         .expect("delete the class");
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_class_viewer_may_read_the_preview_namespace_and_nothing_more() {
+    let s = setup("lc-view").await;
+    let user = format!("dev-{}", s.namespace.name);
+    let class_name = format!("viewers-{}", s.namespace.name);
+    let classes: Api<PreviewClass> = Api::all(s.client.clone());
+    let class: PreviewClass = serde_json::from_value(json!({
+        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
+        "metadata": {"name": class_name},
+        "spec": {"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"],
+                              "viewers": [{"kind": "User", "name": user}]}]}
+    }))
+    .expect("class");
+    classes
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("create the class");
+    let mut spec = shop("7e7e7e7e111");
+    spec["previewClassName"] = json!(class_name);
+    s.create("shop", spec).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let ns = s.preview_ns("shop");
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        kubectl(&[
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", &user,
+        ])
+        .0
+    };
+    // RBAC is eventually consistent only in the authorizer's cache: poll briefly.
+    wait_for("the viewer's grant", READY, || async {
+        can("get", "pods", &ns)
+            .then_some(())
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    assert!(can("get", "pods/log", &ns), "logs of their preview");
+    assert!(can("list", "jobs.batch", &ns), "its test Jobs");
+    assert!(!can("create", "deployments", &ns), "read only");
+    assert!(!can("get", "secrets", &ns), "view excludes Secrets");
+    assert!(
+        !can("get", "pods", &s.namespace.name),
+        "nothing outside the preview"
+    );
+    s.delete_and_wait("shop").await;
+    classes
+        .delete(&class_name, &DeleteParams::default())
+        .await
+        .expect("delete the class");
+}

@@ -55,6 +55,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["delete", "nodes"],
         &["escalate", "clusterroles"],
         &["bind", "clusterroles"],
+        &["bind", "clusterroles/admin"],
+        &["bind", "clusterroles/edit"],
+        &["bind", "clusterroles/cluster-admin"],
         &["create", "clusterrolebindings"],
         &["impersonate", "users"],
         &["impersonate", "serviceaccounts"],
@@ -77,6 +80,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["watch", "pods", "-n", "pr-anything"],
         &["create", "events.events.k8s.io", "-n", "team-x"],
         &["patch", "leases", "-n", "preview-system"],
+        // The class's viewers get `view` in preview namespaces: exactly that binding.
+        &["bind", "clusterroles/view"],
+        &["create", "rolebindings", "-n", "pr-anything"],
     ];
     let wrongly_allowed: Vec<String> = forbidden
         .iter()

@@ -40,6 +40,7 @@ pub async fn environment(
         deployments,
         services,
         ingresses,
+        role_bindings,
     } = env;
     // The kinds are independent: apply them concurrently, so a new preview costs one round
     // trip to the API server instead of one per object.
@@ -50,6 +51,7 @@ pub async fn environment(
         sync(c, &s.deployments, scope, deployments),
         sync(c, &s.services, scope, services),
         sync(c, &s.ingresses, scope, ingresses),
+        sync(c, &s.role_bindings, scope, role_bindings),
     )?;
     Ok(())
 }

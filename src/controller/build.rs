@@ -17,6 +17,7 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
     ServiceBackendPort,
 };
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -27,6 +28,8 @@ use crate::api::{self, PreviewEnvironmentSpec, ServiceSpec, TestSpec, parse_dura
 use crate::config::Config;
 use crate::naming::{self, APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF, SHA, short_hash};
 
+/// Name of the RoleBinding granting the class's viewers `view` in a preview namespace.
+pub const VIEWERS_NAME: &str = "preview-viewers";
 /// Name of the NetworkPolicy, ResourceQuota and LimitRange in every preview namespace.
 pub const HARDENING_NAME: &str = "preview-defaults";
 /// `preview.dev/component` value of service children.
@@ -62,6 +65,8 @@ pub struct Environment {
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
     pub ingresses: Vec<Ingress>,
+    /// The class's viewers get the built-in `view` role here (none: no binding).
+    pub role_bindings: Vec<RoleBinding>,
 }
 
 impl Preview<'_> {
@@ -103,6 +108,7 @@ impl Preview<'_> {
 /// The desired environment: hardening and one Deployment (+ Service, + Ingress) per service.
 pub fn environment(preview: &Preview<'_>, config: &Config) -> Environment {
     Environment {
+        role_bindings: viewers(preview, config).into_iter().collect(),
         network_policy: network_policy(preview, config),
         quota: resource_quota(preview, config),
         limit_range: limit_range(preview, config),
@@ -185,6 +191,38 @@ fn network_policy(preview: &Preview<'_>, config: &Config) -> NetworkPolicy {
             egress: Some(egress_rules(config, same_namespace, namespace_named)),
         }),
     }
+}
+
+/// Developers of the tenant may read pods, logs, Events and Jobs of their previews: the
+/// class's viewers get the built-in `view` ClusterRole in the preview namespace, and nothing
+/// wider (the operator may bind only `view`).
+fn viewers(preview: &Preview<'_>, config: &Config) -> Option<RoleBinding> {
+    if config.viewers.is_empty() {
+        return None;
+    }
+    Some(RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(VIEWERS_NAME.to_string()),
+            ..preview.hardening_meta()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "ClusterRole".to_string(),
+            name: "view".to_string(),
+        },
+        subjects: Some(
+            config
+                .viewers
+                .iter()
+                .map(|v| Subject {
+                    api_group: Some("rbac.authorization.k8s.io".to_string()),
+                    kind: v.kind.clone(),
+                    name: v.name.clone(),
+                    namespace: None,
+                })
+                .collect(),
+        ),
+    })
 }
 
 /// Link-local ranges: cloud metadata endpoints (169.254.169.254) live there.

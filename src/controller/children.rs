@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -44,6 +45,7 @@ pub struct Stores {
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
     pub quotas: Store<PartialObjectMeta<ResourceQuota>>,
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
+    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
 }
 
 /// The watches of one controller: their caches, and what they trigger.
@@ -78,6 +80,7 @@ pub fn watch(client: &Client, selector: Option<&str>) -> Watches {
         network_policies: w.cached(keep_all),
         quotas: w.cached(keep_all),
         limit_ranges: w.cached(keep_all),
+        role_bindings: w.cached(keep_all),
         namespaces,
     };
     let synced = join_all(w.synced).map(|all| all.into_iter().all(|ok| ok));

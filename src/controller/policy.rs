@@ -97,17 +97,18 @@ pub fn admit(
 ) -> Result<Config, Refusal> {
     let class_name = class.name_any();
     let spec = &pe.spec;
-    let bound = class
+    let admitting: Vec<&Tenant> = class
         .spec
         .tenants
         .iter()
         .filter(|t| selects(t, tenant, tenant_labels))
-        .any(|t| {
+        .filter(|t| {
             t.repositories
                 .iter()
                 .any(|r| repository_matches(r, &spec.repository))
-        });
-    if !bound {
+        })
+        .collect();
+    if admitting.is_empty() {
         return Err(Refusal::new(
             Reason::RepositoryNotAllowed,
             format!(
@@ -117,12 +118,14 @@ pub fn admit(
             ),
         ));
     }
-    let config = defaults.with_class(&class.spec).map_err(|e| {
+    let mut config = defaults.with_class(&class.spec).map_err(|e| {
         Refusal::new(
             Reason::PolicyViolation,
             format!("PreviewClass {class_name} is invalid: {e}; the platform team must fix it"),
         )
     })?;
+    config.viewers = admitting.iter().flat_map(|t| t.viewers.clone()).collect();
+    config.viewers.dedup();
     if let Some(image) = disallowed_image(spec, &config.allowed_registries) {
         return Err(Refusal::new(
             Reason::RegistryNotAllowed,
