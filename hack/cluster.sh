@@ -131,7 +131,10 @@ up() {
     print_logs_hint
     return 1
   fi
-  kwokctl --name "$RIG_CLUSTER" scale node --replicas "$NODES" >&2
+  # Real nodes report ephemeral storage, and preview namespaces' quotas and LimitRanges request
+  # it: without it on the node, the scheduler would refuse every pod.
+  kwokctl --name "$RIG_CLUSTER" scale node --replicas "$NODES" \
+    --param '.allocatable["ephemeral-storage"] = "1Ti"' >&2
   if ! wait_for "$NODES ready nodes" 120 nodes_ready; then
     print_logs_hint
     return 1

@@ -404,6 +404,11 @@ pub struct PreviewEnvironmentStatus {
     /// after asking for a rerun, as it waits for observedGeneration after a spec change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_rerun_tests: Option<String>,
+    /// The commit status last posted and acknowledged by GitHub. While it differs from the one
+    /// this status calls for, the operator posts again: a dropped post heals, also across
+    /// restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_commit_status: Option<ReportedStatus>,
     /// "passed/total" of the tests at headSha, for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_summary: Option<String>,
@@ -417,6 +422,17 @@ pub struct PreviewEnvironmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A commit status as posted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportedStatus {
+    /// The commit.
+    pub sha: String,
+    /// pending, success, failure or error.
+    pub state: String,
+    /// The description posted with it.
+    pub description: String,
 }
 
 /// Where a PreviewEnvironment is in its life.

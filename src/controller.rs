@@ -57,6 +57,8 @@ pub use writes::FINALIZER;
 const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
 /// Trailing debounce of reconcile requests per preview.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How soon a preview is looked at again while its pull request lags behind its status.
+const PR_BEHIND_REQUEUE: Duration = Duration::from_secs(10);
 /// Longest a reconcile waits for the caches to be filled before it comes back later.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait between two reconciles of a healthy preview (besides its expiry).
@@ -141,15 +143,17 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         .writes
         .hold(&plan.preview.owner.uid, pe.status.as_ref(), &status);
     let phase = status.phase;
+    let pr_behind = report::heal(ctx, pe, &status);
     if hold.is_none() {
         write(ctx, pe, status).await?;
     }
-    Ok(Action::requeue(requeue_after(
-        &gate,
-        phase,
-        hold,
-        plan.lifetime.left(plan.now),
-    )))
+    let next = requeue_after(&gate, phase, hold, plan.lifetime.left(plan.now));
+    // A pull request that does not show the preview's state yet is looked at again soon.
+    Ok(Action::requeue(if pr_behind {
+        next.min(PR_BEHIND_REQUEUE)
+    } else {
+        next
+    }))
 }
 
 /// What one reconcile of a preview works from: who and where it is, the policy it runs

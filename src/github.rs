@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::{Phase, PreviewEnvironmentStatus, Reason, condition};
+use crate::api::{Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, condition};
 use crate::metrics::Metrics;
 
 /// GitHub's commit status states.
@@ -44,6 +44,33 @@ pub struct CommitStatus {
     pub state: State,
     pub description: String,
     pub target_url: Option<String>,
+}
+
+impl CommitStatus {
+    /// What the preview's status records once this is posted.
+    pub fn reported(&self) -> ReportedStatus {
+        ReportedStatus {
+            sha: self.sha.clone(),
+            state: self.state.as_str().to_string(),
+            description: self.description.clone(),
+        }
+    }
+
+    /// The preview (`namespace`, `name`) its context names.
+    pub fn preview(&self) -> Option<(&str, &str)> {
+        self.context.strip_prefix("preview/")?.split_once('/')
+    }
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Success => "success",
+            State::Failure => "failure",
+            State::Error => "error",
+        }
+    }
 }
 
 /// The commit status a preview's status calls for; `None` while it is torn down or has not
@@ -138,8 +165,12 @@ impl StatusSender {
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
 const ATTEMPTS: u32 = 6;
 
-/// Starts the poster task.
-pub fn start(config: GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<StatusSender> {
+/// Starts the poster task; every status GitHub accepts is handed to `posted`.
+pub fn start(
+    config: GitHubConfig,
+    metrics: Arc<Metrics>,
+    posted: mpsc::UnboundedSender<CommitStatus>,
+) -> anyhow::Result<StatusSender> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()?
         .https_or_http()
@@ -148,7 +179,7 @@ pub fn start(config: GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<Stat
     let client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(https);
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(client, config, metrics, rx));
+    tokio::spawn(run(client, config, metrics, rx, posted));
     Ok(StatusSender { tx })
 }
 
@@ -253,6 +284,7 @@ async fn run(
     config: GitHubConfig,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<CommitStatus>,
+    posted: mpsc::UnboundedSender<CommitStatus>,
 ) {
     // The last status posted per (repository, sha, context): never post the same one twice.
     let mut last: HashMap<(String, String, String), CommitStatus> = HashMap::new();
@@ -293,6 +325,8 @@ async fn run(
         }
         metrics.commit_status(result);
         if result == "posted" {
+            // Nobody listening (shutting down) just means it is not recorded.
+            let _ = posted.send(status.clone());
             last.insert(key, status);
         }
         // Bounded memory: statuses of long-gone shas are not needed.

@@ -40,7 +40,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(?config, workers = args.controller.workers, %instance, "starting preview-operator");
     check_selector(&client, args.controller.selector.as_deref()).await?;
     let election = elect(&client, &args, &instance).await?;
-    let github = github_sender(&args.github, &metrics)?;
+    let (posted_tx, posted_rx) = mpsc::unbounded_channel();
+    let github = github_sender(&args.github, &metrics, posted_tx)?;
 
     let (synced_tx, synced) = watch::channel(false);
     let http = Http::start(&args, &client, &metrics, synced.clone()).await?;
@@ -76,6 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }),
         tokio::spawn(report_leadership(election.leader.clone(), metrics)),
+        tokio::spawn(controller::report::record_posted(client.clone(), posted_rx)),
         tokio::spawn(teardown::run_sweeper(
             client,
             ctx.stores.previews.clone(),
@@ -167,6 +169,7 @@ async fn elect(client: &Client, args: &RunArgs, instance: &str) -> anyhow::Resul
 fn github_sender(
     args: &GitHubArgs,
     metrics: &Arc<Metrics>,
+    posted: mpsc::UnboundedSender<github::CommitStatus>,
 ) -> anyhow::Result<Option<StatusSender>> {
     let token = read_secret(
         args.github_token_file.as_deref(),
@@ -180,7 +183,7 @@ fn github_sender(
         api_url: args.github_api_url.clone(),
         token,
     };
-    github::start(config, metrics.clone())
+    github::start(config, metrics.clone(), posted)
         .map(Some)
         .context("failed to set up the GitHub client")
 }

@@ -11,7 +11,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{Operator, TestNamespace, client, install_crd, record, require_operator, wait_for};
+use common::{
+    Operator, TestClass, TestNamespace, client, install_crd, record, require_operator, wait_for,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -43,6 +45,7 @@ fn preview(name: &str, shard: &str, sha: &str) -> PreviewEnvironment {
         .services(json!([{"name": "web", "image": "web:1", "port": 8080},
                          {"name": "worker", "image": "worker:1"}]))
         .tests(json!([{"name": "e2e", "image": "e2e:1"}]))
+        .with("previewClassName", json!(format!("chaos-{shard}")))
         .labelled(name, json!({"preview.dev/shard": shard}))
 }
 
@@ -82,6 +85,14 @@ async fn previews_converge_after_the_operator_is_killed_at_random_moments() {
     install_crd(&client).await;
     let tenant = TestNamespace::create(&client, "chaos").await;
     let shard = tenant.name.clone();
+    // Every preview of this test runs at once: a class of its own without the tests' queue.
+    let _class = TestClass::create(
+        &client,
+        &format!("chaos-{shard}"),
+        json!({"tenants": [{"namespaces": [shard], "repositories": ["acme/chaos"]}],
+               "limits": {"activePerNamespace": 1000}}),
+    )
+    .await;
     let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
     let pp = PostParams::default();
     let started = Instant::now();

@@ -34,6 +34,8 @@ struct StandIn {
     received: Arc<Mutex<Vec<Received>>>,
     /// Answers to give, in order, before answering 201.
     script: Arc<Mutex<Vec<u16>>>,
+    /// Posts of this state to refuse with 500, and how many more times.
+    refuse: Arc<Mutex<Option<(String, u32)>>>,
 }
 
 async fn statuses(
@@ -42,9 +44,22 @@ async fn statuses(
     headers: HeaderMap,
     body: String,
 ) -> impl IntoResponse {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let refused = {
+        let mut refuse = state.refuse.lock().unwrap_or_else(|p| p.into_inner());
+        match refuse.as_mut() {
+            Some((st, left)) if *left > 0 && body["state"] == st.as_str() => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
+    };
     let answer = {
         let mut script = state.script.lock().unwrap_or_else(|p| p.into_inner());
-        if script.is_empty() {
+        if refused {
+            500
+        } else if script.is_empty() {
             201
         } else {
             script.remove(0)
@@ -61,7 +76,7 @@ async fn statuses(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
-            body: serde_json::from_str(&body).unwrap_or(Value::Null),
+            body,
             answered: answer,
         });
     let mut response_headers = HeaderMap::new();
@@ -78,6 +93,7 @@ async fn start_stand_in(script: Vec<u16>) -> (StandIn, String) {
     let state = StandIn {
         received: Arc::default(),
         script: Arc::new(Mutex::new(script)),
+        refuse: Arc::default(),
     };
     let app = Router::new()
         .route("/repos/{owner}/{repo}/statuses/{sha}", post(statuses))
@@ -371,4 +387,75 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
         .delete(&class_name, &DeleteParams::default())
         .await
         .expect("delete the class");
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_dropped_commit_status_is_posted_again_until_github_has_it() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "gh-heal").await;
+    let shard = tenant.name.clone();
+    let (stand_in, url) = start_stand_in(vec![]).await;
+    // Every attempt of the first `success` post fails (the poster gives up after 6): before
+    // the status kept what GitHub acknowledged, that success was lost for good.
+    *stand_in.refuse.lock().unwrap_or_else(|p| p.into_inner()) = Some(("success".into(), 6));
+    let _operator = Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--github-api-url",
+            &url,
+        ],
+        &[("PREVIEW_OPERATOR_GITHUB_TOKEN", "test-token")],
+    );
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    api.create(
+        &PostParams::default(),
+        &preview("heal", &shard, "c0ffee12", false),
+    )
+    .await
+    .expect("create");
+    await_condition(&api, "heal", "Ready", "True", None, Duration::from_secs(90)).await;
+    wait_for(
+        "the success status to arrive after all",
+        Duration::from_secs(120),
+        || async {
+            let states = accepted_states(&stand_in, "c0ffee12", &format!("{shard}/heal"));
+            (states.last().map(String::as_str) == Some("success"))
+                .then_some(())
+                .ok_or_else(|| format!("{states:?}"))
+        },
+    )
+    .await;
+    let refused = stand_in
+        .received
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|r| r.body["state"] == "success" && r.answered == 500)
+        .count();
+    assert_eq!(refused, 6, "the first post was dropped after every attempt");
+    let reported = wait_for(
+        "the status to record it",
+        Duration::from_secs(30),
+        || async {
+            let pe = api.get("heal").await.map_err(|e| e.to_string())?;
+            let reported = pe.status.and_then(|s| s.reported_commit_status);
+            match reported {
+                Some(r) if r.state == "success" => Ok(r),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(reported.sha, "c0ffee12");
+    api.delete("heal", &DeleteParams::default())
+        .await
+        .expect("delete");
+    common::await_gone("the preview", Duration::from_secs(120), || {
+        api.get_opt("heal")
+    })
+    .await;
 }

@@ -14,6 +14,10 @@ use crate::api::{
     Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
 };
 use crate::github::{self, CommitStatus};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use tokio::sync::mpsc;
+use tracing::debug;
 
 /// One Event to publish about the preview.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +189,50 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
         announce(ctx, pe, a);
     }
 }
+
+/// Posts the commit status `status` calls for again when it differs from the one last
+/// acknowledged (a post that was dropped, or lost with a restart). Returns whether the pull
+/// request is behind, so the reconcile looks again soon.
+pub fn heal(ctx: &Context, pe: &PreviewEnvironment, status: &PreviewEnvironmentStatus) -> bool {
+    let Some(sender) = &ctx.github else {
+        return false;
+    };
+    let preview = format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any());
+    let Some(wanted) =
+        github::commit_status(&pe.spec.repository, &preview, status).filter(|_| may_report(status))
+    else {
+        return false;
+    };
+    if status.reported_commit_status.as_ref() == Some(&wanted.reported()) {
+        return false;
+    }
+    // The poster posts a status once; a repeat of one in flight or posted is dropped there.
+    sender.send(wanted);
+    true
+}
+
+/// Records every commit status GitHub accepted in its preview's status (one merge patch
+/// each, under a field manager of its own), so a restart knows what the pull request shows.
+pub async fn record_posted(client: Client, mut posted: mpsc::UnboundedReceiver<CommitStatus>) {
+    let params = PatchParams {
+        field_manager: Some(POSTER.to_string()),
+        ..PatchParams::default()
+    };
+    while let Some(status) = posted.recv().await {
+        let Some((namespace, name)) = status.preview() else {
+            continue;
+        };
+        let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), namespace);
+        let patch = serde_json::json!({"status": {"reportedCommitStatus": status.reported()}});
+        if let Err(error) = api.patch_status(name, &params, &Patch::Merge(&patch)).await {
+            // The next reconcile posts it again (the poster skips what it already posted).
+            debug!(%error, namespace, name, "failed to record a posted commit status");
+        }
+    }
+}
+
+/// Field manager of the acknowledgements of posted commit statuses.
+const POSTER: &str = "preview-operator-github";
 
 /// Queues one Event about `pe`.
 pub fn announce(ctx: &Context, pe: &PreviewEnvironment, a: Announcement) {

@@ -659,6 +659,8 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
         sha_observed_at: Some(ctx.sha_observed_at.clone()),
         expires_at: Some(ctx.expires_at.clone()),
         observed_rerun_tests: ctx.rerun_tests.clone(),
+        // Written by the commit-status poster's acknowledgements, never by this step.
+        reported_commit_status: ctx.previous.and_then(|p| p.reported_commit_status.clone()),
         test_summary: Some(test_summary(observed)),
         services: observed
             .services

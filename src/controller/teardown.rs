@@ -126,7 +126,10 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
     if gone == Gone::Deleting {
         return Err(Error::TeardownInProgress(ns_name));
     }
+    // The bookkeeping of a preview that is gone goes with it, so the maps stay as large as
+    // the number of live previews.
     ctx.writes.forget(&owner.uid);
+    crate::sync::lock(&ctx.failures).remove(&kube::runtime::reflector::ObjectRef::from_obj(pe));
     if let Some(deleted) = &pe.metadata.deletion_timestamp {
         ctx.metrics
             .torn_down(Timestamp::now().duration_since(deleted.0).unsigned_abs());

@@ -164,10 +164,16 @@ pub async fn write_status(
     let name = pe.name_any();
     let api: Api<PreviewEnvironment> =
         Api::namespaced(client.clone(), &pe.namespace().unwrap_or_default());
+    // The reported commit status belongs to the poster's acknowledgements (report.rs): left
+    // out here, so this field manager never owns it and never writes an older value back.
+    let body = PreviewEnvironmentStatus {
+        reported_commit_status: None,
+        ..status.clone()
+    };
     let patch = StatusPatch {
         api_version: "preview.dev/v1alpha1",
         kind: "PreviewEnvironment",
-        status: &status,
+        status: &body,
     };
     let written = api
         .patch_status(

@@ -479,6 +479,44 @@ impl Tenant {
     }
 }
 
+/// A PreviewClass for one test, deleted when dropped (also when the test panics).
+pub struct TestClass {
+    pub name: String,
+}
+
+impl TestClass {
+    /// Creates PreviewClass `name` with `spec` (JSON as in a manifest).
+    pub async fn create(client: &Client, name: &str, spec: serde_json::Value) -> TestClass {
+        let class: preview_operator::api::class::PreviewClass =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
+                "metadata": {"name": name}, "spec": spec,
+            }))
+            .unwrap_or_else(|e| panic!("class fixture {name}: {e}"));
+        Api::<preview_operator::api::class::PreviewClass>::all(client.clone())
+            .create(&PostParams::default(), &class)
+            .await
+            .unwrap_or_else(|e| panic!("create class {name}: {e}"));
+        TestClass {
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for TestClass {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "previewclass",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
 /// A PreviewEnvironment from JSON; `labels` may be `{}`. Prefer [`spec`].
 pub fn preview(
     name: &str,
