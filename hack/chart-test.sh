@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The Helm chart's checks, run by hack/test.sh against the rig (KUBECONFIG must point at it):
-# lint; render with default and non-default values (CRDs identical to crds/, every mounted
-# Secret readable by the operator's user, RBAC without wildcards); the values schema refusing
-# bad values; then on the rig: install (which installs the CRDs), uninstall keeping the CRDs
-# and the previews, install again, upgrade, the tenant RBAC aggregated into the built-in edit
-# and view roles, and the admission policies (the operator's ServiceAccount writes only where it
-# manages, nobody else sets its labels), checked by impersonation. The chart stays installed:
-# its ServiceAccount is what the operator runs as in the cluster tests.
+# lint; render with default and non-default values (CRDs identical to crds/, the default
+# PreviewClass valid against its CRD, only environment variables the operator reads, every
+# mounted Secret readable by the operator's user, RBAC without wildcards); the values schema
+# refusing bad values; then on the rig: install (which installs the CRDs; the default class
+# follows on the next upgrade when the CRDs are new), uninstall keeping the CRDs, the class and
+# the previews, install again, upgrade, the tenant RBAC aggregated into the built-in edit and
+# view roles, and the admission policies (the operator's ServiceAccount writes only where it
+# manages, nobody else sets its labels), checked by impersonation. The chart stays installed
+# (its ServiceAccount is what the operator runs as in the cluster tests) without its default
+# class: the cluster tests use hack/classes/test.yaml as their only default class.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/rig.sh
@@ -20,6 +23,9 @@ kube_version=${K8S_VERSION#v}
 # helm warns about the CRD link on every call; the link is deliberate (one CRD file).
 quiet() { "$@" 2> >(grep -v "found symbolic link" >&2); }
 render() { quiet helm template "$release" "$chart" -n "$namespace" --kube-version "$kube_version" "$@"; }
+# The default PreviewClass renders once the API server serves the kind (Helm cannot create an
+# object of a kind its CRD brings in the same install): as on a cluster with the CRDs.
+class_kind=(--api-versions preview.dev/v1alpha1/PreviewClass)
 fail() {
   log "$*"
   exit 1
@@ -56,9 +62,81 @@ hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$r
   --resource resourcequotas --resource limitranges --resource secrets --resource configmaps \
   --resource persistentvolumeclaims --resource serviceaccounts \
   --resource rolebindings.rbac.authorization.k8s.io <<<"$default"
-grep -q 'value: "cpu=50m,memory=64Mi"' <<<"$default" || fail "default render lacks the default requests as cpu=50m,memory=64Mi"
-grep -q 'value: "limits.memory=16Gi,pods=50,requests.cpu=4,requests.memory=8Gi"' <<<"$default" ||
-  fail "default render lacks the default quota"
+# The operator's environment: only variables its flags read (src/cli.rs, src/config.rs), and
+# numbers as digits (Helm reads values' numbers as floats: 1048576 would print as 1.048576e+06).
+mapfile -t flag_envs < <(grep -ho 'env = "PREVIEW_OPERATOR_[A-Z_]*"' src/cli.rs src/config.rs | cut -d'"' -f2 | sort -u)
+((${#flag_envs[@]} > 10)) || fail "found only ${#flag_envs[@]} PREVIEW_OPERATOR_ variables in src/cli.rs and src/config.rs"
+for rendered in "$default" "$(render -f hack/chart/values-nondefault.yaml)"; do
+  while read -r env; do
+    printf '%s\n' "${flag_envs[@]}" | grep -qx "$env" || fail "the Deployment sets $env, which no flag of preview-operator run reads"
+  done < <(grep -o 'name: PREVIEW_OPERATOR_[A-Z_]*' <<<"$rendered" | cut -d' ' -f2)
+  if grep -E 'name: PREVIEW_OPERATOR_[A-Z_]*, value: "[0-9.]+e\+' <<<"$rendered"; then
+    fail "a number reaches the operator in exponent notation"
+  fi
+done
+for want in "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"pr-\"" "PREVIEW_OPERATOR_PROGRESS_DEADLINE, value: \"5m\"" \
+  "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY, value: \"1048576\""; do
+  grep -qF -- "$want" <<<"$default" || fail "default render lacks: $want"
+done
+
+log "helm template: the default PreviewClass"
+# helm template knows no cluster: without the served kind there is no class to render.
+hack/chart/previewclass.py --none <<<"$default"
+# With the defaults: named standard, the default class, kept on uninstall, admitting nobody
+# (no tenants), the operator's ttl, limit and hardening defaults spelt out.
+render "${class_kind[@]}" | hack/chart/previewclass.py --crd crds/previewclasses.yaml --name standard --spec '{
+  "ttl": {"default": "72h", "max": "7d"}, "limits": {"activePerNamespace": 10},
+  "namespace": {"podSecurityLevel": "restricted", "egress": {"allowDns": true},
+    "quota": {"requests.cpu": "4", "requests.memory": "8Gi", "limits.memory": "16Gi",
+      "requests.ephemeral-storage": "20Gi", "limits.ephemeral-storage": "40Gi",
+      "requests.nvidia.com/gpu": "0", "requests.amd.com/gpu": "0", "persistentvolumeclaims": "10",
+      "services.loadbalancers": "0", "services.nodeports": "0", "pods": "50"},
+    "limitRange": {"defaultRequests": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "100Mi"},
+      "defaultLimits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+      "max": {"cpu": "2", "memory": "4Gi"}}}}' >/dev/null
+# Every field from the values, with the API's names; empty lists and null keys left out.
+render "${class_kind[@]}" -f hack/chart/values-nondefault.yaml |
+  hack/chart/previewclass.py --crd crds/previewclasses.yaml --name platform-default --spec '{
+  "tenants": [
+    {"namespaces": ["team-shop"], "repositories": ["acme/shop", "acme/shop-*"],
+     "viewers": [{"kind": "Group", "name": "shop-developers"}]},
+    {"namespaceSelector": {"matchLabels": {"preview.example.com/tenant": "true"}}, "repositories": ["acme/*"]}],
+  "ttl": {"default": "1d", "max": "3d"}, "maxLifetime": "14d",
+  "limits": {"activePerNamespace": 5, "activePerRepository": 20, "active": 500},
+  "namespace": {"podSecurityLevel": "baseline",
+    "egress": {"allowDns": false, "allowCidrs": ["10.20.0.0/16"], "allowNamespaces": ["shared-services"]},
+    "quota": {"requests.cpu": "2", "limits.memory": "16Gi",
+      "requests.ephemeral-storage": "20Gi", "limits.ephemeral-storage": "40Gi",
+      "requests.nvidia.com/gpu": "0", "requests.amd.com/gpu": "0", "persistentvolumeclaims": "10",
+      "services.loadbalancers": "0", "services.nodeports": "0", "pods": "20"},
+    "limitRange": {"defaultRequests": {"cpu": "100m", "memory": "64Mi", "ephemeral-storage": "100Mi"},
+      "defaultLimits": {"cpu": "1", "memory": "512Mi", "ephemeral-storage": "1Gi"}}},
+  "ingress": {"baseDomain": "preview.example.com", "className": "nginx", "tlsSecretName": "wildcard-tls",
+    "controllerNamespace": "ingress"},
+  "allowedRegistries": ["registry.example.com/acme/"], "allowedPodAnnotations": ["prometheus.io/*"]}' >/dev/null
+# Values on the command line: a tenant, a quota key with an escaped dot.
+render "${class_kind[@]}" --set 'defaultClass.tenants[0].namespaces[0]=team-a' --set 'defaultClass.tenants[0].repositories[0]=acme/a' \
+  --set 'defaultClass.namespace.quota.requests\.cpu=8' | python3 -c '
+import sys, yaml
+spec = next(d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") == "PreviewClass")["spec"]
+assert spec["tenants"] == [{"namespaces": ["team-a"], "repositories": ["acme/a"]}], spec["tenants"]
+assert spec["namespace"]["quota"]["requests.cpu"] == "8", spec["namespace"]["quota"]
+' || fail "--set of a tenant and of defaultClass.namespace.quota.requests\\.cpu did not reach the class"
+render "${class_kind[@]}" --set defaultClass.enabled=false | hack/chart/previewclass.py --none
+# A ttl default above the maximum would refuse every preview: the chart says so instead.
+if out=$(render "${class_kind[@]}" --set defaultClass.ttl.default=1d12h --set defaultClass.ttl.max=1d 2>&1) ||
+  ! grep -q "defaultClass.ttl.default (1d12h) is longer than defaultClass.ttl.max (1d)" <<<"$out"; then
+  fail "a ttl default above the maximum must fail naming both, got: $out"
+fi
+if out=$(render "${class_kind[@]}" --set defaultClass.ingress.className=nginx 2>&1) || ! grep -q "without defaultClass.ingress.baseDomain" <<<"$out"; then
+  fail "an ingress class without a base domain must fail, got: $out"
+fi
+# Values of chart 0.2.0 that moved into the class fail naming where they went.
+if out=$(render --set policy.maxTtl=7d --set ingress.baseDomain=example.com 2>&1) ||
+  ! grep -q "policy.maxTtl -> defaultClass.ttl.max, ingress.baseDomain -> defaultClass.ingress.baseDomain" <<<"$out" ||
+  ! grep -q "reset-then-reuse-values" <<<"$out"; then
+  fail "values of chart 0.2.0 must fail naming their new place, got: $out"
+fi
 # Builds a packaged chart too: the CRD link must be followed into the archive.
 package_dir=$(mktemp -d)
 quiet helm package "$chart" -d "$package_dir" >/dev/null
@@ -82,11 +160,12 @@ fi
 
 log "helm template (non-default values)"
 custom=$(render -f hack/chart/values-nondefault.yaml)
-for want in "kind: ServiceMonitor" "PREVIEW_OPERATOR_INGRESS_BASE_DOMAIN" "preview.example.com" \
-  "replicas: 3" "registry.example.com/preview-operator:1.2.3" '"--workers=32"' 'value: "baseline"' \
+for want in "kind: ServiceMonitor" "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"preview-\"" \
+  "PREVIEW_OPERATOR_PROGRESS_DEADLINE, value: \"10m\"" "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY, value: \"2097152\"" \
+  "replicas: 3" "registry.example.com/preview-operator:1.2.3" '"--workers=32"' \
   "--github-token-file=/etc/preview-operator/github-token/token" "path: /webhooks/github" \
   "--github-webhook-secret-file=/etc/preview-operator/github-webhook/secret" "hooks.example.com" \
-  'value: "pods=20,requests.cpu=2"' 'value: "cpu=100m,memory=64Mi"' "name: $release-class-reader" "name: platform-team"; do
+  "name: $release-class-reader" "name: platform-team"; do
   grep -qF -- "$want" <<<"$custom" || fail "non-default render lacks: $want"
 done
 
@@ -100,17 +179,17 @@ hack/chart/secrets-readable.py --self-test
 hack/chart/secrets-readable.py <<<"$custom" >/dev/null
 hack/chart/secrets-readable.py <<<"$default" >/dev/null
 
-log "quota values: --set with an escaped dot, and the chart 0.1.0 string with escaped commas"
-render --set 'policy.quota.requests\.cpu=8' | grep -qF 'PREVIEW_OPERATOR_QUOTA, value: "limits.memory=16Gi,pods=50,requests.cpu=8,' ||
-  fail "--set policy.quota.requests\\.cpu=8 did not reach PREVIEW_OPERATOR_QUOTA"
-# (Helm warns that a string replaces the default map: expected here.)
-render --set 'policy.quota=requests.cpu=8\,pods=9' 2>/dev/null | grep -qF 'PREVIEW_OPERATOR_QUOTA, value: "requests.cpu=8,pods=9"' ||
-  fail "--set policy.quota=requests.cpu=8\\,pods=9 did not reach PREVIEW_OPERATOR_QUOTA"
-
 log "values schema refuses bad values"
-for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.maxTtl=forever" "policy.podSecurityLevel=none" \
-  "unknownKey=1" "service.port=70000" "crds.install=maybe" "tenantRbac.enabled=1" "policy.quota=cpu" \
-  "policy.quota.cpu=a b" "tenantRbac.classReaderSubjects[0].kind=Robot" "admissionPolicies.enabled=maybe" \
+for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.progressDeadline=forever" \
+  "policy.namespacePrefix=PR_" "unknownKey=1" "service.port=70000" "crds.install=maybe" "tenantRbac.enabled=1" \
+  "defaultClass.enabled=maybe" "defaultClass.name=Standard" "defaultClass.limits.activePerNamespace=0" \
+  "defaultClass.limits.active=-1" "defaultClass.namespace.podSecurityLevel=none" "defaultClass.ttl.max=forever" \
+  "defaultClass.maxLifetime=2 weeks" "defaultClass.namespace.quota.cpu=a b" "defaultClass.namespace.quota=cpu" \
+  "defaultClass.namespace.egress.allowDNS=true" "defaultClass.namespace.egress.allowCidrs[0]=internet" \
+  "defaultClass.tenants[0].namespaces[0]=team-a" \
+  "defaultClass.tenants[0].namespaces[0]=team-a,defaultClass.tenants[0].repositories[0]=acme" \
+  "defaultClass.ingress.baseDomain=Preview.Example.com" "defaultClass.ingress.tlsSecret=x" \
+  "tenantRbac.classReaderSubjects[0].kind=Robot" "admissionPolicies.enabled=maybe" \
   "admissionPolicies.managedResources[0]=Deployments" "admissionPolicies.managedResources[0]=events" \
   "admissionPolicies.managedResources={}" "admissionPolicies.trustedUsers[0]=it's"; do
   if out=$(render --set "$bad" 2>&1); then
@@ -152,12 +231,38 @@ wait_crds() {
   done
 }
 
+# install: prints Helm's output (with the NOTES).
 install() {
   quiet helm install "$release" "$chart" -n "$namespace" --create-namespace \
-    --set replicaCount=1 --wait --timeout 2m >/dev/null
+    --set replicaCount=1 --wait --timeout 2m
   kubectl -n "$namespace" rollout status "deployment/$release" --timeout=60s >/dev/null
   wait_crds
 }
+upgrade() {
+  quiet helm upgrade "$release" "$chart" -n "$namespace" --reuse-values --wait --timeout 2m "$@"
+}
+
+# The chart's default PreviewClass (defaultClass.name).
+class=standard
+# class_is_the_releases <what>: the class exists, kubectl get previewclass lists it, and it is
+# the release's default class, kept on uninstall.
+class_is_the_releases() {
+  kubectl get previewclass --no-headers 2>/dev/null | grep -q "^$class " ||
+    fail "$1: kubectl get previewclass does not list $class"
+  kubectl get previewclass "$class" -o json | python3 -c '
+import json, sys
+meta = json.load(sys.stdin)["metadata"]
+annotations, labels = meta.get("annotations", {}), meta.get("labels", {})
+want = {"preview.dev/is-default-class": "true", "helm.sh/resource-policy": "keep",
+        "meta.helm.sh/release-name": sys.argv[1], "meta.helm.sh/release-namespace": sys.argv[2]}
+wrong = {k: annotations.get(k) for k, v in want.items() if annotations.get(k) != v}
+managed_by = labels.get("app.kubernetes.io/managed-by")
+if wrong or managed_by != "Helm":
+    sys.exit(f"annotations {wrong} (want {want}), managed-by {managed_by}")
+' "$release" "$namespace" || fail "$1: the PreviewClass $class is not the release's kept default class"
+}
+# class_field <jsonpath>: a field of the live class.
+class_field() { kubectl get previewclass "$class" -o jsonpath="{$1}"; }
 
 # Test namespaces and the cluster-scoped objects made here, removed on exit.
 probe_ns=preview-chart-probe
@@ -169,6 +274,9 @@ cleanup() {
     >/dev/null 2>&1 || true
   kubectl delete clusterrole preview-chart-namespace-editor --ignore-not-found >/dev/null 2>&1 || true
   kubectl delete namespace "$probe_ns" "$tenant_ns" "$managed_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  # The chart's class outlives its release (resource-policy keep); the cluster tests must not
+  # find it (the oldest default class serves previews that name none).
+  kubectl delete previewclass "$class" --ignore-not-found >/dev/null 2>&1 || true
   [[ -z $work ]] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -185,9 +293,30 @@ if helm status "$release" -n "$namespace" >/dev/null 2>&1; then
 fi
 
 log "helm install onto the rig (installs the CRDs)"
-install
+kind_served=false
+kubectl get crd previewclasses.preview.dev >/dev/null 2>&1 && kind_served=true
+notes=$(install)
+if [[ $kind_served == false ]]; then
+  # Helm builds every object before creating any, so the install that creates the PreviewClass
+  # CRD cannot create the class: its NOTES say so, and the next upgrade creates it.
+  if kubectl get previewclass "$class" >/dev/null 2>&1; then
+    fail "the install that created the CRDs created the PreviewClass $class too (the chart's comment is wrong)"
+  fi
+  grep -q "The default class $class is NOT created yet" <<<"$notes" ||
+    fail "the NOTES of the install that created the CRDs do not say the class comes with the next upgrade: $notes"
+  log "helm upgrade --reuse-values creates the default class, once the API server serves the kind"
+  notes=$(upgrade)
+fi
+class_is_the_releases "install"
+[[ -z $(class_field .spec.tenants) ]] || fail "the default class must admit nobody by default, has tenants $(class_field .spec.tenants)"
+for want in "Default class: $class" "It admits NOBODY yet" "kubectl edit previewclass $class" "RepositoryNotAllowed"; do
+  grep -qF -- "$want" <<<"$notes" || fail "the NOTES lack: $want"
+done
+# The non-default class passes the API server's validation too (CEL rules, strict fields).
+render "${class_kind[@]}" -f hack/chart/values-nondefault.yaml -s templates/previewclass.yaml |
+  kubectl apply --dry-run=server --validate=strict -f - >/dev/null || fail "the API server refuses the non-default class"
 
-log "helm uninstall keeps the CRDs and the PreviewEnvironments; install again adopts them"
+log "helm uninstall keeps the CRDs, the default class and the PreviewEnvironments; install again adopts them"
 kubectl create namespace "$probe_ns" >/dev/null
 # No operator runs during the chart checks, so this preview has no finalizer and stays as is.
 kubectl apply -n "$probe_ns" -f examples/preview-minimal.yaml >/dev/null
@@ -195,19 +324,39 @@ quiet helm uninstall "$release" -n "$namespace" --wait --timeout 2m >/dev/null
 for crd in "${crd_names[@]}"; do
   kubectl get crd "$crd" >/dev/null 2>&1 || fail "helm uninstall deleted the CRD $crd"
 done
+kubectl get previewclass "$class" >/dev/null 2>&1 || fail "helm uninstall deleted the PreviewClass $class"
 kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "helm uninstall deleted a PreviewEnvironment"
-install
+install >/dev/null
+class_is_the_releases "reinstall"
 kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "reinstalling lost a PreviewEnvironment"
 kubectl delete namespace "$probe_ns" --timeout=60s >/dev/null
 
-log "helm upgrade onto the rig"
-quiet helm upgrade "$release" "$chart" -n "$namespace" --reuse-values \
-  --set workers=8 --wait --timeout 2m >/dev/null
+log "helm upgrade onto the rig: values reach the default class, kubectl edits of other fields stay"
+kubectl patch previewclass "$class" --type=merge -p '{"spec":{"allowedRegistries":["registry.example.com/"]}}' >/dev/null
+notes=$(upgrade --set workers=8 --set "defaultClass.tenants[0].namespaces[0]=$tenant_ns" \
+  --set 'defaultClass.tenants[0].repositories[0]=acme/*' --set defaultClass.limits.activePerNamespace=3)
 kubectl -n "$namespace" rollout status "deployment/$release" --timeout=60s >/dev/null
 workers=$(kubectl -n "$namespace" get "deployment/$release" \
   -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PREVIEW_OPERATOR_WORKERS")].value}')
 [[ $workers == 8 ]] || fail "upgrade did not apply workers=8 (got '$workers')"
 wait_crds
+class_is_the_releases "upgrade"
+got=$(class_field '.spec.tenants[0].namespaces[0]')/$(class_field '.spec.tenants[0].repositories[0]')/$(class_field .spec.limits.activePerNamespace)
+[[ $got == "$tenant_ns/acme/*/3" ]] || fail "upgrade did not bring the values' tenant and limit to the class (got $got)"
+[[ $(class_field '.spec.allowedRegistries[0]') == registry.example.com/ ]] ||
+  fail "upgrade dropped a field edited with kubectl that the values do not set"
+grep -q "Tenants: 1 entry" <<<"$notes" || fail "the NOTES do not count the tenant: $notes"
+
+log "defaultClass.enabled=false: the class stays (keep) until deleted; the cluster tests bring their own"
+notes=$(upgrade --set defaultClass.enabled=false)
+class_field .metadata.name >/dev/null || fail "defaultClass.enabled=false deleted the kept class $class"
+grep -q "defaultClass.enabled=false" <<<"$notes" || fail "the NOTES do not mention defaultClass.enabled=false: $notes"
+kubectl delete previewclass "$class" --wait --timeout=60s >/dev/null
+# hack/test.sh applies hack/classes/test.yaml next: the cluster tests' only default class.
+others=$(kubectl get previewclasses -o jsonpath='{range .items[?(@.metadata.annotations.preview\.dev/is-default-class=="true")]}{.metadata.name} {end}')
+for other in $others; do
+  [[ $other == tests ]] || fail "default PreviewClass $other is left on the rig: the cluster tests need theirs to be the only one"
+done
 
 log "tenant RBAC: the built-in edit and view roles cover the preview kinds (impersonation)"
 kubectl create namespace "$tenant_ns" >/dev/null

@@ -35,17 +35,61 @@ metadata:
 {{ end -}}
 
 {{- /*
-resource=quantity pairs for --quota, --default-requests and --default-limits, from a map
-(requests.cpu: "4") or, as in chart 0.1.0, from a ready "requests.cpu=4,pods=50" string.
+A duration of the operator's format (72h, 7d, 1h30m) in seconds, for comparisons.
 */ -}}
-{{- define "preview-operator.pairs" -}}
-{{- if kindIs "string" . -}}
-{{- . -}}
-{{- else -}}
-{{- $pairs := list -}}
-{{- range $resource, $quantity := . -}}
-{{- $pairs = append $pairs (printf "%s=%v" $resource $quantity) -}}
+{{- define "preview-operator.seconds" -}}
+{{- $total := 0 -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 -}}
+{{- range regexFindAll "[0-9]+[smhd]" . -1 -}}
+{{- $total = add $total (mul (atoi (trimAll "smhd" .)) (get $units (regexReplaceAll "[0-9]" . ""))) -}}
 {{- end -}}
-{{- join "," $pairs -}}
+{{- $total -}}
+{{- end -}}
+
+{{- /* resource: quantity pairs as a map of strings, without the keys set to null. */ -}}
+{{- define "preview-operator.quantities" -}}
+{{- $out := dict -}}
+{{- range $resource, $quantity := . -}}
+{{- if not (kindIs "invalid" $quantity) -}}
+{{- $_ := set $out $resource (toString $quantity) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- /*
+Values of chart 0.2.0 and earlier that moved into the default PreviewClass: refused with where
+they went, rather than ignored (the operator no longer has those flags). helm upgrade
+--reuse-values brings the old chart's defaults along, so it names --reset-then-reuse-values.
+*/ -}}
+{{- define "preview-operator.removedValues" -}}
+{{- $moved := dict
+  "policy.defaultTtl" "defaultClass.ttl.default"
+  "policy.maxTtl" "defaultClass.ttl.max"
+  "policy.maxPreviewsPerNamespace" "defaultClass.limits.activePerNamespace"
+  "policy.podSecurityLevel" "defaultClass.namespace.podSecurityLevel"
+  "policy.quota" "defaultClass.namespace.quota"
+  "policy.defaultRequests" "defaultClass.namespace.limitRange.defaultRequests"
+  "policy.defaultLimits" "defaultClass.namespace.limitRange.defaultLimits"
+  "ingress.baseDomain" "defaultClass.ingress.baseDomain"
+  "ingress.className" "defaultClass.ingress.className"
+  "ingress.tlsSecret" "defaultClass.ingress.tlsSecretName"
+  "ingress.controllerNamespace" "defaultClass.ingress.controllerNamespace" -}}
+{{- $found := list -}}
+{{- range $key := keys (.Values.policy | default dict) | sortAlpha -}}
+{{- if hasKey $moved (printf "policy.%s" $key) -}}
+{{- $found = append $found (printf "policy.%s -> %s" $key (get $moved (printf "policy.%s" $key))) -}}
+{{- end -}}
+{{- end -}}
+{{- if hasKey .Values "ingress" -}}
+{{- range $key := keys (.Values.ingress | default dict) | sortAlpha -}}
+{{- $found = append $found (printf "ingress.%s -> %s" $key (get $moved (printf "ingress.%s" $key) | default "defaultClass.ingress")) -}}
+{{- end -}}
+{{- if not $found -}}
+{{- $found = append $found "ingress -> defaultClass.ingress" -}}
+{{- end -}}
+{{- end -}}
+{{- with $found -}}
+{{- fail (printf "tenant policy moved from the chart's values into the default PreviewClass (defaultClass) in chart 0.3.0; move: %s. (helm upgrade --reuse-values from an older chart brings its defaults along: upgrade with --reset-then-reuse-values, Helm 3.14+, after moving the keys you set.)" (join ", " .)) -}}
 {{- end -}}
 {{- end -}}
