@@ -131,7 +131,11 @@ fi
 if out=$(render "${class_kind[@]}" --set defaultClass.ingress.className=nginx 2>&1) || ! grep -q "without defaultClass.ingress.baseDomain" <<<"$out"; then
   fail "an ingress class without a base domain must fail, got: $out"
 fi
-# Values of chart 0.2.0 that moved into the class fail naming where they went.
+# Values of chart 0.2.0 that moved into the class fail naming where they went; values without
+# defaultClass (helm upgrade --reuse-values from 0.2.0) name --reset-then-reuse-values.
+if out=$(render --set defaultClass=null 2>&1) || ! grep -q "defaultClass is missing.*reset-then-reuse-values" <<<"$out"; then
+  fail "values without defaultClass must fail naming --reset-then-reuse-values, got: $out"
+fi
 if out=$(render --set policy.maxTtl=7d --set ingress.baseDomain=example.com 2>&1) ||
   ! grep -q "policy.maxTtl -> defaultClass.ttl.max, ingress.baseDomain -> defaultClass.ingress.baseDomain" <<<"$out" ||
   ! grep -q "reset-then-reuse-values" <<<"$out"; then

@@ -60,7 +60,8 @@ A duration of the operator's format (72h, 7d, 1h30m) in seconds, for comparisons
 {{- /*
 Values of chart 0.2.0 and earlier that moved into the default PreviewClass: refused with where
 they went, rather than ignored (the operator no longer has those flags). helm upgrade
---reuse-values brings the old chart's defaults along, so it names --reset-then-reuse-values.
+--reuse-values brings the old chart's defaults along (and no defaultClass), so it names
+--reset-then-reuse-values. Included first by every template that reads defaultClass.
 */ -}}
 {{- define "preview-operator.removedValues" -}}
 {{- $moved := dict
@@ -89,7 +90,10 @@ they went, rather than ignored (the operator no longer has those flags). helm up
 {{- $found = append $found "ingress -> defaultClass.ingress" -}}
 {{- end -}}
 {{- end -}}
-{{- with $found -}}
-{{- fail (printf "tenant policy moved from the chart's values into the default PreviewClass (defaultClass) in chart 0.3.0; move: %s. (helm upgrade --reuse-values from an older chart brings its defaults along: upgrade with --reset-then-reuse-values, Helm 3.14+, after moving the keys you set.)" (join ", " .)) -}}
+{{- if $found -}}
+{{- fail (printf "tenant policy moved from the chart's values into the default PreviewClass (defaultClass) in chart 0.3.0; move: %s. (helm upgrade --reuse-values from an older chart brings its defaults along: upgrade with --reset-then-reuse-values, Helm 3.14+, after moving the keys you set.)" (join ", " $found)) -}}
+{{- end -}}
+{{- if not (kindIs "map" .Values.defaultClass) -}}
+{{- fail "defaultClass is missing from the values. helm upgrade --reuse-values from a chart without it (0.2.0 and earlier) keeps that chart's defaults: upgrade with --reset-then-reuse-values (Helm 3.14+), or pass the new values.yaml's defaultClass block" -}}
 {{- end -}}
 {{- end -}}
