@@ -138,6 +138,7 @@ if out=$(render --set defaultClass=null 2>&1) || ! grep -q "defaultClass is miss
 fi
 if out=$(render --set policy.maxTtl=7d --set ingress.baseDomain=example.com 2>&1) ||
   ! grep -q "policy.maxTtl -> defaultClass.ttl.max, ingress.baseDomain -> defaultClass.ingress.baseDomain" <<<"$out" ||
+  ! grep -qF -- "--set policy.maxTtl=null --set ingress.baseDomain=null" <<<"$out" ||
   ! grep -q "reset-then-reuse-values" <<<"$out"; then
   fail "values of chart 0.2.0 must fail naming their new place, got: $out"
 fi

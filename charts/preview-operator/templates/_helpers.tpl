@@ -77,21 +77,25 @@ they went, rather than ignored (the operator no longer has those flags). helm up
   "ingress.tlsSecret" "defaultClass.ingress.tlsSecretName"
   "ingress.controllerNamespace" "defaultClass.ingress.controllerNamespace" -}}
 {{- $found := list -}}
+{{- $drop := list -}}
 {{- range $key := keys (.Values.policy | default dict) | sortAlpha -}}
 {{- if hasKey $moved (printf "policy.%s" $key) -}}
 {{- $found = append $found (printf "policy.%s -> %s" $key (get $moved (printf "policy.%s" $key))) -}}
+{{- $drop = append $drop (printf "--set policy.%s=null" $key) -}}
 {{- end -}}
 {{- end -}}
 {{- if hasKey .Values "ingress" -}}
 {{- range $key := keys (.Values.ingress | default dict) | sortAlpha -}}
 {{- $found = append $found (printf "ingress.%s -> %s" $key (get $moved (printf "ingress.%s" $key) | default "defaultClass.ingress")) -}}
+{{- $drop = append $drop (printf "--set ingress.%s=null" $key) -}}
 {{- end -}}
 {{- if not $found -}}
 {{- $found = append $found "ingress -> defaultClass.ingress" -}}
+{{- $drop = append $drop "--set ingress=null" -}}
 {{- end -}}
 {{- end -}}
 {{- if $found -}}
-{{- fail (printf "tenant policy moved from the chart's values into the default PreviewClass (defaultClass) in chart 0.3.0; move: %s. (helm upgrade --reuse-values from an older chart brings its defaults along: upgrade with --reset-then-reuse-values, Helm 3.14+, after moving the keys you set.)" (join ", " $found)) -}}
+{{- fail (printf "tenant policy moved from the chart's values into the default PreviewClass (defaultClass) in chart 0.3.0: %s. Set the new keys and drop the old ones (%s, or pass all your values with --reset-values -f FILE). helm upgrade --reuse-values brings an older chart's defaults along: use --reset-then-reuse-values (Helm 3.14+)." (join ", " $found) (join " " $drop)) -}}
 {{- end -}}
 {{- if not (kindIs "map" .Values.defaultClass) -}}
 {{- fail "defaultClass is missing from the values. helm upgrade --reuse-values from a chart without it (0.2.0 and earlier) keeps that chart's defaults: upgrade with --reset-then-reuse-values (Helm 3.14+), or pass the new values.yaml's defaultClass block" -}}
