@@ -165,9 +165,9 @@ impl Config {
             limits: Limits {
                 per_namespace: limits
                     .active_per_namespace
-                    .map_or(self.limits.per_namespace, |n| n as usize),
-                per_repository: limits.active_per_repository.map(|n| n as usize),
-                active: limits.active.map(|n| n as usize),
+                    .map_or(self.limits.per_namespace, slots),
+                per_repository: limits.active_per_repository.map(slots),
+                active: limits.active.map(slots),
             },
             namespace_prefix: self.namespace_prefix.clone(),
             pod_security_level: match namespace.pod_security_level.as_deref() {
@@ -197,6 +197,11 @@ impl Config {
     }
 }
 
+/// A limit from the class as a number of slots (admission keeps it at least 1).
+fn slots(n: i32) -> usize {
+    usize::try_from(n).unwrap_or(0).max(1)
+}
+
 impl Default for Config {
     /// The operator's defaults, under every class.
     fn default() -> Self {
@@ -205,7 +210,7 @@ impl Default for Config {
             max_ttl: Duration::from_secs(7 * 86_400),
             max_lifetime: None,
             limits: Limits {
-                per_namespace: DEFAULT_ACTIVE_PER_NAMESPACE as usize,
+                per_namespace: DEFAULT_ACTIVE_PER_NAMESPACE,
                 per_repository: None,
                 active: None,
             },

@@ -29,11 +29,7 @@ use crate::webhook;
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.http.log_format);
-    let config = args
-        .policy
-        .clone()
-        .into_config()
-        .context("invalid policy flags")?;
+    let config = args.policy.clone().into_config().context("invalid flags")?;
     let metrics = Arc::new(Metrics::new());
     let client = client(&metrics).await?;
     let instance = instance_name();
@@ -94,12 +90,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .boxed(),
     };
     controller::run(ctx, streams, args.controller.workers.max(1)).await;
+    shut_down(background, events_task, election, http).await
+}
 
-    // Shutting down: the controller is done; stop the rest and hand the lease over.
+/// After the controller is done: stop the rest, publish what Events are queued (briefly),
+/// hand the lease over and stop serving.
+async fn shut_down(
+    background: [JoinHandle<()>; 4],
+    events_task: JoinHandle<()>,
+    election: Election,
+    http: Http,
+) -> anyhow::Result<()> {
     for task in background {
         task.abort();
     }
-    // The context, and with it the event sender, is gone: publish what is queued, briefly.
     if tokio::time::timeout(Duration::from_secs(5), events_task)
         .await
         .is_err()

@@ -14,7 +14,7 @@ pub const DEFAULT_CLASS: &str = "preview.dev/is-default-class";
 
 /// Running previews per tenant namespace when the class sets no limit: enough for a team's
 /// open pull requests, not enough for one tenant to crowd out the others.
-pub const DEFAULT_ACTIVE_PER_NAMESPACE: u32 = 10;
+pub const DEFAULT_ACTIVE_PER_NAMESPACE: usize = 10;
 
 /// Policy for the previews of the tenants it lists.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -127,15 +127,15 @@ pub struct Limits {
     /// Per tenant namespace (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
-    pub active_per_namespace: Option<u32>,
+    pub active_per_namespace: Option<i32>,
     /// Per repository, over every tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
-    pub active_per_repository: Option<u32>,
+    pub active_per_repository: Option<i32>,
     /// Over every preview of this class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
-    pub active: Option<u32>,
+    pub active: Option<i32>,
 }
 
 /// Hardening of every preview namespace.
