@@ -91,6 +91,8 @@ reasons! {
     AnnotationNotAllowed,
     /// Another preview already serves an Ingress host this one would use.
     HostConflict,
+    /// A Secret the preview needs cannot be read where the operator copies it from.
+    SecretNotReadable,
     /// Waiting for a slot of the tenant's concurrency limit.
     ConcurrencyLimit,
     /// The spec breaks operator policy.

@@ -70,6 +70,8 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// Pod annotation key globs; empty means none.
     pub allowed_pod_annotations: Vec<String>,
+    /// Secrets of the operator's namespace pods use to pull images (copied into each preview).
+    pub image_pull_secrets: Vec<String>,
     /// Subjects granted `view` in the preview namespaces (from the tenant entries that admit
     /// the preview).
     pub viewers: Vec<Viewer>,
@@ -126,6 +128,18 @@ impl PolicyArgs {
 }
 
 impl Config {
+    /// The Secrets of the operator's namespace every preview namespace gets a copy of: the
+    /// image pull secrets and the ingress TLS Secret.
+    pub fn copied_secrets(&self) -> Vec<String> {
+        let mut names = self.image_pull_secrets.clone();
+        if let Some(tls) = self.ingress.as_ref().and_then(|i| i.tls_secret.clone()) {
+            names.push(tls);
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The policy of a preview of `class`: its settings over these defaults.
     pub fn with_class(&self, class: &PreviewClassSpec) -> Result<Config, ConfigError> {
         let duration = |field: &'static str, value: &Option<String>, default: Duration| match value
@@ -192,6 +206,11 @@ impl Config {
             progress_deadline: self.progress_deadline,
             allowed_registries: class.allowed_registries.clone(),
             allowed_pod_annotations: class.allowed_pod_annotations.clone(),
+            image_pull_secrets: class
+                .image_pull_secrets
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
             viewers: Vec::new(),
         })
     }
@@ -253,6 +272,7 @@ impl Default for Config {
             progress_deadline: Duration::from_secs(300),
             allowed_registries: Vec::new(),
             allowed_pod_annotations: Vec::new(),
+            image_pull_secrets: Vec::new(),
             viewers: Vec::new(),
         }
     }

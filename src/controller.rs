@@ -21,6 +21,7 @@ pub mod pods;
 pub mod policy;
 pub mod queue;
 pub mod report;
+pub mod secrets;
 pub mod status;
 pub mod teardown;
 pub mod test_jobs;
@@ -43,7 +44,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::api::{Phase, PreviewEnvironment};
+use crate::api::{Phase, PreviewEnvironment, Reason};
 use crate::naming::{Owner, RERUN_TESTS};
 use crate::sync::lock;
 use build::Preview;
@@ -116,10 +117,29 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         }
     };
     let mut observed = Observed::nothing(&pe.spec);
+    let copies = secrets::wanted(
+        &plan.preview,
+        &plan.policy.config,
+        &ctx.stores.platform_secrets,
+        &ctx.platform_namespace,
+    );
+    if let (true, Err(missing)) = (gate.is_open(), &copies) {
+        gate = Gate::NotAdmitted {
+            reason: Reason::SecretNotReadable,
+            message: missing.clone(),
+        };
+    }
     if gate.is_open() {
         let env = build::environment(&plan.preview, &plan.policy.config);
+        let ns = &plan.preview.namespace;
         if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
             gate = Gate::HostConflict(conflict);
+        } else if let Err(error) = ctx
+            .copies
+            .sync(&ctx.client, ns, copies.unwrap_or_default())
+            .await
+        {
+            return fail(ctx, &plan, Error::from(error)).await;
         } else if let Err(error) =
             apply::environment(&ctx.client, &ctx.stores, &plan.preview, env).await
         {

@@ -42,7 +42,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (synced_tx, synced) = watch::channel(false);
     let http = Http::start(&args, &client, &metrics, synced.clone()).await?;
 
-    let watches = children::watch(&client, args.controller.selector.as_deref());
+    let platform_namespace = own_namespace();
+    let watches = children::watch(
+        &client,
+        args.controller.selector.as_deref(),
+        &platform_namespace,
+    );
     metrics.count_phases_in(watches.stores.previews.clone());
     let (events, events_task) = events::Events::start(
         client.clone(),
@@ -59,6 +64,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stores: watches.stores.clone(),
         events,
         writes: Default::default(),
+        copies: Default::default(),
+        platform_namespace,
         failures: Mutex::default(),
         synced: synced.clone(),
         leader: election.leader.clone(),

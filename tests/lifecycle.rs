@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    Tenant, TestNamespace, await_condition, await_gone, client, kubectl, require_operator, wait_for,
+    Tenant, TestClass, TestNamespace, await_condition, await_gone, client, kubectl,
+    require_operator, wait_for,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -855,4 +856,100 @@ async fn a_class_viewer_may_read_the_preview_namespace_and_nothing_more() {
         .delete(&class_name, &DeleteParams::default())
         .await
         .expect("delete the class");
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_class_pull_secret_is_copied_kept_in_sync_and_named_by_the_pods() {
+    let s = setup("lc-pull").await;
+    let platform = std::env::var("POD_NAMESPACE").expect("hack/test.sh sets POD_NAMESPACE");
+    let secret_name = format!("registry-{}", s.namespace.name);
+    let sources = Api::<Secret>::namespaced(s.client.clone(), &platform);
+    let source: Secret = serde_json::from_value(json!({
+        "metadata": {"name": secret_name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": "{\"auths\":{\"r.example\":{\"auth\":\"djE=\"}}}"}
+    }))
+    .expect("secret");
+    sources
+        .create(&PostParams::default(), &source)
+        .await
+        .expect("create the source");
+    let _class = TestClass::create(
+        &s.client,
+        &format!("pull-{}", s.namespace.name),
+        json!({"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"]}],
+               "imagePullSecrets": [{"name": secret_name}]}),
+    )
+    .await;
+    let mut spec = shop("9a9a9a9a111");
+    spec["previewClassName"] = json!(format!("pull-{}", s.namespace.name));
+    s.create("shop", spec).await;
+    await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
+    let ns = s.preview_ns("shop");
+    let copies = Api::<Secret>::namespaced(s.client.clone(), &ns);
+    let data = |secret: Secret| secret.data.unwrap_or_default();
+    let copy = copies.get(&secret_name).await.expect("the copy");
+    assert_eq!(
+        copy.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let original = data(sources.get(&secret_name).await.expect("source"));
+    assert_eq!(data(copy), original);
+    let web = Api::<Deployment>::namespaced(s.client.clone(), &ns)
+        .get("web")
+        .await
+        .expect("web");
+    let pulls = web
+        .spec
+        .and_then(|d| d.template.spec)
+        .and_then(|p| p.image_pull_secrets)
+        .unwrap_or_default();
+    assert_eq!(
+        pulls.first().map(|r| r.name.as_str()),
+        Some(secret_name.as_str())
+    );
+
+    // Rotation: the copy follows its source.
+    sources
+        .patch(
+            &secret_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {".dockerconfigjson": "{\"auths\":{}}"}})),
+        )
+        .await
+        .expect("rotate");
+    let rotated = data(sources.get(&secret_name).await.expect("source"));
+    wait_for("the copy to follow the rotated source", READY, || async {
+        let copy = data(copies.get(&secret_name).await.map_err(|e| e.to_string())?);
+        (copy == rotated)
+            .then_some(())
+            .ok_or("still the old content".to_string())
+    })
+    .await;
+
+    // A class naming a Secret that does not exist admits nothing.
+    s.delete_and_wait("shop").await;
+    sources
+        .delete(&secret_name, &DeleteParams::default())
+        .await
+        .expect("delete the source");
+    let mut spec = shop("9b9b9b9b111");
+    spec["previewClassName"] = json!(format!("pull-{}", s.namespace.name));
+    s.create("again", spec).await;
+    let pe = await_condition(
+        &s.api,
+        "again",
+        "Admitted",
+        "False",
+        Some("SecretNotReadable"),
+        READY,
+    )
+    .await;
+    let (_, _, message) = ready_condition(&pe, "Admitted");
+    assert!(
+        message.contains(&secret_name) && message.contains(&platform),
+        "{message}"
+    );
+    s.delete_and_wait("again").await;
 }

@@ -46,7 +46,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
     let forbidden: &[&[&str]] = &[
         &["get", "secrets", "-A"],
         &["list", "secrets", "-A"],
-        &["get", "secrets", "-n", "preview-system"],
+        &["get", "secrets", "-n", "team-x"],
+        &["list", "secrets", "-n", "pr-anything"],
+        &["get", "secrets", "-n", "pr-anything"],
         &["create", "pods", "-n", "default"],
         &["create", "pods/exec", "-n", "default"],
         &["delete", "pods", "-n", "default"],
@@ -82,6 +84,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["patch", "leases", "-n", "preview-system"],
         // The class's viewers get `view` in preview namespaces: exactly that binding.
         &["bind", "clusterroles/view"],
+        // The class's Secrets: read in the release namespace only, copies written, not read.
+        &["list", "secrets", "-n", "preview-system"],
+        &["patch", "secrets", "-n", "pr-anything"],
         &["create", "rolebindings", "-n", "pr-anything"],
     ];
     let wrongly_allowed: Vec<String> = forbidden

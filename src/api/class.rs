@@ -70,6 +70,23 @@ pub struct PreviewClassSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
     pub allowed_pod_annotations: Vec<String>,
+
+    /// Secrets in the operator's namespace copied into every preview namespace and used by its
+    /// pods to pull images (the ingress TLS Secret is copied the same way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub image_pull_secrets: Vec<SecretRef>,
+}
+
+/// A Secret by name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
 }
 
 /// Tenant namespaces and the repositories they may preview.

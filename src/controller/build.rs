@@ -7,9 +7,9 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem,
-    LimitRangeSpec, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota,
-    ResourceQuotaSpec, SeccompProfile, SecurityContext, Service, ServicePort,
-    ServiceSpec as CoreServiceSpec,
+    LimitRangeSpec, LocalObjectReference, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceQuota, ResourceQuotaSpec, SeccompProfile, Secret, SecurityContext, Service,
+    ServicePort, ServiceSpec as CoreServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -190,6 +190,32 @@ fn network_policy(preview: &Preview<'_>, config: &Config) -> NetworkPolicy {
             }]),
             egress: Some(egress_rules(config, same_namespace, namespace_named)),
         }),
+    }
+}
+
+/// The image pull secrets pods name (their copies in the preview namespace).
+fn pull_secrets(config: &Config) -> Option<Vec<LocalObjectReference>> {
+    non_empty(
+        config
+            .image_pull_secrets
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect(),
+    )
+}
+
+/// The copy of a Secret of the operator's namespace in the preview namespace: same name, type
+/// and data, owned like every other child.
+pub fn secret_copy(preview: &Preview<'_>, source: &Secret) -> Secret {
+    let name = source.metadata.name.clone().unwrap_or_default();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            ..preview.hardening_meta()
+        },
+        type_: source.type_.clone(),
+        data: source.data.clone(),
+        ..Secret::default()
     }
 }
 
@@ -448,6 +474,7 @@ fn deployment(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Depl
                 spec: Some(PodSpec {
                     containers: vec![container],
                     automount_service_account_token: Some(false),
+                    image_pull_secrets: pull_secrets(config),
                     security_context: Some(restricted_pod_security_context()),
                     ..PodSpec::default()
                 }),
@@ -664,6 +691,7 @@ pub fn test_job(preview: &Preview<'_>, config: &Config, test: &TestSpec) -> Job 
                         ..Container::default()
                     }],
                     automount_service_account_token: Some(false),
+                    image_pull_secrets: pull_secrets(config),
                     security_context: Some(restricted_pod_security_context()),
                     ..PodSpec::default()
                 }),

@@ -12,7 +12,7 @@ use futures::stream::{BoxStream, select_all};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, PartialObjectMeta};
@@ -33,6 +33,8 @@ pub struct Stores {
     pub previews: Store<PreviewEnvironment>,
     /// The platform team's classes.
     pub classes: Store<PreviewClass>,
+    /// Secrets of the operator's namespace (the only Secrets it reads): copied into previews.
+    pub platform_secrets: Store<Secret>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Cached whole (minus the pod spec): their status says whether a service is available.
     pub deployments: Store<Deployment>,
@@ -61,7 +63,7 @@ pub struct Watches {
 
 /// Starts (lazily: the streams do the work once polled) one cached watch per kind.
 /// `selector` limits the previews this process reconciles.
-pub fn watch(client: &Client, selector: Option<&str>) -> Watches {
+pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) -> Watches {
     let (previews, preview_stream) = preview_watch(client, selector);
     let mut w = Builder {
         client: client.clone(),
@@ -71,6 +73,7 @@ pub fn watch(client: &Client, selector: Option<&str>) -> Watches {
     let namespaces = w.cached(keep_all);
     let stores = Stores {
         classes: w.classes(previews.clone()),
+        platform_secrets: w.platform_secrets(platform_namespace, previews.clone()),
         previews,
         deployments: w.cached(prune_deployment),
         jobs: w.cached(prune_job),
@@ -192,6 +195,38 @@ impl Builder {
         .touched_objects()
         .filter_map(|event| async move { ok_or_warn::<PreviewClass>(event) })
         .flat_map(move |_class| {
+            let all: Vec<_> = previews
+                .state()
+                .iter()
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            futures::stream::iter(all)
+        });
+        self.triggers.push(stream.boxed());
+        self.synced.push(wait_until_ready(reader.clone()));
+        reader
+    }
+
+    /// The Secrets of the operator's namespace. A change (a rotated pull secret or
+    /// certificate) re-evaluates every preview, so the copies follow.
+    fn platform_secrets(
+        &mut self,
+        namespace: &str,
+        previews: Store<PreviewEnvironment>,
+    ) -> Store<Secret> {
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(
+                Api::<Secret>::namespaced(self.client.clone(), namespace),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(|s| s.managed_fields_mut().clear()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|event| async move { ok_or_warn::<Secret>(event) })
+        .flat_map(move |_secret| {
             let all: Vec<_> = previews
                 .state()
                 .iter()

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::children::Stores;
 use super::events::Events;
 use super::queue::Queue;
+use super::secrets::Copies;
 use super::writes::Writes;
 use crate::api::PreviewEnvironment;
 use crate::config::Config;
@@ -24,6 +25,10 @@ pub struct Context {
     pub events: Events,
     pub queue: Queue,
     pub writes: Writes,
+    /// The Secret copies this process applied.
+    pub copies: Copies,
+    /// The operator's namespace: where the Secrets a class names are copied from.
+    pub platform_namespace: String,
     /// Consecutive failures per preview, for capped exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,
     /// True once every cache is filled; reconciles wait for it so that they never mistake an

@@ -129,6 +129,7 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
     // The bookkeeping of a preview that is gone goes with it, so the maps stay as large as
     // the number of live previews.
     ctx.writes.forget(&owner.uid);
+    ctx.copies.forget(&ns_name);
     crate::sync::lock(&ctx.failures).remove(&kube::runtime::reflector::ObjectRef::from_obj(pe));
     if let Some(deleted) = &pe.metadata.deletion_timestamp {
         ctx.metrics
