@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Se
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use preview_operator::api::class::PreviewClass;
 use preview_operator::api::{Phase, PreviewEnvironment, TestPhase};
 use serde_json::{Value, json};
 
@@ -730,18 +729,13 @@ async fn a_host_another_preview_serves_is_not_claimed_twice() {
     let s = setup("lc-host").await;
     // A class that publishes exposed services, for this tenant only.
     let class_name = format!("hosts-{}", s.namespace.name);
-    let classes: Api<PreviewClass> = Api::all(s.client.clone());
-    let class: PreviewClass = serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
-        "metadata": {"name": class_name},
-        "spec": {"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"]}],
-                 "ingress": {"baseDomain": "preview.test"}}
-    }))
-    .expect("class");
-    classes
-        .create(&PostParams::default(), &class)
-        .await
-        .expect("create the class");
+    let _class = TestClass::create(
+        &s.client,
+        &class_name,
+        json!({"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"]}],
+               "ingress": {"baseDomain": "preview.test"}}),
+    )
+    .await;
     let with_class = |sha: &str| {
         let mut spec = shop(sha);
         spec["previewClassName"] = json!(class_name);
@@ -801,10 +795,6 @@ async fn a_host_another_preview_serves_is_not_claimed_twice() {
     );
     s.delete_and_wait("second").await;
     s.delete_and_wait("first").await;
-    classes
-        .delete(&class_name, &DeleteParams::default())
-        .await
-        .expect("delete the class");
 }
 
 #[tokio::test]
@@ -813,18 +803,13 @@ async fn a_class_viewer_may_read_the_preview_namespace_and_nothing_more() {
     let s = setup("lc-view").await;
     let user = format!("dev-{}", s.namespace.name);
     let class_name = format!("viewers-{}", s.namespace.name);
-    let classes: Api<PreviewClass> = Api::all(s.client.clone());
-    let class: PreviewClass = serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
-        "metadata": {"name": class_name},
-        "spec": {"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"],
-                              "viewers": [{"kind": "User", "name": user}]}]}
-    }))
-    .expect("class");
-    classes
-        .create(&PostParams::default(), &class)
-        .await
-        .expect("create the class");
+    let _class = TestClass::create(
+        &s.client,
+        &class_name,
+        json!({"tenants": [{"namespaces": [s.namespace.name], "repositories": ["*/*"],
+                            "viewers": [{"kind": "User", "name": user}]}]}),
+    )
+    .await;
     let mut spec = shop("7e7e7e7e111");
     spec["previewClassName"] = json!(class_name);
     s.create("shop", spec).await;
@@ -852,10 +837,6 @@ async fn a_class_viewer_may_read_the_preview_namespace_and_nothing_more() {
         "nothing outside the preview"
     );
     s.delete_and_wait("shop").await;
-    classes
-        .delete(&class_name, &DeleteParams::default())
-        .await
-        .expect("delete the class");
 }
 
 #[tokio::test]

@@ -14,11 +14,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{
-    Operator, TestNamespace, await_condition, client, install_crd, require_operator, wait_for,
+    Operator, TestClass, TestNamespace, await_condition, client, install_crd, require_operator,
+    wait_for,
 };
 use kube::api::{Api, DeleteParams, PostParams};
 use preview_operator::api::PreviewEnvironment;
-use preview_operator::api::class::PreviewClass;
 use serde_json::{Value, json};
 
 #[derive(Clone, Debug)]
@@ -277,17 +277,12 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
     let shard = tenant.name.clone();
     // This tenant may preview acme/allowed under the class, and nothing else.
     let class_name = format!("narrow-{shard}");
-    let classes: Api<PreviewClass> = Api::all(client.clone());
-    let class: PreviewClass = serde_json::from_value(json!({
-        "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass",
-        "metadata": {"name": class_name},
-        "spec": {"tenants": [{"namespaces": [shard], "repositories": ["acme/allowed"]}]}
-    }))
-    .expect("class");
-    classes
-        .create(&PostParams::default(), &class)
-        .await
-        .expect("create the class");
+    let _class = TestClass::create(
+        &client,
+        &class_name,
+        json!({"tenants": [{"namespaces": [shard], "repositories": ["acme/allowed"]}]}),
+    )
+    .await;
     let (stand_in, url) = start_stand_in(vec![]).await;
     let _operator = Operator::start(
         &[
@@ -383,10 +378,6 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
         })
         .await;
     }
-    classes
-        .delete(&class_name, &DeleteParams::default())
-        .await
-        .expect("delete the class");
 }
 
 #[tokio::test]

@@ -5,9 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 
 use super::build::{self, Preview};
 use super::context::Context;
@@ -42,7 +41,7 @@ pub async fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Result<Policy, Er
     };
     let tenant = pe.namespace().unwrap_or_default();
     let labels = if policy::needs_namespace_labels(&class) {
-        tenant_labels(ctx, &tenant).await?
+        tenant_labels(ctx, &tenant)
     } else {
         BTreeMap::new()
     };
@@ -58,17 +57,14 @@ pub async fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Result<Policy, Er
     )
 }
 
-/// The labels of a tenant namespace, for classes that select tenants by label. Read when
-/// needed: the operator caches only the namespaces it manages.
-async fn tenant_labels(ctx: &Context, tenant: &str) -> Result<BTreeMap<String, String>, Error> {
-    let ns = Api::<Namespace>::all(ctx.client.clone())
-        .get_metadata_opt(tenant)
-        .await
-        .map_err(|source| Error::Read {
-            what: format!("namespace {tenant}"),
-            source,
-        })?;
-    Ok(ns.map(|n| n.labels().clone()).unwrap_or_default())
+/// The labels of a tenant namespace, for classes that select tenants by label (from the
+/// cache of every namespace's labels: no read per reconcile).
+fn tenant_labels(ctx: &Context, tenant: &str) -> BTreeMap<String, String> {
+    ctx.stores
+        .tenants
+        .get(&ObjectRef::new(tenant))
+        .map(|ns| ns.labels().clone())
+        .unwrap_or_default()
 }
 
 /// The gate of `pe`, admitted by its class; when it is open, the preview namespace exists and

@@ -33,6 +33,8 @@ pub struct Stores {
     pub previews: Store<PreviewEnvironment>,
     /// The platform team's classes.
     pub classes: Store<PreviewClass>,
+    /// Labels of every namespace, for classes that select tenants by label.
+    pub tenants: Store<PartialObjectMeta<Namespace>>,
     /// Secrets of the operator's namespace (the only Secrets it reads): copied into previews.
     pub platform_secrets: Store<Secret>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
@@ -73,6 +75,7 @@ pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) 
     let namespaces = w.cached(keep_all);
     let stores = Stores {
         classes: w.classes(previews.clone()),
+        tenants: w.tenants(previews.clone()),
         platform_secrets: w.platform_secrets(platform_namespace, previews.clone()),
         previews,
         deployments: w.cached(prune_deployment),
@@ -182,29 +185,7 @@ impl Builder {
     /// Every PreviewClass. A change of one re-evaluates every preview: which class serves a
     /// preview can change with it (the default annotation), and class changes are rare.
     fn classes(&mut self, previews: Store<PreviewEnvironment>) -> Store<PreviewClass> {
-        let (reader, writer) = reflector::store();
-        let stream = reflector(
-            writer,
-            watcher(
-                Api::<PreviewClass>::all(self.client.clone()),
-                watcher::Config::default().any_semantic(),
-            )
-            .modify(|c| c.managed_fields_mut().clear()),
-        )
-        .default_backoff()
-        .touched_objects()
-        .filter_map(|event| async move { ok_or_warn::<PreviewClass>(event) })
-        .flat_map(move |_class| {
-            let all: Vec<_> = previews
-                .state()
-                .iter()
-                .map(|p| ObjectRef::from_obj(p.as_ref()))
-                .collect();
-            futures::stream::iter(all)
-        });
-        self.triggers.push(stream.boxed());
-        self.synced.push(wait_until_ready(reader.clone()));
-        reader
+        self.waking_all(Api::all(self.client.clone()), previews)
     }
 
     /// The Secrets of the operator's namespace. A change (a rotated pull secret or
@@ -214,19 +195,69 @@ impl Builder {
         namespace: &str,
         previews: Store<PreviewEnvironment>,
     ) -> Store<Secret> {
+        self.waking_all(Api::namespaced(self.client.clone(), namespace), previews)
+    }
+
+    /// The labels of every namespace (nothing else is kept: a few hundred bytes each). A
+    /// tenant namespace whose labels change re-evaluates its previews, which a class may now
+    /// select or no longer select.
+    fn tenants(
+        &mut self,
+        previews: Store<PreviewEnvironment>,
+    ) -> Store<PartialObjectMeta<Namespace>> {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
             watcher(
-                Api::<Secret>::namespaced(self.client.clone(), namespace),
+                Api::<PartialObjectMeta<Namespace>>::all(self.client.clone()),
                 watcher::Config::default().any_semantic(),
             )
-            .modify(|s| s.managed_fields_mut().clear()),
+            .modify(|ns| {
+                ns.managed_fields_mut().clear();
+                ns.annotations_mut().clear();
+                ns.metadata.owner_references = None;
+                ns.metadata.finalizers = None;
+            }),
         )
         .default_backoff()
         .touched_objects()
-        .filter_map(|event| async move { ok_or_warn::<Secret>(event) })
-        .flat_map(move |_secret| {
+        .filter_map(|event| async move { ok_or_warn::<PartialObjectMeta<Namespace>>(event) })
+        .flat_map(move |ns| {
+            let name = ns.name_any();
+            let inside: Vec<_> = previews
+                .state()
+                .iter()
+                .filter(|p| p.namespace().as_deref() == Some(name.as_str()))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            futures::stream::iter(inside)
+        });
+        self.triggers.push(stream.boxed());
+        self.synced.push(wait_until_ready(reader.clone()));
+        reader
+    }
+
+    /// A cached watch of `api` whose every change wakes every preview.
+    fn waking_all<K>(&mut self, api: Api<K>, previews: Store<PreviewEnvironment>) -> Store<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(api, watcher::Config::default().any_semantic())
+                .modify(|o| o.managed_fields_mut().clear()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|event| async move { ok_or_warn::<K>(event) })
+        .flat_map(move |_changed| {
             let all: Vec<_> = previews
                 .state()
                 .iter()
