@@ -5,8 +5,6 @@
 //! (`controller::rollout`) destructures `build::Environment` without `..`, so the kind does
 //! not compile until it is also applied.
 
-use std::sync::Arc;
-
 use futures::future::{BoxFuture, join_all};
 use futures::stream::{BoxStream, select_all};
 use futures::{FutureExt, StreamExt};
@@ -363,6 +361,3 @@ fn prune_deployment(d: &mut Deployment) {
 fn prune_job(j: &mut Job) {
     j.spec = None;
 }
-
-/// Shared so [`Stores`] stays cheap to clone into tasks.
-pub type SharedStores = Arc<Stores>;
