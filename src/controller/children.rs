@@ -139,6 +139,23 @@ fn rerun_requested(pe: &PreviewEnvironment) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// What a cached watch needs of the kind it watches.
+trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 struct Builder {
     client: Client,
     triggers: Vec<BoxStream<'static, ObjectRef<PreviewEnvironment>>>,
@@ -149,16 +166,7 @@ impl Builder {
     /// A cached watch of one child kind that also triggers the owner. For `PartialObjectMeta<K>`
     /// it asks for metadata only (kube picks metadata requests for that type), which is all
     /// most kinds need.
-    fn cached<K>(&mut self, prune: fn(&mut K)) -> Store<K>
-    where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    fn cached<K: Watched>(&mut self, prune: fn(&mut K)) -> Store<K> {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
@@ -236,16 +244,11 @@ impl Builder {
     }
 
     /// A cached watch of `api` whose every change wakes every preview.
-    fn waking_all<K>(&mut self, api: Api<K>, previews: Store<PreviewEnvironment>) -> Store<K>
-    where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    fn waking_all<K: Watched>(
+        &mut self,
+        api: Api<K>,
+        previews: Store<PreviewEnvironment>,
+    ) -> Store<K> {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
