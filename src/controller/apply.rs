@@ -78,6 +78,30 @@ pub fn host_conflict(
     })
 }
 
+/// A kind of object the operator writes into preview namespaces.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Serialize
+    + DeserializeOwned
+    + Clone
+    + Debug
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + Debug
+{
+}
+
+/// What a cache of children holds (the object itself, or its metadata).
+pub trait Cached: Resource<DynamicType: Default + Eq + std::hash::Hash + Clone> + Clone {}
+
+impl<S> Cached for S where S: Resource<DynamicType: Default + Eq + std::hash::Hash + Clone> + Clone {}
+
 /// The preview namespace and owner whose children one apply covers.
 #[derive(Clone, Copy)]
 struct Scope<'a> {
@@ -93,13 +117,8 @@ async fn sync<K, S>(
     desired: Vec<K>,
 ) -> Result<(), ApplyError>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
-    S: Resource + Clone,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Child,
+    S: Cached,
 {
     let keep: BTreeSet<String> = desired.iter().map(|o| o.name_any()).collect();
     try_join_all(desired.into_iter().map(|o| apply(client, store, o))).await?;
@@ -131,8 +150,7 @@ pub enum ApplyError {
 /// The fingerprint the cached copy of `namespace/name` carries, if it is cached.
 pub fn cached_hash<S>(store: &Store<S>, namespace: Option<&str>, name: &str) -> Option<String>
 where
-    S: Resource + Clone,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    S: Cached,
 {
     let mut key = ObjectRef::<S>::new(name);
     if let Some(ns) = namespace {
@@ -148,13 +166,8 @@ where
 /// Applies `desired` unless the cache shows it is already in place. Returns whether it wrote.
 pub async fn apply<K, S>(client: &Client, store: &Store<S>, desired: K) -> Result<bool, ApplyError>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
-    S: Resource + Clone,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Child,
+    S: Cached,
 {
     let desired = stamp(desired);
     let name = desired.name_any();
@@ -182,8 +195,7 @@ where
 /// Cached objects in `namespace` owned by `owner_uid`.
 pub fn owned<S>(store: &Store<S>, namespace: &str, owner_uid: &str) -> Vec<std::sync::Arc<S>>
 where
-    S: Resource + Clone,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    S: Cached,
 {
     store
         .state()
@@ -201,8 +213,7 @@ pub fn extras<S>(
     keep: &BTreeSet<String>,
 ) -> Vec<String>
 where
-    S: Resource + Clone,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    S: Cached,
 {
     owned(store, namespace, owner_uid)
         .iter()
@@ -220,10 +231,7 @@ pub async fn delete<K>(
     params: &DeleteParams,
 ) -> Result<(), ApplyError>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + Debug,
+    K: Child,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     gone_is_ok(api.delete(name, params).await).map_err(|source| ApplyError::Delete {
@@ -244,12 +252,8 @@ pub async fn delete_extras<K, S>(
     keep: &BTreeSet<String>,
 ) -> Result<usize, ApplyError>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + DeserializeOwned
-        + Clone
-        + Debug,
-    S: Resource + Clone,
-    S::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    K: Child,
+    S: Cached,
 {
     let names = extras(store, namespace, owner_uid, keep);
     for name in &names {
