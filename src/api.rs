@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod class;
+pub mod template;
 
 /// Group of the API.
 pub const GROUP: &str = "preview.dev";
@@ -93,6 +94,16 @@ reasons! {
     HostConflict,
     /// A Secret the preview needs cannot be read where the operator copies it from.
     SecretNotReadable,
+    /// The PreviewTemplate the preview names does not exist in its namespace.
+    TemplateNotFound,
+    /// The template cannot be rendered for this preview (unknown parameter or key...).
+    TemplateError,
+    /// A dependency of the template is not ready yet, or is stuck.
+    DependencyNotReady,
+    /// A setup Job runs; the services roll out once it succeeded.
+    SetupRunning,
+    /// A setup Job failed: the services are not rolled out and no test runs.
+    SetupFailed,
     /// Waiting for a slot of the tenant's concurrency limit.
     ConcurrencyLimit,
     /// The spec breaks operator policy.
@@ -185,6 +196,9 @@ impl Reason {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.templateRef) || (has(self.services) && size(self.services) > 0)").message("a preview needs services: list them in spec.services, or name a PreviewTemplate in spec.templateRef"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.services) && !has(self.tests))").message("spec.templateRef and spec.services/spec.tests are exclusive: the template holds the services and tests"))]
+#[x_kube(validation = Rule::new("has(self.templateRef) || (!has(self.images) && !has(self.parameters))").message("spec.images and spec.parameters need a spec.templateRef"))]
 pub struct PreviewEnvironmentSpec {
     /// The repository, as "owner/name".
     #[schemars(
@@ -224,9 +238,30 @@ pub struct PreviewEnvironmentSpec {
     #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("ttl must be a positive duration such as 72h, 1d12h or 30m"))]
     pub ttl: Option<String>,
 
-    /// The services to roll out: 1 to 20, names unique.
-    #[schemars(length(min = 1, max = 20))]
+    /// The PreviewTemplate of this namespace that holds the services, tests and everything
+    /// else; exclusive with `services` and `tests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_ref: Option<TemplateRef>,
+
+    /// Images that replace the template's, by service, dependency, setup or test name: CI's
+    /// freshly built tags. Only with `templateRef`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 30 && size(self[k]) <= 512)").message("images maps a name (at most 30 characters) to an image reference (at most 512)"))]
+    pub images: BTreeMap<String, String>,
+
+    /// Values of the template's parameters, checked against its names and patterns. Only
+    /// with `templateRef`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 63 && size(self[k]) <= 1024)").message("parameter names may have at most 63 characters and values at most 1024"))]
+    pub parameters: BTreeMap<String, String>,
+
+    /// The services to roll out without a template: 1 to 20, names unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("service names must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(s, !has(s.env) || s.env.all(e, !has(e.valueFrom)))").message("env valueFrom needs a PreviewTemplate that declares the Secret or ConfigMap: move the services into a template"))]
     pub services: Vec<ServiceSpec>,
 
     /// Test Jobs run once per headSha after every service is available: 0 to 10, names unique.
@@ -348,8 +383,22 @@ pub struct TestSpec {
     pub retries: i32,
 }
 
-/// A plain environment variable.
+/// The PreviewTemplate a preview is rendered from.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TemplateRef {
+    /// A PreviewTemplate in the PreviewEnvironment's namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// An environment variable: a plain value, or (in templates) a key of a declared Secret or
+/// ConfigMap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.valueFrom) || !has(self.value) || self.value == ''").message("env: set value or valueFrom, not both"))]
 pub struct EnvVar {
     /// Variable name.
     #[schemars(
@@ -361,10 +410,38 @@ pub struct EnvVar {
     #[serde(default)]
     #[schemars(length(max = 2048))]
     pub value: String,
+    /// A key of a Secret or ConfigMap the template declares (templates only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvSource>,
 }
 
-const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
-const IMAGE_PATTERN: &str = r"^[^\s]+$";
+/// Where a variable's value comes from: exactly one of the two.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("valueFrom needs exactly one of secretKeyRef or configMapKeyRef"))]
+pub struct EnvSource {
+    /// A key of one of the template's `secrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyRef>,
+    /// A key of one of the template's `configMaps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// One key of a named object.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct KeyRef {
+    /// The Secret's or ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+pub(crate) const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// An image reference without whitespace; in templates it may hold `<< key >>` substitutions.
+pub(crate) const IMAGE_PATTERN: &str = r"^([^\s<>]|<<[^<>]*>>)+$";
 
 fn default_replicas() -> i32 {
     1
@@ -420,6 +497,12 @@ pub struct PreviewEnvironmentStatus {
     /// One entry per test at headSha.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<TestStatus>,
+    /// One entry per dependency of the template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<ServiceStatus>,
+    /// One entry per setup Job of the template, at headSha.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<TestStatus>,
     /// Available, TestsSucceeded and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -7,12 +7,14 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
+use crate::api::template::PreviewTemplate;
 
 /// Every CRD, with the file under `crds/` that holds it.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("previewenvironments.yaml", PreviewEnvironment::crd()),
         ("previewclasses.yaml", PreviewClass::crd()),
+        ("previewtemplates.yaml", PreviewTemplate::crd()),
     ]
 }
 

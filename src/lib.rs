@@ -16,6 +16,7 @@ pub mod naming;
 pub mod runtime;
 pub mod server;
 pub mod sync;
+pub mod template;
 pub mod webhook;
 
 #[cfg(test)]

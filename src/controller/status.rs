@@ -673,6 +673,8 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
             })
             .collect(),
         tests: observed.tests.iter().map(|t| t.status.clone()).collect(),
+        dependencies: Vec::new(),
+        setup: Vec::new(),
         conditions: vec![
             ctx.gate
                 .admitted(ctx.class.as_deref())

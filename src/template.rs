@@ -1,0 +1,647 @@
+//! PURE: a PreviewEnvironment and the PreviewTemplate it names become the spec the operator
+//! rolls out: parameters checked, `<< key >>` substituted, CI's images put in.
+//!
+//! Substitution uses minijinja with `<< >>` as its only delimiters that matter, so `{{ }}` in
+//! an application's own strings stays as it is. Every key is checked before rendering, so a
+//! missing one is an error that names it, never an empty string.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+use crate::api::template::{DependencySpec, PreviewTemplateSpec, SetupSpec};
+use crate::api::{EnvVar, PreviewEnvironmentSpec, ServiceSpec, TestSpec};
+use crate::naming::short_sha;
+
+/// What a preview rolls out: its spec with the services and tests (its own or its template's,
+/// rendered), and what only a template can add.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    /// The PreviewEnvironment's spec, its services and tests filled in from the template.
+    pub spec: PreviewEnvironmentSpec,
+    pub dependencies: Vec<DependencySpec>,
+    pub setup: Vec<SetupSpec>,
+    /// Secrets of the template's namespace to copy into the preview namespace.
+    pub secrets: Vec<String>,
+    /// ConfigMaps of the template's namespace to copy into the preview namespace.
+    pub config_maps: Vec<String>,
+}
+
+impl Rendered {
+    /// A preview without a template: its own services and tests, nothing else.
+    pub fn inline(spec: &PreviewEnvironmentSpec) -> Self {
+        Rendered {
+            spec: spec.clone(),
+            dependencies: Vec::new(),
+            setup: Vec::new(),
+            secrets: Vec::new(),
+            config_maps: Vec::new(),
+        }
+    }
+
+    /// Every image the preview runs.
+    pub fn images(&self) -> impl Iterator<Item = &str> {
+        let s = &self.spec;
+        (s.services.iter().map(|x| x.image.as_str()))
+            .chain(s.tests.iter().map(|x| x.image.as_str()))
+            .chain(self.dependencies.iter().map(|x| x.image.as_str()))
+            .chain(self.setup.iter().map(|x| x.job.image.as_str()))
+    }
+
+    /// Every pod annotation key the preview sets.
+    pub fn pod_annotation_keys(&self) -> impl Iterator<Item = &String> {
+        let s = &self.spec;
+        (s.services.iter().flat_map(|x| x.pod_annotations.keys()))
+            .chain(s.tests.iter().flat_map(|x| x.pod_annotations.keys()))
+            .chain(self.setup.iter().flat_map(|x| x.job.pod_annotations.keys()))
+    }
+}
+
+/// Why a template cannot be rendered for a preview, for its `TemplateError` condition.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
+/// Who the template is rendered for: the preview's name and namespace, and the template's.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'a> {
+    /// The PreviewEnvironment's name.
+    pub name: &'a str,
+    /// The preview namespace.
+    pub namespace: &'a str,
+    /// The PreviewTemplate's name, for messages.
+    pub template: &'a str,
+}
+
+/// Renders `template` for the preview `spec`.
+pub fn render(
+    spec: &PreviewEnvironmentSpec,
+    target: Target<'_>,
+    template: &PreviewTemplateSpec,
+) -> Result<Rendered, TemplateError> {
+    let params = parameters(spec, target.template, template)?;
+    check_images(spec, target.template, template)?;
+    check_sources(target.template, template)?;
+    let sub = Substitution::new(variables(spec, target, params));
+    let mut rendered = Rendered {
+        spec: PreviewEnvironmentSpec {
+            services: template
+                .services
+                .iter()
+                .map(|s| sub.service(s))
+                .collect::<Result<_, _>>()?,
+            tests: template
+                .tests
+                .iter()
+                .map(|t| sub.test(t, &format!("tests[{}]", t.name)))
+                .collect::<Result<_, _>>()?,
+            ..spec.clone()
+        },
+        dependencies: template
+            .dependencies
+            .iter()
+            .map(|d| sub.dependency(d))
+            .collect::<Result<_, _>>()?,
+        setup: template
+            .setup
+            .iter()
+            .map(|s| {
+                Ok(SetupSpec {
+                    job: sub.test(&s.job, &format!("setup[{}]", s.job.name))?,
+                    run_on: s.run_on,
+                })
+            })
+            .collect::<Result<_, TemplateError>>()?,
+        secrets: template.secrets.iter().map(|s| s.name.clone()).collect(),
+        config_maps: template
+            .config_maps
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
+    };
+    override_images(&mut rendered, &spec.images);
+    Ok(rendered)
+}
+
+/// The value of every parameter: the preview's, else the default; checked against the
+/// template's names and patterns.
+fn parameters(
+    spec: &PreviewEnvironmentSpec,
+    template_name: &str,
+    template: &PreviewTemplateSpec,
+) -> Result<BTreeMap<String, String>, TemplateError> {
+    let declared: BTreeSet<&str> = template
+        .parameters
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    if let Some(unknown) = spec
+        .parameters
+        .keys()
+        .find(|k| !declared.contains(k.as_str()))
+    {
+        return Err(TemplateError(format!(
+            "unknown parameter {unknown}: PreviewTemplate {template_name} declares {}",
+            list_or_none(declared.iter().copied())
+        )));
+    }
+    let mut values = BTreeMap::new();
+    for p in &template.parameters {
+        let Some(value) = spec.parameters.get(&p.name).or(p.default.as_ref()) else {
+            return Err(TemplateError(format!(
+                "parameter {} of PreviewTemplate {template_name} has no default: set \
+                 spec.parameters.{}",
+                p.name, p.name
+            )));
+        };
+        if let Some(pattern) = &p.pattern {
+            let re = regex::Regex::new(pattern).map_err(|e| {
+                TemplateError(format!(
+                    "parameter {} of PreviewTemplate {template_name} has an invalid pattern: {e}",
+                    p.name
+                ))
+            })?;
+            if !re.is_match(value) {
+                return Err(TemplateError(format!(
+                    "parameter {}={value:?} does not match its pattern {pattern}",
+                    p.name
+                )));
+            }
+        }
+        values.insert(p.name.clone(), value.clone());
+    }
+    Ok(values)
+}
+
+/// `spec.images` may only name what the template runs.
+fn check_images(
+    spec: &PreviewEnvironmentSpec,
+    template_name: &str,
+    template: &PreviewTemplateSpec,
+) -> Result<(), TemplateError> {
+    let names: BTreeSet<&str> = (template.services.iter().map(|s| s.name.as_str()))
+        .chain(template.dependencies.iter().map(|d| d.name.as_str()))
+        .chain(template.setup.iter().map(|s| s.job.name.as_str()))
+        .chain(template.tests.iter().map(|t| t.name.as_str()))
+        .collect();
+    match spec.images.keys().find(|k| !names.contains(k.as_str())) {
+        Some(unknown) => Err(TemplateError(format!(
+            "spec.images names {unknown}, but PreviewTemplate {template_name} has no service, \
+             dependency, setup Job or test of that name (it has {})",
+            list_or_none(names.iter().copied())
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `valueFrom` may only read the Secrets and ConfigMaps the template declares: those are the
+/// only ones copied into the preview namespace, and the only ones a team has put up for it.
+fn check_sources(template_name: &str, template: &PreviewTemplateSpec) -> Result<(), TemplateError> {
+    let secrets: BTreeSet<&str> = template.secrets.iter().map(|s| s.name.as_str()).collect();
+    let maps: BTreeSet<&str> = template
+        .config_maps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let envs = (template.services.iter().map(|s| (&s.name, &s.env)))
+        .chain(template.dependencies.iter().map(|d| (&d.name, &d.env)))
+        .chain(template.setup.iter().map(|s| (&s.job.name, &s.job.env)))
+        .chain(template.tests.iter().map(|t| (&t.name, &t.env)));
+    for (owner, env) in envs {
+        for var in env {
+            let Some(from) = &var.value_from else {
+                continue;
+            };
+            let (kind, field, declared, key) =
+                match (&from.secret_key_ref, &from.config_map_key_ref) {
+                    (Some(r), _) => ("Secret", "spec.secrets", &secrets, r),
+                    (None, Some(r)) => ("ConfigMap", "spec.configMaps", &maps, r),
+                    (None, None) => continue,
+                };
+            if !declared.contains(key.name.as_str()) {
+                return Err(TemplateError(format!(
+                    "{owner}: env {} reads {kind} {}, which PreviewTemplate {template_name} does \
+                     not declare in {field}",
+                    var.name, key.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn override_images(rendered: &mut Rendered, images: &BTreeMap<String, String>) {
+    let pick = |name: &str, image: &mut String| {
+        if let Some(new) = images.get(name) {
+            image.clone_from(new);
+        }
+    };
+    for s in &mut rendered.spec.services {
+        pick(&s.name, &mut s.image);
+    }
+    for t in &mut rendered.spec.tests {
+        pick(&t.name, &mut t.image);
+    }
+    for d in &mut rendered.dependencies {
+        pick(&d.name, &mut d.image);
+    }
+    for s in &mut rendered.setup {
+        pick(&s.job.name, &mut s.job.image);
+    }
+}
+
+/// A minijinja error without its "(in <string>:1)" suffix, which names nothing useful here.
+fn describe(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+fn list_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// The keys a template string may use, and why an unset one is missing.
+struct Variables {
+    values: BTreeMap<String, Value>,
+    params: BTreeMap<String, String>,
+    /// Keys that exist but have no value for this preview, with what to do about it.
+    unset: BTreeMap<&'static str, &'static str>,
+}
+
+/// Every key, in the order the documentation lists them.
+const KEYS: [&str; 9] = [
+    "headSha",
+    "shortSha",
+    "pullRequest",
+    "repository",
+    "branch",
+    "branchSlug",
+    "namespace",
+    "name",
+    "params",
+];
+
+fn variables(
+    spec: &PreviewEnvironmentSpec,
+    target: Target<'_>,
+    params: BTreeMap<String, String>,
+) -> Variables {
+    let mut values = BTreeMap::from([
+        ("headSha".to_string(), Value::from(spec.head_sha.clone())),
+        (
+            "shortSha".to_string(),
+            Value::from(short_sha(&spec.head_sha).to_string()),
+        ),
+        ("pullRequest".to_string(), Value::from(spec.pull_request)),
+        (
+            "repository".to_string(),
+            Value::from(spec.repository.clone()),
+        ),
+        ("namespace".to_string(), Value::from(target.namespace)),
+        ("name".to_string(), Value::from(target.name)),
+        (
+            "params".to_string(),
+            Value::from_object(
+                params
+                    .iter()
+                    .map(|(k, v)| (Value::from(k.clone()), Value::from(v.clone())))
+                    .collect::<BTreeMap<Value, Value>>(),
+            ),
+        ),
+    ]);
+    let mut unset = BTreeMap::new();
+    match &spec.branch {
+        Some(branch) => {
+            values.insert("branch".to_string(), Value::from(branch.clone()));
+            values.insert("branchSlug".to_string(), Value::from(slug(branch)));
+        }
+        None => {
+            unset.insert("branch", "spec.branch is not set");
+            unset.insert("branchSlug", "spec.branch is not set");
+        }
+    }
+    Variables {
+        values,
+        params,
+        unset,
+    }
+}
+
+/// A branch name as a DNS label: lower case, runs of anything else as one dash, at most 63.
+pub fn slug(branch: &str) -> String {
+    let mut out = String::with_capacity(branch.len());
+    for c in branch.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    trimmed
+        .get(..trimmed.len().min(63))
+        .unwrap_or(trimmed)
+        .trim_end_matches('-')
+        .to_string()
+}
+
+/// Renders template strings with the variables of one preview.
+struct Substitution {
+    env: Environment<'static>,
+    vars: Variables,
+}
+
+impl Substitution {
+    fn new(vars: Variables) -> Self {
+        let mut env = Environment::new();
+        // Only `<< >>` matters; the other delimiters are set to something no command line
+        // holds, so `{{ }}` and `{% %}` in an application's strings stay literal.
+        if let Ok(syntax) = SyntaxConfig::builder()
+            .variable_delimiters("<<", ">>")
+            .block_delimiters("<%%", "%%>")
+            .comment_delimiters("<##", "##>")
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        Substitution { env, vars }
+    }
+
+    /// Renders one string; `at` says where it is, for the error.
+    fn string(&self, text: &str, at: &str) -> Result<String, TemplateError> {
+        if !text.contains("<<") {
+            return Ok(text.to_string());
+        }
+        let template = self
+            .env
+            .template_from_str(text)
+            .map_err(|e| TemplateError(format!("{at}: {}", describe(&e))))?;
+        for key in template.undeclared_variables(true) {
+            self.check_key(&key, at)?;
+        }
+        template
+            .render(Value::from_object(
+                (self.vars.values.iter())
+                    .map(|(k, v)| (Value::from(k.clone()), v.clone()))
+                    .collect::<BTreeMap<Value, Value>>(),
+            ))
+            .map_err(|e| TemplateError(format!("{at}: {}", describe(&e))))
+    }
+
+    fn check_key(&self, key: &str, at: &str) -> Result<(), TemplateError> {
+        let (head, rest) = key.split_once('.').unwrap_or((key, ""));
+        if let Some(why) = self.vars.unset.get(head) {
+            return Err(TemplateError(format!(
+                "{at}: key << {key} >> has no value: {why}"
+            )));
+        }
+        let known = match head {
+            "params" => rest.is_empty() || self.vars.params.contains_key(rest),
+            _ => self.vars.values.contains_key(head) && rest.is_empty(),
+        };
+        if known {
+            return Ok(());
+        }
+        let params = self.vars.params.keys().map(|p| format!("params.{p}"));
+        let keys: Vec<String> = KEYS
+            .iter()
+            .filter(|k| **k != "params")
+            .map(|k| k.to_string())
+            .chain(params)
+            .collect();
+        Err(TemplateError(format!(
+            "{at}: unknown key << {key} >>; the keys are {}",
+            keys.join(", ")
+        )))
+    }
+
+    fn strings(&self, items: &[String], at: &str) -> Result<Vec<String>, TemplateError> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.string(s, &format!("{at}[{i}]")))
+            .collect()
+    }
+
+    fn env(&self, env: &[EnvVar], at: &str) -> Result<Vec<EnvVar>, TemplateError> {
+        env.iter()
+            .map(|e| {
+                Ok(EnvVar {
+                    value: self.string(&e.value, &format!("{at}.env[{}]", e.name))?,
+                    ..e.clone()
+                })
+            })
+            .collect()
+    }
+
+    fn service(&self, s: &ServiceSpec) -> Result<ServiceSpec, TemplateError> {
+        let at = format!("services[{}]", s.name);
+        Ok(ServiceSpec {
+            image: self.string(&s.image, &format!("{at}.image"))?,
+            command: self.strings(&s.command, &format!("{at}.command"))?,
+            args: self.strings(&s.args, &format!("{at}.args"))?,
+            env: self.env(&s.env, &at)?,
+            ..s.clone()
+        })
+    }
+
+    fn test(&self, t: &TestSpec, at: &str) -> Result<TestSpec, TemplateError> {
+        Ok(TestSpec {
+            image: self.string(&t.image, &format!("{at}.image"))?,
+            command: self.strings(&t.command, &format!("{at}.command"))?,
+            args: self.strings(&t.args, &format!("{at}.args"))?,
+            env: self.env(&t.env, at)?,
+            ..t.clone()
+        })
+    }
+
+    fn dependency(&self, d: &DependencySpec) -> Result<DependencySpec, TemplateError> {
+        let at = format!("dependencies[{}]", d.name);
+        Ok(DependencySpec {
+            image: self.string(&d.image, &format!("{at}.image"))?,
+            command: self.strings(&d.command, &format!("{at}.command"))?,
+            args: self.strings(&d.args, &format!("{at}.args"))?,
+            env: self.env(&d.env, &at)?,
+            ..d.clone()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template(value: serde_json::Value) -> PreviewTemplateSpec {
+        serde_json::from_value(value).expect("template fixture deserializes")
+    }
+
+    fn shop() -> PreviewTemplateSpec {
+        template(json!({
+            "parameters": [{"name": "seed", "default": "small", "pattern": "^(small|large)$"}],
+            "secrets": [{"name": "shop-db"}],
+            "configMaps": [{"name": "shop-config"}],
+            "dependencies": [{
+                "name": "db", "image": "postgres:17", "port": 5432,
+                "env": [{"name": "POSTGRES_PASSWORD",
+                         "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "password"}}}],
+            }],
+            "setup": [{"name": "migrate", "image": "ghcr.io/acme/shop-migrate:<< shortSha >>",
+                       "args": ["--seed", "<< params.seed >>"]}],
+            "services": [{"name": "web", "image": "ghcr.io/acme/shop-web:<< shortSha >>",
+                          "port": 8080,
+                          "env": [{"name": "PR", "value": "pr-<< pullRequest >> in << namespace >>"},
+                                  {"name": "RAW", "value": "{{ not ours }}"}]}],
+            "tests": [{"name": "e2e", "image": "ghcr.io/acme/shop-e2e:<< headSha >>"}],
+        }))
+    }
+
+    fn preview(extra: serde_json::Value) -> PreviewEnvironmentSpec {
+        let mut spec = json!({
+            "repository": "acme/shop", "pullRequest": 123, "headSha": "4f2c9e1d00aa",
+            "branch": "Feature/Login_Page", "templateRef": {"name": "shop"},
+        });
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(spec).expect("preview fixture deserializes")
+    }
+
+    const TARGET: Target<'static> = Target {
+        name: "shop-pr-123",
+        namespace: "pr-shop-pr-123-0123456789abcdef",
+        template: "shop",
+    };
+
+    #[test]
+    fn every_key_is_substituted_and_other_braces_stay() {
+        let r = render(&preview(json!({})), TARGET, &shop()).expect("renders");
+        assert_eq!(r.spec.services[0].image, "ghcr.io/acme/shop-web:4f2c9e1");
+        assert_eq!(
+            r.spec.services[0].env[0].value,
+            "pr-123 in pr-shop-pr-123-0123456789abcdef"
+        );
+        assert_eq!(r.spec.services[0].env[1].value, "{{ not ours }}");
+        assert_eq!(r.spec.tests[0].image, "ghcr.io/acme/shop-e2e:4f2c9e1d00aa");
+        assert_eq!(r.setup[0].job.args, vec!["--seed", "small"]);
+        assert_eq!(r.dependencies[0].image, "postgres:17");
+        assert_eq!(r.secrets, vec!["shop-db"]);
+        assert_eq!(r.config_maps, vec!["shop-config"]);
+        assert_eq!(r.spec.repository, "acme/shop");
+    }
+
+    #[test]
+    fn parameters_and_images_from_the_preview_win() {
+        let r = render(
+            &preview(json!({"parameters": {"seed": "large"},
+                            "images": {"web": "ghcr.io/acme/shop-web:pr-123", "db": "postgres:16"}})),
+            TARGET,
+            &shop(),
+        )
+        .expect("renders");
+        assert_eq!(r.setup[0].job.args, vec!["--seed", "large"]);
+        assert_eq!(r.spec.services[0].image, "ghcr.io/acme/shop-web:pr-123");
+        assert_eq!(r.dependencies[0].image, "postgres:16");
+    }
+
+    #[test]
+    fn branch_keys_come_from_the_branch() {
+        let mut t = shop();
+        t.services[0].args = vec!["<< branch >>".into(), "<< branchSlug >>".into()];
+        let r = render(&preview(json!({})), TARGET, &t).expect("renders");
+        assert_eq!(
+            r.spec.services[0].args,
+            vec!["Feature/Login_Page", "feature-login-page"]
+        );
+        let mut no_branch = preview(json!({}));
+        no_branch.branch = None;
+        let err = render(&no_branch, TARGET, &t).expect_err("branch unset");
+        assert!(
+            err.0.contains("<< branch >>") && err.0.contains("spec.branch is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_name_and_place() {
+        let mut t = shop();
+        t.services[0].args = vec!["<< params.sed >>".into()];
+        let err = render(&preview(json!({})), TARGET, &t).expect_err("unknown key");
+        assert!(err.0.contains("services[web].args[0]"), "{err}");
+        assert!(err.0.contains("<< params.sed >>"), "{err}");
+        assert!(err.0.contains("params.seed"), "lists the known keys: {err}");
+        t.services[0].args = vec!["<< headsha >>".into()];
+        let err = render(&preview(json!({})), TARGET, &t).expect_err("unknown key");
+        assert!(err.0.contains("<< headsha >>"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_template_string_is_refused_with_its_place() {
+        let mut t = shop();
+        t.tests[0].image = "e2e:<< shortSha".into();
+        let err = render(&preview(json!({})), TARGET, &t).expect_err("syntax error");
+        assert!(err.0.starts_with("tests[e2e].image:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_and_invalid_parameters_are_refused_by_name() {
+        let err = render(
+            &preview(json!({"parameters": {"sed": "x"}})),
+            TARGET,
+            &shop(),
+        )
+        .expect_err("unknown parameter");
+        assert!(
+            err.0.contains("unknown parameter sed") && err.0.contains("seed"),
+            "{err}"
+        );
+        let err = render(
+            &preview(json!({"parameters": {"seed": "huge"}})),
+            TARGET,
+            &shop(),
+        )
+        .expect_err("pattern");
+        assert!(
+            err.0.contains("seed") && err.0.contains("^(small|large)$"),
+            "{err}"
+        );
+        let mut t = shop();
+        t.parameters[0].default = None;
+        let err = render(&preview(json!({})), TARGET, &t).expect_err("no default");
+        assert!(err.0.contains("spec.parameters.seed"), "{err}");
+    }
+
+    #[test]
+    fn images_may_only_name_what_the_template_runs() {
+        let err = render(&preview(json!({"images": {"wbe": "x:1"}})), TARGET, &shop())
+            .expect_err("unknown image name");
+        assert!(err.0.contains("spec.images names wbe"), "{err}");
+    }
+
+    #[test]
+    fn value_from_may_only_read_declared_sources() {
+        let mut t = shop();
+        t.secrets.clear();
+        let err = render(&preview(json!({})), TARGET, &t).expect_err("undeclared secret");
+        assert!(
+            err.0.contains("Secret shop-db") && err.0.contains("spec.secrets"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn slugs_are_dns_labels() {
+        assert_eq!(slug("feature/Login--page_"), "feature-login-page");
+        assert_eq!(slug(&"a".repeat(80)).len(), 63);
+        assert_eq!(slug("--"), "");
+    }
+}
