@@ -6,8 +6,10 @@
 # refusing bad values; then on the rig: install (which installs the CRDs; the default class
 # follows on the next upgrade when the CRDs are new), uninstall keeping the CRDs, the class and
 # the previews, install again, upgrade, the tenant RBAC aggregated into the built-in edit and
-# view roles, and the admission policies (the operator's ServiceAccount writes only where it
-# manages, nobody else sets its labels), checked by impersonation. The chart stays installed
+# view roles, the admission policies (the operator's ServiceAccount writes only where it
+# manages, nobody else sets its labels), and Secret and ConfigMap reads (nowhere but the release
+# namespace, plus a team namespace once the team binds the source-reader ClusterRole there),
+# checked by impersonation. The chart stays installed
 # (its ServiceAccount is what the operator runs as in the cluster tests) without its default
 # class: the cluster tests use hack/classes/test.yaml as their only default class.
 set -euo pipefail
@@ -62,6 +64,10 @@ hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$r
   --resource resourcequotas --resource limitranges --resource secrets --resource configmaps \
   --resource persistentvolumeclaims --resource serviceaccounts \
   --resource rolebindings.rbac.authorization.k8s.io <<<"$default"
+# Secrets and ConfigMaps: no cluster-wide read; the source-reader ClusterRole exists, unbound,
+# and the Deployment names it and the ServiceAccount to the operator.
+hack/chart/source-reader.py --release-namespace "$namespace" --service-account "$release" \
+  --role "$release-source-reader" <<<"$default"
 # The operator's environment: only variables its flags read (src/cli.rs, src/config.rs), and
 # numbers as digits (Helm reads values' numbers as floats: 1048576 would print as 1.048576e+06).
 mapfile -t flag_envs < <(grep -ho 'env = "PREVIEW_OPERATOR_[A-Z_]*"' src/cli.rs src/config.rs | cut -d'"' -f2 | sort -u)
@@ -174,6 +180,9 @@ for want in "kind: ServiceMonitor" "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"
   grep -qF -- "$want" <<<"$custom" || fail "non-default render lacks: $want"
 done
 
+hack/chart/source-reader.py --release-namespace "$namespace" --service-account preview-bot \
+  --role "$release-source-reader" <<<"$custom" >/dev/null
+
 # The policies follow serviceAccount.name and admissionPolicies.*.
 hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:preview-bot" \
   --resource deployments.apps --resource configmaps --resource cronjobs.batch \
@@ -273,12 +282,14 @@ class_field() { kubectl get previewclass "$class" -o jsonpath="{$1}"; }
 probe_ns=preview-chart-probe
 tenant_ns=preview-chart-tenant
 managed_ns=preview-chart-managed
+optin_ns=preview-chart-optin
 work=""
 cleanup() {
   kubectl delete clusterrolebinding preview-chart-auditor preview-chart-namespace-editor --ignore-not-found \
     >/dev/null 2>&1 || true
   kubectl delete clusterrole preview-chart-namespace-editor --ignore-not-found >/dev/null 2>&1 || true
-  kubectl delete namespace "$probe_ns" "$tenant_ns" "$managed_ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete namespace "$probe_ns" "$tenant_ns" "$managed_ns" "$optin_ns" --ignore-not-found --wait=false \
+    >/dev/null 2>&1 || true
   # The chart's class outlives its release (resource-policy keep); the cluster tests must not
   # find it (the oldest default class serves previews that name none).
   kubectl delete previewclass "$class" --ignore-not-found >/dev/null 2>&1 || true
@@ -290,7 +301,8 @@ trap cleanup EXIT
 cleanup
 # Manifests for the admission policy checks.
 work=$(mktemp -d)
-kubectl wait --for=delete namespace/"$probe_ns" namespace/"$tenant_ns" namespace/"$managed_ns" --timeout=60s \
+kubectl wait --for=delete namespace/"$probe_ns" namespace/"$tenant_ns" namespace/"$managed_ns" \
+  namespace/"$optin_ns" --timeout=60s \
   >/dev/null 2>&1 || true
 if helm status "$release" -n "$namespace" >/dev/null 2>&1; then
   log "uninstalling the release left by an earlier run"
@@ -589,4 +601,58 @@ refused "tenant creates a namespace labelled managed-by=preview-operator" "$rese
   "${as_tenant[@]}" create --dry-run=server -f "$work/namespace-new.json"
 allowed "tenant labels its namespace otherwise" \
   "${as_tenant[@]}" label namespace "$tenant_ns" team=shop --dry-run=server
+log "Secrets and ConfigMaps: the operator reads them only where a team opted in (impersonation)"
+# The names the operator prints in its message for a namespace that has not opted in.
+reader_role=$(kubectl -n "$namespace" get "deployment/$release" \
+  -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PREVIEW_OPERATOR_SOURCE_READER_ROLE")].value}')
+[[ -n $reader_role ]] || fail "the Deployment does not set PREVIEW_OPERATOR_SOURCE_READER_ROLE"
+kubectl get clusterrole "$reader_role" >/dev/null || fail "PREVIEW_OPERATOR_SOURCE_READER_ROLE names $reader_role, which does not exist"
+# operator_can <verb> <resource> <namespace, or - for every namespace>: "yes" or "no".
+operator_can() {
+  local where=(-n "$3")
+  [[ $3 == - ]] && where=(--all-namespaces)
+  kubectl auth can-i "${as_operator[@]}" "$1" "$2" "${where[@]}" 2>/dev/null || true
+}
+# expect_operator <yes|no> <namespace|-> <verb>...: for secrets and configmaps. RBAC changes
+# reach the authorizer a moment after they are made: retried until a deadline.
+expect_operator() {
+  local want=$1 ns=$2 verb resource got deadline=$((SECONDS + 30))
+  shift 2
+  for verb in "$@"; do
+    for resource in secrets configmaps; do
+      while got=$(operator_can "$verb" "$resource" "$ns") && [[ $got != "$want" ]]; do
+        ((SECONDS < deadline)) ||
+          fail "operator SA can-i $verb $resource (namespace ${ns/#-/every namespace}): got '$got', want '$want'"
+        sleep 0.2
+      done
+    done
+  done
+}
+# Never cluster-wide, never in a tenant namespace that did not opt in.
+expect_operator no - get list watch
+expect_operator no "$tenant_ns" get list watch
+# Its own namespace: the class's Secrets (image pull, TLS) are read there; no ConfigMaps.
+[[ $(operator_can get secrets "$namespace") == yes ]] || fail "operator SA cannot read Secrets in its namespace $namespace"
+[[ $(operator_can list configmaps "$namespace") == no ]] || fail "operator SA may list ConfigMaps in its namespace $namespace"
+# A team opts in with the RoleBinding the README and the operator's message document. Its admin
+# may create it (admin reads those Secrets anyway, so binding the role escalates nothing); edit
+# may not (no RoleBindings).
+kubectl create namespace "$optin_ns" >/dev/null
+kubectl create rolebinding team-admin -n "$optin_ns" --clusterrole=admin --user=preview-chart-team-admin >/dev/null
+kubectl create rolebinding ci -n "$optin_ns" --clusterrole=edit --user=preview-chart-ci >/dev/null
+expect_operator no "$optin_ns" get list watch
+opt_in=(create rolebinding preview-operator-sources --namespace "$optin_ns" --clusterrole="$reader_role"
+  --serviceaccount="$namespace:$sa_name")
+refused "a tenant with edit binds the source reader" "forbidden" \
+  "${as_tenant[@]}" "${opt_in[@]}" --dry-run=server
+allowed "a tenant admin binds the source reader in its namespace" \
+  --as=preview-chart-team-admin --as-group=system:authenticated "${opt_in[@]}"
+expect_operator yes "$optin_ns" get list watch
+# ... in that namespace only: still no reads anywhere else.
+expect_operator no - get list watch
+expect_operator no "$tenant_ns" get list watch
+# Deleting the RoleBinding withdraws it.
+kubectl delete rolebinding preview-operator-sources -n "$optin_ns" >/dev/null
+expect_operator no "$optin_ns" get list watch
+kubectl delete namespace "$optin_ns" --wait=false >/dev/null
 log "chart checks passed"
