@@ -163,6 +163,23 @@ pub struct ControllerArgs {
     /// How often managed namespaces whose PreviewEnvironment is gone are deleted.
     #[arg(long, env = "PREVIEW_OPERATOR_ORPHAN_SWEEP_INTERVAL", default_value = "5m", value_parser = duration_arg)]
     pub orphan_sweep_interval: Duration,
+
+    /// The operator's ServiceAccount (the chart sets it), named in the RoleBinding command a
+    /// team runs to let the operator read its template's Secrets and ConfigMaps.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_SERVICE_ACCOUNT",
+        default_value = "preview-operator"
+    )]
+    pub service_account: String,
+
+    /// The chart's ClusterRole that reads Secrets and ConfigMaps, bound per team namespace.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_SOURCE_READER_ROLE",
+        default_value = "preview-operator-source-reader"
+    )]
+    pub source_reader_role: String,
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! that runs it.
 //!
 //! `reconcile` is kube's `finalizer()` over two steps: [`apply`] and `teardown::cleanup`.
-//! `apply` reads as a table of contents: expiry → admission (policy, namespace, queue) →
-//! apply the children → observe them → tests → status → write → requeue; each step lives in
-//! the module named after it. Children live in the preview namespace, not next to their
+//! `apply` reads as a table of contents: plan (template, class) → expiry → admission (policy,
+//! namespace, queue) → roll out (copies, observe, children up to the stage the dependencies
+//! and setup allow, setup and test Jobs) → status → write → requeue; each step lives in the
+//! module named after it. Children live in the preview namespace, not next to their
 //! PreviewEnvironment, so ownership is by label and the `preview.dev/owner` annotation
 //! (`children` maps child events back to their owner through it).
 
@@ -15,6 +16,7 @@ pub mod children;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod namespace;
 pub mod observe;
 pub mod pods;
@@ -22,9 +24,9 @@ pub mod policy;
 pub mod queue;
 pub mod report;
 pub mod secrets;
+pub mod sources;
 pub mod status;
 pub mod teardown;
-pub mod test_jobs;
 pub mod writes;
 
 use std::collections::BTreeMap;
@@ -44,12 +46,14 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::api::{Phase, PreviewEnvironment, Reason};
+use crate::api::{Phase, PreviewEnvironment};
 use crate::naming::{Owner, RERUN_TESTS};
 use crate::sync::lock;
-use build::Preview;
+use crate::template::Rendered;
+use build::{Preview, Stage};
 pub use context::Context;
 pub use error::Error;
+use secrets::Copied;
 use status::{Gate, Observed};
 use teardown::Lifetime;
 pub use writes::FINALIZER;
@@ -105,63 +109,33 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
 async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
     let plan = plan(ctx, pe).await?;
     if plan.lifetime.expired(plan.now) {
-        return teardown::expire(ctx, pe, &plan.preview.owner, &plan.lifetime).await;
+        return teardown::expire(ctx, pe, &plan.owner, &plan.lifetime).await;
     }
-    let mut gate = match &plan.policy.refusal {
-        Some(refusal) => Gate::NotAdmitted {
+    let preview = plan.preview();
+    let mut gate = match (&plan.policy.refusal, &plan.blocked) {
+        (Some(refusal), _) => Gate::NotAdmitted {
             reason: refusal.reason,
             message: refusal.message.clone(),
         },
-        None => {
-            admission::admit(ctx, pe, &plan.preview, &plan.lifetime, &plan.policy.config).await?
+        (None, Some(blocked)) => blocked.clone(),
+        (None, None) => {
+            admission::admit(ctx, pe, &preview, &plan.lifetime, &plan.policy.config).await?
         }
     };
     let mut observed = Observed::nothing(&pe.spec);
-    let copies = secrets::wanted(
-        &plan.preview,
-        &plan.policy.config,
-        &ctx.stores.platform_secrets,
-        &ctx.platform_namespace,
-    );
-    if let (true, Err(missing)) = (gate.is_open(), &copies) {
-        gate = Gate::NotAdmitted {
-            reason: Reason::SecretNotReadable,
-            message: missing.clone(),
-        };
-    }
     if gate.is_open() {
-        let env = build::environment(&plan.preview, &plan.policy.config);
-        let ns = &plan.preview.namespace;
-        if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
-            gate = Gate::HostConflict(conflict);
-        } else if let Err(error) = ctx
-            .copies
-            .sync(&ctx.client, ns, copies.unwrap_or_default())
-            .await
-        {
-            return fail(ctx, &plan, Error::from(error)).await;
-        } else if let Err(error) =
-            apply::environment(&ctx.client, &ctx.stores, &plan.preview, env).await
-        {
-            return fail(ctx, &plan, Error::from(error)).await;
-        } else {
-            let children = observe::children(&ctx.stores, &plan.preview);
-            let available = children.observed.all_available();
-            test_jobs::run(
-                ctx,
-                &plan.preview,
-                &plan.policy.config,
-                &children.jobs,
-                available,
-            )
-            .await?;
-            observed = children.observed;
+        match roll_out(ctx, &plan, &preview).await {
+            Ok(Rollout::Done(children)) => observed = children,
+            Ok(Rollout::Closed(closed)) => gate = closed,
+            // The team namespace's first list wakes the preview: nothing to say yet.
+            Ok(Rollout::Waiting) => return Ok(Action::requeue(Duration::from_secs(2))),
+            Err(error) => return fail(ctx, &plan, error).await,
         }
     }
-    let status = status::compute(&status_context(&plan, gate.clone()), &observed);
+    let status = status::compute(&status_context(&plan, &preview, gate.clone()), &observed);
     let hold = ctx
         .writes
-        .hold(&plan.preview.owner.uid, pe.status.as_ref(), &status);
+        .hold(&plan.owner.uid, pe.status.as_ref(), &status);
     let phase = status.phase;
     let pr_behind = report::heal(ctx, pe, &status);
     if hold.is_none() {
@@ -176,30 +150,93 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     }))
 }
 
-/// What one reconcile of a preview works from: who and where it is, the policy it runs
-/// under, and its lifetime, at one moment.
+/// How far one pass of the rollout got.
+enum Rollout {
+    /// Applied what the stage allows; what the caches showed before.
+    Done(Observed),
+    /// Something the developer or the platform team must fix first.
+    Closed(Gate),
+    /// A team namespace's Secrets are not listed yet.
+    Waiting,
+}
+
+/// Copies, then children up to the stage the observed ones allow (dependencies → setup →
+/// services), then the setup and test Jobs that are due.
+async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Result<Rollout, Error> {
+    let config = &plan.policy.config;
+    let copies = match secrets::wanted(ctx, preview, &plan.rendered, config).await? {
+        Copied::Ready(copies) => copies,
+        Copied::Closed(gate) => return Ok(Rollout::Closed(gate)),
+        Copied::Waiting => return Ok(Rollout::Waiting),
+    };
+    let children = observe::children(&ctx.stores, preview);
+    let stage = children.observed.stage();
+    let env = build::environment(preview, config, stage);
+    if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
+        return Ok(Rollout::Closed(Gate::HostConflict(conflict)));
+    }
+    ctx.copies
+        .sync(&ctx.client, &preview.namespace, copies)
+        .await?;
+    apply::environment(&ctx.client, &ctx.stores, preview, env).await?;
+    let dependencies_ready = stage >= Stage::Setup;
+    jobs::setup(
+        ctx,
+        preview,
+        config,
+        &children.setup_jobs,
+        dependencies_ready,
+    )
+    .await?;
+    let available = stage == Stage::Services && children.observed.all_available();
+    jobs::tests(ctx, preview, config, &children.jobs, available).await?;
+    Ok(Rollout::Done(children.observed))
+}
+
+/// What one reconcile of a preview works from: who and where it is, what it rolls out, the
+/// policy it runs under, and its lifetime, at one moment.
 struct Plan<'a> {
     pe: &'a PreviewEnvironment,
-    preview: Preview<'a>,
+    owner: Owner,
+    /// The preview namespace.
+    namespace: String,
+    /// Its services, tests and the rest: its own, or its template's rendered for it.
+    rendered: Rendered,
+    /// Why the template cannot be rendered, if it cannot.
+    blocked: Option<Gate>,
     policy: admission::Policy,
     lifetime: Lifetime,
     now: Timestamp,
+}
+
+impl Plan<'_> {
+    fn preview(&self) -> Preview<'_> {
+        Preview::new(
+            &self.rendered,
+            self.owner.clone(),
+            self.namespace.clone(),
+            self.pe.annotations().get(RERUN_TESTS).map(String::as_str),
+        )
+    }
 }
 
 async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>, Error> {
     let now = Timestamp::now();
     let owner =
         Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
-    let policy = admission::policy(ctx, pe).await?;
+    let namespace = teardown::preview_namespace_of(pe, &owner, &ctx.config);
+    let (rendered, blocked) = match admission::content(ctx, pe, &namespace) {
+        Ok(rendered) => (rendered, None),
+        Err(gate) => (Rendered::inline(&pe.spec), Some(gate)),
+    };
+    let policy = admission::policy(ctx, pe, &rendered).await?;
     let lifetime = Lifetime::of(pe, &policy.config, now);
     Ok(Plan {
         pe,
-        preview: Preview {
-            spec: &pe.spec,
-            namespace: teardown::preview_namespace_of(pe, &owner, &ctx.config),
-            owner,
-            rerun_tests: pe.annotations().get(RERUN_TESTS).map(String::as_str),
-        },
+        owner,
+        namespace,
+        rendered,
+        blocked,
         policy,
         lifetime,
         now,
@@ -209,28 +246,33 @@ async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>,
 /// Says in the status why the children could not be applied, where the developer looks,
 /// then fails the reconcile so it is retried with backoff.
 async fn fail(ctx: &Context, plan: &Plan<'_>, error: Error) -> Result<Action, Error> {
-    let status_ctx = status_context(plan, Gate::ApplyFailed(error.to_string()));
+    let preview = plan.preview();
+    let status_ctx = status_context(plan, &preview, Gate::ApplyFailed(error.to_string()));
     let pe = plan.pe;
     write(
         ctx,
         pe,
-        status::compute(&status_ctx, &Observed::nothing(&pe.spec)),
+        status::compute(&status_ctx, &Observed::nothing(preview.spec)),
     )
     .await?;
     Err(error)
 }
 
 /// The inputs of `status::compute` that are not observations.
-fn status_context<'a>(plan: &Plan<'a>, gate: Gate) -> status::Context<'a> {
-    let (pe, preview, config) = (plan.pe, &plan.preview, &plan.policy.config);
-    let service_urls: BTreeMap<String, String> = pe
+fn status_context<'a>(
+    plan: &'a Plan<'a>,
+    preview: &Preview<'a>,
+    gate: Gate,
+) -> status::Context<'a> {
+    let (pe, config) = (plan.pe, &plan.policy.config);
+    let service_urls: BTreeMap<String, String> = preview
         .spec
         .services
         .iter()
         .filter_map(|s| build::service_url(preview, config, s).map(|u| (s.name.clone(), u)))
         .collect();
     status::Context {
-        spec: &pe.spec,
+        spec: preview.spec,
         generation: pe.metadata.generation,
         previous: pe.status.as_ref(),
         now: Time(plan.now),

@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::PreviewEnvironment;
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
+use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
 use crate::github::{self, StatusSender};
 use crate::leader::{self, Election, LeaderConfig};
@@ -57,6 +58,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     );
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
+    let sources = Sources::new(
+        client.clone(),
+        Identity {
+            namespace: platform_namespace.clone(),
+            service_account: args.controller.service_account.clone(),
+            reader_role: args.controller.source_reader_role.clone(),
+        },
+        watches.stores.previews.clone(),
+        watches.stores.templates.clone(),
+        wake_tx.clone(),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         queue: queue::Queue::new(wake_tx),
@@ -65,6 +77,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         events,
         writes: Default::default(),
         copies: Default::default(),
+        sources,
         platform_namespace,
         failures: Mutex::default(),
         synced: synced.clone(),
@@ -81,6 +94,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         tokio::spawn(report_leadership(election.leader.clone(), metrics)),
         tokio::spawn(controller::report::record_posted(client.clone(), posted_rx)),
+        tokio::spawn(prune_sources(ctx.clone())),
         tokio::spawn(teardown::run_sweeper(
             client,
             ctx.stores.previews.clone(),
@@ -92,7 +106,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     ];
     let streams = Streams {
         previews: watches.previews,
-        // A freed queue slot wakes the previews waiting for it, like a child's change.
+        // A freed queue slot wakes the previews waiting for it, like a child's change; so
+        // does a change of a Secret or ConfigMap their template declares.
         triggers: futures::stream::select(watches.triggers, UnboundedReceiverStream::new(wake_rx))
             .boxed(),
     };
@@ -100,10 +115,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     shut_down(background, events_task, election, http).await
 }
 
+/// Now and then stops the watches of team namespaces whose templates no longer declare
+/// Secrets or ConfigMaps.
+async fn prune_sources(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        ticker.tick().await;
+        ctx.sources.prune();
+    }
+}
+
 /// After the controller is done: stop the rest, publish what Events are queued (briefly),
 /// hand the lease over and stop serving.
 async fn shut_down(
-    background: [JoinHandle<()>; 4],
+    background: [JoinHandle<()>; 5],
     events_task: JoinHandle<()>,
     election: Election,
     http: Http,

@@ -15,8 +15,9 @@ use super::namespace::{self, NamespaceState};
 use super::policy::{self, Refusal};
 use super::status::Gate;
 use super::teardown::Lifetime;
-use crate::api::PreviewEnvironment;
+use crate::api::{PreviewEnvironment, Reason};
 use crate::config::Config;
+use crate::template::{self, Rendered, Target};
 
 /// The policy a preview runs under, or why it is refused one.
 #[derive(Clone, Debug)]
@@ -28,8 +29,44 @@ pub struct Policy {
     pub refusal: Option<Refusal>,
 }
 
-/// Finds the class of `pe` and asks it whether `pe` may run.
-pub async fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Result<Policy, Error> {
+/// What `pe` rolls out: its own services and tests, or its template rendered for it into
+/// the preview namespace `namespace`; a missing or unrenderable template closes the gate.
+pub fn content(ctx: &Context, pe: &PreviewEnvironment, namespace: &str) -> Result<Rendered, Gate> {
+    let Some(template_ref) = &pe.spec.template_ref else {
+        return Ok(Rendered::inline(&pe.spec));
+    };
+    let tenant = pe.namespace().unwrap_or_default();
+    let name = &template_ref.name;
+    let Some(template) = ctx
+        .stores
+        .templates
+        .get(&ObjectRef::new(name).within(&tenant))
+    else {
+        return Err(Gate::Blocked {
+            reason: Reason::TemplateNotFound,
+            message: format!(
+                "PreviewTemplate {name} does not exist in namespace {tenant}; create it there \
+                 or fix spec.templateRef.name"
+            ),
+        });
+    };
+    let target = Target {
+        name: &pe.name_any(),
+        namespace,
+        template: name,
+    };
+    template::render(&pe.spec, target, &template.spec).map_err(|e| Gate::Blocked {
+        reason: Reason::TemplateError,
+        message: format!("PreviewTemplate {name}: {e}"),
+    })
+}
+
+/// Finds the class of `pe` and asks it whether `pe` may run `content`.
+pub async fn policy(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    content: &Rendered,
+) -> Result<Policy, Error> {
     let refused = |class: Option<String>, refusal| Policy {
         class,
         config: ctx.config.clone(),
@@ -46,7 +83,7 @@ pub async fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Result<Policy, Er
         BTreeMap::new()
     };
     Ok(
-        match policy::admit(pe, &tenant, &labels, &class, &ctx.config) {
+        match policy::admit(pe, content, &tenant, &labels, &class, &ctx.config) {
             Ok(config) => Policy {
                 class: Some(class.name_any()),
                 config,

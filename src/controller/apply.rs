@@ -14,7 +14,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::build::{Environment, Preview, stamp};
+use super::build::{Desired, Environment, Preview, stamp};
 use super::children::Stores;
 use crate::client::gone_is_ok;
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
@@ -37,6 +37,7 @@ pub async fn environment(
         network_policy,
         quota,
         limit_range,
+        stateful_sets,
         deployments,
         services,
         ingresses,
@@ -45,13 +46,24 @@ pub async fn environment(
     // The kinds are independent: apply them concurrently, so a new preview costs one round
     // trip to the API server instead of one per object.
     futures::try_join!(
-        sync(c, &s.network_policies, scope, vec![network_policy]),
-        sync(c, &s.quotas, scope, vec![quota]),
-        sync(c, &s.limit_ranges, scope, vec![limit_range]),
+        sync(
+            c,
+            &s.network_policies,
+            scope,
+            Desired::exactly(vec![network_policy])
+        ),
+        sync(c, &s.quotas, scope, Desired::exactly(vec![quota])),
+        sync(
+            c,
+            &s.limit_ranges,
+            scope,
+            Desired::exactly(vec![limit_range])
+        ),
+        sync(c, &s.stateful_sets, scope, Desired::exactly(stateful_sets)),
         sync(c, &s.deployments, scope, deployments),
         sync(c, &s.services, scope, services),
         sync(c, &s.ingresses, scope, ingresses),
-        sync(c, &s.role_bindings, scope, role_bindings),
+        sync(c, &s.role_bindings, scope, Desired::exactly(role_bindings)),
     )?;
     Ok(())
 }
@@ -63,7 +75,7 @@ pub fn host_conflict(
     env: &Environment,
 ) -> Option<String> {
     let served = ingresses.state();
-    env.ingresses.iter().find_map(|wanted| {
+    env.ingresses.objects.iter().find_map(|wanted| {
         let host = wanted.annotations().get(HOST)?;
         let other = served.iter().find(|i| {
             i.annotations().get(HOST) == Some(host)
@@ -109,20 +121,23 @@ struct Scope<'a> {
     owner_uid: &'a str,
 }
 
-/// Applies every `desired` object of one kind, then deletes the owned ones not among them.
+/// Applies every `desired` object of one kind, then (when they are all that is wanted)
+/// deletes the owned ones not among them.
 async fn sync<K, S>(
     client: &Client,
     store: &Store<S>,
     scope: Scope<'_>,
-    desired: Vec<K>,
+    desired: Desired<K>,
 ) -> Result<(), ApplyError>
 where
     K: Child,
     S: Cached,
 {
-    let keep: BTreeSet<String> = desired.iter().map(|o| o.name_any()).collect();
-    try_join_all(desired.into_iter().map(|o| apply(client, store, o))).await?;
-    delete_extras::<K, S>(client, store, scope.namespace, scope.owner_uid, &keep).await?;
+    let keep: BTreeSet<String> = desired.objects.iter().map(|o| o.name_any()).collect();
+    try_join_all(desired.objects.into_iter().map(|o| apply(client, store, o))).await?;
+    if desired.exclusive {
+        delete_extras::<K, S>(client, store, scope.namespace, scope.owner_uid, &keep).await?;
+    }
     Ok(())
 }
 

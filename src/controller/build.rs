@@ -3,13 +3,16 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, LimitRange, LimitRangeItem,
-    LimitRangeSpec, LocalObjectReference, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceQuota, ResourceQuotaSpec, SeccompProfile, Secret, SecurityContext, Service,
-    ServicePort, ServiceSpec as CoreServiceSpec,
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, LimitRange, LimitRangeItem, LimitRangeSpec,
+    LocalObjectReference, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota, ResourceQuotaSpec,
+    SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec as CoreServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, IPBlock, Ingress, IngressBackend, IngressRule,
@@ -24,9 +27,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::api::template::{DependencySpec, RunOn, SetupSpec};
 use crate::api::{self, PreviewEnvironmentSpec, ServiceSpec, TestSpec, parse_duration};
 use crate::config::Config;
 use crate::naming::{self, APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF, SHA, short_hash};
+use crate::template::Rendered;
 
 /// Name of the RoleBinding granting the class's viewers `view` in a preview namespace.
 pub const VIEWERS_NAME: &str = "preview-viewers";
@@ -36,11 +41,20 @@ pub const HARDENING_NAME: &str = "preview-defaults";
 pub const COMPONENT_SERVICE: &str = "service";
 /// `preview.dev/component` value of test Jobs.
 pub const COMPONENT_TEST: &str = "test";
+/// `preview.dev/component` value of dependency children.
+pub const COMPONENT_DEPENDENCY: &str = "dependency";
+/// `preview.dev/component` value of setup Jobs.
+pub const COMPONENT_SETUP: &str = "setup";
 
 /// What the builders need to know about one PreviewEnvironment.
 #[derive(Clone, Debug)]
 pub struct Preview<'a> {
+    /// The spec as rolled out: with its template's services and tests when it names one.
     pub spec: &'a PreviewEnvironmentSpec,
+    /// The template's backing services (none without a template).
+    pub dependencies: &'a [DependencySpec],
+    /// The template's setup Jobs (none without a template).
+    pub setup: &'a [SetupSpec],
     pub owner: Owner,
     /// The preview namespace.
     pub namespace: String,
@@ -48,10 +62,78 @@ pub struct Preview<'a> {
     pub rerun_tests: Option<&'a str>,
 }
 
-impl Preview<'_> {
+impl<'a> Preview<'a> {
+    /// The preview of `rendered`, owned by `owner`, in the preview namespace `namespace`.
+    pub fn new(
+        rendered: &'a Rendered,
+        owner: Owner,
+        namespace: String,
+        rerun_tests: Option<&'a str>,
+    ) -> Self {
+        Preview {
+            spec: &rendered.spec,
+            dependencies: &rendered.dependencies,
+            setup: &rendered.setup,
+            owner,
+            namespace,
+            rerun_tests,
+        }
+    }
+
     /// Name of the Job running `test` of this preview now.
     pub fn job_name(&self, test: &str) -> String {
         job_name(test, &self.spec.head_sha, self.rerun_tests)
+    }
+
+    /// Name of the Job running `setup` of this preview now: per sha, or once per preview.
+    pub fn setup_job_name(&self, setup: &SetupSpec) -> String {
+        match setup.run_on {
+            RunOn::EverySha => format!(
+                "setup-{}-{}",
+                setup.job.name,
+                naming::short_sha(&self.spec.head_sha)
+            ),
+            RunOn::Once => format!("setup-{}", setup.job.name),
+        }
+    }
+}
+
+/// How far a preview's rollout may go: its dependencies come first, then its setup Jobs, then
+/// its services (which are left as they are until then, so a new sha never rolls out ahead of
+/// its migrations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Waiting for the dependencies to be ready.
+    Dependencies,
+    /// Dependencies ready; waiting for the setup Jobs at headSha to succeed.
+    Setup,
+    /// Setup done: the services roll out and the tests run.
+    Services,
+}
+
+/// Objects of one kind that should exist, and whether the preview's other objects of that
+/// kind should go (`false` while the services are held back: they stay as they are).
+#[derive(Clone, Debug)]
+pub struct Desired<K> {
+    pub objects: Vec<K>,
+    pub exclusive: bool,
+}
+
+impl<K> Desired<K> {
+    /// Exactly these.
+    pub fn exactly(objects: Vec<K>) -> Self {
+        Desired {
+            objects,
+            exclusive: true,
+        }
+    }
+
+    /// These, and leave the others alone.
+    pub fn also(objects: Vec<K>) -> Self {
+        Desired {
+            objects,
+            exclusive: false,
+        }
     }
 }
 
@@ -62,9 +144,12 @@ pub struct Environment {
     pub network_policy: NetworkPolicy,
     pub quota: ResourceQuota,
     pub limit_range: LimitRange,
-    pub deployments: Vec<Deployment>,
-    pub services: Vec<Service>,
-    pub ingresses: Vec<Ingress>,
+    /// One per dependency of the template.
+    pub stateful_sets: Vec<StatefulSet>,
+    pub deployments: Desired<Deployment>,
+    /// The dependencies' and the services'.
+    pub services: Desired<Service>,
+    pub ingresses: Desired<Ingress>,
     /// The class's viewers get the built-in `view` role here (none: no binding).
     pub role_bindings: Vec<RoleBinding>,
 }
@@ -105,31 +190,54 @@ impl Preview<'_> {
     }
 }
 
-/// The desired environment: hardening and one Deployment (+ Service, + Ingress) per service.
-pub fn environment(preview: &Preview<'_>, config: &Config) -> Environment {
+/// The desired environment at `stage`: hardening, a StatefulSet and a Service per dependency,
+/// and from [`Stage::Services`] on one Deployment (+ Service, + Ingress) per service.
+pub fn environment(preview: &Preview<'_>, config: &Config, stage: Stage) -> Environment {
+    let services = &preview.spec.services;
+    let dependency_services = preview
+        .dependencies
+        .iter()
+        .map(|d| dependency_service(preview, d));
+    let (deployments, services, ingresses) = if stage == Stage::Services {
+        (
+            Desired::exactly(
+                services
+                    .iter()
+                    .map(|s| deployment(preview, config, s))
+                    .collect(),
+            ),
+            Desired::exactly(
+                dependency_services
+                    .chain(services.iter().filter_map(|s| service(preview, s)))
+                    .collect(),
+            ),
+            Desired::exactly(
+                services
+                    .iter()
+                    .filter_map(|s| ingress(preview, config, s))
+                    .collect(),
+            ),
+        )
+    } else {
+        (
+            Desired::also(Vec::new()),
+            Desired::also(dependency_services.collect()),
+            Desired::also(Vec::new()),
+        )
+    };
     Environment {
         role_bindings: viewers(preview, config).into_iter().collect(),
         network_policy: network_policy(preview, config),
         quota: resource_quota(preview, config),
         limit_range: limit_range(preview, config),
-        deployments: preview
-            .spec
-            .services
+        stateful_sets: preview
+            .dependencies
             .iter()
-            .map(|s| deployment(preview, config, s))
+            .map(|d| dependency(preview, config, d))
             .collect(),
-        services: preview
-            .spec
-            .services
-            .iter()
-            .filter_map(|s| service(preview, s))
-            .collect(),
-        ingresses: preview
-            .spec
-            .services
-            .iter()
-            .filter_map(|s| ingress(preview, config, s))
-            .collect(),
+        deployments,
+        services,
+        ingresses,
     }
 }
 
@@ -216,6 +324,20 @@ pub fn secret_copy(preview: &Preview<'_>, source: &Secret) -> Secret {
         type_: source.type_.clone(),
         data: source.data.clone(),
         ..Secret::default()
+    }
+}
+
+/// The copy of a ConfigMap of the template's namespace in the preview namespace: same name
+/// and data, owned like every other child.
+pub fn config_map_copy(preview: &Preview<'_>, source: &ConfigMap) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: source.metadata.name.clone(),
+            ..preview.hardening_meta()
+        },
+        data: source.data.clone(),
+        binary_data: source.binary_data.clone(),
+        ..ConfigMap::default()
     }
 }
 
@@ -392,10 +514,33 @@ fn restricted_pod_security_context() -> PodSecurityContext {
 
 fn env_vars(env: &[api::EnvVar]) -> Vec<EnvVar> {
     env.iter()
-        .map(|e| EnvVar {
-            name: e.name.clone(),
-            value: Some(e.value.clone()),
-            ..EnvVar::default()
+        .map(|e| match &e.value_from {
+            // The template checked that it declares the Secret or ConfigMap named here; the
+            // copy in the preview namespace has the same name.
+            Some(from) => EnvVar {
+                name: e.name.clone(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: from.secret_key_ref.as_ref().map(|r| SecretKeySelector {
+                        name: r.name.clone(),
+                        key: r.key.clone(),
+                        optional: None,
+                    }),
+                    config_map_key_ref: from.config_map_key_ref.as_ref().map(|r| {
+                        ConfigMapKeySelector {
+                            name: r.name.clone(),
+                            key: r.key.clone(),
+                            optional: None,
+                        }
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+            None => EnvVar {
+                name: e.name.clone(),
+                value: Some(e.value.clone()),
+                ..EnvVar::default()
+            },
         })
         .collect()
 }
@@ -501,6 +646,136 @@ fn service(preview: &Preview<'_>, svc: &ServiceSpec) -> Option<Service> {
         }),
         ..Service::default()
     })
+}
+
+/// Labels selecting the pod of one dependency.
+pub fn dependency_selector(dependency: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (COMPONENT.to_string(), COMPONENT_DEPENDENCY.to_string()),
+        (PART_OF.to_string(), dependency.to_string()),
+    ])
+}
+
+/// Name of a dependency's data volume (and of its claim template).
+const DATA_VOLUME: &str = "data";
+
+/// A dependency: one pod of a StatefulSet with its data volume. It carries no sha, so a new
+/// commit does not restart the database under it.
+fn dependency(preview: &Preview<'_>, config: &Config, dep: &DependencySpec) -> StatefulSet {
+    let selector = dependency_selector(&dep.name);
+    let mut pod_labels = selector.clone();
+    pod_labels.insert(naming::MANAGED_BY.to_string(), naming::MANAGER.to_string());
+    let storage = dep.storage.as_ref();
+    let mount_path = storage.map_or("/data", |s| s.mount_path.as_str());
+    let claim_size = storage.and_then(|s| s.size.clone());
+    let readiness_probe = dep.readiness.as_ref().map(|r| Probe {
+        tcp_socket: (r.tcp_socket == Some(true)).then(|| TCPSocketAction {
+            port: IntOrString::Int(dep.port),
+            ..TCPSocketAction::default()
+        }),
+        exec: r.exec.clone().map(|command| ExecAction {
+            command: Some(command),
+        }),
+        http_get: r.http_path.clone().map(|path| HTTPGetAction {
+            path: Some(path),
+            port: IntOrString::Int(dep.port),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        ..Probe::default()
+    });
+    let container = Container {
+        name: dep.name.clone(),
+        image: Some(dep.image.clone()),
+        command: non_empty(dep.command.clone()),
+        args: non_empty(dep.args.clone()),
+        env: non_empty(env_vars(&dep.env)),
+        resources: dep.resources.clone(),
+        ports: Some(vec![ContainerPort {
+            container_port: dep.port,
+            name: Some("main".to_string()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe,
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: mount_path.to_string(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(restricted_security_context()),
+        ..Container::default()
+    };
+    // Without a size the data lives as long as the pod: enough for a seeded preview database.
+    let volumes = claim_size.is_none().then(|| {
+        vec![Volume {
+            name: DATA_VOLUME.to_string(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]
+    });
+    let claims = claim_size.map(|size| {
+        vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(DATA_VOLUME.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([("storage".to_string(), Quantity(size))])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        }]
+    });
+    StatefulSet {
+        metadata: preview.child_meta(&dep.name, COMPONENT_DEPENDENCY, &dep.name),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(1),
+            service_name: Some(dep.name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes,
+                    automount_service_account_token: Some(false),
+                    image_pull_secrets: pull_secrets(config),
+                    security_context: Some(restricted_pod_security_context()),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claims,
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// The Service in front of a dependency, named after it: `db:5432` inside the namespace.
+fn dependency_service(preview: &Preview<'_>, dep: &DependencySpec) -> Service {
+    Service {
+        metadata: preview.child_meta(&dep.name, COMPONENT_DEPENDENCY, &dep.name),
+        spec: Some(CoreServiceSpec {
+            selector: Some(dependency_selector(&dep.name)),
+            ports: Some(vec![ServicePort {
+                name: Some("main".to_string()),
+                port: dep.port,
+                target_port: Some(IntOrString::Int(dep.port)),
+                ..ServicePort::default()
+            }]),
+            ..CoreServiceSpec::default()
+        }),
+        ..Service::default()
+    }
 }
 
 /// Host of an exposed service: `<service>-<readable part of the namespace>-<its hash>.<domain>`.
@@ -647,19 +922,69 @@ pub fn test_environment(preview: &Preview<'_>, config: &Config) -> Vec<EnvVar> {
 
 /// The Job running one test for the current headSha.
 pub fn test_job(preview: &Preview<'_>, config: &Config, test: &TestSpec) -> Job {
+    let mut env = test_environment(preview, config);
+    env.extend(env_vars(&test.env));
+    job(
+        preview,
+        config,
+        JobKind {
+            name: preview.job_name(&test.name),
+            component: COMPONENT_TEST,
+            env,
+        },
+        test,
+    )
+}
+
+/// The environment every setup container gets: who the preview is (the services are not
+/// up yet, so no URLs).
+fn setup_environment(preview: &Preview<'_>) -> Vec<EnvVar> {
+    test_environment(preview, &Config::default())
+        .into_iter()
+        .filter(|v| !v.name.ends_with("_URL"))
+        .collect()
+}
+
+/// The Job running one setup step for the current headSha (or once, see [`RunOn`]).
+pub fn setup_job(preview: &Preview<'_>, config: &Config, setup: &SetupSpec) -> Job {
+    let mut env = setup_environment(preview);
+    env.extend(env_vars(&setup.job.env));
+    job(
+        preview,
+        config,
+        JobKind {
+            name: preview.setup_job_name(setup),
+            component: COMPONENT_SETUP,
+            env,
+        },
+        &setup.job,
+    )
+}
+
+/// What tells a test Job from a setup Job.
+struct JobKind {
+    name: String,
+    component: &'static str,
+    env: Vec<EnvVar>,
+}
+
+/// A Job running `test` (a test or a setup step) once, hardened like the services.
+fn job(preview: &Preview<'_>, config: &Config, kind: JobKind, test: &TestSpec) -> Job {
     let sha = &preview.spec.head_sha;
-    let name = preview.job_name(&test.name);
-    let mut meta = preview.child_meta(&name, COMPONENT_TEST, &test.name);
+    let JobKind {
+        name,
+        component,
+        env,
+    } = kind;
+    let mut meta = preview.child_meta(&name, component, &test.name);
     if let Some(labels) = meta.labels.as_mut() {
         labels.insert(SHA.to_string(), sha.clone());
     }
-    let mut env = test_environment(preview, config);
-    env.extend(env_vars(&test.env));
     let deadline = parse_duration(&test.timeout)
         .and_then(|d| i64::try_from(d.as_secs()).ok())
         .unwrap_or(30 * 60);
     let mut pod_labels = BTreeMap::from([
-        (COMPONENT.to_string(), COMPONENT_TEST.to_string()),
+        (COMPONENT.to_string(), component.to_string()),
         (PART_OF.to_string(), test.name.clone()),
         (naming::MANAGED_BY.to_string(), naming::MANAGER.to_string()),
     ]);
@@ -751,6 +1076,8 @@ mod tests {
     fn preview(spec: &PreviewEnvironmentSpec) -> Preview<'_> {
         Preview {
             spec,
+            dependencies: &[],
+            setup: &[],
             owner: Owner {
                 namespace: "team-shop".into(),
                 name: "shop-pr-123".into(),
@@ -778,7 +1105,7 @@ mod tests {
     fn every_child_carries_the_ownership_labels_and_owner_annotation() {
         let spec = spec();
         let p = preview(&spec);
-        let env = environment(&p, &with_ingress(false));
+        let env = environment(&p, &with_ingress(false), Stage::Services);
         let ns = namespace(&p, &with_ingress(false));
         let metas = std::iter::once(&ns.metadata)
             .chain([
@@ -786,9 +1113,9 @@ mod tests {
                 &env.quota.metadata,
                 &env.limit_range.metadata,
             ])
-            .chain(env.deployments.iter().map(|d| &d.metadata))
-            .chain(env.services.iter().map(|s| &s.metadata))
-            .chain(env.ingresses.iter().map(|i| &i.metadata));
+            .chain(env.deployments.objects.iter().map(|d| &d.metadata))
+            .chain(env.services.objects.iter().map(|s| &s.metadata))
+            .chain(env.ingresses.objects.iter().map(|i| &i.metadata));
         for meta in metas {
             let labels = meta.labels.clone().unwrap_or_default();
             assert_eq!(
@@ -820,7 +1147,7 @@ mod tests {
     #[test]
     fn network_policy_denies_ingress_except_namespace_and_ingress_controller() {
         let spec = spec();
-        let env = environment(&preview(&spec), &Config::default());
+        let env = environment(&preview(&spec), &Config::default(), Stage::Services);
         let np = env.network_policy.spec.expect("spec");
         assert_eq!(
             np.policy_types,
@@ -841,10 +1168,11 @@ mod tests {
     fn containers_comply_with_restricted() {
         let spec = spec();
         let p = preview(&spec);
-        let env = environment(&p, &Config::default());
+        let env = environment(&p, &Config::default(), Stage::Services);
         let job = test_job(&p, &Config::default(), &spec.tests[0]);
         let pods = env
             .deployments
+            .objects
             .iter()
             .map(|d| d.spec.clone().expect("spec").template)
             .chain([job.spec.expect("spec").template]);
@@ -874,11 +1202,12 @@ mod tests {
     fn services_and_ingresses_follow_ports_and_expose() {
         let spec = spec();
         let p = preview(&spec);
-        let env = environment(&p, &with_ingress(true));
+        let env = environment(&p, &with_ingress(true), Stage::Services);
         let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<Vec<_>>();
         assert_eq!(
             names(
                 env.deployments
+                    .objects
                     .iter()
                     .map(|d| d.metadata.name.clone())
                     .collect()
@@ -888,6 +1217,7 @@ mod tests {
         assert_eq!(
             names(
                 env.services
+                    .objects
                     .iter()
                     .map(|s| s.metadata.name.clone())
                     .collect()
@@ -897,13 +1227,14 @@ mod tests {
         assert_eq!(
             names(
                 env.ingresses
+                    .objects
                     .iter()
                     .map(|s| s.metadata.name.clone())
                     .collect()
             ),
             ["web"]
         );
-        let ing = env.ingresses[0].spec.clone().expect("spec");
+        let ing = env.ingresses.objects[0].spec.clone().expect("spec");
         assert_eq!(ing.ingress_class_name.as_deref(), Some("nginx"));
         let host = ing.rules.expect("rules")[0].host.clone().expect("host");
         assert_eq!(host, "web-pr-shop-pr-123-abcdef.preview.example.com");
@@ -912,8 +1243,8 @@ mod tests {
             Some("https://web-pr-shop-pr-123-abcdef.preview.example.com")
         );
         // Without a base domain nothing is exposed, and the URL is the in-cluster one.
-        let env = environment(&p, &Config::default());
-        assert!(env.ingresses.is_empty());
+        let env = environment(&p, &Config::default(), Stage::Services);
+        assert!(env.ingresses.objects.is_empty());
         assert_eq!(
             preview_url(&p, &Config::default()).as_deref(),
             Some("http://web.pr-shop-pr-123-abcdef.svc.cluster.local:8080")
@@ -923,8 +1254,8 @@ mod tests {
     #[test]
     fn deployment_has_probe_replicas_and_sha_on_the_pod_template() {
         let spec = spec();
-        let env = environment(&preview(&spec), &Config::default());
-        let web = env.deployments[0].spec.clone().expect("spec");
+        let env = environment(&preview(&spec), &Config::default(), Stage::Services);
+        let web = env.deployments.objects[0].spec.clone().expect("spec");
         let template = web.template.clone();
         let annotations = template
             .metadata
@@ -941,7 +1272,10 @@ mod tests {
         assert_eq!(probe.path.as_deref(), Some("/healthz"));
         assert_eq!(probe.port, IntOrString::Int(8080));
         assert_eq!(
-            env.deployments[1].spec.clone().and_then(|s| s.replicas),
+            env.deployments.objects[1]
+                .spec
+                .clone()
+                .and_then(|s| s.replicas),
             Some(2)
         );
         assert_eq!(web.progress_deadline_seconds, Some(300));
@@ -990,7 +1324,7 @@ mod tests {
     #[test]
     fn egress_is_denied_but_for_the_namespace_dns_and_the_class_allow_lists() {
         let spec = spec();
-        let np = environment(&preview(&spec), &Config::default())
+        let np = environment(&preview(&spec), &Config::default(), Stage::Services)
             .network_policy
             .spec
             .expect("spec");
@@ -1011,7 +1345,7 @@ mod tests {
         config.egress.allow_dns = false;
         config.egress.allow_cidrs = vec!["0.0.0.0/0".into(), "10.0.0.0/8".into()];
         config.egress.allow_namespaces = vec!["shared-db".into()];
-        let np = environment(&preview(&spec), &config)
+        let np = environment(&preview(&spec), &config, Stage::Services)
             .network_policy
             .spec
             .expect("spec");
@@ -1064,17 +1398,165 @@ mod tests {
     fn fingerprints_change_with_content_only() {
         let spec = spec();
         let p = preview(&spec);
-        let a = stamp(environment(&p, &Config::default()).deployments[0].clone());
-        let b = stamp(environment(&p, &Config::default()).deployments[0].clone());
+        let a = stamp(
+            environment(&p, &Config::default(), Stage::Services)
+                .deployments
+                .objects[0]
+                .clone(),
+        );
+        let b = stamp(
+            environment(&p, &Config::default(), Stage::Services)
+                .deployments
+                .objects[0]
+                .clone(),
+        );
         assert_eq!(a, b);
         let mut changed = spec.clone();
         changed.head_sha = "0000000".into();
-        let c = stamp(environment(&preview(&changed), &Config::default()).deployments[0].clone());
+        let c = stamp(
+            environment(&preview(&changed), &Config::default(), Stage::Services)
+                .deployments
+                .objects[0]
+                .clone(),
+        );
         let hash = |d: &Deployment| {
             d.metadata.annotations.clone().unwrap_or_default()[APPLIED_HASH].clone()
         };
         assert_ne!(hash(&a), hash(&c));
         // Stamping twice does not fold the old stamp into the new one.
         assert_eq!(hash(&stamp(a.clone())), hash(&a));
+    }
+
+    use kube::ResourceExt;
+
+    fn shop() -> Rendered {
+        let template: crate::api::template::PreviewTemplateSpec =
+            serde_json::from_value(serde_json::json!({
+                "secrets": [{"name": "shop-db"}],
+                "dependencies": [
+                    {"name": "db", "image": "postgres:17", "port": 5432,
+                     "readiness": {"exec": ["pg_isready"]},
+                     "storage": {"size": "1Gi", "mountPath": "/var/lib/postgresql/data"},
+                     "env": [{"name": "POSTGRES_PASSWORD",
+                              "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "password"}}}]},
+                    {"name": "cache", "image": "redis:7", "port": 6379, "readiness": {"tcpSocket": true}}
+                ],
+                "setup": [{"name": "migrate", "image": "migrate:1"},
+                          {"name": "seed", "image": "seed:1", "runOn": "Once"}],
+                "services": [{"name": "web", "image": "web:1", "port": 8080}],
+            }))
+            .expect("template fixture");
+        crate::template::render(
+            &spec(),
+            crate::template::Target {
+                name: "shop-pr-123",
+                namespace: "pr-shop-pr-123-abcdef",
+                template: "shop",
+            },
+            &template,
+        )
+        .expect("renders")
+    }
+
+    fn from_template(rendered: &Rendered) -> Preview<'_> {
+        Preview {
+            dependencies: &rendered.dependencies,
+            setup: &rendered.setup,
+            ..preview(&rendered.spec)
+        }
+    }
+
+    #[test]
+    fn dependencies_are_hardened_stateful_sets_behind_a_service_of_their_name() {
+        let rendered = shop();
+        let env = environment(
+            &from_template(&rendered),
+            &Config::default(),
+            Stage::Services,
+        );
+        let db = &env.stateful_sets[0];
+        let spec = db.spec.clone().expect("spec");
+        assert_eq!(spec.service_name.as_deref(), Some("db"));
+        let claims = spec
+            .volume_claim_templates
+            .expect("a claim for a sized volume");
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        let pod = spec.template.spec.expect("pod spec");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert!(pod.volumes.is_none(), "the claim is the volume");
+        let c = &pod.containers[0];
+        assert_eq!(c.security_context, Some(restricted_security_context()));
+        assert_eq!(
+            c.volume_mounts.as_ref().expect("mount")[0].mount_path,
+            "/var/lib/postgresql/data"
+        );
+        let probe = c.readiness_probe.clone().expect("probe");
+        assert!(probe.exec.is_some() && probe.tcp_socket.is_none());
+        let password = &c.env.as_ref().expect("env")[0];
+        let secret = password.value_from.clone().and_then(|v| v.secret_key_ref);
+        assert_eq!(
+            secret.map(|r| (r.name, r.key)),
+            Some(("shop-db".into(), "password".into()))
+        );
+        assert!(password.value.is_none());
+        let cache = env.stateful_sets[1].spec.clone().expect("spec");
+        assert!(cache.volume_claim_templates.is_none());
+        let cache_pod = cache.template.spec.expect("pod");
+        assert!(cache_pod.volumes.expect("emptyDir")[0].empty_dir.is_some());
+        assert!(
+            cache_pod.containers[0]
+                .readiness_probe
+                .clone()
+                .expect("probe")
+                .tcp_socket
+                .is_some()
+        );
+        let names: Vec<_> = env.services.objects.iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, vec!["db", "cache", "web"]);
+    }
+
+    #[test]
+    fn services_are_held_back_until_setup_is_done() {
+        let rendered = shop();
+        let p = from_template(&rendered);
+        for stage in [Stage::Dependencies, Stage::Setup] {
+            let env = environment(&p, &Config::default(), stage);
+            assert_eq!(env.stateful_sets.len(), 2, "{stage:?}");
+            assert!(env.deployments.objects.is_empty() && !env.deployments.exclusive);
+            assert!(env.ingresses.objects.is_empty() && !env.ingresses.exclusive);
+            let names: Vec<_> = env.services.objects.iter().map(|s| s.name_any()).collect();
+            assert_eq!(
+                names,
+                vec!["db", "cache"],
+                "only the dependencies' Services"
+            );
+            assert!(
+                !env.services.exclusive,
+                "the services' own stay as they are"
+            );
+        }
+        let env = environment(&p, &Config::default(), Stage::Services);
+        assert!(env.deployments.exclusive && env.deployments.objects.len() == 1);
+    }
+
+    #[test]
+    fn setup_jobs_run_per_sha_or_once_and_are_hardened() {
+        let rendered = shop();
+        let p = from_template(&rendered);
+        let migrate = setup_job(&p, &Config::default(), &rendered.setup[0]);
+        assert_eq!(migrate.name_any(), "setup-migrate-4f2c9e1");
+        let seed = setup_job(&p, &Config::default(), &rendered.setup[1]);
+        assert_eq!(seed.name_any(), "setup-seed");
+        let labels = migrate.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get(COMPONENT).map(String::as_str),
+            Some(COMPONENT_SETUP)
+        );
+        let pod = migrate.spec.expect("spec").template.spec.expect("pod");
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        assert_eq!(c.security_context, Some(restricted_security_context()));
+        let vars: Vec<_> = c.env.iter().flatten().map(|v| v.name.as_str()).collect();
+        assert!(vars.contains(&"PREVIEW_SHA") && !vars.iter().any(|v| v.ends_with("_URL")));
     }
 }

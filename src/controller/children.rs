@@ -8,7 +8,7 @@
 use futures::future::{BoxFuture, join_all};
 use futures::stream::{BoxStream, select_all};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
@@ -23,6 +23,7 @@ use tracing::warn;
 use super::pods::StuckPods;
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
+use crate::api::template::PreviewTemplate;
 use crate::naming::{self, APPLIED_HASH, OWNER_REF, SHA};
 
 /// Caches of the previews and of everything the operator manages, filled by the watches.
@@ -36,8 +37,12 @@ pub struct Stores {
     /// Secrets of the operator's namespace (the only Secrets it reads): copied into previews.
     pub platform_secrets: Store<Secret>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// The teams' templates; a change re-renders the previews that name one.
+    pub templates: Store<PreviewTemplate>,
     /// Cached whole (minus the pod spec): their status says whether a service is available.
     pub deployments: Store<Deployment>,
+    /// The dependencies, cached like Deployments.
+    pub stateful_sets: Store<StatefulSet>,
     /// Cached whole (minus the spec): their status is the test result.
     pub jobs: Store<Job>,
     /// Pods with a stuck container (only those).
@@ -75,8 +80,10 @@ pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) 
         classes: w.classes(previews.clone()),
         tenants: w.tenants(previews.clone()),
         platform_secrets: w.platform_secrets(platform_namespace, previews.clone()),
+        templates: w.templates(previews.clone()),
         previews,
         deployments: w.cached(prune_deployment),
+        stateful_sets: w.cached(prune_stateful_set),
         jobs: w.cached(prune_job),
         stuck_pods: w.stuck_pods(namespaces.clone()),
         services: w.cached(keep_all),
@@ -192,6 +199,36 @@ impl Builder {
     /// preview can change with it (the default annotation), and class changes are rare.
     fn classes(&mut self, previews: Store<PreviewEnvironment>) -> Store<PreviewClass> {
         self.waking_all(Api::all(self.client.clone()), previews)
+    }
+
+    /// Every PreviewTemplate. A change re-renders the previews of its namespace that name it.
+    fn templates(&mut self, previews: Store<PreviewEnvironment>) -> Store<PreviewTemplate> {
+        let (reader, writer) = reflector::store();
+        let stream = reflector(
+            writer,
+            watcher(
+                Api::<PreviewTemplate>::all(self.client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(|t| t.managed_fields_mut().clear()),
+        )
+        .default_backoff()
+        .touched_objects()
+        .filter_map(|event| async move { ok_or_warn::<PreviewTemplate>(event) })
+        .flat_map(move |template| {
+            let (ns, name) = (template.namespace(), template.name_any());
+            let users: Vec<_> = previews
+                .state()
+                .iter()
+                .filter(|p| p.namespace() == ns)
+                .filter(|p| p.spec.template_ref.as_ref().map(|t| &t.name) == Some(&name))
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            futures::stream::iter(users)
+        });
+        self.triggers.push(stream.boxed());
+        self.synced.push(wait_until_ready(reader.clone()));
+        reader
     }
 
     /// The Secrets of the operator's namespace. A change (a rotated pull secret or
@@ -339,8 +376,9 @@ fn managed() -> watcher::Config {
 
 /// The labels of cached children that the operator reads; the others (repository, pull
 /// request, Pod Security...) are dropped as objects arrive, at 1000 previews a few MiB.
-const CACHED_LABELS: [&str; 5] = [
+const CACHED_LABELS: [&str; 6] = [
     naming::MANAGED_BY,
+    naming::COMPONENT,
     naming::OWNER_UID,
     naming::OWNER_NAMESPACE,
     naming::PART_OF,
@@ -357,6 +395,14 @@ fn keep_all<K>(_: &mut K) {}
 fn prune_deployment(d: &mut Deployment) {
     if let Some(spec) = d.spec.as_mut() {
         spec.template.spec = None;
+    }
+}
+
+/// A StatefulSet is read for its metadata and status, like a Deployment.
+fn prune_stateful_set(s: &mut StatefulSet) {
+    if let Some(spec) = s.spec.as_mut() {
+        spec.template.spec = None;
+        spec.volume_claim_templates = None;
     }
 }
 

@@ -12,6 +12,7 @@ use super::children::Stores;
 use super::events::Events;
 use super::queue::Queue;
 use super::secrets::Copies;
+use super::sources::Sources;
 use super::writes::Writes;
 use crate::api::PreviewEnvironment;
 use crate::config::Config;
@@ -25,8 +26,10 @@ pub struct Context {
     pub events: Events,
     pub queue: Queue,
     pub writes: Writes,
-    /// The Secret copies this process applied.
+    /// The Secret and ConfigMap copies this process applied.
     pub copies: Copies,
+    /// The Secrets and ConfigMaps templates declare, read where teams opted in.
+    pub sources: Sources,
     /// The operator's namespace: where the Secrets a class names are copied from.
     pub platform_namespace: String,
     /// Consecutive failures per preview, for capped exponential backoff.

@@ -9,26 +9,31 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::apply::owned;
+use super::build::COMPONENT_SETUP;
 use super::build::{self, Preview};
 use super::children::Stores;
-use super::status::{self, Observed};
-use crate::naming::SHA;
+use super::status::{self, Observed, ObservedService};
+use crate::naming::{COMPONENT, SHA};
 
 /// The label the Job controller puts on the pods of a Job.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 
-/// The preview's children as cached: the status step's observations, and every Job of the
-/// preview (the test step removes those of older shas).
+/// The preview's children as cached: the status step's observations, and every test and
+/// setup Job of the preview (their steps remove those of older shas).
 pub struct Children {
     pub observed: Observed,
     pub jobs: Vec<Arc<Job>>,
+    pub setup_jobs: Vec<Arc<Job>>,
 }
 
 pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
     let (ns, uid) = (preview.namespace.as_str(), preview.owner.uid.as_str());
     let sha = preview.spec.head_sha.as_str();
     let deployments = owned(&stores.deployments, ns, uid);
-    let jobs = owned(&stores.jobs, ns, uid);
+    let stateful_sets = owned(&stores.stateful_sets, ns, uid);
+    let (setup_jobs, jobs): (Vec<_>, Vec<_>) = owned(&stores.jobs, ns, uid)
+        .into_iter()
+        .partition(|j| j.labels().get(COMPONENT).map(String::as_str) == Some(COMPONENT_SETUP));
     // The pods of a rollout in progress tell why it is stuck (CrashLoopBackOff,
     // ImagePullBackOff...). Only pods at headSha count: an old, crashing ReplicaSet that
     // the new sha replaces is not this rollout's problem.
@@ -52,22 +57,63 @@ pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
                 .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))),
         )
     };
-    // The Job of this sha and rerun request; older ones are on their way out.
-    let job = |test: &str| -> Option<&Job> {
-        let name = preview.job_name(test);
+    // The Job of this name; older ones are on their way out.
+    fn live<'j>(jobs: &'j [Arc<Job>], name: &str) -> Option<&'j Job> {
         jobs.iter()
             .filter(|j| j.metadata.deletion_timestamp.is_none())
             .find(|j| j.name_any() == name)
             .map(Arc::as_ref)
-    };
-    let output = |test: &str| {
-        let name = preview.job_name(test);
+    }
+    let output = |job_name: &str| {
         status::test_output(
             kept.iter()
                 .map(Arc::as_ref)
-                .filter(|p| p.labels().get(JOB_NAME).map(String::as_str) == Some(name.as_str())),
+                .filter(|p| p.labels().get(JOB_NAME).map(String::as_str) == Some(job_name)),
         )
     };
-    let observed = Observed::new(preview.spec, deployment, problem, job, output);
-    Children { observed, jobs }
+    let mut observed = Observed::new(
+        preview.spec,
+        deployment,
+        problem,
+        |test| live(&jobs, &preview.job_name(test)),
+        |test| output(&preview.job_name(test)),
+    );
+    observed.dependencies = preview
+        .dependencies
+        .iter()
+        .map(|d| {
+            let sts = stateful_sets.iter().find(|s| s.name_any() == d.name);
+            // A dependency carries no sha: any of its stuck pods explains it.
+            let selector = build::dependency_selector(&d.name);
+            let problem = || {
+                status::pod_problem(
+                    kept.iter()
+                        .map(Arc::as_ref)
+                        .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))),
+                )
+            };
+            ObservedService::dependency(&d.name, sts.map(Arc::as_ref), problem)
+        })
+        .collect();
+    observed.setup = preview
+        .setup
+        .iter()
+        .map(|s| {
+            let name = preview.setup_job_name(s);
+            let job = live(&setup_jobs, &name);
+            let failed_output = job.and_then(|_| output(&name));
+            status::test_run(
+                status::Run::Setup,
+                &s.job.name,
+                sha,
+                job,
+                failed_output.as_deref(),
+            )
+        })
+        .collect();
+    Children {
+        observed,
+        jobs,
+        setup_jobs,
+    }
 }

@@ -11,8 +11,9 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::class::{DEFAULT_CLASS, PreviewClass, Tenant};
-use crate::api::{PreviewEnvironment, PreviewEnvironmentSpec, Reason};
+use crate::api::{PreviewEnvironment, Reason};
 use crate::config::Config;
+use crate::template::Rendered;
 
 /// Why a preview is not admitted, for its `Admitted` condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,9 +88,11 @@ pub fn needs_namespace_labels(class: &PreviewClass) -> bool {
 }
 
 /// Admits `pe` (in namespace `tenant`, whose labels are `tenant_labels`) under `class`, and
-/// returns the policy it runs under.
+/// returns the policy it runs under. `content` is what it runs: its own services and tests,
+/// or its template's as rendered for it, whose images and pod annotations the class checks.
 pub fn admit(
     pe: &PreviewEnvironment,
+    content: &Rendered,
     tenant: &str,
     tenant_labels: &BTreeMap<String, String>,
     class: &PreviewClass,
@@ -126,7 +129,7 @@ pub fn admit(
     })?;
     config.viewers = admitting.iter().flat_map(|t| t.viewers.clone()).collect();
     config.viewers.dedup();
-    if let Some(image) = disallowed_image(spec, &config.allowed_registries) {
+    if let Some(image) = disallowed_image(content, &config.allowed_registries) {
         return Err(Refusal::new(
             Reason::RegistryNotAllowed,
             format!(
@@ -136,7 +139,7 @@ pub fn admit(
             ),
         ));
     }
-    if let Some(key) = disallowed_annotation(spec, &config.allowed_pod_annotations) {
+    if let Some(key) = disallowed_annotation(content, &config.allowed_pod_annotations) {
         return Err(Refusal::new(
             Reason::AnnotationNotAllowed,
             format!(
@@ -180,36 +183,24 @@ fn repository_matches(pattern: &str, repository: &str) -> bool {
     }
 }
 
-/// The first image of the spec outside `allowed` (prefixes); none when `allowed` is empty.
-fn disallowed_image<'a>(spec: &'a PreviewEnvironmentSpec, allowed: &[String]) -> Option<&'a str> {
+/// The first image the preview runs outside `allowed` (prefixes); none when `allowed` is empty.
+fn disallowed_image<'a>(content: &'a Rendered, allowed: &[String]) -> Option<&'a str> {
     if allowed.is_empty() {
         return None;
     }
-    let images = spec
-        .services
-        .iter()
-        .map(|s| s.image.as_str())
-        .chain(spec.tests.iter().map(|t| t.image.as_str()));
-    images
-        .into_iter()
+    content
+        .images()
         .find(|image| !allowed.iter().any(|p| image.starts_with(p.as_str())))
 }
 
 /// The first pod annotation key outside the `allowed` globs (`/` is an ordinary character).
-fn disallowed_annotation<'a>(
-    spec: &'a PreviewEnvironmentSpec,
-    allowed: &[String],
-) -> Option<&'a str> {
+fn disallowed_annotation<'a>(content: &'a Rendered, allowed: &[String]) -> Option<&'a str> {
     let matchers: Vec<GlobMatcher> = allowed
         .iter()
         .filter_map(|p| Glob::new(p).ok().map(|g| g.compile_matcher()))
         .collect();
-    let keys = spec
-        .services
-        .iter()
-        .flat_map(|s| s.pod_annotations.keys())
-        .chain(spec.tests.iter().flat_map(|t| t.pod_annotations.keys()));
-    keys.into_iter()
+    content
+        .pod_annotation_keys()
         .find(|k| !matchers.iter().any(|m| m.is_match(k.as_str())))
         .map(String::as_str)
 }
@@ -271,18 +262,52 @@ mod tests {
         let defaults = Config::default();
         let none = BTreeMap::new();
         let mut pe = fixtures::preview("shop-pr-1");
-        assert!(admit(&pe, "team-shop", &none, &c, &defaults).is_ok());
+        assert!(
+            admit(
+                &pe,
+                &Rendered::inline(&pe.spec),
+                "team-shop",
+                &none,
+                &c,
+                &defaults
+            )
+            .is_ok()
+        );
         pe.spec.repository = "Acme/Shop-API".into();
         assert!(
-            admit(&pe, "team-shop", &none, &c, &defaults).is_ok(),
+            admit(
+                &pe,
+                &Rendered::inline(&pe.spec),
+                "team-shop",
+                &none,
+                &c,
+                &defaults
+            )
+            .is_ok(),
             "glob, any case"
         );
         pe.spec.repository = "acme/payments".into();
-        let refusal = admit(&pe, "team-shop", &none, &c, &defaults).expect_err("not bound");
+        let refusal = admit(
+            &pe,
+            &Rendered::inline(&pe.spec),
+            "team-shop",
+            &none,
+            &c,
+            &defaults,
+        )
+        .expect_err("not bound");
         assert_eq!(refusal.reason, Reason::RepositoryNotAllowed);
         assert!(refusal.message.contains("acme/payments") && refusal.message.contains("team-shop"));
         pe.spec.repository = "acme/shop".into();
-        let other = admit(&pe, "team-pay", &none, &c, &defaults).expect_err("other tenant");
+        let other = admit(
+            &pe,
+            &Rendered::inline(&pe.spec),
+            "team-pay",
+            &none,
+            &c,
+            &defaults,
+        )
+        .expect_err("other tenant");
         assert_eq!(other.reason, Reason::RepositoryNotAllowed);
     }
 
@@ -303,14 +328,44 @@ mod tests {
         );
         let pe = fixtures::preview("shop-pr-1");
         let labels = BTreeMap::from([("team".to_string(), "shop".to_string())]);
-        assert!(admit(&pe, "any", &labels, &c, &Config::default()).is_ok());
-        assert!(admit(&pe, "any", &BTreeMap::new(), &c, &Config::default()).is_err());
+        assert!(
+            admit(
+                &pe,
+                &Rendered::inline(&pe.spec),
+                "any",
+                &labels,
+                &c,
+                &Config::default()
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(
+                &pe,
+                &Rendered::inline(&pe.spec),
+                "any",
+                &BTreeMap::new(),
+                &c,
+                &Config::default()
+            )
+            .is_err()
+        );
         let everyone = class(
             "open",
             true,
             serde_json::json!([{"namespaceSelector": {}, "repositories": ["acme/shop"]}]),
         );
-        assert!(admit(&pe, "any", &labels, &everyone, &Config::default()).is_err());
+        assert!(
+            admit(
+                &pe,
+                &Rendered::inline(&pe.spec),
+                "any",
+                &labels,
+                &everyone,
+                &Config::default()
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -323,8 +378,15 @@ mod tests {
         };
         let c = PreviewClass::new("standard", spec.clone());
         let mut pe = fixtures::preview("shop-pr-1");
-        let refusal = admit(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
-            .expect_err("w:1 is not from ghcr.io/acme/");
+        let refusal = admit(
+            &pe,
+            &Rendered::inline(&pe.spec),
+            "team-shop",
+            &BTreeMap::new(),
+            &c,
+            &Config::default(),
+        )
+        .expect_err("w:1 is not from ghcr.io/acme/");
         assert_eq!(refusal.reason, Reason::RegistryNotAllowed);
         for s in &mut pe.spec.services {
             s.image = format!("ghcr.io/acme/{}:1", s.name);
@@ -335,18 +397,36 @@ mod tests {
         pe.spec.services[0]
             .pod_annotations
             .insert("prometheus.io/scrape".into(), "true".into());
-        assert!(admit(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default()).is_ok());
+        assert!(
+            admit(
+                &pe,
+                &Rendered::inline(&pe.spec),
+                "team-shop",
+                &BTreeMap::new(),
+                &c,
+                &Config::default()
+            )
+            .is_ok()
+        );
         pe.spec.services[0]
             .pod_annotations
             .insert("sidecar.istio.io/inject".into(), "false".into());
-        let refusal = admit(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
-            .expect_err("not allowed");
+        let refusal = admit(
+            &pe,
+            &Rendered::inline(&pe.spec),
+            "team-shop",
+            &BTreeMap::new(),
+            &c,
+            &Config::default(),
+        )
+        .expect_err("not allowed");
         assert_eq!(refusal.reason, Reason::AnnotationNotAllowed);
         assert!(refusal.message.contains("sidecar.istio.io/inject"));
         spec.allowed_pod_annotations.clear();
         let strict = PreviewClass::new("strict", spec);
         let refusal = admit(
             &pe,
+            &Rendered::inline(&pe.spec),
             "team-shop",
             &BTreeMap::new(),
             &strict,

@@ -1,35 +1,146 @@
-//! Secrets of the operator's namespace that every preview namespace of a class gets a copy of:
-//! its image pull secrets and the ingress TLS Secret.
+//! Copies in every preview namespace: the Secrets of the operator's namespace that its class
+//! names (image pull secrets, the ingress TLS Secret), and the Secrets and ConfigMaps of the
+//! team's namespace that its template declares (read through `sources`).
 //!
-//! The operator reads Secrets only in its own namespace; it never lists or watches Secrets
-//! anywhere else, so it cannot see its copies. It keeps what it applied in memory instead
-//! (a copy is applied again only when its source changed), which after a restart costs one
-//! apply per copy, and deletes copies the class no longer names by that record.
+//! The operator never lists or watches Secrets in preview namespaces, so it cannot see its
+//! copies. It keeps what it applied in memory instead (a copy is applied again only when its
+//! source changed), which after a restart costs one apply per copy, and deletes copies no
+//! longer wanted by that record.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 
-use super::apply::ApplyError;
+use super::apply::{ApplyError, Child};
 use super::build::{self, Preview};
+use super::context::Context;
+use super::error::Error;
+use super::sources::Read;
+use super::status::Gate;
+use crate::api::Reason;
 use crate::client::gone_is_ok;
 use crate::config::Config;
 use crate::naming::{APPLIED_HASH, MANAGER};
 use crate::sync::lock;
+use crate::template::Rendered;
 
-/// The copies this process applied: (preview namespace, name) -> fingerprint.
+/// Every copy one preview namespace should hold.
+#[derive(Clone, Debug, Default)]
+pub struct Wanted {
+    pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+}
+
+/// What a preview namespace should hold of copies, or why it cannot have them yet.
+pub enum Copied {
+    Ready(Wanted),
+    /// A source cannot be read (the message says what to do).
+    Closed(Gate),
+    /// The team namespace's watches have not listed yet; their first list wakes the preview.
+    Waiting,
+}
+
+/// The copies `preview` needs: the class's Secrets from the operator's namespace, and the
+/// Secrets and ConfigMaps its template declares from the preview's own namespace.
+pub async fn wanted(
+    ctx: &Context,
+    preview: &Preview<'_>,
+    rendered: &Rendered,
+    config: &Config,
+) -> Result<Copied, Error> {
+    let platform = match platform(
+        preview,
+        config,
+        &ctx.stores.platform_secrets,
+        &ctx.platform_namespace,
+    ) {
+        Ok(secrets) => secrets,
+        Err(message) => {
+            return Ok(Copied::Closed(Gate::NotAdmitted {
+                reason: Reason::SecretNotReadable,
+                message,
+            }));
+        }
+    };
+    let read = ctx
+        .sources
+        .read(
+            &preview.owner.namespace,
+            &rendered.secrets,
+            &rendered.config_maps,
+        )
+        .await
+        .map_err(|source| Error::Read {
+            what: format!(
+                "the Secrets and ConfigMaps of namespace {}",
+                preview.owner.namespace
+            ),
+            source,
+        })?;
+    let blocked = |reason, message| Copied::Closed(Gate::Blocked { reason, message });
+    Ok(match read {
+        Read::Waiting => Copied::Waiting,
+        Read::Unreadable(message) => blocked(Reason::SecretNotReadable, message),
+        Read::Ready {
+            secrets,
+            config_maps,
+        } => {
+            let platform = Wanted {
+                secrets: platform,
+                config_maps: Vec::new(),
+            };
+            match with_template_copies(preview, platform, &secrets, &config_maps) {
+                Ok(wanted) => Copied::Ready(wanted),
+                Err(message) => blocked(Reason::TemplateError, message),
+            }
+        }
+    })
+}
+
+/// Adds the copies of the template's sources to `platform`'s; a template Secret may not take
+/// the name of one the class copies (the class's would be overwritten by the team's).
+pub fn with_template_copies(
+    preview: &Preview<'_>,
+    mut wanted: Wanted,
+    secrets: &[std::sync::Arc<Secret>],
+    config_maps: &[std::sync::Arc<ConfigMap>],
+) -> Result<Wanted, String> {
+    let taken: BTreeSet<String> = wanted.secrets.iter().map(|s| s.name_any()).collect();
+    for secret in secrets {
+        let name = secret.name_any();
+        if taken.contains(&name) {
+            return Err(format!(
+                "the PreviewTemplate declares Secret {name}, which has the name of a Secret the                  PreviewClass copies into every preview (image pull or TLS secret); rename yours"
+            ));
+        }
+        wanted
+            .secrets
+            .push(build::stamp(build::secret_copy(preview, secret)));
+    }
+    wanted.config_maps.extend(
+        config_maps
+            .iter()
+            .map(|m| build::stamp(build::config_map_copy(preview, m))),
+    );
+    Ok(wanted)
+}
+
+/// (preview namespace, kind, name) of a copy.
+type Key = (String, String, String);
+
+/// The copies this process applied, with their fingerprints.
 #[derive(Default)]
 pub struct Copies {
-    applied: Mutex<HashMap<(String, String), String>>,
+    applied: Mutex<HashMap<Key, String>>,
 }
 
 /// The copies `preview` needs, from the Secrets of `source_namespace`; the message names
 /// the first one missing.
-pub fn wanted(
+pub fn platform(
     preview: &Preview<'_>,
     config: &Config,
     sources: &Store<Secret>,
@@ -59,29 +170,44 @@ impl Copies {
         &self,
         client: &Client,
         namespace: &str,
-        wanted: Vec<Secret>,
+        wanted: Wanted,
     ) -> Result<(), ApplyError> {
-        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let Wanted {
+            secrets,
+            config_maps,
+        } = wanted;
+        self.sync_kind(client, namespace, secrets).await?;
+        self.sync_kind(client, namespace, config_maps).await
+    }
+
+    async fn sync_kind<K: Child>(
+        &self,
+        client: &Client,
+        namespace: &str,
+        wanted: Vec<K>,
+    ) -> Result<(), ApplyError> {
+        let kind = K::kind(&()).into_owned();
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
         let keep: BTreeSet<String> = wanted.iter().map(|s| s.name_any()).collect();
-        for secret in wanted {
-            let name = secret.name_any();
-            let hash = secret
+        for object in wanted {
+            let name = object.name_any();
+            let hash = object
                 .annotations()
                 .get(APPLIED_HASH)
                 .cloned()
                 .unwrap_or_default();
-            let key = (namespace.to_string(), name.clone());
+            let key = (namespace.to_string(), kind.clone(), name.clone());
             if lock(&self.applied).get(&key) == Some(&hash) {
                 continue;
             }
             api.patch(
                 &name,
                 &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&secret),
+                &Patch::Apply(&object),
             )
             .await
             .map_err(|source| ApplyError::Apply {
-                kind: "Secret".into(),
+                kind: kind.clone(),
                 namespace: namespace.to_string(),
                 name: name.clone(),
                 source,
@@ -90,25 +216,25 @@ impl Copies {
         }
         let stale: Vec<String> = lock(&self.applied)
             .keys()
-            .filter(|(ns, name)| ns == namespace && !keep.contains(name))
-            .map(|(_, name)| name.clone())
+            .filter(|(ns, k, name)| ns == namespace && *k == kind && !keep.contains(name))
+            .map(|(_, _, name)| name.clone())
             .collect();
         for name in stale {
             gone_is_ok(api.delete(&name, &DeleteParams::default()).await).map_err(|source| {
                 ApplyError::Delete {
-                    kind: "Secret".into(),
+                    kind: kind.clone(),
                     namespace: namespace.to_string(),
                     name: name.clone(),
                     source,
                 }
             })?;
-            lock(&self.applied).remove(&(namespace.to_string(), name));
+            lock(&self.applied).remove(&(namespace.to_string(), kind.clone(), name));
         }
         Ok(())
     }
 
     /// Forgets the copies of a namespace that is being deleted.
     pub fn forget(&self, namespace: &str) {
-        lock(&self.applied).retain(|(ns, _), _| ns != namespace);
+        lock(&self.applied).retain(|(ns, _, _), _| ns != namespace);
     }
 }

@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::build::Stage;
 use crate::api::{
     Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ServiceSpec, ServiceStatus,
     TestPhase, TestStatus, condition,
@@ -40,6 +41,9 @@ pub enum Gate {
     NamespaceTerminating(String),
     /// The API server refused a child object (retried with backoff); the message says why.
     ApplyFailed(String),
+    /// Admitted, but the preview cannot be rolled out as it is: its template is missing or
+    /// cannot be rendered, or what the template declares cannot be read.
+    Blocked { reason: Reason, message: String },
 }
 
 impl Gate {
@@ -87,6 +91,7 @@ impl Gate {
             Gate::NamespaceConflict(m) => (Reason::NamespaceConflict, m.clone()),
             Gate::NamespaceTerminating(m) => (Reason::NamespaceTerminating, m.clone()),
             Gate::ApplyFailed(m) => (Reason::ApplyFailed, m.clone()),
+            Gate::Blocked { reason, message } => (*reason, message.clone()),
         };
         Some(Verdict::no(reason, message))
     }
@@ -131,11 +136,12 @@ pub enum ServiceState {
 
 impl ServiceState {
     /// A rollout in progress whose pods are stuck has failed, for the pods' reason.
-    pub fn with_problem(self, service: &str, problem: Option<&PodProblem>) -> ServiceState {
+    /// `what` names it: "service web", "dependency db".
+    pub fn with_problem(self, what: &str, problem: Option<&PodProblem>) -> ServiceState {
         match (self, problem) {
             (ServiceState::Progressing(_), Some(p)) => ServiceState::Failed {
                 reason: p.reason,
-                message: format!("service {service}: {}", p.message),
+                message: format!("{what}: {}", p.message),
             },
             (state, _) => state,
         }
@@ -162,7 +168,7 @@ impl ObservedService {
     ) -> Self {
         let state = match service_state(svc, deployment, head_sha) {
             progressing @ ServiceState::Progressing(_) => {
-                progressing.with_problem(&svc.name, problem().as_ref())
+                progressing.with_problem(&format!("service {}", svc.name), problem().as_ref())
             }
             state => state,
         };
@@ -192,6 +198,10 @@ pub struct Observed {
     pub services: Vec<ObservedService>,
     /// Every test of the spec at headSha, in order.
     pub tests: Vec<TestRun>,
+    /// Every dependency of the template, in order.
+    pub dependencies: Vec<ObservedService>,
+    /// Every setup Job of the template at headSha, in order.
+    pub setup: Vec<TestRun>,
 }
 
 impl Observed {
@@ -219,9 +229,11 @@ impl Observed {
                     let job = job(&t.name);
                     // Only a failed run's output is worth a look.
                     let output = job.filter(|j| job_failed(j)).and_then(|_| output(&t.name));
-                    test_run(&t.name, sha, job, output.as_deref())
+                    test_run(Run::Test, &t.name, sha, job, output.as_deref())
                 })
                 .collect(),
+            dependencies: Vec::new(),
+            setup: Vec::new(),
         }
     }
 
@@ -236,11 +248,36 @@ impl Observed {
             .all(|s| s.state == ServiceState::Available)
     }
 
+    /// How far the rollout may go: dependencies ready, then setup succeeded, then services.
+    pub fn stage(&self) -> Stage {
+        if !(self.dependencies.iter()).all(|d| d.state == ServiceState::Available) {
+            Stage::Dependencies
+        } else if !(self.setup.iter()).all(|s| s.status.phase == TestPhase::Succeeded) {
+            Stage::Setup
+        } else {
+            Stage::Services
+        }
+    }
+
+    /// A stuck dependency, a failed setup Job or a failed service, in the order of a rollout.
     fn service_failure(&self) -> Option<(Reason, &str)> {
-        self.services.iter().find_map(|s| match &s.state {
-            ServiceState::Failed { reason, message } => Some((*reason, message.as_str())),
-            _ => None,
-        })
+        fn failed(s: &ObservedService) -> Option<(Reason, &str)> {
+            match &s.state {
+                ServiceState::Failed { reason, message } => Some((*reason, message.as_str())),
+                _ => None,
+            }
+        }
+        let setup = self.setup.iter().find_map(|s| {
+            (s.status.phase == TestPhase::Failed).then(|| {
+                (
+                    Reason::SetupFailed,
+                    s.status.message.as_deref().unwrap_or(""),
+                )
+            })
+        });
+        (self.dependencies.iter().find_map(failed))
+            .or(setup)
+            .or_else(|| self.services.iter().find_map(failed))
     }
 
     fn count(&self, phase: TestPhase) -> usize {
@@ -342,6 +379,36 @@ pub fn service_state(
     ))
 }
 
+impl ObservedService {
+    /// Observes a dependency through its StatefulSet: ready once its one pod is ready at the
+    /// current revision; `problem` explains a pod that is stuck.
+    pub fn dependency(
+        name: &str,
+        stateful_set: Option<&StatefulSet>,
+        problem: impl FnOnce() -> Option<PodProblem>,
+    ) -> Self {
+        let status = stateful_set.and_then(|s| s.status.clone());
+        let ready = status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+        let current = stateful_set.is_some_and(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            st.observed_generation >= s.metadata.generation
+                && (st.update_revision.is_none() || st.update_revision == st.current_revision)
+        });
+        let state = match stateful_set {
+            None => ServiceState::Progressing(format!("dependency {name}: not created yet")),
+            Some(_) if current && ready >= 1 => ServiceState::Available,
+            Some(_) => ServiceState::Progressing(format!("dependency {name} (0/1 ready)"))
+                .with_problem(&format!("dependency {name}"), problem().as_ref()),
+        };
+        ObservedService {
+            name: name.to_string(),
+            state,
+            ready_replicas: ready,
+            replicas: 1,
+        }
+    }
+}
+
 /// Lines of a failed test's output kept in its status (the end, where the failure is).
 const OUTPUT_LINES: usize = 10;
 /// Characters of a failed test's output kept in its status.
@@ -371,8 +438,38 @@ fn job_failed(job: &Job) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Failed" && c.status == "True"))
 }
 
-/// Where one test run is, from its Job and, when it failed, the end of its output.
-pub fn test_run(name: &str, sha: &str, job: Option<&Job>, output: Option<&str>) -> TestRun {
+/// What a Job runs: a test, or a setup step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    Test,
+    Setup,
+}
+
+impl Run {
+    fn noun(self) -> &'static str {
+        match self {
+            Run::Test => "test",
+            Run::Setup => "setup",
+        }
+    }
+
+    fn waiting_for(self) -> &'static str {
+        match self {
+            Run::Test => "waiting for every service to be available",
+            Run::Setup => "waiting for every dependency to be ready",
+        }
+    }
+}
+
+/// Where one test (or setup) run is, from its Job and, when it failed, the end of its output.
+pub fn test_run(
+    run: Run,
+    name: &str,
+    sha: &str,
+    job: Option<&Job>,
+    output: Option<&str>,
+) -> TestRun {
+    let noun = run.noun();
     let mut status = TestStatus {
         name: name.to_string(),
         sha: sha.to_string(),
@@ -380,7 +477,7 @@ pub fn test_run(name: &str, sha: &str, job: Option<&Job>, output: Option<&str>) 
         job: None,
         started_at: None,
         finished_at: None,
-        message: Some("waiting for every service to be available".to_string()),
+        message: Some(run.waiting_for().to_string()),
     };
     let Some(job) = job else {
         return TestRun {
@@ -422,11 +519,11 @@ pub fn test_run(name: &str, sha: &str, job: Option<&Job>, output: Option<&str>) 
         };
         let mut message = if timed_out {
             format!(
-                "test {name} timed out at {sha}: job {job_name} ran past its timeout; see {logs}"
+                "{noun} {name} timed out at {sha}: job {job_name} ran past its timeout; see {logs}"
             )
         } else {
             format!(
-                "test {name} failed at {sha} after {attempts} attempt(s) ({}): see {logs}",
+                "{noun} {name} failed at {sha} after {attempts} attempt(s) ({}): see {logs}",
                 c.reason.clone().unwrap_or_else(|| "Failed".into())
             )
         };
@@ -496,6 +593,36 @@ pub fn available(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
     }
     if let Some((reason, message)) = observed.service_failure() {
         return Verdict::no(reason, message.to_string());
+    }
+    let sha7 = short_sha(sha);
+    match observed.stage() {
+        Stage::Dependencies => {
+            let waiting: Vec<String> = (observed.dependencies.iter())
+                .filter(|d| d.state != ServiceState::Available)
+                .map(|d| format!("{} ({}/1 ready)", d.name, d.ready_replicas))
+                .collect();
+            return Verdict::no(
+                Reason::DependencyNotReady,
+                format!(
+                    "waiting for dependencies {}; setup and services follow",
+                    waiting.join(", ")
+                ),
+            );
+        }
+        Stage::Setup => {
+            let running: Vec<&str> = (observed.setup.iter())
+                .filter(|s| s.status.phase != TestPhase::Succeeded)
+                .map(|s| s.status.name.as_str())
+                .collect();
+            return Verdict::no(
+                Reason::SetupRunning,
+                format!(
+                    "setup {} running at {sha7}; the services roll out once it succeeded",
+                    running.join(", ")
+                ),
+            );
+        }
+        Stage::Services => {}
     }
     if observed.all_available() {
         return Verdict::yes(
@@ -590,11 +717,14 @@ pub fn phase(gate: &Gate, observed: &Observed) -> Phase {
         | Gate::PolicyViolation(_)
         | Gate::NamespaceConflict(_)
         | Gate::HostConflict(_)
-        | Gate::ApplyFailed(_) => Phase::Failed,
+        | Gate::ApplyFailed(_)
+        | Gate::Blocked { .. } => Phase::Failed,
         Gate::Open if observed.service_failure().is_some() || observed.failed_test().is_some() => {
             Phase::Failed
         }
-        Gate::Open if !observed.all_available() => Phase::Deploying,
+        Gate::Open if observed.stage() < Stage::Services || !observed.all_available() => {
+            Phase::Deploying
+        }
         Gate::Open if observed.count(TestPhase::Succeeded) < observed.tests.len() => Phase::Testing,
         Gate::Open => Phase::Ready,
     }
@@ -621,7 +751,10 @@ pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironm
         for svc in &mut s.services {
             svc.ready_replicas = 0;
         }
-        for t in &mut s.tests {
+        for d in &mut s.dependencies {
+            d.ready_replicas = 0;
+        }
+        for t in s.tests.iter_mut().chain(s.setup.iter_mut()) {
             if matches!(t.phase, TestPhase::Pending | TestPhase::Running) {
                 t.phase = TestPhase::Pending;
                 t.message = None;
@@ -673,8 +806,17 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
             })
             .collect(),
         tests: observed.tests.iter().map(|t| t.status.clone()).collect(),
-        dependencies: Vec::new(),
-        setup: Vec::new(),
+        dependencies: observed
+            .dependencies
+            .iter()
+            .map(|d| ServiceStatus {
+                name: d.name.clone(),
+                ready_replicas: d.ready_replicas,
+                replicas: d.replicas,
+                url: None,
+            })
+            .collect(),
+        setup: observed.setup.iter().map(|t| t.status.clone()).collect(),
         conditions: vec![
             ctx.gate
                 .admitted(ctx.class.as_deref())
@@ -1008,5 +1150,100 @@ mod tests {
             first, second,
             "same observations give the same status: no write"
         );
+    }
+
+    fn stateful_set(ready: i32) -> StatefulSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "generation": 1},
+            "spec": {"selector": {}, "serviceName": "db", "template": {}},
+            "status": {"observedGeneration": 1, "replicas": 1, "readyReplicas": ready,
+                       "currentRevision": "db-1", "updateRevision": "db-1"}
+        }))
+        .expect("stateful set fixture")
+    }
+
+    #[test]
+    fn dependencies_then_setup_come_before_the_services() {
+        let spec = spec(1);
+        let sts = stateful_set(0);
+        let mut o = observe(&spec, &[], &[], &[]);
+        o.dependencies = vec![ObservedService::dependency("db", Some(&sts), || None)];
+        o.setup = vec![test_run(Run::Setup, "migrate", "abcdef0", None, None)];
+        assert_eq!(o.stage(), Stage::Dependencies);
+        let s = compute(&ctx(&spec, None), &o);
+        assert_eq!(cond(&s, condition::AVAILABLE).reason, "DependencyNotReady");
+        assert!(
+            cond(&s, condition::AVAILABLE)
+                .message
+                .contains("db (0/1 ready)")
+        );
+        assert_eq!(s.phase, Some(Phase::Deploying));
+        assert_eq!(s.dependencies[0].ready_replicas, 0);
+        assert_eq!(
+            s.setup[0].message.as_deref(),
+            Some("waiting for every dependency to be ready")
+        );
+
+        let ready = stateful_set(1);
+        o.dependencies = vec![ObservedService::dependency("db", Some(&ready), || None)];
+        assert_eq!(o.stage(), Stage::Setup);
+        let s = compute(&ctx(&spec, None), &o);
+        assert_eq!(cond(&s, condition::AVAILABLE).reason, "SetupRunning");
+        assert_eq!(s.phase, Some(Phase::Deploying));
+
+        let failed = job(
+            serde_json::json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]),
+            0,
+            1,
+        );
+        o.setup = vec![test_run(
+            Run::Setup,
+            "migrate",
+            "abcdef0",
+            Some(&failed),
+            Some("no table"),
+        )];
+        let s = compute(&ctx(&spec, None), &o);
+        let available = cond(&s, condition::AVAILABLE);
+        assert_eq!(available.reason, "SetupFailed");
+        assert!(
+            available.message.starts_with("setup migrate failed"),
+            "{}",
+            available.message
+        );
+        assert!(available.message.contains("no table"));
+        assert_eq!(s.phase, Some(Phase::Failed));
+        assert_eq!(cond(&s, condition::READY).reason, "SetupFailed");
+
+        let done = job(
+            serde_json::json!([{"type": "Complete", "status": "True"}]),
+            0,
+            0,
+        );
+        o.setup = vec![test_run(
+            Run::Setup,
+            "migrate",
+            "abcdef0",
+            Some(&done),
+            None,
+        )];
+        assert_eq!(o.stage(), Stage::Services);
+    }
+
+    #[test]
+    fn a_stuck_dependency_fails_with_the_reason_of_its_pod() {
+        let sts = stateful_set(0);
+        let problem = PodProblem {
+            reason: Reason::CrashLoopBackOff,
+            message: "container db of pod db-0 is in CrashLoopBackOff: back-off".into(),
+        };
+        let d = ObservedService::dependency("db", Some(&sts), || Some(problem));
+        match d.state {
+            ServiceState::Failed { reason, message } => {
+                assert_eq!(reason, Reason::CrashLoopBackOff);
+                assert!(message.starts_with("dependency db: "), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
     }
 }
