@@ -532,6 +532,16 @@ refused "operator SA deletes a Deployment in the tenant namespace" "$not_managed
   "${as_operator[@]}" delete deployment existing -n "$tenant_ns" --dry-run=server
 refused "operator SA creates a Job in default" "namespace default is not labelled" \
   "${as_operator[@]}" create job probe -n default --image=registry.example.com/app:1 --dry-run=server
+# The kinds templates brought: dependency StatefulSets and ConfigMap copies.
+refused "operator SA creates a ConfigMap in the tenant namespace" "$not_managed (refused: CREATE configmaps probe)" \
+  "${as_operator[@]}" create configmap probe -n "$tenant_ns" --from-literal=key=value --dry-run=server
+kubectl create deployment db --image=registry.example.com/db:1 --dry-run=client -o json |
+  python3 -c 'import json, sys; d = json.load(sys.stdin); d["kind"] = "StatefulSet"; d["spec"].pop("strategy", None); print(json.dumps(d))' \
+  >"$work/statefulset.json"
+refused "operator SA creates a StatefulSet in the tenant namespace" "$not_managed (refused: CREATE statefulsets db)" \
+  "${as_operator[@]}" create -n "$tenant_ns" --dry-run=server -f "$work/statefulset.json"
+allowed "operator SA creates a StatefulSet in a managed namespace" \
+  "${as_operator[@]}" create -n "$managed_ns" --dry-run=server -f "$work/statefulset.json"
 # (b) In a namespace it manages, it may (its own labels included).
 allowed "operator SA creates a Deployment in a managed namespace" \
   "${as_operator[@]}" create -n "$managed_ns" --dry-run=server -f "$(deployment web "$owned")"
