@@ -30,6 +30,19 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print every object the operator would apply for a PreviewEnvironment, as YAML, without a
+    /// cluster; or the error the preview would show (exit status 1).
+    Render {
+        /// The PreviewEnvironment manifest.
+        #[arg(long)]
+        preview: PathBuf,
+        /// The PreviewTemplate it names, if it names one.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// The PreviewClass that admits it (the operator's defaults without one).
+        #[arg(long)]
+        class: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]

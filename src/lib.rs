@@ -13,6 +13,7 @@ pub mod github;
 pub mod leader;
 pub mod metrics;
 pub mod naming;
+pub mod render;
 pub mod runtime;
 pub mod server;
 pub mod sync;

@@ -1,4 +1,5 @@
-//! The `preview-operator` command line: `run` the controller, or print the `crd`.
+//! The `preview-operator` command line: `run` the controller, print the `crd`, or `render` a
+//! preview's objects.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -25,10 +26,46 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Render {
+            preview,
+            template,
+            class,
+        } => render(&preview, template.as_deref(), class.as_deref()),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("failed to start the async runtime")?
             .block_on(preview_operator::runtime::run(*args)),
+    }
+}
+
+/// Reads the files and prints what the operator would apply, or exits 1 with the reason.
+fn render(
+    preview: &std::path::Path,
+    template: Option<&std::path::Path>,
+    class: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use preview_operator::render::{self, RenderError};
+    fn load<K: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<K, RenderError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RenderError::Parse {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        render::parse(&path.display().to_string(), &text)
+    }
+    let result = (|| {
+        let pe = load(preview)?;
+        let template = template.map(load).transpose()?;
+        let class = class.map(load).transpose()?;
+        render::render(&pe, template.as_ref(), class.as_ref())
+    })();
+    match result {
+        Ok(yaml) => std::io::stdout()
+            .write_all(yaml.as_bytes())
+            .context("failed to write the objects"),
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
     }
 }

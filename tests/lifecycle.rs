@@ -11,9 +11,11 @@ use common::{
     Tenant, TestClass, TestNamespace, await_condition, await_gone, client, kubectl,
     require_operator, wait_for,
 };
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, LimitRange, Namespace, ResourceQuota, Secret, Service,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -570,6 +572,9 @@ async fn child_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
         };
     }
     collect!(Deployment);
+    collect!(StatefulSet);
+    collect!(ConfigMap);
+    collect!(Secret);
     collect!(Service);
     collect!(Job);
     collect!(NetworkPolicy);
@@ -589,16 +594,35 @@ async fn child_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]
 async fn an_idle_preview_gets_no_writes() {
+    // One preview with inline services, one from a template with a dependency, a setup Job
+    // and copied sources: neither may be written while nothing changes.
     let s = setup("lc-idle").await;
+    s.create_shop_sources("idle").await;
+    s.grant_sources().await;
+    s.create_template("shop", common::shop_template()).await;
     s.create("shop", shop("d000001")).await;
+    s.create(
+        "tpl",
+        json!({"repository": "acme/shop", "pullRequest": 8, "headSha": "d000002",
+               "templateRef": {"name": "shop"}}),
+    )
+    .await;
     await_condition(&s.api, "shop", "Ready", "True", None, READY).await;
-    let ns = s.preview_ns("shop");
+    await_condition(&s.api, "tpl", "Ready", "True", None, READY).await;
+    let namespaces = [s.preview_ns("shop"), s.preview_ns("tpl")];
+    let versions = || async {
+        let mut all = BTreeMap::new();
+        for ns in &namespaces {
+            all.extend(child_versions(&s.client, ns).await);
+        }
+        all
+    };
     // Let the last status write and the rollout's own updates settle: wait until two reads a
     // second apart agree.
-    let stable = wait_for("the preview to settle", READY, || async {
-        let a = child_versions(&s.client, &ns).await;
+    let stable = wait_for("the previews to settle", READY, || async {
+        let a = versions().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let b = child_versions(&s.client, &ns).await;
+        let b = versions().await;
         if a == b {
             Ok(b)
         } else {
@@ -606,32 +630,36 @@ async fn an_idle_preview_gets_no_writes() {
         }
     })
     .await;
-    let before = s.api.get("shop").await.expect("get");
+    let statuses = || async {
+        let mut out = Vec::new();
+        for name in ["shop", "tpl"] {
+            out.push(s.api.get(name).await.expect("get").status);
+        }
+        out
+    };
+    let before = statuses().await;
 
     // Poke the operator: each annotation triggers a reconcile, which must change nothing.
     for i in 0..5 {
-        s.api
-            .patch(
-                "shop",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": i.to_string()}}})),
-            )
-            .await
-            .expect("poke");
+        for name in ["shop", "tpl"] {
+            s.api
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"test/poke": i.to_string()}}}),
+                    ),
+                )
+                .await
+                .expect("poke");
+        }
     }
     // The idle window over which nothing may be written.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after = s.api.get("shop").await.expect("get");
-    assert_eq!(
-        before.status, after.status,
-        "status was rewritten while idle"
-    );
-    assert_eq!(
-        child_versions(&s.client, &ns).await,
-        stable,
-        "children were written while idle"
-    );
+    assert_eq!(before, statuses().await, "status was rewritten while idle");
+    assert_eq!(versions().await, stable, "children were written while idle");
     s.delete_and_wait("shop").await;
+    s.delete_and_wait("tpl").await;
 }
 
 #[tokio::test]

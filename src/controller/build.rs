@@ -656,6 +656,9 @@ pub fn dependency_selector(dependency: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Group owning a dependency's data volume.
+const DEPENDENCY_FS_GROUP: i64 = 1000;
+
 /// Name of a dependency's data volume (and of its claim template).
 const DATA_VOLUME: &str = "data";
 
@@ -749,7 +752,12 @@ fn dependency(preview: &Preview<'_>, config: &Config, dep: &DependencySpec) -> S
                     volumes,
                     automount_service_account_token: Some(false),
                     image_pull_secrets: pull_secrets(config),
-                    security_context: Some(restricted_pod_security_context()),
+                    // A non-root database must be able to write its volume whatever user its
+                    // image runs as: the volume's group, which every container joins.
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(DEPENDENCY_FS_GROUP),
+                        ..restricted_pod_security_context()
+                    }),
                     ..PodSpec::default()
                 }),
             },
@@ -1483,6 +1491,12 @@ mod tests {
         assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
         let pod = spec.template.spec.expect("pod spec");
         assert_eq!(pod.automount_service_account_token, Some(false));
+        let security = pod.security_context.clone().expect("pod security context");
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert!(
+            security.fs_group.is_some(),
+            "a non-root database can write its volume"
+        );
         assert!(pod.volumes.is_none(), "the claim is the volume");
         let c = &pod.containers[0];
         assert_eq!(c.security_context, Some(restricted_security_context()));

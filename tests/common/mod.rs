@@ -467,6 +467,69 @@ impl Tenant {
             .unwrap_or_else(|e| panic!("patch {name}: {e}"));
     }
 
+    /// Creates PreviewTemplate `name` in the tenant namespace from `spec` (JSON).
+    pub async fn create_template(&self, name: &str, spec: serde_json::Value) {
+        let template: preview_operator::api::template::PreviewTemplate =
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewTemplate",
+                "metadata": {"name": name}, "spec": spec,
+            }))
+            .unwrap_or_else(|e| panic!("template fixture {name}: {e}"));
+        self.templates()
+            .create(&PostParams::default(), &template)
+            .await
+            .unwrap_or_else(|e| panic!("create template {name}: {e}"));
+    }
+
+    pub fn templates(&self) -> Api<preview_operator::api::template::PreviewTemplate> {
+        Api::namespaced(self.client.clone(), &self.namespace.name)
+    }
+
+    /// Lets the operator read this namespace's Secrets and ConfigMaps: the one RoleBinding to
+    /// the chart's source-reader ClusterRole that the README tells a team to create.
+    pub async fn grant_sources(&self) {
+        let release =
+            std::env::var("PREVIEW_CHART_RELEASE").unwrap_or_else(|_| "preview-operator".into());
+        let namespace =
+            std::env::var("PREVIEW_CHART_NAMESPACE").unwrap_or_else(|_| "preview-system".into());
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "preview-operator-sources"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": format!("{release}-source-reader")},
+                "subjects": [{"kind": "ServiceAccount", "name": release, "namespace": namespace}],
+            }))
+            .expect("role binding fixture");
+        Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(
+            self.client.clone(),
+            &self.namespace.name,
+        )
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap_or_else(|e| panic!("grant the operator the tenant's sources: {e}"));
+    }
+
+    /// Creates the Secret `shop-db` and the ConfigMap `shop-config` of [`shop_template`].
+    pub async fn create_shop_sources(&self, password: &str) {
+        let ns = &self.namespace.name;
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "shop-db"}, "stringData": {"password": password}}),
+        )
+        .expect("secret fixture");
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret shop-db");
+        let map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "shop-config"}, "data": {"mode": "preview"}}),
+        )
+        .expect("config map fixture");
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &map)
+            .await
+            .expect("create config map shop-config");
+    }
+
     /// Deletes `name` and waits until it is gone (the operator's teardown included).
     pub async fn delete_and_wait(&self, name: &str) {
         let timeout = Duration::from_secs(120);
@@ -530,4 +593,33 @@ pub fn preview(
         "spec": spec,
     }))
     .unwrap_or_else(|e| panic!("test fixture {name} is not a PreviewEnvironment: {e}"))
+}
+
+/// A team's template: a parameter, a copied Secret and ConfigMap, a PostgreSQL-like dependency,
+/// a migration setup Job, a service reading both sources, and a test.
+pub fn shop_template() -> serde_json::Value {
+    serde_json::json!({
+        "parameters": [{"name": "seed", "default": "small", "pattern": "^(small|large)$"}],
+        "secrets": [{"name": "shop-db"}],
+        "configMaps": [{"name": "shop-config"}],
+        "dependencies": [{
+            "name": "db", "image": "ghcr.io/acme/postgres:17", "port": 5432,
+            "readiness": {"tcpSocket": true},
+            "env": [{"name": "POSTGRES_PASSWORD",
+                     "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "password"}}}],
+        }],
+        "setup": [{"name": "migrate", "image": "ghcr.io/acme/shop-migrate:<< shortSha >>",
+                   "args": ["--seed", "<< params.seed >>"], "timeout": "5m"}],
+        "services": [{
+            "name": "web", "image": "ghcr.io/acme/shop-web:<< shortSha >>", "port": 8080,
+            "env": [
+                {"name": "DB_PASSWORD",
+                 "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "password"}}},
+                {"name": "MODE",
+                 "valueFrom": {"configMapKeyRef": {"name": "shop-config", "key": "mode"}}},
+                {"name": "PR", "value": "pr-<< pullRequest >>"},
+            ],
+        }],
+        "tests": [{"name": "e2e", "image": "ghcr.io/acme/shop-e2e:<< shortSha >>", "timeout": "5m"}],
+    })
 }

@@ -1,0 +1,259 @@
+//! `preview-operator render`: every object the operator would apply for a PreviewEnvironment,
+//! from files and without a cluster, or the error the preview would show. CI runs it before
+//! applying; a team runs it while writing its template.
+//!
+//! It goes through the same steps as the controller (template rendering, the class's
+//! admission, the builders), at the stage where everything is rolled out. What needs the
+//! cluster is named instead: the data of copied Secrets and ConfigMaps, the namespace's UID.
+
+use std::fmt::Write as _;
+
+use kube::ResourceExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::PreviewEnvironment;
+use crate::api::class::PreviewClass;
+use crate::api::template::PreviewTemplate;
+use crate::config::Config;
+use crate::controller::build::{self, Preview, Stage};
+use crate::controller::policy;
+use crate::naming::{self, Owner};
+use crate::template::{self, Rendered, Target};
+
+/// Why there is nothing to render: a file, or what the preview would report.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{0}")]
+    Input(String),
+    /// The condition reason and message the preview would show.
+    #[error("{reason}: {message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("failed to write YAML: {0}")]
+    Yaml(String),
+}
+
+/// The UID a preview read from a file has before the API server gives it one.
+const NO_UID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Parses one YAML document of kind `K`.
+pub fn parse<K: DeserializeOwned>(file: &str, text: &str) -> Result<K, RenderError> {
+    serde_saphyr::from_str(text).map_err(|e| RenderError::Parse {
+        file: file.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The objects for `pe` as a YAML stream, rendered from `template` and admitted by `class`
+/// (the operator's defaults without one).
+pub fn render(
+    pe: &PreviewEnvironment,
+    template: Option<&PreviewTemplate>,
+    class: Option<&PreviewClass>,
+) -> Result<String, RenderError> {
+    let mut pe = pe.clone();
+    let tenant = pe.namespace().unwrap_or_else(|| "default".to_string());
+    pe.metadata.namespace = Some(tenant.clone());
+    if pe.metadata.uid.is_none() {
+        pe.metadata.uid = Some(NO_UID.to_string());
+    }
+    let owner =
+        Owner::of(&pe).ok_or_else(|| RenderError::Input("the preview has no name".into()))?;
+    let defaults = Config::default();
+    let namespace = naming::preview_namespace(&defaults.namespace_prefix, &tenant, &pe.name_any());
+    let rendered = content(&pe, template, &namespace)?;
+    let config = match class {
+        Some(class) => policy::admit(
+            &pe,
+            &rendered,
+            &tenant,
+            &Default::default(),
+            class,
+            &defaults,
+        )
+        .map_err(|r| RenderError::Refused {
+            reason: r.reason.as_str(),
+            message: r.message,
+        })?,
+        None => defaults,
+    };
+    let preview = Preview::new(&rendered, owner, namespace, None);
+    let mut out = Output::default();
+    out.comment(&format!(
+        "preview {tenant}/{} in namespace {}{}",
+        pe.name_any(),
+        preview.namespace,
+        class.map_or(String::new(), |c| format!(
+            ", admitted by PreviewClass {}",
+            c.name_any()
+        ))
+    ));
+    out.object(&build::namespace(&preview, &config))?;
+    for name in config.copied_secrets() {
+        out.comment(&format!(
+            "Secret {name}: copied from the operator's namespace (PreviewClass)"
+        ));
+    }
+    for name in &rendered.secrets {
+        out.comment(&format!(
+            "Secret {name}: copied from namespace {tenant} (PreviewTemplate)"
+        ));
+    }
+    for name in &rendered.config_maps {
+        out.comment(&format!(
+            "ConfigMap {name}: copied from namespace {tenant} (PreviewTemplate)"
+        ));
+    }
+    let build::Environment {
+        network_policy,
+        quota,
+        limit_range,
+        stateful_sets,
+        deployments,
+        services,
+        ingresses,
+        role_bindings,
+    } = build::environment(&preview, &config, Stage::Services);
+    out.object(&network_policy)?;
+    out.object(&quota)?;
+    out.object(&limit_range)?;
+    out.objects(&role_bindings)?;
+    out.objects(&stateful_sets)?;
+    out.objects(&services.objects)?;
+    for setup in preview.setup {
+        out.object(&build::setup_job(&preview, &config, setup))?;
+    }
+    out.objects(&deployments.objects)?;
+    out.objects(&ingresses.objects)?;
+    for test in &preview.spec.tests {
+        out.object(&build::test_job(&preview, &config, test))?;
+    }
+    Ok(out.text)
+}
+
+/// What `pe` rolls out, as the controller's admission step renders it.
+fn content(
+    pe: &PreviewEnvironment,
+    template: Option<&PreviewTemplate>,
+    namespace: &str,
+) -> Result<Rendered, RenderError> {
+    let Some(wanted) = &pe.spec.template_ref else {
+        return Ok(Rendered::inline(&pe.spec));
+    };
+    let Some(template) = template else {
+        return Err(RenderError::Input(format!(
+            "spec.templateRef names PreviewTemplate {}: pass its file with --template",
+            wanted.name
+        )));
+    };
+    if template.name_any() != wanted.name {
+        return Err(RenderError::Refused {
+            reason: "TemplateNotFound",
+            message: format!(
+                "the preview names PreviewTemplate {}, the --template file holds {}",
+                wanted.name,
+                template.name_any()
+            ),
+        });
+    }
+    let target = Target {
+        name: &pe.name_any(),
+        namespace,
+        template: &wanted.name,
+    };
+    template::render(&pe.spec, target, &template.spec).map_err(|e| RenderError::Refused {
+        reason: "TemplateError",
+        message: format!("PreviewTemplate {}: {e}", wanted.name),
+    })
+}
+
+/// A YAML stream being written.
+#[derive(Default)]
+struct Output {
+    text: String,
+}
+
+impl Output {
+    fn comment(&mut self, line: &str) {
+        let _ = writeln!(self.text, "# {line}");
+    }
+
+    fn object<T: Serialize>(&mut self, object: &T) -> Result<(), RenderError> {
+        let yaml = serde_saphyr::to_string(object).map_err(|e| RenderError::Yaml(e.to_string()))?;
+        self.text.push_str("---\n");
+        self.text.push_str(&yaml);
+        Ok(())
+    }
+
+    fn objects<T: Serialize>(&mut self, objects: &[T]) -> Result<(), RenderError> {
+        objects.iter().try_for_each(|o| self.object(o))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example<K: DeserializeOwned>(file: &str) -> K {
+        let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        parse(file, &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_example_template_renders_every_object_in_order() {
+        let pe: PreviewEnvironment = example("previewenvironment-from-template.yaml");
+        let template: PreviewTemplate = example("previewtemplate-shop.yaml");
+        let out = render(&pe, Some(&template), None).expect("renders");
+        let kinds: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .collect();
+        let first = |kind: &str| kinds.iter().position(|k| *k == kind);
+        assert_eq!(first("Namespace"), Some(0), "{kinds:?}");
+        assert!(first("StatefulSet") < first("Job") && first("Job") < first("Deployment"));
+        assert!(
+            out.contains("# Secret shop-db: copied from namespace team-shop"),
+            "{out}"
+        );
+        assert!(
+            out.contains("ghcr.io/acme/shop-web:pr-123-4f2c9e1"),
+            "CI's image: {out}"
+        );
+        assert!(!out.contains("<<"), "everything substituted: {out}");
+    }
+
+    #[test]
+    fn a_preview_without_its_template_or_with_a_bad_parameter_says_why() {
+        let mut pe: PreviewEnvironment = example("previewenvironment-from-template.yaml");
+        let template: PreviewTemplate = example("previewtemplate-shop.yaml");
+        let err = render(&pe, None, None).expect_err("no template");
+        assert!(err.to_string().contains("--template"), "{err}");
+        pe.spec.parameters.insert("sed".into(), "x".into());
+        let err = render(&pe, Some(&template), None).expect_err("bad parameter");
+        assert!(err.to_string().starts_with("TemplateError: "), "{err}");
+        assert!(err.to_string().contains("unknown parameter sed"), "{err}");
+    }
+
+    #[test]
+    fn a_class_that_does_not_bind_the_repository_refuses_it() {
+        let pe: PreviewEnvironment = example("preview-minimal.yaml");
+        let class: PreviewClass = parse(
+            "class.yaml",
+            "apiVersion: preview.dev/v1alpha1\nkind: PreviewClass\nmetadata: {name: strict}\n\
+             spec: {tenants: [{namespaces: [nobody], repositories: ['*/*']}]}\n",
+        )
+        .expect("class");
+        let err = render(&pe, None, Some(&class)).expect_err("refused");
+        assert!(
+            err.to_string().starts_with("RepositoryNotAllowed: "),
+            "{err}"
+        );
+        assert!(render(&pe, None, None).is_ok());
+    }
+}
