@@ -30,14 +30,32 @@ async fn create_raw(
     name: &str,
     spec: Value,
 ) -> Result<(), String> {
+    create_kind(
+        client,
+        ns,
+        ("PreviewEnvironment", "previewenvironments"),
+        name,
+        spec,
+    )
+    .await
+}
+
+/// Posts a `kind` (its kind and plural) unchecked by the client, so admission says what is wrong.
+async fn create_kind(
+    client: &kube::Client,
+    ns: &str,
+    (kind, plural): (&str, &str),
+    name: &str,
+    spec: Value,
+) -> Result<(), String> {
     let body = json!({
         "apiVersion": "preview.dev/v1alpha1",
-        "kind": "PreviewEnvironment",
+        "kind": kind,
         "metadata": {"name": name},
         "spec": spec,
     });
     let request = http::Request::post(format!(
-        "/apis/preview.dev/v1alpha1/namespaces/{ns}/previewenvironments"
+        "/apis/preview.dev/v1alpha1/namespaces/{ns}/{plural}"
     ))
     .header("content-type", "application/json")
     .body(serde_json::to_vec(&body).map_err(|e| e.to_string())?)
@@ -151,7 +169,25 @@ async fn invalid_specs_are_refused_with_a_message_that_names_the_problem() {
         (
             "no services",
             with(valid_spec(), |s| s["services"] = json!([])),
-            vec!["spec.services", "at least 1 items"],
+            vec!["a preview needs services", "spec.templateRef"],
+        ),
+        (
+            "a template and services",
+            with(valid_spec(), |s| s["templateRef"] = json!({"name": "shop"})),
+            vec!["spec.templateRef and spec.services/spec.tests are exclusive"],
+        ),
+        (
+            "images without a template",
+            with(valid_spec(), |s| s["images"] = json!({"web": "web:2"})),
+            vec!["spec.images and spec.parameters need a spec.templateRef"],
+        ),
+        (
+            "a secret reference outside a template",
+            with(valid_spec(), |s| {
+                s["services"][0]["env"] = json!([{"name": "A",
+                    "valueFrom": {"secretKeyRef": {"name": "other-teams", "key": "token"}}}])
+            }),
+            vec!["env valueFrom needs a PreviewTemplate"],
         ),
         (
             "too many services",
@@ -276,6 +312,77 @@ async fn invalid_specs_are_refused_with_a_message_that_names_the_problem() {
     let left = api.list(&ListParams::default()).await.expect("list");
     assert!(left.items.is_empty(), "refused specs left objects behind");
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn invalid_templates_are_refused_with_a_message_that_names_the_problem() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "rig-admission-tpl").await;
+    let valid = common::shop_template();
+    create_kind(&client, &ns.name, TEMPLATE, "good", valid.clone())
+        .await
+        .expect("the shop template is valid");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "a dependency named like a service",
+            with(valid.clone(), |t| {
+                t["dependencies"][0]["name"] = json!("web")
+            }),
+            "a dependency and a service may not share a name",
+        ),
+        (
+            "two readiness checks",
+            with(valid.clone(), |t| {
+                t["dependencies"][0]["readiness"] = json!({"tcpSocket": true, "httpPath": "/"})
+            }),
+            "readiness needs exactly one of",
+        ),
+        (
+            "a value and a valueFrom",
+            with(valid.clone(), |t| {
+                t["services"][0]["env"][0]["value"] = json!("x")
+            }),
+            "set value or valueFrom, not both",
+        ),
+        (
+            "a test named like a setup Job",
+            with(valid.clone(), |t| {
+                t["tests"][0]["name"] = json!("setup-migrate")
+            }),
+            "test names may not start with setup-",
+        ),
+        (
+            "a parameter with spaces",
+            with(valid.clone(), |t| {
+                t["parameters"][0]["name"] = json!("the seed")
+            }),
+            "spec.parameters[0].name",
+        ),
+        (
+            "no services",
+            with(valid, |t| t["services"] = json!([])),
+            "spec.services",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, spec, expected)) in cases.into_iter().enumerate() {
+        match create_kind(&client, &ns.name, TEMPLATE, &format!("bad-{i}"), spec).await {
+            Ok(()) => failures.push(format!("{what}: accepted, but must be refused")),
+            Err(message) if !message.contains(expected) => {
+                failures.push(format!("{what}: message lacks {expected:?}: {message}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "admission gaps:\n{}",
+        failures.join("\n")
+    );
+}
+
+const TEMPLATE: (&str, &str) = ("PreviewTemplate", "previewtemplates");
 
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]

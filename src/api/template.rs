@@ -77,6 +77,7 @@ pub struct PreviewTemplateSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("test names must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(t, !t.name.startsWith('setup-'))").message("test names may not start with setup- (setup Jobs are named setup-<name>-<sha>)"))]
     pub tests: Vec<TestSpec>,
 }
 
