@@ -157,6 +157,18 @@ quiet helm show readme "$package_dir"/preview-operator-*.tgz | grep -q "^## Unin
   fail "helm show readme lacks the uninstall order"
 rm -rf "$package_dir"
 
+log "helm template: the Grafana dashboard"
+# Off by default; when on, a ConfigMap for Grafana's sidecar whose JSON is the chart's file, on
+# the Prometheus data source variable.
+hack/chart/dashboard.py --none <<<"$default"
+dashboard=(--json "$chart/dashboards/preview-operator.json")
+render --set grafanaDashboard.enabled=true | hack/chart/dashboard.py "${dashboard[@]}" --namespace "$namespace"
+render -f hack/chart/values-nondefault.yaml | hack/chart/dashboard.py "${dashboard[@]}" --namespace monitoring \
+  --label release=prometheus --annotation grafana_folder=Previews >/dev/null
+render --set grafanaDashboard.enabled=true --set grafanaDashboard.labels.grafana_dashboard=previews |
+  hack/chart/dashboard.py --json "$chart/dashboards/preview-operator.json" --namespace "$namespace" \
+    --label grafana_dashboard=previews >/dev/null
+
 log "helm template (switches off)"
 off=$(render --set crds.install=false --set tenantRbac.enabled=false)
 grep -q "^kind: CustomResourceDefinition$" <<<"$off" && fail "crds.install=false still renders a CRD"
@@ -205,7 +217,8 @@ for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.prog
   "defaultClass.ingress.baseDomain=Preview.Example.com" "defaultClass.ingress.tlsSecret=x" \
   "tenantRbac.classReaderSubjects[0].kind=Robot" "admissionPolicies.enabled=maybe" \
   "admissionPolicies.managedResources[0]=Deployments" "admissionPolicies.managedResources[0]=events" \
-  "admissionPolicies.managedResources={}" "admissionPolicies.trustedUsers[0]=it's"; do
+  "admissionPolicies.managedResources={}" "admissionPolicies.trustedUsers[0]=it's" \
+  "grafanaDashboard.enabled=maybe" "grafanaDashboard.namespace=Monitoring" "grafanaDashboard.folder=x"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
