@@ -85,6 +85,28 @@ for want in "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"pr-\"" "PREVIEW_OPERATO
   grep -qF -- "$want" <<<"$default" || fail "default render lacks: $want"
 done
 
+# The wake listener: its own port on the Service and the container, and the Service's DNS name
+# for the ExternalName Service a sleeping preview's Ingress routes to (port 8081).
+wake_ports() {
+  python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == sys.argv[1])
+wake = [p for p in service["spec"]["ports"] if p["name"] == "wake"]
+assert wake == [{"name": "wake", "port": 8081, "targetPort": "wake"}], service["spec"]["ports"]
+deployment = next(d for d in docs if d["kind"] == "Deployment")
+container = deployment["spec"]["template"]["spec"]["containers"][0]
+assert {"name": "wake", "containerPort": 8081} in container["ports"], container["ports"]
+env = {e["name"]: e.get("value") for e in container["env"]}
+assert env.get("PREVIEW_OPERATOR_WAKE_ADDR") == "0.0.0.0:8081", env
+assert env.get("PREVIEW_OPERATOR_WAKE_SERVICE") == sys.argv[2], (env.get("PREVIEW_OPERATOR_WAKE_SERVICE"), sys.argv[2])
+' "$@"
+}
+wake_ports "$release" "$release.$namespace.svc.cluster.local" <<<"$default" ||
+  fail "default render: the wake listener's ports or environment are wrong"
+render -f hack/chart/values-nondefault.yaml | wake_ports "$release" "$release.$namespace.svc.cluster.example" ||
+  fail "non-default render: the wake listener's ports or environment (clusterDomain) are wrong"
+
 log "helm template: the default PreviewClass"
 # helm template knows no cluster: without the served kind there is no class to render.
 hack/chart/previewclass.py --none <<<"$default"
@@ -218,7 +240,8 @@ for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.prog
   "tenantRbac.classReaderSubjects[0].kind=Robot" "admissionPolicies.enabled=maybe" \
   "admissionPolicies.managedResources[0]=Deployments" "admissionPolicies.managedResources[0]=events" \
   "admissionPolicies.managedResources={}" "admissionPolicies.trustedUsers[0]=it's" \
-  "grafanaDashboard.enabled=maybe" "grafanaDashboard.namespace=Monitoring" "grafanaDashboard.folder=x"; do
+  "grafanaDashboard.enabled=maybe" "grafanaDashboard.namespace=Monitoring" "grafanaDashboard.folder=x" \
+  "service.port=8081" "clusterDomain=Cluster_Local"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
