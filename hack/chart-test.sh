@@ -150,6 +150,22 @@ spec = next(d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") == "
 assert spec["tenants"] == [{"namespaces": ["team-a"], "repositories": ["acme/a"]}], spec["tenants"]
 assert spec["namespace"]["quota"]["requests.cpu"] == "8", spec["namespace"]["quota"]
 ' || fail "--set of a tenant and of defaultClass.namespace.quota.requests\\.cpu did not reach the class"
+# The sleep policy: only the keys set, allowNeverSleep only when true.
+render "${class_kind[@]}" --set defaultClass.sleep.afterIdle=2h --set 'defaultClass.sleep.schedules[0].days=Mon-Fri\,Sun' \
+  --set 'defaultClass.sleep.schedules[0].sleepAt=20:00' --set 'defaultClass.sleep.schedules[0].wakeAt=08:00' \
+  --set 'defaultClass.sleep.schedules[0].timeZone=Europe/Berlin' --set defaultClass.sleep.deleteAfterSleeping=72h \
+  --set defaultClass.sleep.allowNeverSleep=false | python3 -c '
+import sys, yaml
+spec = next(d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") == "PreviewClass")["spec"]
+want = {"afterIdle": "2h", "deleteAfterSleeping": "72h",
+        "schedules": [{"days": "Mon-Fri,Sun", "sleepAt": "20:00", "wakeAt": "08:00", "timeZone": "Europe/Berlin"}]}
+assert spec.get("sleep") == want, spec.get("sleep")
+' || fail "defaultClass.sleep did not reach the class as given"
+render "${class_kind[@]}" | python3 -c '
+import sys, yaml
+spec = next(d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") == "PreviewClass")["spec"]
+assert "sleep" not in spec, spec["sleep"]
+' || fail "the default class must not sleep by default"
 render "${class_kind[@]}" --set defaultClass.enabled=false | hack/chart/previewclass.py --none
 # A ttl default above the maximum would refuse every preview: the chart says so instead.
 if out=$(render "${class_kind[@]}" --set defaultClass.ttl.default=1d12h --set defaultClass.ttl.max=1d 2>&1) ||
@@ -241,7 +257,9 @@ for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.prog
   "admissionPolicies.managedResources[0]=Deployments" "admissionPolicies.managedResources[0]=events" \
   "admissionPolicies.managedResources={}" "admissionPolicies.trustedUsers[0]=it's" \
   "grafanaDashboard.enabled=maybe" "grafanaDashboard.namespace=Monitoring" "grafanaDashboard.folder=x" \
-  "service.port=8081" "clusterDomain=Cluster_Local"; do
+  "service.port=8081" "clusterDomain=Cluster_Local" "defaultClass.sleep.afterIdle=soon" \
+  "defaultClass.sleep.schedules[0].days=weekdays" "defaultClass.sleep.schedules[0].days=Mon" \
+  "defaultClass.sleep.neverSleep=true"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
