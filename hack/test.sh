@@ -66,6 +66,8 @@ operator_log=target/operator-test.log
 operator_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREVIEW_OPERATOR_HTTP="127.0.0.1:$operator_port"
 export PREVIEW_OPERATOR_METRICS_URL="http://127.0.0.1:$operator_port/metrics"
+wake_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export PREVIEW_OPERATOR_WAKE_URL="http://127.0.0.1:$wake_port"
 # A fresh webhook secret per run, handed to the operator as a file and to the tests.
 PREVIEW_WEBHOOK_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 export PREVIEW_WEBHOOK_SECRET
@@ -78,6 +80,7 @@ kubectl apply --server-side --force-conflicts --field-manager=preview-operator-t
 KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operator=debug} \
   "$PREVIEW_OPERATOR_BIN" run \
   --http-addr "127.0.0.1:$operator_port" \
+  --wake-addr "127.0.0.1:$wake_port" --wake-service preview-operator.preview-system.svc.cluster.local \
   --leader-election --lease-namespace "$PREVIEW_CHART_NAMESPACE" --lease-name preview-operator-tests \
   --selector '!preview.dev/shard' \
   --github-webhook-secret-file target/webhook-secret \

@@ -26,6 +26,8 @@ pub mod condition {
     pub const AVAILABLE: &str = "Available";
     /// Every test ran for `spec.headSha` and succeeded (True when there are no tests).
     pub const TESTS_SUCCEEDED: &str = "TestsSucceeded";
+    /// False while the preview sleeps (its workloads scaled to zero), with why.
+    pub const AWAKE: &str = "Awake";
     /// Available and TestsSucceeded: what CI waits for.
     pub const READY: &str = "Ready";
     /// A PreviewClass admits the preview (repository binding, registries, annotations,
@@ -104,6 +106,12 @@ reasons! {
     SetupRunning,
     /// A setup Job failed: the services are not rolled out and no test runs.
     SetupFailed,
+    /// Its workloads run.
+    Awake,
+    /// Asleep after its idle time.
+    Idle,
+    /// Asleep in a window of its class's sleep schedule.
+    Schedule,
     /// Waiting for a slot of the tenant's concurrency limit.
     ConcurrencyLimit,
     /// The spec breaks operator policy.
@@ -257,6 +265,10 @@ pub struct PreviewEnvironmentSpec {
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 63 && size(self[k]) <= 1024)").message("parameter names may have at most 63 characters and values at most 1024"))]
     pub parameters: BTreeMap<String, String>,
 
+    /// When this preview sleeps: sooner than its class says, never later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<PreviewSleep>,
+
     /// The services to roll out without a template: 1 to 20, names unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
@@ -383,6 +395,16 @@ pub struct TestSpec {
     pub retries: i32,
 }
 
+/// A preview's (or template's) own idle time.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewSleep {
+    /// Sleep after this long idle, e.g. "30m"; the class's afterIdle is the most it may be.
+    #[schemars(length(min = 2, max = 24), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("afterIdle must be a positive duration such as 30m"))]
+    pub after_idle: String,
+}
+
 /// The PreviewTemplate a preview is rendered from.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TemplateRef {
@@ -483,6 +505,15 @@ pub struct PreviewEnvironmentStatus {
     /// after asking for a rerun, as it waits for observedGeneration after a spec change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_rerun_tests: Option<String>,
+    /// The last activity (a new headSha, a spec change, a wake): idle time counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_active_at: Option<Time>,
+    /// Since when the preview sleeps, while it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleeping_since: Option<Time>,
+    /// The `preview.dev/wake-request` value last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_wake_request: Option<String>,
     /// The commit status last posted and acknowledged by GitHub. While it differs from the one
     /// this status calls for, the operator posts again: a dropped post heals, also across
     /// restarts.
@@ -533,6 +564,8 @@ pub enum Phase {
     Ready,
     /// Something needs a developer's attention; the conditions say what.
     Failed,
+    /// Idle: its workloads are scaled to zero until something wakes it.
+    Sleeping,
     /// Being torn down.
     Terminating,
 }
@@ -546,6 +579,7 @@ impl Phase {
             Phase::Testing => "Testing",
             Phase::Ready => "Ready",
             Phase::Failed => "Failed",
+            Phase::Sleeping => "Sleeping",
             Phase::Terminating => "Terminating",
         }
     }

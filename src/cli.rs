@@ -71,6 +71,16 @@ pub struct HttpArgs {
     )]
     pub http_addr: SocketAddr,
 
+    /// Address of the wake listener: a sleeping preview's Ingress sends visitors here, and a
+    /// visit wakes it (any path; the Host names the preview).
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_WAKE_ADDR",
+        default_value = "0.0.0.0:8081",
+        value_parser = listen_addr
+    )]
+    pub wake_addr: SocketAddr,
+
     /// Log format.
     #[arg(
         long,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::api::class::{DEFAULT_ACTIVE_PER_NAMESPACE, EgressPolicy, PreviewClassSpec, Viewer};
+use crate::api::class::{
+    DEFAULT_ACTIVE_PER_NAMESPACE, EgressPolicy, PreviewClassSpec, SleepPolicy, Viewer,
+};
 use crate::api::{format_duration, parse_duration};
 
 /// Pod Security Standard level enforced in preview namespaces.
@@ -45,6 +47,12 @@ pub struct PolicyArgs {
     /// How long a Deployment may take to make progress before it is reported as failed.
     #[arg(long, env = "PREVIEW_OPERATOR_PROGRESS_DEADLINE", default_value = "5m", value_parser = duration_arg)]
     pub progress_deadline: Duration,
+
+    /// DNS name of the operator's Service (the chart sets it): a sleeping preview's Ingress
+    /// routes there, port 8081, so a visit wakes it. Without it a sleeping preview's URL
+    /// answers 503 until something else wakes it.
+    #[arg(long, env = "PREVIEW_OPERATOR_WAKE_SERVICE")]
+    pub wake_service: Option<String>,
 }
 
 /// The policy one preview runs under: its PreviewClass over the operator's defaults. The pure
@@ -75,6 +83,10 @@ pub struct Config {
     /// Subjects granted `view` in the preview namespaces (from the tenant entries that admit
     /// the preview).
     pub viewers: Vec<Viewer>,
+    /// When previews sleep (the class's policy).
+    pub sleep: Option<SleepPolicy>,
+    /// Where a sleeping preview's Ingress sends visitors: the operator's wake listener.
+    pub wake_service: Option<String>,
 }
 
 /// Running previews allowed at once, per scope.
@@ -122,6 +134,7 @@ impl PolicyArgs {
         Ok(Config {
             namespace_prefix: self.namespace_prefix,
             progress_deadline: self.progress_deadline,
+            wake_service: self.wake_service.filter(|s| !s.is_empty()),
             ..Config::default()
         })
     }
@@ -212,6 +225,8 @@ impl Config {
                 .map(|s| s.name.clone())
                 .collect(),
             viewers: Vec::new(),
+            sleep: class.sleep.clone(),
+            wake_service: self.wake_service.clone(),
         })
     }
 }
@@ -274,6 +289,8 @@ impl Default for Config {
             allowed_pod_annotations: Vec::new(),
             image_pull_secrets: Vec::new(),
             viewers: Vec::new(),
+            sleep: None,
+            wake_service: None,
         }
     }
 }

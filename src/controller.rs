@@ -14,6 +14,7 @@ pub mod apply;
 pub mod build;
 pub mod children;
 pub mod context;
+pub mod costs;
 pub mod error;
 pub mod events;
 pub mod jobs;
@@ -24,6 +25,7 @@ pub mod policy;
 pub mod queue;
 pub mod report;
 pub mod secrets;
+pub mod sleep;
 pub mod sources;
 pub mod status;
 pub mod teardown;
@@ -47,7 +49,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{Phase, PreviewEnvironment};
-use crate::naming::{Owner, RERUN_TESTS};
+use crate::naming::{NEVER_SLEEP, Owner, RERUN_TESTS, WAKE_REQUEST};
 use crate::sync::lock;
 use crate::template::Rendered;
 use build::{Preview, Stage};
@@ -111,7 +113,6 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     if plan.lifetime.expired(plan.now) {
         return teardown::expire(ctx, pe, &plan.owner, &plan.lifetime).await;
     }
-    let preview = plan.preview();
     let mut gate = match (&plan.policy.refusal, &plan.blocked) {
         (Some(refusal), _) => Gate::NotAdmitted {
             reason: refusal.reason,
@@ -119,9 +120,22 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         },
         (None, Some(blocked)) => blocked.clone(),
         (None, None) => {
+            let preview = plan.preview();
             admission::admit(ctx, pe, &preview, &plan.lifetime, &plan.policy.config).await?
         }
     };
+    // Only a preview that runs can sleep.
+    let sleep = if gate.is_open() {
+        plan.sleep.state
+    } else {
+        sleep::State::Awake
+    };
+    if let (sleep::State::Asleep { since, .. }, true) = (sleep, plan.sleep.delete) {
+        let slept = plan.now.duration_since(since).unsigned_abs();
+        return teardown::slept_too_long(ctx, pe, &plan.owner, slept).await;
+    }
+    let mut preview = plan.preview();
+    preview.asleep = sleep != sleep::State::Awake;
     let mut observed = Observed::nothing(&pe.spec);
     if gate.is_open() {
         match roll_out(ctx, &plan, &preview).await {
@@ -132,7 +146,12 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
             Err(error) => return fail(ctx, &plan, error).await,
         }
     }
-    let status = status::compute(&status_context(&plan, &preview, gate.clone()), &observed);
+    if gate.is_open() {
+        ctx.costs
+            .record(&preview, &plan.policy.config, sleep == sleep::State::Awake);
+    }
+    let status_ctx = status_context(&plan, &preview, gate.clone(), sleep);
+    let status = status::compute(&status_ctx, &observed);
     let hold = ctx
         .writes
         .hold(&plan.owner.uid, pe.status.as_ref(), &status);
@@ -141,7 +160,12 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     if hold.is_none() {
         write(ctx, pe, status).await?;
     }
-    let next = requeue_after(&gate, phase, hold, plan.lifetime.left(plan.now));
+    let mut next = requeue_after(&gate, phase, hold, plan.lifetime.left(plan.now));
+    // Falling asleep, a window's edge, deleting a long sleeper: no event says when.
+    if let Some(at) = plan.sleep.next.filter(|_| gate.is_open()) {
+        let until = at.duration_since(plan.now).unsigned_abs();
+        next = next.min(until + Duration::from_millis(500));
+    }
     // A pull request that does not show the preview's state yet is looked at again soon.
     Ok(Action::requeue(if pr_behind {
         next.min(PR_BEHIND_REQUEUE)
@@ -170,7 +194,12 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         Copied::Waiting => return Ok(Rollout::Waiting),
     };
     let children = observe::children(&ctx.stores, preview);
-    let stage = children.observed.stage();
+    // Asleep, every workload is kept at zero replicas, whatever stage it had reached.
+    let stage = if preview.asleep {
+        Stage::Services
+    } else {
+        children.observed.stage()
+    };
     let env = build::environment(preview, config, stage);
     if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
         return Ok(Rollout::Closed(Gate::HostConflict(conflict)));
@@ -179,6 +208,9 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         .sync(&ctx.client, &preview.namespace, copies)
         .await?;
     apply::environment(&ctx.client, &ctx.stores, preview, env).await?;
+    if preview.asleep {
+        return Ok(Rollout::Done(children.observed));
+    }
     let dependencies_ready = stage >= Stage::Setup;
     jobs::setup(
         ctx,
@@ -206,6 +238,9 @@ struct Plan<'a> {
     blocked: Option<Gate>,
     policy: admission::Policy,
     lifetime: Lifetime,
+    /// The last activity, and whether the preview sleeps now.
+    last_active: Timestamp,
+    sleep: sleep::Decision,
     now: Timestamp,
 }
 
@@ -229,8 +264,9 @@ async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>,
         Ok(rendered) => (rendered, None),
         Err(gate) => (Rendered::inline(&pe.spec), Some(gate)),
     };
-    let policy = admission::policy(ctx, pe, &rendered).await?;
+    let mut policy = admission::policy(ctx, pe, &rendered).await?;
     let lifetime = Lifetime::of(pe, &policy.config, now);
+    let (last_active, sleep) = sleep_of(pe, &rendered, &mut policy, now);
     Ok(Plan {
         pe,
         owner,
@@ -239,15 +275,64 @@ async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>,
         blocked,
         policy,
         lifetime,
+        last_active,
+        sleep,
         now,
     })
+}
+
+/// The last activity of `pe` and whether it sleeps now; a class whose sleep schedule cannot
+/// be read refuses its previews, as any invalid class does.
+fn sleep_of(
+    pe: &PreviewEnvironment,
+    rendered: &Rendered,
+    policy: &mut admission::Policy,
+    now: Timestamp,
+) -> (Timestamp, sleep::Decision) {
+    let spec = &pe.spec;
+    let previous = pe.status.as_ref();
+    let wake = pe.annotations().get(WAKE_REQUEST).map(String::as_str);
+    let last_active =
+        sleep::last_active(previous, pe.metadata.generation, &spec.head_sha, wake, now);
+    let asked = [
+        spec.sleep.as_ref().map(|s| s.after_idle.as_str()),
+        rendered.after_idle.as_deref(),
+    ];
+    let sleep_policy = match sleep::Policy::new(policy.config.sleep.as_ref(), &asked) {
+        Ok(p) => p,
+        Err(message) => {
+            policy.refusal.get_or_insert(policy::Refusal {
+                reason: crate::api::Reason::PolicyViolation,
+                message: format!(
+                    "PreviewClass {} is invalid: {message}; the platform team must fix it",
+                    policy.class.as_deref().unwrap_or_default()
+                ),
+            });
+            sleep::Policy::default()
+        }
+    };
+    let never = pe.annotations().get(NEVER_SLEEP).map(String::as_str) == Some("true");
+    let may_sleep = sleep::may_sleep(
+        &sleep_policy,
+        previous,
+        pe.metadata.generation,
+        &spec.head_sha,
+        never,
+    );
+    let decision = sleep::decide(&sleep_policy, last_active, may_sleep, now);
+    (last_active, decision)
 }
 
 /// Says in the status why the children could not be applied, where the developer looks,
 /// then fails the reconcile so it is retried with backoff.
 async fn fail(ctx: &Context, plan: &Plan<'_>, error: Error) -> Result<Action, Error> {
     let preview = plan.preview();
-    let status_ctx = status_context(plan, &preview, Gate::ApplyFailed(error.to_string()));
+    let status_ctx = status_context(
+        plan,
+        &preview,
+        Gate::ApplyFailed(error.to_string()),
+        sleep::State::Awake,
+    );
     let pe = plan.pe;
     write(
         ctx,
@@ -263,6 +348,7 @@ fn status_context<'a>(
     plan: &'a Plan<'a>,
     preview: &Preview<'a>,
     gate: Gate,
+    sleep: sleep::State,
 ) -> status::Context<'a> {
     let (pe, config) = (plan.pe, &plan.policy.config);
     let service_urls: BTreeMap<String, String> = preview
@@ -284,6 +370,11 @@ fn status_context<'a>(
         expires_at: plan.lifetime.expires.clone(),
         rerun_tests: preview.rerun_tests.map(str::to_string),
         class: plan.policy.class.clone(),
+        sleep: status::SleepStatus {
+            state: sleep,
+            last_active: Time(plan.last_active),
+            wake_request: pe.annotations().get(WAKE_REQUEST).cloned(),
+        },
     }
 }
 

@@ -77,3 +77,19 @@ pub fn job(conditions: Value, active: i32, failed: i32) -> Job {
     }))
     .expect("job fixture")
 }
+
+/// The preview of `rendered`, owned by `team-shop/shop` (UID `uid-shop`).
+pub fn built(rendered: &crate::template::Rendered) -> crate::controller::build::Preview<'_> {
+    crate::controller::build::Preview::new(
+        rendered,
+        crate::naming::Owner {
+            namespace: "team-shop".into(),
+            name: "shop".into(),
+            uid: "uid-shop".into(),
+            repository: rendered.spec.repository.clone(),
+            pull_request: rendered.spec.pull_request,
+        },
+        "pr-shop-0123456789abcdef".into(),
+        None,
+    )
+}

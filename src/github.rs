@@ -88,7 +88,8 @@ pub fn commit_status(
         .find(|c| c.type_ == condition::READY);
     let summary = status.test_summary.clone().unwrap_or_default();
     let (state, description) = match phase {
-        Phase::Terminating => return None,
+        // Asleep is not a result: the pull request keeps what it showed.
+        Phase::Terminating | Phase::Sleeping => return None,
         Phase::Pending => (
             State::Pending,
             format!(

@@ -41,6 +41,40 @@ struct PhaseLabels {
     phase: String,
 }
 
+/// Whose previews: the tenant (the PreviewEnvironment's namespace) and the repository.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    tenant: String,
+    repository: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    tenant: String,
+    repository: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TestLabels {
+    tenant: String,
+    repository: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PreviewLabels {
+    tenant: String,
+    repository: String,
+    phase: String,
+}
+
+type Seconds = Counter<f64, std::sync::atomic::AtomicU64>;
+
+fn time_to_ready_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.5, 2.0, 14))
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,8 +82,11 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ErrorLabels, Counter>,
     reconcile_duration: Histogram,
-    time_to_ready: Histogram,
-    test_runs: Family<ResultLabels, Counter>,
+    time_to_ready: Family<CostLabels, Histogram, fn() -> Histogram>,
+    test_runs: Family<TestLabels, Counter>,
+    environment_seconds: Family<StateLabels, Seconds>,
+    requested_cpu: Family<CostLabels, Seconds>,
+    requested_memory: Family<CostLabels, Seconds>,
     test_duration: Histogram,
     teardown_duration: Histogram,
     api_requests: Family<RequestLabels, Counter>,
@@ -58,6 +95,17 @@ pub struct Metrics {
     leader: Gauge,
     phases: PhaseCollector,
 }
+
+/// Every phase, exported even when no preview is in it.
+const PHASES: [Phase; 7] = [
+    Phase::Pending,
+    Phase::Deploying,
+    Phase::Testing,
+    Phase::Ready,
+    Phase::Failed,
+    Phase::Sleeping,
+    Phase::Terminating,
+];
 
 /// Counts PreviewEnvironments by phase from the cache at scrape time, so deleted ones never
 /// linger in a gauge. The cache is handed over once the controller has built it.
@@ -69,19 +117,13 @@ struct PhaseCollector {
 impl Collector for PhaseCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let family = Family::<PhaseLabels, Gauge>::default();
-        for phase in [
-            Phase::Pending,
-            Phase::Deploying,
-            Phase::Testing,
-            Phase::Ready,
-            Phase::Failed,
-            Phase::Terminating,
-        ] {
+        for phase in PHASES {
             // Every phase is exported, zero included, so dashboards need no absent() juggling.
             drop(family.get_or_create(&PhaseLabels {
                 phase: phase.as_str().to_string(),
             }));
         }
+        let by_tenant = Family::<PreviewLabels, Gauge>::default();
         let cached = self.previews.get().map(Store::state).unwrap_or_default();
         for pe in cached {
             let phase = pe
@@ -94,6 +136,13 @@ impl Collector for PhaseCollector {
                     phase: phase.as_str().to_string(),
                 })
                 .inc();
+            by_tenant
+                .get_or_create(&PreviewLabels {
+                    tenant: pe.metadata.namespace.clone().unwrap_or_default(),
+                    repository: pe.spec.repository.clone(),
+                    phase: phase.as_str().to_string(),
+                })
+                .inc();
         }
         let metric = encoder.encode_descriptor(
             "environments",
@@ -101,7 +150,14 @@ impl Collector for PhaseCollector {
             None,
             family.metric_type(),
         )?;
-        family.encode(metric)
+        family.encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "previews",
+            "PreviewEnvironments by tenant (their namespace), repository and phase",
+            None,
+            by_tenant.metric_type(),
+        )?;
+        by_tenant.encode(metric)
     }
 }
 
@@ -129,17 +185,38 @@ impl Metrics {
             "How long a reconcile takes",
             reconcile_duration.clone(),
         );
-        let time_to_ready = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        let time_to_ready =
+            Family::<CostLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                time_to_ready_histogram,
+            );
         registry.register(
             "time_to_ready_seconds",
-            "From the first sight of a headSha to Ready",
+            "From the first sight of a headSha to Ready, by tenant and repository",
             time_to_ready.clone(),
         );
-        let test_runs = Family::<ResultLabels, Counter>::default();
+        let test_runs = Family::<TestLabels, Counter>::default();
         registry.register(
             "test_runs",
-            "Finished test runs by result",
+            "Finished test runs by tenant, repository and result",
             test_runs.clone(),
+        );
+        let environment_seconds = Family::<StateLabels, Seconds>::default();
+        registry.register(
+            "environment_seconds",
+            "Seconds previews existed, by tenant, repository and state (awake or sleeping)",
+            environment_seconds.clone(),
+        );
+        let requested_cpu = Family::<CostLabels, Seconds>::default();
+        registry.register(
+            "requested_cpu_core_seconds",
+            "CPU cores requested by awake previews (services and dependencies) times seconds",
+            requested_cpu.clone(),
+        );
+        let requested_memory = Family::<CostLabels, Seconds>::default();
+        registry.register(
+            "requested_memory_byte_seconds",
+            "Memory bytes requested by awake previews (services and dependencies) times seconds",
+            requested_memory.clone(),
         );
         let test_duration = Histogram::new(exponential_buckets(0.5, 2.0, 14));
         registry.register(
@@ -186,6 +263,9 @@ impl Metrics {
             reconcile_duration,
             time_to_ready,
             test_runs,
+            environment_seconds,
+            requested_cpu,
+            requested_memory,
             test_duration,
             teardown_duration,
             api_requests,
@@ -221,20 +301,63 @@ impl Metrics {
         }
     }
 
-    pub fn ready_after(&self, took: Duration) {
-        self.time_to_ready.observe(took.as_secs_f64());
+    pub fn ready_after(&self, took: Duration, tenant: &str, repository: &str) {
+        self.time_to_ready
+            .get_or_create(&CostLabels {
+                tenant: tenant.to_string(),
+                repository: repository.to_string(),
+            })
+            .observe(took.as_secs_f64());
     }
 
-    pub fn test_finished(&self, succeeded: bool, took: Option<Duration>) {
+    pub fn test_finished(
+        &self,
+        succeeded: bool,
+        took: Option<Duration>,
+        tenant: &str,
+        repository: &str,
+    ) {
         let result = if succeeded { "succeeded" } else { "failed" };
         self.test_runs
-            .get_or_create(&ResultLabels {
+            .get_or_create(&TestLabels {
+                tenant: tenant.to_string(),
+                repository: repository.to_string(),
                 result: result.to_string(),
             })
             .inc();
         if let Some(took) = took {
             self.test_duration.observe(took.as_secs_f64());
         }
+    }
+
+    /// Adds `seconds` of one preview: to its time awake or asleep, and while awake its
+    /// requests times the seconds.
+    pub fn account(
+        &self,
+        tenant: &str,
+        repository: &str,
+        awake: bool,
+        seconds: f64,
+        requests: crate::controller::costs::Requests,
+    ) {
+        let (tenant, repository) = (tenant.to_string(), repository.to_string());
+        self.environment_seconds
+            .get_or_create(&StateLabels {
+                tenant: tenant.clone(),
+                repository: repository.clone(),
+                state: if awake { "awake" } else { "sleeping" }.to_string(),
+            })
+            .inc_by(seconds);
+        if !awake {
+            return;
+        }
+        let whose = CostLabels { tenant, repository };
+        self.requested_cpu
+            .get_or_create(&whose)
+            .inc_by(seconds * requests.cpu_cores);
+        self.requested_memory
+            .get_or_create(&whose)
+            .inc_by(seconds * requests.memory_bytes);
     }
 
     pub fn torn_down(&self, took: Duration) {

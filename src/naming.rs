@@ -34,6 +34,10 @@ pub const SHA: &str = "preview.dev/sha";
 /// Annotation on a PreviewEnvironment asking for its tests to run again at the same sha: any
 /// new value reruns every test (CI sets it when a workflow run is re-run).
 pub const RERUN_TESTS: &str = "preview.dev/rerun-tests";
+/// Annotation whose new value wakes a sleeping preview (`kubectl annotate`, the wake listener).
+pub const WAKE_REQUEST: &str = "preview.dev/wake-request";
+/// Annotation `"true"` keeping a preview awake, where its class allows it.
+pub const NEVER_SLEEP: &str = "preview.dev/never-sleep";
 /// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot
 /// hold every valid name, and watches map children back to their owner through it.
 pub const OWNER_REF: &str = "preview.dev/owner";
@@ -159,6 +163,16 @@ impl Owner {
     }
 
     /// Labels every object owned by this PreviewEnvironment carries.
+    /// Who a pod runs for, on every pod of the preview, so cost tools (OpenCost, Kubecost)
+    /// can attribute its spend to the tenant, repository and pull request.
+    pub fn cost_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (OWNER_NAMESPACE.to_string(), self.namespace.clone()),
+            (REPOSITORY.to_string(), repository_label(&self.repository)),
+            (PULL_REQUEST.to_string(), self.pull_request.to_string()),
+        ])
+    }
+
     pub fn labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             (MANAGED_BY.to_string(), MANAGER.to_string()),

@@ -25,7 +25,7 @@ use crate::leader::{self, Election, LeaderConfig};
 use crate::metrics::{ApiMetricsLayer, Metrics};
 use crate::naming::MANAGER;
 use crate::server::{self, AppState};
-use crate::webhook;
+use crate::{wake, webhook};
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -42,6 +42,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (synced_tx, synced) = watch::channel(false);
     let http = Http::start(&args, &client, &metrics, synced.clone()).await?;
+    // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
+    let wake_addr = args.http.wake_addr;
+    let wake_listener = tokio::net::TcpListener::bind(wake_addr)
+        .await
+        .with_context(|| format!("failed to listen on {wake_addr} (--wake-addr)"))?;
 
     let platform_namespace = own_namespace();
     let watches = children::watch(
@@ -78,6 +83,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         writes: Default::default(),
         copies: Default::default(),
         sources,
+        costs: Default::default(),
         platform_namespace,
         failures: Mutex::default(),
         synced: synced.clone(),
@@ -95,6 +101,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(report_leadership(election.leader.clone(), metrics)),
         tokio::spawn(controller::report::record_posted(client.clone(), posted_rx)),
         tokio::spawn(prune_sources(ctx.clone())),
+        tokio::spawn(serve_wake(wake_listener, ctx.clone())),
+        tokio::spawn(account_costs(ctx.clone())),
         tokio::spawn(teardown::run_sweeper(
             client,
             ctx.stores.previews.clone(),
@@ -115,6 +123,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     shut_down(background, events_task, election, http).await
 }
 
+/// Adds the time since the last tick to every accounted preview's cost counters.
+async fn account_costs(ctx: Arc<Context>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(10));
+    let mut last = tokio::time::Instant::now();
+    loop {
+        ticker.tick().await;
+        let now = tokio::time::Instant::now();
+        ctx.costs.tick(&ctx.metrics, now.duration_since(last));
+        last = now;
+    }
+}
+
+/// Serves the wake listener until shutdown aborts it.
+async fn serve_wake(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
+    let state = wake::WakeState {
+        client: ctx.client.clone(),
+        ingresses: ctx.stores.ingresses.clone(),
+        previews: ctx.stores.previews.clone(),
+        asked: Arc::default(),
+    };
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving the wake listener");
+    }
+    if let Err(error) = axum::serve(listener, wake::router(state)).await {
+        warn!(%error, "the wake listener stopped");
+    }
+}
+
 /// Now and then stops the watches of team namespaces whose templates no longer declare
 /// Secrets or ConfigMaps.
 async fn prune_sources(ctx: Arc<Context>) {
@@ -128,7 +164,7 @@ async fn prune_sources(ctx: Arc<Context>) {
 /// After the controller is done: stop the rest, publish what Events are queued (briefly),
 /// hand the lease over and stop serving.
 async fn shut_down(
-    background: [JoinHandle<()>; 5],
+    background: [JoinHandle<()>; 7],
     events_task: JoinHandle<()>,
     election: Election,
     http: Http,

@@ -26,6 +26,8 @@ pub struct Rendered {
     pub secrets: Vec<String>,
     /// ConfigMaps of the template's namespace to copy into the preview namespace.
     pub config_maps: Vec<String>,
+    /// The template's idle time, if it asks for one shorter than its class's.
+    pub after_idle: Option<String>,
 }
 
 impl Rendered {
@@ -37,6 +39,7 @@ impl Rendered {
             setup: Vec::new(),
             secrets: Vec::new(),
             config_maps: Vec::new(),
+            after_idle: None,
         }
     }
 
@@ -119,6 +122,7 @@ pub fn render(
             .iter()
             .map(|c| c.name.clone())
             .collect(),
+        after_idle: template.sleep.as_ref().map(|s| s.after_idle.clone()),
     };
     override_images(&mut rendered, &spec.images);
     Ok(rendered)

@@ -76,6 +76,61 @@ pub struct PreviewClassSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub image_pull_secrets: Vec<SecretRef>,
+
+    /// When previews sleep (their workloads scaled to zero) and how long they may sleep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepPolicy>,
+}
+
+/// Sleeping previews cost nothing but their storage; they wake on demand.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepPolicy {
+    /// A preview sleeps after this long without a new headSha, a spec change or a wake, and
+    /// no test running, e.g. "2h". A preview or template may ask for less, never more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = super::DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("afterIdle must be a positive duration such as 2h"))]
+    pub after_idle: Option<String>,
+
+    /// Windows in which every preview sleeps (nights, weekends); each ends with a wake.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub schedules: Vec<SleepSchedule>,
+
+    /// A preview that has slept this long is deleted, e.g. "72h".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 24), regex(pattern = super::DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("deleteAfterSleeping must be a positive duration such as 72h"))]
+    pub delete_after_sleeping: Option<String>,
+
+    /// Whether the `preview.dev/never-sleep: "true"` annotation keeps a preview awake.
+    #[serde(default)]
+    pub allow_never_sleep: bool,
+}
+
+/// A weekly window in which previews sleep.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepSchedule {
+    /// Days the window starts on: "Mon-Fri", "Sat,Sun", "Mon,Wed-Fri".
+    #[schemars(
+        length(min = 3, max = 64),
+        regex(
+            pattern = r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?(,(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?)*$"
+        )
+    )]
+    pub days: String,
+    /// When the window starts, "HH:MM" (24h) in `timeZone`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub sleep_at: String,
+    /// When it ends (the next day when earlier than `sleepAt`); previews wake then.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub wake_at: String,
+    /// An IANA time zone, e.g. "Europe/Berlin"; UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
 }
 
 /// A Secret by name.

@@ -34,6 +34,10 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.dependencies) || !has(self.services) || self.dependencies.all(d, !self.services.exists(s, s.name == d.name))").message("a dependency and a service may not share a name (both get a Service of that name): rename one"))]
 pub struct PreviewTemplateSpec {
+    /// When the previews of this template sleep: sooner than their class says, never later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<super::PreviewSleep>,
+
     /// Values a PreviewEnvironment may set in `spec.parameters`, used as `<< params.NAME >>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]

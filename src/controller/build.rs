@@ -60,6 +60,8 @@ pub struct Preview<'a> {
     pub namespace: String,
     /// The `preview.dev/rerun-tests` value the test Jobs run for, if any.
     pub rerun_tests: Option<&'a str>,
+    /// Asleep: workloads at zero replicas, exposed hosts routed to the wake listener.
+    pub asleep: bool,
 }
 
 impl<'a> Preview<'a> {
@@ -77,6 +79,7 @@ impl<'a> Preview<'a> {
             owner,
             namespace,
             rerun_tests,
+            asleep: false,
         }
     }
 
@@ -209,6 +212,7 @@ pub fn environment(preview: &Preview<'_>, config: &Config, stage: Stage) -> Envi
             Desired::exactly(
                 dependency_services
                     .chain(services.iter().filter_map(|s| service(preview, s)))
+                    .chain(wake_service(preview, config))
                     .collect(),
             ),
             Desired::exactly(
@@ -563,7 +567,8 @@ pub fn service_selector(service: &str) -> BTreeMap<String, String> {
 
 fn deployment(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Deployment {
     let selector = service_selector(&svc.name);
-    let mut pod_labels = selector.clone();
+    let mut pod_labels = preview.owner.cost_labels();
+    pod_labels.extend(selector.clone());
     pod_labels.insert(naming::MANAGED_BY.to_string(), naming::MANAGER.to_string());
     let mut pod_annotations = svc.pod_annotations.clone();
     // The sha on the pod template makes a new headSha roll the pods even when the image tag
@@ -603,7 +608,7 @@ fn deployment(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Depl
     Deployment {
         metadata: preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name),
         spec: Some(DeploymentSpec {
-            replicas: Some(svc.replicas),
+            replicas: Some(if preview.asleep { 0 } else { svc.replicas }),
             selector: LabelSelector {
                 match_labels: Some(selector),
                 ..LabelSelector::default()
@@ -666,7 +671,8 @@ const DATA_VOLUME: &str = "data";
 /// commit does not restart the database under it.
 fn dependency(preview: &Preview<'_>, config: &Config, dep: &DependencySpec) -> StatefulSet {
     let selector = dependency_selector(&dep.name);
-    let mut pod_labels = selector.clone();
+    let mut pod_labels = preview.owner.cost_labels();
+    pod_labels.extend(selector.clone());
     pod_labels.insert(naming::MANAGED_BY.to_string(), naming::MANAGER.to_string());
     let storage = dep.storage.as_ref();
     let mount_path = storage.map_or("/data", |s| s.mount_path.as_str());
@@ -736,7 +742,7 @@ fn dependency(preview: &Preview<'_>, config: &Config, dep: &DependencySpec) -> S
     StatefulSet {
         metadata: preview.child_meta(&dep.name, COMPONENT_DEPENDENCY, &dep.name),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(if preview.asleep { 0 } else { 1 }),
             service_name: Some(dep.name.clone()),
             selector: LabelSelector {
                 match_labels: Some(selector),
@@ -786,6 +792,35 @@ fn dependency_service(preview: &Preview<'_>, dep: &DependencySpec) -> Service {
     }
 }
 
+/// The Service a sleeping preview's Ingress routes to: the operator's wake listener.
+pub const WAKE_SERVICE: &str = "preview-wake";
+/// The wake listener's port on the operator's Service.
+pub const WAKE_PORT: i32 = 8081;
+
+/// While asleep, a Service of the operator's wake listener in the preview namespace (an
+/// ExternalName: an Ingress routes only to Services of its own namespace).
+fn wake_service(preview: &Preview<'_>, config: &Config) -> Option<Service> {
+    let host = config.wake_service.as_ref().filter(|_| preview.asleep)?;
+    let exposes = preview.spec.services.iter().any(|s| s.expose == Some(true));
+    if !exposes || config.ingress.is_none() {
+        return None;
+    }
+    Some(Service {
+        metadata: preview.child_meta(WAKE_SERVICE, COMPONENT_SERVICE, WAKE_SERVICE),
+        spec: Some(CoreServiceSpec {
+            type_: Some("ExternalName".to_string()),
+            external_name: Some(host.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("wake".to_string()),
+                port: WAKE_PORT,
+                ..ServicePort::default()
+            }]),
+            ..CoreServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
 /// Host of an exposed service: `<service>-<readable part of the namespace>-<its hash>.<domain>`.
 /// The preview namespace ends in a 64-bit hash of its PreviewEnvironment; the host keeps it
 /// whole at its end, so two previews never share a host whatever their services are called
@@ -812,6 +847,11 @@ fn ingress(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Option<
         return None;
     }
     let host = ingress_host(&svc.name, &preview.namespace, &ingress_config.base_domain);
+    // Asleep, a visit goes to the operator's wake listener instead, which wakes the preview.
+    let (backend, backend_port) = match (&config.wake_service, preview.asleep) {
+        (Some(_), true) => (WAKE_SERVICE.to_string(), WAKE_PORT),
+        _ => (svc.name.clone(), port),
+    };
     let mut metadata = preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name);
     metadata
         .annotations
@@ -835,9 +875,9 @@ fn ingress(preview: &Preview<'_>, config: &Config, svc: &ServiceSpec) -> Option<
                         path_type: "Prefix".to_string(),
                         backend: IngressBackend {
                             service: Some(IngressServiceBackend {
-                                name: svc.name.clone(),
+                                name: backend,
                                 port: Some(ServiceBackendPort {
-                                    number: Some(port),
+                                    number: Some(backend_port),
                                     ..ServiceBackendPort::default()
                                 }),
                             }),
@@ -991,7 +1031,8 @@ fn job(preview: &Preview<'_>, config: &Config, kind: JobKind, test: &TestSpec) -
     let deadline = parse_duration(&test.timeout)
         .and_then(|d| i64::try_from(d.as_secs()).ok())
         .unwrap_or(30 * 60);
-    let mut pod_labels = BTreeMap::from([
+    let mut pod_labels = preview.owner.cost_labels();
+    pod_labels.extend([
         (COMPONENT.to_string(), component.to_string()),
         (PART_OF.to_string(), test.name.clone()),
         (naming::MANAGED_BY.to_string(), naming::MANAGER.to_string()),
@@ -1095,6 +1136,7 @@ mod tests {
             },
             namespace: "pr-shop-pr-123-abcdef".into(),
             rerun_tests: None,
+            asleep: false,
         }
     }
 

@@ -126,21 +126,22 @@ fn preview_watch(
     .default_backoff()
     .applied_objects()
     // Status-only changes (most of them this operator's own writes) trigger nothing: the
-    // spec (generation, which deletion also bumps), the finalizers and a rerun request are
-    // what it acts on. The cache above still sees every change.
+    // spec (generation, which deletion also bumps), the finalizers and a rerun or wake
+    // request are what it acts on. The cache above still sees every change.
     .predicate_filter(
         predicates::generation
             .combine(predicates::finalizers)
-            .combine(rerun_requested),
+            .combine(|pe: &PreviewEnvironment| annotation(pe, naming::RERUN_TESTS))
+            .combine(|pe: &PreviewEnvironment| annotation(pe, naming::WAKE_REQUEST)),
         PredicateConfig::default(),
     );
     (reader, stream.boxed())
 }
 
-/// A predicate on the rerun annotation's value.
-fn rerun_requested(pe: &PreviewEnvironment) -> Option<u64> {
+/// A predicate on the value of annotation `key` (a rerun or wake request).
+fn annotation(pe: &PreviewEnvironment, key: &str) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
-    let value = pe.annotations().get(naming::RERUN_TESTS)?;
+    let value = pe.annotations().get(key)?;
     let mut hasher = DefaultHasher::new();
     value.hash(&mut hasher);
     Some(hasher.finish())

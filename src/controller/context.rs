@@ -9,6 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
 use super::children::Stores;
+use super::costs::Costs;
 use super::events::Events;
 use super::queue::Queue;
 use super::secrets::Copies;
@@ -30,6 +31,8 @@ pub struct Context {
     pub copies: Copies,
     /// The Secrets and ConfigMaps templates declare, read where teams opted in.
     pub sources: Sources,
+    /// What each preview requests and whether it is awake, for the cost counters.
+    pub costs: Costs,
     /// The operator's namespace: where the Secrets a class names are copied from.
     pub platform_namespace: String,
     /// Consecutive failures per preview, for capped exponential backoff.

@@ -118,6 +118,9 @@ fn phase_announcement(
     if before.and_then(|p| p.phase) == Some(phase) && old_reason.as_deref() == Some(&ready.reason) {
         return None;
     }
+    if phase == Phase::Sleeping || before.and_then(|p| p.phase) == Some(Phase::Sleeping) {
+        return sleep_announcement(before, after);
+    }
     let ends = matches!(phase, Phase::Ready | Phase::Failed);
     Some(Announcement {
         kind: if phase == Phase::Failed {
@@ -131,6 +134,32 @@ fn phase_announcement(
             phase.as_str().to_string()
         },
         note: format!("{}: {}", phase.as_str(), ready.message),
+    })
+}
+
+/// One Event when a preview falls asleep or wakes, with the Awake condition's reason.
+fn sleep_announcement(
+    before: Option<&PreviewEnvironmentStatus>,
+    after: &PreviewEnvironmentStatus,
+) -> Option<Announcement> {
+    let awake = |s: &PreviewEnvironmentStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::AWAKE)
+            .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
+    };
+    let (now_awake, reason, message) = awake(after)?;
+    if before.and_then(awake).map(|a| a.0) == Some(now_awake) {
+        return None;
+    }
+    Some(Announcement {
+        kind: events::Kind::Normal,
+        reason: if now_awake {
+            "Woke".to_string()
+        } else {
+            format!("Sleeping{reason}")
+        },
+        note: message,
     })
 }
 
@@ -170,6 +199,8 @@ fn test_announcement(t: &crate::api::TestStatus) -> Announcement {
 
 /// Sends what `transition` of `pe` calls for.
 pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) {
+    let namespace = pe.namespace().unwrap_or_default();
+    let tenant = namespace.as_str();
     let c = consequences(
         &pe.spec.repository,
         &format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any()),
@@ -177,10 +208,11 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
         Timestamp::now(),
     );
     if let Some(took) = c.ready_after {
-        ctx.metrics.ready_after(took);
+        ctx.metrics.ready_after(took, tenant, &pe.spec.repository);
     }
     for t in &c.tests_finished {
-        ctx.metrics.test_finished(t.succeeded, t.took);
+        ctx.metrics
+            .test_finished(t.succeeded, t.took, tenant, &pe.spec.repository);
     }
     if let (Some(sender), Some(status)) = (&ctx.github, c.commit_status) {
         sender.send(status);

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::build::Stage;
+use super::sleep;
 use crate::api::{
     Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ServiceSpec, ServiceStatus,
     TestPhase, TestStatus, condition,
@@ -311,6 +312,17 @@ pub struct Context<'a> {
     pub rerun_tests: Option<String>,
     /// The PreviewClass that serves the preview, when there is one.
     pub class: Option<String>,
+    /// Awake or asleep, and the activity the idle time counts from.
+    pub sleep: SleepStatus,
+}
+
+/// What the status says about sleeping.
+#[derive(Clone, Debug)]
+pub struct SleepStatus {
+    pub state: sleep::State,
+    pub last_active: Time,
+    /// The `preview.dev/wake-request` value this status has acted on.
+    pub wake_request: Option<String>,
 }
 
 /// Whether a Deployment runs `head_sha` with every wanted pod available and no old pod left.
@@ -772,6 +784,61 @@ pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironm
 
 /// The status the PreviewEnvironment should have.
 pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
+    let sleeping = &ctx.sleep;
+    let (mut status, awake) = match sleeping.state {
+        sleep::State::Asleep { reason, since } => (
+            asleep(ctx),
+            Verdict::no(
+                reason,
+                format!(
+                    "asleep since {} ({}); a new headSha, a new preview.dev/wake-request \
+                     annotation or a visit to its URL wakes it",
+                    Time(since).0,
+                    if reason == Reason::Schedule {
+                        "a sleep window of its PreviewClass"
+                    } else {
+                        "idle"
+                    }
+                ),
+            ),
+        ),
+        sleep::State::Awake => (
+            awake(ctx, observed),
+            Verdict::yes(Reason::Awake, "its workloads run".to_string()),
+        ),
+    };
+    status.conditions.retain(|c| c.type_ != condition::AWAKE);
+    status
+        .conditions
+        .push(awake.condition(condition::AWAKE, ctx));
+    status.last_active_at = Some(sleeping.last_active.clone());
+    status.observed_wake_request = sleeping.wake_request.clone();
+    status.sleeping_since = match sleeping.state {
+        sleep::State::Asleep { since, .. } => Some(Time(since)),
+        sleep::State::Awake => None,
+    };
+    status
+}
+
+/// A sleeping preview's status: what it last showed awake (a sleeping preview has not
+/// failed), with no pod ready and phase Sleeping.
+fn asleep(ctx: &Context<'_>) -> PreviewEnvironmentStatus {
+    let mut s = ctx.previous.cloned().unwrap_or_default();
+    s.observed_generation = ctx.generation;
+    s.phase = Some(Phase::Sleeping);
+    s.namespace = Some(ctx.namespace.clone());
+    s.expires_at = Some(ctx.expires_at.clone());
+    for svc in s.services.iter_mut().chain(s.dependencies.iter_mut()) {
+        svc.ready_replicas = 0;
+    }
+    for c in &mut s.conditions {
+        c.observed_generation = ctx.generation;
+    }
+    s
+}
+
+/// The status of an awake preview, from what its children show.
+fn awake(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
     let sha = ctx.spec.head_sha.as_str();
     let open = ctx.gate.is_open();
     let available = available(&ctx.gate, observed, sha);
@@ -806,6 +873,9 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
             })
             .collect(),
         tests: observed.tests.iter().map(|t| t.status.clone()).collect(),
+        last_active_at: None,
+        sleeping_since: None,
+        observed_wake_request: None,
         dependencies: observed
             .dependencies
             .iter()
@@ -850,6 +920,11 @@ mod tests {
             expires_at: time(10_000),
             rerun_tests: None,
             class: Some("standard".into()),
+            sleep: SleepStatus {
+                state: sleep::State::Awake,
+                last_active: time(900),
+                wake_request: None,
+            },
         }
     }
 
@@ -1245,5 +1320,42 @@ mod tests {
             }
             other => panic!("expected a failure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_sleeping_preview_keeps_its_results_and_says_why_it_sleeps() {
+        let spec = spec(1);
+        let done = job(
+            serde_json::json!([{"type": "Complete", "status": "True"}]),
+            0,
+            0,
+        );
+        let d = deployment(&spec.head_sha, 1, 1);
+        let o = observe(&spec, &[("web", &d), ("db", &d)], &[("t0", &done)], &[]);
+        let ready = compute(&ctx(&spec, None), &o);
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(cond(&ready, condition::AWAKE).status, "True");
+
+        let mut asleep = ctx(&spec, Some(&ready));
+        asleep.sleep.state = sleep::State::Asleep {
+            reason: Reason::Idle,
+            since: time(950).0,
+        };
+        let nothing_runs = observe(&spec, &[], &[], &[]);
+        let s = compute(&asleep, &nothing_runs);
+        assert_eq!(s.phase, Some(Phase::Sleeping));
+        assert_eq!(s.sleeping_since, Some(time(950)));
+        let awake = cond(&s, condition::AWAKE);
+        assert_eq!(
+            (awake.status.as_str(), awake.reason.as_str()),
+            ("False", "Idle")
+        );
+        assert_eq!(
+            cond(&s, condition::READY).status,
+            "True",
+            "asleep is not failed"
+        );
+        assert_eq!(s.tests, ready.tests, "the results stay");
+        assert!(s.services.iter().all(|svc| svc.ready_replicas == 0));
     }
 }

@@ -80,16 +80,42 @@ pub async fn expire(
     owner: &Owner,
     lifetime: &Lifetime,
 ) -> Result<Action, Error> {
+    let note = format!(
+        "time to live {} ran out; deleting the preview",
+        format_duration(lifetime.ttl)
+    );
+    delete(ctx, pe, owner, "Expired", note).await
+}
+
+/// Deletes a preview that slept as long as its class allows, saying so in an Event.
+pub async fn slept_too_long(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    owner: &Owner,
+    slept: Duration,
+) -> Result<Action, Error> {
+    let note = format!(
+        "slept {} (the class's deleteAfterSleeping); deleting the preview",
+        format_duration(slept)
+    );
+    delete(ctx, pe, owner, "SleptTooLong", note).await
+}
+
+/// Deletes `pe` for `reason` (its finalizer then tears it down).
+async fn delete(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    owner: &Owner,
+    reason: &str,
+    note: String,
+) -> Result<Action, Error> {
     report::announce(
         ctx,
         pe,
         Announcement {
             kind: events::Kind::Normal,
-            reason: "Expired".to_string(),
-            note: format!(
-                "time to live {} ran out; deleting the preview",
-                format_duration(lifetime.ttl)
-            ),
+            reason: reason.to_string(),
+            note,
         },
     );
     gone_is_ok(
@@ -130,6 +156,7 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
     // the number of live previews.
     ctx.writes.forget(&owner.uid);
     ctx.copies.forget(&ns_name);
+    ctx.costs.forget(&owner.uid);
     crate::sync::lock(&ctx.failures).remove(&kube::runtime::reflector::ObjectRef::from_obj(pe));
     if let Some(deleted) = &pe.metadata.deletion_timestamp {
         ctx.metrics
