@@ -163,14 +163,21 @@ async fn metrics_move_through_a_lifecycle() {
         moved("preview_operator_reconciles_total") >= 3.0,
         "reconciles"
     );
+    // Per tenant and repository: this test's own series.
+    let ours = |name: &str| {
+        format!(
+            "preview_operator_{name}{{tenant=\"{}\",repository=\"acme/metrics\"",
+            tenant.name
+        )
+    };
+    let moved_ours =
+        |name: &str| sum_prefix(&after, &ours(name)) - sum_prefix(&before, &ours(name));
     assert!(
-        moved("preview_operator_time_to_ready_seconds_count") >= 1.0,
+        moved_ours("time_to_ready_seconds_count") >= 1.0,
         "time to ready"
     );
-    assert!(
-        moved("preview_operator_test_runs_total{result=\"succeeded\"}") >= 1.0,
-        "test runs"
-    );
+    assert!(moved_ours("test_runs_total") >= 1.0, "test runs");
+
     assert!(
         moved("preview_operator_test_duration_seconds_count") >= 1.0,
         "test duration"
