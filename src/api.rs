@@ -28,6 +28,8 @@ pub mod condition {
     pub const TESTS_SUCCEEDED: &str = "TestsSucceeded";
     /// False while the preview sleeps (its workloads scaled to zero), with why.
     pub const AWAKE: &str = "Awake";
+    /// Whether the fail-safe resync could ask the SCM about the repository (only with a token).
+    pub const SCM_REACHABLE: &str = "ScmReachable";
     /// Available and TestsSucceeded: what CI waits for.
     pub const READY: &str = "Ready";
     /// A PreviewClass admits the preview (repository binding, registries, annotations,
@@ -112,6 +114,10 @@ reasons! {
     Idle,
     /// Asleep in a window of its class's sleep schedule.
     Schedule,
+    /// The resync could ask the SCM about the repository.
+    ScmReachable,
+    /// The resync could not ask the SCM about the repository; nothing is deleted meanwhile.
+    ScmUnreachable,
     /// Waiting for a slot of the tenant's concurrency limit.
     ConcurrencyLimit,
     /// The spec breaks operator policy.

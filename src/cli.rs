@@ -166,9 +166,17 @@ pub struct GitHubArgs {
     )]
     pub github_api_url: String,
 
-    /// Largest webhook body accepted, in bytes; larger ones get 413.
-    #[arg(long, env = "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY", default_value_t = 1024 * 1024)]
+    /// Largest webhook body accepted, in bytes; larger ones get 413. A `pull_request`
+    /// delivery is a few KiB; its largest part, the PR description, is at most 65536
+    /// characters.
+    #[arg(long, env = "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY", default_value_t = 512 * 1024)]
     pub webhook_max_body: usize,
+
+    /// How often the open pull requests of every repository with previews are listed, and
+    /// previews whose PR GitHub reports closed are deleted (a webhook that never arrived).
+    /// Needs a token; an error deletes nothing.
+    #[arg(long, env = "PREVIEW_OPERATOR_SCM_RESYNC_INTERVAL", default_value = "10m", value_parser = duration_arg)]
+    pub scm_resync_interval: Duration,
 }
 
 /// What the controller reconciles and how hard it works.

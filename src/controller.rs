@@ -24,6 +24,7 @@ pub mod pods;
 pub mod policy;
 pub mod queue;
 pub mod report;
+pub mod resync;
 pub mod secrets;
 pub mod sleep;
 pub mod sources;
@@ -241,6 +242,8 @@ struct Plan<'a> {
     /// The last activity, and whether the preview sleeps now.
     last_active: Timestamp,
     sleep: sleep::Decision,
+    /// Whether the last resync could ask GitHub about the repository.
+    scm: Option<Result<(), String>>,
     now: Timestamp,
 }
 
@@ -277,6 +280,7 @@ async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>,
         lifetime,
         last_active,
         sleep,
+        scm: ctx.resync.of(&pe.spec.repository),
         now,
     })
 }
@@ -370,6 +374,7 @@ fn status_context<'a>(
         expires_at: plan.lifetime.expires.clone(),
         rerun_tests: preview.rerun_tests.map(str::to_string),
         class: plan.policy.class.clone(),
+        scm: plan.scm.clone(),
         sleep: status::SleepStatus {
             state: sleep,
             last_active: Time(plan.last_active),

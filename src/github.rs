@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 use crate::api::{Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, condition};
 use crate::metrics::Metrics;
 
+mod pulls;
+pub use pulls::{PrState, Pulls, ScmError};
+
 /// GitHub's commit status states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -166,19 +169,26 @@ impl StatusSender {
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
 const ATTEMPTS: u32 = 6;
 
+/// The HTTP client every GitHub call goes through.
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An HTTPS (or, for stand-ins and proxies, HTTP) client trusting the system's roots.
+pub fn https_client() -> anyhow::Result<HttpsClient> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
 /// Starts the poster task; every status GitHub accepts is handed to `posted`.
 pub fn start(
     config: GitHubConfig,
     metrics: Arc<Metrics>,
     posted: mpsc::UnboundedSender<CommitStatus>,
 ) -> anyhow::Result<StatusSender> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(https);
+    let client = https_client()?;
     let (tx, rx) = mpsc::channel(4096);
     tokio::spawn(run(client, config, metrics, rx, posted));
     Ok(StatusSender { tx })

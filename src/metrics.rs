@@ -71,6 +71,19 @@ struct PreviewLabels {
 
 type Seconds = Counter<f64, std::sync::atomic::AtomicU64>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScmLabels {
+    provider: String,
+    endpoint: String,
+    /// The HTTP status, or 0 when there was no answer.
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
 fn time_to_ready_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.5, 2.0, 14))
 }
@@ -85,6 +98,10 @@ pub struct Metrics {
     time_to_ready: Family<CostLabels, Histogram, fn() -> Histogram>,
     test_runs: Family<TestLabels, Counter>,
     environment_seconds: Family<StateLabels, Seconds>,
+    scm_requests: Family<ScmLabels, Counter>,
+    scm_rate_limit_remaining: Family<ProviderLabels, Gauge>,
+    resync_deletions: Counter,
+    confirmations_refused: Counter,
     requested_cpu: Family<CostLabels, Seconds>,
     requested_memory: Family<CostLabels, Seconds>,
     test_duration: Histogram,
@@ -174,6 +191,12 @@ impl Metrics {
         let reconciles = Counter::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        // Every category from the start, at zero: dashboards and alerts need no absent().
+        for category in crate::controller::Error::CATEGORIES {
+            drop(reconcile_errors.get_or_create(&ErrorLabels {
+                category: category.to_string(),
+            }));
+        }
         registry.register(
             "reconcile_errors",
             "Reconciles that failed, by error category",
@@ -205,6 +228,30 @@ impl Metrics {
             "environment_seconds",
             "Seconds previews existed, by tenant, repository and state (awake or sleeping)",
             environment_seconds.clone(),
+        );
+        let scm_requests = Family::<ScmLabels, Counter>::default();
+        registry.register(
+            "scm_requests",
+            "Requests to GitHub or GitLab by provider, endpoint and HTTP status (0: no answer)",
+            scm_requests.clone(),
+        );
+        let scm_rate_limit_remaining = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "scm_rate_limit_remaining",
+            "Requests left in the provider's rate limit window, as it last said",
+            scm_rate_limit_remaining.clone(),
+        );
+        let resync_deletions = Counter::default();
+        registry.register(
+            "resync_deletions",
+            "Previews deleted by the resync because the provider reports their PR closed",
+            resync_deletions.clone(),
+        );
+        let confirmations_refused = Counter::default();
+        registry.register(
+            "webhook_confirmations_refused",
+            "Webhook \"closed\" deliveries not acted on because the provider reports the PR open",
+            confirmations_refused.clone(),
         );
         let requested_cpu = Family::<CostLabels, Seconds>::default();
         registry.register(
@@ -264,6 +311,10 @@ impl Metrics {
             time_to_ready,
             test_runs,
             environment_seconds,
+            scm_requests,
+            scm_rate_limit_remaining,
+            resync_deletions,
+            confirmations_refused,
             requested_cpu,
             requested_memory,
             test_duration,
@@ -358,6 +409,32 @@ impl Metrics {
         self.requested_memory
             .get_or_create(&whose)
             .inc_by(seconds * requests.memory_bytes);
+    }
+
+    pub fn scm_request(&self, provider: &str, endpoint: &str, status: u16) {
+        self.scm_requests
+            .get_or_create(&ScmLabels {
+                provider: provider.to_string(),
+                endpoint: endpoint.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn scm_rate_limit_remaining(&self, provider: &str, left: i64) {
+        self.scm_rate_limit_remaining
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_string(),
+            })
+            .set(left);
+    }
+
+    pub fn resync_deleted(&self) {
+        self.resync_deletions.inc();
+    }
+
+    pub fn confirmation_refused(&self) {
+        self.confirmations_refused.inc();
     }
 
     pub fn torn_down(&self, took: Duration) {

@@ -38,15 +38,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     check_selector(&client, args.controller.selector.as_deref()).await?;
     let election = elect(&client, &args, &instance).await?;
     let (posted_tx, posted_rx) = mpsc::unbounded_channel();
-    let github = github_sender(&args.github, &metrics, posted_tx)?;
-
-    let (synced_tx, synced) = watch::channel(false);
-    let http = Http::start(&args, &client, &metrics, synced.clone()).await?;
-    // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
-    let wake_addr = args.http.wake_addr;
-    let wake_listener = tokio::net::TcpListener::bind(wake_addr)
-        .await
-        .with_context(|| format!("failed to listen on {wake_addr} (--wake-addr)"))?;
+    let github_config = github_config(&args.github)?;
+    let github = github_sender(github_config.clone(), &metrics, posted_tx)?;
+    let pulls = match github_config {
+        Some(config) => Some(Arc::new(
+            github::Pulls::new(config, metrics.clone()).context("failed to set up GitHub")?,
+        )),
+        None => None,
+    };
 
     let platform_namespace = own_namespace();
     let watches = children::watch(
@@ -54,6 +53,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.controller.selector.as_deref(),
         &platform_namespace,
     );
+    let (synced_tx, synced) = watch::channel(false);
+    let guard = webhook::Guard {
+        pulls: pulls.clone(),
+        previews: watches.stores.previews.clone(),
+        classes: watches.stores.classes.clone(),
+        tenants: watches.stores.tenants.clone(),
+        metrics: metrics.clone(),
+    };
+    let http = Http::start(&args, &client, &metrics, synced.clone(), guard).await?;
+    // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
+    let wake_addr = args.http.wake_addr;
+    let wake_listener = tokio::net::TcpListener::bind(wake_addr)
+        .await
+        .with_context(|| format!("failed to listen on {wake_addr} (--wake-addr)"))?;
+
     metrics.count_phases_in(watches.stores.previews.clone());
     let (events, events_task) = events::Events::start(
         client.clone(),
@@ -76,7 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        queue: queue::Queue::new(wake_tx),
+        queue: queue::Queue::new(wake_tx.clone()),
         config,
         stores: watches.stores.clone(),
         events,
@@ -84,6 +98,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         copies: Default::default(),
         sources,
         costs: Default::default(),
+        resync: Default::default(),
+        triggers: wake_tx.clone(),
         platform_namespace,
         failures: Mutex::default(),
         synced: synced.clone(),
@@ -103,6 +119,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(prune_sources(ctx.clone())),
         tokio::spawn(serve_wake(wake_listener, ctx.clone())),
         tokio::spawn(account_costs(ctx.clone())),
+        tokio::spawn(controller::resync::run(
+            ctx.clone(),
+            pulls,
+            args.github.scm_resync_interval,
+        )),
         tokio::spawn(teardown::run_sweeper(
             client,
             ctx.stores.previews.clone(),
@@ -164,7 +185,7 @@ async fn prune_sources(ctx: Arc<Context>) {
 /// After the controller is done: stop the rest, publish what Events are queued (briefly),
 /// hand the lease over and stop serving.
 async fn shut_down(
-    background: [JoinHandle<()>; 7],
+    background: [JoinHandle<()>; 8],
     events_task: JoinHandle<()>,
     election: Election,
     http: Http,
@@ -238,23 +259,27 @@ async fn elect(client: &Client, args: &RunArgs, instance: &str) -> anyhow::Resul
 }
 
 /// The commit-status poster, when a token is configured.
-fn github_sender(
-    args: &GitHubArgs,
-    metrics: &Arc<Metrics>,
-    posted: mpsc::UnboundedSender<github::CommitStatus>,
-) -> anyhow::Result<Option<StatusSender>> {
+/// GitHub's API and the token, when one is configured.
+fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfig>> {
     let token = read_secret(
         args.github_token_file.as_deref(),
         args.github_token.as_deref(),
     )?;
-    let Some(token) = token else {
-        return Ok(None);
-    };
-    info!(api = %args.github_api_url, "commit statuses enabled");
-    let config = github::GitHubConfig {
+    Ok(token.map(|token| github::GitHubConfig {
         api_url: args.github_api_url.clone(),
         token,
+    }))
+}
+
+fn github_sender(
+    config: Option<github::GitHubConfig>,
+    metrics: &Arc<Metrics>,
+    posted: mpsc::UnboundedSender<github::CommitStatus>,
+) -> anyhow::Result<Option<StatusSender>> {
+    let Some(config) = config else {
+        return Ok(None);
     };
+    info!(api = %config.api_url, "commit statuses, webhook confirmation and resync enabled");
     github::start(config, metrics.clone(), posted)
         .map(Some)
         .context("failed to set up the GitHub client")
@@ -286,6 +311,7 @@ impl Http {
         client: &Client,
         metrics: &Arc<Metrics>,
         synced: watch::Receiver<bool>,
+        guard: webhook::Guard,
     ) -> anyhow::Result<Http> {
         let addr = args.http.http_addr;
         // Bound before anything else starts, so a taken port fails the start-up loudly.
@@ -317,6 +343,7 @@ impl Http {
                 client.clone(),
                 closed_rx,
                 seen,
+                guard,
             )));
             info!("GitHub webhooks enabled at POST /webhooks/github");
         }

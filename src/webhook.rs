@@ -15,7 +15,9 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{Hmac, KeyInit, Mac};
-use kube::api::{Api, DeleteParams, ListParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -23,7 +25,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::api::PreviewEnvironment;
+use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
+use crate::controller::policy;
+use crate::github::{PrState, Pulls, ScmError};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -234,23 +239,62 @@ async fn handle(
     }
 }
 
-/// `POST /webhooks/github`, refusing bodies over `max_body` bytes with 413.
+/// Deliveries handled at once; more wait (up to [`DELIVERY_TIMEOUT`]).
+const CONCURRENT_DELIVERIES: usize = 32;
+/// Longest a delivery may take, reading its body included: a slow sender is cut off.
+const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /webhooks/github`, refusing bodies over `max_body` bytes with 413 (by their
+/// Content-Length before reading, else as soon as they pass it), at most
+/// [`CONCURRENT_DELIVERIES`] at a time, each within [`DELIVERY_TIMEOUT`].
 pub fn router(state: WebhookState, max_body: usize) -> Router {
+    let limits = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            |_: tower::BoxError| async {
+                (StatusCode::REQUEST_TIMEOUT, "delivery took too long\n")
+            },
+        ))
+        .timeout(DELIVERY_TIMEOUT)
+        .concurrency_limit(CONCURRENT_DELIVERIES);
     Router::new()
         .route("/webhooks/github", post(handle))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(limits)
         .with_state(state)
 }
 
-/// Deletes every PreviewEnvironment of each closed PR, in every namespace. A teardown that
-/// could not finish forgets its delivery, so GitHub's "Redeliver" runs it again.
+/// What a teardown checks before it deletes anything.
+#[derive(Clone)]
+pub struct Guard {
+    /// Confirms a "closed" with GitHub, when the operator has a token.
+    pub pulls: Option<Arc<Pulls>>,
+    pub previews: Store<PreviewEnvironment>,
+    pub classes: Store<PreviewClass>,
+    /// The labels of every namespace, for classes that select tenants by label.
+    pub tenants: Store<PartialObjectMeta<Namespace>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Why a teardown did not finish (a redelivery runs it again).
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    #[error("could not confirm that the pull request is closed: {0}")]
+    Unconfirmed(#[from] ScmError),
+    #[error("failed to delete a preview: {0}")]
+    Delete(#[from] kube::Error),
+}
+
+/// Deletes the PreviewEnvironments of each closed PR whose class binds their namespace to
+/// that repository. A teardown that could not finish forgets its delivery, so GitHub's
+/// "Redeliver" runs it again.
 pub async fn run_teardowns(
     client: Client,
     mut closed: mpsc::Receiver<Teardown>,
     seen: Arc<Mutex<SeenDeliveries>>,
+    guard: Guard,
 ) {
     while let Some(Teardown { pr, delivery }) = closed.recv().await {
-        if let Err(error) = tear_down(&client, &pr).await {
+        if let Err(error) = tear_down(&client, &pr, &guard).await {
             warn!(%error, repository = %pr.repository, pr = pr.number, "failed to tear down the previews of a closed PR; a redelivery retries");
             if let Some(id) = delivery {
                 lock(&seen).forget(&id);
@@ -259,14 +303,26 @@ pub async fn run_teardowns(
     }
 }
 
-async fn tear_down(client: &Client, pr: &ClosedPr) -> Result<(), kube::Error> {
-    let all: Api<PreviewEnvironment> = Api::all(client.clone());
-    let previews = all.list(&ListParams::default()).await?.items;
+async fn tear_down(client: &Client, pr: &ClosedPr, guard: &Guard) -> Result<(), TeardownError> {
+    // The signature proves GitHub sent this body once, not that the PR is closed now: a
+    // replayed delivery of a PR reopened since must delete nothing.
+    if let Some(pulls) = &guard.pulls
+        && pulls.state(&pr.repository, pr.number).await? == PrState::Open
+    {
+        guard.metrics.confirmation_refused();
+        info!(repository = %pr.repository, pr = pr.number, "a closed delivery for a pull request GitHub reports open (replayed, or reopened since): nothing deleted");
+        return Ok(());
+    }
+    let classes = guard.classes.state();
     let mut failed = None;
-    for pe in previews.iter().filter(|pe| {
+    for pe in guard.previews.state().iter().filter(|pe| {
         pe.spec.pull_request == pr.number && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
     }) {
         let ns = pe.namespace().unwrap_or_default();
+        if !bound(pe, &ns, &classes, &guard.tenants) {
+            warn!(namespace = %ns, name = %pe.name_any(), repository = %pr.repository, "not deleting a preview whose class does not bind its namespace to the repository");
+            continue;
+        }
         let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns);
         match gone_is_ok(api.delete(&pe.name_any(), &DeleteParams::default()).await) {
             Ok(Some(_)) => {
@@ -277,7 +333,25 @@ async fn tear_down(client: &Client, pr: &ClosedPr) -> Result<(), kube::Error> {
             Err(error) => failed = Some(error),
         }
     }
-    failed.map_or(Ok(()), Err)
+    failed.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Whether the class of `pe` binds its namespace `ns` to its repository: only then may a
+/// delivery about that repository delete it.
+fn bound(
+    pe: &PreviewEnvironment,
+    ns: &str,
+    classes: &[Arc<PreviewClass>],
+    tenants: &Store<PartialObjectMeta<Namespace>>,
+) -> bool {
+    let Ok(class) = policy::class_of(pe, classes) else {
+        return false;
+    };
+    let labels = tenants
+        .get(&ObjectRef::new(ns))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    !policy::binding(&class, ns, &labels, &pe.spec.repository).is_empty()
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use kube::Client;
 use kube::runtime::reflector::ObjectRef;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::children::Stores;
 use super::costs::Costs;
 use super::events::Events;
 use super::queue::Queue;
+use super::resync::Reachability;
 use super::secrets::Copies;
 use super::sources::Sources;
 use super::writes::Writes;
@@ -33,6 +34,10 @@ pub struct Context {
     pub sources: Sources,
     /// What each preview requests and whether it is awake, for the cost counters.
     pub costs: Costs,
+    /// Whether GitHub could be asked about each repository at the last resync.
+    pub resync: Reachability,
+    /// Wakes a preview outside its watches (a resync finding, a freed slot...).
+    pub triggers: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>,
     /// The operator's namespace: where the Secrets a class names are copied from.
     pub platform_namespace: String,
     /// Consecutive failures per preview, for capped exponential backoff.
@@ -45,4 +50,12 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where commit statuses go, when a GitHub token is configured.
     pub github: Option<StatusSender>,
+}
+
+impl Context {
+    /// Reconciles `preview` soon.
+    pub fn wake(&self, preview: ObjectRef<PreviewEnvironment>) {
+        // Nobody listening means the controller is shutting down.
+        let _ = self.triggers.send(preview);
+    }
 }

@@ -60,6 +60,19 @@ impl From<ApplyError> for Error {
 
 impl Error {
     /// A fixed label per variant, for logs and metrics.
+    /// Every category [`Error::category`] returns (the metric exports each from the start).
+    pub const CATEGORIES: [&'static str; 9] = [
+        "apply",
+        "create_namespace",
+        "read",
+        "status",
+        "expire",
+        "delete_namespace",
+        "add_finalizer",
+        "incomplete",
+        "finalizer",
+    ];
+
     pub fn category(&self) -> &'static str {
         match self {
             Error::Apply(_) => "apply",

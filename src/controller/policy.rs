@@ -100,17 +100,7 @@ pub fn admit(
 ) -> Result<Config, Refusal> {
     let class_name = class.name_any();
     let spec = &pe.spec;
-    let admitting: Vec<&Tenant> = class
-        .spec
-        .tenants
-        .iter()
-        .filter(|t| selects(t, tenant, tenant_labels))
-        .filter(|t| {
-            t.repositories
-                .iter()
-                .any(|r| repository_matches(r, &spec.repository))
-        })
-        .collect();
+    let admitting = binding(class, tenant, tenant_labels, &spec.repository);
     if admitting.is_empty() {
         return Err(Refusal::new(
             Reason::RepositoryNotAllowed,
@@ -154,6 +144,27 @@ pub fn admit(
         ));
     }
     Ok(config)
+}
+
+/// The tenant entries of `class` that let namespace `tenant` (with `labels`) preview
+/// `repository`; none means the class does not bind them.
+pub fn binding<'a>(
+    class: &'a PreviewClass,
+    tenant: &str,
+    labels: &BTreeMap<String, String>,
+    repository: &str,
+) -> Vec<&'a Tenant> {
+    class
+        .spec
+        .tenants
+        .iter()
+        .filter(|t| selects(t, tenant, labels))
+        .filter(|t| {
+            t.repositories
+                .iter()
+                .any(|r| repository_matches(r, repository))
+        })
+        .collect()
 }
 
 /// Whether tenant entry `t` covers namespace `tenant`.

@@ -314,6 +314,8 @@ pub struct Context<'a> {
     pub class: Option<String>,
     /// Awake or asleep, and the activity the idle time counts from.
     pub sleep: SleepStatus,
+    /// Whether the last resync could ask GitHub about the repository (none: never asked).
+    pub scm: Option<Result<(), String>>,
 }
 
 /// What the status says about sleeping.
@@ -811,6 +813,24 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
     status
         .conditions
         .push(awake.condition(condition::AWAKE, ctx));
+    status
+        .conditions
+        .retain(|c| c.type_ != condition::SCM_REACHABLE);
+    if let Some(scm) = &ctx.scm {
+        let verdict = match scm {
+            Ok(()) => Verdict::yes(
+                Reason::ScmReachable,
+                "the resync could ask GitHub about this repository".to_string(),
+            ),
+            Err(why) => Verdict::no(
+                Reason::ScmUnreachable,
+                format!("{why}; nothing is deleted until GitHub answers again"),
+            ),
+        };
+        status
+            .conditions
+            .push(verdict.condition(condition::SCM_REACHABLE, ctx));
+    }
     status.last_active_at = Some(sleeping.last_active.clone());
     status.observed_wake_request = sleeping.wake_request.clone();
     status.sleeping_since = match sleeping.state {
@@ -925,6 +945,7 @@ mod tests {
                 last_active: time(900),
                 wake_request: None,
             },
+            scm: None,
         }
     }
 

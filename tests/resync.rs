@@ -1,0 +1,269 @@
+//! Only a pull request GitHub reports closed deletes a preview: the fail-safe resync finds PRs
+//! whose webhook never arrived, a GitHub error deletes nothing (and says so in
+//! `ScmReachable`), and a replayed "closed" delivery of a reopened PR deletes nothing. GitHub
+//! is stood in for by a small HTTP server on 127.0.0.1; an operator of this test's own
+//! (scoped by `--selector`) talks to it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use common::{Operator, TestNamespace, await_condition, client, install_crd, require_operator};
+use hmac::{Hmac, KeyInit, Mac};
+use kube::api::{Api, PostParams};
+use preview_operator::api::PreviewEnvironment;
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// GitHub as far as the operator reads it: pull requests open or closed, or every call failing.
+#[derive(Clone, Default)]
+struct StandIn {
+    open: Arc<Mutex<BTreeMap<i64, bool>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl StandIn {
+    fn set(&self, pr: i64, open: bool) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pr, open);
+    }
+}
+
+async fn list(State(s): State<StandIn>) -> impl IntoResponse {
+    if s.failing.load(Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, "[]".to_string());
+    }
+    let open: Vec<Value> = s
+        .open
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, open)| **open)
+        .map(|(n, _)| json!({"number": n, "state": "open"}))
+        .collect();
+    (StatusCode::OK, Value::Array(open).to_string())
+}
+
+async fn one(
+    State(s): State<StandIn>,
+    Path((_, _, n)): Path<(String, String, i64)>,
+) -> impl IntoResponse {
+    if s.failing.load(Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, "{}".to_string());
+    }
+    match s.open.lock().unwrap_or_else(|p| p.into_inner()).get(&n) {
+        Some(open) => (
+            StatusCode::OK,
+            json!({"number": n, "state": if *open { "open" } else { "closed" }}).to_string(),
+        ),
+        None => (StatusCode::NOT_FOUND, "{}".to_string()),
+    }
+}
+
+async fn start_stand_in() -> (StandIn, String) {
+    let state = StandIn::default();
+    let app = Router::new()
+        .route("/repos/{owner}/{repo}/pulls", get(list))
+        .route("/repos/{owner}/{repo}/pulls/{n}", get(one))
+        .route(
+            "/repos/{owner}/{repo}/statuses/{sha}",
+            post(|| async { (StatusCode::CREATED, "{}") }),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (state, format!("http://{addr}"))
+}
+
+fn preview(name: &str, shard: &str, pr: i64) -> PreviewEnvironment {
+    common::spec("acme/shop", pr, "a1b2c3d4").labelled(name, json!({"preview.dev/shard": shard}))
+}
+
+const SECRET: &str = "resync-test-secret";
+
+/// An operator of this test's own, resyncing every `resync`, with a webhook.
+fn operator(shard: &str, url: &str, resync: &str) -> Operator {
+    Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--github-api-url",
+            url,
+            "--scm-resync-interval",
+            resync,
+        ],
+        &[
+            ("PREVIEW_OPERATOR_GITHUB_TOKEN", "test-token"),
+            ("PREVIEW_OPERATOR_GITHUB_WEBHOOK_SECRET", SECRET),
+        ],
+    )
+}
+
+async fn exists(api: &Api<PreviewEnvironment>, name: &str) -> bool {
+    api.get_opt(name).await.expect("get").is_some()
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn the_resync_deletes_only_previews_whose_pr_github_reports_closed() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "scm-resync").await;
+    let shard = tenant.name.clone();
+    let (github, url) = start_stand_in().await;
+    github.set(1, true);
+    github.set(2, true);
+    let _operator = operator(&shard, &url, "2s");
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    for (name, pr) in [("one", 1), ("two", 2)] {
+        api.create(&PostParams::default(), &preview(name, &shard, pr))
+            .await
+            .expect("create");
+    }
+    let wait = Duration::from_secs(90);
+    for name in ["one", "two"] {
+        await_condition(&api, name, "Ready", "True", None, wait).await;
+        await_condition(&api, name, "ScmReachable", "True", None, wait).await;
+    }
+
+    // GitHub fails while PR 2 closes: nothing is deleted, and the previews say why.
+    github.failing.store(true, Ordering::SeqCst);
+    github.set(2, false);
+    for name in ["one", "two"] {
+        await_condition(
+            &api,
+            name,
+            "ScmReachable",
+            "False",
+            Some("ScmUnreachable"),
+            wait,
+        )
+        .await;
+    }
+    assert!(exists(&api, "two").await, "an error deleted a preview");
+
+    // GitHub answers again: PR 2 is closed, its preview goes; PR 1's stays.
+    github.failing.store(false, Ordering::SeqCst);
+    let api2 = api.clone();
+    common::await_gone("the preview of the closed PR", wait, || api2.get_opt("two")).await;
+    await_condition(&api, "one", "ScmReachable", "True", None, wait).await;
+    assert!(
+        exists(&api, "one").await,
+        "the preview of an open PR was deleted"
+    );
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={hex}")
+}
+
+/// Posts a signed "closed" delivery for `acme/shop#pr` with a fresh delivery id.
+async fn closed_delivery(webhook: &str, pr: i64, id: &str) -> u16 {
+    let body = json!({"action": "closed", "number": pr,
+                      "pull_request": {"number": pr, "merged": false},
+                      "repository": {"full_name": "acme/shop"}})
+    .to_string();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = http::Request::post(webhook)
+        .header("x-github-event", "pull_request")
+        .header("x-github-delivery", id)
+        .header("x-hub-signature-256", sign(body.as_bytes()))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("request");
+    client
+        .request(request)
+        .await
+        .expect("delivery")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_closed_delivery_deletes_only_when_github_confirms_and_the_class_binds_the_repository() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "scm-confirm").await;
+    let shard = tenant.name.clone();
+    let (github, url) = start_stand_in().await;
+    github.set(3, true);
+    // No resync during the test: only the deliveries may delete.
+    let operator = operator(&shard, &url, "1h");
+    let webhook = operator.metrics.replace("/metrics", "/webhooks/github");
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    api.create(&PostParams::default(), &preview("three", &shard, 3))
+        .await
+        .expect("create");
+    await_condition(
+        &api,
+        "three",
+        "Ready",
+        "True",
+        None,
+        Duration::from_secs(90),
+    )
+    .await;
+
+    // A replayed "closed" (a fresh delivery id, the old signed body) of a PR that is open
+    // again: accepted, and nothing deleted.
+    let refused = |m: &BTreeMap<String, f64>| {
+        common::metric(m, "preview_operator_webhook_confirmations_refused_total")
+    };
+    let before = refused(&common::scrape(&operator.metrics).await);
+    assert_eq!(closed_delivery(&webhook, 3, "replay-1").await, 202);
+    common::wait_for(
+        "the confirmation to be refused",
+        Duration::from_secs(30),
+        || async {
+            let now = refused(&common::scrape(&operator.metrics).await);
+            if now > before {
+                Ok(())
+            } else {
+                Err(format!("{now}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        exists(&api, "three").await,
+        "a replayed delivery deleted the preview of an open PR"
+    );
+
+    // Closed for real: the next delivery deletes it.
+    github.set(3, false);
+    assert_eq!(closed_delivery(&webhook, 3, "closed-2").await, 202);
+    let api2 = api.clone();
+    common::await_gone(
+        "the preview of the closed PR",
+        Duration::from_secs(60),
+        || api2.get_opt("three"),
+    )
+    .await;
+}
