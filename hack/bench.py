@@ -49,6 +49,9 @@ class Kube:
         self.ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
         self.ctx.load_cert_chain(user["client-certificate"], user["client-key"])
         self.local = threading.local()
+        # Successful creates and updates, counted like the operator's (deletes are teardown).
+        self.writes = 0
+        self.writes_lock = threading.Lock()
 
     def _conn(self):
         if getattr(self.local, "conn", None) is None:
@@ -69,6 +72,9 @@ class Kube:
                     continue
                 if resp.status not in ok:
                     raise RuntimeError(f"{method} {path}: {resp.status} {payload[:300]!r}")
+                if method in ("POST", "PUT", "PATCH"):
+                    with self.writes_lock:
+                        self.writes += 1
                 return json.loads(payload) if payload else None
             except (http.client.HTTPException, OSError):
                 self.local.conn = None
@@ -302,6 +308,7 @@ def baseline_run(kube, n):
                                                       "seccompProfile": {"type": "RuntimeDefault"}}}}}}
 
     labels = {"bench": "baseline"}
+    writes_before = kube.writes
     cpu = cpu_seconds()
     start = time.monotonic()
     t0 = time.time()
@@ -360,6 +367,7 @@ def baseline_run(kube, n):
 
     wait_until("every baseline preview to be done", progress)
     total = time.monotonic() - start
+    baseline_writes = kube.writes - writes_before
     cpu = cpu_since(cpu)
     steps = stages(kube, "bench=baseline", t0)
     steps["ready"] = round(statistics.median(done_at[i] + created_at[i] - start for i in range(n)), 1)
@@ -369,7 +377,7 @@ def baseline_run(kube, n):
                lambda: not kube.request("GET", "/api/v1/namespaces?labelSelector=bench%3Dbaseline")["items"])
     per = sorted(done_at.values())
     return {"seconds": total, "teardown": time.monotonic() - start, "p50": statistics.median(per), "cpu": cpu,
-            "stages": steps}
+            "stages": steps, "writes": baseline_writes}
 
 
 def median(values):
@@ -414,6 +422,11 @@ def main():
         "teardown": median([b["teardown"] for b in bases]),
     }
     ratio = median(ratios)
+    # Writes per preview, counted alike: the operator's creates, updates and patches until the
+    # end of the idle window; the baseline's creates until all are done.
+    op_writes = sum(v for k, v in op["api_requests"].items() if k in ("create", "update", "patch")) / n
+    base_writes = bases[0]["writes"] / n
+    teardown_ratio = op["teardown"] / base["teardown"] if base["teardown"] else float("nan")
     print(f"{'round':>5} {'operator (s)':>13} {'baseline (s)':>13} {'ratio':>6}")
     for r, (o, b, q) in enumerate(zip(ops, bases, ratios)):
         print(f"{r + 1:>5} {o['seconds']:>13.1f} {b['seconds']:>13.1f} {q:>6.2f}")
@@ -423,6 +436,7 @@ def main():
         ("p50 ready (s)", f"{op['p50']:.1f}", f"{base['p50']:.1f}"),
         ("p95 ready (s)", f"{op['p95']:.1f}", "-"),
         ("teardown (s)", f"{op['teardown']:.1f}", f"{base['teardown']:.1f}"),
+        ("API writes per preview", f"{op_writes:.1f}", f"{base_writes:.1f}"),
         ("idle writes in %ds" % IDLE_SECONDS, op["idle_writes"], "-"),
         ("operator peak RSS (MiB)", f"{op['rss'] / 1048576:.1f}", "-"),
         ("operator RSS at start (MiB)", f"{op['idle_rss'] / 1048576:.1f}", "-"),
@@ -437,6 +451,8 @@ def main():
     for label, a, b in rows:
         print(f"{label:34} {a!s:>12} {b!s:>12}")
     print(f"ratio operator/baseline (median of rounds): {ratio:.2f}")
+    print(f"writes per preview: {op_writes:.2f} vs {base_writes:.2f} ({op_writes / base_writes:.2f}x); "
+          f"teardown ratio {teardown_ratio:.2f}")
     print(f"operator API requests, first round (until the end of the idle window): {op['api_requests']}")
     print(f"  by resource: {ops[0]['api_requests_by_resource']}")
     print(json.dumps({
@@ -453,6 +469,9 @@ def main():
         "start_rss_bytes": op["idle_rss"],
         "teardown_seconds": round(op["teardown"], 2),
         "baseline_teardown_seconds": round(base["teardown"], 2),
+        "teardown_ratio": round(teardown_ratio, 3),
+        "writes_per_preview": round(op_writes, 2),
+        "baseline_writes_per_preview": round(base_writes, 2),
         "api_requests": op["api_requests"],
         "api_requests_by_resource": ops[0]["api_requests_by_resource"],
         "cpu_seconds": {"operator_run": ops[0]["cpu"], "baseline_run": bases[0]["cpu"]},

@@ -81,7 +81,7 @@ for rendered in "$default" "$(render -f hack/chart/values-nondefault.yaml)"; do
   fi
 done
 for want in "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"pr-\"" "PREVIEW_OPERATOR_PROGRESS_DEADLINE, value: \"5m\"" \
-  "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY, value: \"1048576\""; do
+  "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY, value: \"524288\"" "PREVIEW_OPERATOR_SCM_RESYNC_INTERVAL, value: \"10m\""; do
   grep -qF -- "$want" <<<"$default" || fail "default render lacks: $want"
 done
 

@@ -172,6 +172,11 @@ pub struct GitHubArgs {
     #[arg(long, env = "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY", default_value_t = 512 * 1024)]
     pub webhook_max_body: usize,
 
+    /// One comment per preview on its pull request (URL, sha, phase, tests, expiry), edited
+    /// in place; needs a token with pull-requests (issues) write.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_PR_COMMENTS")]
+    pub github_pr_comments: bool,
+
     /// How often the open pull requests of every repository with previews are listed, and
     /// previews whose PR GitHub reports closed are deleted (a webhook that never arrived).
     /// Needs a token; an error deletes nothing.

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::api::{Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, condition};
 use crate::metrics::Metrics;
 
+pub mod comment;
 mod pulls;
 pub use pulls::{PrState, Pulls, ScmError};
 

@@ -40,6 +40,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (posted_tx, posted_rx) = mpsc::unbounded_channel();
     let github_config = github_config(&args.github)?;
     let github = github_sender(github_config.clone(), &metrics, posted_tx)?;
+    let comments = match (&github_config, args.github.github_pr_comments) {
+        (Some(config), true) => {
+            info!("pull request comments enabled");
+            Some(github::comment::start(config.clone(), metrics.clone())?)
+        }
+        _ => None,
+    };
     let pulls = match github_config {
         Some(config) => Some(Arc::new(
             github::Pulls::new(config, metrics.clone()).context("failed to set up GitHub")?,
@@ -106,6 +113,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         leader: election.leader.clone(),
         metrics: metrics.clone(),
         github,
+        comments,
     });
     let background = [
         tokio::spawn(async move {

@@ -1,8 +1,9 @@
-//! Only a pull request GitHub reports closed deletes a preview: the fail-safe resync finds PRs
-//! whose webhook never arrived, a GitHub error deletes nothing (and says so in
-//! `ScmReachable`), and a replayed "closed" delivery of a reopened PR deletes nothing. GitHub
-//! is stood in for by a small HTTP server on 127.0.0.1; an operator of this test's own
-//! (scoped by `--selector`) talks to it.
+//! What the operator reads from and writes to pull requests besides commit statuses. Only a
+//! pull request GitHub reports closed deletes a preview: the fail-safe resync finds PRs whose
+//! webhook never arrived, a GitHub error deletes nothing (and says so in `ScmReachable`), and
+//! a replayed "closed" delivery of a reopened PR deletes nothing. Each preview keeps one
+//! comment on its PR up to date. GitHub is stood in for by a small HTTP server on 127.0.0.1;
+//! an operator of this test's own (scoped by `--selector`) talks to it.
 
 mod common;
 
@@ -28,6 +29,61 @@ use sha2::Sha256;
 struct StandIn {
     open: Arc<Mutex<BTreeMap<i64, bool>>>,
     failing: Arc<AtomicBool>,
+    /// Comments by id: (pull request, body).
+    comments: Arc<Mutex<BTreeMap<u64, (i64, String)>>>,
+}
+
+fn comments_of(s: &StandIn) -> std::sync::MutexGuard<'_, BTreeMap<u64, (i64, String)>> {
+    s.comments.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn body_of(request: &str) -> String {
+    serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn list_comments(
+    State(s): State<StandIn>,
+    Path((_, _, n)): Path<(String, String, i64)>,
+) -> impl IntoResponse {
+    let all: Vec<Value> = comments_of(&s)
+        .iter()
+        .filter(|(_, (pr, _))| *pr == n)
+        .map(|(id, (_, body))| json!({"id": id, "body": body}))
+        .collect();
+    (StatusCode::OK, Value::Array(all).to_string())
+}
+
+async fn create_comment(
+    State(s): State<StandIn>,
+    Path((_, _, n)): Path<(String, String, i64)>,
+    request: String,
+) -> impl IntoResponse {
+    let text = body_of(&request);
+    let mut all = comments_of(&s);
+    let id = all.len() as u64 + 1;
+    all.insert(id, (n, text.clone()));
+    (
+        StatusCode::CREATED,
+        json!({"id": id, "body": text}).to_string(),
+    )
+}
+
+async fn edit_comment(
+    State(s): State<StandIn>,
+    Path((_, _, id)): Path<(String, String, u64)>,
+    request: String,
+) -> impl IntoResponse {
+    let text = body_of(&request);
+    match comments_of(&s).get_mut(&id) {
+        Some(c) => {
+            c.1 = text.clone();
+            (StatusCode::OK, json!({"id": id, "body": text}).to_string())
+        }
+        None => (StatusCode::NOT_FOUND, "{}".to_string()),
+    }
 }
 
 impl StandIn {
@@ -79,6 +135,14 @@ async fn start_stand_in() -> (StandIn, String) {
             "/repos/{owner}/{repo}/statuses/{sha}",
             post(|| async { (StatusCode::CREATED, "{}") }),
         )
+        .route(
+            "/repos/{owner}/{repo}/issues/{n}/comments",
+            get(list_comments).post(create_comment),
+        )
+        .route(
+            "/repos/{owner}/{repo}/issues/comments/{id}",
+            axum::routing::patch(edit_comment),
+        )
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -96,10 +160,11 @@ fn preview(name: &str, shard: &str, pr: i64) -> PreviewEnvironment {
 
 const SECRET: &str = "resync-test-secret";
 
-/// An operator of this test's own, resyncing every `resync`, with a webhook.
+/// An operator of this test's own, resyncing every `resync`, with a webhook and comments.
 fn operator(shard: &str, url: &str, resync: &str) -> Operator {
     Operator::start(
         &[
+            "--github-pr-comments",
             "--selector",
             &format!("preview.dev/shard={shard}"),
             "--github-api-url",
@@ -265,5 +330,66 @@ async fn a_closed_delivery_deletes_only_when_github_confirms_and_the_class_binds
         Duration::from_secs(60),
         || api2.get_opt("three"),
     )
+    .await;
+}
+
+/// The one comment of `marker` on a PR, once it contains every part of `want`.
+fn one_comment(github: &StandIn, marker: &str, want: &[&str]) -> Result<String, String> {
+    let all = comments_of(github).clone();
+    let ours: Vec<&(i64, String)> = all
+        .values()
+        .filter(|(_, b)| b.starts_with(marker))
+        .collect();
+    match ours.as_slice() {
+        [(4, body)] if want.iter().all(|w| body.contains(w)) => Ok(body.clone()),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn each_preview_keeps_one_comment_on_its_pull_request_up_to_date() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "scm-comment").await;
+    let shard = tenant.name.clone();
+    let (github, url) = start_stand_in().await;
+    github.set(4, true);
+    let _operator = operator(&shard, &url, "1h");
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let pe = common::spec("acme/shop", 4, "c0ffee1001")
+        .tests(json!([{"name": "e2e", "image": "e2e:1"}]))
+        .labelled("four", json!({"preview.dev/shard": shard}));
+    api.create(&PostParams::default(), &pe)
+        .await
+        .expect("create");
+    await_condition(&api, "four", "Ready", "True", None, Duration::from_secs(90)).await;
+    let marker = format!("<!-- preview-operator:{}/four -->", tenant.name);
+    let wait = Duration::from_secs(60);
+    let ready = common::wait_for("the comment to show Ready", wait, || async {
+        one_comment(&github, &marker, &["**Ready**", "`c0ffee1`"])
+    })
+    .await;
+    assert!(ready.contains("| e2e | passed |"), "{ready}");
+
+    // A new sha edits the same comment: still one.
+    let mut current = api.get("four").await.expect("get");
+    current.spec.head_sha = "c0ffee2002".into();
+    api.replace("four", &PostParams::default(), &current)
+        .await
+        .expect("new sha");
+    common::wait_for("the comment to show the new sha", wait, || async {
+        one_comment(&github, &marker, &["**Ready**", "`c0ffee2`"])
+    })
+    .await;
+
+    // Deleted: the comment says so.
+    api.delete("four", &Default::default())
+        .await
+        .expect("delete");
+    common::wait_for("the comment to say torn down", wait, || async {
+        one_comment(&github, &marker, &["Torn down"])
+    })
     .await;
 }

@@ -164,6 +164,28 @@ async fn an_idle_preview_sleeps_and_wakes_on_a_request_a_visit_and_a_new_sha() {
         .and_then(|r| r[0].host.clone())
         .expect("host");
 
+    // Asleep and idle, it is written to no more than awake and idle: poke it, and nothing
+    // changes (the window over which nothing may be written).
+    let before = t.api.get("shop").await.expect("get").status;
+    let workloads = replicas(c, &ns).await;
+    for i in 0..3 {
+        t.api
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"test/poke": i.to_string()}}})),
+            )
+            .await
+            .expect("poke");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        before,
+        t.api.get("shop").await.expect("get").status,
+        "status rewritten while asleep"
+    );
+    assert_eq!(workloads, replicas(c, &ns).await);
+
     // 1. The annotation wakes it; the tests do not run again for the same sha.
     t.api
         .patch(

@@ -19,6 +19,7 @@ use super::writes::Writes;
 use crate::api::PreviewEnvironment;
 use crate::config::Config;
 use crate::github::StatusSender;
+use crate::github::comment::CommentSender;
 use crate::metrics::Metrics;
 
 pub struct Context {
@@ -50,6 +51,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Where commit statuses go, when a GitHub token is configured.
     pub github: Option<StatusSender>,
+    /// Where pull request comments go, when enabled.
+    pub comments: Option<CommentSender>,
 }
 
 impl Context {

@@ -13,7 +13,7 @@ use super::writes::Transition;
 use crate::api::{
     Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
 };
-use crate::github::{self, CommitStatus};
+use crate::github::{self, CommitStatus, comment};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::mpsc;
@@ -213,6 +213,20 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
     for t in &c.tests_finished {
         ctx.metrics
             .test_finished(t.succeeded, t.took, tenant, &pe.spec.repository);
+    }
+    if let Some(comments) = &ctx.comments
+        && may_report(&transition.after)
+    {
+        let preview = format!("{tenant}/{}", pe.name_any());
+        let (repository, pr) = (&pe.spec.repository, pe.spec.pull_request);
+        let comment = if transition.after.phase == Some(Phase::Terminating) {
+            Some(comment::torn_down(repository, pr, &preview))
+        } else {
+            comment::render(repository, pr, &preview, &transition.after)
+        };
+        if let Some(comment) = comment {
+            comments.send(comment);
+        }
     }
     if let (Some(sender), Some(status)) = (&ctx.github, c.commit_status) {
         sender.send(status);

@@ -1,0 +1,322 @@
+//! One comment per preview on its pull request (`--github-pr-comments`): created once, then
+//! edited in place (found again by a hidden marker, also after a restart), with the URLs, the
+//! sha, the phase, the tests and the expiry; at teardown it says the preview is gone.
+//!
+//! Like commit statuses, comments are written by one background task, newest content per
+//! preview only, never waited for by a reconcile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{GitHubConfig, HttpsClient, https_client};
+use crate::api::{PreviewEnvironmentStatus, TestPhase, condition};
+use crate::metrics::Metrics;
+
+/// The content one preview's comment should have now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    pub repository: String,
+    pub pull_request: i64,
+    /// `namespace/name` of the PreviewEnvironment: its marker.
+    pub preview: String,
+    pub body: String,
+}
+
+/// The hidden line a preview's comment starts with.
+pub fn marker(preview: &str) -> String {
+    format!("<!-- preview-operator:{preview} -->")
+}
+
+/// PURE: the comment a preview's status calls for; `None` before it has a phase.
+pub fn render(
+    repository: &str,
+    pull_request: i64,
+    preview: &str,
+    status: &PreviewEnvironmentStatus,
+) -> Option<Comment> {
+    let phase = status.phase?;
+    let sha = status.observed_sha.as_deref().unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY);
+    let mut body = format!("{}\n### Preview `{preview}`\n\n", marker(preview));
+    let what = match ready {
+        Some(c) if c.status != "True" => {
+            format!("**{}** ({}: {})", phase.as_str(), c.reason, c.message)
+        }
+        _ => format!("**{}**", phase.as_str()),
+    };
+    body.push_str(&format!(
+        "{what} at `{}`\n\n",
+        crate::naming::short_sha(sha)
+    ));
+    if let Some(url) = &status.url {
+        body.push_str(&format!("URL: {url}\n\n"));
+    }
+    let exposed: Vec<_> = status
+        .services
+        .iter()
+        .filter_map(|s| {
+            s.url
+                .as_ref()
+                .map(|u| format!("| {} | {}/{} | {u} |", s.name, s.ready_replicas, s.replicas))
+        })
+        .collect();
+    if !exposed.is_empty() {
+        body.push_str("| service | ready | URL |\n| --- | --- | --- |\n");
+        body.push_str(&exposed.join("\n"));
+        body.push_str("\n\n");
+    }
+    if !status.tests.is_empty() {
+        body.push_str("| test | result | took |\n| --- | --- | --- |\n");
+        for t in &status.tests {
+            let result = match t.phase {
+                TestPhase::Succeeded => "passed",
+                TestPhase::Failed => "**failed**",
+                TestPhase::Running => "running",
+                TestPhase::Pending => "pending",
+            };
+            let took = match (&t.started_at, &t.finished_at) {
+                (Some(a), Some(b)) => {
+                    crate::api::format_duration(b.0.duration_since(a.0).unsigned_abs())
+                }
+                _ => String::new(),
+            };
+            body.push_str(&format!("| {} | {result} | {took} |\n", t.name));
+        }
+        body.push('\n');
+    }
+    if let Some(expires) = &status.expires_at {
+        body.push_str(&format!("Expires {}.\n", expires.0));
+    }
+    Some(Comment {
+        repository: repository.to_string(),
+        pull_request,
+        preview: preview.to_string(),
+        body,
+    })
+}
+
+/// The comment of a preview that was torn down.
+pub fn torn_down(repository: &str, pull_request: i64, preview: &str) -> Comment {
+    Comment {
+        repository: repository.to_string(),
+        pull_request,
+        preview: preview.to_string(),
+        body: format!(
+            "{}\n### Preview `{preview}`\n\nTorn down: the environment is gone.\n",
+            marker(preview)
+        ),
+    }
+}
+
+/// Sender side handed to the controller.
+#[derive(Clone)]
+pub struct CommentSender {
+    tx: mpsc::Sender<Comment>,
+}
+
+impl CommentSender {
+    /// Enqueues without waiting; a full queue drops it (the next change writes a fresh one).
+    pub fn send(&self, comment: Comment) {
+        if let Err(error) = self.tx.try_send(comment) {
+            warn!(%error, "pull request comment queue full; dropping a comment");
+        }
+    }
+}
+
+/// Starts the comment writer.
+pub fn start(config: GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<CommentSender> {
+    let client = https_client()?;
+    let (tx, rx) = mpsc::channel(4096);
+    tokio::spawn(run(client, config, metrics, rx));
+    Ok(CommentSender { tx })
+}
+
+#[derive(Deserialize)]
+struct IssueComment {
+    id: u64,
+    #[serde(default)]
+    body: String,
+}
+
+async fn run(
+    client: HttpsClient,
+    config: GitHubConfig,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Comment>,
+) {
+    let writer = Writer {
+        client,
+        config,
+        metrics,
+    };
+    // Comment ids by preview, and the body last written.
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut written: HashMap<String, String> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        // Only the newest content of each preview is worth writing.
+        let mut newest: BTreeMap<String, Comment> = BTreeMap::new();
+        newest.insert(first.preview.clone(), first);
+        while let Ok(more) = rx.try_recv() {
+            newest.insert(more.preview.clone(), more);
+        }
+        for (preview, comment) in newest {
+            if written.get(&preview) == Some(&comment.body) {
+                continue;
+            }
+            match writer.write(&comment, ids.get(&preview).copied()).await {
+                Ok(id) => {
+                    ids.insert(preview.clone(), id);
+                    written.insert(preview, comment.body);
+                }
+                Err(why) => {
+                    warn!(repository = %comment.repository, pr = comment.pull_request, %why, "failed to write the pull request comment")
+                }
+            }
+        }
+        // Bounded memory: previews long gone are not needed.
+        if ids.len() > 50_000 {
+            ids.clear();
+            written.clear();
+        }
+    }
+}
+
+struct Writer {
+    client: HttpsClient,
+    config: GitHubConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// Edits the preview's comment (by `known` id, else found by its marker), or creates it.
+    async fn write(&self, comment: &Comment, known: Option<u64>) -> Result<u64, String> {
+        let id = match known {
+            Some(id) => Some(id),
+            None => self.find(comment).await?,
+        };
+        let payload = serde_json::json!({"body": comment.body}).to_string();
+        let repo = &comment.repository;
+        let (method, path, endpoint) = match id {
+            Some(id) => (
+                Method::PATCH,
+                format!("/repos/{repo}/issues/comments/{id}"),
+                "comment_edit",
+            ),
+            None => (
+                Method::POST,
+                format!("/repos/{repo}/issues/{}/comments", comment.pull_request),
+                "comment_create",
+            ),
+        };
+        let body = self.call(method, &path, endpoint, Some(payload)).await?;
+        let written: IssueComment = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        info!(%repo, pr = comment.pull_request, id = written.id, "wrote the pull request comment");
+        Ok(written.id)
+    }
+
+    /// The id of the comment carrying the preview's marker, if the PR has one.
+    async fn find(&self, comment: &Comment) -> Result<Option<u64>, String> {
+        let marker = marker(&comment.preview);
+        for page in 1..=20 {
+            let path = format!(
+                "/repos/{}/issues/{}/comments?per_page=100&page={page}",
+                comment.repository, comment.pull_request
+            );
+            let body = self.call(Method::GET, &path, "comments", None).await?;
+            let comments: Vec<IssueComment> =
+                serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            if let Some(found) = comments.iter().find(|c| c.body.starts_with(&marker)) {
+                return Ok(Some(found.id));
+            }
+            if comments.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        endpoint: &str,
+        payload: Option<String>,
+    ) -> Result<Bytes, String> {
+        let url = format!("{}{path}", self.config.api_url.trim_end_matches('/'));
+        let request = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.config.token))
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .header("user-agent", "preview-operator")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(payload.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(Duration::from_secs(15), self.client.request(request))
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        self.metrics
+            .scm_request("github", endpoint, status.as_u16());
+        let body = Limited::new(response.into_body(), 8 * 1024 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!("{url}: GitHub answered {status}"));
+        }
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Phase;
+
+    #[test]
+    fn a_comment_shows_the_phase_url_tests_and_expiry_behind_its_marker() {
+        let status: PreviewEnvironmentStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Ready", "observedSha": "4f2c9e1d8b", "url": "https://web-pr.preview.example.com",
+            "expiresAt": "2026-12-01T10:00:00Z",
+            "services": [{"name": "web", "readyReplicas": 1, "replicas": 1, "url": "https://web-pr.preview.example.com"}],
+            "tests": [{"name": "e2e", "sha": "4f2c9e1d8b", "phase": "Succeeded",
+                       "startedAt": "2026-11-30T10:00:00Z", "finishedAt": "2026-11-30T10:01:30Z"}],
+        }))
+        .expect("status");
+        assert_eq!(status.phase, Some(Phase::Ready));
+        let c = render("acme/shop", 7, "team-shop/shop-pr-7", &status).expect("a comment");
+        assert!(
+            c.body
+                .starts_with("<!-- preview-operator:team-shop/shop-pr-7 -->")
+        );
+        for part in [
+            "**Ready**",
+            "`4f2c9e1`",
+            "https://web-pr.preview.example.com",
+            "| e2e | passed | 1m30s |",
+            "Expires 2026-12-01T10:00:00Z",
+        ] {
+            assert!(c.body.contains(part), "{part} missing from:\n{}", c.body);
+        }
+        let gone = torn_down("acme/shop", 7, "team-shop/shop-pr-7");
+        assert!(
+            gone.body.starts_with(&marker("team-shop/shop-pr-7"))
+                && gone.body.contains("Torn down")
+        );
+    }
+}
