@@ -10,6 +10,12 @@ Baseline: the same threads create the same objects directly (namespace, NetworkP
 ResourceQuota, LimitRange, 2 Deployments, a Service, then the Job once both Deployments are
 available), wait for the same readiness, then delete the namespaces.
 
+BENCH_WORKLOAD=template runs previews from a PreviewTemplate instead: a copied Secret, a
+dependency (StatefulSet + Service), a setup Job, the same 2 services and test. Its baseline
+creates the same objects directly, in the same order: namespace, hardening, the Secret, the
+StatefulSet and its Service; the setup Job once the dependency is ready; the Deployments and
+the Service once it completed; the test Job once they are available.
+
 BENCH_ROUNDS (default 3) rounds of both, in alternating order; medians are reported. Prints a
 table, and as the last line one JSON object.
 """
@@ -33,6 +39,28 @@ IDLE_SECONDS = int(os.environ.get("BENCH_IDLE_SECONDS", "60"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 POLL = 0.5
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
+WORKLOAD = os.environ.get("BENCH_WORKLOAD", "default")
+if WORKLOAD not in ("default", "template"):
+    sys.exit(f"BENCH_WORKLOAD={WORKLOAD!r}: use default or template")
+TEMPLATE = {
+    "apiVersion": "preview.dev/v1alpha1",
+    "kind": "PreviewTemplate",
+    "metadata": {"name": "bench"},
+    "spec": {
+        "secrets": [{"name": "bench-db"}],
+        "dependencies": [{
+            "name": "db", "image": "ghcr.io/acme/postgres:17", "port": 5432, "readiness": {"tcpSocket": True},
+            "env": [{"name": "POSTGRES_PASSWORD",
+                     "valueFrom": {"secretKeyRef": {"name": "bench-db", "key": "password"}}}],
+        }],
+        "setup": [{"name": "migrate", "image": "ghcr.io/acme/migrate:<< shortSha >>"}],
+        "services": [
+            {"name": "web", "image": "ghcr.io/acme/web:<< shortSha >>", "port": 8080},
+            {"name": "worker", "image": "ghcr.io/acme/worker:1"},
+        ],
+        "tests": [{"name": "e2e", "image": "ghcr.io/acme/e2e:1"}],
+    },
+}
 SHA = "be7c4a1d2e3f"
 
 
@@ -83,21 +111,29 @@ class Kube:
 
 
 def preview_spec(i):
+    spec = {"repository": "acme/bench", "pullRequest": i + 1, "headSha": SHA}
+    if WORKLOAD == "template":
+        spec["templateRef"] = {"name": "bench"}
+    else:
+        spec["services"] = [
+            {"name": "web", "image": "ghcr.io/acme/web:1", "port": 8080},
+            {"name": "worker", "image": "ghcr.io/acme/worker:1"},
+        ]
+        spec["tests"] = [{"name": "e2e", "image": "ghcr.io/acme/e2e:1"}]
     return {
         "apiVersion": "preview.dev/v1alpha1",
         "kind": "PreviewEnvironment",
         "metadata": {"name": f"pr-{i}"},
-        "spec": {
-            "repository": "acme/bench",
-            "pullRequest": i + 1,
-            "headSha": SHA,
-            "services": [
-                {"name": "web", "image": "ghcr.io/acme/web:1", "port": 8080},
-                {"name": "worker", "image": "ghcr.io/acme/worker:1"},
-            ],
-            "tests": [{"name": "e2e", "image": "ghcr.io/acme/e2e:1"}],
-        },
+        "spec": spec,
     }
+
+
+def secret(labels=None):
+    """The Secret the template copies (and the baseline creates in each namespace)."""
+    meta = {"name": "bench-db"}
+    if labels:
+        meta["labels"] = labels
+    return {"metadata": meta, "stringData": {"password": "bench"}}
 
 
 def run_pool(fn, items):
@@ -211,6 +247,8 @@ def stages(kube, selector, t0):
                 at = parse_time(c["lastTransitionTime"])
                 entry["available"] = max(entry.get("available", at), at)
     for j in kube.request("GET", f"/apis/batch/v1/jobs?labelSelector={q}")["items"]:
+        if j["metadata"]["name"].startswith(("setup-", "migrate")):
+            continue  # the test Job's times only, for both workloads
         entry = by_ns.setdefault(j["metadata"]["namespace"], {})
         entry["job_created"] = parse_time(j["metadata"]["creationTimestamp"])
         entry["job_done"] = parse_time((j.get("status") or {}).get("completionTime"))
@@ -227,6 +265,9 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     requests_before = requests_by_verb(scraped)
     resources_before = requests_by_resource(scraped)
     kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": tenant}})
+    if WORKLOAD == "template":
+        kube.request("POST", f"/api/v1/namespaces/{tenant}/secrets", secret())
+        kube.request("POST", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewtemplates", TEMPLATE)
     ready_at = {}
     created_at = {}
     cpu = cpu_seconds()
@@ -328,26 +369,75 @@ def baseline_run(kube, n):
             "metadata": {"name": "preview-defaults", "labels": labels}, "spec": {
                 "limits": [{"type": "Container", "default": {"memory": "512Mi"},
                             "defaultRequest": {"cpu": "50m", "memory": "64Mi"}}]}})
+        if WORKLOAD == "template":
+            # The dependency first; the services wait for the setup Job (see progress()).
+            kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", secret(labels))
+            kube.request("POST", f"/apis/apps/v1/namespaces/{ns}/statefulsets", database())
+            kube.request("POST", f"/api/v1/namespaces/{ns}/services", {
+                "metadata": {"name": "db", "labels": labels},
+                "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]}})
+        else:
+            services(i)
+
+    def services(i):
+        ns = f"baseline-{i}"
         for name, port in (("web", 8080), ("worker", None)):
             kube.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", deployment(name, port))
         kube.request("POST", f"/api/v1/namespaces/{ns}/services", {"metadata": {"name": "web", "labels": labels},
                                                                    "spec": {"selector": {"app": "web"},
                                                                             "ports": [{"port": 8080}]}})
 
-    def job(i):
+    def database():
+        container = {"name": "db", "image": "ghcr.io/acme/postgres:17", "securityContext": sec,
+                     "ports": [{"containerPort": 5432}],
+                     "env": [{"name": "POSTGRES_PASSWORD",
+                              "valueFrom": {"secretKeyRef": {"name": "bench-db", "key": "password"}}}],
+                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+        return {"metadata": {"name": "db", "labels": labels}, "spec": {
+            "replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                "automountServiceAccountToken": False, "containers": [container],
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "securityContext": {"runAsNonRoot": True, "fsGroup": 1000,
+                                    "seccompProfile": {"type": "RuntimeDefault"}}}}}}
+
+    def job(i, name="e2e"):
         ns = f"baseline-{i}"
         kube.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", {
-            "metadata": {"name": "e2e", "labels": labels}, "spec": {
+            "metadata": {"name": name, "labels": labels}, "spec": {
                 "backoffLimit": 0, "template": {"spec": {
                     "restartPolicy": "Never", "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{"name": "e2e", "image": "ghcr.io/acme/e2e:1", "securityContext": sec}]}}}})
+                    "containers": [{"name": name, "image": f"ghcr.io/acme/{name}:1", "securityContext": sec}]}}}})
 
     # Everything is created at once, as CI would apply N previews; then, like a controller, the
     # client starts each Job as soon as its namespace's Deployments are available.
     run_pool(create, range(n))
 
+    migrated, setup_created = set(), set()
+
+    def setup():
+        """The template workload's order: the setup Job once the database is ready, the services
+        once it completed."""
+        selector = "labelSelector=bench%3Dbaseline"
+        ready = [int(s["metadata"]["namespace"].split("-")[1])
+                 for s in kube.request("GET", f"/apis/apps/v1/statefulsets?{selector}")["items"]
+                 if (s.get("status") or {}).get("readyReplicas") == 1]
+        due = [i for i in ready if i not in setup_created]
+        setup_created.update(due)
+        run_pool(lambda i: job(i, "migrate"), due)
+        done = [int(j["metadata"]["namespace"].split("-")[1])
+                for j in kube.request("GET", f"/apis/batch/v1/jobs?{selector}")["items"]
+                if j["metadata"]["name"] == "migrate"
+                and any(c["type"] == "Complete" and c["status"] == "True"
+                        for c in (j.get("status") or {}).get("conditions") or [])]
+        due = [i for i in done if i not in migrated]
+        migrated.update(due)
+        run_pool(services, due)
+
     def progress():
+        if WORKLOAD == "template":
+            setup()
         deployments = kube.request("GET", "/apis/apps/v1/deployments?labelSelector=bench%3Dbaseline")["items"]
         available = {}
         for d in deployments:
@@ -359,6 +449,8 @@ def baseline_run(kube, n):
         run_pool(job, ready)
         now = time.monotonic()
         for j in kube.request("GET", "/apis/batch/v1/jobs?labelSelector=bench%3Dbaseline")["items"]:
+            if j["metadata"]["name"] != "e2e":
+                continue
             i = int(j["metadata"]["namespace"].split("-")[1])
             if i not in done_at and any(c["type"] == "Complete" and c["status"] == "True"
                                         for c in (j.get("status") or {}).get("conditions") or []):
@@ -457,6 +549,7 @@ def main():
     print(f"  by resource: {ops[0]['api_requests_by_resource']}")
     print(json.dumps({
         "n": n,
+        "workload": WORKLOAD,
         "rounds": ROUNDS,
         "operator_seconds": round(op["seconds"], 2),
         "baseline_seconds": round(base["seconds"], 2),

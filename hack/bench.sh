@@ -3,12 +3,17 @@
 # On a rig of its own ("preview-bench", enough KWOK nodes for N previews), runs the operator
 # (release build) on N PreviewEnvironments, then a direct-client baseline creating the same
 # objects, and prints a table and, as the last line, one JSON object (hack/bench.py).
+# BENCH_WORKLOAD=template: previews from a PreviewTemplate (a copied Secret, a dependency, a
+# setup Job, two services, a test); BENCH_ROUNDS (default 3) rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10}
 export PREVIEW_RIG_CLUSTER=${PREVIEW_RIG_CLUSTER:-preview-bench}
-# Three pods per preview, 110 pods per KWOK node, with room to spare.
-export PREVIEW_RIG_NODES=${PREVIEW_RIG_NODES:-$(((N * 3) / 80 + 2))}
+# Three pods per preview (five with BENCH_WORKLOAD=template: a database and a setup Job more),
+# 110 pods per KWOK node, with room to spare.
+pods=3
+[[ ${BENCH_WORKLOAD:-default} == template ]] && pods=5
+export PREVIEW_RIG_NODES=${PREVIEW_RIG_NODES:-$(((N * pods) / 80 + 2))}
 # shellcheck source=lib/rig.sh
 source hack/lib/rig.sh
 
