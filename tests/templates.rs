@@ -406,3 +406,36 @@ async fn the_operator_reads_no_secrets_or_config_maps_cluster_wide() {
         }
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_dependency_the_scheduler_cannot_place_says_why_while_waiting() {
+    // The rig has no StorageClass: a sized volume's claim stays unbound, as on a cluster
+    // without a default StorageClass.
+    let t = team("tp-unbound").await;
+    let mut template = shop_template();
+    template["dependencies"][0]["storage"] = json!({"size": "1Gi"});
+    t.templates()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": template})),
+        )
+        .await
+        .expect("a sized volume");
+    t.create("shop", slim("5707a6e001", json!({}))).await;
+    let pe = wait_for("the wait to say why", READY, || async {
+        let pe = t.api.get("shop").await.map_err(|e| e.to_string())?;
+        let (reason, message) = condition(&pe, "Available");
+        if reason == "DependencyNotReady" && message.contains("cannot be scheduled") {
+            Ok(pe)
+        } else {
+            Err(format!("{reason}: {message}"))
+        }
+    })
+    .await;
+    let (_, message) = condition(&pe, "Available");
+    assert!(message.contains("PersistentVolumeClaim"), "{message}");
+    assert_eq!(pe.status.unwrap_or_default().phase, Some(Phase::Deploying));
+    t.delete_and_wait("shop").await;
+}

@@ -83,16 +83,19 @@ pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
         .iter()
         .map(|d| {
             let sts = stateful_sets.iter().find(|s| s.name_any() == d.name);
-            // A dependency carries no sha: any of its stuck pods explains it.
+            // A dependency carries no sha: any of its stuck or unplaced pods explains it.
             let selector = build::dependency_selector(&d.name);
-            let problem = || {
-                status::pod_problem(
-                    kept.iter()
-                        .map(Arc::as_ref)
-                        .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))),
-                )
+            let its_pods = || {
+                kept.iter()
+                    .map(Arc::as_ref)
+                    .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
             };
-            ObservedService::dependency(&d.name, sts.map(Arc::as_ref), problem)
+            ObservedService::dependency(
+                &d.name,
+                sts.map(Arc::as_ref),
+                || status::pod_problem(its_pods()),
+                || status::unschedulable(its_pods()),
+            )
         })
         .collect();
     observed.setup = preview

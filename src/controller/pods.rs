@@ -1,4 +1,5 @@
-//! The pods the operator cares about: those with a stuck container, and failed test pods.
+//! The pods the operator cares about: those with a stuck container, failed test pods, and
+//! pods the scheduler cannot place.
 //!
 //! A rollout that does not finish is explained by its pods (CrashLoopBackOff,
 //! ImagePullBackOff...), and a failed test by the end of its output (its termination
@@ -79,7 +80,10 @@ impl StuckPods {
 
     /// Takes in one pod: kept, pruned, when stuck; forgotten otherwise. Returns it when stuck.
     fn observe(&self, mut pod: Pod) -> Option<Pod> {
-        if status::pod_problem([&pod]).is_none() && status::test_output([&pod]).is_none() {
+        if status::pod_problem([&pod]).is_none()
+            && status::test_output([&pod]).is_none()
+            && status::unschedulable([&pod]).is_none()
+        {
             self.write().remove(&key(&pod));
             return None;
         }
@@ -165,8 +169,15 @@ pub fn prune(pod: &mut Pod) {
                 })
                 .collect()
         });
+        // The scheduler's verdict, when it could not place the pod.
+        let conditions = status.conditions.map(|cs| {
+            cs.into_iter()
+                .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
+                .collect::<Vec<_>>()
+        });
         pod.status = Some(PodStatus {
             container_statuses,
+            conditions: conditions.filter(|c| !c.is_empty()),
             ..PodStatus::default()
         });
     }

@@ -127,6 +127,25 @@ pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodPro
     })
 }
 
+/// Why a pod cannot be scheduled, as the scheduler says (for example a PersistentVolumeClaim
+/// no StorageClass binds, or no node with room): not a failure (an autoscaler or a
+/// provisioner may still fix it), but what a developer needs to know while waiting.
+pub fn unschedulable<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+    pods.into_iter().find_map(|pod| {
+        let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+        let c = conditions.iter().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+        Some(format!(
+            "pod {} cannot be scheduled: {}",
+            pod.metadata.name.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        ))
+    })
+}
+
 /// Where one service is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceState {
@@ -400,6 +419,7 @@ impl ObservedService {
         name: &str,
         stateful_set: Option<&StatefulSet>,
         problem: impl FnOnce() -> Option<PodProblem>,
+        unscheduled: impl FnOnce() -> Option<String>,
     ) -> Self {
         let status = stateful_set.and_then(|s| s.status.clone());
         let ready = status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -411,8 +431,14 @@ impl ObservedService {
         let state = match stateful_set {
             None => ServiceState::Progressing(format!("dependency {name}: not created yet")),
             Some(_) if current && ready >= 1 => ServiceState::Available,
-            Some(_) => ServiceState::Progressing(format!("dependency {name} (0/1 ready)"))
-                .with_problem(&format!("dependency {name}"), problem().as_ref()),
+            Some(_) => {
+                let waiting = match unscheduled() {
+                    Some(why) => format!("dependency {name} (0/1 ready; {why})"),
+                    None => format!("dependency {name} (0/1 ready)"),
+                };
+                ServiceState::Progressing(waiting)
+                    .with_problem(&format!("dependency {name}"), problem().as_ref())
+            }
         };
         ObservedService {
             name: name.to_string(),
@@ -611,14 +637,16 @@ pub fn available(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
     let sha7 = short_sha(sha);
     match observed.stage() {
         Stage::Dependencies => {
-            let waiting: Vec<String> = (observed.dependencies.iter())
-                .filter(|d| d.state != ServiceState::Available)
-                .map(|d| format!("{} ({}/1 ready)", d.name, d.ready_replicas))
+            let waiting: Vec<&str> = (observed.dependencies.iter())
+                .filter_map(|d| match &d.state {
+                    ServiceState::Progressing(m) => Some(m.as_str()),
+                    _ => None,
+                })
                 .collect();
             return Verdict::no(
                 Reason::DependencyNotReady,
                 format!(
-                    "waiting for dependencies {}; setup and services follow",
+                    "waiting for {}; setup and services follow",
                     waiting.join(", ")
                 ),
             );
@@ -1263,15 +1291,21 @@ mod tests {
         let spec = spec(1);
         let sts = stateful_set(0);
         let mut o = observe(&spec, &[], &[], &[]);
-        o.dependencies = vec![ObservedService::dependency("db", Some(&sts), || None)];
+        o.dependencies = vec![ObservedService::dependency(
+            "db",
+            Some(&sts),
+            || None,
+            || Some("pod db-0 cannot be scheduled: unbound PersistentVolumeClaims".into()),
+        )];
         o.setup = vec![test_run(Run::Setup, "migrate", "abcdef0", None, None)];
         assert_eq!(o.stage(), Stage::Dependencies);
         let s = compute(&ctx(&spec, None), &o);
         assert_eq!(cond(&s, condition::AVAILABLE).reason, "DependencyNotReady");
+        let waiting = &cond(&s, condition::AVAILABLE).message;
+        assert!(waiting.contains("db (0/1 ready"), "{waiting}");
         assert!(
-            cond(&s, condition::AVAILABLE)
-                .message
-                .contains("db (0/1 ready)")
+            waiting.contains("unbound PersistentVolumeClaims"),
+            "says why: {waiting}"
         );
         assert_eq!(s.phase, Some(Phase::Deploying));
         assert_eq!(s.dependencies[0].ready_replicas, 0);
@@ -1281,7 +1315,12 @@ mod tests {
         );
 
         let ready = stateful_set(1);
-        o.dependencies = vec![ObservedService::dependency("db", Some(&ready), || None)];
+        o.dependencies = vec![ObservedService::dependency(
+            "db",
+            Some(&ready),
+            || None,
+            || None,
+        )];
         assert_eq!(o.stage(), Stage::Setup);
         let s = compute(&ctx(&spec, None), &o);
         assert_eq!(cond(&s, condition::AVAILABLE).reason, "SetupRunning");
@@ -1333,7 +1372,7 @@ mod tests {
             reason: Reason::CrashLoopBackOff,
             message: "container db of pod db-0 is in CrashLoopBackOff: back-off".into(),
         };
-        let d = ObservedService::dependency("db", Some(&sts), || Some(problem));
+        let d = ObservedService::dependency("db", Some(&sts), || Some(problem), || None);
         match d.state {
             ServiceState::Failed { reason, message } => {
                 assert_eq!(reason, Reason::CrashLoopBackOff);
@@ -1378,5 +1417,26 @@ mod tests {
         );
         assert_eq!(s.tests, ready.tests, "the results stay");
         assert!(s.services.iter().all(|svc| svc.ready_replicas == 0));
+    }
+
+    #[test]
+    fn an_unplaceable_pod_says_what_the_scheduler_said() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db-0"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable",
+                "message": "pod has unbound immediate PersistentVolumeClaims"}]}
+        }))
+        .expect("pod");
+        assert_eq!(
+            unschedulable([&pod]).as_deref(),
+            Some("pod db-0 cannot be scheduled: pod has unbound immediate PersistentVolumeClaims")
+        );
+        let mut kept = pod.clone();
+        crate::controller::pods::prune(&mut kept);
+        assert!(
+            unschedulable([&kept]).is_some(),
+            "the cache keeps what says it"
+        );
     }
 }
