@@ -255,6 +255,33 @@ fn override_images(rendered: &mut Rendered, images: &BTreeMap<String, String>) {
     }
 }
 
+/// Every `<< >>` of `text` must name one key: no expression, filter or call. Templates are
+/// written by tenants and rendered by the operator every tenant shares, so they may substitute
+/// and nothing else (an expression such as `<< "x" * 1000000000 >>` would make the operator
+/// allocate what a tenant asks for).
+fn only_keys(text: &str, at: &str) -> Result<(), TemplateError> {
+    static KEY: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| {
+        regex::Regex::new(r"^\s*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\s*$").ok()
+    });
+    let mut rest = text;
+    while let Some(start) = rest.find("<<") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find(">>") else {
+            return Err(TemplateError(format!("{at}: << without a closing >>")));
+        };
+        let inner = &after[..end];
+        if !key.as_ref().is_some_and(|k| k.is_match(inner)) {
+            return Err(TemplateError(format!(
+                "{at}: << {} >> is not a key; write << key >> or << params.NAME >>, nothing else",
+                inner.trim()
+            )));
+        }
+        rest = &after[end + 2..];
+    }
+    Ok(())
+}
+
 /// A minijinja error without its "(in <string>:1)" suffix, which names nothing useful here.
 fn describe(error: &minijinja::Error) -> String {
     match error.detail() {
@@ -385,6 +412,7 @@ impl Substitution {
         if !text.contains("<<") {
             return Ok(text.to_string());
         }
+        only_keys(text, at)?;
         let template = self
             .env
             .template_from_str(text)
@@ -586,6 +614,22 @@ mod tests {
         t.services[0].args = vec!["<< headsha >>".into()];
         let err = render(&preview(json!({})), TARGET, &t).expect_err("unknown key");
         assert!(err.0.contains("<< headsha >>"), "{err}");
+    }
+
+    #[test]
+    fn only_keys_are_substituted_never_expressions() {
+        for bad in [
+            "<< \"x\" * 1000000000 >>",
+            "<< branch | upper >>",
+            "<< range(10) >>",
+            "<< headSha ~ headSha >>",
+            "<< params.seed.more >>",
+        ] {
+            let mut t = shop();
+            t.services[0].args = vec![bad.to_string()];
+            let err = render(&preview(json!({})), TARGET, &t).expect_err(bad);
+            assert!(err.0.contains("is not a key"), "{bad}: {err}");
+        }
     }
 
     #[test]

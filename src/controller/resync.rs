@@ -65,7 +65,10 @@ pub async fn run(ctx: Arc<Context>, pulls: Option<Arc<Pulls>>, interval: Duratio
 async fn resync(ctx: &Context, pulls: &Pulls) {
     let mut by_repository: BTreeMap<String, Vec<Arc<PreviewEnvironment>>> = BTreeMap::new();
     for pe in ctx.stores.previews.state() {
-        if pe.metadata.deletion_timestamp.is_none() {
+        // Only previews their class admits: a tenant cannot spend the shared token's rate
+        // limit on repositories its class does not give it.
+        let admitted = pe.status.as_ref().is_some_and(report::may_report);
+        if pe.metadata.deletion_timestamp.is_none() && admitted {
             by_repository
                 .entry(pe.spec.repository.to_ascii_lowercase())
                 .or_default()
