@@ -264,14 +264,7 @@ async fn a_preview_that_is_testing_does_not_sleep() {
     let class = class_for(&t, json!({"afterIdle": "20s"})).await;
     let mut template = shop_template();
     template["tests"][0]["podAnnotations"] = json!({"preview.dev/simulate": "hang"});
-    t.templates()
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": template})),
-        )
-        .await
-        .expect("a test that keeps running");
+    t.set_template("shop", template).await;
     t.create("shop", preview(&class, "7e57000001")).await;
     await_phase(&t.api, "shop", Phase::Testing, READY).await;
     // Longer than the idle time and the time to act on it: it must stay Testing all along.
@@ -322,14 +315,7 @@ async fn a_preview_that_slept_long_enough_is_deleted_and_costs_stop_while_asleep
     .await;
     let mut template = shop_template();
     template["services"][0]["resources"] = json!({"requests": {"cpu": "500m", "memory": "256Mi"}});
-    t.templates()
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": template})),
-        )
-        .await
-        .expect("requests");
+    t.set_template("shop", template).await;
     t.create("shop", preview(&class, "c057000001")).await;
     await_condition(&t.api, "shop", "Ready", "True", None, READY).await;
     let url = std::env::var("PREVIEW_OPERATOR_METRICS_URL").expect("hack/test.sh sets it");

@@ -98,14 +98,8 @@ async fn start_stand_in(script: Vec<u16>) -> (StandIn, String) {
     let app = Router::new()
         .route("/repos/{owner}/{repo}/statuses/{sha}", post(statuses))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (state, format!("http://{addr}"))
+    let url = common::serve_locally(app).await;
+    (state, url)
 }
 
 fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironment {

@@ -250,14 +250,7 @@ async fn a_failing_setup_job_fails_the_preview_and_no_service_or_test_runs() {
     let t = team("tp-setup-fails").await;
     let mut template = shop_template();
     template["setup"][0]["podAnnotations"] = json!({"preview.dev/simulate": "fail"});
-    t.templates()
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": template})),
-        )
-        .await
-        .expect("make the setup fail");
+    t.set_template("shop", template).await;
     t.create("shop", slim("f00dbabe01", json!({}))).await;
     let pe = await_condition(&t.api, "shop", "Ready", "False", Some("SetupFailed"), READY).await;
     let (reason, message) = condition(&pe, "Available");
@@ -415,14 +408,7 @@ async fn a_dependency_the_scheduler_cannot_place_says_why_while_waiting() {
     let t = team("tp-unbound").await;
     let mut template = shop_template();
     template["dependencies"][0]["storage"] = json!({"size": "1Gi"});
-    t.templates()
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": template})),
-        )
-        .await
-        .expect("a sized volume");
+    t.set_template("shop", template).await;
     t.create("shop", slim("5707a6e001", json!({}))).await;
     let pe = wait_for("the wait to say why", READY, || async {
         let pe = t.api.get("shop").await.map_err(|e| e.to_string())?;

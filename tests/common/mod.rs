@@ -485,6 +485,18 @@ impl Tenant {
         Api::namespaced(self.client.clone(), &self.namespace.name)
     }
 
+    /// Replaces the spec of PreviewTemplate `name` with `spec` (JSON).
+    pub async fn set_template(&self, name: &str, spec: serde_json::Value) {
+        self.templates()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": spec})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("update template {name}: {e}"));
+    }
+
     /// Lets the operator read this namespace's Secrets and ConfigMaps: the one RoleBinding to
     /// the chart's source-reader ClusterRole that the README tells a team to create.
     pub async fn grant_sources(&self) {
@@ -622,4 +634,17 @@ pub fn shop_template() -> serde_json::Value {
         }],
         "tests": [{"name": "e2e", "image": "ghcr.io/acme/shop-e2e:<< shortSha >>", "timeout": "5m"}],
     })
+}
+
+/// Serves `app` (a stand-in for GitHub) on a free port of 127.0.0.1 until the test ends, and
+/// returns its base URL.
+pub async fn serve_locally(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a local port");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
 }
