@@ -59,6 +59,17 @@ where
         .unwrap_or_else(|e| panic!("get {name} in {ns}: {e}"))
 }
 
+/// The first (only) container of a pod template.
+fn first_container(
+    template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> k8s_openapi::api::core::v1::Container {
+    template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first().cloned())
+        .expect("a pod template with a container")
+}
+
 fn env_of(d: &Deployment, name: &str) -> Option<k8s_openapi::api::core::v1::EnvVar> {
     d.spec
         .as_ref()?
@@ -112,42 +123,17 @@ async fn a_template_preview_goes_ready_in_order_with_its_sources_and_substituted
 
     // The Jobs and services carry the substituted images, parameters and CI's override.
     let job: Job = get(c, &ns, "setup-migrate-a1b2c3d").await;
-    let container = job
-        .spec
-        .clone()
-        .unwrap_or_default()
-        .template
-        .spec
-        .unwrap_or_default()
-        .containers[0]
-        .clone();
+    let container = first_container(&job.spec.clone().unwrap_or_default().template);
     assert_eq!(
         container.image.as_deref(),
         Some("ghcr.io/acme/shop-migrate:a1b2c3d")
     );
     assert_eq!(container.args, Some(vec!["--seed".into(), "large".into()]));
     let test_job: Job = get(c, &ns, "e2e-a1b2c3d").await;
-    let test_image = test_job
-        .spec
-        .unwrap_or_default()
-        .template
-        .spec
-        .unwrap_or_default()
-        .containers[0]
-        .image
-        .clone();
+    let test_image = first_container(&test_job.spec.unwrap_or_default().template).image;
     assert_eq!(test_image.as_deref(), Some("ghcr.io/acme/shop-e2e:a1b2c3d"));
     let web: Deployment = get(c, &ns, "web").await;
-    let web_image = web
-        .spec
-        .clone()
-        .unwrap_or_default()
-        .template
-        .spec
-        .unwrap_or_default()
-        .containers[0]
-        .image
-        .clone();
+    let web_image = first_container(&web.spec.clone().unwrap_or_default().template).image;
     assert_eq!(
         web_image.as_deref(),
         Some("ghcr.io/acme/shop-web:pr-12-a1b2c3d")
