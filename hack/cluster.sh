@@ -66,6 +66,12 @@ options:
   # Real authorization and admission (RBAC, Pod Security), as in a production cluster.
   kubeAuthorization: true
   kubeAdmission: true
+  # kubectl logs (GET pods/NAME/log): the API server proxies it to the kwok controller's
+  # kubelet-like server (127.0.0.1, the port in each node's status.daemonEndpoints), which answers
+  # from the file a Logs (namespaced, named like the pod) or ClusterLogs object names.
+  enableCRDs:
+  - Logs
+  - ClusterLogs
 componentsPatches:
 # The default Service range (a /24) runs out at about 250 Services; benchmarks create 1000+.
 - name: kube-apiserver

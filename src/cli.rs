@@ -158,6 +158,23 @@ pub struct GitHubArgs {
     #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<String>,
 
+    /// GitHub App id: act as the App (check runs, its own rate limit) instead of a token. The
+    /// App's installation is found per repository; its tokens are cached and renewed.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITHUB_APP_ID",
+        requires = "github_app_private_key_file"
+    )]
+    pub github_app_id: Option<u64>,
+
+    /// File holding the GitHub App's private key (PEM), with --github-app-id.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITHUB_APP_PRIVATE_KEY_FILE",
+        requires = "github_app_id"
+    )]
+    pub github_app_private_key_file: Option<PathBuf>,
+
     /// GitHub API base URL (GitHub Enterprise: https://<host>/api/v3).
     #[arg(
         long,

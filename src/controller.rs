@@ -18,6 +18,7 @@ pub mod costs;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod logs;
 pub mod namespace;
 pub mod observe;
 pub mod pods;
@@ -194,7 +195,8 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         Copied::Closed(gate) => return Ok(Rollout::Closed(gate)),
         Copied::Waiting => return Ok(Rollout::Waiting),
     };
-    let children = observe::children(&ctx.stores, preview);
+    let logs = read_logs(ctx, preview).await;
+    let children = observe::children(&ctx.stores, preview, &logs);
     // Asleep, every workload is kept at zero replicas, whatever stage it had reached.
     let stage = if preview.asleep {
         Stage::Services
@@ -224,6 +226,19 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
     let available = stage == Stage::Services && children.observed.all_available();
     jobs::tests(ctx, preview, config, &children.jobs, available).await?;
     Ok(Rollout::Done(children.observed))
+}
+
+/// The ends of the logs of the preview's finished test and setup Jobs, by Job name: of failed
+/// ones for their status message, of all with check runs to write.
+async fn read_logs(
+    ctx: &Context,
+    preview: &Preview<'_>,
+) -> BTreeMap<String, Arc<crate::testlog::TestLog>> {
+    let ns = preview.namespace.as_str();
+    let jobs = apply::owned(&ctx.stores.jobs, ns, &preview.owner.uid);
+    let all = ctx.github.as_ref().is_some_and(|g| g.checks());
+    ctx.logs.read(&ctx.client, ns, &jobs, all).await;
+    ctx.logs.of(ns)
 }
 
 /// What one reconcile of a preview works from: who and where it is, what it rolls out, the

@@ -9,12 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderMap, Method, StatusCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -22,8 +17,11 @@ use tracing::{debug, info, warn};
 use crate::api::{Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, condition};
 use crate::metrics::Metrics;
 
+pub mod checks;
+mod client;
 pub mod comment;
 mod pulls;
+pub use client::{Answer, Credentials, GitHub, GitHubConfig};
 pub use pulls::{PrState, Pulls, ScmError};
 
 /// GitHub's commit status states.
@@ -48,6 +46,8 @@ pub struct CommitStatus {
     pub state: State,
     pub description: String,
     pub target_url: Option<String>,
+    /// With a GitHub App, the check run's output (a commit status has no room for it).
+    pub check: Option<Arc<checks::Output>>,
 }
 
 impl CommitStatus {
@@ -130,6 +130,7 @@ pub fn commit_status(
             .url
             .clone()
             .filter(|u| u.starts_with("http://") || u.starts_with("https://")),
+        check: None,
     })
 }
 
@@ -142,21 +143,19 @@ struct Body<'a> {
     target_url: Option<&'a str>,
 }
 
-/// Where and as whom statuses are posted.
-#[derive(Clone, Debug)]
-pub struct GitHubConfig {
-    /// API base URL, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
-    pub api_url: String,
-    pub token: String,
-}
-
 /// Sender side handed to the controller.
 #[derive(Clone)]
 pub struct StatusSender {
     tx: mpsc::Sender<CommitStatus>,
+    checks: bool,
 }
 
 impl StatusSender {
+    /// Whether check runs are written (the operator is a GitHub App) rather than statuses.
+    pub fn checks(&self) -> bool {
+        self.checks
+    }
+
     /// Enqueues without waiting; when the queue is full the status is dropped with a warning
     /// (the next change posts a fresh one) rather than slowing the reconcile down.
     pub fn send(&self, status: CommitStatus) {
@@ -170,33 +169,21 @@ impl StatusSender {
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
 const ATTEMPTS: u32 = 6;
 
-/// The HTTP client every GitHub call goes through.
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// An HTTPS (or, for stand-ins and proxies, HTTP) client trusting the system's roots.
-pub fn https_client() -> anyhow::Result<HttpsClient> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
-}
-
-/// Starts the poster task; every status GitHub accepts is handed to `posted`.
+/// Starts the poster task; every status GitHub accepts is handed to `posted`. With a GitHub
+/// App it writes check runs, else commit statuses.
 pub fn start(
-    config: GitHubConfig,
+    github: Arc<GitHub>,
     metrics: Arc<Metrics>,
     posted: mpsc::UnboundedSender<CommitStatus>,
-) -> anyhow::Result<StatusSender> {
-    let client = https_client()?;
+) -> StatusSender {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(client, config, metrics, rx, posted));
-    Ok(StatusSender { tx })
+    let checks = github.is_app();
+    tokio::spawn(run(github, metrics, rx, posted));
+    StatusSender { tx, checks }
 }
 
 /// What one attempt came to.
-enum Outcome {
+pub(crate) enum Outcome {
     Posted,
     Retry(Duration),
     GiveUp(String),
@@ -229,58 +216,53 @@ pub fn rate_limit_wait(
     (status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(60))
 }
 
-async fn attempt(
-    client: &Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    config: &GitHubConfig,
-    status: &CommitStatus,
-) -> Outcome {
-    let url = format!(
-        "{}/repos/{}/statuses/{}",
-        config.api_url.trim_end_matches('/'),
-        status.repository,
-        status.sha
-    );
+async fn attempt(github: &GitHub, checks: &mut checks::Runs, status: &CommitStatus) -> Outcome {
+    if github.is_app() {
+        return checks.write(github, status).await;
+    }
+    let path = format!("/repos/{}/statuses/{}", status.repository, status.sha);
     let body = Body {
         state: status.state,
         description: &status.description,
         context: &status.context,
         target_url: status.target_url.as_deref(),
     };
-    let Ok(json) = serde_json::to_vec(&body) else {
+    let Ok(body) = serde_json::to_value(&body) else {
         return Outcome::GiveUp("status does not serialize".into());
     };
-    let request = Request::post(&url)
-        .header("authorization", format!("Bearer {}", config.token))
-        .header("accept", "application/vnd.github+json")
-        .header("x-github-api-version", "2022-11-28")
-        .header("user-agent", "preview-operator")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(json)));
-    let Ok(request) = request else {
-        return Outcome::GiveUp(format!("invalid URL {url}"));
-    };
-    let response =
-        match tokio::time::timeout(Duration::from_secs(30), client.request(request)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Outcome::Retry(Duration::ZERO).with_note(&format!("{e}")),
-            Err(_) => return Outcome::Retry(Duration::ZERO).with_note("timed out"),
+    let answer = github
+        .call(
+            &status.repository,
+            Method::POST,
+            &path,
+            "statuses",
+            Some(&body),
+        )
+        .await;
+    Outcome::of(answer)
+}
+
+impl Outcome {
+    /// What an answer (or none) means for the attempt.
+    pub(crate) fn of(answer: Result<Answer, ScmError>) -> Outcome {
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => return Outcome::Retry(Duration::ZERO).with_note(&error.to_string()),
         };
-    let code = response.status();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let wait = rate_limit_wait(code, response.headers(), now);
-    // Drain the body so the connection can be reused.
-    let _ = response.into_body().collect().await;
-    if code.is_success() {
-        Outcome::Posted
-    } else if let Some(wait) = wait {
-        Outcome::Retry(wait)
-    } else if code.is_server_error() || code == StatusCode::REQUEST_TIMEOUT {
-        Outcome::Retry(Duration::ZERO)
-    } else {
-        Outcome::GiveUp(format!("GitHub answered {code}"))
+        let code = answer.status;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        if code.is_success() {
+            Outcome::Posted
+        } else if let Some(wait) = rate_limit_wait(code, &answer.headers, now) {
+            Outcome::Retry(wait)
+        } else if code.is_server_error() || code == StatusCode::REQUEST_TIMEOUT {
+            Outcome::Retry(Duration::ZERO)
+        } else {
+            Outcome::GiveUp(format!("GitHub answered {code}"))
+        }
     }
 }
 
@@ -292,14 +274,14 @@ impl Outcome {
 }
 
 async fn run(
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
-    config: GitHubConfig,
+    github: Arc<GitHub>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<CommitStatus>,
     posted: mpsc::UnboundedSender<CommitStatus>,
 ) {
     // The last status posted per (repository, sha, context): never post the same one twice.
     let mut last: HashMap<(String, String, String), CommitStatus> = HashMap::new();
+    let mut checks = checks::Runs::default();
     while let Some(status) = rx.recv().await {
         let key = (
             status.repository.clone(),
@@ -312,7 +294,7 @@ async fn run(
         let mut delay = Duration::from_secs(1);
         let mut result = "failed";
         for n in 1..=ATTEMPTS {
-            match attempt(&client, &config, &status).await {
+            match attempt(&github, &mut checks, &status).await {
                 Outcome::Posted => {
                     result = "posted";
                     info!(repository = %status.repository, sha = %status.sha, state = ?status.state, "posted commit status");
@@ -344,6 +326,7 @@ async fn run(
         // Bounded memory: statuses of long-gone shas are not needed.
         if last.len() > 50_000 {
             last.clear();
+            checks = checks::Runs::default();
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod server;
 pub mod sync;
 pub mod template;
+pub mod testlog;
 pub mod wake;
 pub mod webhook;
 

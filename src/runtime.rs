@@ -20,7 +20,7 @@ use crate::api::PreviewEnvironment;
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
-use crate::github::{self, StatusSender};
+use crate::github;
 use crate::leader::{self, Election, LeaderConfig};
 use crate::metrics::{ApiMetricsLayer, Metrics};
 use crate::naming::MANAGER;
@@ -38,21 +38,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     check_selector(&client, args.controller.selector.as_deref()).await?;
     let election = elect(&client, &args, &instance).await?;
     let (posted_tx, posted_rx) = mpsc::unbounded_channel();
-    let github_config = github_config(&args.github)?;
-    let github = github_sender(github_config.clone(), &metrics, posted_tx)?;
-    let comments = match (&github_config, args.github.github_pr_comments) {
-        (Some(config), true) => {
+    let github_api = match github_config(&args.github)? {
+        Some(config) => {
+            info!(api = %config.api_url, credentials = ?config.credentials, "reporting on pull requests, webhook confirmation and resync enabled");
+            Some(github::GitHub::new(&config, metrics.clone()).context("failed to set up GitHub")?)
+        }
+        None => None,
+    };
+    let github = github_api
+        .clone()
+        .map(|api| github::start(api, metrics.clone(), posted_tx));
+    let comments = match (&github_api, args.github.github_pr_comments) {
+        (Some(api), true) => {
             info!("pull request comments enabled");
-            Some(github::comment::start(config.clone(), metrics.clone())?)
+            Some(github::comment::start(api.clone()))
         }
         _ => None,
     };
-    let pulls = match github_config {
-        Some(config) => Some(Arc::new(
-            github::Pulls::new(config, metrics.clone()).context("failed to set up GitHub")?,
-        )),
-        None => None,
-    };
+    let pulls = github_api.map(|api| Arc::new(github::Pulls::new(api)));
 
     let platform_namespace = own_namespace();
     let watches = children::watch(
@@ -103,6 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         events,
         writes: Default::default(),
         copies: Default::default(),
+        logs: Default::default(),
         sources,
         costs: Default::default(),
         resync: Default::default(),
@@ -266,31 +270,24 @@ async fn elect(client: &Client, args: &RunArgs, instance: &str) -> anyhow::Resul
         .context("failed to start leader election")
 }
 
-/// The commit-status poster, when a token is configured.
-/// GitHub's API and the token, when one is configured.
+/// GitHub's API and who the operator is there (an App, else a token), when configured.
 fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfig>> {
-    let token = read_secret(
-        args.github_token_file.as_deref(),
-        args.github_token.as_deref(),
-    )?;
-    Ok(token.map(|token| github::GitHubConfig {
-        api_url: args.github_api_url.clone(),
-        token,
-    }))
-}
-
-fn github_sender(
-    config: Option<github::GitHubConfig>,
-    metrics: &Arc<Metrics>,
-    posted: mpsc::UnboundedSender<github::CommitStatus>,
-) -> anyhow::Result<Option<StatusSender>> {
-    let Some(config) = config else {
-        return Ok(None);
+    let credentials = match (&args.github_app_id, &args.github_app_private_key_file) {
+        (Some(id), Some(path)) => Some(github::Credentials::App {
+            id: *id,
+            private_key: std::fs::read(path)
+                .with_context(|| format!("failed to read {}", path.display()))?,
+        }),
+        _ => read_secret(
+            args.github_token_file.as_deref(),
+            args.github_token.as_deref(),
+        )?
+        .map(github::Credentials::Token),
     };
-    info!(api = %config.api_url, "commit statuses, webhook confirmation and resync enabled");
-    github::start(config, metrics.clone(), posted)
-        .map(Some)
-        .context("failed to set up the GitHub client")
+    Ok(credentials.map(|credentials| github::GitHubConfig {
+        api_url: args.github_api_url.clone(),
+        credentials,
+    }))
 }
 
 /// Sets the leader metric and logs every change of leadership.

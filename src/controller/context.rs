@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::children::Stores;
 use super::costs::Costs;
 use super::events::Events;
+use super::logs::TestLogs;
 use super::queue::Queue;
 use super::resync::Reachability;
 use super::secrets::Copies;
@@ -31,6 +32,8 @@ pub struct Context {
     pub writes: Writes,
     /// The Secret and ConfigMap copies this process applied.
     pub copies: Copies,
+    /// The ends of finished tests' logs.
+    pub logs: TestLogs,
     /// The Secrets and ConfigMaps templates declare, read where teams opted in.
     pub sources: Sources,
     /// What each preview requests and whether it is awake, for the cost counters.

@@ -1,6 +1,7 @@
 //! What the caches hold of one preview's children, read once per reconcile into
 //! [`Observed`] and passed on to the test and status steps.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -14,6 +15,7 @@ use super::build::{self, Preview};
 use super::children::Stores;
 use super::status::{self, Observed, ObservedService};
 use crate::naming::{COMPONENT, SHA};
+use crate::testlog::TestLog;
 
 /// The label the Job controller puts on the pods of a Job.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -26,7 +28,11 @@ pub struct Children {
     pub setup_jobs: Vec<Arc<Job>>,
 }
 
-pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
+pub fn children(
+    stores: &Stores,
+    preview: &Preview<'_>,
+    logs: &BTreeMap<String, Arc<TestLog>>,
+) -> Children {
     let (ns, uid) = (preview.namespace.as_str(), preview.owner.uid.as_str());
     let sha = preview.spec.head_sha.as_str();
     let deployments = owned(&stores.deployments, ns, uid);
@@ -64,12 +70,18 @@ pub fn children(stores: &Stores, preview: &Preview<'_>) -> Children {
             .find(|j| j.name_any() == name)
             .map(Arc::as_ref)
     }
+    // What the failed container said it failed of, else the end of its log.
     let output = |job_name: &str| {
         status::test_output(
             kept.iter()
                 .map(Arc::as_ref)
                 .filter(|p| p.labels().get(JOB_NAME).map(String::as_str) == Some(job_name)),
         )
+        .or_else(|| {
+            logs.get(job_name)
+                .map(|l| l.tail.clone())
+                .filter(|t| !t.is_empty())
+        })
     };
     let mut observed = Observed::new(
         preview.spec,

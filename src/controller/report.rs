@@ -229,7 +229,7 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
         }
     }
     if let (Some(sender), Some(status)) = (&ctx.github, c.commit_status) {
-        sender.send(status);
+        sender.send(with_check(ctx, &transition.after, status));
     }
     for a in c.events {
         announce(ctx, pe, a);
@@ -253,8 +253,30 @@ pub fn heal(ctx: &Context, pe: &PreviewEnvironment, status: &PreviewEnvironmentS
         return false;
     }
     // The poster posts a status once; a repeat of one in flight or posted is dropped there.
-    sender.send(wanted);
+    sender.send(with_check(ctx, status, wanted));
     true
+}
+
+/// With check runs, `commit_status` with the output its check run shows: the status and the
+/// logs of its finished tests.
+fn with_check(
+    ctx: &Context,
+    status: &PreviewEnvironmentStatus,
+    mut commit_status: CommitStatus,
+) -> CommitStatus {
+    if !ctx.github.as_ref().is_some_and(|g| g.checks()) {
+        return commit_status;
+    }
+    let logs = ctx.logs.of(status.namespace.as_deref().unwrap_or_default());
+    let by_test = status
+        .tests
+        .iter()
+        .filter_map(|t| Some((t.name.clone(), logs.get(t.job.as_deref()?)?.clone())))
+        .collect();
+    commit_status.check = Some(std::sync::Arc::new(github::checks::output(
+        status, &by_test,
+    )));
+    commit_status
 }
 
 /// Records every commit status GitHub accepted in its preview's status (one merge patch

@@ -7,18 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http::Method;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::{GitHubConfig, HttpsClient, https_client};
+use super::GitHub;
 use crate::api::{PreviewEnvironmentStatus, TestPhase, condition};
-use crate::metrics::Metrics;
 
 /// The content one preview's comment should have now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,11 +131,10 @@ impl CommentSender {
 }
 
 /// Starts the comment writer.
-pub fn start(config: GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<CommentSender> {
-    let client = https_client()?;
+pub fn start(github: Arc<GitHub>) -> CommentSender {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(client, config, metrics, rx));
-    Ok(CommentSender { tx })
+    tokio::spawn(run(Writer { github }, rx));
+    CommentSender { tx }
 }
 
 #[derive(Deserialize)]
@@ -149,17 +144,7 @@ struct IssueComment {
     body: String,
 }
 
-async fn run(
-    client: HttpsClient,
-    config: GitHubConfig,
-    metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<Comment>,
-) {
-    let writer = Writer {
-        client,
-        config,
-        metrics,
-    };
+async fn run(writer: Writer, mut rx: mpsc::Receiver<Comment>) {
     // Comment ids by preview, and the body last written.
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut written: HashMap<String, String> = HashMap::new();
@@ -193,9 +178,7 @@ async fn run(
 }
 
 struct Writer {
-    client: HttpsClient,
-    config: GitHubConfig,
-    metrics: Arc<Metrics>,
+    github: Arc<GitHub>,
 }
 
 impl Writer {
@@ -205,7 +188,7 @@ impl Writer {
             Some(id) => Some(id),
             None => self.find(comment).await?,
         };
-        let payload = serde_json::json!({"body": comment.body}).to_string();
+        let payload = serde_json::json!({"body": comment.body});
         let repo = &comment.repository;
         let (method, path, endpoint) = match id {
             Some(id) => (
@@ -219,8 +202,12 @@ impl Writer {
                 "comment_create",
             ),
         };
-        let body = self.call(method, &path, endpoint, Some(payload)).await?;
-        let written: IssueComment = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        let written: IssueComment = self
+            .github
+            .call(repo, method, &path, endpoint, Some(&payload))
+            .await
+            .and_then(|a| a.json(endpoint))
+            .map_err(|e| e.to_string())?;
         info!(%repo, pr = comment.pull_request, id = written.id, "wrote the pull request comment");
         Ok(written.id)
     }
@@ -233,9 +220,12 @@ impl Writer {
                 "/repos/{}/issues/{}/comments?per_page=100&page={page}",
                 comment.repository, comment.pull_request
             );
-            let body = self.call(Method::GET, &path, "comments", None).await?;
-            let comments: Vec<IssueComment> =
-                serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let comments: Vec<IssueComment> = self
+                .github
+                .call(&comment.repository, Method::GET, &path, "comments", None)
+                .await
+                .and_then(|a| a.json("comments"))
+                .map_err(|e| e.to_string())?;
             if let Some(found) = comments.iter().find(|c| c.body.starts_with(&marker)) {
                 return Ok(Some(found.id));
             }
@@ -244,42 +234,6 @@ impl Writer {
             }
         }
         Ok(None)
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        endpoint: &str,
-        payload: Option<String>,
-    ) -> Result<Bytes, String> {
-        let url = format!("{}{path}", self.config.api_url.trim_end_matches('/'));
-        let request = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header("authorization", format!("Bearer {}", self.config.token))
-            .header("accept", "application/vnd.github+json")
-            .header("x-github-api-version", "2022-11-28")
-            .header("user-agent", "preview-operator")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(payload.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(15), self.client.request(request))
-            .await
-            .map_err(|_| format!("{url}: timed out"))?
-            .map_err(|e| format!("{url}: {e}"))?;
-        let status = response.status();
-        self.metrics
-            .scm_request("github", endpoint, status.as_u16());
-        let body = Limited::new(response.into_body(), 8 * 1024 * 1024)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("{url}: GitHub answered {status}"));
-        }
-        Ok(body)
     }
 }
 

@@ -1,0 +1,140 @@
+//! The logs of finished test and setup runs, read once per Job from its last pod (bounded:
+//! the end of the log only; RBAC `pods/log` get) and kept small ([`TestLog`]): the end of a
+//! failed run's log goes into its status message, and with a GitHub App the check run shows
+//! the log and the JUnit report it holds.
+//!
+//! Kept in memory per preview namespace and Job, and dropped with the Job; a restart reads
+//! them again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, LogParams};
+use kube::{Client, ResourceExt};
+use tracing::debug;
+
+use crate::sync::lock;
+use crate::testlog::TestLog;
+
+/// Lines read from the end of a log: room for a JUnit report of a few hundred cases.
+const TAIL_LINES: i64 = 5_000;
+/// Bytes read at most.
+const LIMIT_BYTES: i64 = 512 * 1024;
+
+/// The label the Job controller puts on the pods of a Job.
+const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// (preview namespace, Job name).
+type Key = (String, String);
+
+/// Logs by (preview namespace, Job name), with the Job's uid they were read for.
+#[derive(Default)]
+pub struct TestLogs {
+    logs: Mutex<HashMap<Key, (String, Arc<TestLog>)>>,
+}
+
+impl TestLogs {
+    /// Reads the logs of `jobs` (in `namespace`) that finished and have not been read yet:
+    /// of failed ones always, of succeeded ones when `succeeded` (their JUnit counts are
+    /// wanted). Forgets the logs of Jobs that are gone.
+    pub async fn read(&self, client: &Client, namespace: &str, jobs: &[Arc<Job>], succeeded: bool) {
+        let due: Vec<&Job> = jobs
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|j| match finished(j) {
+                Some(failed) => failed || succeeded,
+                None => false,
+            })
+            .filter(|j| !self.has(namespace, j))
+            .collect();
+        for job in due {
+            let Some(log) = read_log(client, namespace, job).await else {
+                continue;
+            };
+            lock(&self.logs).insert(
+                (namespace.to_string(), job.name_any()),
+                (
+                    job.uid().unwrap_or_default(),
+                    Arc::new(TestLog::parse(&log)),
+                ),
+            );
+        }
+        let live: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
+        lock(&self.logs).retain(|(ns, job), _| ns != namespace || live.contains(job));
+    }
+
+    /// The logs read in `namespace`, by Job name.
+    pub fn of(&self, namespace: &str) -> BTreeMap<String, Arc<TestLog>> {
+        lock(&self.logs)
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, job), (_, log))| (job.clone(), log.clone()))
+            .collect()
+    }
+
+    /// Forgets everything of a preview namespace (at teardown).
+    pub fn forget(&self, namespace: &str) {
+        lock(&self.logs).retain(|(ns, _), _| ns != namespace);
+    }
+
+    fn has(&self, namespace: &str, job: &Job) -> bool {
+        lock(&self.logs)
+            .get(&(namespace.to_string(), job.name_any()))
+            .is_some_and(|(uid, _)| Some(uid.as_str()) == job.metadata.uid.as_deref())
+    }
+}
+
+/// `Some(failed)` once the Job finished.
+fn finished(job: &Job) -> Option<bool> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions
+        .iter()
+        .filter(|c| c.status == "True")
+        .find_map(|c| match c.type_.as_str() {
+            "Complete" => Some(false),
+            "Failed" => Some(true),
+            _ => None,
+        })
+}
+
+/// The end of the log of the Job's newest pod; `None` when it cannot be read now (the next
+/// reconcile tries again). A log the operator may not read says so instead.
+async fn read_log(client: &Client, namespace: &str, job: &Job) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{JOB_NAME}={}", job.name_any());
+    let list = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => list,
+        Err(error) => {
+            debug!(%error, namespace, job = %job.name_any(), "cannot list the pods of a finished job");
+            return None;
+        }
+    };
+    let newest = list
+        .items
+        .into_iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))?;
+    let params = LogParams {
+        tail_lines: Some(TAIL_LINES),
+        limit_bytes: Some(LIMIT_BYTES),
+        ..LogParams::default()
+    };
+    match pods.logs(&newest.name_any(), &params).await {
+        Ok(log) => Some(log),
+        Err(kube::Error::Api(status)) if status.code == 403 => Some(format!(
+            "(the operator may not read this log: {})",
+            status.message
+        )),
+        // The pod has no log to give (its node is gone, it never started): nothing to show,
+        // and nothing to ask again.
+        Err(kube::Error::Api(status)) if status.code < 500 => {
+            debug!(?status, namespace, pod = %newest.name_any(), "a finished test has no log");
+            Some(String::new())
+        }
+        Err(error) => {
+            debug!(%error, namespace, pod = %newest.name_any(), "cannot read a test log");
+            None
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The one way the operator talks to GitHub: octocrab carries the requests and the
+//! credentials (a token, or a GitHub App whose installation is found per repository and whose
+//! installation tokens octocrab caches and renews before they expire), and every call is
+//! counted, bounded in time and size, and answered with its headers so callers can honour
+//! rate limits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use octocrab::Octocrab;
+use octocrab::models::{AppId, InstallationId};
+use serde::Deserialize;
+
+use super::ScmError;
+use crate::metrics::Metrics;
+
+/// Longest a call to GitHub may take.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest answer read (a page of 100 pull requests or comments is well under it).
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+/// How long a repository's installation is remembered before it is looked up again (an App
+/// can be uninstalled from one repository and installed on another).
+const INSTALLATION_TTL: Duration = Duration::from_secs(3600);
+
+/// Who the operator is on GitHub.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A token (personal, or an App's installation token handed in from outside).
+    Token(String),
+    /// A GitHub App: its id and its private key (PEM).
+    App { id: u64, private_key: Vec<u8> },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(..)"),
+            Credentials::App { id, .. } => write!(f, "App {{ id: {id} }}"),
+        }
+    }
+}
+
+/// Where GitHub is and who the operator is there.
+#[derive(Clone, Debug)]
+pub struct GitHubConfig {
+    /// API base URL, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
+    pub api_url: String,
+    pub credentials: Credentials,
+}
+
+/// What GitHub answered: any status, with its headers and (bounded) body.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body, or the status as an error when it is not a success.
+    pub fn ok(self, what: &str) -> Result<Bytes, ScmError> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            Err(ScmError::Status {
+                status: self.status.as_u16(),
+                what: what.to_string(),
+            })
+        }
+    }
+
+    /// The body as JSON of type `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(self, what: &str) -> Result<T, ScmError> {
+        let body = self.ok(what)?;
+        serde_json::from_slice(&body).map_err(|e| ScmError::Malformed {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A GitHub client shared by the poster, the comment writer, the check runs and the resync.
+pub struct GitHub {
+    /// Authenticated as the token, or as the App itself (JWT) with an App.
+    root: Octocrab,
+    app: bool,
+    /// With an App: each repository's installation client (it caches its own token).
+    installations: Mutex<HashMap<String, (Octocrab, Instant)>>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+struct Installation {
+    id: u64,
+}
+
+impl GitHub {
+    pub fn new(config: &GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<GitHub>> {
+        let builder = Octocrab::builder()
+            .base_uri(config.api_url.trim_end_matches('/'))?
+            .set_connect_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(TIMEOUT))
+            .add_header(
+                http::header::ACCEPT,
+                "application/vnd.github+json".to_string(),
+            )
+            .add_header(
+                http::HeaderName::from_static("x-github-api-version"),
+                "2022-11-28".to_string(),
+            );
+        let (root, app) = match &config.credentials {
+            Credentials::Token(token) => (builder.personal_token(token.clone()).build()?, false),
+            Credentials::App { id, private_key } => {
+                let key = octocrab::EncodingKey::from_rsa_pem(private_key).map_err(|e| {
+                    anyhow::anyhow!("the GitHub App private key is not an RSA key in PEM: {e}")
+                })?;
+                (builder.app(AppId(*id), key).build()?, true)
+            }
+        };
+        Ok(Arc::new(GitHub {
+            root,
+            app,
+            installations: Mutex::new(HashMap::new()),
+            metrics,
+        }))
+    }
+
+    /// Whether the operator is a GitHub App (and so may write check runs).
+    pub fn is_app(&self) -> bool {
+        self.app
+    }
+
+    /// One call about `repository` (`owner/name`): `path` below the API URL, `endpoint` the
+    /// name it is counted under. Every answer GitHub gives is `Ok`; see [`Answer::ok`].
+    pub async fn call(
+        &self,
+        repository: &str,
+        method: Method,
+        path: &str,
+        endpoint: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, ScmError> {
+        let what = format!("{endpoint} of {repository}");
+        let answer = tokio::time::timeout(TIMEOUT, async {
+            let crab = self.client_for(repository).await?;
+            let answer = self
+                .send(&crab, method, path, endpoint, body, &what)
+                .await?;
+            if answer.status == StatusCode::NOT_FOUND && self.app {
+                // The App may have been uninstalled from this repository: look it up again.
+                self.lock().remove(repository);
+            }
+            Ok(answer)
+        })
+        .await;
+        answer.unwrap_or_else(|_| {
+            self.metrics.scm_request("github", endpoint, 0);
+            Err(ScmError::Timeout { what })
+        })
+    }
+
+    /// The client that acts for `repository`: the token's, or its installation's.
+    async fn client_for(&self, repository: &str) -> Result<Octocrab, ScmError> {
+        if !self.app {
+            return Ok(self.root.clone());
+        }
+        if let Some((crab, since)) = self.lock().get(repository)
+            && since.elapsed() < INSTALLATION_TTL
+        {
+            return Ok(crab.clone());
+        }
+        let what = format!("the App installation of {repository}");
+        let path = format!("/repos/{repository}/installation");
+        let installation: Installation = self
+            .send(&self.root, Method::GET, &path, "installation", None, &what)
+            .await?
+            .json(&what)?;
+        let crab = self
+            .root
+            .installation(InstallationId(installation.id))
+            .map_err(|e| ScmError::Unreachable {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        let mut installations = self.lock();
+        // Bounded: one entry per repository with previews; a flood of names is not kept.
+        if installations.len() > 10_000 {
+            installations.clear();
+        }
+        installations.insert(repository.to_string(), (crab.clone(), Instant::now()));
+        Ok(crab)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Octocrab, Instant)>> {
+        self.installations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn send(
+        &self,
+        crab: &Octocrab,
+        method: Method,
+        path: &str,
+        endpoint: &str,
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<Answer, ScmError> {
+        let unreachable = |e: octocrab::Error| ScmError::Unreachable {
+            what: what.to_string(),
+            message: e.to_string(),
+        };
+        let response = match method {
+            Method::GET => crab._get(path).await,
+            Method::POST => crab._post(path, body).await,
+            Method::PATCH => crab._patch(path, body).await,
+            Method::PUT => crab._put(path, body).await,
+            Method::DELETE => crab._delete(path, body).await,
+            other => {
+                return Err(ScmError::Malformed {
+                    what: what.to_string(),
+                    message: format!("method {other} is not used"),
+                });
+            }
+        }
+        .map_err(|e| {
+            self.metrics.scm_request("github", endpoint, 0);
+            unreachable(e)
+        })?;
+        let status = response.status();
+        self.metrics
+            .scm_request("github", endpoint, status.as_u16());
+        if let Some(left) = response
+            .headers()
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            self.metrics.scm_rate_limit_remaining("github", left);
+        }
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| ScmError::Unreachable {
+                what: what.to_string(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
