@@ -10,6 +10,12 @@
 #
 # Environment: PREVIEW_RIG_CACHE (binary cache, default ~/.cache/preview-operator/rig),
 # PREVIEW_RIG_CLUSTER (cluster name, default preview-rig), PREVIEW_RIG_NODES (default 2).
+#
+# kubectl logs works for pods that a KWOK Logs object (kwok.x-k8s.io/v1alpha1, in the pod's
+# namespace and named like the pod) or ClusterLogs object points at a file of this machine. The
+# file must be in a container runtime's log format, one line per log line (plain text is refused
+# with "unsupported log format"):
+#   2026-01-01T00:00:00Z stdout F <the line>
 set -euo pipefail
 # shellcheck source=lib/rig.sh
 source "$(dirname "$0")/lib/rig.sh"
@@ -108,9 +114,61 @@ wait_for() {
   done
 }
 
+# The kwok controller starts watching Logs and ClusterLogs before kwokctl has created their CRDs,
+# so its first list fails and it retries with back-off; until then kubectl logs answers "no logs
+# found". Probe both watches straight at the kwok controller (the API server refuses to proxy
+# nodes/proxy to a loopback address) on the port the nodes advertise to the API server.
+logs_probe_ok() {
+  local port=$1 pod
+  for pod in preview-rig-probe-logs preview-rig-probe-clusterlogs; do
+    [[ $(curl -sk -o /dev/null -w '%{http_code}' \
+      "https://127.0.0.1:$port/containerLogs/default/$pod/probe") == 200 ]] || return 1
+  done
+}
+
+wait_for_logs() {
+  local kc port deadline=$((SECONDS + 60))
+  kc=$(kubeconfig_path)
+  port=$(kubectl --kubeconfig "$kc" get nodes -o jsonpath='{.items[0].status.daemonEndpoints.kubeletEndpoint.Port}')
+  kubectl --kubeconfig "$kc" apply -f - >/dev/null <<'EOF'
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Logs
+metadata: {name: preview-rig-probe-logs, namespace: default}
+spec:
+  logs: [{logsFile: /dev/null}]
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata: {name: preview-rig-probe}
+spec:
+  selector: {matchNamespaces: [default], matchNames: [preview-rig-probe-clusterlogs]}
+  logs: [{logsFile: /dev/null}]
+EOF
+  until logs_probe_ok "$port"; do
+    if ((SECONDS > deadline)); then
+      log "timed out waiting for the kwok controller to serve Logs/ClusterLogs on 127.0.0.1:$port"
+      return 1
+    fi
+    sleep 0.2
+  done
+  kubectl --kubeconfig "$kc" delete --wait=false -n default logs.kwok.x-k8s.io/preview-rig-probe-logs >/dev/null
+  kubectl --kubeconfig "$kc" delete --wait=false clusterlogs.kwok.x-k8s.io/preview-rig-probe >/dev/null
+}
+
 up() {
   local start=$SECONDS
   rig_build
+  # The configuration the rig is created with; a rig created with another one (an older version
+  # of this script, other stages) is recreated, not reused: the rigs are throwaway.
+  local conf="$RIG_CACHE/kwokctl-$RIG_CLUSTER.yaml"
+  local want="$conf.tmp.$$"
+  write_config "$want"
+  if cluster_exists && ! cmp -s "$want" "$conf"; then
+    log "rig '$RIG_CLUSTER' was created with another configuration; recreating it"
+    kwokctl --name "$RIG_CLUSTER" delete cluster >&2 || true
+    rm -rf "${KWOK_WORKDIR:?}/clusters/$RIG_CLUSTER"
+  fi
+  mv -f "$want" "$conf"
   if healthy && nodes_ready; then
     log "rig '$RIG_CLUSTER' is already up ($(kubeconfig_path))"
     return 0
@@ -125,8 +183,6 @@ up() {
   fi
   if ! cluster_exists; then
     mkdir -p "$KWOK_WORKDIR"
-    local conf="$RIG_CACHE/kwokctl-$RIG_CLUSTER.yaml"
-    write_config "$conf"
     log "creating rig '$RIG_CLUSTER' (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION)"
     if ! kwokctl --name "$RIG_CLUSTER" create cluster --config "$conf" --runtime binary --wait 3m >&2; then
       print_logs_hint
@@ -142,6 +198,10 @@ up() {
   kwokctl --name "$RIG_CLUSTER" scale node --replicas "$NODES" \
     --param '.allocatable["ephemeral-storage"] = "1Ti"' >&2
   if ! wait_for "$NODES ready nodes" 120 nodes_ready; then
+    print_logs_hint
+    return 1
+  fi
+  if ! wait_for_logs; then
     print_logs_hint
     return 1
   fi

@@ -213,16 +213,23 @@ impl Reason {
 #[x_kube(validation = Rule::new("has(self.templateRef) || (has(self.services) && size(self.services) > 0)").message("a preview needs services: list them in spec.services, or name a PreviewTemplate in spec.templateRef"))]
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.services) && !has(self.tests))").message("spec.templateRef and spec.services/spec.tests are exclusive: the template holds the services and tests"))]
 #[x_kube(validation = Rule::new("has(self.templateRef) || (!has(self.images) && !has(self.parameters))").message("spec.images and spec.parameters need a spec.templateRef"))]
+#[x_kube(validation = Rule::new("(has(self.provider) && self.provider == 'gitlab') || self.repository.matches('^[^/]+/[^/]+$')").message("a GitHub repository is owner/name; a path with subgroups (group/sub/project) needs provider: gitlab"))]
 pub struct PreviewEnvironmentSpec {
-    /// The repository, as "owner/name".
+    /// The repository: "owner/name" on GitHub, the project path on GitLab (subgroups allowed:
+    /// "group/sub/project").
     #[schemars(
-        length(min = 3, max = 140),
-        regex(pattern = r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+        length(min = 3, max = 255),
+        regex(pattern = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
     )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("repository is immutable: create a new PreviewEnvironment for another repository"))]
     pub repository: String,
 
-    /// The pull request number.
+    /// Where the repository is hosted: github (the default) or gitlab. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("provider is immutable: create a new PreviewEnvironment"))]
+    pub provider: Option<Provider>,
+
+    /// The pull request number (on GitLab, the merge request's iid).
     #[schemars(range(min = 1, max = 2_147_483_647))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("pullRequest is immutable: create a new PreviewEnvironment for another pull request"))]
     pub pull_request: i64,
@@ -287,6 +294,44 @@ pub struct PreviewEnvironmentSpec {
     #[schemars(length(max = 10))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("test names must be unique"))]
     pub tests: Vec<TestSpec>,
+}
+
+/// Where a repository is hosted.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Github,
+    Gitlab,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitlab => "gitlab",
+        }
+    }
+}
+
+impl PreviewEnvironmentSpec {
+    /// Where the repository is hosted.
+    pub fn provider(&self) -> Provider {
+        self.provider.unwrap_or_default()
+    }
 }
 
 /// `<number><unit>` repeated, units s, m, h, d (e.g. "1d12h").

@@ -54,6 +54,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub github: GitHubArgs,
     #[command(flatten)]
+    pub gitlab: GitLabArgs,
+    #[command(flatten)]
     pub controller: ControllerArgs,
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -135,7 +137,45 @@ pub struct LeaderArgs {
     pub lease_duration: Duration,
 }
 
-/// GitHub: commit statuses and the pull-request webhook.
+/// GitLab, for previews with `spec.provider: gitlab`: commit statuses, the merge request note
+/// and the merge request webhook.
+#[derive(Args, Debug)]
+pub struct GitLabArgs {
+    /// GitLab's URL (self-managed: https://gitlab.example.com).
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITLAB_URL",
+        default_value = "https://gitlab.com"
+    )]
+    pub gitlab_url: String,
+
+    /// File holding a GitLab token (scope api; e.g. a group access token with the Developer
+    /// role): commit statuses, merge request state for the webhook and the resync.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_TOKEN_FILE")]
+    pub gitlab_token_file: Option<PathBuf>,
+
+    /// The GitLab token itself (prefer the file).
+    #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_TOKEN", hide_env_values = true)]
+    pub gitlab_token: Option<String>,
+
+    /// File holding the secret token of GitLab's webhook; enables POST /webhooks/gitlab.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_WEBHOOK_SECRET_FILE")]
+    pub gitlab_webhook_secret_file: Option<PathBuf>,
+
+    /// The GitLab webhook secret token itself (prefer the file).
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_GITLAB_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub gitlab_webhook_secret: Option<String>,
+
+    /// One note per preview on its merge request, edited in place, like the PR comment.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_MR_NOTES")]
+    pub gitlab_mr_notes: bool,
+}
+
+/// GitHub: commit statuses or check runs, the PR comment and the pull-request webhook.
 #[derive(Args, Debug)]
 pub struct GitHubArgs {
     /// File holding the GitHub webhook secret; enables POST /webhooks/github.

@@ -236,7 +236,9 @@ async fn read_logs(
 ) -> BTreeMap<String, Arc<crate::testlog::TestLog>> {
     let ns = preview.namespace.as_str();
     let jobs = apply::owned(&ctx.stores.jobs, ns, &preview.owner.uid);
-    let all = ctx.github.as_ref().is_some_and(|g| g.checks());
+    let all = ctx
+        .reporter(preview.spec.provider())
+        .is_some_and(|g| g.checks());
     ctx.logs.read(&ctx.client, ns, &jobs, all).await;
     ctx.logs.of(ns)
 }
@@ -295,7 +297,7 @@ async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>,
         lifetime,
         last_active,
         sleep,
-        scm: ctx.resync.of(&pe.spec.repository),
+        scm: ctx.resync.of(pe.spec.provider(), &pe.spec.repository),
         now,
     })
 }

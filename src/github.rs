@@ -1,5 +1,7 @@
-//! Commit statuses on the pull request: `pending` while deploying or testing, `success` when
-//! Ready, `failure` when tests fail, `error` on other failures, linking the preview's URL.
+//! Reporting on the pull request: commit statuses (`pending` while deploying or testing,
+//! `success` when Ready, `failure` when tests fail, `error` on other failures, linking the
+//! preview's URL), or check runs as a GitHub App; GitLab's commit statuses go through the same
+//! poster.
 //!
 //! Statuses are posted by one background task, in order, one per real change of the preview's
 //! status (never per reconcile), retried with capped backoff, waiting out rate limits; a
@@ -21,8 +23,10 @@ pub mod checks;
 mod client;
 pub mod comment;
 mod pulls;
-pub use client::{Answer, Credentials, GitHub, GitHubConfig};
-pub use pulls::{PrState, Pulls, ScmError};
+pub use client::{Credentials, GitHub, GitHubConfig};
+pub use pulls::Pulls;
+
+use crate::scm::{Answer, Backend, ScmError};
 
 /// GitHub's commit status states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -169,21 +173,21 @@ impl StatusSender {
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(15 * 60);
 const ATTEMPTS: u32 = 6;
 
-/// Starts the poster task; every status GitHub accepts is handed to `posted`. With a GitHub
-/// App it writes check runs, else commit statuses.
+/// Starts a poster task; every status the provider accepts is handed to `posted`. As a GitHub
+/// App it writes check runs, else commit statuses (on GitLab too).
 pub fn start(
-    github: Arc<GitHub>,
+    backend: Backend,
     metrics: Arc<Metrics>,
     posted: mpsc::UnboundedSender<CommitStatus>,
 ) -> StatusSender {
     let (tx, rx) = mpsc::channel(4096);
-    let checks = github.is_app();
-    tokio::spawn(run(github, metrics, rx, posted));
+    let checks = matches!(&backend, Backend::GitHub(github) if github.is_app());
+    tokio::spawn(run(backend, metrics, rx, posted));
     StatusSender { tx, checks }
 }
 
 /// What one attempt came to.
-pub(crate) enum Outcome {
+pub enum Outcome {
     Posted,
     Retry(Duration),
     GiveUp(String),
@@ -216,7 +220,11 @@ pub fn rate_limit_wait(
     (status == StatusCode::TOO_MANY_REQUESTS).then_some(Duration::from_secs(60))
 }
 
-async fn attempt(github: &GitHub, checks: &mut checks::Runs, status: &CommitStatus) -> Outcome {
+async fn attempt(backend: &Backend, checks: &mut checks::Runs, status: &CommitStatus) -> Outcome {
+    let github = match backend {
+        Backend::GitHub(github) => github,
+        Backend::GitLab(gitlab) => return gitlab.post_status(status).await,
+    };
     if github.is_app() {
         return checks.write(github, status).await;
     }
@@ -244,7 +252,7 @@ async fn attempt(github: &GitHub, checks: &mut checks::Runs, status: &CommitStat
 
 impl Outcome {
     /// What an answer (or none) means for the attempt.
-    pub(crate) fn of(answer: Result<Answer, ScmError>) -> Outcome {
+    pub fn of(answer: Result<Answer, ScmError>) -> Outcome {
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) => return Outcome::Retry(Duration::ZERO).with_note(&error.to_string()),
@@ -274,7 +282,7 @@ impl Outcome {
 }
 
 async fn run(
-    github: Arc<GitHub>,
+    backend: Backend,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<CommitStatus>,
     posted: mpsc::UnboundedSender<CommitStatus>,
@@ -294,7 +302,7 @@ async fn run(
         let mut delay = Duration::from_secs(1);
         let mut result = "failed";
         for n in 1..=ATTEMPTS {
-            match attempt(&github, &mut checks, &status).await {
+            match attempt(&backend, &mut checks, &status).await {
                 Outcome::Posted => {
                     result = "posted";
                     info!(repository = %status.repository, sha = %status.sha, state = ?status.state, "posted commit status");

@@ -21,9 +21,11 @@ use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
 use crate::github;
+use crate::gitlab::{GitLab, GitLabConfig};
 use crate::leader::{self, Election, LeaderConfig};
 use crate::metrics::{ApiMetricsLayer, Metrics};
 use crate::naming::MANAGER;
+use crate::scm::{Backend, Scm};
 use crate::server::{self, AppState};
 use crate::{wake, webhook};
 
@@ -45,17 +47,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let gitlab_api = match gitlab_config(&args.gitlab)? {
+        Some(config) => {
+            info!(url = %config.url, "GitLab commit statuses, webhook confirmation and resync enabled");
+            Some(GitLab::new(&config, metrics.clone()).context("failed to set up GitLab")?)
+        }
+        None => None,
+    };
     let github = github_api
         .clone()
-        .map(|api| github::start(api, metrics.clone(), posted_tx));
+        .map(|api| github::start(Backend::GitHub(api), metrics.clone(), posted_tx.clone()));
+    let gitlab = gitlab_api
+        .clone()
+        .map(|api| github::start(Backend::GitLab(api), metrics.clone(), posted_tx));
     let comments = match (&github_api, args.github.github_pr_comments) {
         (Some(api), true) => {
             info!("pull request comments enabled");
-            Some(github::comment::start(api.clone()))
+            Some(github::comment::start(Backend::GitHub(api.clone())))
         }
         _ => None,
     };
-    let pulls = github_api.map(|api| Arc::new(github::Pulls::new(api)));
+    let notes = match (&gitlab_api, args.gitlab.gitlab_mr_notes) {
+        (Some(api), true) => {
+            info!("merge request notes enabled");
+            Some(github::comment::start(Backend::GitLab(api.clone())))
+        }
+        _ => None,
+    };
+    let scm = Arc::new(Scm::new(github_api, gitlab_api));
 
     let platform_namespace = own_namespace();
     let watches = children::watch(
@@ -65,7 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let (synced_tx, synced) = watch::channel(false);
     let guard = webhook::Guard {
-        pulls: pulls.clone(),
+        scm: scm.clone(),
         previews: watches.stores.previews.clone(),
         classes: watches.stores.classes.clone(),
         tenants: watches.stores.tenants.clone(),
@@ -117,7 +136,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         leader: election.leader.clone(),
         metrics: metrics.clone(),
         github,
+        gitlab,
         comments,
+        notes,
     });
     let background = [
         tokio::spawn(async move {
@@ -133,7 +154,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(account_costs(ctx.clone())),
         tokio::spawn(controller::resync::run(
             ctx.clone(),
-            pulls,
+            scm,
             args.github.scm_resync_interval,
         )),
         tokio::spawn(teardown::run_sweeper(
@@ -290,6 +311,18 @@ fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfi
     }))
 }
 
+/// GitLab's URL and the token, when one is configured.
+fn gitlab_config(args: &crate::cli::GitLabArgs) -> anyhow::Result<Option<GitLabConfig>> {
+    let token = read_secret(
+        args.gitlab_token_file.as_deref(),
+        args.gitlab_token.as_deref(),
+    )?;
+    Ok(token.map(|token| GitLabConfig {
+        url: args.gitlab_url.clone(),
+        token,
+    }))
+}
+
 /// Sets the leader metric and logs every change of leadership.
 async fn report_leadership(mut leader: watch::Receiver<bool>, metrics: Arc<Metrics>) {
     loop {
@@ -328,29 +361,43 @@ impl Http {
             synced,
         };
         let mut router = server::router(state);
-        let gh = &args.github;
-        let secret = read_secret(
+        let (gh, gl) = (&args.github, &args.gitlab);
+        let github_secret = read_secret(
             gh.github_webhook_secret_file.as_deref(),
             gh.github_webhook_secret.as_deref(),
         )?;
+        let gitlab_secret = read_secret(
+            gl.gitlab_webhook_secret_file.as_deref(),
+            gl.gitlab_webhook_secret.as_deref(),
+        )?;
         let mut teardowns = None;
-        if let Some(secret) = secret {
+        if github_secret.is_some() || gitlab_secret.is_some() {
+            // One teardown queue and one memory of deliveries for both providers.
             let (closed_tx, closed_rx) = mpsc::channel(1024);
             let seen = Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000)));
-            let webhook_state = webhook::WebhookState {
+            let state = |secret: String| webhook::WebhookState {
                 secret: Arc::new(secret.into_bytes()),
                 seen: seen.clone(),
-                closed: closed_tx,
+                closed: closed_tx.clone(),
                 metrics: metrics.clone(),
             };
-            router = router.merge(webhook::router(webhook_state, gh.webhook_max_body));
+            for (provider, secret) in [("GitHub", &github_secret), ("GitLab", &gitlab_secret)] {
+                if secret.is_some() {
+                    let path = provider.to_ascii_lowercase();
+                    info!("{provider} webhooks enabled at POST /webhooks/{path}");
+                }
+            }
+            router = router.merge(webhook::router(
+                github_secret.map(state),
+                gitlab_secret.map(state),
+                gh.webhook_max_body,
+            ));
             teardowns = Some(tokio::spawn(webhook::run_teardowns(
                 client.clone(),
                 closed_rx,
                 seen,
                 guard,
             )));
-            info!("GitHub webhooks enabled at POST /webhooks/github");
         }
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(server::serve(listener, router, async {

@@ -1,10 +1,11 @@
-//! GitHub `pull_request` webhooks: when a PR closes (merged or not), every PreviewEnvironment of
-//! that repository and PR is deleted, in every tenant namespace, even if the CI job that should
-//! have deleted it never ran.
+//! GitHub `pull_request` and GitLab merge request webhooks: when a PR (MR) closes, merged or
+//! not, every PreviewEnvironment of that repository and PR whose class binds it to its
+//! namespace is deleted, even if the CI job that should have deleted it never ran.
 //!
-//! Deliveries are verified (HMAC-SHA256 `X-Hub-Signature-256`, constant-time comparison),
-//! bounded in size, deduplicated by `X-GitHub-Delivery`, and answered at once: the deletions run
-//! afterwards on a background task.
+//! Deliveries are verified (GitHub: HMAC-SHA256 `X-Hub-Signature-256`; GitLab: the
+//! `X-Gitlab-Token` secret; both compared in constant time), bounded in size and time,
+//! deduplicated by their delivery id, and answered at once: the deletions run afterwards on a
+//! background task, after asking the provider whether the PR really is closed.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -28,13 +29,14 @@ use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
 use crate::controller::policy;
-use crate::github::{PrState, Pulls, ScmError};
 use crate::metrics::Metrics;
+use crate::scm::{PrState, Provider, Scm, ScmError};
 use crate::sync::lock;
 
 /// A pull request that closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClosedPr {
+    pub provider: Provider,
     pub repository: String,
     pub number: i64,
     pub merged: bool,
@@ -122,6 +124,7 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, ParseError> {
             }
             if e.action == "closed" {
                 Ok(Delivery::Closed(ClosedPr {
+                    provider: Provider::Github,
                     repository: e.repository.full_name,
                     number: e.pull_request.number,
                     merged: e.pull_request.merged.unwrap_or(false),
@@ -239,15 +242,78 @@ async fn handle(
     }
 }
 
+/// `POST /webhooks/gitlab`: a merge request closed or merged, told with the secret token.
+async fn handle_gitlab(
+    State(state): State<WebhookState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    use subtle::ConstantTimeEq;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let answer = |result: &str, code: StatusCode, text: String| {
+        state.metrics.webhook_delivery(result);
+        (code, text)
+    };
+    let token = header("x-gitlab-token").unwrap_or_default().as_bytes();
+    if token.is_empty() || !bool::from(token.ct_eq(state.secret.as_slice())) {
+        return answer(
+            "unauthorized",
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Gitlab-Token\n".into(),
+        );
+    }
+    let delivery = header("x-gitlab-event-uuid")
+        .or_else(|| header("idempotency-key"))
+        .map(|id| format!("gitlab:{id}"));
+    if let Some(id) = &delivery
+        && !lock(&state.seen).first_time(id)
+    {
+        return answer(
+            "duplicate",
+            StatusCode::OK,
+            format!("delivery {id} already handled\n"),
+        );
+    }
+    match crate::gitlab::parse_hook(&body) {
+        Ok(Some(pr)) => {
+            let text = format!("tearing down previews of {}!{}\n", pr.repository, pr.number);
+            match state.closed.try_send(Teardown { pr, delivery }) {
+                Ok(()) => answer("accepted", StatusCode::ACCEPTED, text),
+                Err(refused) => {
+                    if let Some(id) = refused.into_inner().delivery {
+                        lock(&state.seen).forget(&id);
+                    }
+                    answer(
+                        "busy",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "teardown queue full, retry later\n".into(),
+                    )
+                }
+            }
+        }
+        Ok(None) => answer(
+            "ignored",
+            StatusCode::ACCEPTED,
+            "event needs nothing\n".into(),
+        ),
+        Err(e) => answer("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
 /// Deliveries handled at once; more wait (up to [`DELIVERY_TIMEOUT`]).
 const CONCURRENT_DELIVERIES: usize = 32;
 /// Longest a delivery may take, reading its body included: a slow sender is cut off.
 const DELIVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// `POST /webhooks/github`, refusing bodies over `max_body` bytes with 413 (by their
-/// Content-Length before reading, else as soon as they pass it), at most
-/// [`CONCURRENT_DELIVERIES`] at a time, each within [`DELIVERY_TIMEOUT`].
-pub fn router(state: WebhookState, max_body: usize) -> Router {
+/// `POST /webhooks/github` and, with `gitlab` state, `POST /webhooks/gitlab`, refusing
+/// bodies over `max_body` bytes with 413 (by their Content-Length before reading, else as
+/// soon as they pass it), at most [`CONCURRENT_DELIVERIES`] at a time, each within
+/// [`DELIVERY_TIMEOUT`].
+pub fn router(
+    github: Option<WebhookState>,
+    gitlab: Option<WebhookState>,
+    max_body: usize,
+) -> Router {
     let limits = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(
             |_: tower::BoxError| async {
@@ -256,18 +322,29 @@ pub fn router(state: WebhookState, max_body: usize) -> Router {
         ))
         .timeout(DELIVERY_TIMEOUT)
         .concurrency_limit(CONCURRENT_DELIVERIES);
-    Router::new()
-        .route("/webhooks/github", post(handle))
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(limits)
-        .with_state(state)
+    let mut router = Router::new();
+    if let Some(state) = github {
+        router = router.merge(
+            Router::new()
+                .route("/webhooks/github", post(handle))
+                .with_state(state),
+        );
+    }
+    if let Some(state) = gitlab {
+        router = router.merge(
+            Router::new()
+                .route("/webhooks/gitlab", post(handle_gitlab))
+                .with_state(state),
+        );
+    }
+    router.layer(DefaultBodyLimit::max(max_body)).layer(limits)
 }
 
 /// What a teardown checks before it deletes anything.
 #[derive(Clone)]
 pub struct Guard {
-    /// Confirms a "closed" with GitHub, when the operator has a token.
-    pub pulls: Option<Arc<Pulls>>,
+    /// Confirms a "closed" with the provider, when the operator has credentials there.
+    pub scm: Arc<Scm>,
     pub previews: Store<PreviewEnvironment>,
     pub classes: Store<PreviewClass>,
     /// The labels of every namespace, for classes that select tenants by label.
@@ -306,17 +383,23 @@ pub async fn run_teardowns(
 async fn tear_down(client: &Client, pr: &ClosedPr, guard: &Guard) -> Result<(), TeardownError> {
     // The signature proves GitHub sent this body once, not that the PR is closed now: a
     // replayed delivery of a PR reopened since must delete nothing.
-    if let Some(pulls) = &guard.pulls
-        && pulls.state(&pr.repository, pr.number).await? == PrState::Open
+    if guard.scm.knows(pr.provider)
+        && guard
+            .scm
+            .state(pr.provider, &pr.repository, pr.number)
+            .await?
+            == PrState::Open
     {
         guard.metrics.confirmation_refused();
-        info!(repository = %pr.repository, pr = pr.number, "a closed delivery for a pull request GitHub reports open (replayed, or reopened since): nothing deleted");
+        info!(provider = %pr.provider, repository = %pr.repository, pr = pr.number, "a closed delivery for a pull request the provider reports open (replayed, or reopened since): nothing deleted");
         return Ok(());
     }
     let classes = guard.classes.state();
     let mut failed = None;
     for pe in guard.previews.state().iter().filter(|pe| {
-        pe.spec.pull_request == pr.number && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
+        pe.spec.pull_request == pr.number
+            && pe.spec.provider() == pr.provider
+            && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
     }) {
         let ns = pe.namespace().unwrap_or_default();
         if !bound(pe, &ns, &classes, &guard.tenants) {
@@ -406,6 +489,7 @@ mod tests {
         assert_eq!(
             parse("pull_request", &body),
             Ok(Delivery::Closed(ClosedPr {
+                provider: Provider::Github,
                 repository: "Acme/Shop".into(),
                 number: 12,
                 merged: true

@@ -17,7 +17,7 @@ use super::resync::Reachability;
 use super::secrets::Copies;
 use super::sources::Sources;
 use super::writes::Writes;
-use crate::api::PreviewEnvironment;
+use crate::api::{PreviewEnvironment, Provider};
 use crate::config::Config;
 use crate::github::StatusSender;
 use crate::github::comment::CommentSender;
@@ -52,13 +52,33 @@ pub struct Context {
     /// True while this process holds the leader lease; only the leader writes.
     pub leader: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
-    /// Where commit statuses go, when a GitHub token is configured.
+    /// Where GitHub commit statuses (or check runs) go, when GitHub is configured.
     pub github: Option<StatusSender>,
+    /// Where GitLab commit statuses go, when GitLab is configured.
+    pub gitlab: Option<StatusSender>,
     /// Where pull request comments go, when enabled.
     pub comments: Option<CommentSender>,
+    /// Where merge request notes go, when enabled.
+    pub notes: Option<CommentSender>,
 }
 
 impl Context {
+    /// Where the commit statuses of a preview on `provider` go.
+    pub fn reporter(&self, provider: Provider) -> Option<&StatusSender> {
+        match provider {
+            Provider::Github => self.github.as_ref(),
+            Provider::Gitlab => self.gitlab.as_ref(),
+        }
+    }
+
+    /// Where the comment of a preview on `provider` goes.
+    pub fn commenter(&self, provider: Provider) -> Option<&CommentSender> {
+        match provider {
+            Provider::Github => self.comments.as_ref(),
+            Provider::Gitlab => self.notes.as_ref(),
+        }
+    }
+
     /// Reconciles `preview` soon.
     pub fn wake(&self, preview: ObjectRef<PreviewEnvironment>) {
         // Nobody listening means the controller is shutting down.

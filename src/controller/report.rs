@@ -214,7 +214,8 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
         ctx.metrics
             .test_finished(t.succeeded, t.took, tenant, &pe.spec.repository);
     }
-    if let Some(comments) = &ctx.comments
+    let provider = pe.spec.provider();
+    if let Some(comments) = ctx.commenter(provider)
         && may_report(&transition.after)
     {
         let preview = format!("{tenant}/{}", pe.name_any());
@@ -228,8 +229,8 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
             comments.send(comment);
         }
     }
-    if let (Some(sender), Some(status)) = (&ctx.github, c.commit_status) {
-        sender.send(with_check(ctx, &transition.after, status));
+    if let (Some(sender), Some(status)) = (ctx.reporter(provider), c.commit_status) {
+        sender.send(with_check(sender, ctx, &transition.after, status));
     }
     for a in c.events {
         announce(ctx, pe, a);
@@ -240,7 +241,7 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
 /// acknowledged (a post that was dropped, or lost with a restart). Returns whether the pull
 /// request is behind, so the reconcile looks again soon.
 pub fn heal(ctx: &Context, pe: &PreviewEnvironment, status: &PreviewEnvironmentStatus) -> bool {
-    let Some(sender) = &ctx.github else {
+    let Some(sender) = ctx.reporter(pe.spec.provider()) else {
         return false;
     };
     let preview = format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any());
@@ -253,18 +254,19 @@ pub fn heal(ctx: &Context, pe: &PreviewEnvironment, status: &PreviewEnvironmentS
         return false;
     }
     // The poster posts a status once; a repeat of one in flight or posted is dropped there.
-    sender.send(with_check(ctx, status, wanted));
+    sender.send(with_check(sender, ctx, status, wanted));
     true
 }
 
 /// With check runs, `commit_status` with the output its check run shows: the status and the
 /// logs of its finished tests.
 fn with_check(
+    sender: &github::StatusSender,
     ctx: &Context,
     status: &PreviewEnvironmentStatus,
     mut commit_status: CommitStatus,
 ) -> CommitStatus {
-    if !ctx.github.as_ref().is_some_and(|g| g.checks()) {
+    if !sender.checks() {
         return commit_status;
     }
     let logs = ctx.logs.of(status.namespace.as_deref().unwrap_or_default());

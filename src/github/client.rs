@@ -8,18 +8,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use octocrab::Octocrab;
 use octocrab::models::{AppId, InstallationId};
 use serde::Deserialize;
 
-use super::ScmError;
 use crate::metrics::Metrics;
+use crate::scm::{Answer, Provider, ScmError, TIMEOUT};
 
-/// Longest a call to GitHub may take.
-pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest answer read (a page of 100 pull requests or comments is well under it).
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
 /// How long a repository's installation is remembered before it is looked up again (an App
@@ -50,36 +47,6 @@ pub struct GitHubConfig {
     /// API base URL, e.g. `https://api.github.com` or `https://ghe.example.com/api/v3`.
     pub api_url: String,
     pub credentials: Credentials,
-}
-
-/// What GitHub answered: any status, with its headers and (bounded) body.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    /// The body, or the status as an error when it is not a success.
-    pub fn ok(self, what: &str) -> Result<Bytes, ScmError> {
-        if self.status.is_success() {
-            Ok(self.body)
-        } else {
-            Err(ScmError::Status {
-                status: self.status.as_u16(),
-                what: what.to_string(),
-            })
-        }
-    }
-
-    /// The body as JSON of type `T`.
-    pub fn json<T: serde::de::DeserializeOwned>(self, what: &str) -> Result<T, ScmError> {
-        let body = self.ok(what)?;
-        serde_json::from_slice(&body).map_err(|e| ScmError::Malformed {
-            what: what.to_string(),
-            message: e.to_string(),
-        })
-    }
 }
 
 /// A GitHub client shared by the poster, the comment writer, the check runs and the resync.
@@ -158,7 +125,10 @@ impl GitHub {
         .await;
         answer.unwrap_or_else(|_| {
             self.metrics.scm_request("github", endpoint, 0);
-            Err(ScmError::Timeout { what })
+            Err(ScmError::Timeout {
+                provider: Provider::Github,
+                what,
+            })
         })
     }
 
@@ -182,6 +152,7 @@ impl GitHub {
             .root
             .installation(InstallationId(installation.id))
             .map_err(|e| ScmError::Unreachable {
+                provider: Provider::Github,
                 what: what.clone(),
                 message: e.to_string(),
             })?;
@@ -210,6 +181,7 @@ impl GitHub {
         what: &str,
     ) -> Result<Answer, ScmError> {
         let unreachable = |e: octocrab::Error| ScmError::Unreachable {
+            provider: Provider::Github,
             what: what.to_string(),
             message: e.to_string(),
         };
@@ -221,6 +193,7 @@ impl GitHub {
             Method::DELETE => crab._delete(path, body).await,
             other => {
                 return Err(ScmError::Malformed {
+                    provider: Provider::Github,
                     what: what.to_string(),
                     message: format!("method {other} is not used"),
                 });
@@ -246,11 +219,13 @@ impl GitHub {
             .collect()
             .await
             .map_err(|e| ScmError::Unreachable {
+                provider: Provider::Github,
                 what: what.to_string(),
                 message: e.to_string(),
             })?
             .to_bytes();
         Ok(Answer {
+            provider: Provider::Github,
             status,
             headers: parts.headers,
             body,

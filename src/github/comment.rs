@@ -6,15 +6,14 @@
 //! preview only, never waited for by a reconcile.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use http::Method;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::GitHub;
 use crate::api::{PreviewEnvironmentStatus, TestPhase, condition};
+use crate::scm::Backend;
 
 /// The content one preview's comment should have now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,10 +129,10 @@ impl CommentSender {
     }
 }
 
-/// Starts the comment writer.
-pub fn start(github: Arc<GitHub>) -> CommentSender {
+/// Starts a comment writer (GitHub PR comments, or GitLab MR notes).
+pub fn start(backend: Backend) -> CommentSender {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(Writer { github }, rx));
+    tokio::spawn(run(Writer { backend }, rx));
     CommentSender { tx }
 }
 
@@ -178,7 +177,7 @@ async fn run(writer: Writer, mut rx: mpsc::Receiver<Comment>) {
 }
 
 struct Writer {
-    github: Arc<GitHub>,
+    backend: Backend,
 }
 
 impl Writer {
@@ -188,41 +187,52 @@ impl Writer {
             Some(id) => Some(id),
             None => self.find(comment).await?,
         };
-        let payload = serde_json::json!({"body": comment.body});
-        let repo = &comment.repository;
-        let (method, path, endpoint) = match id {
-            Some(id) => (
-                Method::PATCH,
-                format!("/repos/{repo}/issues/comments/{id}"),
-                "comment_edit",
-            ),
-            None => (
-                Method::POST,
-                format!("/repos/{repo}/issues/{}/comments", comment.pull_request),
-                "comment_create",
-            ),
-        };
-        let written: IssueComment = self
-            .github
-            .call(repo, method, &path, endpoint, Some(&payload))
-            .await
-            .and_then(|a| a.json(endpoint))
-            .map_err(|e| e.to_string())?;
-        info!(%repo, pr = comment.pull_request, id = written.id, "wrote the pull request comment");
-        Ok(written.id)
+        let (repo, pr) = (&comment.repository, comment.pull_request);
+        let written = match &self.backend {
+            Backend::GitHub(github) => {
+                let payload = serde_json::json!({"body": comment.body});
+                let (method, path, endpoint) = match id {
+                    Some(id) => (
+                        Method::PATCH,
+                        format!("/repos/{repo}/issues/comments/{id}"),
+                        "comment_edit",
+                    ),
+                    None => (
+                        Method::POST,
+                        format!("/repos/{repo}/issues/{pr}/comments"),
+                        "comment_create",
+                    ),
+                };
+                github
+                    .call(repo, method, &path, endpoint, Some(&payload))
+                    .await
+                    .and_then(|a| a.json::<IssueComment>(endpoint))
+                    .map(|c| c.id)
+            }
+            Backend::GitLab(gitlab) => gitlab.write_note(repo, pr, id, &comment.body).await,
+        }
+        .map_err(|e| e.to_string())?;
+        info!(%repo, pr, id = written, "wrote the pull request comment");
+        Ok(written)
     }
 
     /// The id of the comment carrying the preview's marker, if the PR has one.
     async fn find(&self, comment: &Comment) -> Result<Option<u64>, String> {
         let marker = marker(&comment.preview);
+        let (repo, pr) = (&comment.repository, comment.pull_request);
+        let github = match &self.backend {
+            Backend::GitHub(github) => github,
+            Backend::GitLab(gitlab) => {
+                return gitlab
+                    .find_note(repo, pr, &marker)
+                    .await
+                    .map_err(|e| e.to_string());
+            }
+        };
         for page in 1..=20 {
-            let path = format!(
-                "/repos/{}/issues/{}/comments?per_page=100&page={page}",
-                comment.repository, comment.pull_request
-            );
-            let comments: Vec<IssueComment> = self
-                .github
-                .call(&comment.repository, Method::GET, &path, "comments", None)
+            let path = format!("/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}");
+            let comments: Vec<IssueComment> = github
+                .call(repo, Method::GET, &path, "comments", None)
                 .await
                 .and_then(|a| a.json("comments"))
                 .map_err(|e| e.to_string())?;

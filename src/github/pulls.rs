@@ -10,30 +10,10 @@ use http::Method;
 use serde::Deserialize;
 
 use super::GitHub;
-use super::client::TIMEOUT;
+use crate::scm::{PrState, Provider, ScmError};
 
 /// Pages of open pull requests read per repository, 100 each.
 const MAX_PAGES: u32 = 20;
-
-/// Where a pull request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrState {
-    Open,
-    Closed,
-}
-
-/// Why GitHub could not tell.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ScmError {
-    #[error("GitHub answered {status} to {what}")]
-    Status { status: u16, what: String },
-    #[error("GitHub could not be reached for {what}: {message}")]
-    Unreachable { what: String, message: String },
-    #[error("GitHub did not answer {what} within {}s", TIMEOUT.as_secs())]
-    Timeout { what: String },
-    #[error("GitHub's answer to {what} is not understood: {message}")]
-    Malformed { what: String, message: String },
-}
 
 #[derive(Deserialize)]
 struct Pull {
@@ -65,6 +45,7 @@ impl Pulls {
             "open" => Ok(PrState::Open),
             "closed" => Ok(PrState::Closed),
             other => Err(ScmError::Malformed {
+                provider: Provider::Github,
                 what,
                 message: format!("state {other:?}"),
             }),

@@ -1,0 +1,374 @@
+//! GitLab, for previews with `spec.provider: gitlab`: commit statuses on the merge request's
+//! sha, one note per preview on the merge request, and the merge request's state (for the
+//! webhook's confirmation and the resync), through GitLab's REST API (v4) with a token.
+//!
+//! A small client over hyper rather than the `gitlab` crate: the operator needs five
+//! endpoints, and that crate brings a second HTTP stack (reqwest), a GraphQL client and a
+//! token check at start-up; this way every call is counted, bounded and rate-limit aware in
+//! the same way as GitHub's.
+//!
+//! `POST /webhooks/gitlab` deliveries are parsed here ([`parse_hook`]); the route lives with
+//! GitHub's in `webhook`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+
+use crate::github::{CommitStatus, Outcome, State};
+use crate::metrics::Metrics;
+use crate::scm::{Answer, PrState, Provider, ScmError, TIMEOUT};
+use crate::webhook::ClosedPr;
+
+/// Largest answer read.
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+/// Pages of 100 read when listing (open merge requests, notes).
+const MAX_PAGES: u32 = 20;
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Where GitLab is and the operator's token there.
+#[derive(Clone)]
+pub struct GitLabConfig {
+    /// e.g. `https://gitlab.com` or `https://gitlab.example.com`.
+    pub url: String,
+    pub token: String,
+}
+
+/// A GitLab client.
+pub struct GitLab {
+    client: HttpsClient,
+    api: String,
+    token: String,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+struct MergeRequest {
+    iid: i64,
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct Note {
+    id: u64,
+    #[serde(default)]
+    body: String,
+}
+
+/// A project path as one URL path segment: `group/sub/project` → `group%2Fsub%2Fproject`.
+/// Paths are checked at admission (letters, digits, `_.-` and `/`), so only `/` needs it.
+pub fn project_id(path: &str) -> String {
+    path.replace('/', "%2F")
+}
+
+impl GitLab {
+    pub fn new(config: &GitLabConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<GitLab>> {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(Arc::new(GitLab {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            api: format!("{}/api/v4", config.url.trim_end_matches('/')),
+            token: config.token.clone(),
+            metrics,
+        }))
+    }
+
+    /// One call: `path` below `/api/v4`, counted as `endpoint`. Every answer is `Ok`.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        endpoint: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, ScmError> {
+        let what = format!("{endpoint} {path}");
+        let provider = Provider::Gitlab;
+        let unreachable = |message: String| ScmError::Unreachable {
+            provider,
+            what: what.clone(),
+            message,
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.api))
+            .header("private-token", &self.token)
+            .header("user-agent", "preview-operator")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let answer = tokio::time::timeout(TIMEOUT, async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = response.status();
+            self.metrics
+                .scm_request("gitlab", endpoint, status.as_u16());
+            if let Some(left) = response
+                .headers()
+                .get("ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+            {
+                self.metrics.scm_rate_limit_remaining("gitlab", left);
+            }
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok(Answer {
+                provider,
+                status,
+                headers: parts.headers,
+                body,
+            })
+        })
+        .await;
+        answer.unwrap_or_else(|_| {
+            self.metrics.scm_request("gitlab", endpoint, 0);
+            Err(ScmError::Timeout {
+                provider,
+                what: what.clone(),
+            })
+        })
+    }
+
+    /// Whether merge request `iid` of `project` is open (closed, merged and locked count as
+    /// closed: a locked one is being merged).
+    pub async fn state(&self, project: &str, iid: i64) -> Result<PrState, ScmError> {
+        let path = format!("/projects/{}/merge_requests/{iid}", project_id(project));
+        let what = format!("{project}!{iid}");
+        let mr: MergeRequest = self
+            .call(Method::GET, &path, "merge_request", None)
+            .await?
+            .json(&what)?;
+        Ok(match mr.state.as_str() {
+            "opened" => PrState::Open,
+            _ => PrState::Closed,
+        })
+    }
+
+    /// The iids of the open merge requests of `project`.
+    pub async fn open(&self, project: &str) -> Result<BTreeSet<i64>, ScmError> {
+        let what = format!("the open merge requests of {project}");
+        let mut open = BTreeSet::new();
+        for page in 1..=MAX_PAGES {
+            let path = format!(
+                "/projects/{}/merge_requests?state=opened&per_page=100&page={page}",
+                project_id(project)
+            );
+            let mrs: Vec<MergeRequest> = self
+                .call(Method::GET, &path, "merge_requests", None)
+                .await?
+                .json(&what)?;
+            let full = mrs.len() == 100;
+            open.extend(
+                mrs.into_iter()
+                    .filter(|m| m.state == "opened")
+                    .map(|m| m.iid),
+            );
+            if !full {
+                break;
+            }
+        }
+        Ok(open)
+    }
+
+    /// Posts `status` as a commit status of the project.
+    pub async fn post_status(&self, status: &CommitStatus) -> Outcome {
+        let path = format!(
+            "/projects/{}/statuses/{}",
+            project_id(&status.repository),
+            status.sha
+        );
+        let mut body = serde_json::json!({
+            "state": state(status),
+            "name": status.context,
+            "description": status.description,
+        });
+        if let Some(url) = &status.target_url {
+            body["target_url"] = url.clone().into();
+        }
+        let answer = self
+            .call(Method::POST, &path, "statuses", Some(&body))
+            .await;
+        // GitLab refuses a status in the state it already shows ("Cannot transition status
+        // via :run from :running"): the merge request shows what we meant, which is enough.
+        if let Ok(a) = &answer
+            && a.status == StatusCode::BAD_REQUEST
+            && String::from_utf8_lossy(&a.body).contains("Cannot transition status")
+        {
+            return Outcome::Posted;
+        }
+        Outcome::of(answer)
+    }
+
+    /// The id of the note on merge request `iid` that starts with `marker`.
+    pub async fn find_note(
+        &self,
+        project: &str,
+        iid: i64,
+        marker: &str,
+    ) -> Result<Option<u64>, ScmError> {
+        for page in 1..=MAX_PAGES {
+            let path = format!(
+                "/projects/{}/merge_requests/{iid}/notes?per_page=100&page={page}",
+                project_id(project)
+            );
+            let notes: Vec<Note> = self
+                .call(Method::GET, &path, "notes", None)
+                .await?
+                .json("notes")?;
+            if let Some(found) = notes.iter().find(|n| n.body.starts_with(marker)) {
+                return Ok(Some(found.id));
+            }
+            if notes.len() < 100 {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Edits note `id` (or creates one) on merge request `iid` to say `body`; its id.
+    pub async fn write_note(
+        &self,
+        project: &str,
+        iid: i64,
+        id: Option<u64>,
+        body: &str,
+    ) -> Result<u64, ScmError> {
+        let base = format!(
+            "/projects/{}/merge_requests/{iid}/notes",
+            project_id(project)
+        );
+        let payload = serde_json::json!({ "body": body });
+        let answer = match id {
+            Some(id) => {
+                self.call(
+                    Method::PUT,
+                    &format!("{base}/{id}"),
+                    "note_edit",
+                    Some(&payload),
+                )
+                .await?
+            }
+            None => {
+                self.call(Method::POST, &base, "note_create", Some(&payload))
+                    .await?
+            }
+        };
+        Ok(answer.json::<Note>("note")?.id)
+    }
+}
+
+/// GitLab's commit status states: `running` while deploying or testing, `pending` while
+/// queued.
+fn state(status: &CommitStatus) -> &'static str {
+    match status.state {
+        State::Pending if status.description.starts_with("waiting") => "pending",
+        State::Pending => "running",
+        State::Success => "success",
+        State::Failure | State::Error => "failed",
+    }
+}
+
+#[derive(Deserialize)]
+struct Hook {
+    object_kind: String,
+    #[serde(default)]
+    object_attributes: Option<HookMr>,
+    #[serde(default)]
+    project: Option<HookProject>,
+}
+
+#[derive(Deserialize)]
+struct HookMr {
+    iid: i64,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HookProject {
+    path_with_namespace: String,
+}
+
+/// What a verified GitLab delivery asks for: a merge request closed or merged, or nothing.
+pub fn parse_hook(body: &[u8]) -> Result<Option<ClosedPr>, String> {
+    let hook: Hook = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if hook.object_kind != "merge_request" {
+        return Ok(None);
+    }
+    let (Some(mr), Some(project)) = (hook.object_attributes, hook.project) else {
+        return Err("a merge_request event without object_attributes or project".into());
+    };
+    if mr.iid < 1 || !project.path_with_namespace.contains('/') {
+        return Err("merge request iid or project path out of range".into());
+    }
+    let merged = match mr.action.as_deref() {
+        Some("merge") => true,
+        Some("close") => false,
+        _ => return Ok(None),
+    };
+    Ok(Some(ClosedPr {
+        provider: Provider::Gitlab,
+        repository: project.path_with_namespace,
+        number: mr.iid,
+        merged,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_request_hooks_that_close_or_merge_tear_down() {
+        let hook = |action: &str| {
+            serde_json::json!({
+                "object_kind": "merge_request",
+                "project": {"path_with_namespace": "acme/platform/shop"},
+                "object_attributes": {"iid": 7, "action": action},
+            })
+            .to_string()
+        };
+        let closed = parse_hook(hook("merge").as_bytes()).expect("parsed");
+        assert_eq!(
+            closed,
+            Some(ClosedPr {
+                provider: Provider::Gitlab,
+                repository: "acme/platform/shop".into(),
+                number: 7,
+                merged: true
+            })
+        );
+        assert!(
+            parse_hook(hook("close").as_bytes())
+                .expect("parsed")
+                .is_some_and(|c| !c.merged)
+        );
+        assert_eq!(parse_hook(hook("update").as_bytes()), Ok(None));
+        assert_eq!(parse_hook(br#"{"object_kind": "push"}"#), Ok(None));
+        assert!(parse_hook(b"not json").is_err());
+    }
+
+    #[test]
+    fn project_paths_become_one_segment() {
+        assert_eq!(project_id("acme/platform/shop"), "acme%2Fplatform%2Fshop");
+    }
+}

@@ -1,0 +1,153 @@
+//! What GitHub and GitLab have in common for the operator: the answer to a call, why a call
+//! could not tell, where a pull (merge) request is, and [`Scm`], which asks the provider a
+//! preview names about its pull requests (the webhook's confirmation and the resync).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+pub use crate::api::Provider;
+use crate::github::{GitHub, Pulls};
+use crate::gitlab::GitLab;
+
+/// Longest a call to GitHub or GitLab may take.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Provider::Github => "GitHub",
+            Provider::Gitlab => "GitLab",
+        })
+    }
+}
+
+/// Where a pull request (merge request) is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrState {
+    Open,
+    Closed,
+}
+
+/// Why GitHub or GitLab could not tell.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScmError {
+    #[error("{provider} answered {status} to {what}")]
+    Status {
+        provider: Provider,
+        status: u16,
+        what: String,
+    },
+    #[error("{provider} could not be reached for {what}: {message}")]
+    Unreachable {
+        provider: Provider,
+        what: String,
+        message: String,
+    },
+    #[error("{provider} did not answer {what} within {}s", TIMEOUT.as_secs())]
+    Timeout { provider: Provider, what: String },
+    #[error("{provider}'s answer to {what} is not understood: {message}")]
+    Malformed {
+        provider: Provider,
+        what: String,
+        message: String,
+    },
+    #[error("the operator has no {provider} credentials")]
+    NotConfigured { provider: Provider },
+}
+
+/// What a provider answered: any status, with its headers and (bounded) body.
+pub struct Answer {
+    pub provider: Provider,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body, or the status as an error when it is not a success.
+    pub fn ok(self, what: &str) -> Result<Bytes, ScmError> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            Err(ScmError::Status {
+                provider: self.provider,
+                status: self.status.as_u16(),
+                what: what.to_string(),
+            })
+        }
+    }
+
+    /// The body as JSON of type `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(self, what: &str) -> Result<T, ScmError> {
+        let provider = self.provider;
+        let body = self.ok(what)?;
+        serde_json::from_slice(&body).map_err(|e| ScmError::Malformed {
+            provider,
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Where the poster and the comment writer write.
+#[derive(Clone)]
+pub enum Backend {
+    GitHub(Arc<GitHub>),
+    GitLab(Arc<GitLab>),
+}
+
+/// Asks the provider a preview names about its pull requests.
+#[derive(Default)]
+pub struct Scm {
+    pub github: Option<Pulls>,
+    pub gitlab: Option<Arc<GitLab>>,
+}
+
+impl Scm {
+    pub fn new(github: Option<Arc<GitHub>>, gitlab: Option<Arc<GitLab>>) -> Scm {
+        Scm {
+            github: github.map(Pulls::new),
+            gitlab,
+        }
+    }
+
+    /// Whether the operator may ask `provider` at all.
+    pub fn knows(&self, provider: Provider) -> bool {
+        match provider {
+            Provider::Github => self.github.is_some(),
+            Provider::Gitlab => self.gitlab.is_some(),
+        }
+    }
+
+    /// Whether pull request `number` of `repository` is open or closed (merged counts as
+    /// closed).
+    pub async fn state(
+        &self,
+        provider: Provider,
+        repository: &str,
+        number: i64,
+    ) -> Result<PrState, ScmError> {
+        match (provider, &self.github, &self.gitlab) {
+            (Provider::Github, Some(github), _) => github.state(repository, number).await,
+            (Provider::Gitlab, _, Some(gitlab)) => gitlab.state(repository, number).await,
+            _ => Err(ScmError::NotConfigured { provider }),
+        }
+    }
+
+    /// The numbers of the open pull requests of `repository`.
+    pub async fn open(
+        &self,
+        provider: Provider,
+        repository: &str,
+    ) -> Result<BTreeSet<i64>, ScmError> {
+        match (provider, &self.github, &self.gitlab) {
+            (Provider::Github, Some(github), _) => github.open(repository).await,
+            (Provider::Gitlab, _, Some(gitlab)) => gitlab.open(repository).await,
+            _ => Err(ScmError::NotConfigured { provider }),
+        }
+    }
+}
