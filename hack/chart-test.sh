@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The Helm chart's checks, run by hack/test.sh against the rig (KUBECONFIG must point at it):
 # lint; render with default and non-default values (CRDs identical to crds/, the default
-# PreviewClass valid against its CRD, only environment variables the operator reads, every
-# mounted Secret readable by the operator's user, RBAC without wildcards); the values schema
-# refusing bad values; then on the rig: install (which installs the CRDs; the default class
-# follows on the next upgrade when the CRDs are new), uninstall keeping the CRDs, the class and
-# the previews, install again, upgrade, the tenant RBAC aggregated into the built-in edit and
-# view roles, the admission policies (the operator's ServiceAccount writes only where it
-# manages, nobody else sets its labels), and Secret and ConfigMap reads (nowhere but the release
-# namespace, plus a team namespace once the team binds the source-reader ClusterRole there),
-# checked by impersonation. The chart stays installed
-# (its ServiceAccount is what the operator runs as in the cluster tests) without its default
-# class: the cluster tests use hack/classes/test.yaml as their only default class.
+# PreviewClass valid against its CRD, only environment variables and flags the operator reads,
+# the GitHub App's and GitLab's Secret files, settings and webhook Ingress paths, the pods/log
+# rule following testLogs.enabled, every mounted Secret readable by the operator's user, RBAC
+# without wildcards); the values schema refusing bad values; then on the rig: install (which
+# installs the CRDs; the default class follows on the next upgrade when the CRDs are new),
+# uninstall keeping the CRDs, the class and the previews, install again, upgrade, the tenant
+# RBAC aggregated into the built-in edit and view roles, the admission policies (the operator's
+# ServiceAccount writes only where it manages, nobody else sets its labels), Secret and
+# ConfigMap reads (nowhere but the release namespace, plus a team namespace once the team binds
+# the source-reader ClusterRole there) and pods/log (readable; exec, attach, port-forward not),
+# checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
+# runs as in the cluster tests) without its default class: the cluster tests use
+# hack/classes/test.yaml as their only default class.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/rig.sh
@@ -69,7 +71,8 @@ hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$r
 hack/chart/source-reader.py --release-namespace "$namespace" --service-account "$release" \
   --role "$release-source-reader" <<<"$default"
 # The operator's environment: only variables its flags read (src/cli.rs, src/config.rs), and
-# numbers as digits (Helm reads values' numbers as floats: 1048576 would print as 1.048576e+06).
+# numbers as digits (Helm reads values' numbers as floats: 1048576 would print as 1.048576e+06);
+# its arguments: only flags it has (clap names --a-b after the field a_b).
 mapfile -t flag_envs < <(grep -ho 'env = "PREVIEW_OPERATOR_[A-Z_]*"' src/cli.rs src/config.rs | cut -d'"' -f2 | sort -u)
 ((${#flag_envs[@]} > 10)) || fail "found only ${#flag_envs[@]} PREVIEW_OPERATOR_ variables in src/cli.rs and src/config.rs"
 for rendered in "$default" "$(render -f hack/chart/values-nondefault.yaml)"; do
@@ -79,6 +82,15 @@ for rendered in "$default" "$(render -f hack/chart/values-nondefault.yaml)"; do
   if grep -E 'name: PREVIEW_OPERATOR_[A-Z_]*, value: "[0-9.]+e\+' <<<"$rendered"; then
     fail "a number reaches the operator in exponent notation"
   fi
+  while read -r flag; do
+    grep -qE "^ *pub ${flag//-/_}:" src/cli.rs src/config.rs || fail "the Deployment passes --$flag, which preview-operator run does not have"
+  done < <(python3 -c '
+import sys, yaml
+deployment = next(d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Deployment")
+for arg in deployment["spec"]["template"]["spec"]["containers"][0]["args"]:
+    if arg.startswith("--"):
+        print(arg[2:].split("=", 1)[0])
+' <<<"$rendered")
 done
 for want in "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"pr-\"" "PREVIEW_OPERATOR_PROGRESS_DEADLINE, value: \"5m\"" \
   "PREVIEW_OPERATOR_WEBHOOK_MAX_BODY, value: \"524288\"" "PREVIEW_OPERATOR_SCM_RESYNC_INTERVAL, value: \"10m\""; do
@@ -106,6 +118,104 @@ wake_ports "$release" "$release.$namespace.svc.cluster.local" <<<"$default" ||
   fail "default render: the wake listener's ports or environment are wrong"
 render -f hack/chart/values-nondefault.yaml | wake_ports "$release" "$release.$namespace.svc.cluster.example" ||
   fail "non-default render: the wake listener's ports or environment (clusterDomain) are wrong"
+
+log "helm template: GitHub App, GitLab, test logs"
+# scm_wiring <want JSON>: the Deployment's secret files and SCM variables are exactly these.
+# "files": {flag: [Secret, key]} for every --*-file argument, read back through its volume
+# mount (a directory of its own) to the Secret volume (mode 0440); "env": the
+# PREVIEW_OPERATOR_GITHUB_APP_* and PREVIEW_OPERATOR_GITLAB_* variables.
+scm_wiring() {
+  python3 -c '
+import json, os, sys, yaml
+want = json.loads(sys.argv[1])
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+container = pod["containers"][0]
+mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+volumes = {v["name"]: v for v in pod.get("volumes", [])}
+files = {}
+for arg in container["args"]:
+    flag, _, path = arg.partition("=")
+    if not flag.endswith("-file"):
+        continue
+    mount = mounts.get(os.path.dirname(path))
+    assert mount and mount.get("readOnly"), f"{arg}: no read-only volume mount at {os.path.dirname(path)}"
+    secret = volumes[mount["name"]]["secret"]
+    assert secret.get("defaultMode") == 0o440, f"{arg}: Secret {secret} is not mode 0440"
+    files[flag] = [secret["secretName"], os.path.basename(path)]
+assert len(mounts) == len(files), f"Secret mounts {sorted(mounts)} that no flag reads ({files})"
+env = {e["name"]: e.get("value") for e in container["env"]
+       if e["name"].startswith(("PREVIEW_OPERATOR_GITHUB_APP_", "PREVIEW_OPERATOR_GITLAB_"))}
+want_files, want_env = want["files"], want["env"]
+assert files == want_files, f"secret files {files}, want {want_files}"
+assert env == want_env, f"environment {env}, want {want_env}"
+' "$1"
+}
+scm_wiring '{"files": {}, "env": {}}' <<<"$default" || fail "default render: no App, GitLab or Secret file is configured"
+render -f hack/chart/values-nondefault.yaml | scm_wiring '{"files": {
+    "--github-app-private-key-file": ["github-app", "app.pem"], "--github-token-file": ["github-token", "token"],
+    "--github-webhook-secret-file": ["github-webhook", "secret"], "--gitlab-token-file": ["gitlab-token", "api-token"],
+    "--gitlab-webhook-secret-file": ["gitlab-webhook", "secret-token"]},
+  "env": {"PREVIEW_OPERATOR_GITHUB_APP_ID": "123456", "PREVIEW_OPERATOR_GITLAB_URL": "https://gitlab.example.com",
+    "PREVIEW_OPERATOR_GITLAB_MR_NOTES": "true"}}' || fail "non-default render: the App's and GitLab's Secrets or settings are wrong"
+# The App alone, its id as --set gives it (an integer) and as a values file may (a string).
+render --set github.app.id=2345678 --set github.app.privateKey.existingSecret=preview-app | scm_wiring '{
+  "files": {"--github-app-private-key-file": ["preview-app", "private-key"]},
+  "env": {"PREVIEW_OPERATOR_GITHUB_APP_ID": "2345678"}}' || fail "github.app: wrong key file or id"
+render --set-string github.app.id=2345678 --set github.app.privateKey.existingSecret=preview-app | scm_wiring '{
+  "files": {"--github-app-private-key-file": ["preview-app", "private-key"]},
+  "env": {"PREVIEW_OPERATOR_GITHUB_APP_ID": "2345678"}}' || fail "github.app.id as a string: wrong key file or id"
+# GitLab's token alone, its webhook alone: the URL goes with either.
+render --set gitlab.token.existingSecret=gitlab | scm_wiring '{"files": {"--gitlab-token-file": ["gitlab", "token"]},
+  "env": {"PREVIEW_OPERATOR_GITLAB_URL": "https://gitlab.com"}}' || fail "gitlab.token: wrong token file or URL"
+render --set gitlab.webhook.existingSecret=gitlab-hook | scm_wiring '{
+  "files": {"--gitlab-webhook-secret-file": ["gitlab-hook", "webhook-secret"]},
+  "env": {"PREVIEW_OPERATOR_GITLAB_URL": "https://gitlab.com"}}' || fail "gitlab.webhook: wrong secret file or URL"
+# Halves that do nothing, or keep the operator from starting, fail naming what is missing.
+for pair in "github.app.id=1:github.app.privateKey.existingSecret" "github.app.privateKey.existingSecret=k:github.app.id" \
+  "gitlab.mrNotes=true:gitlab.token.existingSecret" "gitlab.webhook.ingress.enabled=true:gitlab.webhook.existingSecret"; do
+  if out=$(render --set "${pair%%:*}" 2>&1) || ! grep -qF -- "${pair##*:}" <<<"$out"; then
+    fail "--set ${pair%%:*} alone must fail naming ${pair##*:}, got: $out"
+  fi
+done
+# webhook_ingresses: "<name> <host> <path>,<path>" per Ingress, sorted.
+webhook_ingresses() {
+  python3 -c '
+import sys, yaml
+for d in sorted((d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Ingress"), key=lambda d: d["metadata"]["name"]):
+    for rule in d["spec"]["rules"]:
+        print(d["metadata"]["name"], rule["host"], ",".join(p["path"] for p in rule["http"]["paths"]))
+'
+}
+# The GitHub webhook's Ingress routes /webhooks/gitlab too, unless GitLab's has its own.
+got=$(render -f hack/chart/values-nondefault.yaml | webhook_ingresses)
+[[ $got == "$release-webhook hooks.example.com /webhooks/github,/webhooks/gitlab" ]] ||
+  fail "non-default render: the webhook Ingress should route GitHub's and GitLab's paths, got: $got"
+got=$(render -f hack/chart/values-nondefault.yaml --set gitlab.webhook.ingress.enabled=true \
+  --set gitlab.webhook.ingress.host=gitlab-hooks.example.com | webhook_ingresses)
+[[ $got == "$release-gitlab-webhook gitlab-hooks.example.com /webhooks/gitlab"$'\n'"$release-webhook hooks.example.com /webhooks/github" ]] ||
+  fail "gitlab.webhook.ingress: want an Ingress of its own for /webhooks/gitlab only, got: $got"
+got=$(render --set gitlab.webhook.existingSecret=gitlab-hook --set gitlab.webhook.ingress.enabled=true \
+  --set gitlab.webhook.ingress.host=gitlab-hooks.example.com | webhook_ingresses)
+[[ $got == "$release-gitlab-webhook gitlab-hooks.example.com /webhooks/gitlab" ]] ||
+  fail "GitLab alone: want only its webhook Ingress, got: $got"
+# Test logs: get pods/log (and nothing else on it) by default, no rule with testLogs.enabled=false.
+pod_logs() {
+  python3 -c '
+import sys, yaml
+role = next(d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == sys.argv[1])
+verbs = [v for r in role["rules"] if "pods/log" in r.get("resources", []) for v in r["verbs"]]
+print(",".join(verbs) or "none")
+' "$release"
+}
+[[ $(pod_logs <<<"$default") == get ]] || fail "default render: the operator's ClusterRole should get pods/log (testLogs.enabled)"
+[[ $(render --set testLogs.enabled=false | pod_logs) == none ]] || fail "testLogs.enabled=false still grants pods/log"
+# helm upgrade --reuse-values from 0.5.0 lacks the new blocks: a clear failure, not a nil pointer.
+for block in github.app gitlab testLogs; do
+  if out=$(render --set "$block=null" 2>&1) || ! grep -q "$block missing from the values.*reset-then-reuse-values" <<<"$out"; then
+    fail "values without $block must fail naming --reset-then-reuse-values, got: $out"
+  fi
+done
 
 log "helm template: the default PreviewClass"
 # helm template knows no cluster: without the served kind there is no class to render.
@@ -259,7 +369,9 @@ for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.prog
   "grafanaDashboard.enabled=maybe" "grafanaDashboard.namespace=Monitoring" "grafanaDashboard.folder=x" \
   "service.port=8081" "clusterDomain=Cluster_Local" "defaultClass.sleep.afterIdle=soon" \
   "defaultClass.sleep.schedules[0].days=weekdays" "defaultClass.sleep.schedules[0].days=Mon" \
-  "defaultClass.sleep.neverSleep=true"; do
+  "defaultClass.sleep.neverSleep=true" "gitlab.mrNotes=yes" "gitlab.url=gitlab.com" "gitlab.token.key=" \
+  "gitlab.webhook.ingress.enabled=1" "gitlab.projects[0]=x" "github.app.id=abc" "github.app.id=0" "github.app.id=-5" \
+  "github.app.privateKey.name=x" "testLogs.enabled=maybe" "testLogs.tail=10"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
@@ -719,4 +831,13 @@ expect_operator no "$tenant_ns" get list watch
 kubectl delete rolebinding preview-operator-sources -n "$optin_ns" >/dev/null
 expect_operator no "$optin_ns" get list watch
 kubectl delete namespace "$optin_ns" --wait=false >/dev/null
+
+log "test logs: the operator reads pods' logs, and only reads them (impersonation)"
+# testLogs.enabled (on): get pods/log in every namespace (preview namespaces do not exist yet).
+[[ $(kubectl auth can-i "${as_operator[@]}" get pods --subresource=log -n "$tenant_ns" 2>/dev/null) == yes ]] ||
+  fail "operator SA cannot get pods/log (testLogs.enabled is on)"
+for sub in exec attach portforward; do
+  [[ $(kubectl auth can-i "${as_operator[@]}" create pods --subresource="$sub" -n "$tenant_ns" 2>/dev/null) == no ]] ||
+    fail "operator SA may create pods/$sub"
+done
 log "chart checks passed"

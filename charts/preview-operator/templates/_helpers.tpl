@@ -100,4 +100,38 @@ they went, rather than ignored (the operator no longer has those flags). helm up
 {{- if not (kindIs "map" .Values.defaultClass) -}}
 {{- fail "defaultClass is missing from the values. helm upgrade --reuse-values from a chart without it (0.2.0 and earlier) keeps that chart's defaults: upgrade with --reset-then-reuse-values (Helm 3.14+), or pass the new values.yaml's defaultClass block" -}}
 {{- end -}}
+{{- /* Blocks chart 0.6.0 added: --reuse-values from 0.5.0 and earlier lacks them. */ -}}
+{{- $missing := list -}}
+{{- if not (kindIs "map" (.Values.github | default dict).app) -}}
+{{- $missing = append $missing "github.app" -}}
+{{- end -}}
+{{- range $block := list "gitlab" "testLogs" -}}
+{{- if not (kindIs "map" (get $.Values $block)) -}}
+{{- $missing = append $missing $block -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "%s missing from the values. helm upgrade --reuse-values from a chart without them (0.5.0 and earlier) keeps that chart's defaults: upgrade with --reset-then-reuse-values (Helm 3.14+), or pass the new values.yaml's blocks" (join ", " $missing)) -}}
+{{- end -}}
+{{- end -}}
+
+{{- /*
+The GitHub App and GitLab values that only work together: refused with what is missing rather
+than an operator that refuses to start (--github-app-id requires its key file) or a setting
+that does nothing.
+*/ -}}
+{{- define "preview-operator.scmValues" -}}
+{{- $app := .Values.github.app -}}
+{{- if and $app.id (not $app.privateKey.existingSecret) -}}
+{{- fail "github.app.id is set without github.app.privateKey.existingSecret: a GitHub App needs its private key (a Secret you create, holding the PEM under github.app.privateKey.key)" -}}
+{{- end -}}
+{{- if and $app.privateKey.existingSecret (not $app.id) -}}
+{{- fail "github.app.privateKey.existingSecret is set without github.app.id: a GitHub App needs its id (a number, on the App's settings page)" -}}
+{{- end -}}
+{{- if and .Values.gitlab.mrNotes (not .Values.gitlab.token.existingSecret) -}}
+{{- fail "gitlab.mrNotes needs gitlab.token.existingSecret: notes are written with the GitLab token" -}}
+{{- end -}}
+{{- if and .Values.gitlab.webhook.ingress.enabled (not .Values.gitlab.webhook.existingSecret) -}}
+{{- fail "gitlab.webhook.ingress.enabled needs gitlab.webhook.existingSecret: without a webhook secret the operator does not serve /webhooks/gitlab" -}}
+{{- end -}}
 {{- end -}}
