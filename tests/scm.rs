@@ -1,0 +1,736 @@
+//! The operator as a GitHub App, and on GitLab. GitHub and GitLab are stood in for by small
+//! HTTP servers on 127.0.0.1 in this test; an operator of this test's own (scoped by
+//! `--selector`) talks to them.
+//!
+//! - As an App, the operator signs a JWT (RS256) with the App's key; the stand-in verifies it
+//!   with the public key of a key pair this test generates, hands out an installation token,
+//!   and accepts check runs only with that token. A failing test's check run is created in
+//!   progress and completed with the summary, the end of the test's log (served by KWOK from a
+//!   file, as `kubectl logs` would show it) and an annotation from the JUnit report in it.
+//! - On GitLab, commit statuses arrive on the merge request's sha, one note is kept up to
+//!   date, and a merge request webhook tears the preview down only when GitLab confirms the
+//!   merge request is merged (a replayed or forged-then-replayed delivery deletes nothing).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, patch, post, put};
+use common::{Operator, TestNamespace, await_condition, client, install_crd, require_operator};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use kube::api::{Api, PostParams};
+use preview_operator::api::PreviewEnvironment;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use serde_json::{Value, json};
+
+const APP_ID: u64 = 4242;
+const INSTALLATION: u64 = 99;
+const INSTALLATION_TOKEN: &str = "ghs_installation-token-of-the-test";
+
+/// One request the stand-in got: method, path, Authorization (or PRIVATE-TOKEN) and body.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: &'static str,
+    path: String,
+    credential: String,
+    body: Value,
+}
+
+#[derive(Clone)]
+struct GitHubApp {
+    public_key: Arc<DecodingKey>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// JWTs the stand-in could not verify.
+    bad_jwts: Arc<Mutex<Vec<String>>>,
+}
+
+fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl GitHubApp {
+    fn record(&self, method: &'static str, path: String, credential: String, body: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Seen {
+                method,
+                path,
+                credential,
+                body: serde_json::from_str(body).unwrap_or(Value::Null),
+            });
+    }
+
+    /// Whether `headers` carry a JWT signed with the App's key (RS256), issued by the App and
+    /// not expired.
+    fn app_signed(&self, headers: &HeaderMap) -> bool {
+        let token = bearer(headers);
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        let issued_by_the_app =
+            jsonwebtoken::decode::<Value>(&token, &self.public_key, &validation).is_ok_and(
+                |data| {
+                    let iss = &data.claims["iss"];
+                    iss.as_u64() == Some(APP_ID) || iss.as_str() == Some(&APP_ID.to_string())
+                },
+            );
+        if !issued_by_the_app {
+            self.bad_jwts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(token);
+        }
+        issued_by_the_app
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn installation(
+    State(s): State<GitHubApp>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    s.record(
+        "GET",
+        format!("/repos/{owner}/{repo}/installation"),
+        bearer(&headers),
+        "",
+    );
+    if !s.app_signed(&headers) {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    (StatusCode::OK, json!({"id": INSTALLATION}).to_string())
+}
+
+async fn access_token(
+    State(s): State<GitHubApp>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/app/installations/{id}/access_tokens"),
+        bearer(&headers),
+        "",
+    );
+    if id != INSTALLATION || !s.app_signed(&headers) {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    let expires =
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1);
+    (
+        StatusCode::CREATED,
+        json!({
+            "token": INSTALLATION_TOKEN,
+            "expires_at": expires.to_string(),
+            "permissions": {"checks": "write", "statuses": "write",
+                            "pull_requests": "write", "metadata": "read"},
+        })
+        .to_string(),
+    )
+}
+
+async fn create_check_run(
+    State(s): State<GitHubApp>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/repos/{owner}/{repo}/check-runs"),
+        bearer(&headers),
+        &body,
+    );
+    if bearer(&headers) != INSTALLATION_TOKEN {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    let id = s.seen().len() as u64 + 1000;
+    (StatusCode::CREATED, json!({"id": id}).to_string())
+}
+
+async fn update_check_run(
+    State(s): State<GitHubApp>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "PATCH",
+        format!("/repos/{owner}/{repo}/check-runs/{id}"),
+        bearer(&headers),
+        &body,
+    );
+    if bearer(&headers) != INSTALLATION_TOKEN {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    (StatusCode::OK, json!({"id": id}).to_string())
+}
+
+async fn no_check_runs() -> (StatusCode, String) {
+    (
+        StatusCode::OK,
+        json!({"total_count": 0, "check_runs": []}).to_string(),
+    )
+}
+
+/// The end of a test's output: runner chatter around a JUnit report with one failed case.
+const TEST_LOG: &[&str] = &[
+    "> shop-e2e@1.0.0 test",
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>",
+    "<testsuites tests=\"3\" failures=\"1\">",
+    "<testsuite name=\"checkout\" tests=\"3\" failures=\"1\">",
+    "<testcase name=\"adds to cart\" classname=\"cart\" time=\"0.4\"/>",
+    "<testcase name=\"pays\" classname=\"checkout\" file=\"tests/pay.spec.ts\" line=\"42\" time=\"1.2\">",
+    "<failure message=\"expected 200, got 500\">AssertionError at pay.spec.ts:42</failure>",
+    "</testcase>",
+    "<testcase name=\"shows the receipt\" classname=\"checkout\" time=\"0.3\"/>",
+    "</testsuite>",
+    "</testsuites>",
+    "npm ERR! Test failed. See above for more details.",
+];
+
+/// Makes `kubectl logs` of every pod in `namespace` answer `lines`: KWOK serves the file a
+/// ClusterLogs object names, written in the container runtime's log format.
+fn serve_logs(namespace: &str, lines: &[&str]) -> String {
+    let dir = std::env::temp_dir().join("preview-operator-test-logs");
+    std::fs::create_dir_all(&dir).expect("a log directory");
+    let file = dir.join(format!("{namespace}.log"));
+    let cri: String = lines
+        .iter()
+        .map(|l| format!("2026-11-28T10:00:00.000000000Z stdout F {l}\n"))
+        .collect();
+    std::fs::write(&file, cri).expect("the log file");
+    let name = format!("logs-{namespace}");
+    let manifest = json!({
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchNamespaces": [namespace]},
+            "logs": [{"logsFile": file.to_string_lossy()}],
+        },
+    });
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, manifest.to_string()).expect("the manifest");
+    let (ok, _, err) = common::kubectl(&["apply", "-f", &path.to_string_lossy()]);
+    assert!(ok, "ClusterLogs created: {err}");
+    name
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_github_app_writes_a_check_run_with_the_failed_tests_log_and_junit_annotations() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "gh-app").await;
+    let shard = tenant.name.clone();
+
+    // The App's key pair: the operator gets the private key, the stand-in the public one.
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("a key");
+    let private_pem = key.to_pkcs1_pem(LineEnding::LF).expect("PEM");
+    let public_pem = rsa::RsaPublicKey::from(&key)
+        .to_public_key_pem(LineEnding::LF)
+        .expect("PEM");
+    let key_file = std::env::temp_dir().join(format!("{shard}-app.pem"));
+    std::fs::write(&key_file, private_pem.as_bytes()).expect("the key file");
+
+    let stand_in = GitHubApp {
+        public_key: Arc::new(DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key")),
+        seen: Arc::default(),
+        bad_jwts: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/repos/{owner}/{repo}/installation", get(installation))
+        .route("/app/installations/{id}/access_tokens", post(access_token))
+        .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
+        .route(
+            "/repos/{owner}/{repo}/check-runs/{id}",
+            patch(update_check_run),
+        )
+        .route(
+            "/repos/{owner}/{repo}/commits/{sha}/check-runs",
+            get(no_check_runs),
+        )
+        .with_state(stand_in.clone());
+    let url = common::serve_locally(app).await;
+    let _operator = Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--github-api-url",
+            &url,
+            "--github-app-id",
+            &APP_ID.to_string(),
+            "--github-app-private-key-file",
+            &key_file.to_string_lossy(),
+        ],
+        &[],
+    );
+
+    let name = "checked";
+    let preview_ns = preview_operator::naming::preview_namespace("pr-", &tenant.name, name);
+    let logs = serve_logs(&preview_ns, TEST_LOG);
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let pe = common::spec("acme/shop", 21, "c0ffee12")
+        .tests(json!([{"name": "e2e", "image": "e2e:1",
+                        "podAnnotations": {"preview.dev/simulate": "fail"}}]))
+        .labelled(name, json!({"preview.dev/shard": shard}));
+    api.create(&PostParams::default(), &pe)
+        .await
+        .expect("create");
+    await_condition(
+        &api,
+        name,
+        "Ready",
+        "False",
+        Some("TestFailed"),
+        Duration::from_secs(120),
+    )
+    .await;
+
+    let context = format!("preview/{shard}/{name}");
+    let completed = common::wait_for("a completed check run", Duration::from_secs(60), || async {
+        stand_in
+            .seen()
+            .into_iter()
+            .find(|s| s.body["status"] == "completed")
+            .ok_or_else(|| format!("{:#?}", stand_in.seen()))
+    })
+    .await;
+    let seen = stand_in.seen();
+    let bad_jwts = stand_in.bad_jwts.lock().map(|b| b.len()).unwrap_or(1);
+    assert_eq!(bad_jwts, 0, "every JWT verified with the App's public key");
+    assert!(
+        seen.iter()
+            .any(|s| s.path == "/repos/acme/shop/installation"),
+        "the installation was looked up: {seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|s| s.path == format!("/app/installations/{INSTALLATION}/access_tokens")),
+        "an installation token was asked for"
+    );
+    let runs: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path.contains("check-runs"))
+        .collect();
+    assert!(
+        runs.iter().all(|s| s.credential == INSTALLATION_TOKEN),
+        "check runs are written with the installation token: {runs:#?}"
+    );
+    let created = runs
+        .iter()
+        .find(|s| s.method == "POST")
+        .expect("a check run created");
+    assert_eq!(created.body["name"], context.as_str());
+    assert_eq!(created.body["head_sha"], "c0ffee12");
+    assert_eq!(
+        created.body["status"], "in_progress",
+        "created while it runs"
+    );
+    assert_eq!(
+        runs.iter().filter(|s| s.method == "POST").count(),
+        1,
+        "one check run per preview and sha, then edited: {runs:#?}"
+    );
+
+    assert_eq!(completed.body["conclusion"], "failure");
+    let output = &completed.body["output"];
+    let summary = output["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("| e2e | **failed** |")
+            && summary.contains("3 cases: 2 passed, 1 failed, 0 skipped"),
+        "the summary has the test table with the JUnit counts:\n{summary}"
+    );
+    let text = output["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("npm ERR! Test failed"),
+        "the text has the end of the log:\n{text}"
+    );
+    let annotations = output["annotations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(annotations.len(), 1, "{annotations:#?}");
+    assert_eq!(annotations[0]["path"], "tests/pay.spec.ts");
+    assert_eq!(annotations[0]["start_line"], 42);
+    assert_eq!(annotations[0]["annotation_level"], "failure");
+    assert_eq!(annotations[0]["message"], "expected 200, got 500");
+
+    common::kubectl(&[
+        "delete",
+        "clusterlogs.kwok.x-k8s.io",
+        &logs,
+        "--ignore-not-found",
+    ]);
+    let tenant = common::Tenant {
+        client: client.clone(),
+        api: api.clone(),
+        namespace: tenant,
+    };
+    tenant.delete_and_wait(name).await;
+}
+
+/// GitLab as far as the operator uses it.
+#[derive(Clone, Default)]
+struct GitLab {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// Merge request states by iid ("opened", "merged").
+    states: Arc<Mutex<BTreeMap<i64, String>>>,
+    /// Notes by id: body.
+    notes: Arc<Mutex<BTreeMap<u64, String>>>,
+}
+
+fn private_token(headers: &HeaderMap) -> String {
+    headers
+        .get("private-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl GitLab {
+    fn record(&self, method: &'static str, path: String, headers: &HeaderMap, body: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Seen {
+                method,
+                path,
+                credential: private_token(headers),
+                body: serde_json::from_str(body).unwrap_or(Value::Null),
+            });
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn notes(&self) -> BTreeMap<u64, String> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn gl_status(
+    State(s): State<GitLab>,
+    Path((project, sha)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/projects/{project}/statuses/{sha}"),
+        &headers,
+        &body,
+    );
+    (StatusCode::CREATED, "{}".into())
+}
+
+async fn gl_merge_request(
+    State(s): State<GitLab>,
+    Path((project, iid)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    s.record(
+        "GET",
+        format!("/projects/{project}/merge_requests/{iid}"),
+        &headers,
+        "",
+    );
+    let state = s
+        .states
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&iid)
+        .cloned()
+        .unwrap_or_else(|| "opened".into());
+    (
+        StatusCode::OK,
+        json!({"iid": iid, "state": state}).to_string(),
+    )
+}
+
+async fn gl_merge_requests(State(s): State<GitLab>) -> (StatusCode, String) {
+    let open: Vec<Value> = s
+        .states
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, state)| *state == "opened")
+        .map(|(iid, state)| json!({"iid": iid, "state": state}))
+        .collect();
+    (StatusCode::OK, Value::Array(open).to_string())
+}
+
+async fn gl_list_notes(State(s): State<GitLab>) -> (StatusCode, String) {
+    let notes: Vec<Value> = s
+        .notes()
+        .iter()
+        .map(|(id, body)| json!({"id": id, "body": body}))
+        .collect();
+    (StatusCode::OK, Value::Array(notes).to_string())
+}
+
+async fn gl_create_note(
+    State(s): State<GitLab>,
+    Path((project, iid)): Path<(String, i64)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/projects/{project}/merge_requests/{iid}/notes"),
+        &headers,
+        &body,
+    );
+    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut notes = s.notes.lock().unwrap_or_else(|p| p.into_inner());
+    let id = notes.len() as u64 + 500;
+    notes.insert(id, text.clone());
+    (
+        StatusCode::CREATED,
+        json!({"id": id, "body": text}).to_string(),
+    )
+}
+
+async fn gl_edit_note(
+    State(s): State<GitLab>,
+    Path((project, iid, id)): Path<(String, i64, u64)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "PUT",
+        format!("/projects/{project}/merge_requests/{iid}/notes/{id}"),
+        &headers,
+        &body,
+    );
+    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    s.notes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, text.clone());
+    (StatusCode::OK, json!({"id": id, "body": text}).to_string())
+}
+
+/// Posts a merge request hook to the operator; the answer's status.
+fn gitlab_hook(url: &str, token: Option<&str>, uuid: &str, action: &str, iid: i64) -> u16 {
+    let body = json!({
+        "object_kind": "merge_request",
+        "event_type": "merge_request",
+        "project": {"path_with_namespace": "acme/platform/shop"},
+        "object_attributes": {"iid": iid, "action": action, "state": "merged"},
+    });
+    let mut args = vec![
+        "-s".to_string(),
+        "-o".into(),
+        "/dev/null".into(),
+        "-w".into(),
+        "%{http_code}".into(),
+        "-X".into(),
+        "POST".into(),
+        "-H".into(),
+        "X-Gitlab-Event: Merge Request Hook".into(),
+        "-H".into(),
+        format!("X-Gitlab-Event-UUID: {uuid}"),
+        "-H".into(),
+        "Content-Type: application/json".into(),
+        "--data-binary".into(),
+        body.to_string(),
+    ];
+    if let Some(token) = token {
+        args.extend(["-H".into(), format!("X-Gitlab-Token: {token}")]);
+    }
+    args.push(url.to_string());
+    let out = std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_down() {
+    require_operator();
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "gitlab").await;
+    let shard = tenant.name.clone();
+    let stand_in = GitLab::default();
+    stand_in
+        .states
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(5, "opened".into());
+    let app = Router::new()
+        .route("/api/v4/projects/{project}/statuses/{sha}", post(gl_status))
+        .route(
+            "/api/v4/projects/{project}/merge_requests",
+            get(gl_merge_requests),
+        )
+        .route(
+            "/api/v4/projects/{project}/merge_requests/{iid}",
+            get(gl_merge_request),
+        )
+        .route(
+            "/api/v4/projects/{project}/merge_requests/{iid}/notes",
+            get(gl_list_notes).post(gl_create_note),
+        )
+        .route(
+            "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
+            put(gl_edit_note),
+        )
+        .with_state(stand_in.clone());
+    let url = common::serve_locally(app).await;
+    let operator = Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--gitlab-url",
+            &url,
+            "--gitlab-mr-notes",
+        ],
+        &[
+            ("PREVIEW_OPERATOR_GITLAB_TOKEN", "glpat-test"),
+            ("PREVIEW_OPERATOR_GITLAB_WEBHOOK_SECRET", "hook-secret"),
+        ],
+    );
+    let hook_url = operator.metrics.replace("/metrics", "/webhooks/gitlab");
+
+    let name = "mr-5";
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let pe = common::spec("acme/platform/shop", 5, "fade0123")
+        .with("provider", json!("gitlab"))
+        .tests(json!([{"name": "e2e", "image": "e2e:1"}]))
+        .labelled(name, json!({"preview.dev/shard": shard}));
+    api.create(&PostParams::default(), &pe)
+        .await
+        .expect("create");
+    await_condition(&api, name, "Ready", "True", None, Duration::from_secs(120)).await;
+
+    let project_path = "/projects/acme/platform/shop";
+    let states = common::wait_for("a success status", Duration::from_secs(60), || async {
+        let states: Vec<String> = stand_in
+            .seen()
+            .iter()
+            .filter(|s| s.path == format!("{project_path}/statuses/fade0123"))
+            .map(|s| s.body["state"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (states.last().map(String::as_str) == Some("success"))
+            .then(|| states.clone())
+            .ok_or_else(|| format!("{states:?}"))
+    })
+    .await;
+    assert!(
+        matches!(
+            states.first().map(String::as_str),
+            Some("pending" | "running")
+        ),
+        "a pending or running status first: {states:?}"
+    );
+    let statuses: Vec<Seen> = stand_in
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/statuses/"))
+        .collect();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.credential == "glpat-test"
+                && s.body["name"] == format!("preview/{shard}/{name}")),
+        "{statuses:#?}"
+    );
+    let note = common::wait_for("the note says Ready", Duration::from_secs(60), || async {
+        let notes = stand_in.notes();
+        match notes.values().next() {
+            Some(body) if body.contains("**Ready**") => Ok(body.clone()),
+            _ => Err(format!("{notes:?}")),
+        }
+    })
+    .await;
+    assert!(note.starts_with(&format!("<!-- preview-operator:{shard}/{name} -->")));
+    assert_eq!(stand_in.notes().len(), 1, "one note, edited in place");
+
+    // Wrong or missing secret: refused.
+    assert_eq!(gitlab_hook(&hook_url, None, "u-0", "merge", 5), 401);
+    assert_eq!(
+        gitlab_hook(&hook_url, Some("guess"), "u-1", "merge", 5),
+        401
+    );
+    // A merge event GitLab does not confirm (replayed, or the MR is open again): nothing.
+    assert_eq!(
+        gitlab_hook(&hook_url, Some("hook-secret"), "u-2", "merge", 5),
+        202
+    );
+    common::wait_for(
+        "the unconfirmed merge refused",
+        Duration::from_secs(30),
+        || async {
+            let m = common::scrape(&operator.metrics).await;
+            let refused =
+                common::metric(&m, "preview_operator_webhook_confirmations_refused_total");
+            (refused >= 1.0)
+                .then_some(())
+                .ok_or_else(|| format!("{refused} refused"))
+        },
+    )
+    .await;
+    assert!(
+        api.get_opt(name)
+            .await
+            .expect("get")
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none()),
+        "an unconfirmed merge deletes nothing"
+    );
+
+    // Merged for real: the preview goes.
+    stand_in
+        .states
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(5, "merged".into());
+    assert_eq!(
+        gitlab_hook(&hook_url, Some("hook-secret"), "u-3", "merge", 5),
+        202
+    );
+    common::await_gone("the merged preview", Duration::from_secs(120), || {
+        api.get_opt(name)
+    })
+    .await;
+    common::wait_for(
+        "the note says torn down",
+        Duration::from_secs(60),
+        || async {
+            let notes = stand_in.notes();
+            match notes.values().next() {
+                Some(body) if body.contains("Torn down") => Ok(()),
+                _ => Err(format!("{notes:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(stand_in.notes().len(), 1, "still one note");
+}
