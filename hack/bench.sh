@@ -25,6 +25,10 @@ KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
 kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev crd/previewclasses.preview.dev >/dev/null
+# As the chart installs it: new PreviewEnvironments get the teardown finalizer at admission.
+helm template bench charts/preview-operator --show-only templates/finalizer-policy.yaml \
+  --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy |
+  kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f - >/dev/null
 # Every bench namespace may preview; the limit is high enough not to queue N previews.
 kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f - >/dev/null <<EOF
 apiVersion: preview.dev/v1alpha1

@@ -101,7 +101,17 @@ pub fn may_report(status: &PreviewEnvironmentStatus) -> bool {
         .is_some_and(|c| c.status == "True" || c.reason == Reason::ConcurrencyLimit.as_str())
 }
 
-/// One Event when the phase or the Ready reason changes.
+/// Ready reasons of progress on the way to a verdict: the status shows them, and an Event each
+/// would cost an API write for nothing a developer needs to act on.
+const PROGRESS: [Reason; 5] = [
+    Reason::Deploying,
+    Reason::TestsRunning,
+    Reason::WaitingForServices,
+    Reason::SetupRunning,
+    Reason::DependencyNotReady,
+];
+
+/// One Event when the phase or the Ready reason changes, except for progress.
 fn phase_announcement(
     before: Option<&PreviewEnvironmentStatus>,
     after: &PreviewEnvironmentStatus,
@@ -120,6 +130,11 @@ fn phase_announcement(
     }
     if phase == Phase::Sleeping || before.and_then(|p| p.phase) == Some(Phase::Sleeping) {
         return sleep_announcement(before, after);
+    }
+    if matches!(phase, Phase::Deploying | Phase::Testing)
+        && Reason::parse(&ready.reason).is_some_and(|r| PROGRESS.contains(&r))
+    {
+        return None;
     }
     let ends = matches!(phase, Phase::Ready | Phase::Failed);
     Some(Announcement {
@@ -449,6 +464,24 @@ mod tests {
             "still pending: nothing new for the PR"
         );
         assert_eq!(c.tests_finished.len(), 1);
+    }
+
+    #[test]
+    fn progress_towards_a_verdict_is_not_an_event() {
+        let deploying = status(Phase::Deploying, "Deploying", &[]);
+        let testing = status(Phase::Testing, "TestsRunning", &[(TestPhase::Running, 0)]);
+        assert!(of(None, deploying.clone()).events.is_empty());
+        let c = of(Some(deploying), testing.clone());
+        assert!(c.events.is_empty(), "{:?}", c.events);
+        assert_eq!(
+            c.commit_status.map(|s| s.state),
+            Some(State::Pending),
+            "the pull request still hears of it"
+        );
+        let stuck = status(Phase::Deploying, "CrashLoopBackOff", &[]);
+        let c = of(Some(testing), stuck);
+        assert_eq!(c.events.len(), 1, "a problem is an event");
+        assert_eq!(c.events[0].reason, "Deploying");
     }
 
     #[test]

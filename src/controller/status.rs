@@ -812,6 +812,16 @@ pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironm
     previous != next && without_progress(previous) == without_progress(next)
 }
 
+/// Whether `next` only moves `previous` a step forward on the way to a verdict at the same sha
+/// and generation: its services became available and its tests started. Nobody waits for
+/// that (CI waits for Ready), so it may wait a moment to be written together with the verdict.
+pub fn step_forward(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironmentStatus) -> bool {
+    previous.phase == Some(Phase::Deploying)
+        && next.phase == Some(Phase::Testing)
+        && previous.observed_sha == next.observed_sha
+        && previous.observed_generation == next.observed_generation
+}
+
 /// The status the PreviewEnvironment should have.
 pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
     let sleeping = &ctx.sleep;

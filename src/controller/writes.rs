@@ -24,6 +24,9 @@ pub const FINALIZER: &str = "preview.dev/teardown";
 const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
 /// Shortest time between two status writes of one preview that only report progress.
 const STATUS_COALESCE: Duration = Duration::from_secs(2);
+/// Longest a step forward on the way to a verdict (Deploying to Testing) waits to be written
+/// together with the next one: tests that finish within it cost one status write, not two.
+const STEP_COALESCE: Duration = Duration::from_secs(3);
 
 /// This process's last write to each preview (by UID): when, and the resourceVersion it
 /// produced. Used to coalesce progress-only status changes and to wait for the cache to
@@ -37,6 +40,8 @@ pub struct Writes {
 struct Written {
     at: Option<Instant>,
     status_at: Option<Instant>,
+    /// Since when a step forward waits to be written.
+    step_since: Option<Instant>,
     resource_version: Option<String>,
 }
 
@@ -53,6 +58,7 @@ impl Writes {
         entry.resource_version = written.resource_version();
         if status {
             entry.status_at = Some(now);
+            entry.step_since = None;
         }
     }
 
@@ -76,16 +82,26 @@ impl Writes {
 
     /// How long `next` may wait before it is written: progress within a state (a replica
     /// ready, a test's Job started) is written at most once per [`STATUS_COALESCE`], so a
-    /// rollout's steps cost one write, not one each. `None`: write now.
+    /// rollout's steps cost one write, not one each; a step forward that is not a verdict
+    /// (services available, tests started) waits up to [`STEP_COALESCE`] for the verdict.
+    /// `None`: write now.
     pub fn hold(
         &self,
         uid: &str,
         previous: Option<&PreviewEnvironmentStatus>,
         next: &PreviewEnvironmentStatus,
     ) -> Option<Duration> {
-        previous.filter(|p| status::progress_only(p, next))?;
-        let last = lock(&self.by_uid).get(uid).and_then(|w| w.status_at)?;
-        STATUS_COALESCE.checked_sub(last.elapsed())
+        let previous = previous?;
+        let mut all = lock(&self.by_uid);
+        let written = all.get_mut(uid)?;
+        if status::progress_only(previous, next) {
+            return STATUS_COALESCE.checked_sub(written.status_at?.elapsed());
+        }
+        if status::step_forward(previous, next) {
+            let since = *written.step_since.get_or_insert_with(Instant::now);
+            return STEP_COALESCE.checked_sub(since.elapsed());
+        }
+        None
     }
 
     /// Forgets a preview that is gone.
@@ -204,6 +220,42 @@ mod tests {
         pe.metadata.finalizers = Some(vec!["someone.else/keep".to_string()]);
         pe.metadata.deletion_timestamp = Some(fixtures::time(10));
         assert!(!needs_finalizer(&pe), "a deleted preview never gets it");
+    }
+
+    #[test]
+    fn services_available_waits_a_moment_for_the_verdict_but_a_verdict_never_waits() {
+        let writes = Writes::default();
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.metadata.resource_version = Some("6".into());
+        let uid = pe.uid().expect("uid");
+        let status = |phase| PreviewEnvironmentStatus {
+            phase: Some(phase),
+            observed_sha: Some(fixtures::SHA.into()),
+            observed_generation: Some(1),
+            ..PreviewEnvironmentStatus::default()
+        };
+        let (deploying, testing, ready) = (
+            status(crate::api::Phase::Deploying),
+            status(crate::api::Phase::Testing),
+            status(crate::api::Phase::Ready),
+        );
+        assert_eq!(
+            writes.hold(&uid, Some(&deploying), &testing),
+            None,
+            "nothing written yet: written at once"
+        );
+        writes.record(&pe, true);
+        let held = writes.hold(&uid, Some(&deploying), &testing);
+        assert!(held.is_some_and(|d| d <= STEP_COALESCE), "{held:?}");
+        assert_eq!(writes.hold(&uid, Some(&deploying), &ready), None);
+        assert_eq!(writes.hold(&uid, Some(&testing), &ready), None);
+        let mut new_sha = testing.clone();
+        new_sha.observed_sha = Some("f".repeat(40));
+        assert_eq!(
+            writes.hold(&uid, Some(&deploying), &new_sha),
+            None,
+            "another sha is news"
+        );
     }
 
     #[test]
