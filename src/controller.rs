@@ -62,8 +62,11 @@ use status::{Gate, Observed};
 use teardown::Lifetime;
 pub use writes::FINALIZER;
 
-/// How often teardown checks whether the namespace is gone (watches usually come first).
-const TEARDOWN_REQUEUE: Duration = Duration::from_secs(3);
+/// How often teardown checks whether the namespace is gone. The namespace watch says so
+/// first (its deletion wakes the preview); this only covers a missed event. Short requeues
+/// cost a thousand previews being torn down thousands of reconciles while the namespace
+/// controller works through their namespaces.
+const TEARDOWN_REQUEUE: Duration = Duration::from_secs(15);
 /// Trailing debounce of reconcile requests per preview.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 /// How soon a preview is looked at again while its pull request lags behind its status.

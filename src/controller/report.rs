@@ -136,6 +136,11 @@ fn phase_announcement(
     {
         return None;
     }
+    // Deleting was someone's own act (CI, a person, or the operator, which says why in its
+    // own Event: Expired, PullRequestClosed...); the status shows Terminating.
+    if phase == Phase::Terminating {
+        return None;
+    }
     let ends = matches!(phase, Phase::Ready | Phase::Failed);
     Some(Announcement {
         kind: if phase == Phase::Failed {
@@ -493,13 +498,12 @@ mod tests {
     }
 
     #[test]
-    fn terminating_is_announced_but_posts_no_commit_status() {
+    fn terminating_is_no_event_and_posts_no_commit_status() {
         let ready = status(Phase::Ready, "Ready", &[]);
         let mut terminating = ready.clone();
         terminating.phase = Some(Phase::Terminating);
         let c = of(Some(ready), terminating);
-        assert_eq!(c.events.len(), 1);
-        assert_eq!(c.events[0].reason, "Terminating");
+        assert!(c.events.is_empty(), "{:?}", c.events);
         assert_eq!(c.commit_status, None);
     }
 }

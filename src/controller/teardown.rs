@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
@@ -137,18 +137,26 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
         Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
     let ns_name = preview_namespace_of(pe, &owner, &ctx.config);
     ctx.queue.release(&owner, &ctx.stores.previews);
+    // The namespace first: its deletion is what takes long (the namespace controller), so it
+    // starts before anything else is written.
+    let gone = if deleting_as_cached(&ctx.stores.namespaces, &ns_name, &owner.uid) {
+        // Its deletion is under way, and its end (a watch event) wakes this preview again:
+        // no call to the API server while waiting.
+        Gone::Deleting
+    } else {
+        delete_owned_namespace(&ctx.client, &ns_name, &owner.uid)
+            .await
+            .map_err(|source| Error::DeleteNamespace {
+                name: ns_name.clone(),
+                source,
+            })?
+    };
     if let Some(terminating) = terminating(pe.status.as_ref()) {
         let transition = writes::write_status(&ctx.client, &ctx.writes, pe, terminating).await?;
         if let Some(t) = transition {
             report::publish(ctx, pe, &t);
         }
     }
-    let gone = delete_owned_namespace(&ctx.client, &ns_name, &owner.uid)
-        .await
-        .map_err(|source| Error::DeleteNamespace {
-            name: ns_name.clone(),
-            source,
-        })?;
     if gone == Gone::Deleting {
         return Err(Error::TeardownInProgress(ns_name));
     }
@@ -225,6 +233,18 @@ pub fn sha_observed_at(
 pub fn expires_at(since: Timestamp, ttl: Duration) -> Time {
     let ttl = SignedDuration::try_from(ttl).unwrap_or(SignedDuration::MAX);
     Time(since.checked_add(ttl).unwrap_or(Timestamp::MAX))
+}
+
+/// Whether the cache shows namespace `name` of `owner_uid` being deleted already.
+fn deleting_as_cached(
+    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    name: &str,
+    owner_uid: &str,
+) -> bool {
+    namespaces.get(&ObjectRef::new(name)).is_some_and(|ns| {
+        ns.metadata.deletion_timestamp.is_some()
+            && ns.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid)
+    })
 }
 
 /// What became of a namespace the operator wanted gone.
