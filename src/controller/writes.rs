@@ -26,7 +26,7 @@ const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
 const STATUS_COALESCE: Duration = Duration::from_secs(2);
 /// Longest a step forward on the way to a verdict (Deploying to Testing) waits to be written
 /// together with the next one: tests that finish within it cost one status write, not two.
-const STEP_COALESCE: Duration = Duration::from_secs(3);
+const STEP_COALESCE: Duration = Duration::from_secs(5);
 
 /// This process's last write to each preview (by UID): when, and the resourceVersion it
 /// produced. Used to coalesce progress-only status changes and to wait for the cache to
