@@ -25,10 +25,6 @@ KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
 kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev crd/previewclasses.preview.dev >/dev/null
-# As the chart installs it: new PreviewEnvironments get the teardown finalizer at admission.
-helm template bench charts/preview-operator --show-only templates/finalizer-policy.yaml \
-  --kube-version "${K8S_VERSION#v}" --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy 2>/dev/null |
-  kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f - >/dev/null
 # Every bench namespace may preview; the limit is high enough not to queue N previews.
 kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f - >/dev/null <<EOF
 apiVersion: preview.dev/v1alpha1

@@ -323,12 +323,6 @@ grep -q "^kind: CustomResourceDefinition$" <<<"$off" && fail "crds.install=false
 grep -q "aggregate-to-" <<<"$off" && fail "tenantRbac.enabled=false still renders aggregated roles"
 render --set crds.keep=false | grep -q "helm.sh/resource-policy" && fail "crds.keep=false still keeps the CRDs"
 render --set admissionPolicies.enabled=false | hack/chart/admission-policies.py --none
-# The finalizer policy renders where the API server serves MutatingAdmissionPolicy, unless off.
-map_kind=(--api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy)
-render "${map_kind[@]}" | grep -q "^kind: MutatingAdmissionPolicyBinding$" ||
-  fail "the teardown finalizer policy is missing although the API serves MutatingAdmissionPolicy"
-render "${map_kind[@]}" --set admissionFinalizer.enabled=false | grep -q "MutatingAdmissionPolicy" &&
-  fail "admissionFinalizer.enabled=false still renders the finalizer policy"
 # helm upgrade --reuse-values from a chart without them keeps that chart's defaults: a clear failure,
 # never an upgrade that silently drops the policies.
 if out=$(render --set admissionPolicies=null 2>&1) || ! grep -q "reset-then-reuse-values" <<<"$out"; then
@@ -507,10 +501,9 @@ render "${class_kind[@]}" -f hack/chart/values-nondefault.yaml -s templates/prev
 
 log "helm uninstall keeps the CRDs, the default class and the PreviewEnvironments; install again adopts them"
 kubectl create namespace "$probe_ns" >/dev/null
-# No operator runs during the chart checks, so this preview stays as is (with the teardown
-# finalizer, if the chart's admission policy is already in force: stripped below).
-# Right after the CRDs are created the API server may not serve the kind yet (and the finalizer
-# policy may not know its schema yet: 503 "There can be a delay..."): retried for a while.
+# No operator runs during the chart checks, so this preview has no finalizer and stays as is.
+# Right after the CRDs are created the API server may not serve the kind yet (503 "There can be
+# a delay..."): retried for a while.
 for _ in $(seq 1 100); do
   kubectl apply -n "$probe_ns" -f examples/preview-minimal.yaml >/dev/null 2>&1 && break
   sleep 0.3
@@ -525,29 +518,7 @@ kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "helm u
 install >/dev/null
 class_is_the_releases "reinstall"
 kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "reinstalling lost a PreviewEnvironment"
-# Without an operator to tear it down, the finalizer would hold the namespace forever.
-kubectl patch previewenv -n "$probe_ns" docs-pr-42 --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null
 kubectl delete namespace "$probe_ns" --timeout=60s >/dev/null
-
-log "a new PreviewEnvironment carries the teardown finalizer from admission (server dry run)"
-finalizers=""
-for _ in $(seq 1 50); do
-  finalizers=$(kubectl create --dry-run=server -o jsonpath='{.metadata.finalizers}' -f - <<EOF
-apiVersion: preview.dev/v1alpha1
-kind: PreviewEnvironment
-metadata: {name: finalizer-check, namespace: $namespace}
-spec:
-  repository: acme/shop
-  pullRequest: 1
-  headSha: abcdef0
-  services: [{name: web, image: web:1}]
-EOF
-  ) && [[ $finalizers == *preview.dev/teardown* ]] && break
-  # The API server picks up a new policy within a second or so.
-  sleep 0.2
-done
-[[ $finalizers == *preview.dev/teardown* ]] ||
-  fail "a PreviewEnvironment created after the install has no teardown finalizer: '$finalizers'"
 
 log "helm upgrade onto the rig: values reach the default class, kubectl edits of other fields stay"
 kubectl patch previewclass "$class" --type=merge -p '{"spec":{"allowedRegistries":["registry.example.com/"]}}' >/dev/null
