@@ -223,22 +223,32 @@ async fn handle(
         Ok(Delivery::Closed(pr)) => {
             let text = format!("tearing down previews of {}#{}\n", pr.repository, pr.number);
             let delivery = header("x-github-delivery").map(str::to_string);
-            // The work happens after answering; a full queue means GitHub should retry.
-            match state.closed.try_send(Teardown { pr, delivery }) {
-                Ok(()) => answer("accepted", StatusCode::ACCEPTED, text),
-                Err(refused) => {
-                    if let Some(id) = refused.into_inner().delivery {
-                        lock(&state.seen).forget(&id);
-                    }
-                    answer(
-                        "busy",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "teardown queue full, retry later\n".into(),
-                    )
-                }
-            }
+            let (result, code, text) = enqueue(&state, Teardown { pr, delivery }, text);
+            answer(result, code, text)
         }
         Err(e) => answer("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+/// Queues a teardown; the work happens after answering. A full queue means the sender should
+/// retry, so the delivery is forgotten (a redelivery is handled, not answered "duplicate").
+fn enqueue(
+    state: &WebhookState,
+    teardown: Teardown,
+    text: String,
+) -> (&'static str, StatusCode, String) {
+    match state.closed.try_send(teardown) {
+        Ok(()) => ("accepted", StatusCode::ACCEPTED, text),
+        Err(refused) => {
+            if let Some(id) = refused.into_inner().delivery {
+                lock(&state.seen).forget(&id);
+            }
+            (
+                "busy",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "teardown queue full, retry later\n".into(),
+            )
+        }
     }
 }
 
@@ -277,19 +287,8 @@ async fn handle_gitlab(
     match crate::gitlab::parse_hook(&body) {
         Ok(Some(pr)) => {
             let text = format!("tearing down previews of {}!{}\n", pr.repository, pr.number);
-            match state.closed.try_send(Teardown { pr, delivery }) {
-                Ok(()) => answer("accepted", StatusCode::ACCEPTED, text),
-                Err(refused) => {
-                    if let Some(id) = refused.into_inner().delivery {
-                        lock(&state.seen).forget(&id);
-                    }
-                    answer(
-                        "busy",
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "teardown queue full, retry later\n".into(),
-                    )
-                }
-            }
+            let (result, code, text) = enqueue(&state, Teardown { pr, delivery }, text);
+            answer(result, code, text)
         }
         Ok(None) => answer(
             "ignored",

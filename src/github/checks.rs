@@ -14,7 +14,7 @@ use std::sync::Arc;
 use http::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{CommitStatus, GitHub, Outcome, State};
+use super::{CommitStatus, GitHub, Outcome, State, comment};
 use crate::api::{PreviewEnvironmentStatus, TestPhase};
 use crate::testlog::TestLog;
 
@@ -67,18 +67,7 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
     if !status.tests.is_empty() {
         summary.push_str("| test | result | took | cases |\n| --- | --- | --- | --- |\n");
         for t in &status.tests {
-            let result = match t.phase {
-                TestPhase::Succeeded => "passed",
-                TestPhase::Failed => "**failed**",
-                TestPhase::Running => "running",
-                TestPhase::Pending => "pending",
-            };
-            let took = match (&t.started_at, &t.finished_at) {
-                (Some(a), Some(b)) => {
-                    crate::api::format_duration(b.0.duration_since(a.0).unsigned_abs())
-                }
-                _ => String::new(),
-            };
+            let (result, took) = comment::result_and_time(t);
             let log = logs.get(&t.name);
             let cases = log
                 .and_then(|l| l.junit.as_ref())

@@ -74,18 +74,7 @@ pub fn render(
     if !status.tests.is_empty() {
         body.push_str("| test | result | took |\n| --- | --- | --- |\n");
         for t in &status.tests {
-            let result = match t.phase {
-                TestPhase::Succeeded => "passed",
-                TestPhase::Failed => "**failed**",
-                TestPhase::Running => "running",
-                TestPhase::Pending => "pending",
-            };
-            let took = match (&t.started_at, &t.finished_at) {
-                (Some(a), Some(b)) => {
-                    crate::api::format_duration(b.0.duration_since(a.0).unsigned_abs())
-                }
-                _ => String::new(),
-            };
+            let (result, took) = result_and_time(t);
             body.push_str(&format!("| {} | {result} | {took} |\n", t.name));
         }
         body.push('\n');
@@ -99,6 +88,22 @@ pub fn render(
         preview: preview.to_string(),
         body,
     })
+}
+
+/// A test's result and how long it took, as the comment's and the check run's tables show
+/// them.
+pub fn result_and_time(t: &crate::api::TestStatus) -> (&'static str, String) {
+    let result = match t.phase {
+        TestPhase::Succeeded => "passed",
+        TestPhase::Failed => "**failed**",
+        TestPhase::Running => "running",
+        TestPhase::Pending => "pending",
+    };
+    let took = match (&t.started_at, &t.finished_at) {
+        (Some(a), Some(b)) => crate::api::format_duration(b.0.duration_since(a.0).unsigned_abs()),
+        _ => String::new(),
+    };
+    (result, took)
 }
 
 /// The comment of a preview that was torn down.
