@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,8 +26,6 @@ use crate::metrics::Metrics;
 use crate::scm::{Answer, PrState, Provider, ScmError, TIMEOUT};
 use crate::webhook::ClosedPr;
 
-/// Largest answer read.
-const MAX_ANSWER: usize = 8 * 1024 * 1024;
 /// Pages of 100 read when listing (open merge requests, notes).
 const MAX_PAGES: u32 = 20;
 
@@ -114,29 +112,15 @@ impl GitLab {
                 .request(request)
                 .await
                 .map_err(|e| unreachable(e.to_string()))?;
-            let status = response.status();
-            self.metrics
-                .scm_request("gitlab", endpoint, status.as_u16());
-            if let Some(left) = response
-                .headers()
-                .get("ratelimit-remaining")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-            {
-                self.metrics.scm_rate_limit_remaining("gitlab", left);
-            }
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| unreachable(e.to_string()))?
-                .to_bytes();
-            Ok(Answer {
+            Answer::read(
                 provider,
-                status,
-                headers: parts.headers,
-                body,
-            })
+                endpoint,
+                response,
+                "ratelimit-remaining",
+                &self.metrics,
+            )
+            .await
+            .map_err(unreachable)
         })
         .await;
         answer.unwrap_or_else(|_| {

@@ -93,6 +93,51 @@ impl Answer {
     }
 }
 
+/// Largest answer read from a provider (a page of 100 pull requests or notes is well under it).
+const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+impl Answer {
+    /// Reads `response` of `provider` to `endpoint`: counts it, records the rate limit left
+    /// (header `rate_limit_header`) and reads the body, bounded. `Err` says why the body could
+    /// not be read.
+    pub async fn read<B>(
+        provider: Provider,
+        endpoint: &str,
+        response: http::Response<B>,
+        rate_limit_header: &str,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Answer, String>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt;
+        let label = provider.as_str();
+        let status = response.status();
+        metrics.scm_request(label, endpoint, status.as_u16());
+        if let Some(left) = response
+            .headers()
+            .get(rate_limit_header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            metrics.scm_rate_limit_remaining(label, left);
+        }
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Answer {
+            provider,
+            status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
 /// Where the poster and the comment writer write.
 #[derive(Clone)]
 pub enum Backend {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use octocrab::Octocrab;
 use octocrab::models::{AppId, InstallationId};
 use serde::Deserialize;
@@ -17,8 +16,6 @@ use serde::Deserialize;
 use crate::metrics::Metrics;
 use crate::scm::{Answer, Provider, ScmError, TIMEOUT};
 
-/// Largest answer read (a page of 100 pull requests or comments is well under it).
-const MAX_ANSWER: usize = 8 * 1024 * 1024;
 /// How long a repository's installation is remembered before it is looked up again (an App
 /// can be uninstalled from one repository and installed on another).
 const INSTALLATION_TTL: Duration = Duration::from_secs(3600);
@@ -203,32 +200,18 @@ impl GitHub {
             self.metrics.scm_request("github", endpoint, 0);
             unreachable(e)
         })?;
-        let status = response.status();
-        self.metrics
-            .scm_request("github", endpoint, status.as_u16());
-        if let Some(left) = response
-            .headers()
-            .get("x-ratelimit-remaining")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<i64>().ok())
-        {
-            self.metrics.scm_rate_limit_remaining("github", left);
-        }
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| ScmError::Unreachable {
-                provider: Provider::Github,
-                what: what.to_string(),
-                message: e.to_string(),
-            })?
-            .to_bytes();
-        Ok(Answer {
+        Answer::read(
+            Provider::Github,
+            endpoint,
+            response,
+            "x-ratelimit-remaining",
+            &self.metrics,
+        )
+        .await
+        .map_err(|message| ScmError::Unreachable {
             provider: Provider::Github,
-            status,
-            headers: parts.headers,
-            body,
+            what: what.to_string(),
+            message,
         })
     }
 }
