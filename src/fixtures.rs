@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -42,6 +42,18 @@ pub fn preview(name: &str) -> PreviewEnvironment {
 
 pub fn time(secs: i64) -> Time {
     Time(Timestamp::from_second(secs).expect("valid time"))
+}
+
+/// A condition of `type_` with `status` and `reason`, as the operator writes them.
+pub fn condition(type_: &str, status: &str, reason: &str) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: String::new(),
+        last_transition_time: time(0),
+        observed_generation: Some(1),
+    }
 }
 
 /// A status in phase Deploying with `ready` replicas of one service.

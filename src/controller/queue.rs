@@ -58,14 +58,21 @@ impl Queue {
             return Gate::Open;
         }
         let _one_at_a_time = self.deciding.lock().await;
-        let admitted = lock(&self.admitted).clone();
-        let namespaces = namespaces.state();
+        // One set of running previews per decision, not a scan of every namespace per peer:
+        // at 1000 previews arriving at once the decisions are serialised, and a quadratic
+        // one kept later previews from their namespace for tens of seconds.
+        let mut running: HashSet<String> = lock(&self.admitted).clone();
+        running.extend(
+            namespaces
+                .state()
+                .iter()
+                .filter_map(|ns| ns.labels().get(OWNER_UID).cloned()),
+        );
         let is_running = |p: &PreviewEnvironment| {
-            let uid = p.uid().unwrap_or_default();
-            admitted.contains(&uid)
-                || namespaces
-                    .iter()
-                    .any(|ns| ns.labels().get(OWNER_UID) == Some(&uid))
+            p.metadata
+                .uid
+                .as_ref()
+                .is_some_and(|uid| running.contains(uid))
         };
         let live: Vec<Arc<PreviewEnvironment>> = previews
             .state()
@@ -73,14 +80,12 @@ impl Queue {
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
         for scope in scopes(pe, limits) {
-            let peers: Vec<&PreviewEnvironment> = live
+            let (running, waiting): (Vec<&PreviewEnvironment>, Vec<&PreviewEnvironment>) = live
                 .iter()
                 .map(Arc::as_ref)
                 .filter(|p| (scope.covers)(p))
-                .collect();
-            let running = peers.iter().filter(|p| is_running(p)).count();
-            let waiting = peers.into_iter().filter(|p| !is_running(p)).collect();
-            let gate = place(scope.limit, running, waiting, &uid, &scope.name);
+                .partition(|p| is_running(p));
+            let gate = place(scope.limit, running.len(), waiting, &uid, &scope.name);
             if !gate.is_open() {
                 return gate;
             }
@@ -137,20 +142,24 @@ fn scopes<'a>(pe: &'a PreviewEnvironment, limits: &Limits) -> Vec<Scope<'a>> {
 pub fn place(
     limit: usize,
     running: usize,
-    mut waiting: Vec<&PreviewEnvironment>,
+    waiting: Vec<&PreviewEnvironment>,
     uid: &str,
     scope: &str,
 ) -> Gate {
-    waiting.sort_by_key(|p| {
+    // Counted, not sorted: a decision is linear in the previews waiting.
+    fn order(p: &PreviewEnvironment) -> (Option<jiff::Timestamp>, Option<&str>) {
         (
-            p.metadata.creation_timestamp.clone().map(|t| t.0),
-            p.name_any(),
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.metadata.name.as_deref(),
         )
-    });
-    let position = waiting
+    }
+    let position = match waiting
         .iter()
-        .position(|p| p.uid().as_deref() == Some(uid))
-        .map_or(waiting.len() + 1, |i| i + 1);
+        .find(|p| p.metadata.uid.as_deref() == Some(uid))
+    {
+        Some(me) => 1 + waiting.iter().filter(|p| order(p) < order(me)).count(),
+        None => waiting.len() + 1,
+    };
     if running + position <= limit {
         Gate::Open
     } else {

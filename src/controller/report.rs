@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::events;
+use super::status;
 use super::writes::Transition;
 use crate::api::{
     Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
@@ -56,9 +57,10 @@ pub fn consequences(
     let (before, after) = (transition.before.as_ref(), &transition.after);
     let phase_event = phase_announcement(before, after);
     // A preview that reaches Ready or Failed says so with the reason (TestFailed...) and the
-    // tests' summary; the results that ended it are in that one Event, not one more each.
-    let results_told =
-        phase_event.is_some() && matches!(after.phase, Some(Phase::Ready | Phase::Failed));
+    // tests' summary, in one Event or (Ready after progress) in the status alone; the results
+    // that ended it get no Event each.
+    let results_told = matches!(after.phase, Some(Phase::Ready | Phase::Failed))
+        && (phase_event.is_some() || before.and_then(|b| b.phase) != after.phase);
     let finished = finished_tests(before, after);
     let mut events: Vec<Announcement> = phase_event.into_iter().collect();
     if !results_told {
@@ -101,16 +103,6 @@ pub fn may_report(status: &PreviewEnvironmentStatus) -> bool {
         .is_some_and(|c| c.status == "True" || c.reason == Reason::ConcurrencyLimit.as_str())
 }
 
-/// Ready reasons of progress on the way to a verdict: the status shows them, and an Event each
-/// would cost an API write for nothing a developer needs to act on.
-const PROGRESS: [Reason; 5] = [
-    Reason::Deploying,
-    Reason::TestsRunning,
-    Reason::WaitingForServices,
-    Reason::SetupRunning,
-    Reason::DependencyNotReady,
-];
-
 /// One Event when the phase or the Ready reason changes, except for progress.
 fn phase_announcement(
     before: Option<&PreviewEnvironmentStatus>,
@@ -131,9 +123,16 @@ fn phase_announcement(
     if phase == Phase::Sleeping || before.and_then(|p| p.phase) == Some(Phase::Sleeping) {
         return sleep_announcement(before, after);
     }
-    if matches!(phase, Phase::Deploying | Phase::Testing)
-        && Reason::parse(&ready.reason).is_some_and(|r| PROGRESS.contains(&r))
-    {
+    // Progress (deploying, setting up, testing) is in the status; an Event each would cost
+    // an API write for nothing a developer needs to act on.
+    if status::on_the_way(after) {
+        return None;
+    }
+    // Ready after nothing but progress is the expected end: the status, the commit status
+    // and the PR comment say it, and an Event per preview and push would be the one write
+    // above what a plain client makes. Ready after a problem (a failed test, a crash loop, a
+    // wait for a slot) is news, and gets one.
+    if phase == Phase::Ready && before.is_none_or(status::on_the_way) {
         return None;
     }
     // Deleting was someone's own act (CI, a person, or the operator, which says why in its
@@ -419,13 +418,15 @@ mod tests {
     }
 
     #[test]
-    fn becoming_ready_is_one_event_a_success_status_and_the_time_to_ready() {
+    fn becoming_ready_is_a_success_status_and_the_time_to_ready_but_no_event() {
         let testing = status(Phase::Testing, "TestsRunning", &[(TestPhase::Running, 0)]);
         let ready = status(Phase::Ready, "Ready", &[(TestPhase::Succeeded, 20)]);
+        assert!(
+            of(None, ready.clone()).events.is_empty(),
+            "Ready as the first status"
+        );
         let c = of(Some(testing), ready);
-        assert_eq!(c.events.len(), 1, "{:?}", c.events);
-        assert_eq!(c.events[0].reason, "Ready");
-        assert_eq!(c.events[0].kind, events::Kind::Normal);
+        assert!(c.events.is_empty(), "{:?}", c.events);
         assert_eq!(c.commit_status.map(|s| s.state), Some(State::Success));
         assert_eq!(c.ready_after, Some(Duration::from_secs(30)));
         assert_eq!(
@@ -435,6 +436,19 @@ mod tests {
                 took: Some(Duration::from_secs(20))
             }]
         );
+    }
+
+    #[test]
+    fn ready_after_a_problem_is_an_event() {
+        let failed = status(Phase::Failed, "TestFailed", &[(TestPhase::Failed, 5)]);
+        let ready = status(Phase::Ready, "Ready", &[(TestPhase::Succeeded, 20)]);
+        let c = of(Some(failed), ready);
+        assert_eq!(c.events.len(), 1, "{:?}", c.events);
+        assert_eq!(c.events[0].reason, "Ready");
+        assert_eq!(c.events[0].kind, events::Kind::Normal);
+        let crashing = status(Phase::Deploying, "CrashLoopBackOff", &[]);
+        let ready = status(Phase::Ready, "Ready", &[]);
+        assert_eq!(of(Some(crashing), ready).events.len(), 1);
     }
 
     #[test]

@@ -812,6 +812,26 @@ pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironm
     previous != next && without_progress(previous) == without_progress(next)
 }
 
+/// Ready reasons of progress on the way to a verdict, as opposed to a verdict or a problem.
+const PROGRESS: [Reason; 5] = [
+    Reason::Deploying,
+    Reason::TestsRunning,
+    Reason::WaitingForServices,
+    Reason::SetupRunning,
+    Reason::DependencyNotReady,
+];
+
+/// Whether `s` is on its way to a verdict with nothing wrong: deploying or testing for a
+/// reason of progress. Nobody has to act on such a status.
+pub fn on_the_way(s: &PreviewEnvironmentStatus) -> bool {
+    matches!(s.phase, Some(Phase::Deploying | Phase::Testing))
+        && s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .and_then(|c| Reason::parse(&c.reason))
+            .is_some_and(|r| PROGRESS.contains(&r))
+}
+
 /// Whether `next` only moves `previous` a step forward on the way to a verdict at the same sha
 /// and generation: its services became available and its tests started. Nobody waits for
 /// that (CI waits for Ready), so it may wait a moment to be written together with the verdict.

@@ -44,7 +44,8 @@ impl Lifetime {
     /// never past the class's lifetime cap counted from its creation.
     pub fn of(pe: &PreviewEnvironment, config: &Config, now: Timestamp) -> Self {
         let (ttl, violation) = effective_ttl(pe.spec.ttl.as_deref(), config);
-        let since = sha_observed_at(pe.status.as_ref(), &pe.spec.head_sha, now);
+        let created = pe.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let since = sha_observed_at(pe.status.as_ref(), created, &pe.spec.head_sha, now);
         let mut expires = expires_at(since, ttl);
         if let (Some(cap), Some(created)) = (config.max_lifetime, &pe.metadata.creation_timestamp) {
             let capped = expires_at(created.0, cap);
@@ -215,18 +216,23 @@ pub fn effective_ttl(spec_ttl: Option<&str>, config: &Config) -> (Duration, Opti
     (asked, None)
 }
 
-/// When the current headSha was first seen: kept from the status while the sha is the same,
-/// else now. The time to live counts from there.
+/// When the current headSha was first seen: kept from the status while the sha is the same;
+/// for a preview without a status yet, its creation (its first status may wait a few seconds
+/// to be written with the verdict, and the clock must not restart on every reconcile till
+/// then); else now. The time to live counts from there.
 pub fn sha_observed_at(
     status: Option<&PreviewEnvironmentStatus>,
+    created: Option<Timestamp>,
     head_sha: &str,
     now: Timestamp,
 ) -> Timestamp {
-    status
-        .filter(|s| s.observed_sha.as_deref() == Some(head_sha))
-        .and_then(|s| s.sha_observed_at.as_ref())
-        .map(|t| t.0)
-        .unwrap_or(now)
+    match status {
+        None => created.map_or(now, |c| c.min(now)),
+        Some(s) => Some(s)
+            .filter(|s| s.observed_sha.as_deref() == Some(head_sha))
+            .and_then(|s| s.sha_observed_at.as_ref())
+            .map_or(now, |t| t.0),
+    }
 }
 
 /// `since + ttl`, saturating instead of overflowing on absurd values.
@@ -403,9 +409,15 @@ mod tests {
             sha_observed_at: Some(Time(t0)),
             ..PreviewEnvironmentStatus::default()
         };
-        assert_eq!(sha_observed_at(Some(&status), "aaaaaaa", now), t0);
-        assert_eq!(sha_observed_at(Some(&status), "bbbbbbb", now), now);
-        assert_eq!(sha_observed_at(None, "aaaaaaa", now), now);
+        let created = Some(Timestamp::from_second(900).expect("time"));
+        assert_eq!(sha_observed_at(Some(&status), created, "aaaaaaa", now), t0);
+        assert_eq!(sha_observed_at(Some(&status), created, "bbbbbbb", now), now);
+        assert_eq!(
+            sha_observed_at(None, created, "aaaaaaa", now),
+            Timestamp::from_second(900).expect("time"),
+            "no status yet: counted from creation, not from each reconcile"
+        );
+        assert_eq!(sha_observed_at(None, None, "aaaaaaa", now), now);
         assert_eq!(
             expires_at(t0, Duration::from_secs(60)).0,
             Timestamp::from_second(1_060).expect("time")

@@ -83,17 +83,26 @@ impl Writes {
     /// How long `next` may wait before it is written: progress within a state (a replica
     /// ready, a test's Job started) is written at most once per [`STATUS_COALESCE`], so a
     /// rollout's steps cost one write, not one each; a step forward that is not a verdict
-    /// (services available, tests started) waits up to [`STEP_COALESCE`] for the verdict.
-    /// `None`: write now.
+    /// (services available, tests started), and a new preview's first status while it is only
+    /// on its way, wait up to [`STEP_COALESCE`] for the verdict: a preview that is Ready
+    /// within it costs one status write. Problems and verdicts are never held. `None`: write now.
     pub fn hold(
         &self,
         uid: &str,
         previous: Option<&PreviewEnvironmentStatus>,
         next: &PreviewEnvironmentStatus,
     ) -> Option<Duration> {
-        let previous = previous?;
         let mut all = lock(&self.by_uid);
+        // Only a preview this process saw new (it added the finalizer) has an entry before
+        // its first status: one found without a status after a restart is written at once.
         let written = all.get_mut(uid)?;
+        let Some(previous) = previous else {
+            if !status::on_the_way(next) {
+                return None;
+            }
+            let since = *written.step_since.get_or_insert_with(Instant::now);
+            return STEP_COALESCE.checked_sub(since.elapsed());
+        };
         if status::progress_only(previous, next) {
             return STATUS_COALESCE.checked_sub(written.status_at?.elapsed());
         }
@@ -256,6 +265,36 @@ mod tests {
             None,
             "another sha is news"
         );
+    }
+
+    #[test]
+    fn a_new_previews_first_status_waits_for_the_verdict_unless_something_is_wrong() {
+        use crate::api::{Phase, condition};
+        let writes = Writes::default();
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.metadata.resource_version = Some("2".into());
+        let uid = pe.uid().expect("uid");
+        let status = |phase, reason: &str| PreviewEnvironmentStatus {
+            phase: Some(phase),
+            conditions: vec![fixtures::condition(condition::READY, "False", reason)],
+            ..PreviewEnvironmentStatus::default()
+        };
+        let deploying = status(Phase::Deploying, "Deploying");
+        assert_eq!(
+            writes.hold(&uid, None, &deploying),
+            None,
+            "a preview this process did not see new (a restart): written at once"
+        );
+        writes.record(&pe, false);
+        let held = writes.hold(&uid, None, &deploying);
+        assert!(held.is_some_and(|d| d <= STEP_COALESCE), "{held:?}");
+        for problem in [
+            status(Phase::Deploying, "CrashLoopBackOff"),
+            status(Phase::Pending, "ConcurrencyLimit"),
+            status(Phase::Failed, "PolicyViolation"),
+        ] {
+            assert_eq!(writes.hold(&uid, None, &problem), None, "{problem:?}");
+        }
     }
 
     #[test]
