@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod apply;
 pub mod build;
+pub mod cached;
 pub mod children;
 pub mod context;
 pub mod costs;

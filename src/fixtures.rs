@@ -1,12 +1,11 @@
 //! Fixtures of the unit tests: one builder per object, with the values the tests share.
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentSpec, PreviewEnvironmentStatus};
+use crate::controller::cached::{CachedDeployment, CachedJob};
 
 /// The head sha of every fixture.
 pub const SHA: &str = "abcdef0123";
@@ -70,7 +69,7 @@ pub fn status_deploying(ready: i32) -> PreviewEnvironmentStatus {
 }
 
 /// A Deployment whose pod template runs `sha`, with these replica counts.
-pub fn deployment(sha: &str, replicas: i32, available: i32) -> Deployment {
+pub fn deployment(sha: &str, replicas: i32, available: i32) -> CachedDeployment {
     serde_json::from_value(json!({
         "metadata": {"name": "x", "generation": 2},
         "spec": {"selector": {}, "template": {"metadata": {"annotations": {"preview.dev/sha": sha}}}},
@@ -81,7 +80,7 @@ pub fn deployment(sha: &str, replicas: i32, available: i32) -> Deployment {
 }
 
 /// The Job of test `t0` at [`SHA`] with these conditions and pod counts.
-pub fn job(conditions: Value, active: i32, failed: i32) -> Job {
+pub fn job(conditions: Value, active: i32, failed: i32) -> CachedJob {
     serde_json::from_value(json!({
         "metadata": {"name": "t0-abcdef0", "namespace": "pr-x"},
         "status": {"conditions": conditions, "active": active, "failed": failed,

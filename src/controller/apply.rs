@@ -2,8 +2,9 @@
 //! object already carries the same fingerprint, and deletion of children the spec no longer
 //! wants (found by the owner-uid label, so nothing the operator does not own is touched).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
+use std::sync::Mutex;
 
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
@@ -18,6 +19,7 @@ use super::build::{Desired, Environment, Preview, stamp};
 use super::children::Stores;
 use crate::client::gone_is_ok;
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
+use crate::sync::lock;
 
 /// Brings every child of `env` into place in the preview namespace and deletes the owned
 /// children of each kind that it no longer holds.
@@ -27,7 +29,7 @@ pub async fn environment(
     preview: &Preview<'_>,
     env: Environment,
 ) -> Result<(), ApplyError> {
-    let (c, s) = (client, stores);
+    let (c, s, a) = (client, stores, &*stores.applied);
     let scope = Scope {
         namespace: &preview.namespace,
         owner_uid: &preview.owner.uid,
@@ -48,22 +50,36 @@ pub async fn environment(
     futures::try_join!(
         sync(
             c,
+            a,
             &s.network_policies,
             scope,
             Desired::exactly(vec![network_policy])
         ),
-        sync(c, &s.quotas, scope, Desired::exactly(vec![quota])),
+        sync(c, a, &s.quotas, scope, Desired::exactly(vec![quota])),
         sync(
             c,
+            a,
             &s.limit_ranges,
             scope,
             Desired::exactly(vec![limit_range])
         ),
-        sync(c, &s.stateful_sets, scope, Desired::exactly(stateful_sets)),
-        sync(c, &s.deployments, scope, deployments),
-        sync(c, &s.services, scope, services),
-        sync(c, &s.ingresses, scope, ingresses),
-        sync(c, &s.role_bindings, scope, Desired::exactly(role_bindings)),
+        sync(
+            c,
+            a,
+            &s.stateful_sets,
+            scope,
+            Desired::exactly(stateful_sets)
+        ),
+        sync(c, a, &s.deployments, scope, deployments),
+        sync(c, a, &s.services, scope, services),
+        sync(c, a, &s.ingresses, scope, ingresses),
+        sync(
+            c,
+            a,
+            &s.role_bindings,
+            scope,
+            Desired::exactly(role_bindings)
+        ),
     )?;
     Ok(())
 }
@@ -125,6 +141,7 @@ struct Scope<'a> {
 /// deletes the owned ones not among them.
 async fn sync<K, S>(
     client: &Client,
+    applied: &Applied,
     store: &Store<S>,
     scope: Scope<'_>,
     desired: Desired<K>,
@@ -134,7 +151,13 @@ where
     S: Cached,
 {
     let keep: BTreeSet<String> = desired.objects.iter().map(|o| o.name_any()).collect();
-    try_join_all(desired.objects.into_iter().map(|o| apply(client, store, o))).await?;
+    try_join_all(
+        desired
+            .objects
+            .into_iter()
+            .map(|o| apply(client, store, applied, o)),
+    )
+    .await?;
     if desired.exclusive {
         delete_extras::<K, S>(client, store, scope.namespace, scope.owner_uid, &keep).await?;
     }
@@ -167,19 +190,71 @@ pub fn cached_hash<S>(store: &Store<S>, namespace: Option<&str>, name: &str) -> 
 where
     S: Cached,
 {
-    let mut key = ObjectRef::<S>::new(name);
-    if let Some(ns) = namespace {
-        key = key.within(ns);
-    }
-    let cached = store.get(&key)?;
+    let cached = store.get(&cache_key(namespace, name))?;
     if cached.meta().deletion_timestamp.is_some() {
         return None;
     }
     cached.annotations().get(APPLIED_HASH).cloned()
 }
 
-/// Applies `desired` unless the cache shows it is already in place. Returns whether it wrote.
-pub async fn apply<K, S>(client: &Client, store: &Store<S>, desired: K) -> Result<bool, ApplyError>
+fn cache_key<S: Cached>(namespace: Option<&str>, name: &str) -> ObjectRef<S> {
+    let key = ObjectRef::<S>::new(name);
+    match namespace {
+        Some(ns) => key.within(ns),
+        None => key,
+    }
+}
+
+/// The children this process applied that its caches may not show yet. Under load a watch
+/// event trails its write by a second or more, and a reconcile woken meanwhile (by another
+/// child of the same preview) would apply the same object again: at 1000 previews that was
+/// most of the writes above one per child.
+#[derive(Default)]
+pub struct Applied {
+    /// By kind, namespace and name: the resourceVersion the cache showed when the fingerprint
+    /// was applied (none: not cached), and the fingerprint.
+    pending: Mutex<HashMap<(String, String, String), (Option<String>, String)>>,
+}
+
+impl Applied {
+    /// Whether `want` was applied to the object and the cache still shows the copy from
+    /// before (`cached_version`). Once the cache shows any other version (ours, or a change
+    /// someone made after it) the entry goes and the cache decides again.
+    fn in_flight(
+        &self,
+        key: &(String, String, String),
+        cached_version: Option<&String>,
+        want: &str,
+    ) -> bool {
+        let mut pending = lock(&self.pending);
+        match pending.get(key) {
+            Some((seen, hash)) if seen.as_ref() == cached_version => hash == want,
+            Some(_) => {
+                pending.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&self, key: (String, String, String), seen: Option<String>, want: String) {
+        lock(&self.pending).insert(key, (seen, want));
+    }
+
+    /// Forgets the objects of a preview namespace that is gone.
+    pub fn forget(&self, namespace: &str) {
+        lock(&self.pending).retain(|(_, ns, _), _| ns != namespace);
+    }
+}
+
+/// Applies `desired` unless the cache shows it is already in place, or this process applied
+/// it and the cache has not caught up yet. Returns whether it wrote.
+pub async fn apply<K, S>(
+    client: &Client,
+    store: &Store<S>,
+    applied: &Applied,
+    desired: K,
+) -> Result<bool, ApplyError>
 where
     K: Child,
     S: Cached,
@@ -188,8 +263,17 @@ where
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
     let want = desired.annotations().get(APPLIED_HASH).cloned();
-    if want.is_some() && cached_hash(store, Some(&namespace), &name) == want {
-        return Ok(false);
+    let cached = store.get(&cache_key(Some(&namespace), &name));
+    let cached_version = cached.as_ref().and_then(|c| c.resource_version());
+    let key = (K::kind(&()).into_owned(), namespace.clone(), name.clone());
+    if let Some(want) = &want {
+        if cached_hash(store, Some(&namespace), &name).as_ref() == Some(want) {
+            lock(&applied.pending).remove(&key);
+            return Ok(false);
+        }
+        if applied.in_flight(&key, cached_version.as_ref(), want) {
+            return Ok(false);
+        }
     }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     api.patch(
@@ -204,6 +288,9 @@ where
         name: name.clone(),
         source,
     })?;
+    if let Some(want) = want {
+        applied.record(key, cached_version, want);
+    }
     Ok(true)
 }
 
@@ -275,4 +362,45 @@ where
         delete::<K>(client, namespace, name, &DeleteParams::background()).await?;
     }
     Ok(names.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apply_the_cache_has_not_shown_yet_is_not_repeated_but_any_newer_copy_decides() {
+        let applied = Applied::default();
+        let key = (
+            "Deployment".to_string(),
+            "pr-1".to_string(),
+            "web".to_string(),
+        );
+        let v = |s: &str| Some(s.to_string());
+        assert!(!applied.in_flight(&key, v("5").as_ref(), "h1"));
+        applied.record(key.clone(), v("5"), "h1".into());
+        assert!(
+            applied.in_flight(&key, v("5").as_ref(), "h1"),
+            "the cache still shows 5"
+        );
+        assert!(
+            !applied.in_flight(&key, v("5").as_ref(), "h2"),
+            "another fingerprint is applied"
+        );
+        assert!(
+            !applied.in_flight(&key, v("7").as_ref(), "h1"),
+            "a newer copy (ours or someone else's): the cache decides"
+        );
+        assert!(
+            !applied.in_flight(&key, v("5").as_ref(), "h1"),
+            "and the entry is gone"
+        );
+        applied.record(key.clone(), None, "h1".into());
+        assert!(
+            applied.in_flight(&key, None, "h1"),
+            "created, not cached yet"
+        );
+        applied.forget("pr-1");
+        assert!(!applied.in_flight(&key, None, "h1"));
+    }
 }

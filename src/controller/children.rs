@@ -8,8 +8,6 @@
 use futures::future::{BoxFuture, join_all};
 use futures::stream::{BoxStream, select_all};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -20,6 +18,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use super::pods::StuckPods;
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
@@ -39,12 +38,12 @@ pub struct Stores {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// The teams' templates; a change re-renders the previews that name one.
     pub templates: Store<PreviewTemplate>,
-    /// Cached whole (minus the pod spec): their status says whether a service is available.
-    pub deployments: Store<Deployment>,
+    /// Their status says whether a service is available (compact: see `cached`).
+    pub deployments: Store<CachedDeployment>,
     /// The dependencies, cached like Deployments.
-    pub stateful_sets: Store<StatefulSet>,
-    /// Cached whole (minus the spec): their status is the test result.
-    pub jobs: Store<Job>,
+    pub stateful_sets: Store<CachedStatefulSet>,
+    /// Their status is the test result.
+    pub jobs: Store<CachedJob>,
     /// Pods with a stuck container (only those).
     pub stuck_pods: StuckPods,
     pub services: Store<PartialObjectMeta<Service>>,
@@ -53,6 +52,8 @@ pub struct Stores {
     pub quotas: Store<PartialObjectMeta<ResourceQuota>>,
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    /// Not a watch: what this process applied that the caches above may not show yet.
+    pub applied: std::sync::Arc<super::apply::Applied>,
 }
 
 /// The watches of one controller: their caches, and what they trigger.
@@ -82,9 +83,9 @@ pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) 
         platform_secrets: w.platform_secrets(platform_namespace, previews.clone()),
         templates: w.templates(previews.clone()),
         previews,
-        deployments: w.cached(prune_deployment),
-        stateful_sets: w.cached(prune_stateful_set),
-        jobs: w.cached(prune_job),
+        deployments: w.cached(keep_all),
+        stateful_sets: w.cached(keep_all),
+        jobs: w.cached(keep_all),
         stuck_pods: w.stuck_pods(namespaces.clone()),
         services: w.cached(keep_all),
         ingresses: w.cached(keep_all),
@@ -92,6 +93,7 @@ pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) 
         quotas: w.cached(keep_all),
         limit_ranges: w.cached(keep_all),
         role_bindings: w.cached(keep_all),
+        applied: Default::default(),
         namespaces,
     };
     let synced = join_all(w.synced).map(|all| all.into_iter().all(|ok| ok));
@@ -242,9 +244,11 @@ impl Builder {
         self.waking_all(Api::namespaced(self.client.clone(), namespace), previews)
     }
 
-    /// The labels of every namespace (nothing else is kept: a few hundred bytes each). A
-    /// tenant namespace whose labels change re-evaluates its previews, which a class may now
-    /// select or no longer select.
+    /// The labels of every namespace but the preview namespaces (nothing else is kept: a few
+    /// hundred bytes each). A tenant namespace whose labels change re-evaluates its previews,
+    /// which a class may now select or no longer select. A preview namespace is never a
+    /// tenant (a preview must not be able to start previews), and at 1000 previews leaving
+    /// them out saves a thousand entries.
     fn tenants(
         &mut self,
         previews: Store<PreviewEnvironment>,
@@ -254,7 +258,9 @@ impl Builder {
             writer,
             watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(self.client.clone()),
-                watcher::Config::default().any_semantic(),
+                watcher::Config::default()
+                    .labels(&format!("{}!={}", naming::MANAGED_BY, naming::MANAGER))
+                    .any_semantic(),
             )
             .modify(|ns| {
                 ns.managed_fields_mut().clear();
@@ -390,24 +396,3 @@ const CACHED_ANNOTATIONS: [&str; 3] = [OWNER_REF, APPLIED_HASH, naming::HOST];
 
 /// Keeps nothing extra.
 fn keep_all<K>(_: &mut K) {}
-
-/// The cache needs a Deployment's metadata, status and pod-template annotations (the sha), not
-/// the pod spec, which is most of its size: at 1000 previews this is most of the memory.
-fn prune_deployment(d: &mut Deployment) {
-    if let Some(spec) = d.spec.as_mut() {
-        spec.template.spec = None;
-    }
-}
-
-/// A StatefulSet is read for its metadata and status, like a Deployment.
-fn prune_stateful_set(s: &mut StatefulSet) {
-    if let Some(spec) = s.spec.as_mut() {
-        spec.template.spec = None;
-        spec.volume_claim_templates = None;
-    }
-}
-
-/// A Job is read for its labels, annotations and status only.
-fn prune_job(j: &mut Job) {
-    j.spec = None;
-}

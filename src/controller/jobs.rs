@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::cached::CachedJob;
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
@@ -23,7 +24,7 @@ pub async fn tests(
     ctx: &Context,
     preview: &Preview<'_>,
     config: &Config,
-    jobs: &[Arc<Job>],
+    jobs: &[Arc<CachedJob>],
     all_available: bool,
 ) -> Result<(), Error> {
     let wanted = preview
@@ -41,7 +42,7 @@ pub async fn setup(
     ctx: &Context,
     preview: &Preview<'_>,
     config: &Config,
-    jobs: &[Arc<Job>],
+    jobs: &[Arc<CachedJob>],
     dependencies_ready: bool,
 ) -> Result<(), Error> {
     let mut wanted = Wanted::new(
@@ -81,7 +82,7 @@ async fn run(
     ctx: &Context,
     preview: &Preview<'_>,
     wanted: Wanted,
-    jobs: &[Arc<Job>],
+    jobs: &[Arc<CachedJob>],
     start: bool,
 ) -> Result<(), Error> {
     let ns = &preview.namespace;
@@ -112,7 +113,7 @@ async fn run(
 
 /// PURE: the Jobs to delete: not wanted any more, or wanted with another template (a Job's
 /// template is immutable, so a test edited without a new sha runs again).
-pub fn stale(jobs: &[Arc<Job>], wanted: &Wanted) -> Vec<String> {
+pub fn stale(jobs: &[Arc<CachedJob>], wanted: &Wanted) -> Vec<String> {
     jobs.iter()
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter(|j| match wanted.jobs.get(&j.name_any()) {
@@ -129,19 +130,26 @@ mod tests {
     use super::*;
     use crate::fixtures;
 
-    fn job(name: &str, hash: &str) -> Arc<Job> {
+    fn job(name: &str, hash: &str) -> Arc<CachedJob> {
         let mut j = fixtures::job(serde_json::json!([]), 0, 0);
         j.metadata.name = Some(name.into());
         j.metadata.annotations = Some(BTreeMap::from([(APPLIED_HASH.into(), hash.into())]));
         Arc::new(j)
     }
 
+    fn wanted(name: &str, hash: &str) -> Job {
+        Job {
+            metadata: job(name, hash).metadata.clone(),
+            ..Job::default()
+        }
+    }
+
     #[test]
     fn jobs_of_other_shas_and_edited_tests_are_stale() {
         let mut wanted = Wanted::new(vec![
-            (*job("e2e-abcdef0", "h1")).clone(),
-            (*job("unit-abcdef0", "h2")).clone(),
-            (*job("setup-seed", "h3")).clone(),
+            wanted("e2e-abcdef0", "h1"),
+            wanted("unit-abcdef0", "h2"),
+            wanted("setup-seed", "h3"),
         ]);
         wanted.pinned.insert("setup-seed".to_string());
         let jobs = [

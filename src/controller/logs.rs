@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::batch::v1::Job;
+use super::cached::CachedJob;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
@@ -39,8 +39,14 @@ impl TestLogs {
     /// Reads the logs of `jobs` (in `namespace`) that finished and have not been read yet:
     /// of failed ones always, of succeeded ones when `succeeded` (their JUnit counts are
     /// wanted). Forgets the logs of Jobs that are gone.
-    pub async fn read(&self, client: &Client, namespace: &str, jobs: &[Arc<Job>], succeeded: bool) {
-        let due: Vec<&Job> = jobs
+    pub async fn read(
+        &self,
+        client: &Client,
+        namespace: &str,
+        jobs: &[Arc<CachedJob>],
+        succeeded: bool,
+    ) {
+        let due: Vec<&CachedJob> = jobs
             .iter()
             .map(Arc::as_ref)
             .filter(|j| match finished(j) {
@@ -79,7 +85,7 @@ impl TestLogs {
         lock(&self.logs).retain(|(ns, _), _| ns != namespace);
     }
 
-    fn has(&self, namespace: &str, job: &Job) -> bool {
+    fn has(&self, namespace: &str, job: &CachedJob) -> bool {
         lock(&self.logs)
             .get(&(namespace.to_string(), job.name_any()))
             .is_some_and(|(uid, _)| Some(uid.as_str()) == job.metadata.uid.as_deref())
@@ -87,7 +93,7 @@ impl TestLogs {
 }
 
 /// `Some(failed)` once the Job finished.
-fn finished(job: &Job) -> Option<bool> {
+fn finished(job: &CachedJob) -> Option<bool> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
     conditions
         .iter()
@@ -101,7 +107,7 @@ fn finished(job: &Job) -> Option<bool> {
 
 /// The end of the log of the Job's newest pod; `None` when it cannot be read now (the next
 /// reconcile tries again). A log the operator may not read says so instead.
-async fn read_log(client: &Client, namespace: &str, job: &Job) -> Option<String> {
+async fn read_log(client: &Client, namespace: &str, job: &CachedJob) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{JOB_NAME}={}", job.name_any());
     let list = match pods.list(&ListParams::default().labels(&selector)).await {

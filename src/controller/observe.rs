@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
+use super::cached::{CachedDeployment, CachedJob};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
@@ -24,8 +23,8 @@ const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// setup Job of the preview (their steps remove those of older shas).
 pub struct Children {
     pub observed: Observed,
-    pub jobs: Vec<Arc<Job>>,
-    pub setup_jobs: Vec<Arc<Job>>,
+    pub jobs: Vec<Arc<CachedJob>>,
+    pub setup_jobs: Vec<Arc<CachedJob>>,
 }
 
 pub fn children(
@@ -48,7 +47,7 @@ pub fn children(
         .iter()
         .filter(|p| p.annotations().get(SHA).map(String::as_str) == Some(sha))
         .collect();
-    let deployment = |name: &str| -> Option<&Deployment> {
+    let deployment = |name: &str| -> Option<&CachedDeployment> {
         deployments
             .iter()
             .find(|d| d.name_any() == name)
@@ -64,7 +63,7 @@ pub fn children(
         )
     };
     // The Job of this name; older ones are on their way out.
-    fn live<'j>(jobs: &'j [Arc<Job>], name: &str) -> Option<&'j Job> {
+    fn live<'j>(jobs: &'j [Arc<CachedJob>], name: &str) -> Option<&'j CachedJob> {
         jobs.iter()
             .filter(|j| j.metadata.deletion_timestamp.is_none())
             .find(|j| j.name_any() == name)

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -17,7 +16,7 @@ use crate::api::{
     Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ServiceSpec, ServiceStatus,
     TestPhase, TestStatus, condition,
 };
-use crate::naming::{SHA, short_sha};
+use crate::naming::short_sha;
 
 /// Why a preview is not rolled out at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -182,7 +181,7 @@ impl ObservedService {
     /// rollout is in progress, since only then do stuck pods explain anything.
     pub fn new(
         svc: &ServiceSpec,
-        deployment: Option<&Deployment>,
+        deployment: Option<&CachedDeployment>,
         head_sha: &str,
         problem: impl FnOnce() -> Option<PodProblem>,
     ) -> Self {
@@ -230,9 +229,9 @@ impl Observed {
     /// of its failed pod.
     pub fn new<'a>(
         spec: &PreviewEnvironmentSpec,
-        deployment: impl Fn(&str) -> Option<&'a Deployment>,
+        deployment: impl Fn(&str) -> Option<&'a CachedDeployment>,
         problem: impl Fn(&ServiceSpec) -> Option<PodProblem>,
-        job: impl Fn(&str) -> Option<&'a Job>,
+        job: impl Fn(&str) -> Option<&'a CachedJob>,
         output: impl Fn(&str) -> Option<String>,
     ) -> Self {
         let sha = spec.head_sha.as_str();
@@ -349,7 +348,7 @@ pub struct SleepStatus {
 /// Whether a Deployment runs `head_sha` with every wanted pod available and no old pod left.
 pub fn service_state(
     svc: &ServiceSpec,
-    deployment: Option<&Deployment>,
+    deployment: Option<&CachedDeployment>,
     head_sha: &str,
 ) -> ServiceState {
     let Some(d) = deployment else {
@@ -374,15 +373,9 @@ pub fn service_state(
             message: format!("service {}: {message}", svc.name),
         };
     }
-    let template_sha = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(SHA));
     let wanted = svc.replicas;
-    let current = template_sha.map(String::as_str) == Some(head_sha)
-        && status.observed_generation >= d.metadata.generation;
+    let current =
+        d.template_sha() == Some(head_sha) && status.observed_generation >= d.metadata.generation;
     let available = status.available_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
@@ -417,7 +410,7 @@ impl ObservedService {
     /// current revision; `problem` explains a pod that is stuck.
     pub fn dependency(
         name: &str,
-        stateful_set: Option<&StatefulSet>,
+        stateful_set: Option<&CachedStatefulSet>,
         problem: impl FnOnce() -> Option<PodProblem>,
         unscheduled: impl FnOnce() -> Option<String>,
     ) -> Self {
@@ -471,7 +464,7 @@ pub fn test_output<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String
     Some(tail.chars().skip(skip).collect())
 }
 
-fn job_failed(job: &Job) -> bool {
+fn job_failed(job: &CachedJob) -> bool {
     job.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -506,7 +499,7 @@ pub fn test_run(
     run: Run,
     name: &str,
     sha: &str,
-    job: Option<&Job>,
+    job: Option<&CachedJob>,
     output: Option<&str>,
 ) -> TestRun {
     let noun = run.noun();
@@ -1010,8 +1003,8 @@ mod tests {
     /// What a reconcile would observe given these children by name.
     fn observe(
         spec: &PreviewEnvironmentSpec,
-        deployments: &[(&str, &Deployment)],
-        jobs: &[(&str, &Job)],
+        deployments: &[(&str, &CachedDeployment)],
+        jobs: &[(&str, &CachedJob)],
         problems: &[(&str, PodProblem)],
     ) -> Observed {
         Observed::new(
@@ -1306,7 +1299,7 @@ mod tests {
         );
     }
 
-    fn stateful_set(ready: i32) -> StatefulSet {
+    fn stateful_set(ready: i32) -> CachedStatefulSet {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "db", "generation": 1},
             "spec": {"selector": {}, "serviceName": "db", "template": {}},

@@ -165,6 +165,7 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
     // the number of live previews.
     ctx.writes.forget(&owner.uid);
     ctx.copies.forget(&ns_name);
+    ctx.stores.applied.forget(&ns_name);
     ctx.logs.forget(&ns_name);
     ctx.costs.forget(&owner.uid);
     crate::sync::lock(&ctx.failures).remove(&kube::runtime::reflector::ObjectRef::from_obj(pe));

@@ -1,0 +1,170 @@
+//! The workloads as the caches keep them: the metadata, and of the spec and status only what
+//! the status step reads. They are read straight from the watch, so a Deployment's pod spec
+//! (most of its size) is skipped by the parser instead of parsed and dropped, and a cached
+//! Deployment takes a few hundred bytes instead of the k8s-openapi struct's 2.4 KB plus its
+//! maps. At 1000 previews the workload caches are most of the operator's memory.
+//!
+//! Each type answers to its kind's API (same group, version and plural), so `Api<CachedJob>`
+//! watches Jobs; writes still go through the k8s-openapi types (`apply::sync` takes the
+//! written kind and the cached kind apart).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use crate::naming::SHA;
+
+/// A Deployment: its metadata, the sha its pod template runs and its status.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedDeployment {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<WorkloadSpec>,
+    #[serde(default)]
+    pub status: Option<DeploymentStatus>,
+}
+
+/// A StatefulSet (a dependency): its metadata and status.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedStatefulSet {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<StatefulSetStatus>,
+}
+
+/// A Job (a test or setup run): its metadata and status, which is the result.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct CachedJob {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<JobStatus>,
+}
+
+/// Of a workload's spec, the sha its pod template is annotated with.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct WorkloadSpec {
+    #[serde(default, rename = "template")]
+    template: PodTemplate,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct PodTemplate {
+    #[serde(default)]
+    metadata: PodTemplateMeta,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct PodTemplateMeta {
+    /// The `preview.dev/sha` annotation, the only one kept (a map would cost 0.5 KB).
+    #[serde(default, rename = "annotations", deserialize_with = "sha_annotation")]
+    sha: Option<String>,
+}
+
+impl CachedDeployment {
+    /// The headSha the pod template runs, from its annotation.
+    pub fn template_sha(&self) -> Option<&str> {
+        self.spec.as_ref()?.template.metadata.sha.as_deref()
+    }
+}
+
+/// Reads an annotation map (or null), keeping the value of [`SHA`] only.
+fn sha_annotation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct OnlySha;
+    impl<'de> Visitor<'de> for OnlySha {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of annotations")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut sha = None;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                if key == SHA {
+                    sha = Some(map.next_value::<String>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(sha)
+        }
+    }
+    d.deserialize_any(OnlySha)
+}
+
+/// Each cached type answers to the API of the kind it caches.
+macro_rules! cached_as {
+    ($cached:ty, $kind:ty) => {
+        impl Resource for $cached {
+            type DynamicType = ();
+            type Scope = NamespaceResourceScope;
+
+            fn kind(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::group(dt)
+            }
+            fn version(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> Cow<'_, str> {
+                <$kind as Resource>::plural(dt)
+            }
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
+cached_as!(CachedDeployment, Deployment);
+cached_as!(CachedStatefulSet, StatefulSet);
+cached_as!(CachedJob, Job);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_deployment_is_read_without_its_pod_spec_and_keeps_the_sha() {
+        let d: CachedDeployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "pr-1", "generation": 3},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"},
+                             "annotations": {"other": "x", "preview.dev/sha": "abc1234", "z": {"nested": 1}}},
+                "spec": {"containers": [{"name": "web", "image": "ghcr.io/acme/web:1"}]}}},
+            "status": {"observedGeneration": 3, "availableReplicas": 2}
+        }))
+        .expect("a Deployment reads as a CachedDeployment");
+        assert_eq!(d.template_sha(), Some("abc1234"));
+        assert_eq!(d.status.and_then(|s| s.available_replicas), Some(2));
+        let bare: CachedDeployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"template": {"metadata": {"annotations": null}}}
+        }))
+        .expect("no annotations");
+        assert_eq!(bare.template_sha(), None);
+        assert_eq!(
+            CachedDeployment::url_path(&(), Some("pr-1")),
+            Deployment::url_path(&(), Some("pr-1"))
+        );
+        assert_eq!(CachedJob::url_path(&(), None), Job::url_path(&(), None));
+    }
+}
