@@ -211,24 +211,28 @@ fn cache_key<S: Cached>(namespace: Option<&str>, name: &str) -> ObjectRef<S> {
 /// most of the writes above one per child.
 #[derive(Default)]
 pub struct Applied {
-    /// By kind, namespace and name: the resourceVersion the cache showed when the fingerprint
-    /// was applied (none: not cached), and the fingerprint.
-    pending: Mutex<HashMap<(String, String, String), (Option<String>, String)>>,
+    pending: Mutex<HashMap<ChildKey, Pending>>,
+}
+
+/// A child's kind, namespace and name.
+type ChildKey = (String, String, String);
+
+/// One apply the cache may not show yet.
+struct Pending {
+    /// The resourceVersion the cache showed when it was applied (none: not cached).
+    seen: Option<String>,
+    /// The fingerprint applied.
+    hash: String,
 }
 
 impl Applied {
     /// Whether `want` was applied to the object and the cache still shows the copy from
     /// before (`cached_version`). Once the cache shows any other version (ours, or a change
     /// someone made after it) the entry goes and the cache decides again.
-    fn in_flight(
-        &self,
-        key: &(String, String, String),
-        cached_version: Option<&String>,
-        want: &str,
-    ) -> bool {
+    fn in_flight(&self, key: &ChildKey, cached_version: Option<&String>, want: &str) -> bool {
         let mut pending = lock(&self.pending);
         match pending.get(key) {
-            Some((seen, hash)) if seen.as_ref() == cached_version => hash == want,
+            Some(p) if p.seen.as_ref() == cached_version => p.hash == want,
             Some(_) => {
                 pending.remove(key);
                 false
@@ -237,8 +241,8 @@ impl Applied {
         }
     }
 
-    fn record(&self, key: (String, String, String), seen: Option<String>, want: String) {
-        lock(&self.pending).insert(key, (seen, want));
+    fn record(&self, key: ChildKey, seen: Option<String>, hash: String) {
+        lock(&self.pending).insert(key, Pending { seen, hash });
     }
 
     /// Forgets the objects of a preview namespace that is gone.
