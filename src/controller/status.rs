@@ -826,11 +826,12 @@ pub fn on_the_way(s: &PreviewEnvironmentStatus) -> bool {
 }
 
 /// Whether `next` only moves `previous` a step forward on the way to a verdict at the same sha
-/// and generation: its services became available and its tests started. Nobody waits for
-/// that (CI waits for Ready), so it may wait a moment to be written together with the verdict.
+/// and generation: a dependency became ready, setup finished, the services became available,
+/// the tests started. Nobody waits for that (CI waits for Ready), so it may wait a moment to
+/// be written together with the next step or the verdict.
 pub fn step_forward(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironmentStatus) -> bool {
-    previous.phase == Some(Phase::Deploying)
-        && next.phase == Some(Phase::Testing)
+    on_the_way(previous)
+        && on_the_way(next)
         && previous.observed_sha == next.observed_sha
         && previous.observed_generation == next.observed_generation
 }

@@ -232,22 +232,29 @@ mod tests {
     }
 
     #[test]
-    fn services_available_waits_a_moment_for_the_verdict_but_a_verdict_never_waits() {
+    fn a_step_forward_waits_a_moment_for_the_verdict_but_a_verdict_or_problem_never_waits() {
         let writes = Writes::default();
         let mut pe = fixtures::preview("shop-pr-1");
         pe.metadata.resource_version = Some("6".into());
         let uid = pe.uid().expect("uid");
-        let status = |phase| PreviewEnvironmentStatus {
+        let status = |phase, ready: &str| PreviewEnvironmentStatus {
             phase: Some(phase),
             observed_sha: Some(fixtures::SHA.into()),
             observed_generation: Some(1),
+            conditions: vec![fixtures::condition(
+                crate::api::condition::READY,
+                if ready == "Ready" { "True" } else { "False" },
+                ready,
+            )],
             ..PreviewEnvironmentStatus::default()
         };
         let (deploying, testing, ready) = (
-            status(crate::api::Phase::Deploying),
-            status(crate::api::Phase::Testing),
-            status(crate::api::Phase::Ready),
+            status(crate::api::Phase::Deploying, "Deploying"),
+            status(crate::api::Phase::Testing, "TestsRunning"),
+            status(crate::api::Phase::Ready, "Ready"),
         );
+        let setup = status(crate::api::Phase::Deploying, "SetupRunning");
+        let crashing = status(crate::api::Phase::Deploying, "CrashLoopBackOff");
         assert_eq!(
             writes.hold(&uid, Some(&deploying), &testing),
             None,
@@ -256,8 +263,17 @@ mod tests {
         writes.record(&pe, true);
         let held = writes.hold(&uid, Some(&deploying), &testing);
         assert!(held.is_some_and(|d| d <= STEP_COALESCE), "{held:?}");
+        assert!(
+            writes.hold(&uid, Some(&setup), &deploying).is_some(),
+            "setup done, services deploying: another step"
+        );
         assert_eq!(writes.hold(&uid, Some(&deploying), &ready), None);
         assert_eq!(writes.hold(&uid, Some(&testing), &ready), None);
+        assert_eq!(
+            writes.hold(&uid, Some(&deploying), &crashing),
+            None,
+            "a problem"
+        );
         let mut new_sha = testing.clone();
         new_sha.observed_sha = Some("f".repeat(40));
         assert_eq!(
