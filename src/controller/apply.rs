@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{Desired, Environment, Preview, stamp};
-use super::children::Stores;
+use super::children::{Stores, label};
 use crate::client::gone_is_ok;
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
 use crate::sync::lock;
@@ -307,7 +307,7 @@ where
         .state()
         .into_iter()
         .filter(|o| o.namespace().as_deref() == Some(namespace))
-        .filter(|o| o.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid))
+        .filter(|o| label(o.as_ref(), OWNER_UID) == Some(owner_uid))
         .collect()
 }
 

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use super::apply::owned;
 use super::build::COMPONENT_SETUP;
 use super::build::{self, Preview};
-use super::children::Stores;
+use super::children::{Stores, label};
 use super::status::{self, Observed, ObservedService};
 use crate::naming::{COMPONENT, SHA};
 use crate::testlog::TestLog;
@@ -38,7 +38,7 @@ pub fn children(
     let stateful_sets = owned(&stores.stateful_sets, ns, uid);
     let (setup_jobs, jobs): (Vec<_>, Vec<_>) = owned(&stores.jobs, ns, uid)
         .into_iter()
-        .partition(|j| j.labels().get(COMPONENT).map(String::as_str) == Some(COMPONENT_SETUP));
+        .partition(|j| label(j.as_ref(), COMPONENT) == Some(COMPONENT_SETUP));
     // The pods of a rollout in progress tell why it is stuck (CrashLoopBackOff,
     // ImagePullBackOff...). Only pods at headSha count: an old, crashing ReplicaSet that
     // the new sha replaces is not this rollout's problem.

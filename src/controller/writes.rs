@@ -22,8 +22,10 @@ pub const FINALIZER: &str = "preview.dev/teardown";
 /// How long a reconcile waits for the cache to show this process's own last write before it
 /// assumes someone else wrote after it and goes on with what the cache holds.
 const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
-/// Shortest time between two status writes of one preview that only report progress.
-const STATUS_COALESCE: Duration = Duration::from_secs(2);
+/// Shortest time between two status writes of one preview that only report progress (replica
+/// counts, a Job started): at 1000 previews a rollout takes minutes, and every such write is
+/// one the API server makes all watchers read.
+const STATUS_COALESCE: Duration = Duration::from_secs(5);
 /// Longest a step forward on the way to a verdict (Deploying to Testing) waits to be written
 /// together with the next one: tests that finish within it cost one status write, not two.
 const STEP_COALESCE: Duration = Duration::from_secs(5);
