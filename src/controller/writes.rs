@@ -233,23 +233,31 @@ mod tests {
         assert!(!needs_finalizer(&pe), "a deleted preview never gets it");
     }
 
+    /// A status at the fixture's sha in `phase`, Ready for `ready_reason` ("Ready": True).
+    fn status(phase: crate::api::Phase, ready_reason: &str) -> PreviewEnvironmentStatus {
+        PreviewEnvironmentStatus {
+            phase: Some(phase),
+            observed_sha: Some(fixtures::SHA.into()),
+            observed_generation: Some(1),
+            conditions: vec![fixtures::condition(
+                crate::api::condition::READY,
+                if ready_reason == "Ready" {
+                    "True"
+                } else {
+                    "False"
+                },
+                ready_reason,
+            )],
+            ..PreviewEnvironmentStatus::default()
+        }
+    }
+
     #[test]
     fn a_step_forward_waits_a_moment_for_the_verdict_but_a_verdict_or_problem_never_waits() {
         let writes = Writes::default();
         let mut pe = fixtures::preview("shop-pr-1");
         pe.metadata.resource_version = Some("6".into());
         let uid = pe.uid().expect("uid");
-        let status = |phase, ready: &str| PreviewEnvironmentStatus {
-            phase: Some(phase),
-            observed_sha: Some(fixtures::SHA.into()),
-            observed_generation: Some(1),
-            conditions: vec![fixtures::condition(
-                crate::api::condition::READY,
-                if ready == "Ready" { "True" } else { "False" },
-                ready,
-            )],
-            ..PreviewEnvironmentStatus::default()
-        };
         let (deploying, testing, ready) = (
             status(crate::api::Phase::Deploying, "Deploying"),
             status(crate::api::Phase::Testing, "TestsRunning"),
@@ -287,16 +295,11 @@ mod tests {
 
     #[test]
     fn a_new_previews_first_status_waits_for_the_verdict_unless_something_is_wrong() {
-        use crate::api::{Phase, condition};
+        use crate::api::Phase;
         let writes = Writes::default();
         let mut pe = fixtures::preview("shop-pr-1");
         pe.metadata.resource_version = Some("2".into());
         let uid = pe.uid().expect("uid");
-        let status = |phase, reason: &str| PreviewEnvironmentStatus {
-            phase: Some(phase),
-            conditions: vec![fixtures::condition(condition::READY, "False", reason)],
-            ..PreviewEnvironmentStatus::default()
-        };
         let deploying = status(Phase::Deploying, "Deploying");
         assert_eq!(
             writes.hold(&uid, None, &deploying),
