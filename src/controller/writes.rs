@@ -233,6 +233,14 @@ mod tests {
         assert!(!needs_finalizer(&pe), "a deleted preview never gets it");
     }
 
+    /// The fixture preview at resourceVersion `version`, and its UID.
+    fn preview_at(version: &str) -> (PreviewEnvironment, String) {
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.metadata.resource_version = Some(version.into());
+        let uid = pe.uid().expect("uid");
+        (pe, uid)
+    }
+
     /// A status at the fixture's sha in `phase`, Ready for `ready_reason` ("Ready": True).
     fn status(phase: crate::api::Phase, ready_reason: &str) -> PreviewEnvironmentStatus {
         PreviewEnvironmentStatus {
@@ -255,9 +263,7 @@ mod tests {
     #[test]
     fn a_step_forward_waits_a_moment_for_the_verdict_but_a_verdict_or_problem_never_waits() {
         let writes = Writes::default();
-        let mut pe = fixtures::preview("shop-pr-1");
-        pe.metadata.resource_version = Some("6".into());
-        let uid = pe.uid().expect("uid");
+        let (pe, uid) = preview_at("6");
         let (deploying, testing, ready) = (
             status(crate::api::Phase::Deploying, "Deploying"),
             status(crate::api::Phase::Testing, "TestsRunning"),
@@ -297,9 +303,7 @@ mod tests {
     fn a_new_previews_first_status_waits_for_the_verdict_unless_something_is_wrong() {
         use crate::api::Phase;
         let writes = Writes::default();
-        let mut pe = fixtures::preview("shop-pr-1");
-        pe.metadata.resource_version = Some("2".into());
-        let uid = pe.uid().expect("uid");
+        let (pe, uid) = preview_at("2");
         let deploying = status(Phase::Deploying, "Deploying");
         assert_eq!(
             writes.hold(&uid, None, &deploying),
