@@ -222,6 +222,7 @@ pub struct PreviewEnvironmentSpec {
         regex(pattern = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
     )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("repository is immutable: create a new PreviewEnvironment for another repository"))]
+    #[x_kube(validation = Rule::new("!self.matches('(^|/)[.][.]?(/|$)')").message("repository path segments may not be . or ..: write owner/name as the hosting service shows it"))]
     pub repository: String,
 
     /// Where the repository is hosted: github (the default) or gitlab. Immutable.
@@ -293,6 +294,7 @@ pub struct PreviewEnvironmentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("test names must be unique"))]
+    #[x_kube(validation = Rule::new("self.all(s, !has(s.env) || s.env.all(e, !has(e.valueFrom)))").message("env valueFrom needs a PreviewTemplate that declares the Secret or ConfigMap: move the tests into a template"))]
     pub tests: Vec<TestSpec>,
 }
 

@@ -115,7 +115,12 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
 
 /// Brings a live preview towards its spec, one named step at a time.
 async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
-    let plan = plan(ctx, pe).await?;
+    let plan = plan(ctx, pe)?;
+    // Only a preview that could run holds a place in the concurrency queue.
+    let could_run = plan.policy.refusal.is_none()
+        && plan.blocked.is_none()
+        && plan.lifetime.violation.is_none();
+    (ctx.queue).note(&plan.owner.uid, could_run, &ctx.stores.previews);
     if plan.lifetime.expired(plan.now) {
         return teardown::expire(ctx, pe, &plan.owner, &plan.lifetime).await;
     }
@@ -279,16 +284,16 @@ impl Plan<'_> {
     }
 }
 
-async fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>, Error> {
+fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>, Error> {
     let now = Timestamp::now();
     let owner =
         Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
     let namespace = teardown::preview_namespace_of(pe, &owner, &ctx.config);
-    let (rendered, blocked) = match admission::content(ctx, pe, &namespace) {
+    let mut policy = admission::policy(ctx, pe);
+    let (rendered, blocked) = match admission::content(ctx, pe, &namespace, &mut policy) {
         Ok(rendered) => (rendered, None),
         Err(gate) => (Rendered::inline(&pe.spec), Some(gate)),
     };
-    let mut policy = admission::policy(ctx, pe, &rendered).await?;
     let lifetime = Lifetime::of(pe, &policy.config, now);
     let (last_active, sleep) = sleep_of(pe, &rendered, &mut policy, now);
     Ok(Plan {

@@ -66,22 +66,24 @@ pub fn render(
         Owner::of(&pe).ok_or_else(|| RenderError::Input("the preview has no name".into()))?;
     let defaults = Config::default();
     let namespace = naming::preview_namespace(&defaults.namespace_prefix, &tenant, &pe.name_any());
-    let rendered = content(&pe, template, &namespace)?;
+    let refused = |r: policy::Refusal| RenderError::Refused {
+        reason: r.reason.as_str(),
+        message: r.message,
+    };
+    // As in the operator: the class admits the namespace and repository before the template
+    // is rendered, then what it renders.
     let config = match class {
-        Some(class) => policy::admit(
-            &pe,
-            &rendered,
-            &tenant,
-            &Default::default(),
-            class,
-            &defaults,
-        )
-        .map_err(|r| RenderError::Refused {
-            reason: r.reason.as_str(),
-            message: r.message,
-        })?,
+        Some(class) => {
+            policy::admit(&pe, &tenant, &Default::default(), class, &defaults).map_err(refused)?
+        }
         None => defaults,
     };
+    let rendered = content(&pe, template, &namespace)?;
+    match class {
+        Some(class) => policy::check_content(&rendered, &config, &class.name_any()),
+        None => policy::check_inline_secrets(&rendered),
+    }
+    .map_err(refused)?;
     let preview = Preview::new(&rendered, owner, namespace, None);
     let mut out = Output::default();
     out.comment(&format!(
@@ -255,5 +257,40 @@ mod tests {
             "{err}"
         );
         assert!(render(&pe, None, None).is_ok());
+    }
+
+    #[test]
+    fn an_inline_test_reading_a_secret_renders_nothing() {
+        let mut pe: PreviewEnvironment = example("preview-minimal.yaml");
+        let mut test: crate::api::TestSpec = serde_json::from_value(serde_json::json!({
+            "name": "leak", "image": "busybox:1",
+            "env": [{"name": "KEY", "valueFrom":
+                {"secretKeyRef": {"name": "preview-wildcard-tls", "key": "tls.key"}}}],
+        }))
+        .expect("test");
+        test.command = vec!["sh".into(), "-c".into(), "echo $KEY".into()];
+        pe.spec.tests.push(test);
+        let err = render(&pe, None, None).expect_err("refused");
+        assert!(err.to_string().starts_with("PolicyViolation: "), "{err}");
+        assert!(!err.to_string().contains("secretKeyRef:"), "{err}");
+    }
+
+    #[test]
+    fn a_template_is_not_rendered_for_a_repository_its_class_refuses() {
+        let mut pe: PreviewEnvironment = example("previewenvironment-from-template.yaml");
+        pe.spec.parameters.insert("sed".into(), "x".into());
+        let template: PreviewTemplate = example("previewtemplate-shop.yaml");
+        let class: PreviewClass = parse(
+            "class.yaml",
+            "apiVersion: preview.dev/v1alpha1\nkind: PreviewClass\nmetadata: {name: strict}\n\
+             spec: {tenants: [{namespaces: [nobody], repositories: ['*/*']}]}\n",
+        )
+        .expect("class");
+        // The template has an error, but the class's refusal comes first: nothing is rendered.
+        let err = render(&pe, Some(&template), Some(&class)).expect_err("refused");
+        assert!(
+            err.to_string().starts_with("RepositoryNotAllowed: "),
+            "{err}"
+        );
     }
 }

@@ -1,14 +1,11 @@
 //! PURE: a PreviewEnvironment and the PreviewTemplate it names become the spec the operator
 //! rolls out: parameters checked, `<< key >>` substituted, CI's images put in.
 //!
-//! Substitution uses minijinja with `<< >>` as its only delimiters that matter, so `{{ }}` in
-//! an application's own strings stays as it is. Every key is checked before rendering, so a
-//! missing one is an error that names it, never an empty string.
+//! `<< key >>` is the only syntax (see [`Substitution`]), so `{{ }}`, `{% %}` and anything
+//! else in an application's own strings stays as it is. A missing key is an error that names
+//! it and its place, never an empty string.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, UndefinedBehavior, Value};
 
 use crate::api::template::{DependencySpec, PreviewTemplateSpec, SetupSpec};
 use crate::api::{EnvVar, PreviewEnvironmentSpec, ServiceSpec, TestSpec};
@@ -50,6 +47,22 @@ impl Rendered {
             .chain(s.tests.iter().map(|x| x.image.as_str()))
             .chain(self.dependencies.iter().map(|x| x.image.as_str()))
             .chain(self.setup.iter().map(|x| x.job.image.as_str()))
+    }
+
+    /// The env of every container the preview runs, with where it is (`services[web]`...).
+    pub fn containers_env(&self) -> impl Iterator<Item = (String, &[EnvVar])> {
+        let s = &self.spec;
+        (s.services
+            .iter()
+            .map(|x| (format!("services[{}]", x.name), x.env.as_slice())))
+        .chain((s.tests.iter()).map(|x| (format!("tests[{}]", x.name), x.env.as_slice())))
+        .chain(
+            (self.dependencies.iter())
+                .map(|x| (format!("dependencies[{}]", x.name), x.env.as_slice())),
+        )
+        .chain(
+            (self.setup.iter()).map(|x| (format!("setup[{}]", x.job.name), x.job.env.as_slice())),
+        )
     }
 
     /// Every pod annotation key the preview sets.
@@ -255,41 +268,6 @@ fn override_images(rendered: &mut Rendered, images: &BTreeMap<String, String>) {
     }
 }
 
-/// Every `<< >>` of `text` must name one key: no expression, filter or call. Templates are
-/// written by tenants and rendered by the operator every tenant shares, so they may substitute
-/// and nothing else (an expression such as `<< "x" * 1000000000 >>` would make the operator
-/// allocate what a tenant asks for).
-fn only_keys(text: &str, at: &str) -> Result<(), TemplateError> {
-    static KEY: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
-    let key = KEY.get_or_init(|| {
-        regex::Regex::new(r"^\s*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\s*$").ok()
-    });
-    let mut rest = text;
-    while let Some(start) = rest.find("<<") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find(">>") else {
-            return Err(TemplateError(format!("{at}: << without a closing >>")));
-        };
-        let inner = &after[..end];
-        if !key.as_ref().is_some_and(|k| k.is_match(inner)) {
-            return Err(TemplateError(format!(
-                "{at}: << {} >> is not a key; write << key >> or << params.NAME >>, nothing else",
-                inner.trim()
-            )));
-        }
-        rest = &after[end + 2..];
-    }
-    Ok(())
-}
-
-/// A minijinja error without its "(in <string>:1)" suffix, which names nothing useful here.
-fn describe(error: &minijinja::Error) -> String {
-    match error.detail() {
-        Some(detail) => format!("{}: {detail}", error.kind()),
-        None => error.kind().to_string(),
-    }
-}
-
 fn list_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
     let names: Vec<&str> = names.collect();
     if names.is_empty() {
@@ -301,7 +279,7 @@ fn list_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
 
 /// The keys a template string may use, and why an unset one is missing.
 struct Variables {
-    values: BTreeMap<String, Value>,
+    values: BTreeMap<&'static str, String>,
     params: BTreeMap<String, String>,
     /// Keys that exist but have no value for this preview, with what to do about it.
     unset: BTreeMap<&'static str, &'static str>,
@@ -320,39 +298,30 @@ const KEYS: [&str; 9] = [
     "params",
 ];
 
+/// The most the template strings of one preview may render to, in bytes. Every input is
+/// bounded at admission, but a key's value can be much longer than the key (a 1 KiB parameter
+/// behind `<< params.a >>`), so the output is bounded on its own: a template cannot make the
+/// operator every tenant shares hold more than this per preview.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
 fn variables(
     spec: &PreviewEnvironmentSpec,
     target: Target<'_>,
     params: BTreeMap<String, String>,
 ) -> Variables {
     let mut values = BTreeMap::from([
-        ("headSha".to_string(), Value::from(spec.head_sha.clone())),
-        (
-            "shortSha".to_string(),
-            Value::from(short_sha(&spec.head_sha).to_string()),
-        ),
-        ("pullRequest".to_string(), Value::from(spec.pull_request)),
-        (
-            "repository".to_string(),
-            Value::from(spec.repository.clone()),
-        ),
-        ("namespace".to_string(), Value::from(target.namespace)),
-        ("name".to_string(), Value::from(target.name)),
-        (
-            "params".to_string(),
-            Value::from_object(
-                params
-                    .iter()
-                    .map(|(k, v)| (Value::from(k.clone()), Value::from(v.clone())))
-                    .collect::<BTreeMap<Value, Value>>(),
-            ),
-        ),
+        ("headSha", spec.head_sha.clone()),
+        ("shortSha", short_sha(&spec.head_sha).to_string()),
+        ("pullRequest", spec.pull_request.to_string()),
+        ("repository", spec.repository.clone()),
+        ("namespace", target.namespace.to_string()),
+        ("name", target.name.to_string()),
     ]);
     let mut unset = BTreeMap::new();
     match &spec.branch {
         Some(branch) => {
-            values.insert("branch".to_string(), Value::from(branch.clone()));
-            values.insert("branchSlug".to_string(), Value::from(slug(branch)));
+            values.insert("branch", branch.clone());
+            values.insert("branchSlug", slug(branch));
         }
         None => {
             unset.insert("branch", "spec.branch is not set");
@@ -384,76 +353,108 @@ pub fn slug(branch: &str) -> String {
         .to_string()
 }
 
-/// Renders template strings with the variables of one preview.
+/// Whether `text` is a key as a template may write it: a name, or `params.` and a name.
+fn is_key(text: &str) -> bool {
+    fn name(s: &str) -> bool {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+    match text.split_once('.') {
+        Some((head, rest)) => name(head) && name(rest),
+        None => name(text),
+    }
+}
+
+/// Substitutes `<< key >>` in template strings with the values of one preview.
+///
+/// Template strings are data written by tenants and rendered by the operator every tenant
+/// shares, so `<< key >>` is the only thing recognised and nothing else in a string is
+/// interpreted: one pass from left to right, each `<<` matched with the next `>>`, so the work
+/// is linear in the input, and the output of all strings of one preview is bounded by
+/// [`MAX_RENDERED_BYTES`]. No expressions, filters, loops or comments: a template engine would
+/// let one string make the operator compute or allocate what a tenant asks for.
 struct Substitution {
-    env: Environment<'static>,
     vars: Variables,
+    /// Bytes rendered so far for this preview.
+    rendered: std::cell::Cell<usize>,
 }
 
 impl Substitution {
     fn new(vars: Variables) -> Self {
-        let mut env = Environment::new();
-        // Only `<< >>` matters; the other delimiters are set to something no command line
-        // holds, so `{{ }}` and `{% %}` in an application's strings stay literal.
-        if let Ok(syntax) = SyntaxConfig::builder()
-            .variable_delimiters("<<", ">>")
-            .block_delimiters("<%%", "%%>")
-            .comment_delimiters("<##", "##>")
-            .build()
-        {
-            env.set_syntax(syntax);
+        Substitution {
+            vars,
+            rendered: std::cell::Cell::new(0),
         }
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        Substitution { env, vars }
     }
 
     /// Renders one string; `at` says where it is, for the error.
     fn string(&self, text: &str, at: &str) -> Result<String, TemplateError> {
-        if !text.contains("<<") {
-            return Ok(text.to_string());
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("<<") {
+            self.push(&mut out, &rest[..start], at)?;
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(">>") else {
+                return Err(TemplateError(format!("{at}: << without a closing >>")));
+            };
+            let key = after[..end].trim();
+            if !is_key(key) {
+                return Err(TemplateError(format!(
+                    "{at}: << {key} >> is not a key; write << key >> or << params.NAME >>, \
+                     nothing else"
+                )));
+            }
+            self.push(&mut out, self.value(key, at)?, at)?;
+            rest = &after[end + 2..];
         }
-        only_keys(text, at)?;
-        let template = self
-            .env
-            .template_from_str(text)
-            .map_err(|e| TemplateError(format!("{at}: {}", describe(&e))))?;
-        for key in template.undeclared_variables(true) {
-            self.check_key(&key, at)?;
-        }
-        template
-            .render(Value::from_object(
-                (self.vars.values.iter())
-                    .map(|(k, v)| (Value::from(k.clone()), v.clone()))
-                    .collect::<BTreeMap<Value, Value>>(),
-            ))
-            .map_err(|e| TemplateError(format!("{at}: {}", describe(&e))))
+        self.push(&mut out, rest, at)?;
+        Ok(out)
     }
 
-    fn check_key(&self, key: &str, at: &str) -> Result<(), TemplateError> {
+    /// Appends `piece` to `out`, within the preview's budget.
+    fn push(&self, out: &mut String, piece: &str, at: &str) -> Result<(), TemplateError> {
+        let total = self.rendered.get().saturating_add(piece.len());
+        if total > MAX_RENDERED_BYTES {
+            return Err(TemplateError(format!(
+                "{at}: the template renders to more than {} KiB for this preview; shorten its \
+                 strings or the parameters they use",
+                MAX_RENDERED_BYTES / 1024
+            )));
+        }
+        self.rendered.set(total);
+        out.push_str(piece);
+        Ok(())
+    }
+
+    /// The value of `key`, or an error that names it and the keys there are.
+    fn value(&self, key: &str, at: &str) -> Result<&str, TemplateError> {
         let (head, rest) = key.split_once('.').unwrap_or((key, ""));
         if let Some(why) = self.vars.unset.get(head) {
             return Err(TemplateError(format!(
                 "{at}: key << {key} >> has no value: {why}"
             )));
         }
-        let known = match head {
-            "params" => rest.is_empty() || self.vars.params.contains_key(rest),
-            _ => self.vars.values.contains_key(head) && rest.is_empty(),
+        let value = match head {
+            "params" => self.vars.params.get(rest).map(String::as_str),
+            _ if rest.is_empty() => self.vars.values.get(head).map(String::as_str),
+            _ => None,
         };
-        if known {
-            return Ok(());
-        }
-        let params = self.vars.params.keys().map(|p| format!("params.{p}"));
-        let keys: Vec<String> = KEYS
-            .iter()
-            .filter(|k| **k != "params")
-            .map(|k| k.to_string())
-            .chain(params)
-            .collect();
-        Err(TemplateError(format!(
-            "{at}: unknown key << {key} >>; the keys are {}",
-            keys.join(", ")
-        )))
+        value.ok_or_else(|| {
+            let params = self.vars.params.keys().map(|p| format!("params.{p}"));
+            let keys: Vec<String> = KEYS
+                .iter()
+                .filter(|k| **k != "params")
+                .map(|k| k.to_string())
+                .chain(params)
+                .collect();
+            TemplateError(format!(
+                "{at}: unknown key << {key} >>; the keys are {}",
+                keys.join(", ")
+            ))
+        })
     }
 
     fn strings(&self, items: &[String], at: &str) -> Result<Vec<String>, TemplateError> {
@@ -630,6 +631,46 @@ mod tests {
             let err = render(&preview(json!({})), TARGET, &t).expect_err(bad);
             assert!(err.0.contains("is not a key"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn nothing_but_keys_is_interpreted() {
+        // Block, comment and expression syntax of template engines is text here: a template
+        // string cannot loop, set variables or call anything.
+        let blocks = [
+            "<%% for a in headSha %%><%% for b in headSha %%>x<%% endfor %%><%% endfor %%>",
+            "<%% set s = 'x' ~ 'x' %%>",
+            "<## a comment ##>",
+            "{% for a in range(10) %}{{ a }}{% endfor %}",
+        ];
+        for text in blocks {
+            let mut t = shop();
+            t.services[0].args = vec![text.to_string(), format!("{text}<< shortSha >>")];
+            let r = render(&preview(json!({})), TARGET, &t).expect(text);
+            assert_eq!(r.spec.services[0].args[0], text);
+            assert_eq!(r.spec.services[0].args[1], format!("{text}4f2c9e1"));
+        }
+        let mut t = shop();
+        t.services[0].args = vec!["<%% set s = 'x' %%><< s >>".into()];
+        let err = render(&preview(json!({})), TARGET, &t).expect_err("s is no key");
+        assert!(err.0.contains("unknown key << s >>"), "{err}");
+    }
+
+    #[test]
+    fn the_output_of_one_preview_is_bounded() {
+        // 1000 arguments of 100 keys each, every key a 1 KiB parameter: about 100 MiB if
+        // rendered, refused as soon as the preview's budget is spent.
+        let mut t = shop();
+        t.parameters[0].pattern = None;
+        t.services[0].args = vec!["<< params.seed >>".repeat(100); 1000];
+        let big = "x".repeat(1024);
+        let err = render(&preview(json!({"parameters": {"seed": big}})), TARGET, &t)
+            .expect_err("over the budget");
+        assert!(err.0.contains("renders to more than 1024 KiB"), "{err}");
+        assert!(
+            err.0.starts_with("services[web].args["),
+            "names the place: {err}"
+        );
     }
 
     #[test]

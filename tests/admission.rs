@@ -190,6 +190,19 @@ async fn invalid_specs_are_refused_with_a_message_that_names_the_problem() {
             vec!["env valueFrom needs a PreviewTemplate"],
         ),
         (
+            "a test reading the platform's TLS secret",
+            with(valid_spec(), |s| {
+                s["tests"][0]["env"] = json!([{"name": "KEY",
+                    "valueFrom": {"secretKeyRef": {"name": "preview-wildcard-tls", "key": "tls.key"}}}])
+            }),
+            vec!["env valueFrom needs a PreviewTemplate", "move the tests"],
+        ),
+        (
+            "a repository with a dot-dot segment",
+            with(valid_spec(), |s| s["repository"] = json!("acme/..")),
+            vec!["repository path segments may not be . or .."],
+        ),
+        (
             "too many services",
             with(valid_spec(), |s| s["services"] = services(21)),
             vec!["spec.services", "must have at most 20 items"],

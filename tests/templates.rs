@@ -411,3 +411,33 @@ async fn a_dependency_the_scheduler_cannot_place_says_why_while_waiting() {
     assert_eq!(pe.status.unwrap_or_default().phase, Some(Phase::Deploying));
     t.delete_and_wait("shop").await;
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn previews_that_cannot_run_hold_no_place_in_the_queue() {
+    // The test class lets two previews per namespace run. Two previews whose template does not
+    // exist, created first, must not keep a preview that can run waiting behind them.
+    let t = Tenant::new("tpl-queue").await;
+    for name in ["typo-1", "typo-2"] {
+        let mut spec = slim("e000001", json!({}));
+        spec["templateRef"] = json!({"name": "shpo"});
+        t.create(name, spec).await;
+        await_condition(
+            &t.api,
+            name,
+            "Ready",
+            "False",
+            Some("TemplateNotFound"),
+            READY,
+        )
+        .await;
+    }
+    let inline = common::spec("acme/shop", 14, "e000002")
+        .services(json!([{"name": "web", "image": "ghcr.io/acme/web:1", "port": 8080}]))
+        .json();
+    t.create("runs", inline).await;
+    await_condition(&t.api, "runs", "Ready", "True", None, READY).await;
+    for name in ["typo-1", "typo-2", "runs"] {
+        t.delete_and_wait(name).await;
+    }
+}

@@ -30,8 +30,29 @@ pub struct Policy {
 }
 
 /// What `pe` rolls out: its own services and tests, or its template rendered for it into
-/// the preview namespace `namespace`; a missing or unrenderable template closes the gate.
-pub fn content(ctx: &Context, pe: &PreviewEnvironment, namespace: &str) -> Result<Rendered, Gate> {
+/// the preview namespace `namespace`, and the class's verdict on it. A template is rendered
+/// only for a preview its class admitted (namespace and repository): a tenant the class does
+/// not know costs the operator no rendering. A missing or unrenderable template closes the gate
+/// (`Err`); content the class does not allow becomes the policy's refusal.
+pub fn content(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    namespace: &str,
+    policy: &mut Policy,
+) -> Result<Rendered, Gate> {
+    if policy.refusal.is_some() {
+        return Ok(Rendered::inline(&pe.spec));
+    }
+    let rendered = render(ctx, pe, namespace)?;
+    let class = policy.class.as_deref().unwrap_or_default();
+    if let Err(refusal) = policy::check_content(&rendered, &policy.config, class) {
+        policy.refusal = Some(refusal);
+    }
+    Ok(rendered)
+}
+
+/// `pe`'s own services and tests, or its template rendered for it.
+fn render(ctx: &Context, pe: &PreviewEnvironment, namespace: &str) -> Result<Rendered, Gate> {
     let Some(template_ref) = &pe.spec.template_ref else {
         return Ok(Rendered::inline(&pe.spec));
     };
@@ -61,12 +82,8 @@ pub fn content(ctx: &Context, pe: &PreviewEnvironment, namespace: &str) -> Resul
     })
 }
 
-/// Finds the class of `pe` and asks it whether `pe` may run `content`.
-pub async fn policy(
-    ctx: &Context,
-    pe: &PreviewEnvironment,
-    content: &Rendered,
-) -> Result<Policy, Error> {
+/// Finds the class of `pe` and asks it whether `pe`'s namespace may preview its repository.
+pub fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Policy {
     let refused = |class: Option<String>, refusal| Policy {
         class,
         config: ctx.config.clone(),
@@ -74,7 +91,7 @@ pub async fn policy(
     };
     let class = match policy::class_of(pe, &ctx.stores.classes.state()) {
         Ok(class) => class,
-        Err(refusal) => return Ok(refused(None, refusal)),
+        Err(refusal) => return refused(None, refusal),
     };
     let tenant = pe.namespace().unwrap_or_default();
     let labels = if policy::needs_namespace_labels(&class) {
@@ -82,16 +99,14 @@ pub async fn policy(
     } else {
         BTreeMap::new()
     };
-    Ok(
-        match policy::admit(pe, content, &tenant, &labels, &class, &ctx.config) {
-            Ok(config) => Policy {
-                class: Some(class.name_any()),
-                config,
-                refusal: None,
-            },
-            Err(refusal) => refused(Some(class.name_any()), refusal),
+    match policy::admit(pe, &tenant, &labels, &class, &ctx.config) {
+        Ok(config) => Policy {
+            class: Some(class.name_any()),
+            config,
+            refusal: None,
         },
-    )
+        Err(refusal) => refused(Some(class.name_any()), refusal),
+    }
 }
 
 /// The labels of a tenant namespace, for classes that select tenants by label (from the

@@ -88,11 +88,11 @@ pub fn needs_namespace_labels(class: &PreviewClass) -> bool {
 }
 
 /// Admits `pe` (in namespace `tenant`, whose labels are `tenant_labels`) under `class`, and
-/// returns the policy it runs under. `content` is what it runs: its own services and tests,
-/// or its template's as rendered for it, whose images and pod annotations the class checks.
+/// returns the policy it runs under. Only who asks for what is looked at here (the binding of
+/// the namespace to the repository): a template is rendered, and what it runs checked by
+/// [`check_content`], only for previews this admits.
 pub fn admit(
     pe: &PreviewEnvironment,
-    content: &Rendered,
     tenant: &str,
     tenant_labels: &BTreeMap<String, String>,
     class: &PreviewClass,
@@ -119,6 +119,14 @@ pub fn admit(
     })?;
     config.viewers = admitting.iter().flat_map(|t| t.viewers.clone()).collect();
     config.viewers.dedup();
+    Ok(config)
+}
+
+/// Whether the policy `config` of class `class_name` lets a preview run `content` (its own
+/// services and tests, or its template's as rendered for it): images from allowed registries,
+/// allowed pod annotation keys, and no Secret reads from an inline spec.
+pub fn check_content(content: &Rendered, config: &Config, class_name: &str) -> Result<(), Refusal> {
+    check_inline_secrets(content)?;
     if let Some(image) = disallowed_image(content, &config.allowed_registries) {
         return Err(Refusal::new(
             Reason::RegistryNotAllowed,
@@ -143,7 +151,37 @@ pub fn admit(
             ),
         ));
     }
-    Ok(config)
+    Ok(())
+}
+
+/// Refuses an inline preview (no template) whose containers read a Secret or ConfigMap.
+pub fn check_inline_secrets(content: &Rendered) -> Result<(), Refusal> {
+    match inline_secret_read(content) {
+        Some((container, var)) => Err(Refusal::new(
+            Reason::PolicyViolation,
+            format!(
+                "{container}: env {var} uses valueFrom, which only a PreviewTemplate may use, \
+                 for the Secrets and ConfigMaps it declares (spec.secrets, spec.configMaps); \
+                 move the services and tests into a template"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The first container and env var of an inline preview (no template) that reads a Secret or
+/// ConfigMap. Its namespace holds no Secrets of the team, only the platform's copies (image
+/// pull and TLS secrets), so such a read could only print those into a log; admission refuses
+/// it too (CRD rules), this holds for every container rendered from an inline spec.
+fn inline_secret_read(content: &Rendered) -> Option<(String, &str)> {
+    if content.spec.template_ref.is_some() {
+        return None;
+    }
+    content.containers_env().find_map(|(container, env)| {
+        env.iter()
+            .find(|e| e.value_from.is_some())
+            .map(|e| (container.clone(), e.name.as_str()))
+    })
 }
 
 /// The tenant entries of `class` that let namespace `tenant` (with `labels`) preview
@@ -181,8 +219,12 @@ fn selects(t: &Tenant, tenant: &str, labels: &BTreeMap<String, String>) -> bool 
 }
 
 /// Whether `repository` matches a glob: `*` stays within one path segment; GitHub names are
-/// case-insensitive.
+/// case-insensitive. A `.` or `..` segment matches nothing (`acme/..` is no repository of
+/// `acme/*`; admission refuses such names too).
 fn repository_matches(pattern: &str, repository: &str) -> bool {
+    if repository.split('/').any(|s| s == "." || s == "..") {
+        return false;
+    }
     match GlobBuilder::new(pattern)
         .literal_separator(true)
         .case_insensitive(true)
@@ -194,14 +236,26 @@ fn repository_matches(pattern: &str, repository: &str) -> bool {
     }
 }
 
-/// The first image the preview runs outside `allowed` (prefixes); none when `allowed` is empty.
+/// The first image the preview runs outside `allowed`; none when `allowed` is empty.
 fn disallowed_image<'a>(content: &'a Rendered, allowed: &[String]) -> Option<&'a str> {
     if allowed.is_empty() {
         return None;
     }
     content
         .images()
-        .find(|image| !allowed.iter().any(|p| image.starts_with(p.as_str())))
+        .find(|image| !allowed.iter().any(|p| registry_allows(p, image)))
+}
+
+/// Whether `image` comes from the registry path `prefix`, compared in whole path segments:
+/// `ghcr.io/acme` (or `ghcr.io/acme/`) admits `ghcr.io/acme/web:1` and `ghcr.io/acme:1`, never
+/// `ghcr.io/acme-evil/web`; `ghcr.io` never admits `ghcr.io.evil.example/web`.
+fn registry_allows(prefix: &str, image: &str) -> bool {
+    if prefix.ends_with('/') {
+        return image.starts_with(prefix);
+    }
+    image
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', ':', '@']))
 }
 
 /// The first pod annotation key outside the `allowed` globs (`/` is an ordinary character).
@@ -221,6 +275,19 @@ mod tests {
     use super::*;
     use crate::api::class::PreviewClassSpec;
     use crate::fixtures;
+
+    /// The class's whole verdict on an inline preview: binding, then content.
+    fn admit_all(
+        pe: &PreviewEnvironment,
+        tenant: &str,
+        labels: &BTreeMap<String, String>,
+        class: &PreviewClass,
+        defaults: &Config,
+    ) -> Result<Config, Refusal> {
+        let config = admit(pe, tenant, labels, class, defaults)?;
+        check_content(&Rendered::inline(&pe.spec), &config, &class.name_any())?;
+        Ok(config)
+    }
 
     fn class(name: &str, default: bool, tenants: serde_json::Value) -> Arc<PreviewClass> {
         let mut c = PreviewClass::new(
@@ -273,52 +340,18 @@ mod tests {
         let defaults = Config::default();
         let none = BTreeMap::new();
         let mut pe = fixtures::preview("shop-pr-1");
-        assert!(
-            admit(
-                &pe,
-                &Rendered::inline(&pe.spec),
-                "team-shop",
-                &none,
-                &c,
-                &defaults
-            )
-            .is_ok()
-        );
+        assert!(admit(&pe, "team-shop", &none, &c, &defaults).is_ok());
         pe.spec.repository = "Acme/Shop-API".into();
         assert!(
-            admit(
-                &pe,
-                &Rendered::inline(&pe.spec),
-                "team-shop",
-                &none,
-                &c,
-                &defaults
-            )
-            .is_ok(),
+            admit(&pe, "team-shop", &none, &c, &defaults).is_ok(),
             "glob, any case"
         );
         pe.spec.repository = "acme/payments".into();
-        let refusal = admit(
-            &pe,
-            &Rendered::inline(&pe.spec),
-            "team-shop",
-            &none,
-            &c,
-            &defaults,
-        )
-        .expect_err("not bound");
+        let refusal = admit(&pe, "team-shop", &none, &c, &defaults).expect_err("not bound");
         assert_eq!(refusal.reason, Reason::RepositoryNotAllowed);
         assert!(refusal.message.contains("acme/payments") && refusal.message.contains("team-shop"));
         pe.spec.repository = "acme/shop".into();
-        let other = admit(
-            &pe,
-            &Rendered::inline(&pe.spec),
-            "team-pay",
-            &none,
-            &c,
-            &defaults,
-        )
-        .expect_err("other tenant");
+        let other = admit(&pe, "team-pay", &none, &c, &defaults).expect_err("other tenant");
         assert_eq!(other.reason, Reason::RepositoryNotAllowed);
     }
 
@@ -339,44 +372,14 @@ mod tests {
         );
         let pe = fixtures::preview("shop-pr-1");
         let labels = BTreeMap::from([("team".to_string(), "shop".to_string())]);
-        assert!(
-            admit(
-                &pe,
-                &Rendered::inline(&pe.spec),
-                "any",
-                &labels,
-                &c,
-                &Config::default()
-            )
-            .is_ok()
-        );
-        assert!(
-            admit(
-                &pe,
-                &Rendered::inline(&pe.spec),
-                "any",
-                &BTreeMap::new(),
-                &c,
-                &Config::default()
-            )
-            .is_err()
-        );
+        assert!(admit(&pe, "any", &labels, &c, &Config::default()).is_ok());
+        assert!(admit(&pe, "any", &BTreeMap::new(), &c, &Config::default()).is_err());
         let everyone = class(
             "open",
             true,
             serde_json::json!([{"namespaceSelector": {}, "repositories": ["acme/shop"]}]),
         );
-        assert!(
-            admit(
-                &pe,
-                &Rendered::inline(&pe.spec),
-                "any",
-                &labels,
-                &everyone,
-                &Config::default()
-            )
-            .is_err()
-        );
+        assert!(admit(&pe, "any", &labels, &everyone, &Config::default()).is_err());
     }
 
     #[test]
@@ -389,15 +392,8 @@ mod tests {
         };
         let c = PreviewClass::new("standard", spec.clone());
         let mut pe = fixtures::preview("shop-pr-1");
-        let refusal = admit(
-            &pe,
-            &Rendered::inline(&pe.spec),
-            "team-shop",
-            &BTreeMap::new(),
-            &c,
-            &Config::default(),
-        )
-        .expect_err("w:1 is not from ghcr.io/acme/");
+        let refusal = admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
+            .expect_err("w:1 is not from ghcr.io/acme/");
         assert_eq!(refusal.reason, Reason::RegistryNotAllowed);
         for s in &mut pe.spec.services {
             s.image = format!("ghcr.io/acme/{}:1", s.name);
@@ -408,36 +404,18 @@ mod tests {
         pe.spec.services[0]
             .pod_annotations
             .insert("prometheus.io/scrape".into(), "true".into());
-        assert!(
-            admit(
-                &pe,
-                &Rendered::inline(&pe.spec),
-                "team-shop",
-                &BTreeMap::new(),
-                &c,
-                &Config::default()
-            )
-            .is_ok()
-        );
+        assert!(admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default()).is_ok());
         pe.spec.services[0]
             .pod_annotations
             .insert("sidecar.istio.io/inject".into(), "false".into());
-        let refusal = admit(
-            &pe,
-            &Rendered::inline(&pe.spec),
-            "team-shop",
-            &BTreeMap::new(),
-            &c,
-            &Config::default(),
-        )
-        .expect_err("not allowed");
+        let refusal = admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
+            .expect_err("not allowed");
         assert_eq!(refusal.reason, Reason::AnnotationNotAllowed);
         assert!(refusal.message.contains("sidecar.istio.io/inject"));
         spec.allowed_pod_annotations.clear();
         let strict = PreviewClass::new("strict", spec);
-        let refusal = admit(
+        let refusal = admit_all(
             &pe,
-            &Rendered::inline(&pe.spec),
             "team-shop",
             &BTreeMap::new(),
             &strict,
@@ -449,5 +427,54 @@ mod tests {
             "{}",
             refusal.message
         );
+    }
+
+    #[test]
+    fn registries_are_compared_in_whole_path_segments() {
+        for (prefix, image, allowed) in [
+            ("ghcr.io/acme", "ghcr.io/acme/web:1", true),
+            ("ghcr.io/acme/", "ghcr.io/acme/web:1", true),
+            ("ghcr.io/acme", "ghcr.io/acme:1", true),
+            ("ghcr.io/acme", "ghcr.io/acme@sha256:ab", true),
+            ("ghcr.io/acme", "ghcr.io/acme-evil/web:1", false),
+            ("ghcr.io/acme/", "ghcr.io/acme-evil/web:1", false),
+            ("ghcr.io", "ghcr.io.evil.example/web:1", false),
+            ("ghcr.io", "ghcr.io/anyone/web:1", true),
+        ] {
+            assert_eq!(registry_allows(prefix, image), allowed, "{prefix} {image}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_match_no_repository_pattern() {
+        assert!(!repository_matches("acme/*", "acme/.."));
+        assert!(!repository_matches("acme/*", "acme/."));
+        assert!(!repository_matches("*/*", "../shop"));
+        assert!(repository_matches("acme/*", "acme/.github"));
+    }
+
+    #[test]
+    fn an_inline_preview_may_not_read_secrets_in_any_container() {
+        let c = class("standard", true, shop_tenant());
+        let read = |name: &str| -> crate::api::EnvVar {
+            serde_json::from_value(serde_json::json!({"name": name,
+                "valueFrom": {"secretKeyRef": {"name": "preview-wildcard-tls", "key": "tls.key"}}}))
+            .expect("env var")
+        };
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.spec.tests[0].env.push(read("KEY"));
+        let refusal = admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
+            .expect_err("a test reads a Secret");
+        assert_eq!(refusal.reason, Reason::PolicyViolation);
+        assert!(
+            refusal.message.contains("tests[t0]") && refusal.message.contains("env KEY"),
+            "{}",
+            refusal.message
+        );
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.spec.services[0].env.push(read("KEY"));
+        let refusal = admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
+            .expect_err("a service reads a Secret");
+        assert!(refusal.message.contains("services["), "{}", refusal.message);
     }
 }

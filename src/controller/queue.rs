@@ -1,7 +1,11 @@
 //! The per-tenant concurrency limit: previews over it wait in `Pending`, first come first
 //! served, and the first in line starts when a running preview of the tenant goes away.
+//!
+//! Only previews that could run wait in line: one its class refuses, or whose template is
+//! missing or does not render, holds no place, so a tenant cannot fill a queue (its own, a
+//! repository's or a class's) with previews that never start.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -20,6 +24,9 @@ use crate::sync::lock;
 pub struct Queue {
     /// Previews admitted under the limits whose namespace may not be cached yet.
     admitted: Mutex<HashSet<String>>,
+    /// Whether each preview this process has planned could run (admitted by its class, its
+    /// template rendered), by UID. A preview not planned yet is judged by its status.
+    could_run: Mutex<HashMap<String, bool>>,
     /// Serialises decisions, so two reconciles cannot both take the last slot.
     deciding: tokio::sync::Mutex<()>,
     /// Wakes previews waiting for a slot.
@@ -38,6 +45,7 @@ impl Queue {
     pub fn new(wake: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>) -> Self {
         Queue {
             admitted: Mutex::default(),
+            could_run: Mutex::default(),
             deciding: tokio::sync::Mutex::new(()),
             wake,
         }
@@ -79,19 +87,31 @@ impl Queue {
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
+        let verdicts = lock(&self.could_run);
         for scope in scopes(pe, limits) {
             let (running, waiting): (Vec<&PreviewEnvironment>, Vec<&PreviewEnvironment>) = live
                 .iter()
                 .map(Arc::as_ref)
                 .filter(|p| (scope.covers)(p))
+                .filter(|p| is_running(p) || in_line(p, &verdicts))
                 .partition(|p| is_running(p));
             let gate = place(scope.limit, running.len(), waiting, &uid, &scope.name);
             if !gate.is_open() {
                 return gate;
             }
         }
+        drop(verdicts);
         lock(&self.admitted).insert(uid);
         Gate::Open
+    }
+
+    /// Records whether the preview `uid` could run now (its class admits it and its template
+    /// renders). One that turned out not to wakes the previews waiting behind it.
+    pub fn note(&self, uid: &str, could_run: bool, previews: &Store<PreviewEnvironment>) {
+        let before = lock(&self.could_run).insert(uid.to_string(), could_run);
+        if !could_run && before != Some(false) {
+            self.wake_waiting(previews);
+        }
     }
 
     /// Gives back the slot of a preview that did not start after all.
@@ -103,6 +123,11 @@ impl Queue {
     /// slot (the freed one may count in another tenant's repository or class limit).
     pub fn release(&self, owner: &Owner, previews: &Store<PreviewEnvironment>) {
         self.give_back(&owner.uid);
+        lock(&self.could_run).remove(&owner.uid);
+        self.wake_waiting(previews);
+    }
+
+    fn wake_waiting(&self, previews: &Store<PreviewEnvironment>) {
         for waiting in waiting(previews) {
             // The receiver lives as long as the controller; after that nobody waits.
             let _ = self.wake.send(waiting);
@@ -171,6 +196,34 @@ pub fn place(
     }
 }
 
+/// PURE: whether `p`, not running, waits in line: as this process last planned it, else as
+/// its status says.
+fn in_line(p: &PreviewEnvironment, verdicts: &HashMap<String, bool>) -> bool {
+    let uid = p.metadata.uid.as_deref().unwrap_or_default();
+    verdicts
+        .get(uid)
+        .copied()
+        .unwrap_or_else(|| !refused_by_status(p))
+}
+
+/// Whether the status of `p` says it cannot run as it is: its class refuses it (for another
+/// reason than the queue) or its template is missing or does not render. For previews this
+/// process has not planned yet, as after a restart.
+fn refused_by_status(p: &PreviewEnvironment) -> bool {
+    let Some(status) = &p.status else {
+        return false;
+    };
+    status.conditions.iter().any(|c| {
+        let refused = c.type_ == condition::ADMITTED
+            && c.status == "False"
+            && c.reason != Reason::ConcurrencyLimit.as_str();
+        let blocked = c.type_ == condition::READY
+            && (c.reason == Reason::TemplateNotFound.as_str()
+                || c.reason == Reason::TemplateError.as_str());
+        refused || blocked
+    })
+}
+
 /// The PreviewEnvironments waiting for a concurrency slot.
 fn waiting(previews: &Store<PreviewEnvironment>) -> Vec<ObjectRef<PreviewEnvironment>> {
     previews
@@ -226,5 +279,48 @@ mod tests {
         let (x, y) = (created_at("x", 5), created_at("y", 5));
         assert_eq!(place(1, 0, vec![&y, &x], "uid-x", "here"), Gate::Open);
         assert!(!place(1, 0, vec![&y, &x], "uid-y", "here").is_open());
+    }
+
+    fn with_ready(name: &str, admitted: &str, reason: &str) -> PreviewEnvironment {
+        let mut pe = created_at(name, 1);
+        let condition = |type_: &str, status: &str| {
+            serde_json::json!({"type": type_, "status": status, "reason": reason, "message": "",
+                               "lastTransitionTime": "2026-12-01T00:00:00Z"})
+        };
+        pe.status = Some(
+            serde_json::from_value(serde_json::json!({"conditions": [
+                condition("Admitted", admitted), condition("Ready", "False")]}))
+            .expect("status"),
+        );
+        pe
+    }
+
+    #[test]
+    fn only_previews_that_could_run_wait_in_line() {
+        let none = HashMap::new();
+        assert!(in_line(&created_at("new", 1), &none), "not planned yet");
+        assert!(in_line(
+            &with_ready("q", "False", "ConcurrencyLimit"),
+            &none
+        ));
+        for reason in ["RepositoryNotAllowed", "NoPreviewClass", "PolicyViolation"] {
+            assert!(
+                !in_line(&with_ready("r", "False", reason), &none),
+                "{reason}"
+            );
+        }
+        for reason in ["TemplateNotFound", "TemplateError"] {
+            assert!(
+                !in_line(&with_ready("t", "True", reason), &none),
+                "{reason}"
+            );
+        }
+        // This process's own plan wins over a status written before.
+        let planned = HashMap::from([("uid-t".to_string(), true), ("uid-new".to_string(), false)]);
+        assert!(in_line(
+            &with_ready("t", "True", "TemplateNotFound"),
+            &planned
+        ));
+        assert!(!in_line(&created_at("new", 1), &planned));
     }
 }
