@@ -177,6 +177,11 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         let until = at.duration_since(plan.now).unsigned_abs();
         next = next.min(until + Duration::from_millis(500));
     }
+    // Due to sleep but busy until this verdict: the status just written lets it sleep, and a
+    // status change wakes no reconcile, so look again at once (not at the window's end).
+    if plan.sleep.held && gate.is_open() && matches!(phase, Some(Phase::Ready | Phase::Failed)) {
+        next = next.min(Duration::from_secs(1));
+    }
     // A pull request that does not show the preview's state yet is looked at again soon.
     Ok(Action::requeue(if pr_behind {
         next.min(PR_BEHIND_REQUEUE)

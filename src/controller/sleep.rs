@@ -217,6 +217,9 @@ pub struct Decision {
     pub next: Option<Timestamp>,
     /// The preview slept longer than the class allows: delete it.
     pub delete: bool,
+    /// It would sleep now but may not yet (it rolls out or tests): once its verdict is
+    /// written it may, and no event says so.
+    pub held: bool,
 }
 
 /// Whether a preview with its last activity at `activity` sleeps at `now`; `may_sleep` is
@@ -242,6 +245,7 @@ pub fn decide(policy: &Policy, activity: Timestamp, may_sleep: bool, now: Timest
         .after_idle
         .and_then(|d| jiff::SignedDuration::try_from(d).ok())
         .and_then(|d| activity.checked_add(d).ok());
+    let due = in_window.is_some() || idle_at.is_some_and(|at| at <= now);
     let state = match (in_window, idle_at) {
         _ if !may_sleep => State::Awake,
         (Some(start), _) => State::Asleep {
@@ -271,6 +275,7 @@ pub fn decide(policy: &Policy, activity: Timestamp, may_sleep: bool, now: Timest
         state,
         next,
         delete: delete_at.is_some_and(|at| at <= now),
+        held: due && !may_sleep,
     }
 }
 
@@ -362,6 +367,23 @@ mod tests {
             decide(&policy, saturday, true, saturday).state,
             State::Awake
         );
+    }
+
+    #[test]
+    fn a_preview_busy_when_its_window_starts_is_held_not_forgotten() {
+        let policy = Policy {
+            schedules: vec![schedule("Mon-Sun", "20:00", "08:00", Some("UTC"))],
+            ..Policy::default()
+        };
+        let active = at("2026-11-30T12:00:00Z");
+        let busy = decide(&policy, active, false, at("2026-11-30T20:05:00Z"));
+        assert_eq!(busy.state, State::Awake, "testing: stays awake");
+        assert!(busy.held, "but would sleep once done");
+        let done = decide(&policy, active, true, at("2026-11-30T20:05:01Z"));
+        assert!(matches!(done.state, State::Asleep { .. }));
+        assert!(!done.held);
+        let day = decide(&policy, active, false, at("2026-11-30T13:00:00Z"));
+        assert!(!day.held, "nothing due outside the window");
     }
 
     #[test]
