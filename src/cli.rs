@@ -64,7 +64,8 @@ pub struct RunArgs {
 /// The HTTP server and logs.
 #[derive(Args, Debug)]
 pub struct HttpArgs {
-    /// Address of the HTTP server: /metrics, /healthz, /readyz (and webhooks when enabled).
+    /// Address of the HTTP server: /metrics and the webhooks when enabled (and /healthz and
+    /// /readyz, as on --health-addr).
     #[arg(
         long,
         env = "PREVIEW_OPERATOR_HTTP_ADDR",
@@ -72,6 +73,16 @@ pub struct HttpArgs {
         value_parser = listen_addr
     )]
     pub http_addr: SocketAddr,
+
+    /// Address of the probes' own listener: /healthz and /readyz only, so that connections
+    /// flooding --http-addr (reachable from the webhook Ingress) cannot fail the probes.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_HEALTH_ADDR",
+        default_value = "0.0.0.0:8082",
+        value_parser = listen_addr
+    )]
+    pub health_addr: SocketAddr,
 
     /// Address of the wake listener: a sleeping preview's Ingress sends visitors here, and a
     /// visit wakes it (any path; the Host names the preview).
@@ -319,9 +330,30 @@ mod tests {
             panic!("run expected");
         };
         assert_eq!(args.http.http_addr.port(), 9000);
+        assert_eq!(args.http.health_addr, "0.0.0.0:8082".parse().expect("addr"));
         assert!(args.leader.leader_election);
         assert_eq!(args.leader.lease_duration, Duration::from_secs(6));
         assert_eq!(args.controller.workers, 4);
         assert_eq!(args.policy.progress_deadline, Duration::from_secs(180));
+    }
+
+    #[test]
+    fn the_probes_listener_has_its_own_port_apart_from_the_wake_listener() {
+        let cli = Cli::try_parse_from(["preview-operator", "run", "--health-addr", ":9090"])
+            .expect("valid flags");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.http.health_addr.port(), 9090);
+        let defaults = Cli::try_parse_from(["preview-operator", "run"]).expect("valid flags");
+        let Command::Run(args) = defaults.command else {
+            panic!("run expected");
+        };
+        let ports = [
+            args.http.http_addr.port(),
+            args.http.wake_addr.port(),
+            args.http.health_addr.port(),
+        ];
+        assert_eq!(ports, [8080, 8081, 8082]);
     }
 }
