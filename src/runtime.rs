@@ -25,7 +25,7 @@ use crate::gitlab::{GitLab, GitLabConfig};
 use crate::leader::{self, Election, LeaderConfig};
 use crate::metrics::{ApiMetricsLayer, Metrics};
 use crate::naming::MANAGER;
-use crate::scm::{Backend, Scm};
+use crate::scm::{Backend, Provider, Scm};
 use crate::server::{self, AppState};
 use crate::{wake, webhook};
 
@@ -380,11 +380,12 @@ impl Http {
             // One teardown queue and one memory of deliveries for both providers.
             let (closed_tx, closed_rx) = mpsc::channel(1024);
             let seen = Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000)));
-            let state = |secret: String| webhook::WebhookState {
+            let state = |secret: String, provider| webhook::WebhookState {
                 secret: Arc::new(secret.into_bytes()),
                 seen: seen.clone(),
                 closed: closed_tx.clone(),
                 metrics: metrics.clone(),
+                confirms: guard.scm.knows(provider),
             };
             for (provider, secret) in [("GitHub", &github_secret), ("GitLab", &gitlab_secret)] {
                 if secret.is_some() {
@@ -393,8 +394,8 @@ impl Http {
                 }
             }
             router = router.merge(webhook::router(
-                github_secret.map(state),
-                gitlab_secret.map(state),
+                github_secret.map(|s| state(s, Provider::Github)),
+                gitlab_secret.map(|s| state(s, Provider::Gitlab)),
                 gh.webhook_max_body,
             ));
             teardowns = Some(tokio::spawn(webhook::run_teardowns(
