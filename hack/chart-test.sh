@@ -170,7 +170,7 @@ render --set networkPolicy.enabled=false | listeners '{"policy": null}' ||
   fail "networkPolicy.enabled=false: still a NetworkPolicy, or the probes moved"
 for bad in "networkPolicy.enabled=maybe" "networkPolicy.ingressControllerNamespace=Ingress_Nginx" \
   "networkPolicy.metricsNamespaces[0]=Monitoring" "networkPolicy.metricsNamespaceSelector.team=x" \
-  "networkPolicy.podSelector.app=x" "service.port=8082"; do
+  "networkPolicy.podSelector.app=x" "service.port=8082" "gitlab.allowHttp=yes"; do
   if out=$(render --set "$bad" 2>&1) || ! grep -q "schema" <<<"$out"; then
     fail "the schema accepted --set $bad: $out"
   fi
@@ -179,6 +179,14 @@ done
 if out=$(render --set-json 'networkPolicy.metricsNamespaceSelector={}' 2>&1) || ! grep -q "schema" <<<"$out"; then
   fail "the schema accepted an empty metricsNamespaceSelector: $out"
 fi
+# A plain http GitLab only with gitlab.allowHttp, which reaches the operator.
+if out=$(render --set gitlab.url=http://gitlab.internal --set gitlab.token.existingSecret=gl 2>&1) ||
+  ! grep -q "gitlab.allowHttp" <<<"$out"; then
+  fail "an http gitlab.url without gitlab.allowHttp must fail naming it, got: $out"
+fi
+render --set gitlab.url=http://gitlab.internal --set gitlab.token.existingSecret=gl --set gitlab.allowHttp=true |
+  grep -qF 'PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP, value: "true"' || fail "gitlab.allowHttp does not reach the operator"
+grep -q PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP <<<"$default" && fail "PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP must be off by default"
 
 log "helm template: GitHub App, GitLab, test logs"
 # scm_wiring <want JSON>: the Deployment's secret files and SCM variables are exactly these.

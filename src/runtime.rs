@@ -33,6 +33,8 @@ use crate::{wake, webhook};
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.http.log_format);
     let config = args.policy.clone().into_config().context("invalid flags")?;
+    // Before connecting anywhere: a flag that cannot work stops the start-up with its reason.
+    let gitlab_config = gitlab_config(&args.gitlab)?;
     let metrics = Arc::new(Metrics::new());
     let client = client(&metrics).await?;
     let instance = instance_name();
@@ -47,7 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let gitlab_api = match gitlab_config(&args.gitlab)? {
+    let gitlab_api = match gitlab_config {
         Some(config) => {
             info!(url = %config.url, "GitLab commit statuses, webhook confirmation and resync enabled");
             Some(GitLab::new(&config, metrics.clone()).context("failed to set up GitLab")?)
@@ -313,16 +315,14 @@ fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfi
     }))
 }
 
-/// GitLab's URL and the token, when one is configured.
+/// GitLab's URL and the token, when one is configured. The URL is checked either way.
 fn gitlab_config(args: &crate::cli::GitLabArgs) -> anyhow::Result<Option<GitLabConfig>> {
+    let url = args.url().map_err(anyhow::Error::msg)?;
     let token = read_secret(
         args.gitlab_token_file.as_deref(),
         args.gitlab_token.as_deref(),
     )?;
-    Ok(token.map(|token| GitLabConfig {
-        url: args.gitlab_url.clone(),
-        token,
-    }))
+    Ok(token.map(|token| GitLabConfig { url, token }))
 }
 
 /// Sets the leader metric and logs every change of leadership.

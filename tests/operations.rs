@@ -341,6 +341,43 @@ async fn a_bad_selector_stops_the_operator_at_once_with_a_message() {
     );
 }
 
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_plain_http_gitlab_stops_the_operator_at_once_unless_allowed() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env("PREVIEW_OPERATOR_BIN"))
+            .args([
+                "run",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--wake-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--health-addr", "127.0.0.1:0"])
+            .args(["--gitlab-url", "http://gitlab.internal"])
+            // Stops the start-up right after the flags, should they pass.
+            .args(["--selector", "=bad=="])
+            .args(extra)
+            .env("KUBECONFIG", env("PREVIEW_OPERATOR_KUBECONFIG"))
+            .output()
+            .expect("the operator runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let started = Instant::now();
+    let refused = run(&[]);
+    assert!(
+        refused.contains("http://gitlab.internal") && refused.contains("--gitlab-allow-http"),
+        "{refused}"
+    );
+    let allowed = run(&["--gitlab-allow-http"]);
+    assert!(
+        !allowed.contains("--gitlab-allow-http") && allowed.contains("--selector"),
+        "with the flag the URL passes: {allowed}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
