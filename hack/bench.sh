@@ -37,7 +37,7 @@ EOF
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=target/bench-operator.log
-RUST_LOG=${RUST_LOG:-info} target/release/preview-operator run --http-addr "127.0.0.1:$port" --wake-addr 127.0.0.1:0 \
+RUST_LOG=${RUST_LOG:-info} target/release/preview-operator run --http-addr "127.0.0.1:$port" --wake-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 \
   --orphan-sweep-interval 5m >"$log" 2>&1 &
 pid=$!
 cleanup() {

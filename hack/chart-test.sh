@@ -119,6 +119,75 @@ wake_ports "$release" "$release.$namespace.svc.cluster.local" <<<"$default" ||
 render -f hack/chart/values-nondefault.yaml | wake_ports "$release" "$release.$namespace.svc.cluster.example" ||
   fail "non-default render: the wake listener's ports or environment (clusterDomain) are wrong"
 
+log "helm template: the operator's listeners (probes' port, NetworkPolicy)"
+# listeners <want JSON>: the probes ask the port health (8082, PREVIEW_OPERATOR_HEALTH_ADDR), and
+# the operator's NetworkPolicy (none when "policy" is null) selects exactly the Deployment's pods,
+# restricts ingress only, and has exactly these rules: http and wake from the ingress
+# controller's namespace, http from the metrics namespaces (by name and/or selector), health
+# from anywhere.
+listeners() {
+  python3 -c '
+import json, sys, yaml
+want = json.loads(sys.argv[1])
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+deployment = next(d for d in docs if d["kind"] == "Deployment")
+pod = deployment["spec"]["template"]
+container = pod["spec"]["containers"][0]
+assert {"name": "health", "containerPort": 8082} in container["ports"], container["ports"]
+for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    assert container[probe]["httpGet"] == {"path": path, "port": "health"}, container[probe]
+env = {e["name"]: e.get("value") for e in container["env"]}
+assert env.get("PREVIEW_OPERATOR_HEALTH_ADDR") == "0.0.0.0:8082", env
+policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+if want["policy"] is None:
+    assert policies == [], policies
+    sys.exit(0)
+assert len(policies) == 1, policies
+spec = policies[0]["spec"]
+assert spec["podSelector"] == deployment["spec"]["selector"], (spec["podSelector"], deployment["spec"]["selector"])
+assert spec["policyTypes"] == ["Ingress"], spec["policyTypes"]
+def ports(rule):
+    assert all(p.get("protocol") == "TCP" for p in rule["ports"]), rule
+    return sorted(p["port"] for p in rule["ports"])
+rules = [(rule.get("from"), ports(rule)) for rule in spec["ingress"]]
+assert rules == [(f, p) for f, p in want["policy"]], json.dumps(rules)
+' "$1"
+}
+by_name() { printf '{"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": %s}]}' "$1"; }
+ingress_rule() { printf '[[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "%s"}}}], ["http", "wake"]]' "$1"; }
+health_rule='[null, ["health"]]'
+listeners "{\"policy\": [$(ingress_rule ingress-nginx), [[{\"namespaceSelector\": $(by_name '["monitoring"]')}], [\"http\"]], $health_rule]}" \
+  <<<"$default" || fail "default render: the probes' port or the operator's NetworkPolicy is wrong"
+render --set networkPolicy.ingressControllerNamespace=traefik --set 'networkPolicy.metricsNamespaces={prom,obs}' \
+  --set networkPolicy.metricsNamespaceSelector.matchLabels.team=observability |
+  listeners "{\"policy\": [$(ingress_rule traefik), [[{\"namespaceSelector\": $(by_name '["prom", "obs"]')},
+    {\"namespaceSelector\": {\"matchLabels\": {\"team\": \"observability\"}}}], [\"http\"]], $health_rule]}" ||
+  fail "networkPolicy.*: the rules do not follow the values"
+render --set 'networkPolicy.metricsNamespaces=null' --set-json 'networkPolicy.extraIngress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/16"}}], "ports": [{"port": "http", "protocol": "TCP"}]}]' |
+  listeners "{\"policy\": [$(ingress_rule ingress-nginx), $health_rule, [[{\"ipBlock\": {\"cidr\": \"10.0.0.0/16\"}}], [\"http\"]]]}" ||
+  fail "networkPolicy without metrics namespaces, with extraIngress: wrong rules"
+render --set networkPolicy.enabled=false | listeners '{"policy": null}' ||
+  fail "networkPolicy.enabled=false: still a NetworkPolicy, or the probes moved"
+for bad in "networkPolicy.enabled=maybe" "networkPolicy.ingressControllerNamespace=Ingress_Nginx" \
+  "networkPolicy.metricsNamespaces[0]=Monitoring" "networkPolicy.metricsNamespaceSelector.team=x" \
+  "networkPolicy.podSelector.app=x" "service.port=8082" "gitlab.allowHttp=yes"; do
+  if out=$(render --set "$bad" 2>&1) || ! grep -q "schema" <<<"$out"; then
+    fail "the schema accepted --set $bad: $out"
+  fi
+done
+# {} as a namespace selector would let every namespace scrape (and post webhooks).
+if out=$(render --set-json 'networkPolicy.metricsNamespaceSelector={}' 2>&1) || ! grep -q "schema" <<<"$out"; then
+  fail "the schema accepted an empty metricsNamespaceSelector: $out"
+fi
+# A plain http GitLab only with gitlab.allowHttp, which reaches the operator.
+if out=$(render --set gitlab.url=http://gitlab.internal --set gitlab.token.existingSecret=gl 2>&1) ||
+  ! grep -q "gitlab.allowHttp" <<<"$out"; then
+  fail "an http gitlab.url without gitlab.allowHttp must fail naming it, got: $out"
+fi
+render --set gitlab.url=http://gitlab.internal --set gitlab.token.existingSecret=gl --set gitlab.allowHttp=true |
+  grep -qF 'PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP, value: "true"' || fail "gitlab.allowHttp does not reach the operator"
+grep -q PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP <<<"$default" && fail "PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP must be off by default"
+
 log "helm template: GitHub App, GitLab, test logs"
 # scm_wiring <want JSON>: the Deployment's secret files and SCM variables are exactly these.
 # "files": {flag: [Secret, key]} for every --*-file argument, read back through its volume

@@ -39,7 +39,7 @@ kubectl apply --server-side --force-conflicts --field-manager=preview-operator-d
 log "building and starting the operator (log: $log_file)"
 cargo build --locked --bin preview-operator
 stop_operator
-nohup target/debug/preview-operator run --http-addr 127.0.0.1:8080 --wake-addr 127.0.0.1:8081 >"$log_file" 2>&1 &
+nohup target/debug/preview-operator run --http-addr 127.0.0.1:8080 --wake-addr 127.0.0.1:8081 --health-addr 127.0.0.1:8082 >"$log_file" 2>&1 &
 echo $! >"$pid_file"
 
 log "applying examples/preview.yaml"

@@ -81,6 +81,7 @@ KUBECONFIG=$PREVIEW_OPERATOR_KUBECONFIG RUST_LOG=${RUST_LOG:-info,preview_operat
   "$PREVIEW_OPERATOR_BIN" run \
   --http-addr "127.0.0.1:$operator_port" \
   --wake-addr "127.0.0.1:$wake_port" --wake-service preview-operator.preview-system.svc.cluster.local \
+  --health-addr 127.0.0.1:0 \
   --leader-election --lease-namespace "$PREVIEW_CHART_NAMESPACE" --lease-name preview-operator-tests \
   --selector '!preview.dev/shard' \
   --github-webhook-secret-file target/webhook-secret \

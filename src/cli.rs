@@ -64,7 +64,8 @@ pub struct RunArgs {
 /// The HTTP server and logs.
 #[derive(Args, Debug)]
 pub struct HttpArgs {
-    /// Address of the HTTP server: /metrics, /healthz, /readyz (and webhooks when enabled).
+    /// Address of the HTTP server: /metrics and the webhooks when enabled (and /healthz and
+    /// /readyz, as on --health-addr).
     #[arg(
         long,
         env = "PREVIEW_OPERATOR_HTTP_ADDR",
@@ -72,6 +73,16 @@ pub struct HttpArgs {
         value_parser = listen_addr
     )]
     pub http_addr: SocketAddr,
+
+    /// Address of the probes' own listener: /healthz and /readyz only, so that connections
+    /// flooding --http-addr (reachable from the webhook Ingress) cannot fail the probes.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_HEALTH_ADDR",
+        default_value = "0.0.0.0:8082",
+        value_parser = listen_addr
+    )]
+    pub health_addr: SocketAddr,
 
     /// Address of the wake listener: a sleeping preview's Ingress sends visitors here, and a
     /// visit wakes it (any path; the Host names the preview).
@@ -173,6 +184,38 @@ pub struct GitLabArgs {
     /// One note per preview on its merge request, edited in place, like the PR comment.
     #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_MR_NOTES")]
     pub gitlab_mr_notes: bool,
+
+    /// Accept an http:// --gitlab-url: the token and the merge request states then cross the
+    /// network unencrypted. Only for a GitLab reached over a network you trust (or a test's
+    /// stand-in on loopback).
+    #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP")]
+    pub gitlab_allow_http: bool,
+}
+
+impl GitLabArgs {
+    /// `--gitlab-url` once checked: an https URL, or http with `--gitlab-allow-http`.
+    pub fn url(&self) -> Result<String, String> {
+        let url = self.gitlab_url.trim();
+        let uri: http::Uri = url.parse().map_err(|_| not_a_url(url))?;
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(not_a_url(url));
+        }
+        match uri.scheme_str() {
+            Some("https") => Ok(url.to_string()),
+            Some("http") if self.gitlab_allow_http => Ok(url.to_string()),
+            Some("http") => Err(format!(
+                "--gitlab-url {url:?} is plain http: the GitLab token and the merge request states \
+                 would cross the network unencrypted. Use https, or, for a GitLab reached only \
+                 over a network you trust, pass --gitlab-allow-http \
+                 (PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP=true)"
+            )),
+            _ => Err(not_a_url(url)),
+        }
+    }
+}
+
+fn not_a_url(url: &str) -> String {
+    format!("--gitlab-url {url:?} is not a URL such as https://gitlab.example.com")
 }
 
 /// GitHub: commit statuses or check runs, the PR comment and the pull-request webhook.
@@ -319,9 +362,76 @@ mod tests {
             panic!("run expected");
         };
         assert_eq!(args.http.http_addr.port(), 9000);
+        assert_eq!(args.http.health_addr, "0.0.0.0:8082".parse().expect("addr"));
         assert!(args.leader.leader_election);
         assert_eq!(args.leader.lease_duration, Duration::from_secs(6));
         assert_eq!(args.controller.workers, 4);
         assert_eq!(args.policy.progress_deadline, Duration::from_secs(180));
+    }
+
+    fn gitlab(args: &[&str]) -> GitLabArgs {
+        let cli = Cli::try_parse_from(["preview-operator", "run"].iter().chain(args))
+            .expect("valid flags");
+        let Command::Run(run) = cli.command else {
+            panic!("run expected");
+        };
+        run.gitlab
+    }
+
+    #[test]
+    fn the_probes_listener_has_its_own_port_apart_from_the_wake_listener() {
+        let cli = Cli::try_parse_from(["preview-operator", "run", "--health-addr", ":9090"])
+            .expect("valid flags");
+        let Command::Run(args) = cli.command else {
+            panic!("run expected");
+        };
+        assert_eq!(args.http.health_addr.port(), 9090);
+        let defaults = Cli::try_parse_from(["preview-operator", "run"]).expect("valid flags");
+        let Command::Run(args) = defaults.command else {
+            panic!("run expected");
+        };
+        let ports = [
+            args.http.http_addr.port(),
+            args.http.wake_addr.port(),
+            args.http.health_addr.port(),
+        ];
+        assert_eq!(ports, [8080, 8081, 8082]);
+    }
+
+    #[test]
+    fn a_plain_http_gitlab_needs_the_flag() {
+        assert_eq!(
+            gitlab(&[]).url().as_deref(),
+            Ok("https://gitlab.com"),
+            "the default"
+        );
+        let refused = gitlab(&["--gitlab-url", "http://gitlab.internal"])
+            .url()
+            .expect_err("plain http without the flag");
+        assert!(
+            refused.contains("http://gitlab.internal") && refused.contains("--gitlab-allow-http"),
+            "{refused}"
+        );
+        assert_eq!(
+            gitlab(&[
+                "--gitlab-url",
+                "http://127.0.0.1:3000",
+                "--gitlab-allow-http"
+            ])
+            .url()
+            .as_deref(),
+            Ok("http://127.0.0.1:3000")
+        );
+        for bad in [
+            "gitlab.example.com",
+            "ftp://gitlab.example.com",
+            "https://",
+            "",
+        ] {
+            let refused = gitlab(&["--gitlab-url", bad, "--gitlab-allow-http"])
+                .url()
+                .expect_err(bad);
+            assert!(refused.contains("https://gitlab.example.com"), "{refused}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{info, warn};
@@ -25,7 +25,7 @@ use crate::gitlab::{GitLab, GitLabConfig};
 use crate::leader::{self, Election, LeaderConfig};
 use crate::metrics::{ApiMetricsLayer, Metrics};
 use crate::naming::MANAGER;
-use crate::scm::{Backend, Scm};
+use crate::scm::{Backend, Provider, Scm};
 use crate::server::{self, AppState};
 use crate::{wake, webhook};
 
@@ -33,6 +33,8 @@ use crate::{wake, webhook};
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.http.log_format);
     let config = args.policy.clone().into_config().context("invalid flags")?;
+    // Before connecting anywhere: a flag that cannot work stops the start-up with its reason.
+    let gitlab_config = gitlab_config(&args.gitlab)?;
     let metrics = Arc::new(Metrics::new());
     let client = client(&metrics).await?;
     let instance = instance_name();
@@ -47,7 +49,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let gitlab_api = match gitlab_config(&args.gitlab)? {
+    let gitlab_api = match gitlab_config {
         Some(config) => {
             info!(url = %config.url, "GitLab commit statuses, webhook confirmation and resync enabled");
             Some(GitLab::new(&config, metrics.clone()).context("failed to set up GitLab")?)
@@ -92,10 +94,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let http = Http::start(&args, &client, &metrics, synced.clone(), guard).await?;
     // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
-    let wake_addr = args.http.wake_addr;
-    let wake_listener = tokio::net::TcpListener::bind(wake_addr)
-        .await
-        .with_context(|| format!("failed to listen on {wake_addr} (--wake-addr)"))?;
+    let wake_listener = server::bind(args.http.wake_addr, "--wake-addr").await?;
 
     metrics.count_phases_in(watches.stores.previews.clone());
     let (events, events_task) = events::Events::start(
@@ -197,10 +196,15 @@ async fn serve_wake(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
         previews: ctx.stores.previews.clone(),
         asked: Arc::default(),
     };
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, "serving the wake listener");
-    }
-    if let Err(error) = axum::serve(listener, wake::router(state)).await {
+    let router = wake::router(state);
+    if let Err(error) = server::serve(
+        listener,
+        router,
+        server::Limits::WEB,
+        std::future::pending(),
+    )
+    .await
+    {
         warn!(%error, "the wake listener stopped");
     }
 }
@@ -311,16 +315,14 @@ fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfi
     }))
 }
 
-/// GitLab's URL and the token, when one is configured.
+/// GitLab's URL and the token, when one is configured. The URL is checked either way.
 fn gitlab_config(args: &crate::cli::GitLabArgs) -> anyhow::Result<Option<GitLabConfig>> {
+    let url = args.url().map_err(anyhow::Error::msg)?;
     let token = read_secret(
         args.gitlab_token_file.as_deref(),
         args.gitlab_token.as_deref(),
     )?;
-    Ok(token.map(|token| GitLabConfig {
-        url: args.gitlab_url.clone(),
-        token,
-    }))
+    Ok(token.map(|token| GitLabConfig { url, token }))
 }
 
 /// Sets the leader metric and logs every change of leadership.
@@ -335,11 +337,14 @@ async fn report_leadership(mut leader: watch::Receiver<bool>, metrics: Arc<Metri
     }
 }
 
-/// The HTTP server and, when a webhook secret is set, the webhook's teardown task.
+/// The HTTP server, the probes' listener and, when a webhook secret is set, the webhook's
+/// teardown task.
 struct Http {
     addr: std::net::SocketAddr,
-    stop: oneshot::Sender<()>,
+    health_addr: std::net::SocketAddr,
+    stop: watch::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
+    health: JoinHandle<std::io::Result<()>>,
     teardowns: Option<JoinHandle<()>>,
 }
 
@@ -351,15 +356,15 @@ impl Http {
         synced: watch::Receiver<bool>,
         guard: webhook::Guard,
     ) -> anyhow::Result<Http> {
-        let addr = args.http.http_addr;
+        let (addr, health_addr) = (args.http.http_addr, args.http.health_addr);
         // Bound before anything else starts, so a taken port fails the start-up loudly.
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("failed to listen on {addr}"))?;
+        let listener = server::bind(addr, "--http-addr").await?;
+        let health_listener = server::bind(health_addr, "--health-addr").await?;
         let state = AppState {
             metrics: metrics.clone(),
             synced,
         };
+        let health_router = server::health_router(state.clone());
         let mut router = server::router(state);
         let (gh, gl) = (&args.github, &args.gitlab);
         let github_secret = read_secret(
@@ -375,11 +380,12 @@ impl Http {
             // One teardown queue and one memory of deliveries for both providers.
             let (closed_tx, closed_rx) = mpsc::channel(1024);
             let seen = Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000)));
-            let state = |secret: String| webhook::WebhookState {
+            let state = |secret: String, provider| webhook::WebhookState {
                 secret: Arc::new(secret.into_bytes()),
                 seen: seen.clone(),
                 closed: closed_tx.clone(),
                 metrics: metrics.clone(),
+                confirms: guard.scm.knows(provider),
             };
             for (provider, secret) in [("GitHub", &github_secret), ("GitLab", &gitlab_secret)] {
                 if secret.is_some() {
@@ -388,8 +394,8 @@ impl Http {
                 }
             }
             router = router.merge(webhook::router(
-                github_secret.map(state),
-                gitlab_secret.map(state),
+                github_secret.map(|s| state(s, Provider::Github)),
+                gitlab_secret.map(|s| state(s, Provider::Gitlab)),
                 gh.webhook_max_body,
             ));
             teardowns = Some(tokio::spawn(webhook::run_teardowns(
@@ -399,28 +405,49 @@ impl Http {
                 guard,
             )));
         }
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::serve(listener, router, async {
-            let _ = stopped.await;
-        }));
+        let (stop, stopped) = watch::channel(());
+        let until_stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.changed().await;
+            }
+        };
+        let server = tokio::spawn(server::serve(
+            listener,
+            router,
+            server::Limits::WEB,
+            until_stopped(),
+        ));
+        let health = tokio::spawn(server::serve(
+            health_listener,
+            health_router,
+            server::Limits::HEALTH,
+            until_stopped(),
+        ));
         Ok(Http {
             addr,
+            health_addr,
             stop,
             server,
+            health,
             teardowns,
         })
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
+        // Dropping the sender is the signal.
+        drop(self.stop);
         if let Some(task) = self.teardowns {
             task.abort();
         }
-        match self.server.await {
+        let served = |task: Result<std::io::Result<()>, tokio::task::JoinError>,
+                      addr: std::net::SocketAddr| match task {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e).context(format!("failed to serve on {}", self.addr)),
-            Err(e) => Err(e).context("the HTTP server task failed"),
-        }
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("failed to serve on {addr}"))),
+            Err(e) => Err(anyhow::Error::new(e).context("an HTTP server task failed")),
+        };
+        let (server, health) = tokio::join!(self.server, self.health);
+        served(server, self.addr).and(served(health, self.health_addr))
     }
 }
 

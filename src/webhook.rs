@@ -6,6 +6,12 @@
 //! `X-Gitlab-Token` secret; both compared in constant time), bounded in size and time,
 //! deduplicated by their delivery id, and answered at once: the deletions run afterwards on a
 //! background task, after asking the provider whether the PR really is closed.
+//!
+//! A signature proves that the provider sent a body once, not that it is news: a captured
+//! close delivery can be replayed under a fresh delivery id after the PR was reopened. Without
+//! credentials to ask the provider, a close therefore deletes only the previews at the commit
+//! the delivery names (its head sha), which a reopened PR's previews are not once they have
+//! moved on.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -47,6 +53,10 @@ pub struct ClosedPr {
 #[derive(Clone, Debug)]
 pub struct Teardown {
     pub pr: ClosedPr,
+    /// The PR's head commit when it closed, as the delivery says (GitHub
+    /// `pull_request.head.sha`, GitLab `object_attributes.last_commit.id`): what an
+    /// unconfirmed close may delete.
+    pub head_sha: Option<String>,
     pub delivery: Option<String>,
 }
 
@@ -88,6 +98,13 @@ struct PullRequest {
     number: i64,
     #[serde(default)]
     merged: Option<bool>,
+    #[serde(default)]
+    head: Option<Head>,
+}
+
+#[derive(Deserialize)]
+struct Head {
+    sha: String,
 }
 
 #[derive(Deserialize)]
@@ -99,7 +116,11 @@ struct Repository {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery {
     Ping,
-    Closed(ClosedPr),
+    /// A closed PR and its head sha (lower-case hex), when the delivery names a valid one.
+    Closed {
+        pr: ClosedPr,
+        head_sha: Option<String>,
+    },
     Ignored,
 }
 
@@ -123,18 +144,52 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, ParseError> {
                 ));
             }
             if e.action == "closed" {
-                Ok(Delivery::Closed(ClosedPr {
-                    provider: Provider::Github,
-                    repository: e.repository.full_name,
-                    number: e.pull_request.number,
-                    merged: e.pull_request.merged.unwrap_or(false),
-                }))
+                Ok(Delivery::Closed {
+                    head_sha: e.pull_request.head.and_then(|h| commit(&h.sha)),
+                    pr: ClosedPr {
+                        provider: Provider::Github,
+                        repository: e.repository.full_name,
+                        number: e.pull_request.number,
+                        merged: e.pull_request.merged.unwrap_or(false),
+                    },
+                })
             } else {
                 Ok(Delivery::Ignored)
             }
         }
         _ => Ok(Delivery::Ignored),
     }
+}
+
+/// A commit id from a delivery, lower-cased: SHA-1 or SHA-256 hex, else nothing.
+fn commit(text: &str) -> Option<String> {
+    let valid = (7..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    valid.then(|| text.to_ascii_lowercase())
+}
+
+/// The head sha of a GitLab merge request delivery: `object_attributes.last_commit.id`.
+fn gitlab_head_sha(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Hook {
+        object_attributes: Attributes,
+    }
+    #[derive(Deserialize)]
+    struct Attributes {
+        last_commit: LastCommit,
+    }
+    #[derive(Deserialize)]
+    struct LastCommit {
+        id: String,
+    }
+    let hook: Hook = serde_json::from_slice(body).ok()?;
+    commit(&hook.object_attributes.last_commit.id)
+}
+
+/// Whether a preview at `spec_sha` is at the commit a delivery names. A spec may hold an
+/// abbreviation (7 to 40 hex digits, checked at admission) of the full sha the delivery
+/// carries.
+pub fn at_head(spec_sha: &str, head_sha: Option<&str>) -> bool {
+    head_sha.is_some_and(|head| spec_sha.len() >= 7 && head.starts_with(spec_sha))
 }
 
 /// Remembers the last `capacity` delivery ids: GitHub redelivers on timeouts and by hand.
@@ -184,6 +239,9 @@ pub struct WebhookState {
     pub seen: Arc<Mutex<SeenDeliveries>>,
     pub closed: mpsc::Sender<Teardown>,
     pub metrics: Arc<Metrics>,
+    /// Whether the operator has credentials to ask this provider whether a PR is closed
+    /// (what the answer tells the sender).
+    pub confirms: bool,
 }
 
 async fn handle(
@@ -220,14 +278,54 @@ async fn handle(
             StatusCode::ACCEPTED,
             format!("event {event:?} needs nothing\n"),
         ),
-        Ok(Delivery::Closed(pr)) => {
-            let text = format!("tearing down previews of {}#{}\n", pr.repository, pr.number);
+        Ok(Delivery::Closed { pr, head_sha }) => {
             let delivery = header("x-github-delivery").map(str::to_string);
-            let (result, code, text) = enqueue(&state, Teardown { pr, delivery }, text);
+            let (result, code, text) = close(&state, pr, head_sha, delivery);
             answer(result, code, text)
         }
         Err(e) => answer("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
+}
+
+/// Answers a close and queues its teardown, unless nothing could be deleted: without
+/// credentials to confirm it and without a head sha to match, a close deletes nothing.
+fn close(
+    state: &WebhookState,
+    pr: ClosedPr,
+    head_sha: Option<String>,
+    delivery: Option<String>,
+) -> (&'static str, StatusCode, String) {
+    let (sep, provider) = match pr.provider {
+        Provider::Github => ('#', "GitHub"),
+        Provider::Gitlab => ('!', "GitLab"),
+    };
+    let what = format!("{}{sep}{}", pr.repository, pr.number);
+    let text = match (&head_sha, state.confirms) {
+        (_, true) => {
+            format!("tearing down previews of {what} once {provider} confirms it is closed\n")
+        }
+        (Some(sha), false) => format!(
+            "tearing down only the previews of {what} at {sha}: the operator has no {provider} \
+             credentials to confirm that it is closed, and previews at other commits may belong \
+             to it reopened\n"
+        ),
+        (None, false) => {
+            return (
+                "ignored",
+                StatusCode::ACCEPTED,
+                format!(
+                    "nothing deleted: the operator has no {provider} credentials to confirm that \
+                     {what} is closed, and the delivery names no head commit\n"
+                ),
+            );
+        }
+    };
+    let teardown = Teardown {
+        pr,
+        head_sha,
+        delivery,
+    };
+    enqueue(state, teardown, text)
 }
 
 /// Queues a teardown; the work happens after answering. A full queue means the sender should
@@ -286,8 +384,7 @@ async fn handle_gitlab(
     }
     match crate::gitlab::parse_hook(&body) {
         Ok(Some(pr)) => {
-            let text = format!("tearing down previews of {}!{}\n", pr.repository, pr.number);
-            let (result, code, text) = enqueue(&state, Teardown { pr, delivery }, text);
+            let (result, code, text) = close(&state, pr, gitlab_head_sha(&body), delivery);
             answer(result, code, text)
         }
         Ok(None) => answer(
@@ -369,8 +466,13 @@ pub async fn run_teardowns(
     seen: Arc<Mutex<SeenDeliveries>>,
     guard: Guard,
 ) {
-    while let Some(Teardown { pr, delivery }) = closed.recv().await {
-        if let Err(error) = tear_down(&client, &pr, &guard).await {
+    while let Some(Teardown {
+        pr,
+        head_sha,
+        delivery,
+    }) = closed.recv().await
+    {
+        if let Err(error) = tear_down(&client, &pr, head_sha.as_deref(), &guard).await {
             warn!(%error, repository = %pr.repository, pr = pr.number, "failed to tear down the previews of a closed PR; a redelivery retries");
             if let Some(id) = delivery {
                 lock(&seen).forget(&id);
@@ -379,10 +481,16 @@ pub async fn run_teardowns(
     }
 }
 
-async fn tear_down(client: &Client, pr: &ClosedPr, guard: &Guard) -> Result<(), TeardownError> {
+async fn tear_down(
+    client: &Client,
+    pr: &ClosedPr,
+    head_sha: Option<&str>,
+    guard: &Guard,
+) -> Result<(), TeardownError> {
     // The signature proves GitHub sent this body once, not that the PR is closed now: a
     // replayed delivery of a PR reopened since must delete nothing.
-    if guard.scm.knows(pr.provider)
+    let confirms = guard.scm.knows(pr.provider);
+    if confirms
         && guard
             .scm
             .state(pr.provider, &pr.repository, pr.number)
@@ -401,6 +509,10 @@ async fn tear_down(client: &Client, pr: &ClosedPr, guard: &Guard) -> Result<(), 
             && pe.spec.repository.eq_ignore_ascii_case(&pr.repository)
     }) {
         let ns = pe.namespace().unwrap_or_default();
+        if !confirms && !at_head(&pe.spec.head_sha, head_sha) {
+            info!(namespace = %ns, name = %pe.name_any(), head_sha = pe.spec.head_sha, closed_at = head_sha.unwrap_or_default(), "not deleting a preview at another commit than the closed PR's head: without credentials the close cannot be confirmed (a replay, or the PR reopened since)");
+            continue;
+        }
         if !bound(pe, &ns, &classes, &guard.tenants) {
             warn!(namespace = %ns, name = %pe.name_any(), repository = %pr.repository, "not deleting a preview whose class does not bind its namespace to the repository");
             continue;
@@ -487,12 +599,16 @@ mod tests {
         );
         assert_eq!(
             parse("pull_request", &body),
-            Ok(Delivery::Closed(ClosedPr {
-                provider: Provider::Github,
-                repository: "Acme/Shop".into(),
-                number: 12,
-                merged: true
-            }))
+            Ok(Delivery::Closed {
+                pr: ClosedPr {
+                    provider: Provider::Github,
+                    repository: "Acme/Shop".into(),
+                    number: 12,
+                    merged: true
+                },
+                head_sha: None,
+            }),
+            "\"abc\" is too short to be a commit"
         );
         let opened = event("opened", serde_json::json!(12), serde_json::json!("a/b"));
         assert_eq!(parse("pull_request", &opened), Ok(Delivery::Ignored));
@@ -534,6 +650,111 @@ mod tests {
                 String::from_utf8_lossy(&body)
             );
         }
+    }
+
+    const GITHUB_CLOSED: &[u8] =
+        include_bytes!("../tests/fixtures/webhooks/github-pull_request-closed.json");
+    const GITLAB_MERGE_REQUEST: &[u8] =
+        include_bytes!("../tests/fixtures/webhooks/gitlab-merge_request.json");
+
+    #[test]
+    fn a_real_github_close_delivery_names_its_head_sha() {
+        assert_eq!(
+            parse("pull_request", GITHUB_CLOSED),
+            Ok(Delivery::Closed {
+                pr: ClosedPr {
+                    provider: Provider::Github,
+                    repository: "Codertocat/Hello-World".into(),
+                    number: 2,
+                    merged: false
+                },
+                head_sha: Some("ec26c3e57ca3a959ca5aad62de7213c562f8c821".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_real_gitlab_merge_request_delivery_names_its_last_commit() {
+        assert_eq!(
+            gitlab_head_sha(GITLAB_MERGE_REQUEST).as_deref(),
+            Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7")
+        );
+        let mut hook: serde_json::Value =
+            serde_json::from_slice(GITLAB_MERGE_REQUEST).expect("json");
+        hook["object_attributes"]["last_commit"]["id"] = "not a sha".into();
+        assert_eq!(
+            gitlab_head_sha(&serde_json::to_vec(&hook).expect("json")),
+            None
+        );
+        assert_eq!(gitlab_head_sha(b"{}"), None);
+    }
+
+    #[test]
+    fn an_unconfirmed_close_matches_only_previews_at_its_head() {
+        let head = Some("ec26c3e57ca3a959ca5aad62de7213c562f8c821");
+        assert!(at_head("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head));
+        assert!(
+            at_head("ec26c3e", head),
+            "an abbreviation of the same commit"
+        );
+        assert!(!at_head("ec26c3", head), "shorter than admission allows");
+        assert!(!at_head("", head));
+        assert!(!at_head("0f26c3e57ca3a959", head), "another commit");
+        assert!(!at_head("ec26c3e", None), "a delivery without a head");
+        assert_eq!(commit("EC26C3E").as_deref(), Some("ec26c3e"));
+        assert_eq!(commit("ec26c3e57ca3a959ca5aad62de7213c562f8c821zz"), None);
+        assert_eq!(commit(&"a".repeat(65)), None);
+    }
+
+    fn webhook_state(confirms: bool) -> (WebhookState, mpsc::Receiver<Teardown>) {
+        let (closed, queued) = mpsc::channel(4);
+        let state = WebhookState {
+            secret: Arc::new(b"s".to_vec()),
+            seen: Arc::new(Mutex::new(SeenDeliveries::new(4))),
+            closed,
+            metrics: Arc::new(Metrics::new()),
+            confirms,
+        };
+        (state, queued)
+    }
+
+    fn closed_pr() -> ClosedPr {
+        ClosedPr {
+            provider: Provider::Github,
+            repository: "acme/shop".into(),
+            number: 2,
+            merged: false,
+        }
+    }
+
+    #[test]
+    fn the_answer_to_an_unconfirmable_close_says_what_it_deletes() {
+        let sha = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
+        let (state, mut queued) = webhook_state(false);
+        let (result, code, text) = close(&state, closed_pr(), Some(sha.into()), None);
+        assert_eq!((result, code), ("accepted", StatusCode::ACCEPTED));
+        assert!(
+            text.contains("only the previews of acme/shop#2 at ec26c3e57ca3")
+                && text.contains("no GitHub credentials"),
+            "{text}"
+        );
+        let queued = queued.try_recv().expect("queued");
+        assert_eq!(queued.head_sha.as_deref(), Some(sha));
+
+        let (state, mut queued) = webhook_state(false);
+        let (result, code, text) = close(&state, closed_pr(), None, None);
+        assert_eq!((result, code), ("ignored", StatusCode::ACCEPTED));
+        assert!(text.starts_with("nothing deleted"), "{text}");
+        assert!(
+            queued.try_recv().is_err(),
+            "nothing to delete, nothing queued"
+        );
+
+        let (state, mut queued) = webhook_state(true);
+        let (_, code, text) = close(&state, closed_pr(), None, None);
+        assert_eq!(code, StatusCode::ACCEPTED);
+        assert!(text.contains("once GitHub confirms"), "{text}");
+        assert!(queued.try_recv().is_ok());
     }
 
     #[test]

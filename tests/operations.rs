@@ -340,3 +340,159 @@ async fn a_bad_selector_stops_the_operator_at_once_with_a_message() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_plain_http_gitlab_stops_the_operator_at_once_unless_allowed() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env("PREVIEW_OPERATOR_BIN"))
+            .args([
+                "run",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--wake-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--health-addr", "127.0.0.1:0"])
+            .args(["--gitlab-url", "http://gitlab.internal"])
+            // Stops the start-up right after the flags, should they pass.
+            .args(["--selector", "=bad=="])
+            .args(extra)
+            .env("KUBECONFIG", env("PREVIEW_OPERATOR_KUBECONFIG"))
+            .output()
+            .expect("the operator runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let started = Instant::now();
+    let refused = run(&[]);
+    assert!(
+        refused.contains("http://gitlab.internal") && refused.contains("--gitlab-allow-http"),
+        "{refused}"
+    );
+    let allowed = run(&["--gitlab-allow-http"]);
+    assert!(
+        !allowed.contains("--gitlab-allow-http") && allowed.contains("--selector"),
+        "with the flag the URL passes: {allowed}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The status code of `GET path` on a fresh connection, None without an answer.
+fn probe(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 64];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_flooded_webhook_port_cannot_fail_the_probes_or_hold_connections() {
+    use preview_operator::server::Limits;
+    let http = format!("127.0.0.1:{}", free_port());
+    let health = format!("127.0.0.1:{}", free_port());
+    // Its own operator, on a selector nothing carries: it reconciles nothing.
+    let child = std::process::Command::new(env("PREVIEW_OPERATOR_BIN"))
+        .args(["run", "--http-addr", &http, "--health-addr", &health])
+        .args(["--wake-addr", "127.0.0.1:0"])
+        .args([
+            "--selector",
+            &format!("preview.dev/shard=listeners-{}", std::process::id()),
+        ])
+        .env("KUBECONFIG", env("PREVIEW_OPERATOR_KUBECONFIG"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the operator starts");
+    let _operator = Operator {
+        child,
+        metrics: format!("http://{http}/metrics"),
+    };
+    wait_for("the probes' listener", Duration::from_secs(60), || async {
+        match probe(&health, "/readyz") {
+            Some(200) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(probe(&health, "/metrics"), Some(404), "probes only");
+
+    // Idle connections that send nothing hold every slot of the webhook port, and a few more.
+    let cap = Limits::WEB.connections;
+    let mut held: Vec<_> = (0..cap)
+        .map(|_| std::net::TcpStream::connect(&http).expect("connect"))
+        .collect();
+    let started = Instant::now();
+    for _ in 0..8 {
+        let mut over = std::net::TcpStream::connect(&http).expect("connect");
+        assert!(
+            closed_within(&mut over, Limits::WEB.header_read / 2),
+            "a connection over the cap is closed at once"
+        );
+    }
+    assert_eq!(probe(&health, "/healthz"), Some(200));
+    assert_eq!(probe(&health, "/readyz"), Some(200));
+    assert!(
+        started.elapsed() < Limits::WEB.header_read,
+        "all while the flood holds"
+    );
+
+    // The flood's connections are closed once they have sent no headers for header_read.
+    let within = Limits::WEB.header_read + Duration::from_secs(10);
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, within),
+            "an idle connection stays open"
+        );
+    }
+    drop(held);
+    wait_for(
+        "the webhook port serving again",
+        Duration::from_secs(30),
+        || async {
+            match probe(&http, "/metrics") {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}

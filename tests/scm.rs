@@ -611,6 +611,8 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
             &format!("preview.dev/shard={shard}"),
             "--gitlab-url",
             &url,
+            // The stand-in serves plain http on loopback.
+            "--gitlab-allow-http",
             "--gitlab-mr-notes",
         ],
         &[

@@ -1,6 +1,7 @@
 //! GitHub webhooks against the running operator (hack/test.sh enables them with a secret it
-//! generates): signed close events tear down exactly the matching previews; unsigned, forged,
-//! oversized and malformed deliveries change nothing; answers come within a second.
+//! generates, and gives it no GitHub credentials): signed close events tear down exactly the
+//! matching previews; unsigned, forged, oversized and malformed deliveries change nothing; a
+//! replayed close deletes only previews at the closed head; answers come within a second.
 
 mod common;
 
@@ -32,6 +33,11 @@ fn sign(secret: &str, body: &[u8]) -> String {
 
 /// POSTs to the operator's webhook on loopback with plain HTTP/1.1; returns the status code.
 fn post(headers: &[(&str, String)], body: &[u8]) -> u16 {
+    post_for_answer(headers, body).0
+}
+
+/// POSTs to the operator's webhook; the status code and the body of the answer.
+fn post_for_answer(headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let addr = env("PREVIEW_OPERATOR_HTTP");
     let mut stream = TcpStream::connect(&addr).expect("connect to the operator");
     stream
@@ -52,11 +58,16 @@ fn post(headers: &[(&str, String)], body: &[u8]) -> u16 {
         .and_then(|()| stream.write_all(body));
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let code = response
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"))
+        .unwrap_or_else(|| panic!("no HTTP answer: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 fn delivery(event: &str, id: &str, secret: Option<&str>, body: &[u8]) -> u16 {
@@ -228,4 +239,84 @@ async fn signed_deliveries_are_answered_within_a_second() {
         latencies.len()
     ));
     assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
+
+/// A real `pull_request` `closed` delivery (tests/fixtures/webhooks/README.md says where it
+/// comes from) about `repo` PR `number`, its head sha left as GitHub sent it.
+fn real_close(repo: &str, number: i64) -> (Vec<u8>, String) {
+    let mut event: serde_json::Value = serde_json::from_str(include_str!(
+        "fixtures/webhooks/github-pull_request-closed.json"
+    ))
+    .expect("the fixture is JSON");
+    event["number"] = json!(number);
+    event["pull_request"]["number"] = json!(number);
+    event["repository"]["full_name"] = json!(repo);
+    let head = event["pull_request"]["head"]["sha"]
+        .as_str()
+        .expect("a head sha")
+        .to_string();
+    (serde_json::to_vec(&event).expect("json"), head)
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_replayed_close_without_credentials_deletes_only_previews_at_the_closed_head() {
+    require_operator();
+    let secret = env("PREVIEW_WEBHOOK_SECRET");
+    let client = client().await;
+    install_crd(&client).await;
+    let tenant = TestNamespace::create(&client, "hook-replay").await;
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &tenant.name);
+    let repo = format!("acme/replay-{}", std::process::id());
+    let (close, head) = real_close(&repo, 7);
+    // The PR at the commit it closed at (the spec holds an abbreviation), and the same PR
+    // reopened since and pushed to.
+    let at_close = common::spec(&repo, 7, &head[..10])
+        .services(json!([{"name": "web", "image": "web:1"}]))
+        .named("at-close");
+    let reopened = common::spec(&repo, 7, "0123456789abcdef0123456789abcdef01234567")
+        .services(json!([{"name": "web", "image": "web:1"}]))
+        .named("reopened");
+    let pp = PostParams::default();
+    api.create(&pp, &at_close).await.expect("create");
+    api.create(&pp, &reopened).await.expect("create");
+    for name in ["at-close", "reopened"] {
+        wait_for("the finalizer", Duration::from_secs(30), || async {
+            let pe = api.get(name).await.map_err(|e| e.to_string())?;
+            (!pe.metadata.finalizers.unwrap_or_default().is_empty())
+                .then_some(())
+                .ok_or_else(|| "no finalizer yet".to_string())
+        })
+        .await;
+    }
+
+    // A captured delivery, sent again under a fresh delivery id.
+    let headers = [
+        ("X-GitHub-Event", "pull_request".to_string()),
+        ("X-GitHub-Delivery", unique("replayed")),
+        ("X-Hub-Signature-256", sign(&secret, &close)),
+    ];
+    let (code, answer) = post_for_answer(&headers, &close);
+    assert_eq!(code, 202, "{answer}");
+    assert!(
+        answer.contains(&format!("only the previews of {repo}#7 at {head}"))
+            && answer.contains("no GitHub credentials"),
+        "the answer says what it deletes: {answer}"
+    );
+    await_gone(
+        "the preview at the closed head",
+        Duration::from_secs(120),
+        || api.get_opt("at-close"),
+    )
+    .await;
+    // One pass of the teardown considered both: the other was left alone.
+    let pe = api
+        .get_opt("reopened")
+        .await
+        .expect("get")
+        .expect("left alone");
+    assert!(
+        pe.metadata.deletion_timestamp.is_none(),
+        "a preview at another commit must not be deleted by an unconfirmed close"
+    );
 }

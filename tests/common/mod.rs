@@ -318,6 +318,7 @@ impl Operator {
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(var("PREVIEW_OPERATOR_BIN"))
             .args(["run", "--http-addr", &addr, "--wake-addr", "127.0.0.1:0"])
+            .args(["--health-addr", "127.0.0.1:0"])
             .args(args)
             .env("KUBECONFIG", var("PREVIEW_OPERATOR_KUBECONFIG"))
             .envs(envs.iter().copied())
