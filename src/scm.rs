@@ -13,6 +13,8 @@ pub use crate::api::Provider;
 use crate::github::{GitHub, Pulls};
 use crate::gitlab::GitLab;
 
+pub mod markdown;
+
 /// Longest a call to GitHub or GitLab may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
