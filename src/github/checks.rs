@@ -8,8 +8,8 @@
 //! through [`crate::scm::markdown`] like the PR comment's.
 //!
 //! [`output`] is pure; [`Runs::write`] creates or edits the run (found again by name after a
-//! restart) from the poster task, which gives it the same ordering, coalescing and rate-limit
-//! handling as commit statuses.
+//! restart, among the runs of the operator's own App) from the poster task, which gives it the
+//! same ordering, coalescing and rate-limit handling as commit statuses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -153,6 +153,14 @@ pub(crate) struct Runs {
 #[derive(Deserialize)]
 struct Run {
     id: u64,
+    /// The App that wrote it.
+    #[serde(default)]
+    app: Option<RunApp>,
+}
+
+#[derive(Deserialize)]
+struct RunApp {
+    id: u64,
 }
 
 #[derive(Deserialize)]
@@ -250,11 +258,20 @@ impl Runs {
         match answer {
             Ok(a) if a.status.is_success() => a
                 .json::<Found>("check runs")
-                .map(|f| f.check_runs.first().map(|r| r.id))
+                .map(|f| ours(&f.check_runs, github.app_id()))
                 .map_err(|e| Outcome::GiveUp(e.to_string())),
             other => Err(Outcome::of(other)),
         }
     }
+}
+
+/// The first of `runs` written by the App `app`. Any App (or workflow) can create a check run
+/// of the same name on the same sha; GitHub would refuse the operator an edit of another App's
+/// run, so the status would never be posted.
+fn ours(runs: &[Run], app: Option<u64>) -> Option<u64> {
+    runs.iter()
+        .find(|r| app.is_some() && r.app.as_ref().map(|a| a.id) == app)
+        .map(|r| r.id)
 }
 
 /// The conclusion of a finished run; `None` while it runs.
@@ -363,5 +380,17 @@ mod tests {
         assert_eq!(a.path, "@org/team", "a path is a path: left as written");
         assert_eq!(a.title, "e2e: @\u{200B}org/team pays @\u{200B}all |x|");
         assert_eq!(a.message, "cc @\u{200B}someone [link](https://evil)");
+    }
+
+    #[test]
+    fn only_a_run_of_the_operators_own_app_is_edited() {
+        let run = |id, app: Option<u64>| Run {
+            id,
+            app: app.map(|id| RunApp { id }),
+        };
+        let runs = [run(1, Some(15368)), run(2, None), run(3, Some(4242))];
+        assert_eq!(ours(&runs, Some(4242)), Some(3));
+        assert_eq!(ours(&runs[..2], Some(4242)), None, "another App's run");
+        assert_eq!(ours(&runs, None), None);
     }
 }

@@ -2,8 +2,9 @@
 //! edited in place (found again by a hidden marker, also after a restart), with the URLs, the
 //! sha, the phase, the tests and the expiry; at teardown it says the preview is gone.
 //!
-//! What the pull request's code controls (a failed test's output, names) goes through
-//! [`crate::scm::markdown`].
+//! Anyone can post a comment that starts with the marker: only one the operator wrote itself
+//! is found again ([`crate::scm::Me`]). What the pull request's code controls (a failed test's
+//! output, names) goes through [`crate::scm::markdown`].
 //!
 //! Like commit statuses, comments are written by one background task, newest content per
 //! preview only, never waited for by a reconcile.
@@ -16,8 +17,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::api::{PreviewEnvironmentStatus, TestPhase, condition};
-use crate::scm::Backend;
 use crate::scm::markdown::{block, inline};
+use crate::scm::{Author, Backend, Posted, ScmError};
+
+/// Pages of 100 comments read when looking for a preview's comment.
+const MAX_PAGES: u32 = 20;
 
 /// The content one preview's comment should have now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +163,36 @@ struct IssueComment {
     id: u64,
     #[serde(default)]
     body: String,
+    #[serde(default)]
+    user: Option<User>,
+    #[serde(default)]
+    performed_via_github_app: Option<App>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+    #[serde(default, rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct App {
+    id: u64,
+}
+
+impl IssueComment {
+    fn posted(self) -> Posted {
+        Posted {
+            id: self.id,
+            author: Author {
+                user_id: self.user.as_ref().map(|u| u.id),
+                bot: self.user.is_some_and(|u| u.kind == "Bot"),
+                app_id: self.performed_via_github_app.map(|a| a.id),
+            },
+            body: self.body,
+        }
+    }
 }
 
 async fn run(writer: Writer, mut rx: mpsc::Receiver<Comment>) {
@@ -234,34 +268,46 @@ impl Writer {
         Ok(written)
     }
 
-    /// The id of the comment carrying the preview's marker, if the PR has one.
+    /// The id of the operator's own comment carrying the preview's marker, if the PR has one.
+    /// Anyone can post a comment starting with the marker; only one the operator wrote is
+    /// edited (who the operator is is asked only once such a comment turns up).
     async fn find(&self, comment: &Comment) -> Result<Option<u64>, String> {
         let marker = marker(&comment.preview);
-        let (repo, pr) = (&comment.repository, comment.pull_request);
-        let github = match &self.backend {
-            Backend::GitHub(github) => github,
-            Backend::GitLab(gitlab) => {
-                return gitlab
-                    .find_note(repo, pr, &marker)
-                    .await
-                    .map_err(|e| e.to_string());
+        for page in 1..=MAX_PAGES {
+            let posted = self.page(comment, page).await.map_err(|e| e.to_string())?;
+            let mut marked = posted.iter().filter(|c| c.body.starts_with(&marker));
+            if let Some(first) = marked.next() {
+                let me = self.backend.me().await.map_err(|e| {
+                    format!("cannot tell the operator's comments from others': {e}")
+                })?;
+                if let Some(ours) = std::iter::once(first)
+                    .chain(marked)
+                    .find(|c| me.wrote(&c.author))
+                {
+                    return Ok(Some(ours.id));
+                }
             }
-        };
-        for page in 1..=20 {
-            let path = format!("/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}");
-            let comments: Vec<IssueComment> = github
-                .call(repo, Method::GET, &path, "comments", None)
-                .await
-                .and_then(|a| a.json("comments"))
-                .map_err(|e| e.to_string())?;
-            if let Some(found) = comments.iter().find(|c| c.body.starts_with(&marker)) {
-                return Ok(Some(found.id));
-            }
-            if comments.len() < 100 {
+            if posted.len() < 100 {
                 break;
             }
         }
         Ok(None)
+    }
+
+    /// Page `page` (of 100) of the comments on the comment's pull request.
+    async fn page(&self, comment: &Comment, page: u32) -> Result<Vec<Posted>, ScmError> {
+        let (repo, pr) = (&comment.repository, comment.pull_request);
+        match &self.backend {
+            Backend::GitHub(github) => {
+                let path = format!("/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}");
+                let comments: Vec<IssueComment> = github
+                    .call(repo, Method::GET, &path, "comments", None)
+                    .await?
+                    .json("comments")?;
+                Ok(comments.into_iter().map(IssueComment::posted).collect())
+            }
+            Backend::GitLab(gitlab) => gitlab.notes(repo, pr, page).await,
+        }
     }
 }
 
