@@ -128,8 +128,12 @@ pub fn commit_status(
         sha,
         context: format!("preview/{preview}"),
         state,
-        // GitHub refuses descriptions over 140 characters.
-        description: description.chars().take(140).collect(),
+        // GitHub refuses descriptions over 140 characters. The message may carry what a test
+        // printed: one line, and no mentions, wherever the description is shown.
+        description: crate::scm::markdown::plain_line(&description)
+            .chars()
+            .take(140)
+            .collect(),
         target_url: status
             .url
             .clone()
@@ -385,6 +389,17 @@ mod tests {
         st.conditions[0].message = "x".repeat(500);
         let s = commit_status("a/b", "n", &st).expect("status");
         assert!(s.description.chars().count() <= 140);
+    }
+
+    #[test]
+    fn a_description_is_one_line_that_mentions_nobody() {
+        let mut st = status(Phase::Failed, "TestFailed");
+        st.conditions[0].message = "test e2e failed\nlast output:\n@org/team @all".into();
+        let s = commit_status("a/b", "n", &st).expect("status");
+        assert_eq!(
+            s.description,
+            "TestFailed: test e2e failed last output: @\u{200B}org/team @\u{200B}all"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::github::{CommitStatus, Outcome, State};
 use crate::metrics::Metrics;
-use crate::scm::{Answer, PrState, Provider, ScmError, TIMEOUT};
+use crate::scm::{Answer, Author, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
 use crate::webhook::ClosedPr;
 
 /// Pages of 100 read when listing (open merge requests, notes).
@@ -45,6 +45,8 @@ pub struct GitLab {
     api: String,
     token: String,
     metrics: Arc<Metrics>,
+    /// The token's user, once asked.
+    me: tokio::sync::OnceCell<Me>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +60,13 @@ struct Note {
     id: u64,
     #[serde(default)]
     body: String,
+    #[serde(default)]
+    author: Option<User>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
 }
 
 /// A project path as one URL path segment: `group/sub/project` → `group%2Fsub%2Fproject`.
@@ -78,6 +87,7 @@ impl GitLab {
             api: format!("{}/api/v4", config.url.trim_end_matches('/')),
             token: config.token.clone(),
             metrics,
+            me: tokio::sync::OnceCell::new(),
         }))
     }
 
@@ -202,30 +212,42 @@ impl GitLab {
         Outcome::of(answer)
     }
 
-    /// The id of the note on merge request `iid` that starts with `marker`.
-    pub async fn find_note(
-        &self,
-        project: &str,
-        iid: i64,
-        marker: &str,
-    ) -> Result<Option<u64>, ScmError> {
-        for page in 1..=MAX_PAGES {
-            let path = format!(
-                "/projects/{}/merge_requests/{iid}/notes?per_page=100&page={page}",
-                project_id(project)
-            );
-            let notes: Vec<Note> = self
-                .call(Method::GET, &path, "notes", None)
-                .await?
-                .json("notes")?;
-            if let Some(found) = notes.iter().find(|n| n.body.starts_with(marker)) {
-                return Ok(Some(found.id));
-            }
-            if notes.len() < 100 {
-                break;
-            }
-        }
-        Ok(None)
+    /// The token's user (`GET /user`, asked once): the author of the operator's notes.
+    pub async fn me(&self) -> Result<Me, ScmError> {
+        self.me
+            .get_or_try_init(|| async {
+                let what = "the token's user (GET /user)";
+                let user: User = self
+                    .call(Method::GET, "/user", "user", None)
+                    .await?
+                    .json(what)?;
+                Ok(Me::User(user.id))
+            })
+            .await
+            .copied()
+    }
+
+    /// Page `page` (of 100) of the notes on merge request `iid`.
+    pub async fn notes(&self, project: &str, iid: i64, page: u32) -> Result<Vec<Posted>, ScmError> {
+        let path = format!(
+            "/projects/{}/merge_requests/{iid}/notes?per_page=100&page={page}",
+            project_id(project)
+        );
+        let notes: Vec<Note> = self
+            .call(Method::GET, &path, "notes", None)
+            .await?
+            .json("notes")?;
+        Ok(notes
+            .into_iter()
+            .map(|n| Posted {
+                id: n.id,
+                body: n.body,
+                author: Author {
+                    user_id: n.author.map(|a| a.id),
+                    ..Author::default()
+                },
+            })
+            .collect())
     }
 
     /// Edits note `id` (or creates one) on merge request `iid` to say `body`; its id.

@@ -13,6 +13,8 @@ pub use crate::api::Provider;
 use crate::github::{GitHub, Pulls};
 use crate::gitlab::GitLab;
 
+pub mod markdown;
+
 /// Longest a call to GitHub or GitLab may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -145,6 +147,56 @@ pub enum Backend {
     GitLab(Arc<GitLab>),
 }
 
+impl Backend {
+    /// Who the operator is there (asked once, then remembered).
+    pub async fn me(&self) -> Result<Me, ScmError> {
+        match self {
+            Backend::GitHub(github) => github.me().await,
+            Backend::GitLab(gitlab) => gitlab.me().await,
+        }
+    }
+}
+
+/// Who the operator is on a provider: what its own comments are recognised by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Me {
+    /// A user (a GitHub or GitLab token), by numeric id: a login can be renamed and taken
+    /// over by someone else, an id cannot.
+    User(u64),
+    /// A GitHub App, by its id.
+    App(u64),
+}
+
+/// Who wrote a comment (a note), as the provider lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Author {
+    pub user_id: Option<u64>,
+    /// A bot account (GitHub's `user.type` `Bot`: an App's own `<slug>[bot]`).
+    pub bot: bool,
+    /// The GitHub App it was posted through (`performed_via_github_app.id`).
+    pub app_id: Option<u64>,
+}
+
+impl Me {
+    /// Whether the operator wrote a comment by `author`. An App's comments are its bot's,
+    /// posted through it: a person using the App (a user-to-server token) posts as a `User`
+    /// and is not the operator.
+    pub fn wrote(self, author: &Author) -> bool {
+        match self {
+            Me::User(id) => author.user_id == Some(id),
+            Me::App(id) => author.bot && author.app_id == Some(id),
+        }
+    }
+}
+
+/// One comment (note) of a pull request, as listed.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub id: u64,
+    pub body: String,
+    pub author: Author,
+}
+
 /// Asks the provider a preview names about its pull requests.
 #[derive(Default)]
 pub struct Scm {
@@ -194,5 +246,47 @@ impl Scm {
             (Provider::Gitlab, _, Some(gitlab)) => gitlab.open(repository).await,
             _ => Err(ScmError::NotConfigured { provider }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by(user_id: u64, bot: bool, app_id: Option<u64>) -> Author {
+        Author {
+            user_id: Some(user_id),
+            bot,
+            app_id,
+        }
+    }
+
+    #[test]
+    fn a_token_owns_only_its_own_users_comments() {
+        let me = Me::User(42);
+        assert!(me.wrote(&by(42, false, None)));
+        assert!(!me.wrote(&by(666, false, None)), "someone else's");
+        assert!(
+            !me.wrote(&Author::default()),
+            "an author the provider did not name"
+        );
+    }
+
+    #[test]
+    fn an_app_owns_only_what_its_bot_posted_through_it() {
+        let me = Me::App(4242);
+        assert!(me.wrote(&by(9001, true, Some(4242))), "its bot");
+        assert!(
+            !me.wrote(&by(9002, true, Some(15368))),
+            "another App's bot (GitHub Actions)"
+        );
+        assert!(
+            !me.wrote(&by(9003, true, None)),
+            "a bot posting with a token"
+        );
+        assert!(
+            !me.wrote(&by(666, false, Some(4242))),
+            "a person acting through the App is not the App"
+        );
     }
 }

@@ -10,6 +10,9 @@
 //! - On GitLab, commit statuses arrive on the merge request's sha, one note is kept up to
 //!   date, and a merge request webhook tears the preview down only when GitLab confirms the
 //!   merge request is merged (a replayed or forged-then-replayed delivery deletes nothing).
+//! - Without the rig: the comment writer, with a token, as an App and on GitLab, edits only
+//!   the comment its own identity wrote, never one someone else posted with the preview's
+//!   marker (a person, another App's bot, a person acting through the App).
 
 mod common;
 
@@ -735,4 +738,343 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
     )
     .await;
     assert_eq!(stand_in.notes().len(), 1, "still one note");
+}
+
+// The operator's own comment, and only it. These run without the rig: the comment writer
+// talks to a stand-in on 127.0.0.1 directly, as the operator would after a restart (no
+// comment id remembered), on a pull request where someone else posted a comment that starts
+// with the preview's marker.
+
+/// The comments of one pull request (GitHub) or merge request (GitLab).
+#[derive(Clone, Default)]
+struct Thread {
+    /// By id: the author's fields (`user` and `performed_via_github_app` on GitHub, `author`
+    /// on GitLab) and the body.
+    comments: Arc<Mutex<BTreeMap<u64, (Value, String)>>>,
+    /// The author's fields of the comments the operator creates.
+    poster: Arc<Mutex<Value>>,
+    /// What the operator did: `user`, `create <id>`, `edit <id>`.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Who the stand-in's token belongs to (`GET /user` on both providers).
+const OUR_USER: u64 = 42;
+
+impl Thread {
+    fn new(poster: Value, forged: &[Value], marker: &str) -> Thread {
+        let thread = Thread {
+            poster: Arc::new(Mutex::new(poster)),
+            ..Thread::default()
+        };
+        for (n, author) in forged.iter().enumerate() {
+            thread.lock_comments().insert(
+                n as u64 + 1,
+                (author.clone(), format!("{marker}\nforged {n}, @all look")),
+            );
+        }
+        thread
+    }
+
+    fn lock_comments(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Value, String)>> {
+        self.comments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note(&self, what: String) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what);
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The comments as listed: each with its id, body and author's fields.
+    fn listed(&self) -> String {
+        let all: Vec<Value> = self
+            .lock_comments()
+            .iter()
+            .map(|(id, (author, body))| {
+                let mut c = author.clone();
+                c["id"] = json!(id);
+                c["body"] = json!(body);
+                c
+            })
+            .collect();
+        Value::Array(all).to_string()
+    }
+
+    fn create(&self, request: &str) -> (StatusCode, String) {
+        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let poster = self
+            .poster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut comments = self.lock_comments();
+        let id = comments.keys().max().copied().unwrap_or_default() + 1;
+        comments.insert(id, (poster, body.clone()));
+        drop(comments);
+        self.note(format!("create {id}"));
+        (
+            StatusCode::CREATED,
+            json!({"id": id, "body": body}).to_string(),
+        )
+    }
+
+    fn edit(&self, id: u64, request: &str) -> (StatusCode, String) {
+        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.note(format!("edit {id}"));
+        match self.lock_comments().get_mut(&id) {
+            Some(c) => {
+                c.1 = body.clone();
+                (StatusCode::OK, json!({"id": id, "body": body}).to_string())
+            }
+            None => (StatusCode::NOT_FOUND, "{}".into()),
+        }
+    }
+
+    fn user(&self) -> (StatusCode, String) {
+        self.note("user".into());
+        (
+            StatusCode::OK,
+            json!({"id": OUR_USER, "login": "preview-bot", "username": "preview-bot"}).to_string(),
+        )
+    }
+
+    /// GitHub's routes for issue comments and `GET /user`.
+    fn github(&self) -> Router {
+        Router::new()
+            .route(
+                "/user",
+                get(|State(t): State<Thread>| async move { t.user() }),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{n}/comments",
+                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
+                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
+                ),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                patch(
+                    |State(t): State<Thread>,
+                     Path((_, _, id)): Path<(String, String, u64)>,
+                     request: String| async move { t.edit(id, &request) },
+                ),
+            )
+            .with_state(self.clone())
+    }
+
+    /// GitLab's routes for merge request notes and `GET /user`.
+    fn gitlab(&self) -> Router {
+        Router::new()
+            .route(
+                "/api/v4/user",
+                get(|State(t): State<Thread>| async move { t.user() }),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}/notes",
+                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
+                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
+                ),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
+                put(
+                    |State(t): State<Thread>,
+                     Path((_, _, id)): Path<(String, i64, u64)>,
+                     request: String| async move { t.edit(id, &request) },
+                ),
+            )
+            .with_state(self.clone())
+    }
+}
+
+const PREVIEW: &str = "team-shop/shop-pr-7";
+
+fn comment(repository: &str, text: &str) -> preview_operator::github::comment::Comment {
+    let marker = preview_operator::github::comment::marker(PREVIEW);
+    preview_operator::github::comment::Comment {
+        repository: repository.to_string(),
+        pull_request: 7,
+        preview: PREVIEW.to_string(),
+        body: format!("{marker}\n{text}"),
+    }
+}
+
+/// On a pull request whose only marked comments are `forged`: the operator leaves them alone
+/// and creates its own; started again (nothing remembered), it edits its own, never a forged
+/// one. Returns what the operator did.
+async fn only_our_comment_is_edited(
+    backend: preview_operator::scm::Backend,
+    thread: &Thread,
+    repository: &str,
+) -> Vec<String> {
+    use preview_operator::github::comment;
+    let forged = thread.lock_comments().clone();
+    let wait = Duration::from_secs(20);
+
+    let writer = comment::start(backend.clone());
+    writer.send(comment(repository, "ours, first"));
+    let created = common::wait_for("our own comment created", wait, || async {
+        thread
+            .log()
+            .iter()
+            .find_map(|l| l.strip_prefix("create ")?.parse::<u64>().ok())
+            .ok_or_else(|| format!("{:?}", thread.log()))
+    })
+    .await;
+    drop(writer);
+
+    // A restart: a new writer remembers no comment and looks for the marker again.
+    let writer = comment::start(backend);
+    writer.send(comment(repository, "ours, second"));
+    common::wait_for("our own comment edited", wait, || async {
+        let log = thread.log();
+        log.contains(&format!("edit {created}"))
+            .then_some(())
+            .ok_or_else(|| format!("{log:?}"))
+    })
+    .await;
+
+    let log = thread.log();
+    assert_eq!(
+        log.iter().filter(|l| l.starts_with("create")).count(),
+        1,
+        "one comment of ours: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|l| !l.starts_with("edit") || *l == format!("edit {created}")),
+        "only our comment was edited: {log:?}"
+    );
+    let now = thread.lock_comments().clone();
+    for (id, c) in &forged {
+        assert_eq!(now.get(id), Some(c), "forged comment {id} untouched");
+    }
+    assert!(now[&created].1.ends_with("ours, second"));
+    log
+}
+
+fn metrics() -> Arc<preview_operator::metrics::Metrics> {
+    Arc::new(preview_operator::metrics::Metrics::new())
+}
+
+#[tokio::test]
+async fn with_a_token_only_the_tokens_own_comment_is_edited_never_a_forged_one() {
+    use preview_operator::github::{Credentials, GitHub, GitHubConfig};
+    let marker = preview_operator::github::comment::marker(PREVIEW);
+    let user = |id: u64, login: &str| json!({"user": {"id": id, "login": login, "type": "User"}});
+    let thread = Thread::new(
+        user(OUR_USER, "preview-bot"),
+        &[user(666, "mallory"), json!({})],
+        &marker,
+    );
+    let url = common::serve_locally(thread.github()).await;
+    let config = GitHubConfig {
+        api_url: url,
+        credentials: Credentials::Token("test-token".into()),
+    };
+    let github = GitHub::new(&config, metrics()).expect("a client");
+    let log = only_our_comment_is_edited(
+        preview_operator::scm::Backend::GitHub(github),
+        &thread,
+        "acme/shop",
+    )
+    .await;
+    assert_eq!(
+        log.iter().filter(|l| *l == "user").count(),
+        1,
+        "GET /user once, then remembered: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn on_gitlab_only_the_tokens_own_note_is_edited_never_a_forged_one() {
+    use preview_operator::gitlab::{GitLab, GitLabConfig};
+    let marker = preview_operator::github::comment::marker(PREVIEW);
+    let author = |id: u64| json!({"author": {"id": id, "username": format!("user-{id}")}});
+    let thread = Thread::new(author(OUR_USER), &[author(666), json!({})], &marker);
+    let url = common::serve_locally(thread.gitlab()).await;
+    let config = GitLabConfig {
+        url,
+        token: "glpat-test".into(),
+    };
+    let gitlab = GitLab::new(&config, metrics()).expect("a client");
+    let log = only_our_comment_is_edited(
+        preview_operator::scm::Backend::GitLab(gitlab),
+        &thread,
+        "acme/platform/shop",
+    )
+    .await;
+    assert_eq!(
+        log.iter().filter(|l| *l == "user").count(),
+        1,
+        "GET /user once, then remembered: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
+    use preview_operator::github::{Credentials, GitHub, GitHubConfig};
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("a key");
+    let private_pem = key.to_pkcs1_pem(LineEnding::LF).expect("PEM");
+    let public_pem = rsa::RsaPublicKey::from(&key)
+        .to_public_key_pem(LineEnding::LF)
+        .expect("PEM");
+    let app = GitHubApp {
+        public_key: Arc::new(DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key")),
+        seen: Arc::default(),
+        bad_jwts: Arc::default(),
+    };
+    let marker = preview_operator::github::comment::marker(PREVIEW);
+    let by = |id: u64, login: &str, kind: &str, app: Value| json!({"user": {"id": id, "login": login, "type": kind}, "performed_via_github_app": app});
+    let thread = Thread::new(
+        by(9001, "preview-operator[bot]", "Bot", json!({"id": APP_ID})),
+        &[
+            // A person, another App's bot, a person acting through our App, a bot with a token.
+            by(666, "mallory", "User", Value::Null),
+            by(41898282, "github-actions[bot]", "Bot", json!({"id": 15368})),
+            by(667, "eve", "User", json!({"id": APP_ID})),
+            by(668, "some-bot[bot]", "Bot", Value::Null),
+        ],
+        &marker,
+    );
+    let routes = Router::new()
+        .route("/repos/{owner}/{repo}/installation", get(installation))
+        .route("/app/installations/{id}/access_tokens", post(access_token))
+        .with_state(app.clone());
+    let url = common::serve_locally(routes.merge(thread.github())).await;
+    let config = GitHubConfig {
+        api_url: url,
+        credentials: Credentials::App {
+            id: APP_ID,
+            private_key: private_pem.as_bytes().to_vec(),
+        },
+    };
+    let github = GitHub::new(&config, metrics()).expect("a client");
+    let log = only_our_comment_is_edited(
+        preview_operator::scm::Backend::GitHub(github),
+        &thread,
+        "acme/shop",
+    )
+    .await;
+    assert!(
+        !log.contains(&"user".to_string()),
+        "an App knows who it is without asking: {log:?}"
+    );
+    assert!(
+        app.seen()
+            .iter()
+            .any(|s| s.path.ends_with("/access_tokens")),
+        "the comments were written with an installation token"
+    );
 }

@@ -4,9 +4,12 @@
 //! durations and JUnit counts, the end of each failed test's log, and the failed JUnit cases
 //! as annotations.
 //!
+//! The log, the test names and the JUnit cases are the pull request's code talking: they go
+//! through [`crate::scm::markdown`] like the PR comment's.
+//!
 //! [`output`] is pure; [`Runs::write`] creates or edits the run (found again by name after a
-//! restart) from the poster task, which gives it the same ordering, coalescing and rate-limit
-//! handling as commit statuses.
+//! restart, among the runs of the operator's own App) from the poster task, which gives it the
+//! same ordering, coalescing and rate-limit handling as commit statuses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CommitStatus, GitHub, Outcome, State, comment};
 use crate::api::{PreviewEnvironmentStatus, TestPhase};
+use crate::scm::markdown::{block, defuse, inline, plain_line};
 use crate::testlog::TestLog;
 
 /// Annotations GitHub takes per request.
@@ -54,7 +58,7 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
         for s in &status.services {
             summary.push_str(&format!(
                 "| {} | {}/{} | {} |\n",
-                s.name,
+                inline(&s.name),
                 s.ready_replicas,
                 s.replicas,
                 s.url.as_deref().unwrap_or("")
@@ -73,15 +77,16 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
                 .and_then(|l| l.junit.as_ref())
                 .map(|j| j.counts())
                 .unwrap_or_default();
-            summary.push_str(&format!("| {} | {result} | {took} | {cases} |\n", t.name));
+            let name = inline(&t.name);
+            summary.push_str(&format!("| {name} | {result} | {took} | {cases} |\n"));
             if t.phase != TestPhase::Failed {
                 continue;
             }
+            // What the test printed is the pull request's code talking: quoted, never rendered.
             if let Some(log) = log {
                 text.push_str(&format!(
-                    "### {} failed\n\nThe end of its log:\n\n```\n{}\n```\n\n",
-                    t.name,
-                    log.excerpt.replace("```", "'''")
+                    "### {name} failed\n\nThe end of its log:\n\n{}\n",
+                    block(&log.excerpt)
                 ));
                 annotations.extend(
                     log.junit
@@ -90,7 +95,7 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
                         .map(|case| annotation(&t.name, case)),
                 );
             } else if let Some(message) = &t.message {
-                text.push_str(&format!("### {} failed\n\n{message}\n\n", t.name));
+                text.push_str(&format!("### {name} failed\n\n{}\n", block(message)));
             }
         }
     }
@@ -101,6 +106,9 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
     }
 }
 
+/// A failed JUnit case as an annotation. Its names and message come from the report the
+/// pull request's code wrote; GitHub shows annotations as plain text, so only mentions are
+/// defused, and the path is left as written (it names a file of the repository).
 fn annotation(test: &str, case: &crate::testlog::FailedCase) -> Annotation {
     // GitHub needs a path; without a file in the report the class (or the test) stands in.
     let path = case
@@ -118,11 +126,11 @@ fn annotation(test: &str, case: &crate::testlog::FailedCase) -> Annotation {
         start_line: line,
         end_line: line,
         annotation_level: "failure",
-        title,
+        title: plain_line(&title),
         message: if case.message.is_empty() {
             "failed".to_string()
         } else {
-            case.message.clone()
+            defuse(&case.message)
         },
     }
 }
@@ -144,6 +152,14 @@ pub(crate) struct Runs {
 
 #[derive(Deserialize)]
 struct Run {
+    id: u64,
+    /// The App that wrote it.
+    #[serde(default)]
+    app: Option<RunApp>,
+}
+
+#[derive(Deserialize)]
+struct RunApp {
     id: u64,
 }
 
@@ -242,11 +258,20 @@ impl Runs {
         match answer {
             Ok(a) if a.status.is_success() => a
                 .json::<Found>("check runs")
-                .map(|f| f.check_runs.first().map(|r| r.id))
+                .map(|f| ours(&f.check_runs, github.app_id()))
                 .map_err(|e| Outcome::GiveUp(e.to_string())),
             other => Err(Outcome::of(other)),
         }
     }
+}
+
+/// The first of `runs` written by the App `app`. Any App (or workflow) can create a check run
+/// of the same name on the same sha; GitHub would refuse the operator an edit of another App's
+/// run, so the status would never be posted.
+fn ours(runs: &[Run], app: Option<u64>) -> Option<u64> {
+    runs.iter()
+        .find(|r| app.is_some() && r.app.as_ref().map(|a| a.id) == app)
+        .map(|r| r.id)
 }
 
 /// The conclusion of a finished run; `None` while it runs.
@@ -315,5 +340,57 @@ mod tests {
         assert_eq!(conclusion(State::Success), Some("success"));
         assert_eq!(conclusion(State::Failure), Some("failure"));
         assert_eq!(conclusion(State::Error), Some("failure"));
+    }
+
+    #[test]
+    fn a_hostile_log_and_junit_report_are_quoted_and_mention_nobody() {
+        let status: PreviewEnvironmentStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Failed", "observedSha": "4f2c9e1d8b",
+            "tests": [{"name": "e2e", "sha": "4f2c9e1d8b", "phase": "Failed"},
+                      {"name": "smoke", "sha": "4f2c9e1d8b", "phase": "Failed",
+                       "message": "smoke failed\nlast output:\n@all ![x](http://evil)"}],
+        }))
+        .expect("status");
+        let log = concat!(
+            "npm ERR! @org/team look at ![x](http://evil/x.png)\n",
+            "```\n<img src=x>\n````\n",
+            r#"<testsuite name="s"><testcase name="pays @all |x|" classname="@org/team"><failure message="cc @someone [link](https://evil)"/></testcase></testsuite>"#,
+            "\nFAILED"
+        );
+        let logs = BTreeMap::from([("e2e".to_string(), Arc::new(TestLog::parse(log)))]);
+        let out = output(&status, &logs);
+        // The log is in one block, behind a fence longer than its own longest.
+        assert!(
+            out.text.contains("\n`````\nnpm ERR! @\u{200B}org/team"),
+            "{}",
+            out.text
+        );
+        assert!(
+            out.text.contains("\n`````\n\n### smoke failed\n\n```\n"),
+            "{}",
+            out.text
+        );
+        for field in [&out.summary, &out.text] {
+            assert!(
+                !field.contains("@org") && !field.contains("@all"),
+                "a mention survived:\n{field}"
+            );
+        }
+        let a = &out.annotations[0];
+        assert_eq!(a.path, "@org/team", "a path is a path: left as written");
+        assert_eq!(a.title, "e2e: @\u{200B}org/team pays @\u{200B}all |x|");
+        assert_eq!(a.message, "cc @\u{200B}someone [link](https://evil)");
+    }
+
+    #[test]
+    fn only_a_run_of_the_operators_own_app_is_edited() {
+        let run = |id, app: Option<u64>| Run {
+            id,
+            app: app.map(|id| RunApp { id }),
+        };
+        let runs = [run(1, Some(15368)), run(2, None), run(3, Some(4242))];
+        assert_eq!(ours(&runs, Some(4242)), Some(3));
+        assert_eq!(ours(&runs[..2], Some(4242)), None, "another App's run");
+        assert_eq!(ours(&runs, None), None);
     }
 }

@@ -14,7 +14,7 @@ use octocrab::models::{AppId, InstallationId};
 use serde::Deserialize;
 
 use crate::metrics::Metrics;
-use crate::scm::{Answer, Provider, ScmError, TIMEOUT};
+use crate::scm::{Answer, Me, Provider, ScmError, TIMEOUT};
 
 /// How long a repository's installation is remembered before it is looked up again (an App
 /// can be uninstalled from one repository and installed on another).
@@ -50,7 +50,10 @@ pub struct GitHubConfig {
 pub struct GitHub {
     /// Authenticated as the token, or as the App itself (JWT) with an App.
     root: Octocrab,
-    app: bool,
+    /// The App's id, with an App.
+    app: Option<u64>,
+    /// Who the operator is, once asked.
+    me: tokio::sync::OnceCell<Me>,
     /// With an App: each repository's installation client (it caches its own token).
     installations: Mutex<HashMap<String, (Octocrab, Instant)>>,
     metrics: Arc<Metrics>,
@@ -58,6 +61,11 @@ pub struct GitHub {
 
 #[derive(Deserialize)]
 struct Installation {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct User {
     id: u64,
 }
 
@@ -76,17 +84,18 @@ impl GitHub {
                 "2022-11-28".to_string(),
             );
         let (root, app) = match &config.credentials {
-            Credentials::Token(token) => (builder.personal_token(token.clone()).build()?, false),
+            Credentials::Token(token) => (builder.personal_token(token.clone()).build()?, None),
             Credentials::App { id, private_key } => {
                 let key = octocrab::EncodingKey::from_rsa_pem(private_key).map_err(|e| {
                     anyhow::anyhow!("the GitHub App private key is not an RSA key in PEM: {e}")
                 })?;
-                (builder.app(AppId(*id), key).build()?, true)
+                (builder.app(AppId(*id), key).build()?, Some(*id))
             }
         };
         Ok(Arc::new(GitHub {
             root,
             app,
+            me: tokio::sync::OnceCell::new(),
             installations: Mutex::new(HashMap::new()),
             metrics,
         }))
@@ -94,7 +103,38 @@ impl GitHub {
 
     /// Whether the operator is a GitHub App (and so may write check runs).
     pub fn is_app(&self) -> bool {
+        self.app.is_some()
+    }
+
+    /// The App's id, with an App.
+    pub fn app_id(&self) -> Option<u64> {
         self.app
+    }
+
+    /// Who the operator is: the App, or the token's user (`GET /user`, asked once).
+    pub async fn me(&self) -> Result<Me, ScmError> {
+        if let Some(id) = self.app {
+            return Ok(Me::App(id));
+        }
+        let what = "the token's user (GET /user)";
+        self.me
+            .get_or_try_init(|| async {
+                let answer = tokio::time::timeout(
+                    TIMEOUT,
+                    self.send(&self.root, Method::GET, "/user", "user", None, what),
+                )
+                .await
+                .map_err(|_| {
+                    self.metrics.scm_request("github", "user", 0);
+                    ScmError::Timeout {
+                        provider: Provider::Github,
+                        what: what.to_string(),
+                    }
+                })??;
+                answer.json::<User>(what).map(|u| Me::User(u.id))
+            })
+            .await
+            .copied()
     }
 
     /// One call about `repository` (`owner/name`): `path` below the API URL, `endpoint` the
@@ -113,7 +153,7 @@ impl GitHub {
             let answer = self
                 .send(&crab, method, path, endpoint, body, &what)
                 .await?;
-            if answer.status == StatusCode::NOT_FOUND && self.app {
+            if answer.status == StatusCode::NOT_FOUND && self.is_app() {
                 // The App may have been uninstalled from this repository: look it up again.
                 self.lock().remove(repository);
             }
@@ -131,7 +171,7 @@ impl GitHub {
 
     /// The client that acts for `repository`: the token's, or its installation's.
     async fn client_for(&self, repository: &str) -> Result<Octocrab, ScmError> {
-        if !self.app {
+        if !self.is_app() {
             return Ok(self.root.clone());
         }
         if let Some((crab, since)) = self.lock().get(repository)

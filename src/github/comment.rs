@@ -2,6 +2,10 @@
 //! edited in place (found again by a hidden marker, also after a restart), with the URLs, the
 //! sha, the phase, the tests and the expiry; at teardown it says the preview is gone.
 //!
+//! Anyone can post a comment that starts with the marker: only one the operator wrote itself
+//! is found again ([`crate::scm::Me`]). What the pull request's code controls (a failed test's
+//! output, names) goes through [`crate::scm::markdown`].
+//!
 //! Like commit statuses, comments are written by one background task, newest content per
 //! preview only, never waited for by a reconcile.
 
@@ -13,7 +17,11 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::api::{PreviewEnvironmentStatus, TestPhase, condition};
-use crate::scm::Backend;
+use crate::scm::markdown::{block, inline};
+use crate::scm::{Author, Backend, Posted, ScmError};
+
+/// Pages of 100 comments read when looking for a preview's comment.
+const MAX_PAGES: u32 = 20;
 
 /// The content one preview's comment should have now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,16 +52,24 @@ pub fn render(
         .iter()
         .find(|c| c.type_ == condition::READY);
     let mut body = format!("{}\n### Preview `{preview}`\n\n", marker(preview));
-    let what = match ready {
-        Some(c) if c.status != "True" => {
-            format!("**{}** ({}: {})", phase.as_str(), c.reason, c.message)
-        }
-        _ => format!("**{}**", phase.as_str()),
-    };
-    body.push_str(&format!(
-        "{what} at `{}`\n\n",
-        crate::naming::short_sha(sha)
-    ));
+    let at = crate::naming::short_sha(sha);
+    // The condition's message may end with what a failed test printed: the pull request's
+    // code wrote that, so it is quoted, never rendered.
+    match ready {
+        Some(c) if c.status != "True" && c.message.contains('\n') => body.push_str(&format!(
+            "**{}** ({}) at `{at}`:\n\n{}\n",
+            phase.as_str(),
+            inline(&c.reason),
+            block(&c.message)
+        )),
+        Some(c) if c.status != "True" => body.push_str(&format!(
+            "**{}** ({}: {}) at `{at}`\n\n",
+            phase.as_str(),
+            inline(&c.reason),
+            inline(&c.message)
+        )),
+        _ => body.push_str(&format!("**{}** at `{at}`\n\n", phase.as_str())),
+    }
     if let Some(url) = &status.url {
         body.push_str(&format!("URL: {url}\n\n"));
     }
@@ -61,9 +77,10 @@ pub fn render(
         .services
         .iter()
         .filter_map(|s| {
-            s.url
-                .as_ref()
-                .map(|u| format!("| {} | {}/{} | {u} |", s.name, s.ready_replicas, s.replicas))
+            s.url.as_ref().map(|u| {
+                let name = inline(&s.name);
+                format!("| {name} | {}/{} | {u} |", s.ready_replicas, s.replicas)
+            })
         })
         .collect();
     if !exposed.is_empty() {
@@ -75,7 +92,7 @@ pub fn render(
         body.push_str("| test | result | took |\n| --- | --- | --- |\n");
         for t in &status.tests {
             let (result, took) = result_and_time(t);
-            body.push_str(&format!("| {} | {result} | {took} |\n", t.name));
+            body.push_str(&format!("| {} | {result} | {took} |\n", inline(&t.name)));
         }
         body.push('\n');
     }
@@ -146,6 +163,36 @@ struct IssueComment {
     id: u64,
     #[serde(default)]
     body: String,
+    #[serde(default)]
+    user: Option<User>,
+    #[serde(default)]
+    performed_via_github_app: Option<App>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: u64,
+    #[serde(default, rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct App {
+    id: u64,
+}
+
+impl IssueComment {
+    fn posted(self) -> Posted {
+        Posted {
+            id: self.id,
+            author: Author {
+                user_id: self.user.as_ref().map(|u| u.id),
+                bot: self.user.is_some_and(|u| u.kind == "Bot"),
+                app_id: self.performed_via_github_app.map(|a| a.id),
+            },
+            body: self.body,
+        }
+    }
 }
 
 async fn run(writer: Writer, mut rx: mpsc::Receiver<Comment>) {
@@ -221,34 +268,46 @@ impl Writer {
         Ok(written)
     }
 
-    /// The id of the comment carrying the preview's marker, if the PR has one.
+    /// The id of the operator's own comment carrying the preview's marker, if the PR has one.
+    /// Anyone can post a comment starting with the marker; only one the operator wrote is
+    /// edited (who the operator is is asked only once such a comment turns up).
     async fn find(&self, comment: &Comment) -> Result<Option<u64>, String> {
         let marker = marker(&comment.preview);
-        let (repo, pr) = (&comment.repository, comment.pull_request);
-        let github = match &self.backend {
-            Backend::GitHub(github) => github,
-            Backend::GitLab(gitlab) => {
-                return gitlab
-                    .find_note(repo, pr, &marker)
-                    .await
-                    .map_err(|e| e.to_string());
+        for page in 1..=MAX_PAGES {
+            let posted = self.page(comment, page).await.map_err(|e| e.to_string())?;
+            let mut marked = posted.iter().filter(|c| c.body.starts_with(&marker));
+            if let Some(first) = marked.next() {
+                let me = self.backend.me().await.map_err(|e| {
+                    format!("cannot tell the operator's comments from others': {e}")
+                })?;
+                if let Some(ours) = std::iter::once(first)
+                    .chain(marked)
+                    .find(|c| me.wrote(&c.author))
+                {
+                    return Ok(Some(ours.id));
+                }
             }
-        };
-        for page in 1..=20 {
-            let path = format!("/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}");
-            let comments: Vec<IssueComment> = github
-                .call(repo, Method::GET, &path, "comments", None)
-                .await
-                .and_then(|a| a.json("comments"))
-                .map_err(|e| e.to_string())?;
-            if let Some(found) = comments.iter().find(|c| c.body.starts_with(&marker)) {
-                return Ok(Some(found.id));
-            }
-            if comments.len() < 100 {
+            if posted.len() < 100 {
                 break;
             }
         }
         Ok(None)
+    }
+
+    /// Page `page` (of 100) of the comments on the comment's pull request.
+    async fn page(&self, comment: &Comment, page: u32) -> Result<Vec<Posted>, ScmError> {
+        let (repo, pr) = (&comment.repository, comment.pull_request);
+        match &self.backend {
+            Backend::GitHub(github) => {
+                let path = format!("/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}");
+                let comments: Vec<IssueComment> = github
+                    .call(repo, Method::GET, &path, "comments", None)
+                    .await?
+                    .json("comments")?;
+                Ok(comments.into_iter().map(IssueComment::posted).collect())
+            }
+            Backend::GitLab(gitlab) => gitlab.notes(repo, pr, page).await,
+        }
     }
 }
 
@@ -286,6 +345,99 @@ mod tests {
         assert!(
             gone.body.starts_with(&marker("team-shop/shop-pr-7"))
                 && gone.body.contains("Torn down")
+        );
+    }
+
+    /// What a hostile test printed: a fence of its own, mentions, an image, a link, HTML, a
+    /// table row and a GitLab quick action on a line of its own.
+    const HOSTILE: &str = "boom\n```\n@org/team @all please look ![x](http://evil/x.png)\n[link](https://evil) <img src=x onerror=alert(1)>\n| a | b |\n/merge\n````";
+
+    /// `body` with every fenced block taken out: what renders as markdown.
+    fn outside_fences(body: &str) -> String {
+        let mut out = String::new();
+        let mut fence: Option<usize> = None;
+        for line in body.lines() {
+            let run = line.chars().take_while(|c| *c == '`').count();
+            match fence {
+                None if run >= 3 => fence = Some(run),
+                Some(open) if run >= open && line.trim_end().len() == run => fence = None,
+                Some(_) => {}
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        assert_eq!(fence, None, "a fence is left open in:\n{body}");
+        out
+    }
+
+    #[test]
+    fn what_a_failed_test_printed_is_quoted_and_mentions_nobody() {
+        let status: PreviewEnvironmentStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Failed", "observedSha": "4f2c9e1d8b",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "TestFailed",
+                            "message": format!("test e2e failed at 4f2c9e1\nlast output:\n{HOSTILE}"),
+                            "lastTransitionTime": "2026-11-30T10:00:00Z"}],
+            "tests": [{"name": "e2e|![x](http://evil)", "sha": "4f2c9e1d8b", "phase": "Failed"}],
+        }))
+        .expect("status");
+        let c = render("acme/shop", 7, "team-shop/shop-pr-7", &status).expect("a comment");
+        let rendered = outside_fences(&c.body);
+        for hostile in ["@org", "@all", "![", "](", "<img", "/merge", "| a | b |"] {
+            assert!(
+                !rendered.contains(hostile),
+                "{hostile} outside a code block:\n{}",
+                c.body
+            );
+        }
+        assert!(
+            c.body.contains("**Failed** (TestFailed) at `4f2c9e1`"),
+            "{}",
+            c.body
+        );
+        assert!(
+            c.body
+                .replace('\r', "")
+                .lines()
+                .all(|l| !l.starts_with('/')),
+            "a line GitLab would run as a quick action, fence or not:\n{}",
+            c.body
+        );
+        assert!(
+            c.body.contains("please look"),
+            "the output is still shown:\n{}",
+            c.body
+        );
+        assert!(
+            !c.body.contains("@org/team"),
+            "a mention survived:\n{}",
+            c.body
+        );
+        assert!(
+            c.body
+                .contains(r"| e2e\|\!\[x\]\(http\:\/\/evil\) | **failed** |"),
+            "the test's name stays in its cell:\n{}",
+            c.body
+        );
+    }
+
+    #[test]
+    fn a_one_line_message_stays_on_the_phase_line_escaped() {
+        let status: PreviewEnvironmentStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Failed", "observedSha": "4f2c9e1d8b",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "CrashLoopBackOff",
+                            "message": "service web: [x](http://evil) @all",
+                            "lastTransitionTime": "2026-11-30T10:00:00Z"}],
+        }))
+        .expect("status");
+        let c = render("acme/shop", 7, "team-shop/shop-pr-7", &status).expect("a comment");
+        assert!(
+            c.body.contains(
+                "**Failed** (CrashLoopBackOff: service web\\: \\[x\\]\\(http\\:\\/\\/evil\\) \\@\u{200B}all) at `4f2c9e1`"
+            ),
+            "{}",
+            c.body
         );
     }
 }
