@@ -53,6 +53,12 @@ pub struct PolicyArgs {
     /// answers 503 until something else wakes it.
     #[arg(long, env = "PREVIEW_OPERATOR_WAKE_SERVICE")]
     pub wake_service: Option<String>,
+
+    /// The chart's ClusterRole that reads pods' logs (the chart sets it when testLogs are on):
+    /// bound to the operator's own ServiceAccount in each preview namespace, so it reads the
+    /// logs of its test Jobs there and nowhere else. Without it no such binding is made.
+    #[arg(long, env = "PREVIEW_OPERATOR_LOG_READER_ROLE")]
+    pub log_reader_role: Option<String>,
 }
 
 /// The policy one preview runs under: its PreviewClass over the operator's defaults. The pure
@@ -87,6 +93,17 @@ pub struct Config {
     pub sleep: Option<SleepPolicy>,
     /// Where a sleeping preview's Ingress sends visitors: the operator's wake listener.
     pub wake_service: Option<String>,
+    /// Who reads test logs in preview namespaces, through which role (`--log-reader-role`).
+    pub log_reader: Option<LogReader>,
+}
+
+/// The operator's own ServiceAccount and the chart's ClusterRole it is bound to in every
+/// preview namespace, to read the logs of its test Jobs there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogReader {
+    pub role: String,
+    pub service_account: String,
+    pub namespace: String,
 }
 
 /// Running previews allowed at once, per scope.
@@ -227,6 +244,7 @@ impl Config {
             viewers: Vec::new(),
             sleep: class.sleep.clone(),
             wake_service: self.wake_service.clone(),
+            log_reader: self.log_reader.clone(),
         })
     }
 }
@@ -291,6 +309,7 @@ impl Default for Config {
             viewers: Vec::new(),
             sleep: None,
             wake_service: None,
+            log_reader: None,
         }
     }
 }
