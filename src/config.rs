@@ -84,7 +84,8 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// Pod annotation key globs; empty means none.
     pub allowed_pod_annotations: Vec<String>,
-    /// Secrets of the operator's namespace pods use to pull images (copied into each preview).
+    /// Secrets of the platform Secrets namespace pods use to pull images (copied into each
+    /// preview).
     pub image_pull_secrets: Vec<String>,
     /// Subjects granted `view` in the preview namespaces (from the tenant entries that admit
     /// the preview).
@@ -158,8 +159,8 @@ impl PolicyArgs {
 }
 
 impl Config {
-    /// The Secrets of the operator's namespace every preview namespace gets a copy of: the
-    /// image pull secrets and the ingress TLS Secret.
+    /// The Secrets of the platform Secrets namespace (`--platform-secrets-namespace`) every
+    /// preview namespace gets a copy of: the image pull secrets and the ingress TLS Secret.
     pub fn copied_secrets(&self) -> Vec<String> {
         let mut names = self.image_pull_secrets.clone();
         if let Some(tls) = self.ingress.as_ref().and_then(|i| i.tls_secret.clone()) {
