@@ -8,10 +8,13 @@
 # installs the CRDs; the default class follows on the next upgrade when the CRDs are new),
 # uninstall keeping the CRDs, the class and the previews, install again, upgrade, the tenant
 # RBAC aggregated into the built-in edit and view roles, the admission policies (the operator's
-# ServiceAccount writes only where it manages, nobody else sets its labels), Secret and
-# ConfigMap reads (nowhere but the release namespace, plus a team namespace once the team binds
-# the source-reader ClusterRole there) and pods/log (readable; exec, attach, port-forward not),
-# checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
+# ServiceAccount writes only where it manages and binds only view and its log reader, nobody
+# else sets its labels, Kubernetes' controllers exempt by name, pods in preview namespaces use
+# platform Secret copies only to pull images, no tenant Ingress or HTTPRoute under a class's
+# base domain), Secret and ConfigMap reads (nowhere but the platform Secrets namespace, never
+# the release namespace, plus a team namespace once the team binds the source-reader
+# ClusterRole there) and pods/log (only where the operator bound its log reader; exec, attach,
+# port-forward not), checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
 # runs as in the cluster tests) without its default class: the cluster tests use
 # hack/classes/test.yaml as their only default class.
 set -euo pipefail
