@@ -8,10 +8,13 @@
 # installs the CRDs; the default class follows on the next upgrade when the CRDs are new),
 # uninstall keeping the CRDs, the class and the previews, install again, upgrade, the tenant
 # RBAC aggregated into the built-in edit and view roles, the admission policies (the operator's
-# ServiceAccount writes only where it manages, nobody else sets its labels), Secret and
-# ConfigMap reads (nowhere but the release namespace, plus a team namespace once the team binds
-# the source-reader ClusterRole there) and pods/log (readable; exec, attach, port-forward not),
-# checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
+# ServiceAccount writes only where it manages and binds only view and its log reader, nobody
+# else sets its labels, Kubernetes' controllers exempt by name, pods in preview namespaces use
+# platform Secret copies only to pull images, no tenant Ingress or HTTPRoute under a class's
+# base domain), Secret and ConfigMap reads (nowhere but the platform Secrets namespace, never
+# the release namespace, plus a team namespace once the team binds the source-reader
+# ClusterRole there) and pods/log (only where the operator bound its log reader; exec, attach,
+# port-forward not), checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
 # runs as in the cluster tests) without its default class: the cluster tests use
 # hack/classes/test.yaml as their only default class.
 set -euo pipefail
@@ -67,9 +70,18 @@ hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$r
   --resource persistentvolumeclaims --resource serviceaccounts \
   --resource rolebindings.rbac.authorization.k8s.io <<<"$default"
 # Secrets and ConfigMaps: no cluster-wide read; the source-reader ClusterRole exists, unbound,
-# and the Deployment names it and the ServiceAccount to the operator.
-hack/chart/source-reader.py --release-namespace "$namespace" --service-account "$release" \
-  --role "$release-source-reader" <<<"$default"
+# and the Deployment names it and the ServiceAccount to the operator. The class's Secrets are
+# read in a namespace of their own (created, kept on uninstall), never in the release
+# namespace, where the operator's credentials are.
+platform_ns=$namespace-platform-secrets
+hack/chart/source-reader.py --release-namespace "$namespace" --platform-namespace "$platform_ns" \
+  --service-account "$release" --role "$release-source-reader" <<<"$default"
+python3 -c '
+import sys, yaml
+namespaces = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "Namespace"]
+assert [n["metadata"]["name"] for n in namespaces] == [sys.argv[1]], namespaces
+assert namespaces[0]["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}, namespaces
+' "$platform_ns" <<<"$default" || fail "default render: want the Namespace $platform_ns, kept on uninstall"
 # The operator's environment: only variables its flags read (src/cli.rs, src/config.rs), and
 # numbers as digits (Helm reads values' numbers as floats: 1048576 would print as 1.048576e+06);
 # its arguments: only flags it has (clap names --a-b after the field a_b).
@@ -268,23 +280,22 @@ got=$(render --set gitlab.webhook.existingSecret=gitlab-hook --set gitlab.webhoo
   --set gitlab.webhook.ingress.host=gitlab-hooks.example.com | webhook_ingresses)
 [[ $got == "$release-gitlab-webhook gitlab-hooks.example.com /webhooks/gitlab" ]] ||
   fail "GitLab alone: want only its webhook Ingress, got: $got"
-# Test logs: get pods/log (and nothing else on it) by default, no rule with testLogs.enabled=false.
-pod_logs() {
-  python3 -c '
-import sys, yaml
-role = next(d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == sys.argv[1])
-verbs = [v for r in role["rules"] if "pods/log" in r.get("resources", []) for v in r["verbs"]]
-print(",".join(verbs) or "none")
-' "$release"
-}
-[[ $(pod_logs <<<"$default") == get ]] || fail "default render: the operator's ClusterRole should get pods/log (testLogs.enabled)"
-[[ $(render --set testLogs.enabled=false | pod_logs) == none ]] || fail "testLogs.enabled=false still grants pods/log"
+# Test logs: never pods/log cluster-wide; a ClusterRole for it that the chart does not bind and
+# the operator may bind (itself, per preview namespace, told its name); none of it when off.
+hack/chart/log-reader.py --release "$release" --role "$release-log-reader" <<<"$default" ||
+  fail "default render: pods/log must be granted only through the unbound $release-log-reader"
+render --set testLogs.enabled=false | hack/chart/log-reader.py --release "$release" --none ||
+  fail "testLogs.enabled=false must leave no pods/log rule, log reader or bind on it"
 # helm upgrade --reuse-values from 0.5.0 lacks the new blocks: a clear failure, not a nil pointer.
 for block in github.app gitlab testLogs; do
   if out=$(render --set "$block=null" 2>&1) || ! grep -q "$block missing from the values.*reset-then-reuse-values" <<<"$out"; then
     fail "values without $block must fail naming --reset-then-reuse-values, got: $out"
   fi
 done
+# ... and from 0.6.0 lacks platformSecrets (and its Secrets are still in the release namespace).
+if out=$(render --set platformSecrets=null 2>&1) || ! grep -q "platformSecrets is missing from the values.*reset-then-reuse-values.*move the Secrets" <<<"$out"; then
+  fail "values without platformSecrets must fail naming --reset-then-reuse-values and the move, got: $out"
+fi
 
 log "helm template: the default PreviewClass"
 # helm template knows no cluster: without the served kind there is no class to render.
@@ -409,8 +420,9 @@ for want in "kind: ServiceMonitor" "PREVIEW_OPERATOR_NAMESPACE_PREFIX, value: \"
   grep -qF -- "$want" <<<"$custom" || fail "non-default render lacks: $want"
 done
 
-hack/chart/source-reader.py --release-namespace "$namespace" --service-account preview-bot \
-  --role "$release-source-reader" <<<"$custom" >/dev/null
+hack/chart/source-reader.py --release-namespace "$namespace" --platform-namespace platform-secrets \
+  --service-account preview-bot --role "$release-source-reader" <<<"$custom" >/dev/null
+grep -q "^kind: Namespace$" <<<"$custom" && fail "platformSecrets.createNamespace=false still renders a Namespace"
 
 # The policies follow serviceAccount.name and admissionPolicies.*.
 hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:preview-bot" \
@@ -440,7 +452,8 @@ for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.prog
   "defaultClass.sleep.schedules[0].days=weekdays" "defaultClass.sleep.schedules[0].days=Mon" \
   "defaultClass.sleep.neverSleep=true" "gitlab.mrNotes=yes" "gitlab.url=gitlab.com" "gitlab.token.key=" \
   "gitlab.webhook.ingress.enabled=1" "gitlab.projects[0]=x" "github.app.id=abc" "github.app.id=0" "github.app.id=-5" \
-  "github.app.privateKey.name=x" "testLogs.enabled=maybe" "testLogs.tail=10"; do
+  "github.app.privateKey.name=x" "testLogs.enabled=maybe" "testLogs.tail=10" \
+  "platformSecrets.namespace=Platform_Secrets" "platformSecrets.createNamespace=maybe" "platformSecrets.name=x"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
@@ -522,7 +535,10 @@ work=""
 cleanup() {
   kubectl delete clusterrolebinding preview-chart-auditor preview-chart-namespace-editor --ignore-not-found \
     >/dev/null 2>&1 || true
-  kubectl delete clusterrole preview-chart-namespace-editor --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete clusterrole preview-chart-namespace-editor preview-chart-routes --ignore-not-found >/dev/null 2>&1 || true
+  kubectl delete previewclass preview-chart-hosts --ignore-not-found >/dev/null 2>&1 || true
+  # The HTTPRoute CRD only if this script made it (a stand-in: the rig has no Gateway API).
+  kubectl delete crd -l preview.dev/chart-test-stand-in=true --ignore-not-found >/dev/null 2>&1 || true
   kubectl delete namespace "$probe_ns" "$tenant_ns" "$managed_ns" "$optin_ns" --ignore-not-found --wait=false \
     >/dev/null 2>&1 || true
   # The chart's class outlives its release (resource-policy keep); the cluster tests must not
@@ -583,6 +599,8 @@ for crd in "${crd_names[@]}"; do
   kubectl get crd "$crd" >/dev/null 2>&1 || fail "helm uninstall deleted the CRD $crd"
 done
 kubectl get previewclass "$class" >/dev/null 2>&1 || fail "helm uninstall deleted the PreviewClass $class"
+kubectl get namespace "$namespace-platform-secrets" >/dev/null 2>&1 ||
+  fail "helm uninstall deleted the platform Secrets namespace $namespace-platform-secrets (and the Secrets in it)"
 kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "helm uninstall deleted a PreviewEnvironment"
 install >/dev/null
 class_is_the_releases "reinstall"
@@ -682,7 +700,7 @@ log "admission policies: the operator's ServiceAccount writes only where it mana
 # The API server type-checks each policy against the kinds it matches: no warnings (a typo in a
 # field name would otherwise only show as a denial at run time, failurePolicy Fail).
 mapfile -t policies < <(kubectl get validatingadmissionpolicies -l "app.kubernetes.io/instance=$release" -o name)
-((${#policies[@]} == 3)) || fail "expected the release's 3 ValidatingAdmissionPolicies, found: ${policies[*]}"
+((${#policies[@]} == 6)) || fail "expected the release's 6 ValidatingAdmissionPolicies, found: ${policies[*]}"
 for policy in "${policies[@]}"; do
   deadline=$((SECONDS + 30))
   while :; do
@@ -852,6 +870,124 @@ refused "tenant creates a namespace labelled managed-by=preview-operator" "$rese
   "${as_tenant[@]}" create --dry-run=server -f "$work/namespace-new.json"
 allowed "tenant labels its namespace otherwise" \
   "${as_tenant[@]}" label namespace "$tenant_ns" team=shop --dry-run=server
+# (f) Kubernetes' controllers by name only: the StatefulSet controller labels a dependency's
+# claims like its StatefulSet; a controller copying a tenant's template (a CronJob's Jobs) may not.
+kubectl create -n "$managed_ns" --dry-run=client -o json -f - >"$work/claim.json" <<JSON
+{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+ "metadata": {"name": "data-db-0", "labels": {"preview.dev/component": "dependency", "preview.dev/name": "db"}},
+ "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+JSON
+allowed "the StatefulSet controller creates a dependency's claim with its preview.dev/ labels" \
+  --as=system:serviceaccount:kube-system:statefulset-controller create -n "$managed_ns" --dry-run=server -f "$work/claim.json"
+kubectl create job laundered -n "$tenant_ns" --image=registry.example.com/app:1 --dry-run=client -o json |
+  kubectl label --local -o json -f - preview.dev/owner-uid=0000 >"$work/job.json"
+refused "the CronJob controller creates a Job labelled preview.dev/owner-uid from a tenant's template" \
+  "system:serviceaccount:kube-system:cronjob-controller may not set label preview.dev/owner-uid=0000" \
+  --as=system:serviceaccount:kube-system:cronjob-controller create -n "$tenant_ns" --dry-run=server -f "$work/job.json"
+
+log "admission policies: the operator binds only view and its log reader (impersonation)"
+# RBAC alone lets it bind any role whose permissions it holds, its own ClusterRole included.
+refused "operator SA binds its own ClusterRole in a managed namespace" \
+  "preview-operator may bind only the ClusterRoles view, $release-log-reader; RoleBinding grab in namespace $managed_ns refers to ClusterRole $release" \
+  "${as_operator[@]}" create rolebinding grab -n "$managed_ns" --clusterrole="$release" \
+  --serviceaccount="$managed_ns:default" --dry-run=server
+refused "operator SA binds the log reader to another ServiceAccount" \
+  "may bind $release-log-reader only to its own ServiceAccount $namespace/$sa_name" \
+  "${as_operator[@]}" create rolebinding logs -n "$managed_ns" --clusterrole="$release-log-reader" \
+  --serviceaccount="$managed_ns:default" --dry-run=server
+refused "operator SA grants view to its own ServiceAccount" "never to a ServiceAccount of its own namespace" \
+  "${as_operator[@]}" create rolebinding viewers -n "$managed_ns" --clusterrole=view \
+  --serviceaccount="$namespace:$sa_name" --dry-run=server
+allowed "operator SA grants view to a class's viewers" \
+  "${as_operator[@]}" create rolebinding viewers -n "$managed_ns" --clusterrole=view --group=shop-developers \
+  --user=someone --serviceaccount=team-shop:ci --dry-run=server
+
+log "admission policies: pods use the platform's Secret copies only to pull images"
+# The operator names the copies on the preview namespace (an admin may annotate it here); a
+# tenant may not.
+kubectl annotate namespace "$managed_ns" preview.dev/platform-secrets=registry,wildcard-tls >/dev/null
+refused "tenant annotates its namespace preview.dev/platform-secrets" "may not set annotation preview.dev/platform-secrets" \
+  "${as_tenant[@]}" annotate namespace "$tenant_ns" preview.dev/platform-secrets=none --dry-run=server
+# copy_pod <name> <Secret> <container fields> [pod spec fields]: a pod manifest, path printed.
+copy_pod() {
+  cat >"$work/pod-$1.json" <<JSON
+{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "$1"},
+ "spec": {"imagePullSecrets": [{"name": "registry"}],
+  "containers": [{"name": "app", "image": "registry.example.com/app:1" ${3:+, $3}}] ${4:+, $4}}}
+JSON
+  sed -i "s/SECRET/$2/g" "$work/pod-$1.json"
+  echo "$work/pod-$1.json"
+}
+by_key='"env": [{"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "SECRET", "key": "tls.key"}}}]'
+by_env_from='"envFrom": [{"secretRef": {"name": "SECRET"}}]'
+by_volume='"volumeMounts": [{"name": "s", "mountPath": "/s"}]'
+volume='"volumes": [{"name": "s", "secret": {"secretName": "SECRET"}}]'
+projected='"volumes": [{"name": "s", "projected": {"sources": [{"secret": {"name": "SECRET"}}]}}]'
+copy="uses Secret wildcard-tls (in env secretKeyRef, envFrom or a volume): it is the platform's"
+refused "a pod reads the TLS copy by secretKeyRef" "pod key in preview namespace $managed_ns $copy" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod key wildcard-tls "$by_key")"
+refused "a pod reads the TLS copy by envFrom" "$copy" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod from wildcard-tls "$by_env_from")"
+refused "a pod mounts the TLS copy" "$copy" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod volume wildcard-tls "$by_volume" "$volume")"
+refused "a pod mounts the pull secret's copy in a projected volume" "uses Secret registry" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod projected registry "$by_volume" "$projected")"
+# The same pods naming a team's own copy, and the pull secret as an image pull secret, pass.
+allowed "a pod reads a team copy by secretKeyRef" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod key team-db "$by_key")"
+allowed "a pod reads a team copy by envFrom" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod from team-db "$by_env_from")"
+allowed "a pod mounts a team copy" \
+  create -n "$managed_ns" --dry-run=server -f "$(copy_pod volume team-db "$by_volume" "$volume")"
+# Outside preview namespaces the policy does not apply.
+allowed "a tenant pod reads its own wildcard-tls Secret" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(copy_pod key wildcard-tls "$by_key")"
+
+log "admission policies: no tenant Ingress or HTTPRoute under a class's base domain"
+kubectl create -f - >/dev/null <<JSON
+{"apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass", "metadata": {"name": "preview-chart-hosts"},
+ "spec": {"ingress": {"baseDomain": "preview-chart.example.com"}}}
+JSON
+preview_host=web-pr-shop-1-0123456789abcdef.preview-chart.example.com
+claims="claims $preview_host, at or under preview-chart.example.com, the base domain of PreviewClass preview-chart-hosts"
+refused "tenant Ingress for a preview's host" "Ingress squat in namespace $tenant_ns $claims" \
+  "${as_tenant[@]}" create ingress squat -n "$tenant_ns" --rule="$preview_host/=web:80" --dry-run=server
+refused "tenant Ingress for the wildcard" "claims *.preview-chart.example.com" \
+  "${as_tenant[@]}" create ingress squat -n "$tenant_ns" --rule="*.preview-chart.example.com/=web:80" --dry-run=server
+allowed "tenant Ingress for another host" \
+  "${as_tenant[@]}" create ingress shop -n "$tenant_ns" --rule="shop.example.com/=web:80" --dry-run=server
+allowed "tenant Ingress for a host that only ends like the domain" \
+  "${as_tenant[@]}" create ingress shop -n "$tenant_ns" --rule="notpreview-chart.example.com/=web:80" --dry-run=server
+allowed "the operator's Ingress for a preview's host in a namespace it manages" \
+  "${as_operator[@]}" create ingress web -n "$managed_ns" --rule="$preview_host/=web:80" --dry-run=server
+# HTTPRoutes: a stand-in CRD when the rig has no Gateway API (the policy matches by name).
+if ! kubectl get crd httproutes.gateway.networking.k8s.io >/dev/null 2>&1; then
+  kubectl create -f - >/dev/null <<JSON
+{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+ "metadata": {"name": "httproutes.gateway.networking.k8s.io", "labels": {"preview.dev/chart-test-stand-in": "true"},
+  "annotations": {"api-approved.kubernetes.io": "unapproved, stand-in for the chart checks"}},
+ "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced",
+  "names": {"plural": "httproutes", "singular": "httproute", "kind": "HTTPRoute", "listKind": "HTTPRouteList"},
+  "versions": [{"name": "v1", "served": true, "storage": true,
+   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}
+JSON
+  kubectl wait --for=condition=Established --timeout=60s crd/httproutes.gateway.networking.k8s.io >/dev/null
+fi
+kubectl create clusterrole preview-chart-routes --verb=create --resource=httproutes.gateway.networking.k8s.io >/dev/null
+kubectl create rolebinding preview-chart-routes -n "$tenant_ns" --clusterrole=preview-chart-routes --user=preview-chart-ci >/dev/null
+route() {
+  cat >"$work/route-$1.json" <<JSON
+{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "$1"},
+ "spec": {"hostnames": ["$2"], "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}
+JSON
+  echo "$work/route-$1.json"
+}
+refused "tenant HTTPRoute for a preview's host" "HTTPRoute squat in namespace $tenant_ns $claims" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(route squat "$preview_host")"
+allowed "tenant HTTPRoute for another host" \
+  "${as_tenant[@]}" create -n "$tenant_ns" --dry-run=server -f "$(route shop shop.example.com)"
+kubectl delete previewclass preview-chart-hosts >/dev/null
+
 log "Secrets and ConfigMaps: the operator reads them only where a team opted in (impersonation)"
 # The names the operator prints in its message for a namespace that has not opted in.
 reader_role=$(kubectl -n "$namespace" get "deployment/$release" \
@@ -882,9 +1018,18 @@ expect_operator() {
 # Never cluster-wide, never in a tenant namespace that did not opt in.
 expect_operator no - get list watch
 expect_operator no "$tenant_ns" get list watch
-# Its own namespace: the class's Secrets (image pull, TLS) are read there; no ConfigMaps.
-[[ $(operator_can get secrets "$namespace") == yes ]] || fail "operator SA cannot read Secrets in its namespace $namespace"
-[[ $(operator_can list configmaps "$namespace") == no ]] || fail "operator SA may list ConfigMaps in its namespace $namespace"
+# Not its own namespace: its credentials (GitHub App key, tokens) are there, mounted as files.
+expect_operator no "$namespace" get list watch
+# The platform Secrets namespace: the class's Secrets (image pull, TLS) are read there; no ConfigMaps.
+platform_ns=$(kubectl -n "$namespace" get "deployment/$release" \
+  -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE")].value}')
+[[ $platform_ns == "$namespace-platform-secrets" ]] ||
+  fail "PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE is '$platform_ns', want $namespace-platform-secrets"
+kubectl get namespace "$platform_ns" >/dev/null || fail "the platform Secrets namespace $platform_ns does not exist"
+for verb in get list watch; do
+  [[ $(operator_can "$verb" secrets "$platform_ns") == yes ]] || fail "operator SA cannot $verb Secrets in $platform_ns"
+  [[ $(operator_can "$verb" configmaps "$platform_ns") == no ]] || fail "operator SA may $verb ConfigMaps in $platform_ns"
+done
 # A team opts in with the RoleBinding the README and the operator's message document. Its admin
 # may create it (admin reads those Secrets anyway, so binding the role escalates nothing); edit
 # may not (no RoleBindings).
@@ -907,10 +1052,29 @@ kubectl delete rolebinding preview-operator-sources -n "$optin_ns" >/dev/null
 expect_operator no "$optin_ns" get list watch
 kubectl delete namespace "$optin_ns" --wait=false >/dev/null
 
-log "test logs: the operator reads pods' logs, and only reads them (impersonation)"
-# testLogs.enabled (on): get pods/log in every namespace (preview namespaces do not exist yet).
-[[ $(kubectl auth can-i "${as_operator[@]}" get pods --subresource=log -n "$tenant_ns" 2>/dev/null) == yes ]] ||
-  fail "operator SA cannot get pods/log (testLogs.enabled is on)"
+log "test logs: the operator reads pods' logs in preview namespaces only, and only reads them (impersonation)"
+# can_logs <namespace> <yes|no>: the operator SA's get pods/log there (retried: RBAC changes
+# reach the authorizer a moment later).
+can_logs() {
+  local got deadline=$((SECONDS + 30))
+  while got=$(kubectl auth can-i "${as_operator[@]}" get pods --subresource=log -n "$1" 2>/dev/null || true) &&
+    [[ $got != "$2" ]]; do
+    ((SECONDS < deadline)) || fail "operator SA can-i get pods/log in $1: got '$got', want '$2'"
+    sleep 0.2
+  done
+}
+# Not cluster-wide: nowhere until it binds the log reader in a preview namespace, as
+# controller/build.rs log_reader() does (the name the Deployment tells it).
+log_role=$(kubectl -n "$namespace" get "deployment/$release" \
+  -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PREVIEW_OPERATOR_LOG_READER_ROLE")].value}')
+[[ $log_role == "$release-log-reader" ]] || fail "PREVIEW_OPERATOR_LOG_READER_ROLE is '$log_role', want $release-log-reader"
+can_logs "$tenant_ns" no
+can_logs "$managed_ns" no
+allowed "operator SA binds the log reader to itself in a managed namespace" \
+  "${as_operator[@]}" create rolebinding preview-operator-logs -n "$managed_ns" --clusterrole="$log_role" \
+  --serviceaccount="$namespace:$sa_name"
+can_logs "$managed_ns" yes
+can_logs "$tenant_ns" no
 for sub in exec attach portforward; do
   [[ $(kubectl auth can-i "${as_operator[@]}" create pods --subresource="$sub" -n "$tenant_ns" 2>/dev/null) == no ]] ||
     fail "operator SA may create pods/$sub"

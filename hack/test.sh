@@ -59,9 +59,9 @@ for user in config["users"]:
 json.dump(config, sys.stdout)
 ' "$PREVIEW_OPERATOR_SA" "$PREVIEW_CHART_NAMESPACE" >"$PREVIEW_OPERATOR_KUBECONFIG"
 export PREVIEW_OPERATOR_BIN=$PWD/target/debug/preview-operator
-# The operator's namespace, as in a pod: the Secrets a class names are read there (and the
-# tests' own operators inherit it).
-export POD_NAMESPACE=$PREVIEW_CHART_NAMESPACE
+# As the chart sets them in the pod: the operator's namespace, the namespace where the Secrets a
+# class names are read, the log reader it binds (the tests' own operators inherit them).
+export POD_NAMESPACE=$PREVIEW_CHART_NAMESPACE PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE=$PREVIEW_CHART_NAMESPACE-platform-secrets PREVIEW_OPERATOR_LOG_READER_ROLE=$PREVIEW_CHART_RELEASE-log-reader
 operator_log=target/operator-test.log
 operator_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREVIEW_OPERATOR_HTTP="127.0.0.1:$operator_port"

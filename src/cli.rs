@@ -316,6 +316,13 @@ pub struct ControllerArgs {
         default_value = "preview-operator-source-reader"
     )]
     pub source_reader_role: String,
+
+    /// The namespace holding the Secrets PreviewClasses name (image pull secrets, the ingress
+    /// TLS Secret), the only namespace whose Secrets the operator reads without a team's
+    /// opt-in. The chart sets a namespace of their own, so that the operator cannot read its
+    /// own credentials; default: the operator's namespace.
+    #[arg(long, env = "PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE")]
+    pub platform_secrets_namespace: Option<String>,
 }
 
 #[cfg(test)]

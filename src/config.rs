@@ -53,6 +53,12 @@ pub struct PolicyArgs {
     /// answers 503 until something else wakes it.
     #[arg(long, env = "PREVIEW_OPERATOR_WAKE_SERVICE")]
     pub wake_service: Option<String>,
+
+    /// The chart's ClusterRole that reads pods' logs (the chart sets it when testLogs are on):
+    /// bound to the operator's own ServiceAccount in each preview namespace, so it reads the
+    /// logs of its test Jobs there and nowhere else. Without it no such binding is made.
+    #[arg(long, env = "PREVIEW_OPERATOR_LOG_READER_ROLE")]
+    pub log_reader_role: Option<String>,
 }
 
 /// The policy one preview runs under: its PreviewClass over the operator's defaults. The pure
@@ -78,7 +84,8 @@ pub struct Config {
     pub allowed_registries: Vec<String>,
     /// Pod annotation key globs; empty means none.
     pub allowed_pod_annotations: Vec<String>,
-    /// Secrets of the operator's namespace pods use to pull images (copied into each preview).
+    /// Secrets of the platform Secrets namespace pods use to pull images (copied into each
+    /// preview).
     pub image_pull_secrets: Vec<String>,
     /// Subjects granted `view` in the preview namespaces (from the tenant entries that admit
     /// the preview).
@@ -87,6 +94,17 @@ pub struct Config {
     pub sleep: Option<SleepPolicy>,
     /// Where a sleeping preview's Ingress sends visitors: the operator's wake listener.
     pub wake_service: Option<String>,
+    /// Who reads test logs in preview namespaces, through which role (`--log-reader-role`).
+    pub log_reader: Option<LogReader>,
+}
+
+/// The operator's own ServiceAccount and the chart's ClusterRole it is bound to in every
+/// preview namespace, to read the logs of its test Jobs there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogReader {
+    pub role: String,
+    pub service_account: String,
+    pub namespace: String,
 }
 
 /// Running previews allowed at once, per scope.
@@ -141,8 +159,8 @@ impl PolicyArgs {
 }
 
 impl Config {
-    /// The Secrets of the operator's namespace every preview namespace gets a copy of: the
-    /// image pull secrets and the ingress TLS Secret.
+    /// The Secrets of the platform Secrets namespace (`--platform-secrets-namespace`) every
+    /// preview namespace gets a copy of: the image pull secrets and the ingress TLS Secret.
     pub fn copied_secrets(&self) -> Vec<String> {
         let mut names = self.image_pull_secrets.clone();
         if let Some(tls) = self.ingress.as_ref().and_then(|i| i.tls_secret.clone()) {
@@ -227,6 +245,7 @@ impl Config {
             viewers: Vec::new(),
             sleep: class.sleep.clone(),
             wake_service: self.wake_service.clone(),
+            log_reader: self.log_reader.clone(),
         })
     }
 }
@@ -291,6 +310,7 @@ impl Default for Config {
             viewers: Vec::new(),
             sleep: None,
             wake_service: None,
+            log_reader: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::api::PreviewEnvironment;
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
+use crate::config::{Config, LogReader};
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
 use crate::github;
@@ -32,9 +33,22 @@ use crate::{wake, webhook};
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.http.log_format);
-    let config = args.policy.clone().into_config().context("invalid flags")?;
     // Before connecting anywhere: a flag that cannot work stops the start-up with its reason.
     let gitlab_config = gitlab_config(&args.gitlab)?;
+    let own_namespace = own_namespace();
+    let config = Config {
+        log_reader: args
+            .policy
+            .log_reader_role
+            .clone()
+            .filter(|role| !role.is_empty())
+            .map(|role| LogReader {
+                role,
+                service_account: args.controller.service_account.clone(),
+                namespace: own_namespace.clone(),
+            }),
+        ..args.policy.clone().into_config().context("invalid flags")?
+    };
     let metrics = Arc::new(Metrics::new());
     let client = client(&metrics).await?;
     let instance = instance_name();
@@ -78,7 +92,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let scm = Arc::new(Scm::new(github_api, gitlab_api));
 
-    let platform_namespace = own_namespace();
+    let platform_namespace = args
+        .controller
+        .platform_secrets_namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| own_namespace.clone());
     let watches = children::watch(
         &client,
         args.controller.selector.as_deref(),
@@ -108,7 +127,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sources = Sources::new(
         client.clone(),
         Identity {
-            namespace: platform_namespace.clone(),
+            namespace: own_namespace,
             service_account: args.controller.service_account.clone(),
             reader_role: args.controller.source_reader_role.clone(),
         },

@@ -871,7 +871,8 @@ async fn a_class_viewer_may_read_the_preview_namespace_and_nothing_more() {
 #[ignore = "needs the rig: hack/test.sh"]
 async fn a_class_pull_secret_is_copied_kept_in_sync_and_named_by_the_pods() {
     let s = setup("lc-pull").await;
-    let platform = std::env::var("POD_NAMESPACE").expect("hack/test.sh sets POD_NAMESPACE");
+    let platform = std::env::var("PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE")
+        .expect("hack/test.sh sets PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE");
     let secret_name = format!("registry-{}", s.namespace.name);
     let sources = Api::<Secret>::namespaced(s.client.clone(), &platform);
     let source: Secret = serde_json::from_value(json!({

@@ -47,6 +47,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["get", "secrets", "-A"],
         &["list", "secrets", "-A"],
         &["get", "secrets", "-n", "team-x"],
+        // Its own credentials (GitHub App key, tokens) are mounted files, never read.
+        &["get", "secrets", "-n", "preview-system"],
+        &["list", "secrets", "-n", "preview-system"],
         &["list", "secrets", "-n", "pr-anything"],
         &["get", "secrets", "-n", "pr-anything"],
         &["create", "pods", "-n", "default"],
@@ -84,8 +87,9 @@ async fn the_chart_service_account_cannot_do_what_the_operator_must_not() {
         &["patch", "leases", "-n", "preview-system"],
         // The class's viewers get `view` in preview namespaces: exactly that binding.
         &["bind", "clusterroles/view"],
-        // The class's Secrets: read in the release namespace only, copies written, not read.
-        &["list", "secrets", "-n", "preview-system"],
+        // The class's Secrets: read in the platform Secrets namespace only, copies written,
+        // not read.
+        &["list", "secrets", "-n", "preview-system-platform-secrets"],
         &["patch", "secrets", "-n", "pr-anything"],
         &["create", "rolebindings", "-n", "pr-anything"],
     ];

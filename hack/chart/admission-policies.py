@@ -5,12 +5,17 @@
       [--trusted NAME ...]
   admission-policies.py --none
 
-With --operator: three ValidatingAdmissionPolicies (operator writes only in managed namespaces,
-operator changes only its own namespaces, reserved labels), each with failurePolicy Fail, a
-matchCondition naming the operator's ServiceAccount, a messageExpression on every validation
-and a binding with validationActions [Deny]; every --resource (resource or resource.group) is
-matched by the first and the third, subresources by the first; every --trusted user or group is
-exempt from the third. With --none: no policy and no binding at all.
+With --operator: six ValidatingAdmissionPolicies (operator writes only in managed namespaces,
+operator changes only its own namespaces, reserved labels, operator RoleBindings pinned, platform
+Secret copies usable by pods only as image pull secrets, preview hosts), each with failurePolicy
+Fail (Ignore for the hosts policy, which depends on the PreviewClass kind), a messageExpression on every validation and a binding with validationActions [Deny]; the
+first two and the RoleBinding one with a matchCondition naming the operator's ServiceAccount.
+Every --resource (resource or resource.group) is matched by the first and the third,
+subresources by the first; Kubernetes' controllers are exempt from the third by name (no
+kube-system ServiceAccount prefix), like every --trusted user or group. The pod policy matches
+pods and their ephemeral containers in managed namespaces; the hosts policy Ingresses and
+Gateway API routes outside them, once per PreviewClass (paramRef selector {}, Allow when there
+is none). With --none: no policy and no binding at all.
 """
 import argparse
 import sys
@@ -21,7 +26,13 @@ SUFFIXES = {
     "managed": "-managed-namespaces-only",
     "namespaces": "-own-namespaces-only",
     "labels": "-reserved-labels",
+    "bindings": "-role-bindings",
+    "pods": "-platform-secrets-pull-only",
+    "hosts": "-preview-hosts",
 }
+# The policies that apply to the operator's ServiceAccount only.
+OPERATOR_ONLY = ("managed", "namespaces", "bindings")
+MANAGED = {"key": "app.kubernetes.io/managed-by", "operator": "In", "values": ["preview-operator"]}
 
 
 def fail(msg):
@@ -67,17 +78,22 @@ def main():
 
     for name, policy in policies.items():
         spec = policy["spec"]
-        if spec.get("failurePolicy") != "Fail":
-            fail(f"{name}: failurePolicy must be Fail")
+        # The hosts policy fails open: without the PreviewClass kind it could not be configured
+        # and would refuse every Ingress of the cluster.
+        want = "Ignore" if name.endswith(SUFFIXES["hosts"]) else "Fail"
+        if spec.get("failurePolicy") != want:
+            fail(f"{name}: failurePolicy must be {want}")
         for validation in spec.get("validations", []):
             if not validation.get("messageExpression") or not validation.get("message"):
                 fail(f"{name}: every validation needs a message and a messageExpression")
-        conditions = " ".join(c["expression"] for c in spec.get("matchConditions", []))
-        if f"'{args.operator}'" not in conditions and f'"{args.operator}"' not in conditions:
-            fail(f"{name}: its matchConditions do not name the operator {args.operator}")
         mine = [b for b in bindings if b["spec"]["policyName"] == name]
         if len(mine) != 1 or mine[0]["spec"].get("validationActions") != ["Deny"]:
             fail(f"{name}: needs exactly one binding with validationActions [Deny]")
+
+    for key in OPERATOR_ONLY:
+        conditions = " ".join(c["expression"] for c in found[key]["spec"].get("matchConditions", []))
+        if f"'{args.operator}'" not in conditions and f'"{args.operator}"' not in conditions:
+            fail(f"{key}: its matchConditions do not name the operator {args.operator}")
 
     write = ["CREATE", "UPDATE", "DELETE"]
     for entry in args.resource:
@@ -93,9 +109,32 @@ def main():
     if not matched(found["labels"], "", "namespaces", ["CREATE", "UPDATE"]):
         fail("the reserved-labels policy does not match namespaces")
     exempt = " ".join(c["expression"] for c in found["labels"]["spec"]["matchConditions"])
-    for who in ["system:masters", "system:kube-controller-manager", "system:serviceaccount:kube-system:"]:
+    for who in ["system:masters", "system:kube-controller-manager", '"system:serviceaccount:kube-system:statefulset-controller"']:
         if who not in exempt:
             fail(f"the reserved-labels policy does not exempt {who}")
+    if "startsWith" in exempt or '"system:serviceaccount:kube-system:"' in exempt:
+        fail("the reserved-labels policy exempts ServiceAccounts by prefix: name the controllers")
+
+    if not matched(found["bindings"], "rbac.authorization.k8s.io", "rolebindings", ["CREATE", "UPDATE"]):
+        fail("the role-bindings policy does not match rolebindings")
+    pods = found["pods"]["spec"]
+    for resource in ("pods", "pods/ephemeralcontainers"):
+        if not matched(found["pods"], "", resource, ["CREATE", "UPDATE"]):
+            fail(f"the platform-secrets policy does not match {resource}")
+    if pods["matchConstraints"].get("namespaceSelector") != {"matchLabels": {MANAGED["key"]: "preview-operator"}}:
+        fail("the platform-secrets policy must select the managed namespaces")
+    hosts = found["hosts"]["spec"]
+    if hosts.get("paramKind") != {"apiVersion": "preview.dev/v1alpha1", "kind": "PreviewClass"}:
+        fail(f"the preview-hosts policy's paramKind is {hosts.get('paramKind')}, want PreviewClass")
+    if not matched(found["hosts"], "networking.k8s.io", "ingresses", ["CREATE", "UPDATE"]) or not matched(
+        found["hosts"], "gateway.networking.k8s.io", "httproutes", ["CREATE", "UPDATE"]
+    ):
+        fail("the preview-hosts policy must match Ingresses and HTTPRoutes")
+    if hosts["matchConstraints"].get("namespaceSelector") != {"matchExpressions": [dict(MANAGED, operator="NotIn")]}:
+        fail("the preview-hosts policy must select the namespaces the operator does not manage")
+    binding = next(b for b in bindings if b["spec"]["policyName"] == found["hosts"]["metadata"]["name"])
+    if binding["spec"].get("paramRef") != {"selector": {}, "parameterNotFoundAction": "Allow"}:
+        fail(f"the preview-hosts binding must evaluate every class: paramRef {binding['spec'].get('paramRef')}")
     for who in args.trusted:
         if f'"{who}"' not in exempt:
             fail(f"the reserved-labels policy does not exempt the trusted {who}")

@@ -2,17 +2,20 @@
 """Checks, in a rendered chart, that the operator reads Secrets and ConfigMaps only where allowed.
 
 Reads `helm template` output (YAML, several documents) on stdin.
-  source-reader.py --release-namespace NS --service-account SA --role NAME
+  source-reader.py --release-namespace NS --platform-namespace NS --service-account SA --role NAME
 
 - The ClusterRole NAME (the chart's source reader) grants exactly get, list and watch of
   secrets and configmaps, is aggregated into nothing, and NO binding of the chart binds it: a
   team binds it in its own namespace to opt in.
 - No ClusterRole that a ClusterRoleBinding of the chart binds, and no ClusterRole aggregated into
   the built-in roles, grants any read of secrets or configmaps (cluster-wide reads).
-- A namespaced Role that grants such a read lives in the release namespace only.
+- A namespaced Role that grants such a read lives in the platform Secrets namespace only, which
+  is not the release namespace (the operator's own credential Secrets are there), and reads
+  Secrets only.
 - The Deployment runs as SA and tells the operator both names: PREVIEW_OPERATOR_SERVICE_ACCOUNT
   from the pod's spec.serviceAccountName, PREVIEW_OPERATOR_SOURCE_READER_ROLE = NAME (the
-  operator prints them in the command for a namespace that has not opted in).
+  operator prints them in the command for a namespace that has not opted in), and where the
+  class Secrets are: PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE = the platform namespace.
 """
 import argparse
 import sys
@@ -38,6 +41,7 @@ def reads_sources(rules):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--release-namespace", required=True)
+    parser.add_argument("--platform-namespace", required=True)
     parser.add_argument("--service-account", required=True)
     parser.add_argument("--role", required=True)
     args = parser.parse_args()
@@ -80,10 +84,15 @@ def main():
         labels = role["metadata"].get("labels") or {}
         if any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in labels) and reads_sources(role.get("rules")):
             errors.append(f"ClusterRole {name} is aggregated into built-in roles and reads {reads_sources(role.get('rules'))}")
+    if args.platform_namespace == args.release_namespace:
+        errors.append(f"the platform Secrets namespace is the release namespace {args.release_namespace}")
     for role in of_kind("Role"):
         ns = role["metadata"].get("namespace")
-        if reads_sources(role.get("rules")) and ns != args.release_namespace:
-            errors.append(f'Role {ns}/{role["metadata"]["name"]} reads Secrets or ConfigMaps outside the release namespace')
+        reads = reads_sources(role.get("rules"))
+        if reads and ns != args.platform_namespace:
+            errors.append(f'Role {ns}/{role["metadata"]["name"]} reads Secrets or ConfigMaps outside the platform namespace')
+        if any(not r.endswith(" secrets") for r in reads):
+            errors.append(f'Role {ns}/{role["metadata"]["name"]} reads {reads}: only Secrets are copied from there')
 
     deployments = [d for d in of_kind("Deployment") if d["metadata"].get("namespace") == args.release_namespace]
     if len(deployments) != 1:
@@ -96,6 +105,9 @@ def main():
         sa = env.get("PREVIEW_OPERATOR_SERVICE_ACCOUNT") or {}
         if ((sa.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") != "spec.serviceAccountName":
             errors.append(f"PREVIEW_OPERATOR_SERVICE_ACCOUNT must come from fieldRef spec.serviceAccountName, is {sa or 'unset'}")
+        platform = (env.get("PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE") or {}).get("value")
+        if platform != args.platform_namespace:
+            errors.append(f"PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE is {platform!r}, want {args.platform_namespace!r}")
         role = env.get("PREVIEW_OPERATOR_SOURCE_READER_ROLE") or {}
         if role.get("value") != args.role:
             errors.append(f"PREVIEW_OPERATOR_SOURCE_READER_ROLE is {role.get('value')!r}, want {args.role!r}")

@@ -35,6 +35,13 @@ use crate::template::Rendered;
 
 /// Name of the RoleBinding granting the class's viewers `view` in a preview namespace.
 pub const VIEWERS_NAME: &str = "preview-viewers";
+/// Name of the RoleBinding granting the operator's ServiceAccount the chart's log reader role
+/// in a preview namespace (`--log-reader-role`).
+pub const LOG_READER_NAME: &str = "preview-operator-logs";
+/// Annotation of a preview namespace: the names (comma-separated) of the Secrets copied into
+/// it from the platform's namespace (image pull secrets, the ingress TLS Secret). The chart's
+/// admission policy refuses pods there that use one other than as an image pull secret.
+pub const PLATFORM_SECRETS: &str = "preview.dev/platform-secrets";
 /// Name of the NetworkPolicy, ResourceQuota and LimitRange in every preview namespace.
 pub const HARDENING_NAME: &str = "preview-defaults";
 /// `preview.dev/component` value of service children.
@@ -153,7 +160,8 @@ pub struct Environment {
     /// The dependencies' and the services'.
     pub services: Desired<Service>,
     pub ingresses: Desired<Ingress>,
-    /// The class's viewers get the built-in `view` role here (none: no binding).
+    /// The class's viewers get the built-in `view` role here (none: no binding), and the
+    /// operator the chart's log reader role (`--log-reader-role`; none without it).
     pub role_bindings: Vec<RoleBinding>,
 }
 
@@ -230,7 +238,10 @@ pub fn environment(preview: &Preview<'_>, config: &Config, stage: Stage) -> Envi
         )
     };
     Environment {
-        role_bindings: viewers(preview, config).into_iter().collect(),
+        role_bindings: viewers(preview, config)
+            .into_iter()
+            .chain(log_reader(preview, config))
+            .collect(),
         network_policy: network_policy(preview, config),
         quota: resource_quota(preview, config),
         limit_range: limit_range(preview, config),
@@ -245,7 +256,9 @@ pub fn environment(preview: &Preview<'_>, config: &Config, stage: Stage) -> Envi
     }
 }
 
-/// The preview namespace, with its ownership and Pod Security labels.
+/// The preview namespace, with its ownership and Pod Security labels, and the names of the
+/// platform's Secrets copied into it (for the chart's admission policy: only the operator may
+/// set `preview.dev/` annotations, and tenants cannot write preview namespaces).
 pub fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
     let mut labels = preview.labels();
     let level = config.pod_security_level.as_str();
@@ -259,11 +272,16 @@ pub fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
             "latest".to_string(),
         );
     }
+    let mut annotations = preview.owner_annotation();
+    annotations.insert(
+        PLATFORM_SECRETS.to_string(),
+        config.copied_secrets().join(","),
+    );
     Namespace {
         metadata: ObjectMeta {
             name: Some(preview.namespace.clone()),
             labels: Some(labels),
-            annotations: Some(preview.owner_annotation()),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         ..Namespace::default()
@@ -374,6 +392,30 @@ fn viewers(preview: &Preview<'_>, config: &Config) -> Option<RoleBinding> {
                 })
                 .collect(),
         ),
+    })
+}
+
+/// The operator reads the logs of its test and setup Jobs in this preview namespace only: its
+/// own ServiceAccount gets the chart's log reader ClusterRole here (the operator may bind that
+/// role and `view`, nothing else), instead of `pods/log` in every namespace.
+fn log_reader(preview: &Preview<'_>, config: &Config) -> Option<RoleBinding> {
+    let reader = config.log_reader.as_ref()?;
+    Some(RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(LOG_READER_NAME.to_string()),
+            ..preview.hardening_meta()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "ClusterRole".to_string(),
+            name: reader.role.clone(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: None,
+            kind: "ServiceAccount".to_string(),
+            name: reader.service_account.clone(),
+            namespace: Some(reader.namespace.clone()),
+        }]),
     })
 }
 
@@ -1102,7 +1144,7 @@ pub fn stamp<T: Serialize + kube::Resource>(mut object: T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::IngressConfig;
+    use crate::config::{IngressConfig, LogReader};
 
     fn spec() -> PreviewEnvironmentSpec {
         serde_json::from_value(serde_json::json!({
@@ -1192,6 +1234,71 @@ mod tests {
         let labels = ns.metadata.labels.unwrap_or_default();
         assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
         assert_eq!(ns.metadata.name.as_deref(), Some("pr-shop-pr-123-abcdef"));
+    }
+
+    #[test]
+    fn namespace_names_the_platform_secrets_copied_into_it() {
+        let spec = spec();
+        let annotation = |config: &Config| {
+            let ns = namespace(&preview(&spec), config);
+            ns.metadata.annotations.unwrap_or_default()[PLATFORM_SECRETS].clone()
+        };
+        assert_eq!(annotation(&Config::default()), "");
+        let config = Config {
+            image_pull_secrets: vec!["registry".into(), "mirror".into()],
+            ingress: Some(IngressConfig {
+                base_domain: "preview.example.com".into(),
+                class: None,
+                tls_secret: Some("wildcard-tls".into()),
+            }),
+            ..Config::default()
+        };
+        // The policy splits the value on commas: the same names the copies get.
+        assert_eq!(annotation(&config), "mirror,registry,wildcard-tls");
+        assert_eq!(
+            annotation(&config).split(',').collect::<Vec<_>>(),
+            config.copied_secrets()
+        );
+    }
+
+    #[test]
+    fn the_operator_reads_logs_through_a_binding_in_each_preview_namespace() {
+        let spec = spec();
+        let names = |config: &Config| {
+            environment(&preview(&spec), config, Stage::Services)
+                .role_bindings
+                .into_iter()
+                .map(|b| b.metadata.name.unwrap_or_default())
+                .collect::<Vec<_>>()
+        };
+        assert!(names(&Config::default()).is_empty(), "no --log-reader-role");
+        let config = Config {
+            log_reader: Some(LogReader {
+                role: "preview-operator-log-reader".into(),
+                service_account: "preview-operator".into(),
+                namespace: "preview-system".into(),
+            }),
+            ..Config::default()
+        };
+        assert_eq!(names(&config), [LOG_READER_NAME]);
+        let env = environment(&preview(&spec), &config, Stage::Services);
+        let binding = &env.role_bindings[0];
+        assert_eq!(
+            binding.metadata.namespace.as_deref(),
+            Some("pr-shop-pr-123-abcdef")
+        );
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert_eq!(binding.role_ref.name, "preview-operator-log-reader");
+        let subjects = binding.subjects.clone().unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(
+            (
+                subjects[0].kind.as_str(),
+                subjects[0].name.as_str(),
+                subjects[0].namespace.as_deref()
+            ),
+            ("ServiceAccount", "preview-operator", Some("preview-system"))
+        );
     }
 
     #[test]
