@@ -164,12 +164,16 @@ pub struct DependencySpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of a PersistentVolumeClaim, e.g. "1Gi"; without it the volume is an emptyDir.
+    /// Size of a PersistentVolumeClaim, e.g. "1Gi", at most 1Ti (the class's
+    /// `namespace.maxClaimSize` may allow less); without it the volume is an emptyDir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        length(min = 1, max = 32),
-        regex(pattern = r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")
+        length(min = 1, max = 16),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$")
     )]
+    // The pattern keeps out the P and E suffixes (and lets the CEL quantity parse only sane
+    // text); the rule bounds the value: "999999Gi" matches the pattern.
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).compareTo(quantity('1Ti')) <= 0").message("storage.size must be a quantity from 1 byte to 1Ti, such as 1Gi or 500Mi; the PreviewClass may allow less (namespace.maxClaimSize)"))]
     pub size: Option<String>,
     /// Where the volume is mounted, e.g. /var/lib/postgresql/data.
     #[serde(default = "default_mount_path")]
