@@ -145,6 +145,17 @@ fn format_bytes(bytes: f64) -> String {
     format!("{bytes}")
 }
 
+/// The most a PreviewEnvironment's spec may take serialized (JSON), whatever it holds within
+/// its schema. Measured by `spec_size` from the generated schema: 132,955 bytes for 20 services
+/// and 10 tests at their largest with the whole text budget (47,291 with a templateRef, images
+/// and parameters instead); the spec took 1.3 MiB. Counted in ASCII: were every
+/// character 4 bytes of UTF-8, 414,232.
+pub const MAX_PREVIEW_SPEC_BYTES: usize = 136 * 1024;
+/// The same for a PreviewTemplate's spec: 50 containers (dependencies, setup Jobs, services,
+/// tests) at their largest, parameters, sources and the whole text budget: 348,816 bytes
+/// (956,100 in 4-byte UTF-8).
+pub const MAX_TEMPLATE_SPEC_BYTES: usize = 352 * 1024;
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -319,5 +330,260 @@ mod tests {
         let mut me = created("me", "team-shop", 2);
         me.metadata.deletion_timestamp = Some(fixtures::time(3));
         assert_eq!(over_existing_limit(&me, [&old], 1, "standard"), None);
+    }
+}
+
+/// The worst case a spec's schema allows, computed from the generated CRD: every list at its
+/// most items, every string at its most characters, every map at its most keys, and the
+/// free text the spec's text budget rule counts (command, args, env, annotations...) filled
+/// up to that budget. A field without a bound fails the test, so a new unbounded field cannot
+/// slip in.
+#[cfg(test)]
+mod spec_size {
+    use kube::CustomResourceExt;
+    use serde_json::{Map, Value, json};
+
+    use super::{MAX_PREVIEW_SPEC_BYTES, MAX_TEMPLATE_SPEC_BYTES};
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    use crate::api::template::{PreviewTemplate, PreviewTemplateSpec};
+    use crate::api::{
+        PREVIEW_TEXT_BUDGET, PreviewEnvironment, PreviewEnvironmentSpec, TEMPLATE_TEXT_BUDGET,
+    };
+
+    /// Fields (by the end of their path) the text budget counts.
+    const BUDGETED: [&str; 10] = [
+        ".command[]",
+        ".args[]",
+        ".env[].name",
+        ".env[].value",
+        ".secretKeyRef.name",
+        ".secretKeyRef.key",
+        ".configMapKeyRef.name",
+        ".configMapKeyRef.key",
+        ".podAnnotations",
+        ".exec[]",
+    ];
+
+    struct Walk {
+        /// Characters of budgeted text still to place.
+        budget: usize,
+        /// The character strings are made of: 'a', or one that takes 4 bytes in UTF-8.
+        fill: char,
+        /// Whether env may use valueFrom (templates only: a CEL rule refuses it inline).
+        value_from: bool,
+        /// Paths without a bound.
+        unbounded: Vec<String>,
+    }
+
+    impl Walk {
+        fn text(&mut self, max: usize, budgeted: bool) -> String {
+            let n = if budgeted {
+                let n = max.min(self.budget);
+                self.budget -= n;
+                n
+            } else {
+                max
+            };
+            std::iter::repeat_n(self.fill, n).collect()
+        }
+
+        fn bound(&mut self, schema: &Value, key: &str, path: &str) -> usize {
+            match schema.get(key).and_then(Value::as_u64) {
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                None => {
+                    self.unbounded.push(format!("{path} has no {key}"));
+                    0
+                }
+            }
+        }
+
+        /// A bound a CEL rule of a map states, e.g. `size(k) <= 30`.
+        fn rule_bound(schema: &Value, subject: &str) -> Option<usize> {
+            let rules = schema.get("x-kubernetes-validations")?.as_array()?;
+            rules.iter().find_map(|r| {
+                let rule = r.get("rule")?.as_str()?;
+                let at = rule.find(&format!("size({subject}) <= "))?;
+                let digits: String = rule[at + subject.len() + 10..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            })
+        }
+
+        fn instance(&mut self, schema: &Value, path: &str) -> Value {
+            let budgeted = BUDGETED.iter().any(|b| path.ends_with(b));
+            if schema.get("x-kubernetes-int-or-string").is_some() {
+                let max = self.bound(schema, "maxLength", path);
+                return Value::String(self.text(max, false));
+            }
+            if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+                return values
+                    .iter()
+                    .max_by_key(|v| v.as_str().map_or(0, str::len))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+            }
+            match schema.get("type").and_then(Value::as_str) {
+                Some("string") => {
+                    let max = self.bound(schema, "maxLength", path);
+                    Value::String(self.text(max, budgeted))
+                }
+                Some("integer") => json!(
+                    schema
+                        .get("maximum")
+                        .and_then(Value::as_f64)
+                        .map_or(i64::MAX, |m| m as i64)
+                ),
+                Some("boolean") => json!(false),
+                Some("array") => {
+                    let max = self.bound(schema, "maxItems", path);
+                    let item = &schema["items"];
+                    let path = format!("{path}[]");
+                    Value::Array((0..max).map(|_| self.instance(item, &path)).collect())
+                }
+                Some("object") => self.object(schema, path, budgeted),
+                other => {
+                    self.unbounded.push(format!("{path} has type {other:?}"));
+                    Value::Null
+                }
+            }
+        }
+
+        fn object(&mut self, schema: &Value, path: &str, budgeted: bool) -> Value {
+            let mut out = Map::new();
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                for (name, property) in properties {
+                    // Exactly one of the two (a CEL rule), and valueFrom only where allowed.
+                    let skipped = (name == "configMapKeyRef"
+                        && properties.contains_key("secretKeyRef"))
+                        || (name == "valueFrom" && !self.value_from);
+                    if !skipped {
+                        let value = self.instance(property, &format!("{path}.{name}"));
+                        out.insert(name.clone(), value);
+                    }
+                }
+                return Value::Object(out);
+            }
+            let Some(values) = schema.get("additionalProperties") else {
+                return Value::Object(out);
+            };
+            let max = self.bound(schema, "maxProperties", path);
+            let mut values = values.clone();
+            if let Some(n) = Self::rule_bound(schema, "self[k]") {
+                values["maxLength"] = json!(n);
+            }
+            let key_length = if budgeted {
+                None
+            } else {
+                Self::rule_bound(schema, "k").or_else(|| {
+                    self.unbounded
+                        .push(format!("{path} has no bound on its keys"));
+                    Some(0)
+                })
+            };
+            let values_path = format!("{path}{{}}");
+            for i in 0..max {
+                // Keys must differ: a number, then filled up to the bound (budgeted keys
+                // count against the budget instead).
+                let mut key = i.to_string();
+                match key_length {
+                    Some(n) => {
+                        key.extend(std::iter::repeat_n(self.fill, n.saturating_sub(key.len())))
+                    }
+                    None => self.budget = self.budget.saturating_sub(key.len()),
+                }
+                let value = if budgeted {
+                    let max = values.get("maxLength").and_then(Value::as_u64).unwrap_or(0);
+                    Value::String(self.text(usize::try_from(max).unwrap_or(0), true))
+                } else {
+                    self.instance(&values, &values_path)
+                };
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+    }
+
+    /// The largest spec of `crd`'s schema without the top-level fields `without`, with its
+    /// strings made of `fill`; the paths without a bound; the text budget left unplaced.
+    fn largest(
+        crd: &CustomResourceDefinition,
+        without: &[&str],
+        budget: usize,
+        fill: char,
+        value_from: bool,
+    ) -> (Value, Vec<String>, usize) {
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+        let mut spec = schema["openAPIV3Schema"]["properties"]["spec"].clone();
+        for field in without {
+            spec["properties"].as_object_mut().map(|o| o.remove(*field));
+        }
+        let mut walk = Walk {
+            budget,
+            fill,
+            value_from,
+            unbounded: Vec::new(),
+        };
+        let instance = walk.instance(&spec, "spec");
+        (instance, walk.unbounded, walk.budget)
+    }
+
+    fn bytes<T: serde::Serialize>(value: &T) -> usize {
+        serde_json::to_vec(value).expect("serializes").len()
+    }
+
+    #[test]
+    fn every_field_of_the_specs_is_bounded() {
+        for (crd, value_from) in [
+            (PreviewEnvironment::crd(), false),
+            (PreviewTemplate::crd(), true),
+        ] {
+            let (_, unbounded, _) = largest(&crd, &[], usize::MAX, 'a', value_from);
+            assert!(
+                unbounded.is_empty(),
+                "unbounded in {}: {unbounded:#?}",
+                crd.spec.names.kind
+            );
+        }
+    }
+
+    /// Measures the largest specs; `cargo test --lib spec_size -- --nocapture` prints them.
+    #[test]
+    fn the_largest_preview_spec_serializes_under_the_stated_bound() {
+        let crd = PreviewEnvironment::crd();
+        for (shape, without) in [
+            ("inline", &["templateRef", "images", "parameters"][..]),
+            ("templated", &["services", "tests"][..]),
+        ] {
+            let (ascii, _, left) = largest(&crd, without, PREVIEW_TEXT_BUDGET, 'a', false);
+            if shape == "inline" {
+                assert_eq!(left, 0, "the whole text budget is in the spec");
+            }
+            let spec: PreviewEnvironmentSpec = serde_json::from_value(ascii).expect("a spec");
+            let size = bytes(&spec);
+            let (utf8, _, _) = largest(&crd, without, PREVIEW_TEXT_BUDGET, '\u{10348}', false);
+            println!(
+                "largest {shape} PreviewEnvironment spec: {size} bytes, {} in 4-byte UTF-8",
+                bytes(&utf8)
+            );
+            assert!(size <= MAX_PREVIEW_SPEC_BYTES, "{shape}: {size} bytes");
+        }
+    }
+
+    #[test]
+    fn the_largest_template_spec_serializes_under_the_stated_bound() {
+        let crd = PreviewTemplate::crd();
+        let (ascii, _, left) = largest(&crd, &[], TEMPLATE_TEXT_BUDGET, 'a', true);
+        assert_eq!(left, 0, "the whole text budget is in the spec");
+        let spec: PreviewTemplateSpec = serde_json::from_value(ascii).expect("a template spec");
+        let size = bytes(&spec);
+        let (utf8, _, _) = largest(&crd, &[], TEMPLATE_TEXT_BUDGET, '\u{10348}', true);
+        println!(
+            "largest PreviewTemplate spec: {size} bytes, {} in 4-byte UTF-8",
+            bytes(&utf8)
+        );
+        assert!(size <= MAX_TEMPLATE_SPEC_BYTES, "{size} bytes");
     }
 }
