@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -214,6 +215,7 @@ impl Reason {
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.services) && !has(self.tests))").message("spec.templateRef and spec.services/spec.tests are exclusive: the template holds the services and tests"))]
 #[x_kube(validation = Rule::new("has(self.templateRef) || (!has(self.images) && !has(self.parameters))").message("spec.images and spec.parameters need a spec.templateRef"))]
 #[x_kube(validation = Rule::new("(has(self.provider) && self.provider == 'gitlab') || self.repository.matches('^[^/]+/[^/]+$')").message("a GitHub repository is owner/name; a path with subgroups (group/sub/project) needs provider: gitlab"))]
+#[x_kube(validation = text_budget(&[("services", true, false), ("tests", true, false)], "services and tests", PREVIEW_TEXT_BUDGET))]
 pub struct PreviewEnvironmentSpec {
     /// The repository: "owner/name" on GitHub, the project path on GitLab (subgroups allowed:
     /// "group/sub/project").
@@ -276,7 +278,7 @@ pub struct PreviewEnvironmentSpec {
     /// with `templateRef`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 32))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 63 && size(self[k]) <= 1024)").message("parameter names may have at most 63 characters and values at most 1024"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 63 && size(self[k]) <= 512)").message("parameter names may have at most 63 characters and values at most 512"))]
     pub parameters: BTreeMap<String, String>,
 
     /// When this preview sleeps: sooner than its class says, never later.
@@ -339,6 +341,119 @@ impl PreviewEnvironmentSpec {
 /// `<number><unit>` repeated, units s, m, h, d (e.g. "1d12h").
 pub(crate) const DURATION_PATTERN: &str = r"^([0-9]{1,6}[smhd]){1,4}$";
 
+// Size bounds. Every replica caches every PreviewEnvironment and PreviewTemplate whole, so the
+// schema bounds the size of each: counts of lists here, lengths of strings at each field, and
+// one budget for the free text of a spec's containers (`text_budget`), since per-item
+// bounds alone multiply (20 services x 64 args x 1024 characters made 1.3 MiB). The worst
+// cases these allow are computed from the generated schema and checked in
+// `controller::limits::spec_size`.
+
+/// Command words per container.
+pub(crate) const MAX_COMMAND: u32 = 16;
+/// Arguments per container.
+pub(crate) const MAX_ARGS: u32 = 32;
+/// Environment variables per container.
+pub(crate) const MAX_ENV: u32 = 32;
+/// Pod annotations per container.
+pub(crate) const MAX_POD_ANNOTATIONS: u32 = 16;
+/// Characters of command, args, env and pod annotations of all containers of a
+/// PreviewEnvironment together.
+pub const PREVIEW_TEXT_BUDGET: usize = 32 * 1024;
+/// The same for a PreviewTemplate (which may have 50 containers and `valueFrom` references).
+pub const TEMPLATE_TEXT_BUDGET: usize = 64 * 1024;
+
+/// The CEL rule that keeps the free text of the containers in the lists `kinds` (each with
+/// whether it has `podAnnotations` and `readiness`) within `budget` characters: command words,
+/// arguments, env names, values and `valueFrom` references, pod annotation keys and values,
+/// readiness commands; `what` names the lists in the message. Linear in the items, so its
+/// estimated cost stays within the API server's limit (checked on the rig).
+pub(crate) fn text_budget(kinds: &[(&str, bool, bool)], what: &str, budget: usize) -> Rule {
+    let words = |list: &str| format!("(has(c.{list}) ? c.{list}.map(x, size(x)).sum() : 0)");
+    let key_ref = |r: &str| {
+        format!(
+            "(has(e.valueFrom.{r}) ? size(e.valueFrom.{r}.name) + size(e.valueFrom.{r}.key) : 0)"
+        )
+    };
+    let env = format!(
+        "(has(c.env) ? c.env.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0) + \
+         (has(e.valueFrom) ? {} + {} : 0)).sum() : 0)",
+        key_ref("secretKeyRef"),
+        key_ref("configMapKeyRef")
+    );
+    let per_kind = kinds.iter().map(|(list, annotations, readiness)| {
+        let mut parts = vec![words("command"), words("args"), env.clone()];
+        if *annotations {
+            parts.push(
+                "(has(c.podAnnotations) ? c.podAnnotations.map(k, size(k) + \
+                 size(c.podAnnotations[k])).sum() : 0)"
+                    .to_string(),
+            );
+        }
+        if *readiness {
+            parts.push(
+                "(has(c.readiness) && has(c.readiness.exec) ? \
+                 c.readiness.exec.map(x, size(x)).sum() : 0)"
+                    .to_string(),
+            );
+        }
+        format!(
+            "(has(self.{list}) ? self.{list}.map(c, {}).sum() : 0)",
+            parts.join(" + ")
+        )
+    });
+    let total = per_kind.collect::<Vec<_>>().join(" + ");
+    // A static message: one that prints the total (messageExpression) is estimated at more
+    // than 100 times the API server's cost limit, and the CRD is refused.
+    Rule::new(format!("{total} <= {budget}")).message(Message::Message(format!(
+        "the command, args, env (names, values and valueFrom references) and podAnnotations of \
+         all {what} may hold at most {budget} characters together: shorten them, or move \
+         configuration into a ConfigMap the containers read"
+    )))
+}
+
+/// The schema of a container's `resources`: core/v1 ResourceRequirements with bounds, since
+/// its maps and lists are unbounded in the Kubernetes schema. Quantities are checked for their
+/// syntax too, so a typo is refused at admission rather than when the pod is created.
+fn bounded_resources(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let quantities = serde_json::json!({
+        "type": "object",
+        "maxProperties": 6,
+        "additionalProperties": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 24,
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": true,
+        },
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, size(k) <= 63)",
+            "message": "resource names may have at most 63 characters",
+        }],
+    });
+    let name = serde_json::json!({"type": "string", "maxLength": 63});
+    let schema = serde_json::json!({
+        "description": "Compute resources of the container: requests, limits (at most 6 each).",
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "limits": quantities,
+            "requests": quantities,
+            "claims": {
+                "type": "array",
+                "maxItems": 2,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": name, "request": name},
+                },
+            },
+        },
+    });
+    schemars::Schema::try_from(schema).unwrap_or_default()
+}
+
+/// A Kubernetes quantity: "100m", "1.5", "512Mi", "2G", "1e3".
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
 /// One of the pull request's services: a Deployment, plus a Service when it has a port, plus an
 /// Ingress when exposed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -370,31 +485,32 @@ pub struct ServiceSpec {
 
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = MAX_COMMAND), inner(length(max = 1024)))]
     pub command: Vec<String>,
 
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = MAX_ARGS), inner(length(max = 1024)))]
     pub args: Vec<String>,
 
     /// Plain environment variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_ENV))]
     pub env: Vec<EnvVar>,
 
     /// Compute resources of the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// HTTP path of a readiness probe on `port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/\S*$"))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^/\S*$"))]
     pub readiness_path: Option<String>,
 
     /// Annotations on the service's pods; the class says which keys are allowed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = MAX_POD_ANNOTATIONS))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && size(self[k]) <= 1024)").message("pod annotation keys may have at most 253 characters and values at most 1024"))]
     pub pod_annotations: BTreeMap<String, String>,
 }
@@ -413,26 +529,27 @@ pub struct TestSpec {
 
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = MAX_COMMAND), inner(length(max = 1024)))]
     pub command: Vec<String>,
 
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = MAX_ARGS), inner(length(max = 1024)))]
     pub args: Vec<String>,
 
     /// Plain environment variables, in addition to the PREVIEW_* ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_ENV))]
     pub env: Vec<EnvVar>,
 
     /// Compute resources of the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 
     /// Annotations on the test's pod; the class says which keys are allowed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("maxProperties" = MAX_POD_ANNOTATIONS))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 253 && size(self[k]) <= 1024)").message("pod annotation keys may have at most 253 characters and values at most 1024"))]
     pub pod_annotations: BTreeMap<String, String>,
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::api::class::{
-    DEFAULT_ACTIVE_PER_NAMESPACE, EgressPolicy, PreviewClassSpec, SleepPolicy, Viewer,
+    DEFAULT_ACTIVE_PER_NAMESPACE, DEFAULT_EXISTING_PER_NAMESPACE, DEFAULT_MAX_CLAIM_SIZE,
+    EgressPolicy, PreviewClassSpec, SleepPolicy, Viewer,
 };
 use crate::api::{format_duration, parse_duration};
 
@@ -75,6 +76,8 @@ pub struct Config {
     pub ingress: Option<IngressConfig>,
     pub ingress_namespace: String,
     pub quota: BTreeMap<String, String>,
+    /// The largest PersistentVolumeClaim a dependency may ask for, as a quantity ("10Gi").
+    pub max_claim_size: String,
     pub default_requests: BTreeMap<String, String>,
     pub default_limits: BTreeMap<String, String>,
     pub max_limits: BTreeMap<String, String>,
@@ -111,6 +114,8 @@ pub struct LogReader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub per_namespace: usize,
+    /// Previews that may exist per tenant namespace, running or not.
+    pub existing_per_namespace: usize,
     pub per_repository: Option<usize>,
     pub active: Option<usize>,
 }
@@ -211,6 +216,9 @@ impl Config {
                 per_namespace: limits
                     .active_per_namespace
                     .map_or(self.limits.per_namespace, slots),
+                existing_per_namespace: limits
+                    .existing_per_namespace
+                    .map_or(self.limits.existing_per_namespace, slots),
                 per_repository: limits.active_per_repository.map(slots),
                 active: limits.active.map(slots),
             },
@@ -230,6 +238,9 @@ impl Config {
                 tls_secret: i.tls_secret_name.filter(|s| !s.is_empty()),
             }),
             quota: merged(&self.quota, namespace.quota),
+            max_claim_size: namespace
+                .max_claim_size
+                .unwrap_or_else(|| self.max_claim_size.clone()),
             default_requests: merged(&self.default_requests, limit_range.default_requests),
             default_limits: merged(&self.default_limits, limit_range.default_limits),
             max_limits: merged(&self.max_limits, limit_range.max),
@@ -264,6 +275,7 @@ impl Default for Config {
             max_lifetime: None,
             limits: Limits {
                 per_namespace: DEFAULT_ACTIVE_PER_NAMESPACE,
+                existing_per_namespace: DEFAULT_EXISTING_PER_NAMESPACE,
                 per_repository: None,
                 active: None,
             },
@@ -271,8 +283,9 @@ impl Default for Config {
             pod_security_level: PodSecurityLevel::Restricted,
             ingress: None,
             ingress_namespace: "ingress-nginx".into(),
-            // Ephemeral storage and the common GPU resources are capped too: a namespace
-            // without a quota for them could take a node's disk or every accelerator.
+            // Ephemeral storage, persistent volumes and the common GPU resources are capped
+            // too: a namespace without a quota for them could take a node's disk, the
+            // storage backend's capacity or every accelerator.
             quota: BTreeMap::from([
                 ("requests.cpu".into(), "4".into()),
                 ("requests.memory".into(), "8Gi".into()),
@@ -281,11 +294,13 @@ impl Default for Config {
                 ("limits.ephemeral-storage".into(), "40Gi".into()),
                 ("requests.nvidia.com/gpu".into(), "0".into()),
                 ("requests.amd.com/gpu".into(), "0".into()),
+                ("requests.storage".into(), "20Gi".into()),
                 ("persistentvolumeclaims".into(), "10".into()),
                 ("services.loadbalancers".into(), "0".into()),
                 ("services.nodeports".into(), "0".into()),
                 ("pods".into(), "50".into()),
             ]),
+            max_claim_size: DEFAULT_MAX_CLAIM_SIZE.into(),
             default_requests: BTreeMap::from([
                 ("cpu".into(), "50m".into()),
                 ("memory".into(), "64Mi".into()),
@@ -318,7 +333,7 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::class::{Limits as ClassLimits, TtlPolicy};
+    use crate::api::class::{Limits as ClassLimits, NamespacePolicy, TtlPolicy};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -357,6 +372,49 @@ mod tests {
             .with_class(&PreviewClassSpec::default())
             .expect("valid");
         assert_eq!(empty.limits.per_namespace, 10, "never unlimited by default");
+    }
+
+    #[test]
+    fn every_preview_namespace_gets_a_storage_quota_and_a_claim_maximum_by_default() {
+        let config = Config::default()
+            .with_class(&PreviewClassSpec::default())
+            .expect("valid");
+        assert_eq!(
+            config.quota.get("requests.storage").map(String::as_str),
+            Some("20Gi")
+        );
+        assert_eq!(
+            config
+                .quota
+                .get("persistentvolumeclaims")
+                .map(String::as_str),
+            Some("10")
+        );
+        assert_eq!(config.max_claim_size, "10Gi");
+        assert_eq!(config.limits.existing_per_namespace, 50);
+    }
+
+    #[test]
+    fn a_class_sets_its_storage_quota_claim_maximum_and_existing_limit() {
+        let class = PreviewClassSpec {
+            limits: Some(ClassLimits {
+                existing_per_namespace: Some(7),
+                ..ClassLimits::default()
+            }),
+            namespace: Some(NamespacePolicy {
+                quota: BTreeMap::from([("requests.storage".into(), "100Gi".into())]),
+                max_claim_size: Some("50Gi".into()),
+                ..NamespacePolicy::default()
+            }),
+            ..PreviewClassSpec::default()
+        };
+        let config = Config::default().with_class(&class).expect("valid");
+        assert_eq!(
+            config.quota.get("requests.storage").map(String::as_str),
+            Some("100Gi")
+        );
+        assert_eq!(config.max_claim_size, "50Gi");
+        assert_eq!(config.limits.existing_per_namespace, 7);
     }
 
     #[test]

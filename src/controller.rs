@@ -19,6 +19,7 @@ pub mod costs;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod limits;
 pub mod logs;
 pub mod namespace;
 pub mod observe;

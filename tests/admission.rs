@@ -115,10 +115,10 @@ async fn invalid_specs_are_refused_with_a_message_that_names_the_problem() {
             "too many pod annotations",
             with(valid_spec(), |s| {
                 let many: serde_json::Map<String, Value> =
-                    (0..33).map(|i| (format!("a{i}"), json!("x"))).collect();
+                    (0..17).map(|i| (format!("a{i}"), json!("x"))).collect();
                 s["services"][0]["podAnnotations"] = Value::Object(many);
             }),
-            vec!["podAnnotations", "32"],
+            vec!["podAnnotations", "16"],
         ),
         (
             "an oversized pod annotation value",
@@ -520,3 +520,124 @@ async fn kubectl_get_shows_the_printer_columns() {
         "{out}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn absurd_storage_sizes_and_oversized_specs_are_refused() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "rig-admission-size").await;
+    let with_storage = |size: &str| {
+        with(common::shop_template(), |t| {
+            t["dependencies"][0]["storage"] = json!({"size": size})
+        })
+    };
+    // A spec at the text budget passes; one character more does not.
+    let at_budget = |extra: usize| {
+        with(valid_spec(), |s| {
+            let mut args = vec![json!("x".repeat(1024)); 32];
+            args[0] = json!("x".repeat(1024 - 2 + extra));
+            s["services"] = json!([{"name": "web", "image": "w:1", "args": args}]);
+            s["tests"] = json!([{"name": "e2e", "image": "t:1", "args": ["ab"]}]);
+        })
+    };
+    create_raw(&client, &ns.name, "at-budget", at_budget(0))
+        .await
+        .expect("a spec at its text budget is accepted");
+    create_kind(
+        &client,
+        &ns.name,
+        TEMPLATE,
+        "one-terabyte",
+        with_storage("1Ti"),
+    )
+    .await
+    .expect("1Ti of storage passes admission (the class may allow less)");
+    let storage = "storage.size must be a quantity from 1 byte to 1Ti";
+    let budget = "may hold at most 32768 characters together";
+    let cases: Vec<(&str, (&str, &str), Value, &str)> = vec![
+        ("exabytes", TEMPLATE, with_storage("999999Ei"), storage),
+        ("petabytes", TEMPLATE, with_storage("1Pi"), storage),
+        (
+            "gibibytes above a terabyte",
+            TEMPLATE,
+            with_storage("999999Gi"),
+            storage,
+        ),
+        ("no storage", TEMPLATE, with_storage("0"), storage),
+        (
+            "one character over the text budget",
+            PREVIEW,
+            at_budget(1),
+            budget,
+        ),
+        (
+            "the issue's 1.3 MiB spec",
+            PREVIEW,
+            with(valid_spec(), |s| {
+                s["services"] = Value::Array(
+                    (0..20)
+                        .map(|i| {
+                            json!({"name": format!("s{i}"), "image": "w:1",
+                                        "args": vec!["x".repeat(1024); 32]})
+                        })
+                        .collect(),
+                )
+            }),
+            budget,
+        ),
+        (
+            "a template over its text budget",
+            TEMPLATE,
+            with(common::shop_template(), |t| {
+                t["setup"][0]["args"] = json!(vec!["x".repeat(1024); 32]);
+                t["tests"][0]["args"] = json!(vec!["x".repeat(1024); 32]);
+                t["services"][0]["args"] = json!(vec!["x".repeat(1024); 1]);
+            }),
+            "may hold at most 65536 characters together",
+        ),
+        (
+            "a quantity that is not one",
+            PREVIEW,
+            with(valid_spec(), |s| {
+                s["services"][0]["resources"] = json!({"limits": {"cpu": "lots"}})
+            }),
+            "resources.limits.cpu",
+        ),
+        (
+            "too many resources",
+            PREVIEW,
+            with(valid_spec(), |s| {
+                let many: serde_json::Map<String, Value> =
+                    (0..7).map(|i| (format!("r{i}"), json!("1"))).collect();
+                s["services"][0]["resources"] = json!({"requests": many})
+            }),
+            "must have at most 6 items",
+        ),
+        (
+            "too many arguments",
+            PREVIEW,
+            with(valid_spec(), |s| {
+                s["services"][0]["args"] = json!(vec!["x"; 33])
+            }),
+            "must have at most 32 items",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, kind, spec, expected)) in cases.into_iter().enumerate() {
+        match create_kind(&client, &ns.name, kind, &format!("bad-{i}"), spec).await {
+            Ok(()) => failures.push(format!("{what}: accepted, but must be refused")),
+            Err(message) if !message.contains(expected) => {
+                failures.push(format!("{what}: message lacks {expected:?}: {message}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "admission gaps:\n{}",
+        failures.join("\n")
+    );
+}
+
+const PREVIEW: (&str, &str) = ("PreviewEnvironment", "previewenvironments");

@@ -16,6 +16,13 @@ pub const DEFAULT_CLASS: &str = "preview.dev/is-default-class";
 /// open pull requests, not enough for one tenant to crowd out the others.
 pub const DEFAULT_ACTIVE_PER_NAMESPACE: usize = 10;
 
+/// Previews that may exist per tenant namespace when the class sets no limit, running or not:
+/// every one is cached whole by every replica, and a refused one still costs a reconcile.
+pub const DEFAULT_EXISTING_PER_NAMESPACE: usize = 50;
+
+/// The largest PersistentVolumeClaim a dependency may ask for when the class sets no maximum.
+pub const DEFAULT_MAX_CLAIM_SIZE: &str = "10Gi";
+
 /// Policy for the previews of the tenants it lists.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -208,6 +215,12 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub active: Option<i32>,
+    /// Previews that may exist per tenant namespace, running, waiting or refused (default 50).
+    /// The oldest keep their place; newer ones are refused with PolicyViolation until older
+    /// ones are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub existing_per_namespace: Option<i32>,
 }
 
 /// Hardening of every preview namespace.
@@ -218,10 +231,17 @@ pub struct NamespacePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(privileged|baseline|restricted)$"))]
     pub pod_security_level: Option<String>,
-    /// ResourceQuota `hard` of every preview namespace; merged over the operator's defaults.
+    /// ResourceQuota `hard` of every preview namespace; merged over the operator's defaults
+    /// (which include `requests.storage: 20Gi` and `persistentvolumeclaims: "10"`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 50))]
     pub quota: BTreeMap<String, String>,
+    /// The largest PersistentVolumeClaim a dependency may ask for (`storage.size`), e.g.
+    /// "10Gi" (the default); larger is a PolicyViolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("maxClaimSize must be a positive quantity such as 10Gi"))]
+    pub max_claim_size: Option<String>,
     /// LimitRange of every container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_range: Option<LimitRangePolicy>,

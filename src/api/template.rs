@@ -9,7 +9,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DNS_LABEL_PATTERN, EnvVar, IMAGE_PATTERN, ServiceSpec, TestSpec};
+use super::{
+    DNS_LABEL_PATTERN, EnvVar, IMAGE_PATTERN, MAX_ARGS, MAX_COMMAND, MAX_ENV, ServiceSpec,
+    TEMPLATE_TEXT_BUDGET, TestSpec, text_budget,
+};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 /// The content of a team's previews: parameters, copied Secrets and ConfigMaps, backing
@@ -33,6 +36,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.dependencies) || !has(self.services) || self.dependencies.all(d, !self.services.exists(s, s.name == d.name))").message("a dependency and a service may not share a name (both get a Service of that name): rename one"))]
+#[x_kube(validation = text_budget(&[("dependencies", false, true), ("setup", true, false), ("services", true, false), ("tests", true, false)], "dependencies, setup Jobs, services and tests", TEMPLATE_TEXT_BUDGET))]
 pub struct PreviewTemplateSpec {
     /// When the previews of this template sleep: sooner than their class says, never later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,11 +101,11 @@ pub struct Parameter {
     pub name: String,
     /// The value when the PreviewEnvironment sets none; without a default it must set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024))]
+    #[schemars(length(max = 512))]
     pub default: Option<String>,
     /// A regular expression a value must match, e.g. "^(small|large)$".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 256))]
     pub pattern: Option<String>,
 }
 
@@ -134,17 +138,17 @@ pub struct DependencySpec {
 
     /// Overrides the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = MAX_COMMAND), inner(length(max = 1024)))]
     pub command: Vec<String>,
 
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    #[schemars(length(max = MAX_ARGS), inner(length(max = 1024)))]
     pub args: Vec<String>,
 
     /// Environment variables; `valueFrom` may name the template's Secrets and ConfigMaps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = MAX_ENV))]
     pub env: Vec<EnvVar>,
 
     /// Its data volume: a PersistentVolumeClaim of `size`, else an emptyDir.
@@ -157,6 +161,7 @@ pub struct DependencySpec {
 
     /// Compute resources of the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::bounded_resources")]
     pub resources: Option<ResourceRequirements>,
 }
 
@@ -164,16 +169,20 @@ pub struct DependencySpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Storage {
-    /// Size of a PersistentVolumeClaim, e.g. "1Gi"; without it the volume is an emptyDir.
+    /// Size of a PersistentVolumeClaim, e.g. "1Gi", at most 1Ti (the class's
+    /// `namespace.maxClaimSize` may allow less); without it the volume is an emptyDir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        length(min = 1, max = 32),
-        regex(pattern = r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$")
+        length(min = 1, max = 16),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(k|M|G|T|Ki|Mi|Gi|Ti)?$")
     )]
+    // The pattern keeps out the P and E suffixes (and lets the CEL quantity parse only sane
+    // text); the rule bounds the value: "999999Gi" matches the pattern.
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0')) && quantity(self).compareTo(quantity('1Ti')) <= 0").message("storage.size must be a quantity from 1 byte to 1Ti, such as 1Gi or 500Mi; the PreviewClass may allow less (namespace.maxClaimSize)"))]
     pub size: Option<String>,
     /// Where the volume is mounted, e.g. /var/lib/postgresql/data.
     #[serde(default = "default_mount_path")]
-    #[schemars(length(min = 2, max = 512), regex(pattern = r"^/\S*$"))]
+    #[schemars(length(min = 2, max = 256), regex(pattern = r"^/\S*$"))]
     pub mount_path: String,
 }
 
@@ -191,11 +200,11 @@ pub struct Readiness {
     pub tcp_socket: Option<bool>,
     /// Ready once this command exits 0, e.g. ["pg_isready", "-U", "postgres"].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), inner(length(max = 1024)))]
+    #[schemars(length(min = 1, max = MAX_COMMAND), inner(length(max = 1024)))]
     pub exec: Option<Vec<String>>,
     /// Ready once an HTTP GET of this path on the port succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/\S*$"))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^/\S*$"))]
     pub http_path: Option<String>,
 }
 
