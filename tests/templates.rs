@@ -441,3 +441,58 @@ async fn previews_that_cannot_run_hold_no_place_in_the_queue() {
         t.delete_and_wait(name).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_class_bounds_the_previews_that_exist_and_the_storage_they_claim() {
+    let t = team("tpl-bounds").await;
+    let class = common::TestClass::create(
+        &t.client,
+        &format!("bounded-{}", t.namespace.name),
+        json!({
+            "tenants": [{"namespaces": [t.namespace.name], "repositories": ["*/*"]}],
+            "limits": {"existingPerNamespace": 1},
+            "namespace": {"maxClaimSize": "1Gi"},
+            "allowedPodAnnotations": ["preview.dev/simulate"],
+        }),
+    )
+    .await;
+    let in_class = |sha: &str| slim(sha, json!({"previewClassName": class.name}));
+    t.create("first", in_class("f000001")).await;
+    await_condition(&t.api, "first", "Ready", "True", None, READY).await;
+    // One preview may exist in this namespace: the second is refused and gets no namespace.
+    t.create("second", in_class("f000002")).await;
+    let pe = await_condition(
+        &t.api,
+        "second",
+        "Admitted",
+        "False",
+        Some("PolicyViolation"),
+        READY,
+    )
+    .await;
+    let (_, message) = condition(&pe, "Admitted");
+    assert!(message.contains("existingPerNamespace"), "{message}");
+    // Deleting the first lets it in.
+    t.delete_and_wait("first").await;
+    await_condition(&t.api, "second", "Ready", "True", None, READY).await;
+    // A dependency claiming more than the class's maximum per claim is refused.
+    let mut template = shop_template();
+    template["dependencies"][0]["storage"] = json!({"size": "5Gi"});
+    t.set_template("shop", template).await;
+    let pe = await_condition(
+        &t.api,
+        "second",
+        "Admitted",
+        "False",
+        Some("PolicyViolation"),
+        READY,
+    )
+    .await;
+    let (_, message) = condition(&pe, "Admitted");
+    assert!(
+        message.contains("5Gi") && message.contains("1Gi"),
+        "{message}"
+    );
+    t.delete_and_wait("second").await;
+}

@@ -11,6 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::build::{self, Preview};
 use super::context::Context;
 use super::error::Error;
+use super::limits;
 use super::namespace::{self, NamespaceState};
 use super::policy::{self, Refusal};
 use super::status::Gate;
@@ -99,13 +100,25 @@ pub fn policy(ctx: &Context, pe: &PreviewEnvironment) -> Policy {
     } else {
         BTreeMap::new()
     };
-    match policy::admit(pe, &tenant, &labels, &class, &ctx.config) {
-        Ok(config) => Policy {
-            class: Some(class.name_any()),
-            config,
-            refusal: None,
-        },
-        Err(refusal) => refused(Some(class.name_any()), refusal),
+    let config = match policy::admit(pe, &tenant, &labels, &class, &ctx.config) {
+        Ok(config) => config,
+        Err(refusal) => return refused(Some(class.name_any()), refusal),
+    };
+    // Previews that exist, running or not, are bounded per namespace: each is cached whole.
+    let peers = ctx.stores.previews.state();
+    let crowded = limits::over_existing_limit(
+        pe,
+        peers.iter().map(|p| p.as_ref()),
+        config.limits.existing_per_namespace,
+        &class.name_any(),
+    );
+    Policy {
+        class: Some(class.name_any()),
+        config,
+        refusal: crowded.map(|message| Refusal {
+            reason: Reason::PolicyViolation,
+            message,
+        }),
     }
 }
 

@@ -124,9 +124,12 @@ pub fn admit(
 
 /// Whether the policy `config` of class `class_name` lets a preview run `content` (its own
 /// services and tests, or its template's as rendered for it): images from allowed registries,
-/// allowed pod annotation keys, and no Secret reads from an inline spec.
+/// allowed pod annotation keys, storage within the class's limits, and no Secret reads from an
+/// inline spec.
 pub fn check_content(content: &Rendered, config: &Config, class_name: &str) -> Result<(), Refusal> {
     check_inline_secrets(content)?;
+    super::limits::check_storage(content, config, class_name)
+        .map_err(|message| Refusal::new(Reason::PolicyViolation, message))?;
     if let Some(image) = disallowed_image(content, &config.allowed_registries) {
         return Err(Refusal::new(
             Reason::RegistryNotAllowed,

@@ -125,6 +125,15 @@ impl Queue {
         self.give_back(&owner.uid);
         lock(&self.could_run).remove(&owner.uid);
         self.wake_waiting(previews);
+        // Previews of the same namespace refused over the class's limit of previews that
+        // exist may fit now.
+        for refused in previews.state().iter().filter(|p| {
+            p.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+                && p.metadata.deletion_timestamp.is_none()
+                && refused_by_status(p)
+        }) {
+            let _ = self.wake.send(ObjectRef::from_obj(refused.as_ref()));
+        }
     }
 
     fn wake_waiting(&self, previews: &Store<PreviewEnvironment>) {
