@@ -98,7 +98,7 @@ pub fn render(
     out.object(&build::namespace(&preview, &config))?;
     for name in config.copied_secrets() {
         out.comment(&format!(
-            "Secret {name}: copied from the operator's namespace (PreviewClass)"
+            "Secret {name}: copied from the platform Secrets namespace (PreviewClass)"
         ));
     }
     for name in &rendered.secrets {

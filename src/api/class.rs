@@ -78,8 +78,9 @@ pub struct PreviewClassSpec {
     #[schemars(length(max = 50), inner(length(min = 1, max = 253)))]
     pub allowed_pod_annotations: Vec<String>,
 
-    /// Secrets in the operator's namespace copied into every preview namespace and used by its
-    /// pods to pull images (the ingress TLS Secret is copied the same way).
+    /// Secrets in the platform Secrets namespace (the chart's platformSecrets.namespace) copied
+    /// into every preview namespace, where pods may use them only as imagePullSecrets (the
+    /// ingress TLS Secret is copied the same way, for the ingress controller).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub image_pull_secrets: Vec<SecretRef>,

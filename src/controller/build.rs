@@ -334,7 +334,7 @@ fn pull_secrets(config: &Config) -> Option<Vec<LocalObjectReference>> {
     )
 }
 
-/// The copy of a Secret of the operator's namespace in the preview namespace: same name, type
+/// The copy of a Secret of the platform's or the team's namespace in the preview namespace: same name, type
 /// and data, owned like every other child.
 pub fn secret_copy(preview: &Preview<'_>, source: &Secret) -> Secret {
     let name = source.metadata.name.clone().unwrap_or_default();

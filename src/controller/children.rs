@@ -33,7 +33,8 @@ pub struct Stores {
     pub classes: Store<PreviewClass>,
     /// Labels of every namespace, for classes that select tenants by label.
     pub tenants: Store<PartialObjectMeta<Namespace>>,
-    /// Secrets of the operator's namespace (the only Secrets it reads): copied into previews.
+    /// Secrets of the platform Secrets namespace (--platform-secrets-namespace, else the
+    /// operator's own): the class's pull and TLS Secrets, copied into previews.
     pub platform_secrets: Store<Secret>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// The teams' templates; a change re-renders the previews that name one.
@@ -234,7 +235,7 @@ impl Builder {
         reader
     }
 
-    /// The Secrets of the operator's namespace. A change (a rotated pull secret or
+    /// The Secrets of the platform Secrets namespace. A change (a rotated pull secret or
     /// certificate) re-evaluates every preview, so the copies follow.
     fn platform_secrets(
         &mut self,

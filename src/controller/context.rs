@@ -42,7 +42,7 @@ pub struct Context {
     pub resync: Reachability,
     /// Wakes a preview outside its watches (a resync finding, a freed slot...).
     pub triggers: mpsc::UnboundedSender<ObjectRef<PreviewEnvironment>>,
-    /// The operator's namespace: where the Secrets a class names are copied from.
+    /// The platform Secrets namespace: where the Secrets a class names are copied from.
     pub platform_namespace: String,
     /// Consecutive failures per preview, for capped exponential backoff.
     pub failures: Mutex<HashMap<ObjectRef<PreviewEnvironment>, u32>>,

@@ -1,4 +1,4 @@
-//! Copies in every preview namespace: the Secrets of the operator's namespace that its class
+//! Copies in every preview namespace: the Secrets of the platform Secrets namespace that its class
 //! names (image pull secrets, the ingress TLS Secret), and the Secrets and ConfigMaps of the
 //! team's namespace that its template declares (read through `sources`).
 //!
@@ -44,7 +44,7 @@ pub enum Copied {
     Waiting,
 }
 
-/// The copies `preview` needs: the class's Secrets from the operator's namespace, and the
+/// The copies `preview` needs: the class's Secrets from the platform Secrets namespace, and the
 /// Secrets and ConfigMaps its template declares from the preview's own namespace.
 pub async fn wanted(
     ctx: &Context,
@@ -114,7 +114,8 @@ pub fn with_template_copies(
         let name = secret.name_any();
         if taken.contains(&name) {
             return Err(format!(
-                "the PreviewTemplate declares Secret {name}, which has the name of a Secret the                  PreviewClass copies into every preview (image pull or TLS secret); rename yours"
+                "the PreviewTemplate declares Secret {name}, which has the name of a Secret the \
+                 PreviewClass copies into every preview (image pull or TLS secret); rename yours"
             ));
         }
         wanted
