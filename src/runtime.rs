@@ -97,7 +97,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {wake_addr} (--wake-addr)"))?;
 
-    metrics.count_phases_in(watches.stores.previews.clone());
+    metrics.count_phases_in(
+        watches.stores.previews.clone(),
+        watches.stores.classes.clone(),
+    );
     let (events, events_task) = events::Events::start(
         client.clone(),
         events::Reporter {
