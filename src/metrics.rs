@@ -816,13 +816,16 @@ mod tests {
         pe
     }
 
-    /// The lines of `metric` in the text exposition.
+    /// The lines of `metric` in the text exposition, sorted (a family's order is a hash map's).
     fn lines(m: &Metrics, metric: &str) -> Vec<String> {
-        m.encode()
+        let mut lines: Vec<String> = m
+            .encode()
             .lines()
             .filter(|l| l.starts_with(&format!("preview_operator_{metric}{{")))
             .map(str::to_string)
-            .collect()
+            .collect();
+        lines.sort();
+        lines
     }
 
     fn account(m: &Metrics, repository: &str) {
@@ -890,10 +893,8 @@ mod tests {
                 "preview_operator_environment_seconds_total{tenant=\"team-shop\",repository=\"acme/shop\",state=\"awake\"} 10.0",
             ]
         );
-        let mut gauge = lines(&m, "previews");
-        gauge.sort();
         assert_eq!(
-            gauge,
+            lines(&m, "previews"),
             [
                 "preview_operator_previews{tenant=\"team-shop\",repository=\"(unbound)\",phase=\"Pending\"} 1",
                 "preview_operator_previews{tenant=\"team-shop\",repository=\"acme/*\",phase=\"Pending\"} 2",
