@@ -1,9 +1,16 @@
 //! Prometheus metrics (prefix `preview_operator_`), and a tower layer that counts every
 //! Kubernetes API request the operator makes by verb and status code.
+//!
+//! Series about previews are labelled by tenant (the preview's namespace) and repository, the
+//! repository as the platform team's classes name it ([`repository`]), and are dropped a while
+//! after no preview has those labels any more: a tenant cannot grow the operator's series.
 
-use std::sync::{Arc, OnceLock};
+mod repository;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use http::{Method, Request, Response};
@@ -17,7 +24,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
+use crate::api::class::PreviewClass;
 use crate::api::{Phase, PreviewEnvironment};
+use crate::sync::lock;
+use repository::RepositoryLabels;
+pub use repository::UNBOUND;
+
+/// How long the series of a tenant and repository stay after their last preview is gone: longer
+/// than any scrape interval, so their last increments are scraped at least once.
+pub const PRUNE_AFTER: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
@@ -41,7 +56,7 @@ struct PhaseLabels {
     phase: String,
 }
 
-/// Whose previews: the tenant (the PreviewEnvironment's namespace) and the repository.
+/// Whose previews: the tenant (the PreviewEnvironment's namespace) and the repository label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CostLabels {
     tenant: String,
@@ -111,6 +126,8 @@ pub struct Metrics {
     commit_statuses: Family<ResultLabels, Counter>,
     leader: Gauge,
     phases: PhaseCollector,
+    /// The tenants and repositories that have series, with since when no preview has them.
+    series: Mutex<HashMap<CostLabels, Option<Instant>>>,
 }
 
 /// Every phase, exported even when no preview is in it.
@@ -124,11 +141,63 @@ const PHASES: [Phase; 7] = [
     Phase::Terminating,
 ];
 
+/// The caches labels come from, handed over once the controller has built them.
+#[derive(Debug, Default)]
+struct Caches {
+    previews: OnceLock<Store<PreviewEnvironment>>,
+    classes: OnceLock<Store<PreviewClass>>,
+    /// The repository labels of the classes as last seen, with their fingerprint.
+    labels: Mutex<Option<(u64, Arc<RepositoryLabels>)>>,
+}
+
+impl Caches {
+    /// The repository labels the current classes allow (built again only when they change).
+    fn labels(&self) -> Arc<RepositoryLabels> {
+        let classes = self.classes.get().map(Store::state).unwrap_or_default();
+        let fingerprint = repository::fingerprint(&classes);
+        let mut cached = lock(&self.labels);
+        match &*cached {
+            Some((f, labels)) if *f == fingerprint => labels.clone(),
+            _ => {
+                let labels = Arc::new(RepositoryLabels::new(&classes));
+                *cached = Some((fingerprint, labels.clone()));
+                labels
+            }
+        }
+    }
+
+    /// The tenant and repository labels of every cached preview; `None` before the cache is
+    /// handed over.
+    fn live(&self) -> Option<HashSet<CostLabels>> {
+        let previews = self.previews.get()?.state();
+        let labels = self.labels();
+        Some(
+            previews
+                .iter()
+                .map(|pe| {
+                    whose(
+                        &labels,
+                        pe.metadata.namespace.as_deref(),
+                        &pe.spec.repository,
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+fn whose(labels: &RepositoryLabels, tenant: Option<&str>, repository: &str) -> CostLabels {
+    CostLabels {
+        tenant: tenant.unwrap_or_default().to_string(),
+        repository: labels.label(repository),
+    }
+}
+
 /// Counts PreviewEnvironments by phase from the cache at scrape time, so deleted ones never
-/// linger in a gauge. The cache is handed over once the controller has built it.
+/// linger in a gauge.
 #[derive(Debug, Clone, Default)]
 struct PhaseCollector {
-    previews: Arc<OnceLock<Store<PreviewEnvironment>>>,
+    caches: Arc<Caches>,
 }
 
 impl Collector for PhaseCollector {
@@ -141,7 +210,13 @@ impl Collector for PhaseCollector {
             }));
         }
         let by_tenant = Family::<PreviewLabels, Gauge>::default();
-        let cached = self.previews.get().map(Store::state).unwrap_or_default();
+        let cached = self
+            .caches
+            .previews
+            .get()
+            .map(Store::state)
+            .unwrap_or_default();
+        let labels = self.caches.labels();
         for pe in cached {
             let phase = pe
                 .status
@@ -153,10 +228,15 @@ impl Collector for PhaseCollector {
                     phase: phase.as_str().to_string(),
                 })
                 .inc();
+            let whose = whose(
+                &labels,
+                pe.metadata.namespace.as_deref(),
+                &pe.spec.repository,
+            );
             by_tenant
                 .get_or_create(&PreviewLabels {
-                    tenant: pe.metadata.namespace.clone().unwrap_or_default(),
-                    repository: pe.spec.repository.clone(),
+                    tenant: whose.tenant,
+                    repository: whose.repository,
                     phase: phase.as_str().to_string(),
                 })
                 .inc();
@@ -170,7 +250,8 @@ impl Collector for PhaseCollector {
         family.encode(metric)?;
         let metric = encoder.encode_descriptor(
             "previews",
-            "PreviewEnvironments by tenant (their namespace), repository and phase",
+            "PreviewEnvironments by tenant (their namespace), repository (as their class names \
+             it, or the class's glob that admits it) and phase",
             None,
             by_tenant.metric_type(),
         )?;
@@ -324,12 +405,79 @@ impl Metrics {
             commit_statuses,
             leader,
             phases,
+            series: Mutex::default(),
         }
     }
 
-    /// Gives the PreviewEnvironments-by-phase gauge the cache to count from.
-    pub fn count_phases_in(&self, previews: Store<PreviewEnvironment>) {
-        let _ = self.phases.previews.set(previews);
+    /// Gives the gauges the previews to count, and the labels the classes to label
+    /// repositories by.
+    pub fn count_phases_in(
+        &self,
+        previews: Store<PreviewEnvironment>,
+        classes: Store<PreviewClass>,
+    ) {
+        let _ = self.phases.caches.previews.set(previews);
+        let _ = self.phases.caches.classes.set(classes);
+    }
+
+    /// The uids of the cached previews; `None` before the cache is handed over.
+    pub fn live_uids(&self) -> Option<HashSet<String>> {
+        let previews = self.phases.caches.previews.get()?.state();
+        Some(
+            previews
+                .iter()
+                .filter_map(|pe| pe.metadata.uid.clone())
+                .collect(),
+        )
+    }
+
+    /// The labels of `tenant`'s `repository`, noted as having series.
+    fn whose(&self, tenant: &str, repository: &str) -> CostLabels {
+        let whose = whose(&self.phases.caches.labels(), Some(tenant), repository);
+        lock(&self.series).insert(whose.clone(), None);
+        whose
+    }
+
+    /// Drops the series of tenants and repositories that no cached preview has had for
+    /// [`PRUNE_AFTER`] (at `now`): the counters of gone previews would otherwise stay forever.
+    pub fn prune(&self, now: Instant) {
+        let Some(live) = self.phases.caches.live() else {
+            return;
+        };
+        let mut series = lock(&self.series);
+        series.retain(|whose, gone_since| {
+            if live.contains(whose) {
+                *gone_since = None;
+                return true;
+            }
+            let since = *gone_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < PRUNE_AFTER {
+                return true;
+            }
+            self.remove(whose);
+            false
+        });
+    }
+
+    /// Removes every series of `whose`.
+    fn remove(&self, whose: &CostLabels) {
+        self.time_to_ready.remove(whose);
+        self.requested_cpu.remove(whose);
+        self.requested_memory.remove(whose);
+        for state in ["awake", "sleeping"] {
+            self.environment_seconds.remove(&StateLabels {
+                tenant: whose.tenant.clone(),
+                repository: whose.repository.clone(),
+                state: state.to_string(),
+            });
+        }
+        for result in ["succeeded", "failed"] {
+            self.test_runs.remove(&TestLabels {
+                tenant: whose.tenant.clone(),
+                repository: whose.repository.clone(),
+                result: result.to_string(),
+            });
+        }
     }
 
     /// The text exposition of every metric.
@@ -354,10 +502,7 @@ impl Metrics {
 
     pub fn ready_after(&self, took: Duration, tenant: &str, repository: &str) {
         self.time_to_ready
-            .get_or_create(&CostLabels {
-                tenant: tenant.to_string(),
-                repository: repository.to_string(),
-            })
+            .get_or_create(&self.whose(tenant, repository))
             .observe(took.as_secs_f64());
     }
 
@@ -369,10 +514,11 @@ impl Metrics {
         repository: &str,
     ) {
         let result = if succeeded { "succeeded" } else { "failed" };
+        let CostLabels { tenant, repository } = self.whose(tenant, repository);
         self.test_runs
             .get_or_create(&TestLabels {
-                tenant: tenant.to_string(),
-                repository: repository.to_string(),
+                tenant,
+                repository,
                 result: result.to_string(),
             })
             .inc();
@@ -391,18 +537,17 @@ impl Metrics {
         seconds: f64,
         requests: crate::controller::costs::Requests,
     ) {
-        let (tenant, repository) = (tenant.to_string(), repository.to_string());
+        let whose = self.whose(tenant, repository);
         self.environment_seconds
             .get_or_create(&StateLabels {
-                tenant: tenant.clone(),
-                repository: repository.clone(),
+                tenant: whose.tenant.clone(),
+                repository: whose.repository.clone(),
                 state: if awake { "awake" } else { "sleeping" }.to_string(),
             })
             .inc_by(seconds);
         if !awake {
             return;
         }
-        let whose = CostLabels { tenant, repository };
         self.requested_cpu
             .get_or_create(&whose)
             .inc_by(seconds * requests.cpu_cores);
@@ -638,6 +783,172 @@ mod tests {
         );
         assert_eq!(resource("/apis/batch/v1/jobs"), "jobs");
         assert_eq!(resource("/version"), "other");
+    }
+
+    use crate::api::class::PreviewClassSpec;
+    use kube::runtime::reflector::{self, store::Writer};
+    use kube::runtime::watcher::Event;
+
+    /// Metrics over a class binding `team-shop` to `repositories`, and the writer of its cache
+    /// of previews.
+    fn metrics(repositories: &[&str]) -> (Metrics, Writer<PreviewEnvironment>) {
+        let class = PreviewClass::new(
+            "standard",
+            PreviewClassSpec {
+                tenants: serde_json::from_value(serde_json::json!([
+                    {"namespaces": ["team-shop"], "repositories": repositories}
+                ]))
+                .expect("tenants"),
+                ..PreviewClassSpec::default()
+            },
+        );
+        let (classes, mut class_writer) = reflector::store();
+        class_writer.apply_watcher_event(&Event::Apply(class));
+        let (previews, writer) = reflector::store();
+        let m = Metrics::new();
+        m.count_phases_in(previews, classes);
+        (m, writer)
+    }
+
+    fn preview(name: &str, repository: &str) -> PreviewEnvironment {
+        let mut pe = crate::fixtures::preview(name);
+        pe.spec.repository = repository.to_string();
+        pe
+    }
+
+    /// The lines of `metric` in the text exposition, sorted (a family's order is a hash map's).
+    fn lines(m: &Metrics, metric: &str) -> Vec<String> {
+        let mut lines: Vec<String> = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with(&format!("preview_operator_{metric}{{")))
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    fn account(m: &Metrics, repository: &str) {
+        let requests = crate::controller::costs::Requests {
+            cpu_cores: 1.0,
+            memory_bytes: 1.0,
+        };
+        m.account("team-shop", repository, true, 10.0, requests);
+    }
+
+    #[test]
+    fn variants_of_a_repositorys_case_are_one_series() {
+        let (m, mut previews) = metrics(&["acme/shop"]);
+        for (n, variant) in ["acme/shop", "Acme/Shop", "ACME/shop", "acme/SHOP"]
+            .iter()
+            .enumerate()
+        {
+            account(&m, variant);
+            m.test_finished(true, None, "team-shop", variant);
+            m.ready_after(Duration::from_secs(1), "team-shop", variant);
+            previews.apply_watcher_event(&Event::Apply(preview(&format!("pr-{n}"), variant)));
+        }
+        assert_eq!(
+            lines(&m, "requested_cpu_core_seconds_total"),
+            [
+                "preview_operator_requested_cpu_core_seconds_total{tenant=\"team-shop\",repository=\"acme/shop\"} 40.0"
+            ]
+        );
+        assert_eq!(
+            lines(&m, "test_runs_total"),
+            [
+                "preview_operator_test_runs_total{tenant=\"team-shop\",repository=\"acme/shop\",result=\"succeeded\"} 4"
+            ]
+        );
+        assert_eq!(lines(&m, "time_to_ready_seconds_count").len(), 1);
+        assert_eq!(
+            lines(&m, "previews"),
+            [
+                "preview_operator_previews{tenant=\"team-shop\",repository=\"acme/shop\",phase=\"Pending\"} 4"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repository_a_glob_admits_is_labelled_with_the_glob() {
+        let (m, mut previews) = metrics(&["acme/shop", "acme/*"]);
+        for (n, invented) in ["acme/x1", "acme/whatever-a-tenant-invents", "Acme/Shop"]
+            .iter()
+            .enumerate()
+        {
+            account(&m, invented);
+            previews.apply_watcher_event(&Event::Apply(preview(&format!("pr-{n}"), invented)));
+        }
+        // A repository no class binds (its preview is refused) is counted, but not by name.
+        previews.apply_watcher_event(&Event::Apply(preview("refused", "evil/minted-1")));
+        let text = m.encode();
+        assert!(
+            !text.contains("whatever") && !text.contains("x1") && !text.contains("minted"),
+            "{text}"
+        );
+        assert_eq!(
+            lines(&m, "environment_seconds_total"),
+            [
+                "preview_operator_environment_seconds_total{tenant=\"team-shop\",repository=\"acme/*\",state=\"awake\"} 20.0",
+                "preview_operator_environment_seconds_total{tenant=\"team-shop\",repository=\"acme/shop\",state=\"awake\"} 10.0",
+            ]
+        );
+        assert_eq!(
+            lines(&m, "previews"),
+            [
+                "preview_operator_previews{tenant=\"team-shop\",repository=\"(unbound)\",phase=\"Pending\"} 1",
+                "preview_operator_previews{tenant=\"team-shop\",repository=\"acme/*\",phase=\"Pending\"} 2",
+                "preview_operator_previews{tenant=\"team-shop\",repository=\"acme/shop\",phase=\"Pending\"} 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_series_of_a_gone_preview_are_dropped_after_a_while() {
+        let (m, mut previews) = metrics(&["acme/shop", "acme/pay"]);
+        let (shop, pay) = (preview("shop-1", "acme/shop"), preview("pay-1", "acme/pay"));
+        for pe in [&shop, &pay] {
+            previews.apply_watcher_event(&Event::Apply(pe.clone()));
+            account(&m, &pe.spec.repository);
+            m.test_finished(false, None, "team-shop", &pe.spec.repository);
+            m.ready_after(Duration::from_secs(3), "team-shop", &pe.spec.repository);
+        }
+        previews.apply_watcher_event(&Event::Delete(shop));
+        let now = Instant::now();
+        m.prune(now);
+        assert!(
+            m.encode().contains("acme/shop"),
+            "kept to be scraped once more"
+        );
+        m.prune(now + PRUNE_AFTER);
+        let text = m.encode();
+        assert!(!text.contains("acme/shop"), "{text}");
+        for metric in [
+            "requested_cpu_core_seconds_total",
+            "requested_memory_byte_seconds_total",
+            "environment_seconds_total",
+            "test_runs_total",
+            "time_to_ready_seconds_count",
+        ] {
+            assert_eq!(
+                lines(&m, metric).len(),
+                1,
+                "{metric} of acme/pay stays:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn series_come_back_when_a_preview_returns_in_time() {
+        let (m, mut previews) = metrics(&["acme/shop"]);
+        let pe = preview("shop-1", "acme/shop");
+        account(&m, "acme/shop");
+        let now = Instant::now();
+        m.prune(now);
+        previews.apply_watcher_event(&Event::Apply(pe));
+        m.prune(now + PRUNE_AFTER / 2);
+        m.prune(now + PRUNE_AFTER);
+        assert_eq!(lines(&m, "requested_cpu_core_seconds_total").len(), 1);
     }
 
     #[test]

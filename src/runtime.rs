@@ -115,7 +115,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
     let wake_listener = server::bind(args.http.wake_addr, "--wake-addr").await?;
 
-    metrics.count_phases_in(watches.stores.previews.clone());
+    metrics.count_phases_in(
+        watches.stores.previews.clone(),
+        watches.stores.classes.clone(),
+    );
     let (events, events_task) = events::Events::start(
         client.clone(),
         events::Reporter {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -54,12 +54,22 @@ impl Costs {
         lock(&self.entries).remove(uid);
     }
 
-    /// Adds `elapsed` of every preview to the counters.
+    /// Adds `elapsed` of every preview to the counters, and drops the series of previews
+    /// gone for a while.
     pub fn tick(&self, metrics: &Metrics, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
-        for e in lock(&self.entries).values() {
-            metrics.account(&e.tenant, &e.repository, e.awake, seconds, e.requests);
+        {
+            let mut entries = lock(&self.entries);
+            // A preview can go without its teardown running here (its finalizer removed by
+            // hand, another replica leading by then): it is accounted no longer than cached.
+            if let Some(live) = metrics.live_uids() {
+                entries.retain(|uid, _| live.contains(uid));
+            }
+            for e in entries.values() {
+                metrics.account(&e.tenant, &e.repository, e.awake, seconds, e.requests);
+            }
         }
+        metrics.prune(Instant::now());
     }
 }
 
@@ -133,6 +143,57 @@ pub fn parse_quantity(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preview_forgotten_or_gone_from_the_cache_is_no_longer_accounted() {
+        use kube::runtime::reflector;
+        use kube::runtime::watcher::Event;
+        let (previews, mut writer) = reflector::store();
+        let (classes, _) = reflector::store();
+        let metrics = Metrics::new();
+        metrics.count_phases_in(previews, classes);
+        let costs = Costs::default();
+        let entry = Entry {
+            tenant: "team-shop".to_string(),
+            repository: "acme/shop".to_string(),
+            requests: Requests {
+                cpu_cores: 1.0,
+                memory_bytes: 1.0,
+            },
+            awake: true,
+        };
+        let pe = crate::fixtures::preview("shop-1");
+        writer.apply_watcher_event(&Event::Apply(pe.clone()));
+        let uid = pe.metadata.uid.clone().unwrap_or_default();
+        lock(&costs.entries).insert(uid.clone(), entry.clone());
+        // A preview that left the cache without a teardown here (another replica led then).
+        lock(&costs.entries).insert("uid-elsewhere".to_string(), entry);
+        costs.tick(&metrics, Duration::from_secs(10));
+        assert_eq!(
+            lock(&costs.entries).keys().collect::<Vec<_>>(),
+            [&uid],
+            "only cached previews are accounted"
+        );
+        let cpu = |m: &Metrics| {
+            m.encode()
+                .lines()
+                .filter(|l| l.starts_with("preview_operator_requested_cpu_core_seconds_total{"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            cpu(&metrics),
+            [
+                "preview_operator_requested_cpu_core_seconds_total{tenant=\"team-shop\",repository=\"(unbound)\"} 10.0"
+            ]
+        );
+        // Torn down: forgotten here and gone from the cache.
+        costs.forget(&uid);
+        writer.apply_watcher_event(&Event::Delete(pe));
+        costs.tick(&metrics, Duration::from_secs(10));
+        metrics.prune(Instant::now() + crate::metrics::PRUNE_AFTER);
+        assert!(cpu(&metrics).is_empty(), "{}", metrics.encode());
+    }
 
     #[test]
     fn quantities_parse_in_every_notation() {

@@ -46,25 +46,20 @@ impl TestLogs {
         jobs: &[Arc<CachedJob>],
         succeeded: bool,
     ) {
-        let due: Vec<&CachedJob> = jobs
+        let due: Vec<(&CachedJob, bool)> = jobs
             .iter()
             .map(Arc::as_ref)
-            .filter(|j| match finished(j) {
-                Some(failed) => failed || succeeded,
-                None => false,
-            })
-            .filter(|j| !self.has(namespace, j))
+            .filter_map(|j| finished(j).map(|failed| (j, failed)))
+            .filter(|(_, failed)| *failed || succeeded)
+            .filter(|(j, _)| !self.has(namespace, j))
             .collect();
-        for job in due {
+        for (job, failed) in due {
             let Some(log) = read_log(client, namespace, job).await else {
                 continue;
             };
             lock(&self.logs).insert(
                 (namespace.to_string(), job.name_any()),
-                (
-                    job.uid().unwrap_or_default(),
-                    Arc::new(TestLog::parse(&log)),
-                ),
+                (job.uid().unwrap_or_default(), Arc::new(kept(&log, failed))),
             );
         }
         let live: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
@@ -90,6 +85,13 @@ impl TestLogs {
             .get(&(namespace.to_string(), job.name_any()))
             .is_some_and(|(uid, _)| Some(uid.as_str()) == job.metadata.uid.as_deref())
     }
+}
+
+/// What is kept of a finished Job's log: of a failed one what its status and check run show,
+/// of a succeeded one only its JUnit counts (nothing else of it is shown, and most Jobs succeed).
+fn kept(log: &str, failed: bool) -> TestLog {
+    let log = TestLog::parse(log);
+    if failed { log } else { log.counts_only() }
 }
 
 /// `Some(failed)` once the Job finished.
@@ -142,5 +144,32 @@ async fn read_log(client: &Client, namespace: &str, job: &CachedJob) -> Option<S
             debug!(%error, namespace, pod = %newest.name_any(), "cannot read a test log");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn of_a_succeeded_job_only_the_junit_counts_are_kept() {
+        let log = format!(
+            "{}\n<testsuite name=\"s\"><testcase name=\"ok\"/>\
+             <testcase name=\"flaky\"><failure message=\"{}\"/></testcase></testsuite>\nexit 0",
+            "progress\n".repeat(2_000),
+            "m".repeat(1_000)
+        );
+        let failed = kept(&log, true);
+        assert!(!failed.excerpt.is_empty());
+        assert_eq!(failed.junit.as_ref().map(|j| j.failed.len()), Some(1));
+        let succeeded = kept(&log, false);
+        assert_eq!(
+            (succeeded.tail.as_str(), succeeded.excerpt.as_str()),
+            ("", "")
+        );
+        let junit = succeeded.junit.as_ref().expect("counts");
+        assert_eq!(junit.counts(), "2 cases: 1 passed, 1 failed, 0 skipped");
+        assert!(junit.failed.is_empty());
+        assert!(succeeded.kept_bytes() < failed.kept_bytes() / 4);
     }
 }
