@@ -19,10 +19,12 @@ pub mod costs;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod lifetime;
 pub mod limits;
 pub mod logs;
 pub mod namespace;
 pub mod observe;
+pub mod plan;
 pub mod pods;
 pub mod policy;
 pub mod queue;
@@ -42,7 +44,6 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
@@ -53,15 +54,14 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{Phase, PreviewEnvironment};
-use crate::naming::{NEVER_SLEEP, Owner, RERUN_TESTS, WAKE_REQUEST};
+use crate::naming::WAKE_REQUEST;
 use crate::sync::lock;
-use crate::template::Rendered;
 use build::{Preview, Stage};
 pub use context::Context;
 pub use error::Error;
+use plan::Plan;
 use secrets::Copied;
 use status::{Gate, Observed};
-use teardown::Lifetime;
 pub use writes::FINALIZER;
 
 /// How often teardown checks whether the namespace is gone. The namespace watch says so
@@ -116,24 +116,19 @@ pub async fn reconcile(pe: Arc<PreviewEnvironment>, ctx: Arc<Context>) -> Result
 
 /// Brings a live preview towards its spec, one named step at a time.
 async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> {
-    let plan = plan(ctx, pe)?;
+    let snapshot = admission::snapshot(ctx, pe);
+    let plan = plan::plan(pe, &snapshot)
+        .map_err(|_| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
     // Only a preview that could run holds a place in the concurrency queue.
-    let could_run = plan.policy.refusal.is_none()
-        && plan.blocked.is_none()
-        && plan.lifetime.violation.is_none();
-    (ctx.queue).note(&plan.owner.uid, could_run, &ctx.stores.previews);
+    (ctx.queue).note(&plan.owner.uid, plan.could_run(), &ctx.stores.previews);
     if plan.lifetime.expired(plan.now) {
         return teardown::expire(ctx, pe, &plan.owner, &plan.lifetime).await;
     }
-    let mut gate = match (&plan.policy.refusal, &plan.blocked) {
-        (Some(refusal), _) => Gate::NotAdmitted {
-            reason: refusal.reason,
-            message: refusal.message.clone(),
-        },
-        (None, Some(blocked)) => blocked.clone(),
-        (None, None) => {
+    let mut gate = match &plan.gate {
+        Some(closed) => closed.clone(),
+        None => {
             let preview = plan.preview();
-            admission::admit(ctx, pe, &preview, &plan.lifetime, &plan.policy.config).await?
+            admission::admit(ctx, pe, &preview, &plan.policy.config).await?
         }
     };
     // Only a preview that runs can sleep.
@@ -256,107 +251,6 @@ async fn read_logs(
         .is_some_and(|g| g.checks());
     ctx.logs.read(&ctx.client, ns, &jobs, all).await;
     ctx.logs.of(ns)
-}
-
-/// What one reconcile of a preview works from: who and where it is, what it rolls out, the
-/// policy it runs under, and its lifetime, at one moment.
-struct Plan<'a> {
-    pe: &'a PreviewEnvironment,
-    owner: Owner,
-    /// The preview namespace.
-    namespace: String,
-    /// Its services, tests and the rest: its own, or its template's rendered for it.
-    rendered: Rendered,
-    /// Why the template cannot be rendered, if it cannot.
-    blocked: Option<Gate>,
-    policy: admission::Policy,
-    lifetime: Lifetime,
-    /// The last activity, and whether the preview sleeps now.
-    last_active: Timestamp,
-    sleep: sleep::Decision,
-    /// Whether the last resync could ask GitHub about the repository.
-    scm: Option<Result<(), String>>,
-    now: Timestamp,
-}
-
-impl Plan<'_> {
-    fn preview(&self) -> Preview<'_> {
-        Preview::new(
-            &self.rendered,
-            self.owner.clone(),
-            self.namespace.clone(),
-            self.pe.annotations().get(RERUN_TESTS).map(String::as_str),
-        )
-    }
-}
-
-fn plan<'a>(ctx: &Context, pe: &'a PreviewEnvironment) -> Result<Plan<'a>, Error> {
-    let now = Timestamp::now();
-    let owner =
-        Owner::of(pe).ok_or_else(|| Error::Incomplete(pe.name_any(), "namespace or uid"))?;
-    let namespace = teardown::preview_namespace_of(pe, &owner, &ctx.config);
-    let mut policy = admission::policy(ctx, pe);
-    let (rendered, blocked) = match admission::content(ctx, pe, &namespace, &mut policy) {
-        Ok(rendered) => (rendered, None),
-        Err(gate) => (Rendered::inline(&pe.spec), Some(gate)),
-    };
-    let lifetime = Lifetime::of(pe, &policy.config, now);
-    let (last_active, sleep) = sleep_of(pe, &rendered, &mut policy, now);
-    Ok(Plan {
-        pe,
-        owner,
-        namespace,
-        rendered,
-        blocked,
-        policy,
-        lifetime,
-        last_active,
-        sleep,
-        scm: ctx.resync.of(pe.spec.provider(), &pe.spec.repository),
-        now,
-    })
-}
-
-/// The last activity of `pe` and whether it sleeps now; a class whose sleep schedule cannot
-/// be read refuses its previews, as any invalid class does.
-fn sleep_of(
-    pe: &PreviewEnvironment,
-    rendered: &Rendered,
-    policy: &mut admission::Policy,
-    now: Timestamp,
-) -> (Timestamp, sleep::Decision) {
-    let spec = &pe.spec;
-    let previous = pe.status.as_ref();
-    let wake = pe.annotations().get(WAKE_REQUEST).map(String::as_str);
-    let last_active =
-        sleep::last_active(previous, pe.metadata.generation, &spec.head_sha, wake, now);
-    let asked = [
-        spec.sleep.as_ref().map(|s| s.after_idle.as_str()),
-        rendered.after_idle.as_deref(),
-    ];
-    let sleep_policy = match sleep::Policy::new(policy.config.sleep.as_ref(), &asked) {
-        Ok(p) => p,
-        Err(message) => {
-            policy.refusal.get_or_insert(policy::Refusal {
-                reason: crate::api::Reason::PolicyViolation,
-                message: format!(
-                    "PreviewClass {} is invalid: {message}; the platform team must fix it",
-                    policy.class.as_deref().unwrap_or_default()
-                ),
-            });
-            sleep::Policy::default()
-        }
-    };
-    let never = pe.annotations().get(NEVER_SLEEP).map(String::as_str) == Some("true");
-    let may_sleep = sleep::may_sleep(
-        &sleep_policy,
-        previous,
-        pe.metadata.generation,
-        &spec.head_sha,
-        never,
-    );
-    let decision = sleep::decide(&sleep_policy, last_active, may_sleep, now);
-    (last_active, decision)
 }
 
 /// Says in the status why the children could not be applied, where the developer looks,

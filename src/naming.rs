@@ -87,6 +87,17 @@ pub fn preview_namespace(prefix: &str, namespace: &str, name: &str) -> String {
     }
 }
 
+/// The preview namespace of `pe`: the one its status names (so a preview keeps its namespace
+/// when the naming scheme changes), else the one its name gives under `prefix`. Either is used
+/// only once it proves to carry the preview's owner-uid label.
+pub fn preview_namespace_of(pe: &PreviewEnvironment, owner: &Owner, prefix: &str) -> String {
+    pe.status
+        .as_ref()
+        .and_then(|s| s.namespace.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| preview_namespace(prefix, &owner.namespace, &owner.name))
+}
+
 /// First characters of the hex SHA-256 of `text`.
 pub fn short_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());

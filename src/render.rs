@@ -7,19 +7,20 @@
 //! cluster is named instead: the data of copied Secrets and ConfigMaps, the namespace's UID.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::PreviewEnvironment;
+use crate::api::Reason;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
 use crate::config::Config;
-use crate::controller::build::{self, Preview, Stage};
-use crate::controller::policy;
-use crate::naming::{self, Owner};
-use crate::template::{self, Rendered, Target};
+use crate::controller::build::{self, Stage};
+use crate::controller::plan::{self, Classes, Snapshot};
+use crate::controller::status::Gate;
 
 /// Why there is nothing to render: a file, or what the preview would report.
 #[derive(Debug, thiserror::Error)]
@@ -62,29 +63,33 @@ pub fn render(
     if pe.metadata.uid.is_none() {
         pe.metadata.uid = Some(NO_UID.to_string());
     }
-    let owner =
-        Owner::of(&pe).ok_or_else(|| RenderError::Input("the preview has no name".into()))?;
-    let defaults = Config::default();
-    let namespace = naming::preview_namespace(&defaults.namespace_prefix, &tenant, &pe.name_any());
-    let refused = |r: policy::Refusal| RenderError::Refused {
-        reason: r.reason.as_str(),
-        message: r.message,
-    };
-    // As in the operator: the class admits the namespace and repository before the template
-    // is rendered, then what it renders.
-    let config = match class {
+    check_template_file(&pe, template)?;
+    // The class given is the class: the preview names it, whatever its default annotation.
+    let classes = match class {
         Some(class) => {
-            policy::admit(&pe, &tenant, &Default::default(), class, &defaults).map_err(refused)?
+            pe.spec.preview_class_name = Some(class.name_any());
+            Classes::Cluster(vec![Arc::new(class.clone())])
         }
-        None => defaults,
+        None => Classes::Defaults,
     };
-    let rendered = content(&pe, template, &namespace)?;
-    match class {
-        Some(class) => policy::check_content(&rendered, &config, &class.name_any()),
-        None => policy::check_inline_secrets(&rendered),
+    let defaults = Config::default();
+    let snapshot = Snapshot {
+        defaults: &defaults,
+        classes,
+        template: template.map(|t| Arc::new(t.clone())),
+        tenant_labels: Default::default(),
+        peers: Vec::new(),
+        scm: None,
+        now: k8s_openapi::jiff::Timestamp::now(),
+    };
+    // The operator's own plan: the class admits the namespace and repository before the
+    // template is rendered, then what it renders.
+    let plan = plan::plan(&pe, &snapshot)
+        .map_err(|_| RenderError::Input("the preview has no name".into()))?;
+    if let Some(gate) = &plan.gate {
+        return Err(refused(gate));
     }
-    .map_err(refused)?;
-    let preview = Preview::new(&rendered, owner, namespace, None);
+    let (rendered, config, preview) = (&plan.rendered, &plan.policy.config, plan.preview());
     let mut out = Output::default();
     out.comment(&format!(
         "preview {tenant}/{} in namespace {}{}",
@@ -95,7 +100,7 @@ pub fn render(
             c.name_any()
         ))
     ));
-    out.object(&build::namespace(&preview, &config))?;
+    out.object(&build::namespace(&preview, config))?;
     for name in config.copied_secrets() {
         out.comment(&format!(
             "Secret {name}: copied from the platform Secrets namespace (PreviewClass)"
@@ -120,7 +125,7 @@ pub fn render(
         services,
         ingresses,
         role_bindings,
-    } = build::environment(&preview, &config, Stage::Services);
+    } = build::environment(&preview, config, Stage::Services);
     out.object(&network_policy)?;
     out.object(&quota)?;
     out.object(&limit_range)?;
@@ -128,24 +133,24 @@ pub fn render(
     out.objects(&stateful_sets)?;
     out.objects(&services.objects)?;
     for setup in preview.setup {
-        out.object(&build::setup_job(&preview, &config, setup))?;
+        out.object(&build::setup_job(&preview, config, setup))?;
     }
     out.objects(&deployments.objects)?;
     out.objects(&ingresses.objects)?;
     for test in &preview.spec.tests {
-        out.object(&build::test_job(&preview, &config, test))?;
+        out.object(&build::test_job(&preview, config, test))?;
     }
     Ok(out.text)
 }
 
-/// What `pe` rolls out, as the controller's admission step renders it.
-fn content(
+/// The `--template` file must be the template the preview names: what `render` is given,
+/// said in terms of its arguments.
+fn check_template_file(
     pe: &PreviewEnvironment,
     template: Option<&PreviewTemplate>,
-    namespace: &str,
-) -> Result<Rendered, RenderError> {
+) -> Result<(), RenderError> {
     let Some(wanted) = &pe.spec.template_ref else {
-        return Ok(Rendered::inline(&pe.spec));
+        return Ok(());
     };
     let Some(template) = template else {
         return Err(RenderError::Input(format!(
@@ -163,15 +168,22 @@ fn content(
             ),
         });
     }
-    let target = Target {
-        name: &pe.name_any(),
-        namespace,
-        template: &wanted.name,
+    Ok(())
+}
+
+/// The reason and message the preview would show for the plan's closed `gate`.
+fn refused(gate: &Gate) -> RenderError {
+    let (reason, message) = match gate {
+        Gate::NotAdmitted { reason, message } | Gate::Blocked { reason, message } => {
+            (*reason, message.clone())
+        }
+        Gate::PolicyViolation(message) => (Reason::PolicyViolation, message.clone()),
+        other => (Reason::PolicyViolation, format!("{other:?}")),
     };
-    template::render(&pe.spec, target, &template.spec).map_err(|e| RenderError::Refused {
-        reason: "TemplateError",
-        message: format!("PreviewTemplate {}: {e}", wanted.name),
-    })
+    RenderError::Refused {
+        reason: reason.as_str(),
+        message,
+    }
 }
 
 /// A YAML stream being written.
