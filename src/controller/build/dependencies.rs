@@ -47,10 +47,75 @@ pub(super) fn dependency(
     let mut pod_labels = preview.owner.cost_labels();
     pod_labels.extend(selector.clone());
     pod_labels.insert(naming::MANAGED_BY.to_string(), naming::MANAGER.to_string());
-    let storage = dep.storage.as_ref();
-    let mount_path = storage.map_or("/data", |s| s.mount_path.as_str());
-    let claim_size = storage.and_then(|s| s.size.clone());
-    let readiness_probe = dep.readiness.as_ref().map(|r| Probe {
+    let (volumes, claims) = data_volume(dep);
+    StatefulSet {
+        metadata: preview.child_meta(&dep.name, COMPONENT_DEPENDENCY, &dep.name),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(if preview.asleep { 0 } else { 1 }),
+            service_name: Some(dep.name.clone()),
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![dependency_container(dep)],
+                    volumes,
+                    automount_service_account_token: Some(false),
+                    image_pull_secrets: pull_secrets(config),
+                    // A non-root database must be able to write its volume whatever user its
+                    // image runs as: the volume's group, which every container joins.
+                    security_context: Some(PodSecurityContext {
+                        fs_group: Some(DEPENDENCY_FS_GROUP),
+                        ..restricted_pod_security_context()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: claims,
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
+}
+
+/// The dependency's one container, hardened, with its data volume mounted.
+fn dependency_container(dep: &DependencySpec) -> Container {
+    let mount_path = dep
+        .storage
+        .as_ref()
+        .map_or("/data", |s| s.mount_path.as_str());
+    Container {
+        name: dep.name.clone(),
+        image: Some(dep.image.clone()),
+        command: non_empty(dep.command.clone()),
+        args: non_empty(dep.args.clone()),
+        env: non_empty(env_vars(&dep.env)),
+        resources: dep.resources.clone(),
+        ports: Some(vec![ContainerPort {
+            container_port: dep.port,
+            name: Some("main".to_string()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: readiness_probe(dep),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: mount_path.to_string(),
+            ..VolumeMount::default()
+        }]),
+        security_context: Some(restricted_security_context()),
+        ..Container::default()
+    }
+}
+
+/// The template's readiness check on the dependency's port: a TCP connect, a command, an
+/// HTTP path, or none.
+fn readiness_probe(dep: &DependencySpec) -> Option<Probe> {
+    dep.readiness.as_ref().map(|r| Probe {
         tcp_socket: (r.tcp_socket == Some(true)).then(|| TCPSocketAction {
             port: IntOrString::Int(dep.port),
             ..TCPSocketAction::default()
@@ -65,28 +130,13 @@ pub(super) fn dependency(
         }),
         period_seconds: Some(5),
         ..Probe::default()
-    });
-    let container = Container {
-        name: dep.name.clone(),
-        image: Some(dep.image.clone()),
-        command: non_empty(dep.command.clone()),
-        args: non_empty(dep.args.clone()),
-        env: non_empty(env_vars(&dep.env)),
-        resources: dep.resources.clone(),
-        ports: Some(vec![ContainerPort {
-            container_port: dep.port,
-            name: Some("main".to_string()),
-            ..ContainerPort::default()
-        }]),
-        readiness_probe,
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_string(),
-            mount_path: mount_path.to_string(),
-            ..VolumeMount::default()
-        }]),
-        security_context: Some(restricted_security_context()),
-        ..Container::default()
-    };
+    })
+}
+
+/// The dependency's data volume: a claim template of its size, or a pod volume without one
+/// (exactly one of the two is set).
+fn data_volume(dep: &DependencySpec) -> (Option<Vec<Volume>>, Option<Vec<PersistentVolumeClaim>>) {
+    let claim_size = dep.storage.as_ref().and_then(|s| s.size.clone());
     // Without a size the data lives as long as the pod: enough for a seeded preview database.
     let volumes = claim_size.is_none().then(|| {
         vec![Volume {
@@ -112,39 +162,7 @@ pub(super) fn dependency(
             ..PersistentVolumeClaim::default()
         }]
     });
-    StatefulSet {
-        metadata: preview.child_meta(&dep.name, COMPONENT_DEPENDENCY, &dep.name),
-        spec: Some(StatefulSetSpec {
-            replicas: Some(if preview.asleep { 0 } else { 1 }),
-            service_name: Some(dep.name.clone()),
-            selector: LabelSelector {
-                match_labels: Some(selector),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes,
-                    automount_service_account_token: Some(false),
-                    image_pull_secrets: pull_secrets(config),
-                    // A non-root database must be able to write its volume whatever user its
-                    // image runs as: the volume's group, which every container joins.
-                    security_context: Some(PodSecurityContext {
-                        fs_group: Some(DEPENDENCY_FS_GROUP),
-                        ..restricted_pod_security_context()
-                    }),
-                    ..PodSpec::default()
-                }),
-            },
-            volume_claim_templates: claims,
-            ..StatefulSetSpec::default()
-        }),
-        ..StatefulSet::default()
-    }
+    (volumes, claims)
 }
 
 /// The Service in front of a dependency, named after it: `db:5432` inside the namespace.
