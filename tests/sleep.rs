@@ -26,7 +26,8 @@ async fn class_for(t: &Tenant, sleep: Value) -> TestClass {
         &t.client,
         &name,
         json!({
-            "tenants": [{"namespaces": [t.namespace.name], "repositories": ["*/*"]}],
+            // Named literally, so metrics label its series acme/shop (a glob would be the label).
+            "tenants": [{"namespaces": [t.namespace.name], "repositories": ["acme/shop", "*/*"]}],
             "ingress": {"baseDomain": "preview.test"},
             "allowedPodAnnotations": ["preview.dev/simulate"],
             "sleep": sleep,
