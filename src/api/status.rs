@@ -32,6 +32,18 @@ macro_rules! reasons {
         }
 
         impl Reason {
+            /// Every reason, in the order declared: the order of the table in the docs.
+            pub const ALL: &'static [Reason] = &[$(Reason::$name,)+];
+
+            /// The variant's doc comment, one line per `///` line: what the reason means,
+            /// then `On:` the conditions that carry it and `To do:` what a developer does.
+            /// The table of reasons in docs/using-a-preview.md is generated from it.
+            pub fn doc(self) -> &'static str {
+                match self {
+                    $(Reason::$name => concat!($($doc, "\n",)*),)+
+                }
+            }
+
             /// The reason as it appears in a condition.
             pub fn as_str(self) -> &'static str {
                 match self {
@@ -51,87 +63,288 @@ macro_rules! reasons {
 }
 
 reasons! {
-    /// Every service is available at headSha.
+    /// Every service is rolled out and available at `spec.headSha`.
+    ///
+    /// On: `Available`.
+    ///
+    /// To do: nothing.
     ServicesAvailable,
-    /// Services are rolling out.
+    /// The services are rolling out to `spec.headSha`; the message names the ones not yet
+    /// available.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: nothing while it moves on. A rollout that stops moving ends in one of the
+    /// failure reasons below.
     Deploying,
-    /// The spec has no tests.
+    /// The spec (or its template) has no tests, so there is nothing to wait for.
+    ///
+    /// On: `TestsSucceeded` (True).
+    ///
+    /// To do: nothing.
     NoTests,
-    /// Every test at headSha passed.
+    /// Every test ran at `spec.headSha` and passed.
+    ///
+    /// On: `TestsSucceeded`.
+    ///
+    /// To do: nothing.
     TestsSucceeded,
-    /// Tests are running.
+    /// The tests' Jobs are running at `spec.headSha`; the message counts the ones passed so far.
+    ///
+    /// On: `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: nothing; `kubectl wait --for=condition=Ready` waits for them.
     TestsRunning,
-    /// Tests wait until every service is available.
+    /// The tests start once every service is available at `spec.headSha`.
+    ///
+    /// On: `TestsSucceeded`.
+    ///
+    /// To do: nothing; if it lasts, `Available` says which service holds them up.
     WaitingForServices,
-    /// A test's Job failed.
+    /// A test's Job failed at `spec.headSha`; the message and `status.tests[]` name the test
+    /// and its Job.
+    ///
+    /// On: `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: read the Job's logs in the preview namespace (`kubectl logs job/<job> -n
+    /// <status.namespace>`) and push a fix; a new sha reruns the tests, and so does the
+    /// `preview.dev/rerun-tests` annotation.
     TestFailed,
-    /// A test's Job ran past its timeout.
+    /// A test's Job ran past its `timeout` and was stopped.
+    ///
+    /// On: `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: read the Job's logs for where it hung; raise the test's `timeout` if it needs
+    /// more time, or fix what it waits for.
     TestTimedOut,
-    /// Available and tests succeeded.
+    /// Every service is available and every test passed: what CI waits for.
+    ///
+    /// On: `Ready`.
+    ///
+    /// To do: nothing; the message has the preview's URL.
     Ready,
-    /// A PreviewClass admits the preview.
+    /// A PreviewClass admits the preview; the message names the class.
+    ///
+    /// On: `Admitted`.
+    ///
+    /// To do: nothing.
     Admitted,
-    /// No PreviewClass of the name, and no default class.
+    /// The PreviewClass the preview names (`spec.previewClassName`) does not exist, or it names
+    /// none and no class is marked default.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: fix `spec.previewClassName` (`kubectl get previewclass` lists the classes), or
+    /// ask the platform team for a default class.
     NoPreviewClass,
-    /// The class does not bind the preview's namespace to its repository.
+    /// No tenant of the class lists the preview's namespace with a pattern matching its
+    /// `spec.repository`.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: check `spec.repository`; if it is right, ask the platform team to add the
+    /// namespace and repository to the class's `tenants`.
     RepositoryNotAllowed,
-    /// An image is outside the class's allowed registries.
+    /// An image is not under one of the class's `allowedRegistries`; the message names it.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: pull the image from an allowed registry, or ask the platform team to allow
+    /// its registry.
     RegistryNotAllowed,
-    /// A pod annotation key is outside the class's allowed keys.
+    /// A pod annotation key matches none of the class's `allowedPodAnnotations`.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: drop the annotation from `podAnnotations`, or ask the platform team to allow
+    /// its key.
     AnnotationNotAllowed,
     /// Another preview already serves an Ingress host this one would use.
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: the message names the other preview; rename the service or delete the other
+    /// preview. This one rolls out once the host is free.
     HostConflict,
-    /// A Secret the preview needs cannot be read where the operator copies it from.
+    /// A Secret or ConfigMap the preview needs cannot be read where the operator copies it
+    /// from: it does not exist in the team's namespace (or, for the class's pull and TLS
+    /// Secrets, the platform's), or the team's namespace has not opted in.
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`; on `Admitted` too for the class's Secrets.
+    ///
+    /// To do: the message says which object and the RoleBinding to create; create them.
     SecretNotReadable,
-    /// The PreviewTemplate the preview names does not exist in its namespace.
+    /// No PreviewTemplate named by `spec.templateRef.name` exists in the preview's namespace.
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: create the template, or fix the name.
     TemplateNotFound,
-    /// The template cannot be rendered for this preview (unknown parameter or key...).
+    /// The template cannot be rendered for this preview; the message names the cause (an
+    /// unknown `<< key >>`, `<< branch >>` without `spec.branch`, an unknown or missing
+    /// parameter, a value not matching its pattern, an `images` entry naming nothing, a
+    /// `valueFrom` of an object the template does not list).
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: fix the template or the PreviewEnvironment; `preview-operator render` shows the
+    /// error without a cluster.
     TemplateError,
-    /// A dependency of the template is not ready yet, or is stuck.
+    /// A dependency of the template is not ready yet, or is stuck (image, crash, readiness
+    /// check failing, a pod the scheduler cannot place).
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: nothing while it starts; if it lasts, `status.dependencies` and the pods of its
+    /// StatefulSet in the preview namespace say which and why.
     DependencyNotReady,
-    /// A setup Job runs; the services roll out once it succeeded.
+    /// A setup Job runs; the services roll out once it has succeeded.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: nothing.
     SetupRunning,
-    /// A setup Job failed: the services are not rolled out and no test runs.
+    /// A setup Job failed: the services are not rolled out to this sha and no test runs.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: `status.setup[]` names the Job; read its logs in the preview namespace and push
+    /// a fix.
     SetupFailed,
-    /// Its workloads run.
+    /// The preview's workloads run.
+    ///
+    /// On: `Awake`.
+    ///
+    /// To do: nothing.
     Awake,
-    /// Asleep after its idle time.
+    /// Asleep after its class's idle time without activity: its workloads are scaled to zero.
+    ///
+    /// On: `Awake` (False).
+    ///
+    /// To do: wake it with the `preview.dev/wake-request` annotation (any new value), or push
+    /// a new sha.
     Idle,
     /// Asleep in a window of its class's sleep schedule.
+    ///
+    /// On: `Awake` (False).
+    ///
+    /// To do: it wakes when the window ends; the `preview.dev/wake-request` annotation wakes it
+    /// now.
     Schedule,
-    /// The resync could ask the SCM about the repository.
+    /// The fail-safe resync could ask the SCM about the repository.
+    ///
+    /// On: `ScmReachable`.
+    ///
+    /// To do: nothing.
     ScmReachable,
     /// The resync could not ask the SCM about the repository; nothing is deleted meanwhile.
+    ///
+    /// On: `ScmReachable` (False).
+    ///
+    /// To do: nothing for the preview; the message has the SCM's answer, for the platform
+    /// team (token, rate limit, outage).
     ScmUnreachable,
-    /// Waiting for a slot of the tenant's concurrency limit.
+    /// Admitted, but waiting (`Pending`) for a slot under the class's concurrency limits; the
+    /// message gives its place in the queue.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: nothing: it starts when a slot frees, oldest first. Deleting a preview of the
+    /// team that is no longer needed frees one.
     ConcurrencyLimit,
-    /// The spec breaks operator policy.
+    /// The spec asks for more than the class allows (a `ttl` above its maximum, too many
+    /// previews in the namespace), or the class itself is invalid.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: the message says which limit; change the spec to fit, or ask the platform team.
     PolicyViolation,
-    /// The preview namespace's name is taken by a namespace the operator does not own.
+    /// The preview namespace's name is taken by a namespace the operator does not own; the
+    /// operator never adopts or deletes it.
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: ask whoever owns that namespace to delete it, or rename the PreviewEnvironment.
     NamespaceConflict,
     /// An earlier namespace of the same name is still being deleted.
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: nothing; the preview starts once it is gone.
     NamespaceTerminating,
-    /// The API server refused a child object.
+    /// The API server refused a child object; the operator retries with backoff.
+    ///
+    /// On: `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: the message has the API server's answer; if it is about the spec (a value it
+    /// refuses), fix the spec, else tell the platform team.
     ApplyFailed,
-    /// The namespace's ResourceQuota refused a pod.
+    /// The preview namespace's ResourceQuota refused a service's pod.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: lower the services' `resources` or `replicas`, or ask the platform team for a
+    /// larger quota in the class.
     QuotaExceeded,
-    /// Pod Security admission refused a pod.
+    /// Pod Security admission refused a service's pod.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: the message names the rule; the image must run as a non-root (numeric) user
+    /// and need no privileges.
     PodSecurityViolation,
-    /// The ReplicaSet could not create pods for another reason.
+    /// The ReplicaSet could not create a service's pods for another reason.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: the message has the cause; `kubectl describe deployment` in the preview
+    /// namespace shows more.
     ReplicaFailure,
-    /// A rollout made no progress within its deadline.
+    /// A service's rollout made no progress within its deadline.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: check its pods' events and logs in the preview namespace (not ready in time,
+    /// failing readiness probe, unschedulable).
     ProgressDeadlineExceeded,
-    /// A container keeps crashing.
+    /// A service's container keeps crashing.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: read its logs (`kubectl logs deploy/<service> -n <status.namespace>
+    /// --previous`) and push a fix.
     CrashLoopBackOff,
-    /// An image cannot be pulled.
+    /// A service's image cannot be pulled, after retries.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: check that the image and tag exist and were pushed before the preview, and
+    /// that the class's pull secrets can read them.
     ImagePullBackOff,
-    /// An image cannot be pulled (first attempt).
+    /// A service's image cannot be pulled (first attempt).
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: as for `ImagePullBackOff`.
     ErrImagePull,
-    /// An image reference is invalid.
+    /// A service's image reference is invalid.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: fix the image reference in the spec or the template's `images`.
     InvalidImageName,
-    /// A container's configuration (for example a missing Secret key) is invalid.
+    /// A container's configuration is invalid, for example an env `valueFrom` naming a
+    /// missing Secret key.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: the message names what is missing; fix the reference or the copied object.
     CreateContainerConfigError,
-    /// The runtime could not create a container.
+    /// The runtime could not create a service's container.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: the message has the runtime's error (often the command); fix it in the spec.
     CreateContainerError,
 }
 
