@@ -356,7 +356,7 @@ pub fn error_policy(pe: Arc<PreviewEnvironment>, error: &Error, ctx: Arc<Context
     warn!(
         namespace = pe.namespace().as_deref().unwrap_or_default(),
         name = %pe.name_any(),
-        category = error.category(),
+        category = error.category().as_str(),
         %error,
         attempts,
         retry_in = ?delay,
@@ -424,7 +424,7 @@ async fn reconcile_as_leader(
         .as_ref()
         .err()
         .filter(|e| !e.is_waiting())
-        .map(Error::category);
+        .map(|e| e.category().as_str());
     ctx.metrics.reconciled(start.elapsed(), category);
     result
 }

@@ -1,13 +1,14 @@
-//! The CRD manifest generated from the API types; `preview-operator crd` prints it and
-//! `crds/previewenvironments.yaml` is that output, committed.
+//! What is generated from the API types and committed, with the tests that catch drift: the
+//! CRD manifests (`preview-operator crd` prints them, `crds/` holds that output) and the table
+//! of condition reasons in docs/using-a-preview.md (from the doc comments of [`Reason`]).
 
 use kube::CustomResourceExt;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
+use crate::api::{PreviewEnvironment, Reason};
 
 /// Every CRD, with the file under `crds/` that holds it.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
@@ -36,8 +37,96 @@ pub fn render() -> Result<String, serde_saphyr::ser::Error> {
     Ok(docs?.join("---\n"))
 }
 
+/// The file holding the table of reasons, relative to the repository.
+pub const REASONS_DOC: &str = "docs/using-a-preview.md";
+/// The lines around the generated table; everything outside them is written by hand.
+pub const REASONS_BEGIN: &str = "<!-- reasons:begin -->";
+pub const REASONS_END: &str = "<!-- reasons:end -->";
+
+/// The markdown table of every condition reason: what it means, the conditions that carry it
+/// and what a developer does about it, from the doc comment of each [`Reason`] variant.
+pub fn reasons_table() -> String {
+    let mut out = String::from(
+        "| reason | on conditions | what it means | what to do |\n| --- | --- | --- | --- |\n",
+    );
+    for reason in Reason::ALL {
+        let doc = ReasonDoc::parse(reason.doc());
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            reason.as_str(),
+            doc.on,
+            doc.meaning,
+            doc.to_do
+        ));
+    }
+    out
+}
+
+/// `text` with the part between [`REASONS_BEGIN`] and [`REASONS_END`] replaced by the
+/// generated table, or `None` when the markers are missing.
+pub fn with_reasons_table(text: &str) -> Option<String> {
+    let begin = text.find(REASONS_BEGIN)? + REASONS_BEGIN.len();
+    let end = begin + text[begin..].find(REASONS_END)?;
+    Some(format!(
+        "{}\n{}{}",
+        &text[..begin],
+        reasons_table(),
+        &text[end..]
+    ))
+}
+
+/// A variant's doc comment split into the table's cells.
+#[derive(Debug, Default)]
+struct ReasonDoc {
+    meaning: String,
+    on: String,
+    to_do: String,
+}
+
+impl ReasonDoc {
+    /// Paragraphs are separated by an empty `///` line; the one starting `On:` lists the
+    /// conditions, the one starting `To do:` the advice, the others say what it means.
+    fn parse(doc: &str) -> ReasonDoc {
+        let mut parsed = ReasonDoc::default();
+        for paragraph in doc.split("\n\n") {
+            let text = paragraph
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+                // A pipe would end the table cell.
+                .replace('|', "\\|");
+            if let Some(on) = text.strip_prefix("On:") {
+                // A list of conditions, not a sentence.
+                parsed.on = on.trim().trim_end_matches('.').to_string();
+            } else if let Some(to_do) = text.strip_prefix("To do:") {
+                parsed.to_do = capitalized(to_do.trim());
+            } else if !text.is_empty() {
+                if !parsed.meaning.is_empty() {
+                    parsed.meaning.push(' ');
+                }
+                parsed.meaning.push_str(&text);
+            }
+        }
+        parsed
+    }
+}
+
+/// `text` with its first letter in upper case: the advice reads "To do: nothing." in the
+/// source and "Nothing." in its own column.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
+    use crate::api::Reason;
+
     /// The committed manifest (and the chart's copy of it) must be exactly what
     /// `preview-operator crd` prints.
     #[test]
@@ -52,5 +141,56 @@ mod tests {
                  cargo run --quiet -- crd --dir crds"
             );
         }
+    }
+
+    /// The table between the markers in docs/using-a-preview.md must be the one generated
+    /// from `Reason`'s docs. With `UPDATE_REASONS=1` the test writes it instead.
+    #[test]
+    fn committed_reasons_table_matches_the_generated_one() {
+        let path = format!("{}/{}", env!("CARGO_MANIFEST_DIR"), super::REASONS_DOC);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let generated = super::with_reasons_table(&committed).unwrap_or_else(|| {
+            panic!(
+                "{} lacks the lines {} and {} around the table of reasons",
+                super::REASONS_DOC,
+                super::REASONS_BEGIN,
+                super::REASONS_END
+            )
+        });
+        if std::env::var_os("UPDATE_REASONS").is_some() {
+            std::fs::write(&path, &generated).expect("the docs are writable");
+            return;
+        }
+        assert!(
+            committed == generated,
+            "the table of reasons in {} is out of date with the docs of Reason in \
+             src/api/status.rs; regenerate it with:\n  \
+             UPDATE_REASONS=1 cargo test --lib crd::tests::committed_reasons_table",
+            super::REASONS_DOC
+        );
+    }
+
+    #[test]
+    fn every_reason_says_what_it_means_where_it_appears_and_what_to_do() {
+        for reason in Reason::ALL {
+            let doc = super::ReasonDoc::parse(reason.doc());
+            assert!(!doc.meaning.is_empty(), "{reason:?} says not what it means");
+            assert!(!doc.on.is_empty(), "{reason:?} has no `On:` paragraph");
+            assert!(
+                !doc.to_do.is_empty(),
+                "{reason:?} has no `To do:` paragraph"
+            );
+        }
+    }
+
+    #[test]
+    fn every_reason_is_listed_once() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::parse(reason.as_str()), Some(*reason));
+        }
+        let mut names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
     }
 }

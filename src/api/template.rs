@@ -3,7 +3,7 @@
 //! names the template and carries only the pull request, its sha, images and parameters.
 //!
 //! Template strings (images, commands, arguments, environment values) may use `<< key >>`
-//! substitution; see `crate::template` for the keys and the rendering.
+//! substitution; see the top-level `template` module for the keys and the rendering.
 
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
