@@ -18,6 +18,7 @@ pub mod context;
 pub mod costs;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod jobs;
 pub mod lifetime;
 pub mod limits;

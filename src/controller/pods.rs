@@ -5,7 +5,9 @@
 //! ImagePullBackOff...), and a failed test by the end of its output (its termination
 //! message). A healthy pod tells nothing the Deployment or Job does not, so instead of
 //! caching every pod (a few per preview, about 2 KiB each even when pruned) this keeps only
-//! those and forgets a pod as soon as it is seen healthy or deleted.
+//! those and forgets a pod as soon as it is seen healthy or deleted. The readers that tell
+//! what a kept pod says ([`pod_problem`], [`unschedulable`], [`test_output`]) live here too:
+//! they decide what is kept, and the observe step asks them why a rollout is stuck.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -18,7 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use super::status;
+use crate::api::Reason;
 use crate::naming::SHA;
 
 type Key = (String, String);
@@ -80,9 +82,9 @@ impl StuckPods {
 
     /// Takes in one pod: kept, pruned, when stuck; forgotten otherwise. Returns it when stuck.
     fn observe(&self, mut pod: Pod) -> Option<Pod> {
-        if status::pod_problem([&pod]).is_none()
-            && status::test_output([&pod]).is_none()
-            && status::unschedulable([&pod]).is_none()
+        if pod_problem([&pod]).is_none()
+            && test_output([&pod]).is_none()
+            && unschedulable([&pod]).is_none()
         {
             self.write().remove(&key(&pod));
             return None;
@@ -183,6 +185,76 @@ pub fn prune(pod: &mut Pod) {
     }
 }
 
+/// A service's pods are stuck for a reason a developer must fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodProblem {
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// The first stuck container among a service's pods, if any.
+pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodProblem> {
+    pods.into_iter().find_map(|pod| {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|cs| {
+            let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+            let reason = Reason::parse(waiting.reason.as_deref()?)
+                .filter(|r| Reason::STUCK_CONTAINER.contains(r))?;
+            Some(PodProblem {
+                message: format!(
+                    "container {} of pod {name} is in {}: {}",
+                    cs.name,
+                    reason.as_str(),
+                    waiting.message.clone().unwrap_or_default()
+                ),
+                reason,
+            })
+        })
+    })
+}
+
+/// Why a pod cannot be scheduled, as the scheduler says (for example a PersistentVolumeClaim
+/// no StorageClass binds, or no node with room): not a failure (an autoscaler or a
+/// provisioner may still fix it), but what a developer needs to know while waiting.
+pub fn unschedulable<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+    pods.into_iter().find_map(|pod| {
+        let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+        let c = conditions.iter().find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+        })?;
+        Some(format!(
+            "pod {} cannot be scheduled: {}",
+            pod.metadata.name.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        ))
+    })
+}
+
+/// Lines of a failed test's output kept in its status (the end, where the failure is).
+const OUTPUT_LINES: usize = 10;
+/// Characters of a failed test's output kept in its status.
+const OUTPUT_CHARS: usize = 800;
+
+/// The end of what a failed test printed: the termination message of its failed container
+/// (with `FallbackToLogsOnError`, the end of its log when it wrote no message).
+pub fn test_output<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+    let message = pods.into_iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|cs| {
+            let terminated = cs.state.as_ref()?.terminated.as_ref()?;
+            (terminated.exit_code != 0).then_some(())?;
+            terminated.message.clone().filter(|m| !m.trim().is_empty())
+        })
+    })?;
+    let lines: Vec<&str> = message.trim_end().lines().collect();
+    let tail = lines[lines.len().saturating_sub(OUTPUT_LINES)..].join("\n");
+    let skip = tail.chars().count().saturating_sub(OUTPUT_CHARS);
+    Some(tail.chars().skip(skip).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,7 +299,7 @@ mod tests {
         );
         let status = p.status.as_ref().expect("status kept");
         assert!(status.conditions.is_none());
-        let problem = status::pod_problem([&p]).expect("still stuck");
+        let problem = pod_problem([&p]).expect("still stuck");
         assert_eq!(problem.reason, crate::api::Reason::CrashLoopBackOff);
         assert!(problem.message.contains("web-1"), "{}", problem.message);
     }
@@ -274,5 +346,60 @@ mod tests {
             .collect();
         assert_eq!(left, vec!["d".to_string()]);
         assert!(stuck.in_namespace("pr-other").is_empty());
+    }
+
+    #[test]
+    fn a_failed_tests_output_is_cut_to_its_last_lines() {
+        let lines: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "t0-abcdef0-x"},
+            "status": {"containerStatuses": [{"name": "t0", "image": "t", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 1, "message": lines.join("\n")}}}]}
+        }))
+        .expect("pod fixture");
+        let output = test_output([&pod]).expect("output");
+        assert!(
+            output.starts_with("line 21\n") && output.ends_with("line 30"),
+            "{output}"
+        );
+        let mut passed = pod.clone();
+        if let Some(cs) = passed
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            cs[0]
+                .state
+                .as_mut()
+                .and_then(|s| s.terminated.as_mut())
+                .expect("terminated")
+                .exit_code = 0;
+        }
+        assert_eq!(
+            test_output([&passed]),
+            None,
+            "a passing container says nothing"
+        );
+    }
+
+    #[test]
+    fn an_unplaceable_pod_says_what_the_scheduler_said() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db-0"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable",
+                "message": "pod has unbound immediate PersistentVolumeClaims"}]}
+        }))
+        .expect("pod");
+        assert_eq!(
+            unschedulable([&pod]).as_deref(),
+            Some("pod db-0 cannot be scheduled: pod has unbound immediate PersistentVolumeClaims")
+        );
+        let mut kept = pod.clone();
+        prune(&mut kept);
+        assert!(
+            unschedulable([&kept]).is_some(),
+            "the cache keeps what says it"
+        );
     }
 }

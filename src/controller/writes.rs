@@ -1,6 +1,7 @@
 //! The operator's own writes to PreviewEnvironments (the finalizer and the status), and the
 //! bookkeeping of them that lets a reconcile tell a cache that has not caught up with its own
-//! last write from a change someone else made.
+//! last write from a change someone else made, and the pacing of status writes: which
+//! changes ([`progress_only`], [`step_forward`]) may wait to be written with the next.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,9 @@ use kube::{Client, ResourceExt};
 use serde::Serialize;
 
 use super::error::Error;
-use super::status;
-use crate::api::{PreviewEnvironment, PreviewEnvironmentStatus};
+use crate::api::{
+    Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
+};
 use crate::naming::MANAGER;
 use crate::sync::lock;
 
@@ -99,16 +101,16 @@ impl Writes {
         // its first status: one found without a status after a restart is written at once.
         let written = all.get_mut(uid)?;
         let Some(previous) = previous else {
-            if !status::on_the_way(next) {
+            if !on_the_way(next) {
                 return None;
             }
             let since = *written.step_since.get_or_insert_with(Instant::now);
             return STEP_COALESCE.checked_sub(since.elapsed());
         };
-        if status::progress_only(previous, next) {
+        if progress_only(previous, next) {
             return STATUS_COALESCE.checked_sub(written.status_at?.elapsed());
         }
-        if status::step_forward(previous, next) {
+        if step_forward(previous, next) {
             let since = *written.step_since.get_or_insert_with(Instant::now);
             return STEP_COALESCE.checked_sub(since.elapsed());
         }
@@ -119,6 +121,66 @@ impl Writes {
     pub fn forget(&self, uid: &str) {
         lock(&self.by_uid).remove(uid);
     }
+}
+
+/// Whether `next` differs from `previous` only in progress within the same state: replica
+/// counts, a test's Job appearing and going from Pending to Running, condition messages. Such a change can wait a
+/// moment and be written together with the next one. Anything a client acts on (phase, a
+/// condition's status or reason, shas, URL, expiry, a test's result) cannot.
+pub fn progress_only(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironmentStatus) -> bool {
+    fn without_progress(s: &PreviewEnvironmentStatus) -> PreviewEnvironmentStatus {
+        let mut s = s.clone();
+        for svc in &mut s.services {
+            svc.ready_replicas = 0;
+        }
+        for d in &mut s.dependencies {
+            d.ready_replicas = 0;
+        }
+        for t in s.tests.iter_mut().chain(s.setup.iter_mut()) {
+            if matches!(t.phase, TestPhase::Pending | TestPhase::Running) {
+                t.phase = TestPhase::Pending;
+                t.message = None;
+            }
+            t.started_at = None;
+            t.job = None;
+        }
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    }
+    previous != next && without_progress(previous) == without_progress(next)
+}
+
+/// Ready reasons of progress on the way to a verdict, as opposed to a verdict or a problem.
+const PROGRESS: [Reason; 5] = [
+    Reason::Deploying,
+    Reason::TestsRunning,
+    Reason::WaitingForServices,
+    Reason::SetupRunning,
+    Reason::DependencyNotReady,
+];
+
+/// Whether `s` is on its way to a verdict with nothing wrong: deploying or testing for a
+/// reason of progress. Nobody has to act on such a status.
+pub fn on_the_way(s: &PreviewEnvironmentStatus) -> bool {
+    matches!(s.phase, Some(Phase::Deploying | Phase::Testing))
+        && s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .and_then(|c| Reason::parse(&c.reason))
+            .is_some_and(|r| PROGRESS.contains(&r))
+}
+
+/// Whether `next` only moves `previous` a step forward on the way to a verdict at the same sha
+/// and generation: a dependency became ready, setup finished, the services became available,
+/// the tests started. Nobody waits for that (CI waits for Ready), so it may wait a moment to
+/// be written together with the next step or the verdict.
+pub fn step_forward(previous: &PreviewEnvironmentStatus, next: &PreviewEnvironmentStatus) -> bool {
+    on_the_way(previous)
+        && on_the_way(next)
+        && previous.observed_sha == next.observed_sha
+        && previous.observed_generation == next.observed_generation
 }
 
 /// What a status write changed.
