@@ -6,7 +6,8 @@
 #   fence; `<!-- docs-test: fails -->` when the block must fail) runs, from the repository's
 #   root, with the debug binary first on PATH, bounded by DOCS_TEST_TIMEOUT seconds (60).
 #   A failure names the file and line of the block. Marked blocks need no cluster and no
-#   network (docs/contributing/testing.md, "The docs test").
+#   network, and run without one where unshare allows (docs/contributing/testing.md,
+#   "The docs test").
 #
 # Usage: hack/docs-test.sh [--no-build]   (--no-build: use the binary already built)
 set -euo pipefail
@@ -24,8 +25,17 @@ if [[ ! -x $target/debug/preview-operator ]]; then
   exit 1
 fi
 
+# Without a network where the kernel allows it (a user and network namespace): a marked block
+# that reaches out fails here rather than passing by luck.
+isolate=()
+if unshare --net --map-root-user true 2>/dev/null; then
+  isolate=(unshare --net --map-root-user)
+else
+  log "unshare --net is not available: the blocks run with the machine's network"
+fi
 mapfile -t files < <({ echo README.md; find docs -name '*.md' -type f; echo charts/preview-operator/README.md; } | sort -u)
-PATH="$target/debug:$PATH" python3 - "${DOCS_TEST_TIMEOUT:-60}" "${files[@]}" <<'PY'
+PATH="$target/debug:$PATH" DOCS_TEST_ISOLATE="${isolate[*]}" \
+  python3 - "${DOCS_TEST_TIMEOUT:-60}" "${files[@]}" <<'PY'
 import os
 import re
 import signal
@@ -34,6 +44,7 @@ import sys
 import tempfile
 
 timeout = float(sys.argv[1])
+isolate = os.environ.pop("DOCS_TEST_ISOLATE", "").split()
 files = sys.argv[2:]
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)")
 MARK = re.compile(r"^<!--\s*docs-test(?::\s*(fails))?\s*-->\s*$")
@@ -116,7 +127,7 @@ def run(path, start, lang, mark, body):
     must_fail = mark[1] == "fails"
     with tempfile.TemporaryDirectory(prefix="docs-test-") as tmp:
         env = dict(os.environ, TMPDIR=tmp, HOME=tmp)
-        proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", body], stdout=subprocess.PIPE,
+        proc = subprocess.Popen(isolate + ["bash", "-euo", "pipefail", "-c", body], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
         try:
