@@ -8,6 +8,7 @@
 #   A failure names the file and line of the block. Marked blocks need no cluster and no
 #   network, and run without one where unshare allows (docs/contributing/testing.md,
 #   "The docs test").
+# - Every flag of `preview-operator run` has a row in docs/platform/operations.md.
 #
 # Usage: hack/docs-test.sh [--no-build]   (--no-build: use the binary already built)
 set -euo pipefail
@@ -22,6 +23,16 @@ target=${CARGO_TARGET_DIR:-target}
 [[ $target == /* ]] || target=$PWD/$target
 if [[ ! -x $target/debug/preview-operator ]]; then
   log "no $target/debug/preview-operator: build it (cargo build --bin preview-operator)"
+  exit 1
+fi
+
+# Every flag of `run` has its row in the table of docs/platform/operations.md.
+flags_doc=docs/platform/operations.md
+missing=$(comm -23 \
+  <("$target/debug/preview-operator" run --help | grep -oE '^ +--[a-z-]+' | tr -d ' ' | grep -vx -- --help | sort -u) \
+  <(grep -oE '^\| `--[a-z-]+`' "$flags_doc" | grep -oE -- '--[a-z-]+' | sort -u))
+if [[ -n $missing ]]; then
+  log "flags of preview-operator run missing from the table in $flags_doc:" $missing
   exit 1
 fi
 
