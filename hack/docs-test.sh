@@ -30,9 +30,9 @@ fi
 flags_doc=docs/platform/operations.md
 missing=$(comm -23 \
   <("$target/debug/preview-operator" run --help | grep -oE '^ +--[a-z-]+' | tr -d ' ' | grep -vx -- --help | sort -u) \
-  <(grep -oE '^\| `--[a-z-]+`' "$flags_doc" | grep -oE -- '--[a-z-]+' | sort -u))
+  <(grep -oE '^\| .--[a-z-]+' "$flags_doc" | grep -oE -- '--[a-z-]+' | sort -u))
 if [[ -n $missing ]]; then
-  log "flags of preview-operator run missing from the table in $flags_doc:" $missing
+  log "flags of preview-operator run missing from the table in $flags_doc: ${missing//$'\n'/ }"
   exit 1
 fi
 
