@@ -389,7 +389,7 @@ log "helm template: the Grafana dashboard"
 # Off by default; when on, a ConfigMap for Grafana's sidecar whose JSON is the chart's file, on
 # the Prometheus data source variable, querying only metrics the README documents.
 hack/chart/dashboard.py --none <<<"$default"
-dashboard=(--json "$chart/dashboards/preview-operator.json" --documented README.md)
+dashboard=(--json "$chart/dashboards/preview-operator.json" --documented docs/platform/operations.md)
 render --set grafanaDashboard.enabled=true | hack/chart/dashboard.py "${dashboard[@]}" --namespace "$namespace"
 render -f hack/chart/values-nondefault.yaml | hack/chart/dashboard.py "${dashboard[@]}" --namespace monitoring \
   --label release=prometheus --annotation grafana_folder=Previews >/dev/null

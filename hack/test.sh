@@ -25,6 +25,7 @@ cargo clippy --locked --all-targets -- -D warnings
 
 step "lint: actionlint on the example workflows, shellcheck on hack/ (hack/lint.sh)"
 hack/lint.sh
+hack/docs-test.sh
 
 step "unit tests"
 cargo test --locked --lib --bins
