@@ -17,7 +17,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use common::{Operator, TestNamespace, await_condition, client, install_crd, require_operator};
+use common::{
+    Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
+};
 use hmac::{Hmac, KeyInit, Mac};
 use kube::api::{Api, PostParams};
 use preview_operator::api::PreviewEnvironment;
@@ -197,7 +199,7 @@ async fn the_resync_deletes_only_previews_whose_pr_github_reports_closed() {
     }
     let wait = Duration::from_secs(90);
     for name in ["one", "two"] {
-        await_condition(&api, name, "Ready", "True", None, wait).await;
+        await_ready(&api, name, wait).await;
         await_condition(&api, name, "ScmReachable", "True", None, wait).await;
     }
 
@@ -280,15 +282,7 @@ async fn a_closed_delivery_deletes_only_when_github_confirms_and_the_class_binds
     api.create(&PostParams::default(), &preview("three", &shard, 3))
         .await
         .expect("create");
-    await_condition(
-        &api,
-        "three",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(90),
-    )
-    .await;
+    await_ready(&api, "three", Duration::from_secs(90)).await;
 
     // A replayed "closed" (a fresh delivery id, the old signed body) of a PR that is open
     // again: accepted, and nothing deleted.
@@ -358,7 +352,7 @@ async fn each_preview_keeps_one_comment_on_its_pull_request_up_to_date() {
     api.create(&PostParams::default(), &pe)
         .await
         .expect("create");
-    await_condition(&api, "four", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_ready(&api, "four", Duration::from_secs(90)).await;
     let marker = format!("<!-- preview-operator:{}/four -->", tenant.name);
     let wait = Duration::from_secs(60);
     let ready = common::wait_for("the comment to show Ready", wait, || async {

@@ -13,18 +13,21 @@
 //! - Without the rig: the comment writer, with a token, as an App and on GitLab, edits only
 //!   the comment its own identity wrote, never one someone else posted with the preview's
 //!   marker (a person, another App's bot, a person acting through the App).
+//! - A GitLab reached over plain HTTP stops the operator at start-up unless allowed.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, patch, post, put};
-use common::{Operator, TestNamespace, await_condition, client, install_crd, require_operator};
+use common::{
+    Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use kube::api::{Api, PostParams};
 use preview_operator::api::PreviewEnvironment;
@@ -634,7 +637,7 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
     api.create(&PostParams::default(), &pe)
         .await
         .expect("create");
-    await_condition(&api, name, "Ready", "True", None, Duration::from_secs(120)).await;
+    await_ready(&api, name, Duration::from_secs(120)).await;
 
     let project_path = "/projects/acme/platform/shop";
     let states = common::wait_for("a success status", Duration::from_secs(60), || async {
@@ -1077,4 +1080,41 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
             .any(|s| s.path.ends_with("/access_tokens")),
         "the comments were written with an installation token"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_plain_http_gitlab_stops_the_operator_at_once_unless_allowed() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(common::rig_var("PREVIEW_OPERATOR_BIN"))
+            .args([
+                "run",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--wake-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--health-addr", "127.0.0.1:0"])
+            .args(["--gitlab-url", "http://gitlab.internal"])
+            // Stops the start-up right after the flags, should they pass.
+            .args(["--selector", "=bad=="])
+            .args(extra)
+            .env("KUBECONFIG", common::rig_var("PREVIEW_OPERATOR_KUBECONFIG"))
+            .output()
+            .expect("the operator runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let started = Instant::now();
+    let refused = run(&[]);
+    assert!(
+        refused.contains("http://gitlab.internal") && refused.contains("--gitlab-allow-http"),
+        "{refused}"
+    );
+    let allowed = run(&["--gitlab-allow-http"]);
+    assert!(
+        !allowed.contains("--gitlab-allow-http") && allowed.contains("--selector"),
+        "with the flag the URL passes: {allowed}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
 }

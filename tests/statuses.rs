@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use common::{
-    Operator, TestClass, TestNamespace, await_condition, client, install_crd, require_operator,
-    wait_for,
+    Operator, TestClass, TestNamespace, await_condition, await_ready, client, install_crd,
+    require_operator, wait_for,
 };
 use kube::api::{Api, DeleteParams, PostParams};
 use preview_operator::api::PreviewEnvironment;
@@ -154,7 +154,7 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
     api.create(&pp, &preview("bad", &shard, "d4c3b2a1", true))
         .await
         .expect("create");
-    await_condition(&api, "good", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_ready(&api, "good", Duration::from_secs(90)).await;
     await_condition(
         &api,
         "bad",
@@ -325,15 +325,7 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
         "{message}"
     );
     // The admitted one proves statuses flow; the refused one must have posted nothing.
-    await_condition(
-        &api,
-        "allowed",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(90),
-    )
-    .await;
+    await_ready(&api, "allowed", Duration::from_secs(90)).await;
     wait_for(
         "a success status for the admitted preview",
         Duration::from_secs(60),
@@ -402,7 +394,7 @@ async fn a_dropped_commit_status_is_posted_again_until_github_has_it() {
     )
     .await
     .expect("create");
-    await_condition(&api, "heal", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_ready(&api, "heal", Duration::from_secs(90)).await;
     wait_for(
         "the success status to arrive after all",
         Duration::from_secs(120),

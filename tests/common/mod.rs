@@ -14,7 +14,7 @@ mod wait;
 #[allow(unused_imports)]
 pub use scm::serve_locally;
 #[allow(unused_imports)]
-pub use spec::{Spec, preview, shop_template, slim, spec};
+pub use spec::{Spec, preview, shop, shop_template, slim, spec};
 #[allow(unused_imports)]
 pub use tenant::{Tenant, TestClass, TestNamespace};
 #[allow(unused_imports)]
@@ -114,6 +114,13 @@ pub fn kubectl(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The environment variable `name` that hack/test.sh sets for the cluster tests; panics with
+/// the command to run when it is missing.
+pub fn rig_var(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the cluster tests with hack/test.sh"))
+}
+
 /// The operator must be running for lifecycle tests: hack/test.sh starts it. Fails fast, with
 /// the reason, when it is not.
 pub fn require_operator() {
@@ -179,21 +186,16 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Operator {
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| {
-                panic!("{name} is not set: run the cluster tests with hack/test.sh")
-            })
-        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(var("PREVIEW_OPERATOR_BIN"))
+        let child = Command::new(rig_var("PREVIEW_OPERATOR_BIN"))
             .args(["run", "--http-addr", &addr, "--wake-addr", "127.0.0.1:0"])
             .args(["--health-addr", "127.0.0.1:0"])
             .args(args)
-            .env("KUBECONFIG", var("PREVIEW_OPERATOR_KUBECONFIG"))
+            .env("KUBECONFIG", rig_var("PREVIEW_OPERATOR_KUBECONFIG"))
             .envs(envs.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

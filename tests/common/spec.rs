@@ -101,6 +101,19 @@ pub fn preview(
     .unwrap_or_else(|e| panic!("test fixture {name} is not a PreviewEnvironment: {e}"))
 }
 
+/// The inline shop of the lifecycle tests: PR 7 of `acme/shop` at `sha`, an exposed `web`
+/// with a readiness path, a `worker`, and an `e2e` test, all tagged with `sha`.
+pub fn shop(sha: &str) -> serde_json::Value {
+    spec("acme/shop", 7, sha)
+        .services(serde_json::json!([
+            {"name": "web", "image": format!("ghcr.io/acme/web:{sha}"), "port": 8080, "expose": true,
+             "readinessPath": "/healthz"},
+            {"name": "worker", "image": format!("ghcr.io/acme/worker:{sha}")}
+        ]))
+        .tests(serde_json::json!([{"name": "e2e", "image": format!("ghcr.io/acme/e2e:{sha}"), "timeout": "5m"}]))
+        .json()
+}
+
 /// A team's template: a parameter, a copied Secret and ConfigMap, a PostgreSQL-like dependency,
 /// a migration setup Job, a service reading both sources, and a test.
 pub fn shop_template() -> serde_json::Value {
