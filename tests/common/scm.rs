@@ -1,8 +1,22 @@
-//! The loopback stand-in for GitHub and GitLab that the SCM tests point an operator at.
+//! The loopback stand-in for GitHub's REST API that the SCM tests point an operator of their
+//! own at: commit statuses (recorded, with scripted failures), pull requests open or closed,
+//! and pull request comments. A test serves only the [`Route`]s it needs, so an operator that
+//! calls anything else gets the 404 a real test would notice.
 
-/// Serves `app` (a stand-in for GitHub) on a free port of 127.0.0.1 until the test ends, and
-/// returns its base URL.
-pub async fn serve_locally(app: axum::Router) -> String {
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, patch, post};
+use serde_json::{Value, json};
+
+/// Serves `app` (a stand-in for GitHub or GitLab) on a free port of 127.0.0.1 until the test
+/// ends, and returns its base URL.
+pub async fn serve_locally(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a local port");
@@ -11,4 +25,224 @@ pub async fn serve_locally(app: axum::Router) -> String {
         let _ = axum::serve(listener, app).await;
     });
     format!("http://{addr}")
+}
+
+/// The families of GitHub routes the stand-in can answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /repos/{owner}/{repo}/statuses/{sha}`, recorded in [`GitHub::received`].
+    Statuses,
+    /// `GET /repos/{owner}/{repo}/pulls` and `…/pulls/{n}`, from [`GitHub::set`].
+    Pulls,
+    /// `GET`/`POST …/issues/{n}/comments` and `PATCH …/issues/comments/{id}`.
+    Comments,
+}
+
+/// One commit status post the stand-in got, and the code it answered.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub authorization: String,
+    pub body: Value,
+    pub answered: u16,
+}
+
+/// GitHub as far as the operator talks to it. Clones share the state, so the test keeps one
+/// and the server another.
+#[derive(Clone, Default)]
+pub struct GitHub {
+    /// Every commit status post, in arrival order.
+    pub received: Arc<Mutex<Vec<Received>>>,
+    /// Answers to give to status posts, in order, before answering 201.
+    pub script: Arc<Mutex<Vec<u16>>>,
+    /// Status posts of this state to refuse with 500, and how many more times.
+    pub refuse: Arc<Mutex<Option<(String, u32)>>>,
+    /// Pull requests by number: open (true) or closed; absent ones are 404.
+    pub open: Arc<Mutex<BTreeMap<i64, bool>>>,
+    /// While set, every pull request read fails with 502.
+    pub failing: Arc<AtomicBool>,
+    /// Comments by id: (pull request, body).
+    pub comments: Arc<Mutex<BTreeMap<u64, (i64, String)>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A handler that panicked must not hide what the others recorded.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GitHub {
+    /// A stand-in that answers status posts with `script` first, then 201.
+    pub fn with_script(script: Vec<u16>) -> GitHub {
+        GitHub {
+            script: Arc::new(Mutex::new(script)),
+            ..GitHub::default()
+        }
+    }
+
+    /// Serves `routes` on 127.0.0.1 and returns the base URL.
+    pub async fn serve(&self, routes: &[Route]) -> String {
+        let mut app = Router::new();
+        if routes.contains(&Route::Pulls) {
+            app = app
+                .route("/repos/{owner}/{repo}/pulls", get(list_pulls))
+                .route("/repos/{owner}/{repo}/pulls/{n}", get(one_pull));
+        }
+        if routes.contains(&Route::Statuses) {
+            app = app.route("/repos/{owner}/{repo}/statuses/{sha}", post(statuses));
+        }
+        if routes.contains(&Route::Comments) {
+            app = app
+                .route(
+                    "/repos/{owner}/{repo}/issues/{n}/comments",
+                    get(list_comments).post(create_comment),
+                )
+                .route(
+                    "/repos/{owner}/{repo}/issues/comments/{id}",
+                    patch(edit_comment),
+                );
+        }
+        serve_locally(app.with_state(self.clone())).await
+    }
+
+    /// Marks pull request `pr` open or closed.
+    pub fn set(&self, pr: i64, open: bool) {
+        lock(&self.open).insert(pr, open);
+    }
+
+    /// Makes every pull request read fail (502) or answer again.
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// The comments posted so far, by id: (pull request, body).
+    pub fn comments(&self) -> MutexGuard<'_, BTreeMap<u64, (i64, String)>> {
+        lock(&self.comments)
+    }
+
+    /// The status posts so far.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.received).clone()
+    }
+}
+
+async fn statuses(
+    State(state): State<GitHub>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let refused = match lock(&state.refuse).as_mut() {
+        Some((st, left)) if *left > 0 && body["state"] == st.as_str() => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    };
+    let answer = {
+        let mut script = lock(&state.script);
+        if refused {
+            500
+        } else if script.is_empty() {
+            201
+        } else {
+            script.remove(0)
+        }
+    };
+    lock(&state.received).push(Received {
+        path: format!("/repos/{owner}/{repo}/statuses/{sha}"),
+        authorization: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+        body,
+        answered: answer,
+    });
+    let mut response_headers = HeaderMap::new();
+    if answer == 403 {
+        // GitHub's secondary rate limit: retry after a second.
+        response_headers.insert("x-ratelimit-remaining", "0".parse().expect("header"));
+        response_headers.insert("retry-after", "1".parse().expect("header"));
+    }
+    let code = StatusCode::from_u16(answer).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, response_headers, "{}")
+}
+
+async fn list_pulls(State(s): State<GitHub>) -> impl IntoResponse {
+    if s.failing.load(Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, "[]".to_string());
+    }
+    let open: Vec<Value> = lock(&s.open)
+        .iter()
+        .filter(|(_, open)| **open)
+        .map(|(n, _)| json!({"number": n, "state": "open"}))
+        .collect();
+    (StatusCode::OK, Value::Array(open).to_string())
+}
+
+async fn one_pull(
+    State(s): State<GitHub>,
+    Path((_, _, n)): Path<(String, String, i64)>,
+) -> impl IntoResponse {
+    if s.failing.load(Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, "{}".to_string());
+    }
+    match lock(&s.open).get(&n) {
+        Some(open) => (
+            StatusCode::OK,
+            json!({"number": n, "state": if *open { "open" } else { "closed" }}).to_string(),
+        ),
+        None => (StatusCode::NOT_FOUND, "{}".to_string()),
+    }
+}
+
+fn body_of(request: &str) -> String {
+    serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn list_comments(
+    State(s): State<GitHub>,
+    Path((_, _, n)): Path<(String, String, i64)>,
+) -> impl IntoResponse {
+    let all: Vec<Value> = s
+        .comments()
+        .iter()
+        .filter(|(_, (pr, _))| *pr == n)
+        .map(|(id, (_, body))| json!({"id": id, "body": body}))
+        .collect();
+    (StatusCode::OK, Value::Array(all).to_string())
+}
+
+async fn create_comment(
+    State(s): State<GitHub>,
+    Path((_, _, n)): Path<(String, String, i64)>,
+    request: String,
+) -> impl IntoResponse {
+    let text = body_of(&request);
+    let mut all = s.comments();
+    let id = all.len() as u64 + 1;
+    all.insert(id, (n, text.clone()));
+    (
+        StatusCode::CREATED,
+        json!({"id": id, "body": text}).to_string(),
+    )
+}
+
+async fn edit_comment(
+    State(s): State<GitHub>,
+    Path((_, _, id)): Path<(String, String, u64)>,
+    request: String,
+) -> impl IntoResponse {
+    let text = body_of(&request);
+    match s.comments().get_mut(&id) {
+        Some(c) => {
+            c.1 = text.clone();
+            (StatusCode::OK, json!({"id": id, "body": text}).to_string())
+        }
+        None => (StatusCode::NOT_FOUND, "{}".to_string()),
+    }
 }
