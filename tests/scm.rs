@@ -25,174 +25,15 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, patch, post, put};
+use common::scm::{APP_ID, GitHub as StandIn, INSTALLATION, INSTALLATION_TOKEN, Route, Seen};
 use common::{
     Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use kube::api::{Api, PostParams};
 use preview_operator::api::PreviewEnvironment;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
-
-const APP_ID: u64 = 4242;
-const INSTALLATION: u64 = 99;
-const INSTALLATION_TOKEN: &str = "ghs_installation-token-of-the-test";
-
-/// One request the stand-in got: method, path, Authorization (or PRIVATE-TOKEN) and body.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: &'static str,
-    path: String,
-    credential: String,
-    body: Value,
-}
-
-#[derive(Clone)]
-struct GitHubApp {
-    public_key: Arc<DecodingKey>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    /// JWTs the stand-in could not verify.
-    bad_jwts: Arc<Mutex<Vec<String>>>,
-}
-
-fn bearer(headers: &HeaderMap) -> String {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_string()
-}
-
-impl GitHubApp {
-    fn record(&self, method: &'static str, path: String, credential: String, body: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Seen {
-                method,
-                path,
-                credential,
-                body: serde_json::from_str(body).unwrap_or(Value::Null),
-            });
-    }
-
-    /// Whether `headers` carry a JWT signed with the App's key (RS256), issued by the App and
-    /// not expired.
-    fn app_signed(&self, headers: &HeaderMap) -> bool {
-        let token = bearer(headers);
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_required_spec_claims(&["exp", "iat"]);
-        let issued_by_the_app =
-            jsonwebtoken::decode::<Value>(&token, &self.public_key, &validation).is_ok_and(
-                |data| {
-                    let iss = &data.claims["iss"];
-                    iss.as_u64() == Some(APP_ID) || iss.as_str() == Some(&APP_ID.to_string())
-                },
-            );
-        if !issued_by_the_app {
-            self.bad_jwts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(token);
-        }
-        issued_by_the_app
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-async fn installation(
-    State(s): State<GitHubApp>,
-    Path((owner, repo)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> (StatusCode, String) {
-    s.record(
-        "GET",
-        format!("/repos/{owner}/{repo}/installation"),
-        bearer(&headers),
-        "",
-    );
-    if !s.app_signed(&headers) {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    (StatusCode::OK, json!({"id": INSTALLATION}).to_string())
-}
-
-async fn access_token(
-    State(s): State<GitHubApp>,
-    Path(id): Path<u64>,
-    headers: HeaderMap,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/app/installations/{id}/access_tokens"),
-        bearer(&headers),
-        "",
-    );
-    if id != INSTALLATION || !s.app_signed(&headers) {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    let expires =
-        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1);
-    (
-        StatusCode::CREATED,
-        json!({
-            "token": INSTALLATION_TOKEN,
-            "expires_at": expires.to_string(),
-            "permissions": {"checks": "write", "statuses": "write",
-                            "pull_requests": "write", "metadata": "read"},
-        })
-        .to_string(),
-    )
-}
-
-async fn create_check_run(
-    State(s): State<GitHubApp>,
-    Path((owner, repo)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/repos/{owner}/{repo}/check-runs"),
-        bearer(&headers),
-        &body,
-    );
-    if bearer(&headers) != INSTALLATION_TOKEN {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    let id = s.seen().len() as u64 + 1000;
-    (StatusCode::CREATED, json!({"id": id}).to_string())
-}
-
-async fn update_check_run(
-    State(s): State<GitHubApp>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "PATCH",
-        format!("/repos/{owner}/{repo}/check-runs/{id}"),
-        bearer(&headers),
-        &body,
-    );
-    if bearer(&headers) != INSTALLATION_TOKEN {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    (StatusCode::OK, json!({"id": id}).to_string())
-}
-
-async fn no_check_runs() -> (StatusCode, String) {
-    (
-        StatusCode::OK,
-        json!({"total_count": 0, "check_runs": []}).to_string(),
-    )
-}
 
 /// The end of a test's output: runner chatter around a JUnit report with one failed case.
 const TEST_LOG: &[&str] = &[
@@ -256,25 +97,8 @@ async fn a_github_app_writes_a_check_run_with_the_failed_tests_log_and_junit_ann
     let key_file = std::env::temp_dir().join(format!("{shard}-app.pem"));
     std::fs::write(&key_file, private_pem.as_bytes()).expect("the key file");
 
-    let stand_in = GitHubApp {
-        public_key: Arc::new(DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key")),
-        seen: Arc::default(),
-        bad_jwts: Arc::default(),
-    };
-    let app = Router::new()
-        .route("/repos/{owner}/{repo}/installation", get(installation))
-        .route("/app/installations/{id}/access_tokens", post(access_token))
-        .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
-        .route(
-            "/repos/{owner}/{repo}/check-runs/{id}",
-            patch(update_check_run),
-        )
-        .route(
-            "/repos/{owner}/{repo}/commits/{sha}/check-runs",
-            get(no_check_runs),
-        )
-        .with_state(stand_in.clone());
-    let url = common::serve_locally(app).await;
+    let stand_in = StandIn::app(&public_pem);
+    let url = stand_in.serve(&[Route::App, Route::CheckRuns]).await;
     let _operator = Operator::start(
         &[
             "--selector",
@@ -1033,11 +857,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
     let public_pem = rsa::RsaPublicKey::from(&key)
         .to_public_key_pem(LineEnding::LF)
         .expect("PEM");
-    let app = GitHubApp {
-        public_key: Arc::new(DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key")),
-        seen: Arc::default(),
-        bad_jwts: Arc::default(),
-    };
+    let app = StandIn::app(&public_pem);
     let marker = preview_operator::github::comment::marker(PREVIEW);
     let by = |id: u64, login: &str, kind: &str, app: Value| json!({"user": {"id": id, "login": login, "type": kind}, "performed_via_github_app": app});
     let thread = Thread::new(
@@ -1051,10 +871,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
         ],
         &marker,
     );
-    let routes = Router::new()
-        .route("/repos/{owner}/{repo}/installation", get(installation))
-        .route("/app/installations/{id}/access_tokens", post(access_token))
-        .with_state(app.clone());
+    let routes = app.router(&[Route::App]);
     let url = common::serve_locally(routes.merge(thread.github())).await;
     let config = GitHubConfig {
         api_url: url,

@@ -1,11 +1,14 @@
-//! The loopback stand-in for GitHub's REST API that the SCM tests point an operator of their
-//! own at: commit statuses (recorded, with scripted failures), pull requests open or closed,
-//! and pull request comments. A test serves only the [`Route`]s it needs, so an operator that
+//! The loopback stand-in for GitHub's REST API that the SCM tests point an operator (or the
+//! SCM client) of their own at: commit statuses (recorded, with scripted failures), pull
+//! requests open or closed, pull request comments, and a GitHub App's installation tokens
+//! and check runs (JWTs verified with the App's public key). A test serves only the [`Route`]s it needs, so an operator that
 //! calls anything else gets the 404 a real test would notice.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -36,6 +39,10 @@ pub enum Route {
     Pulls,
     /// `GET`/`POST …/issues/{n}/comments` and `PATCH …/issues/comments/{id}`.
     Comments,
+    /// The App's installation lookup and installation tokens, for JWTs of [`GitHub::app`].
+    App,
+    /// Check runs: created and edited with the installation token, none listed.
+    CheckRuns,
 }
 
 /// One commit status post the stand-in got, and the code it answered.
@@ -63,6 +70,12 @@ pub struct GitHub {
     pub failing: Arc<AtomicBool>,
     /// Comments by id: (pull request, body).
     pub comments: Arc<Mutex<BTreeMap<u64, (i64, String)>>>,
+    /// The App's public key; without it no JWT verifies.
+    pub app_key: Option<Arc<DecodingKey>>,
+    /// Every App and check run request, in arrival order.
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// JWTs the stand-in could not verify.
+    pub bad_jwts: Arc<Mutex<Vec<String>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,8 +92,22 @@ impl GitHub {
         }
     }
 
+    /// A stand-in for GitHub App [`APP_ID`], verifying JWTs with `public_pem`.
+    pub fn app(public_pem: &str) -> GitHub {
+        let key = DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key");
+        GitHub {
+            app_key: Some(Arc::new(key)),
+            ..GitHub::default()
+        }
+    }
+
     /// Serves `routes` on 127.0.0.1 and returns the base URL.
     pub async fn serve(&self, routes: &[Route]) -> String {
+        serve_locally(self.router(routes)).await
+    }
+
+    /// The router of `routes`, to serve or to merge with a test's own.
+    pub fn router(&self, routes: &[Route]) -> Router {
         let mut app = Router::new();
         if routes.contains(&Route::Pulls) {
             app = app
@@ -101,7 +128,24 @@ impl GitHub {
                     patch(edit_comment),
                 );
         }
-        serve_locally(app.with_state(self.clone())).await
+        if routes.contains(&Route::App) {
+            app = app
+                .route("/repos/{owner}/{repo}/installation", get(installation))
+                .route("/app/installations/{id}/access_tokens", post(access_token));
+        }
+        if routes.contains(&Route::CheckRuns) {
+            app = app
+                .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
+                .route(
+                    "/repos/{owner}/{repo}/check-runs/{id}",
+                    patch(update_check_run),
+                )
+                .route(
+                    "/repos/{owner}/{repo}/commits/{sha}/check-runs",
+                    get(no_check_runs),
+                );
+        }
+        app.with_state(self.clone())
     }
 
     /// Marks pull request `pr` open or closed.
@@ -245,4 +289,157 @@ async fn edit_comment(
         }
         None => (StatusCode::NOT_FOUND, "{}".to_string()),
     }
+}
+
+/// The App the stand-in knows, its one installation, and the token it hands out.
+pub const APP_ID: u64 = 4242;
+pub const INSTALLATION: u64 = 99;
+pub const INSTALLATION_TOKEN: &str = "ghs_installation-token-of-the-test";
+
+/// One request the stand-in got: method, path, Authorization (or PRIVATE-TOKEN) and body.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: &'static str,
+    pub path: String,
+    pub credential: String,
+    pub body: Value,
+}
+
+/// The token of a `Bearer` Authorization header, empty without one.
+pub fn bearer(headers: &HeaderMap) -> String {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl GitHub {
+    fn record(&self, method: &'static str, path: String, credential: String, body: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Seen {
+                method,
+                path,
+                credential,
+                body: serde_json::from_str(body).unwrap_or(Value::Null),
+            });
+    }
+
+    /// Whether `headers` carry a JWT signed with the App's key (RS256), issued by the App and
+    /// not expired.
+    fn app_signed(&self, headers: &HeaderMap) -> bool {
+        let token = bearer(headers);
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_required_spec_claims(&["exp", "iat"]);
+        let issued_by_the_app = self.app_key.as_deref().is_some_and(|key| {
+            jsonwebtoken::decode::<Value>(&token, key, &validation).is_ok_and(|data| {
+                let iss = &data.claims["iss"];
+                iss.as_u64() == Some(APP_ID) || iss.as_str() == Some(&APP_ID.to_string())
+            })
+        });
+        if !issued_by_the_app {
+            self.bad_jwts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(token);
+        }
+        issued_by_the_app
+    }
+
+    /// The App and check run requests so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn installation(
+    State(s): State<GitHub>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    s.record(
+        "GET",
+        format!("/repos/{owner}/{repo}/installation"),
+        bearer(&headers),
+        "",
+    );
+    if !s.app_signed(&headers) {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    (StatusCode::OK, json!({"id": INSTALLATION}).to_string())
+}
+
+async fn access_token(
+    State(s): State<GitHub>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/app/installations/{id}/access_tokens"),
+        bearer(&headers),
+        "",
+    );
+    if id != INSTALLATION || !s.app_signed(&headers) {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    let expires =
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1);
+    (
+        StatusCode::CREATED,
+        json!({
+            "token": INSTALLATION_TOKEN,
+            "expires_at": expires.to_string(),
+            "permissions": {"checks": "write", "statuses": "write",
+                            "pull_requests": "write", "metadata": "read"},
+        })
+        .to_string(),
+    )
+}
+
+async fn create_check_run(
+    State(s): State<GitHub>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/repos/{owner}/{repo}/check-runs"),
+        bearer(&headers),
+        &body,
+    );
+    if bearer(&headers) != INSTALLATION_TOKEN {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    let id = s.seen().len() as u64 + 1000;
+    (StatusCode::CREATED, json!({"id": id}).to_string())
+}
+
+async fn update_check_run(
+    State(s): State<GitHub>,
+    Path((owner, repo, id)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "PATCH",
+        format!("/repos/{owner}/{repo}/check-runs/{id}"),
+        bearer(&headers),
+        &body,
+    );
+    if bearer(&headers) != INSTALLATION_TOKEN {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    }
+    (StatusCode::OK, json!({"id": id}).to_string())
+}
+
+async fn no_check_runs() -> (StatusCode, String) {
+    (
+        StatusCode::OK,
+        json!({"total_count": 0, "check_runs": []}).to_string(),
+    )
 }
