@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, patch, post, put};
-use common::scm::{APP_ID, GitHub as StandIn, INSTALLATION, INSTALLATION_TOKEN, Route, Seen};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, put};
+use common::scm::{
+    APP_ID, GitHub as StandIn, GitLab, INSTALLATION, INSTALLATION_TOKEN, Route, Seen,
+};
 use common::{
     Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
 };
@@ -217,154 +219,6 @@ async fn a_github_app_writes_a_check_run_with_the_failed_tests_log_and_junit_ann
     tenant.delete_and_wait(name).await;
 }
 
-/// GitLab as far as the operator uses it.
-#[derive(Clone, Default)]
-struct GitLab {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    /// Merge request states by iid ("opened", "merged").
-    states: Arc<Mutex<BTreeMap<i64, String>>>,
-    /// Notes by id: body.
-    notes: Arc<Mutex<BTreeMap<u64, String>>>,
-}
-
-fn private_token(headers: &HeaderMap) -> String {
-    headers
-        .get("private-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
-impl GitLab {
-    fn record(&self, method: &'static str, path: String, headers: &HeaderMap, body: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Seen {
-                method,
-                path,
-                credential: private_token(headers),
-                body: serde_json::from_str(body).unwrap_or(Value::Null),
-            });
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn notes(&self) -> BTreeMap<u64, String> {
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-async fn gl_status(
-    State(s): State<GitLab>,
-    Path((project, sha)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/projects/{project}/statuses/{sha}"),
-        &headers,
-        &body,
-    );
-    (StatusCode::CREATED, "{}".into())
-}
-
-async fn gl_merge_request(
-    State(s): State<GitLab>,
-    Path((project, iid)): Path<(String, i64)>,
-    headers: HeaderMap,
-) -> (StatusCode, String) {
-    s.record(
-        "GET",
-        format!("/projects/{project}/merge_requests/{iid}"),
-        &headers,
-        "",
-    );
-    let state = s
-        .states
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&iid)
-        .cloned()
-        .unwrap_or_else(|| "opened".into());
-    (
-        StatusCode::OK,
-        json!({"iid": iid, "state": state}).to_string(),
-    )
-}
-
-async fn gl_merge_requests(State(s): State<GitLab>) -> (StatusCode, String) {
-    let open: Vec<Value> = s
-        .states
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|(_, state)| *state == "opened")
-        .map(|(iid, state)| json!({"iid": iid, "state": state}))
-        .collect();
-    (StatusCode::OK, Value::Array(open).to_string())
-}
-
-async fn gl_list_notes(State(s): State<GitLab>) -> (StatusCode, String) {
-    let notes: Vec<Value> = s
-        .notes()
-        .iter()
-        .map(|(id, body)| json!({"id": id, "body": body}))
-        .collect();
-    (StatusCode::OK, Value::Array(notes).to_string())
-}
-
-async fn gl_create_note(
-    State(s): State<GitLab>,
-    Path((project, iid)): Path<(String, i64)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/projects/{project}/merge_requests/{iid}/notes"),
-        &headers,
-        &body,
-    );
-    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let mut notes = s.notes.lock().unwrap_or_else(|p| p.into_inner());
-    let id = notes.len() as u64 + 500;
-    notes.insert(id, text.clone());
-    (
-        StatusCode::CREATED,
-        json!({"id": id, "body": text}).to_string(),
-    )
-}
-
-async fn gl_edit_note(
-    State(s): State<GitLab>,
-    Path((project, iid, id)): Path<(String, i64, u64)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "PUT",
-        format!("/projects/{project}/merge_requests/{iid}/notes/{id}"),
-        &headers,
-        &body,
-    );
-    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    s.notes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, text.clone());
-    (StatusCode::OK, json!({"id": id, "body": text}).to_string())
-}
-
 /// Posts a merge request hook to the operator; the answer's status.
 fn gitlab_hook(url: &str, token: Option<&str>, uuid: &str, action: &str, iid: i64) -> u16 {
     let body = json!({
@@ -415,26 +269,7 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(5, "opened".into());
-    let app = Router::new()
-        .route("/api/v4/projects/{project}/statuses/{sha}", post(gl_status))
-        .route(
-            "/api/v4/projects/{project}/merge_requests",
-            get(gl_merge_requests),
-        )
-        .route(
-            "/api/v4/projects/{project}/merge_requests/{iid}",
-            get(gl_merge_request),
-        )
-        .route(
-            "/api/v4/projects/{project}/merge_requests/{iid}/notes",
-            get(gl_list_notes).post(gl_create_note),
-        )
-        .route(
-            "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
-            put(gl_edit_note),
-        )
-        .with_state(stand_in.clone());
-    let url = common::serve_locally(app).await;
+    let url = stand_in.serve().await;
     let operator = Operator::start(
         &[
             "--selector",

@@ -1,8 +1,9 @@
-//! The loopback stand-in for GitHub's REST API that the SCM tests point an operator (or the
-//! SCM client) of their own at: commit statuses (recorded, with scripted failures), pull
-//! requests open or closed, pull request comments, and a GitHub App's installation tokens
-//! and check runs (JWTs verified with the App's public key). A test serves only the [`Route`]s it needs, so an operator that
-//! calls anything else gets the 404 a real test would notice.
+//! The loopback stand-ins for GitHub's and GitLab's REST APIs that the SCM tests point an
+//! operator (or the SCM client) of their own at. GitHub: commit statuses (recorded, with
+//! scripted failures), pull requests open or closed, pull request comments, and a GitHub App's
+//! installation tokens and check runs (JWTs verified with the App's public key); a test serves
+//! only the [`Route`]s it needs, so an operator that calls anything else gets a 404 the test
+//! would notice. GitLab: commit statuses, merge requests and their notes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use serde_json::{Value, json};
 
 /// Serves `app` (a stand-in for GitHub or GitLab) on a free port of 127.0.0.1 until the test
@@ -442,4 +443,180 @@ async fn no_check_runs() -> (StatusCode, String) {
         StatusCode::OK,
         json!({"total_count": 0, "check_runs": []}).to_string(),
     )
+}
+
+/// GitLab as far as the operator uses it: commit statuses, merge requests (opened unless set)
+/// and their notes, every request recorded with its PRIVATE-TOKEN.
+#[derive(Clone, Default)]
+pub struct GitLab {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Merge request states by iid ("opened", "merged").
+    pub states: Arc<Mutex<BTreeMap<i64, String>>>,
+    /// Notes by id: body.
+    pub notes: Arc<Mutex<BTreeMap<u64, String>>>,
+}
+
+/// The PRIVATE-TOKEN header, empty without one.
+pub fn private_token(headers: &HeaderMap) -> String {
+    headers
+        .get("private-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl GitLab {
+    /// Serves GitLab's API under `/api/v4` on 127.0.0.1 and returns the base URL.
+    pub async fn serve(&self) -> String {
+        let app = Router::new()
+            .route("/api/v4/projects/{project}/statuses/{sha}", post(gl_status))
+            .route(
+                "/api/v4/projects/{project}/merge_requests",
+                get(gl_merge_requests),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}",
+                get(gl_merge_request),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}/notes",
+                get(gl_list_notes).post(gl_create_note),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
+                put(gl_edit_note),
+            )
+            .with_state(self.clone());
+        serve_locally(app).await
+    }
+
+    fn record(&self, method: &'static str, path: String, headers: &HeaderMap, body: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Seen {
+                method,
+                path,
+                credential: private_token(headers),
+                body: serde_json::from_str(body).unwrap_or(Value::Null),
+            });
+    }
+
+    /// The requests so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The notes so far, by id.
+    pub fn notes(&self) -> BTreeMap<u64, String> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+async fn gl_status(
+    State(s): State<GitLab>,
+    Path((project, sha)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/projects/{project}/statuses/{sha}"),
+        &headers,
+        &body,
+    );
+    (StatusCode::CREATED, "{}".into())
+}
+
+async fn gl_merge_request(
+    State(s): State<GitLab>,
+    Path((project, iid)): Path<(String, i64)>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
+    s.record(
+        "GET",
+        format!("/projects/{project}/merge_requests/{iid}"),
+        &headers,
+        "",
+    );
+    let state = s
+        .states
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&iid)
+        .cloned()
+        .unwrap_or_else(|| "opened".into());
+    (
+        StatusCode::OK,
+        json!({"iid": iid, "state": state}).to_string(),
+    )
+}
+
+async fn gl_merge_requests(State(s): State<GitLab>) -> (StatusCode, String) {
+    let open: Vec<Value> = s
+        .states
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(_, state)| *state == "opened")
+        .map(|(iid, state)| json!({"iid": iid, "state": state}))
+        .collect();
+    (StatusCode::OK, Value::Array(open).to_string())
+}
+
+async fn gl_list_notes(State(s): State<GitLab>) -> (StatusCode, String) {
+    let notes: Vec<Value> = s
+        .notes()
+        .iter()
+        .map(|(id, body)| json!({"id": id, "body": body}))
+        .collect();
+    (StatusCode::OK, Value::Array(notes).to_string())
+}
+
+async fn gl_create_note(
+    State(s): State<GitLab>,
+    Path((project, iid)): Path<(String, i64)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "POST",
+        format!("/projects/{project}/merge_requests/{iid}/notes"),
+        &headers,
+        &body,
+    );
+    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut notes = s.notes.lock().unwrap_or_else(|p| p.into_inner());
+    let id = notes.len() as u64 + 500;
+    notes.insert(id, text.clone());
+    (
+        StatusCode::CREATED,
+        json!({"id": id, "body": text}).to_string(),
+    )
+}
+
+async fn gl_edit_note(
+    State(s): State<GitLab>,
+    Path((project, iid, id)): Path<(String, i64, u64)>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.record(
+        "PUT",
+        format!("/projects/{project}/merge_requests/{iid}/notes/{id}"),
+        &headers,
+        &body,
+    );
+    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    s.notes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, text.clone());
+    (StatusCode::OK, json!({"id": id, "body": text}).to_string())
 }
