@@ -1,6 +1,6 @@
-//! The operator as a GitHub App, and on GitLab. GitHub and GitLab are stood in for by small
-//! HTTP servers on 127.0.0.1 in this test; an operator of this test's own (scoped by
-//! `--selector`) talks to them.
+//! The operator as a GitHub App, and on GitLab. GitHub and GitLab are stood in for by the
+//! loopback servers of `common::scm`; an operator of this test's own (scoped by `--selector`)
+//! talks to them.
 //!
 //! - As an App, the operator signs a JWT (RS256) with the App's key; the stand-in verifies it
 //!   with the public key of a key pair this test generates, hands out an installation token,
@@ -17,16 +17,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, patch, put};
 use common::scm::{
-    APP_ID, GitHub as StandIn, GitLab, INSTALLATION, INSTALLATION_TOKEN, Route, Seen,
+    APP_ID, GitHub as StandIn, GitLab, INSTALLATION, INSTALLATION_TOKEN, OUR_USER, Route, Seen,
+    Thread,
 };
 use common::{
     Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
@@ -403,162 +399,9 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
 }
 
 // The operator's own comment, and only it. These run without the rig: the comment writer
-// talks to a stand-in on 127.0.0.1 directly, as the operator would after a restart (no
+// talks to a stand-in on 127.0.0.1 (`common::scm::Thread`) directly, as the operator would after a restart (no
 // comment id remembered), on a pull request where someone else posted a comment that starts
 // with the preview's marker.
-
-/// The comments of one pull request (GitHub) or merge request (GitLab).
-#[derive(Clone, Default)]
-struct Thread {
-    /// By id: the author's fields (`user` and `performed_via_github_app` on GitHub, `author`
-    /// on GitLab) and the body.
-    comments: Arc<Mutex<BTreeMap<u64, (Value, String)>>>,
-    /// The author's fields of the comments the operator creates.
-    poster: Arc<Mutex<Value>>,
-    /// What the operator did: `user`, `create <id>`, `edit <id>`.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-/// Who the stand-in's token belongs to (`GET /user` on both providers).
-const OUR_USER: u64 = 42;
-
-impl Thread {
-    fn new(poster: Value, forged: &[Value], marker: &str) -> Thread {
-        let thread = Thread {
-            poster: Arc::new(Mutex::new(poster)),
-            ..Thread::default()
-        };
-        for (n, author) in forged.iter().enumerate() {
-            thread.lock_comments().insert(
-                n as u64 + 1,
-                (author.clone(), format!("{marker}\nforged {n}, @all look")),
-            );
-        }
-        thread
-    }
-
-    fn lock_comments(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Value, String)>> {
-        self.comments.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn note(&self, what: String) {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(what);
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The comments as listed: each with its id, body and author's fields.
-    fn listed(&self) -> String {
-        let all: Vec<Value> = self
-            .lock_comments()
-            .iter()
-            .map(|(id, (author, body))| {
-                let mut c = author.clone();
-                c["id"] = json!(id);
-                c["body"] = json!(body);
-                c
-            })
-            .collect();
-        Value::Array(all).to_string()
-    }
-
-    fn create(&self, request: &str) -> (StatusCode, String) {
-        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let poster = self
-            .poster
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut comments = self.lock_comments();
-        let id = comments.keys().max().copied().unwrap_or_default() + 1;
-        comments.insert(id, (poster, body.clone()));
-        drop(comments);
-        self.note(format!("create {id}"));
-        (
-            StatusCode::CREATED,
-            json!({"id": id, "body": body}).to_string(),
-        )
-    }
-
-    fn edit(&self, id: u64, request: &str) -> (StatusCode, String) {
-        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        self.note(format!("edit {id}"));
-        match self.lock_comments().get_mut(&id) {
-            Some(c) => {
-                c.1 = body.clone();
-                (StatusCode::OK, json!({"id": id, "body": body}).to_string())
-            }
-            None => (StatusCode::NOT_FOUND, "{}".into()),
-        }
-    }
-
-    fn user(&self) -> (StatusCode, String) {
-        self.note("user".into());
-        (
-            StatusCode::OK,
-            json!({"id": OUR_USER, "login": "preview-bot", "username": "preview-bot"}).to_string(),
-        )
-    }
-
-    /// GitHub's routes for issue comments and `GET /user`.
-    fn github(&self) -> Router {
-        Router::new()
-            .route(
-                "/user",
-                get(|State(t): State<Thread>| async move { t.user() }),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/{n}/comments",
-                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
-                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
-                ),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/comments/{id}",
-                patch(
-                    |State(t): State<Thread>,
-                     Path((_, _, id)): Path<(String, String, u64)>,
-                     request: String| async move { t.edit(id, &request) },
-                ),
-            )
-            .with_state(self.clone())
-    }
-
-    /// GitLab's routes for merge request notes and `GET /user`.
-    fn gitlab(&self) -> Router {
-        Router::new()
-            .route(
-                "/api/v4/user",
-                get(|State(t): State<Thread>| async move { t.user() }),
-            )
-            .route(
-                "/api/v4/projects/{project}/merge_requests/{iid}/notes",
-                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
-                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
-                ),
-            )
-            .route(
-                "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
-                put(
-                    |State(t): State<Thread>,
-                     Path((_, _, id)): Path<(String, i64, u64)>,
-                     request: String| async move { t.edit(id, &request) },
-                ),
-            )
-            .with_state(self.clone())
-    }
-}
 
 const PREVIEW: &str = "team-shop/shop-pr-7";
 

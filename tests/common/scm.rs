@@ -3,7 +3,8 @@
 //! scripted failures), pull requests open or closed, pull request comments, and a GitHub App's
 //! installation tokens and check runs (JWTs verified with the App's public key); a test serves
 //! only the [`Route`]s it needs, so an operator that calls anything else gets a 404 the test
-//! would notice. GitLab: commit statuses, merge requests and their notes.
+//! would notice. GitLab: commit statuses, merge requests and their notes. Both: one thread of
+//! comments whose authors a test sets, to tell the operator's own comment from forged ones.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -619,4 +620,159 @@ async fn gl_edit_note(
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, text.clone());
     (StatusCode::OK, json!({"id": id, "body": text}).to_string())
+}
+
+/// The comments of one pull request (GitHub) or merge request (GitLab) with their authors, for
+/// the tests that the comment writer edits only its own identity's comment; served without the
+/// rig, merged with [`GitHub::router`] for an App.
+#[derive(Clone, Default)]
+pub struct Thread {
+    /// By id: the author's fields (`user` and `performed_via_github_app` on GitHub, `author`
+    /// on GitLab) and the body.
+    comments: Arc<Mutex<BTreeMap<u64, (Value, String)>>>,
+    /// The author's fields of the comments the operator creates.
+    poster: Arc<Mutex<Value>>,
+    /// What the operator did: `user`, `create <id>`, `edit <id>`.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Who the stand-in's token belongs to (`GET /user` on both providers).
+pub const OUR_USER: u64 = 42;
+
+impl Thread {
+    pub fn new(poster: Value, forged: &[Value], marker: &str) -> Thread {
+        let thread = Thread {
+            poster: Arc::new(Mutex::new(poster)),
+            ..Thread::default()
+        };
+        for (n, author) in forged.iter().enumerate() {
+            thread.lock_comments().insert(
+                n as u64 + 1,
+                (author.clone(), format!("{marker}\nforged {n}, @all look")),
+            );
+        }
+        thread
+    }
+
+    pub fn lock_comments(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Value, String)>> {
+        self.comments.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note(&self, what: String) {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what);
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The comments as listed: each with its id, body and author's fields.
+    fn listed(&self) -> String {
+        let all: Vec<Value> = self
+            .lock_comments()
+            .iter()
+            .map(|(id, (author, body))| {
+                let mut c = author.clone();
+                c["id"] = json!(id);
+                c["body"] = json!(body);
+                c
+            })
+            .collect();
+        Value::Array(all).to_string()
+    }
+
+    fn create(&self, request: &str) -> (StatusCode, String) {
+        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let poster = self
+            .poster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut comments = self.lock_comments();
+        let id = comments.keys().max().copied().unwrap_or_default() + 1;
+        comments.insert(id, (poster, body.clone()));
+        drop(comments);
+        self.note(format!("create {id}"));
+        (
+            StatusCode::CREATED,
+            json!({"id": id, "body": body}).to_string(),
+        )
+    }
+
+    fn edit(&self, id: u64, request: &str) -> (StatusCode, String) {
+        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.note(format!("edit {id}"));
+        match self.lock_comments().get_mut(&id) {
+            Some(c) => {
+                c.1 = body.clone();
+                (StatusCode::OK, json!({"id": id, "body": body}).to_string())
+            }
+            None => (StatusCode::NOT_FOUND, "{}".into()),
+        }
+    }
+
+    fn user(&self) -> (StatusCode, String) {
+        self.note("user".into());
+        (
+            StatusCode::OK,
+            json!({"id": OUR_USER, "login": "preview-bot", "username": "preview-bot"}).to_string(),
+        )
+    }
+
+    /// GitHub's routes for issue comments and `GET /user`.
+    pub fn github(&self) -> Router {
+        Router::new()
+            .route(
+                "/user",
+                get(|State(t): State<Thread>| async move { t.user() }),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{n}/comments",
+                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
+                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
+                ),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                patch(
+                    |State(t): State<Thread>,
+                     Path((_, _, id)): Path<(String, String, u64)>,
+                     request: String| async move { t.edit(id, &request) },
+                ),
+            )
+            .with_state(self.clone())
+    }
+
+    /// GitLab's routes for merge request notes and `GET /user`.
+    pub fn gitlab(&self) -> Router {
+        Router::new()
+            .route(
+                "/api/v4/user",
+                get(|State(t): State<Thread>| async move { t.user() }),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}/notes",
+                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
+                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
+                ),
+            )
+            .route(
+                "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
+                put(
+                    |State(t): State<Thread>,
+                     Path((_, _, id)): Path<(String, i64, u64)>,
+                     request: String| async move { t.edit(id, &request) },
+                ),
+            )
+            .with_state(self.clone())
+    }
 }
