@@ -2,150 +2,31 @@
 //! pull request GitHub reports closed deletes a preview: the fail-safe resync finds PRs whose
 //! webhook never arrived, a GitHub error deletes nothing (and says so in `ScmReachable`), and
 //! a replayed "closed" delivery of a reopened PR deletes nothing. Each preview keeps one
-//! comment on its PR up to date. GitHub is stood in for by a small HTTP server on 127.0.0.1;
-//! an operator of this test's own (scoped by `--selector`) talks to it.
+//! comment on its PR up to date. GitHub is stood in for by the loopback server of
+//! `common::scm`; an operator of this test's own (scoped by `--selector`) talks to it.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use common::{Operator, TestNamespace, await_condition, client, install_crd, require_operator};
+use common::scm::{GitHub, Route};
+use common::{
+    Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
+};
 use hmac::{Hmac, KeyInit, Mac};
 use kube::api::{Api, PostParams};
 use preview_operator::api::PreviewEnvironment;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::Sha256;
 
-/// GitHub as far as the operator reads it: pull requests open or closed, or every call failing.
-#[derive(Clone, Default)]
-struct StandIn {
-    open: Arc<Mutex<BTreeMap<i64, bool>>>,
-    failing: Arc<AtomicBool>,
-    /// Comments by id: (pull request, body).
-    comments: Arc<Mutex<BTreeMap<u64, (i64, String)>>>,
-}
-
-fn comments_of(s: &StandIn) -> std::sync::MutexGuard<'_, BTreeMap<u64, (i64, String)>> {
-    s.comments.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn body_of(request: &str) -> String {
-    serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn list_comments(
-    State(s): State<StandIn>,
-    Path((_, _, n)): Path<(String, String, i64)>,
-) -> impl IntoResponse {
-    let all: Vec<Value> = comments_of(&s)
-        .iter()
-        .filter(|(_, (pr, _))| *pr == n)
-        .map(|(id, (_, body))| json!({"id": id, "body": body}))
-        .collect();
-    (StatusCode::OK, Value::Array(all).to_string())
-}
-
-async fn create_comment(
-    State(s): State<StandIn>,
-    Path((_, _, n)): Path<(String, String, i64)>,
-    request: String,
-) -> impl IntoResponse {
-    let text = body_of(&request);
-    let mut all = comments_of(&s);
-    let id = all.len() as u64 + 1;
-    all.insert(id, (n, text.clone()));
-    (
-        StatusCode::CREATED,
-        json!({"id": id, "body": text}).to_string(),
-    )
-}
-
-async fn edit_comment(
-    State(s): State<StandIn>,
-    Path((_, _, id)): Path<(String, String, u64)>,
-    request: String,
-) -> impl IntoResponse {
-    let text = body_of(&request);
-    match comments_of(&s).get_mut(&id) {
-        Some(c) => {
-            c.1 = text.clone();
-            (StatusCode::OK, json!({"id": id, "body": text}).to_string())
-        }
-        None => (StatusCode::NOT_FOUND, "{}".to_string()),
-    }
-}
-
-impl StandIn {
-    fn set(&self, pr: i64, open: bool) {
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pr, open);
-    }
-}
-
-async fn list(State(s): State<StandIn>) -> impl IntoResponse {
-    if s.failing.load(Ordering::SeqCst) {
-        return (StatusCode::BAD_GATEWAY, "[]".to_string());
-    }
-    let open: Vec<Value> = s
-        .open
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|(_, open)| **open)
-        .map(|(n, _)| json!({"number": n, "state": "open"}))
-        .collect();
-    (StatusCode::OK, Value::Array(open).to_string())
-}
-
-async fn one(
-    State(s): State<StandIn>,
-    Path((_, _, n)): Path<(String, String, i64)>,
-) -> impl IntoResponse {
-    if s.failing.load(Ordering::SeqCst) {
-        return (StatusCode::BAD_GATEWAY, "{}".to_string());
-    }
-    match s.open.lock().unwrap_or_else(|p| p.into_inner()).get(&n) {
-        Some(open) => (
-            StatusCode::OK,
-            json!({"number": n, "state": if *open { "open" } else { "closed" }}).to_string(),
-        ),
-        None => (StatusCode::NOT_FOUND, "{}".to_string()),
-    }
-}
-
-async fn start_stand_in() -> (StandIn, String) {
-    let state = StandIn::default();
-    let app = Router::new()
-        .route("/repos/{owner}/{repo}/pulls", get(list))
-        .route("/repos/{owner}/{repo}/pulls/{n}", get(one))
-        .route(
-            "/repos/{owner}/{repo}/statuses/{sha}",
-            post(|| async { (StatusCode::CREATED, "{}") }),
-        )
-        .route(
-            "/repos/{owner}/{repo}/issues/{n}/comments",
-            get(list_comments).post(create_comment),
-        )
-        .route(
-            "/repos/{owner}/{repo}/issues/comments/{id}",
-            axum::routing::patch(edit_comment),
-        )
-        .with_state(state.clone());
-    let url = common::serve_locally(app).await;
-    (state, url)
+/// GitHub for these tests: pull requests, statuses and comments.
+async fn start_stand_in() -> (GitHub, String) {
+    let github = GitHub::default();
+    let url = github
+        .serve(&[Route::Pulls, Route::Statuses, Route::Comments])
+        .await;
+    (github, url)
 }
 
 fn preview(name: &str, shard: &str, pr: i64) -> PreviewEnvironment {
@@ -197,12 +78,12 @@ async fn the_resync_deletes_only_previews_whose_pr_github_reports_closed() {
     }
     let wait = Duration::from_secs(90);
     for name in ["one", "two"] {
-        await_condition(&api, name, "Ready", "True", None, wait).await;
+        await_ready(&api, name, wait).await;
         await_condition(&api, name, "ScmReachable", "True", None, wait).await;
     }
 
     // GitHub fails while PR 2 closes: nothing is deleted, and the previews say why.
-    github.failing.store(true, Ordering::SeqCst);
+    github.fail(true);
     github.set(2, false);
     for name in ["one", "two"] {
         await_condition(
@@ -218,7 +99,7 @@ async fn the_resync_deletes_only_previews_whose_pr_github_reports_closed() {
     assert!(exists(&api, "two").await, "an error deleted a preview");
 
     // GitHub answers again: PR 2 is closed, its preview goes; PR 1's stays.
-    github.failing.store(false, Ordering::SeqCst);
+    github.fail(false);
     let api2 = api.clone();
     common::await_gone("the preview of the closed PR", wait, || api2.get_opt("two")).await;
     await_condition(&api, "one", "ScmReachable", "True", None, wait).await;
@@ -280,15 +161,7 @@ async fn a_closed_delivery_deletes_only_when_github_confirms_and_the_class_binds
     api.create(&PostParams::default(), &preview("three", &shard, 3))
         .await
         .expect("create");
-    await_condition(
-        &api,
-        "three",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(90),
-    )
-    .await;
+    await_ready(&api, "three", Duration::from_secs(90)).await;
 
     // A replayed "closed" (a fresh delivery id, the old signed body) of a PR that is open
     // again: accepted, and nothing deleted.
@@ -328,8 +201,8 @@ async fn a_closed_delivery_deletes_only_when_github_confirms_and_the_class_binds
 }
 
 /// The one comment of `marker` on a PR, once it contains every part of `want`.
-fn one_comment(github: &StandIn, marker: &str, want: &[&str]) -> Result<String, String> {
-    let all = comments_of(github).clone();
+fn one_comment(github: &GitHub, marker: &str, want: &[&str]) -> Result<String, String> {
+    let all = github.comments().clone();
     let ours: Vec<&(i64, String)> = all
         .values()
         .filter(|(_, b)| b.starts_with(marker))
@@ -358,7 +231,7 @@ async fn each_preview_keeps_one_comment_on_its_pull_request_up_to_date() {
     api.create(&PostParams::default(), &pe)
         .await
         .expect("create");
-    await_condition(&api, "four", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_ready(&api, "four", Duration::from_secs(90)).await;
     let marker = format!("<!-- preview-operator:{}/four -->", tenant.name);
     let wait = Duration::from_secs(60);
     let ready = common::wait_for("the comment to show Ready", wait, || async {

@@ -1,6 +1,6 @@
-//! The operator as a GitHub App, and on GitLab. GitHub and GitLab are stood in for by small
-//! HTTP servers on 127.0.0.1 in this test; an operator of this test's own (scoped by
-//! `--selector`) talks to them.
+//! The operator as a GitHub App, and on GitLab. GitHub and GitLab are stood in for by the
+//! loopback servers of `common::scm`; an operator of this test's own (scoped by `--selector`)
+//! talks to them.
 //!
 //! - As an App, the operator signs a JWT (RS256) with the App's key; the stand-in verifies it
 //!   with the public key of a key pair this test generates, hands out an installation token,
@@ -13,183 +13,25 @@
 //! - Without the rig: the comment writer, with a token, as an App and on GitLab, edits only
 //!   the comment its own identity wrote, never one someone else posted with the preview's
 //!   marker (a person, another App's bot, a person acting through the App).
+//! - A GitLab reached over plain HTTP stops the operator at start-up unless allowed.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, patch, post, put};
-use common::{Operator, TestNamespace, await_condition, client, install_crd, require_operator};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use common::scm::{
+    APP_ID, GitHub as StandIn, GitLab, INSTALLATION, INSTALLATION_TOKEN, OUR_USER, Route, Seen,
+    Thread,
+};
+use common::{
+    Operator, TestNamespace, await_condition, await_ready, client, install_crd, require_operator,
+};
 use kube::api::{Api, PostParams};
 use preview_operator::api::PreviewEnvironment;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
-
-const APP_ID: u64 = 4242;
-const INSTALLATION: u64 = 99;
-const INSTALLATION_TOKEN: &str = "ghs_installation-token-of-the-test";
-
-/// One request the stand-in got: method, path, Authorization (or PRIVATE-TOKEN) and body.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: &'static str,
-    path: String,
-    credential: String,
-    body: Value,
-}
-
-#[derive(Clone)]
-struct GitHubApp {
-    public_key: Arc<DecodingKey>,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    /// JWTs the stand-in could not verify.
-    bad_jwts: Arc<Mutex<Vec<String>>>,
-}
-
-fn bearer(headers: &HeaderMap) -> String {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_string()
-}
-
-impl GitHubApp {
-    fn record(&self, method: &'static str, path: String, credential: String, body: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Seen {
-                method,
-                path,
-                credential,
-                body: serde_json::from_str(body).unwrap_or(Value::Null),
-            });
-    }
-
-    /// Whether `headers` carry a JWT signed with the App's key (RS256), issued by the App and
-    /// not expired.
-    fn app_signed(&self, headers: &HeaderMap) -> bool {
-        let token = bearer(headers);
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_required_spec_claims(&["exp", "iat"]);
-        let issued_by_the_app =
-            jsonwebtoken::decode::<Value>(&token, &self.public_key, &validation).is_ok_and(
-                |data| {
-                    let iss = &data.claims["iss"];
-                    iss.as_u64() == Some(APP_ID) || iss.as_str() == Some(&APP_ID.to_string())
-                },
-            );
-        if !issued_by_the_app {
-            self.bad_jwts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(token);
-        }
-        issued_by_the_app
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-async fn installation(
-    State(s): State<GitHubApp>,
-    Path((owner, repo)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> (StatusCode, String) {
-    s.record(
-        "GET",
-        format!("/repos/{owner}/{repo}/installation"),
-        bearer(&headers),
-        "",
-    );
-    if !s.app_signed(&headers) {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    (StatusCode::OK, json!({"id": INSTALLATION}).to_string())
-}
-
-async fn access_token(
-    State(s): State<GitHubApp>,
-    Path(id): Path<u64>,
-    headers: HeaderMap,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/app/installations/{id}/access_tokens"),
-        bearer(&headers),
-        "",
-    );
-    if id != INSTALLATION || !s.app_signed(&headers) {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    let expires =
-        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1);
-    (
-        StatusCode::CREATED,
-        json!({
-            "token": INSTALLATION_TOKEN,
-            "expires_at": expires.to_string(),
-            "permissions": {"checks": "write", "statuses": "write",
-                            "pull_requests": "write", "metadata": "read"},
-        })
-        .to_string(),
-    )
-}
-
-async fn create_check_run(
-    State(s): State<GitHubApp>,
-    Path((owner, repo)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/repos/{owner}/{repo}/check-runs"),
-        bearer(&headers),
-        &body,
-    );
-    if bearer(&headers) != INSTALLATION_TOKEN {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    let id = s.seen().len() as u64 + 1000;
-    (StatusCode::CREATED, json!({"id": id}).to_string())
-}
-
-async fn update_check_run(
-    State(s): State<GitHubApp>,
-    Path((owner, repo, id)): Path<(String, String, u64)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "PATCH",
-        format!("/repos/{owner}/{repo}/check-runs/{id}"),
-        bearer(&headers),
-        &body,
-    );
-    if bearer(&headers) != INSTALLATION_TOKEN {
-        return (StatusCode::UNAUTHORIZED, "{}".into());
-    }
-    (StatusCode::OK, json!({"id": id}).to_string())
-}
-
-async fn no_check_runs() -> (StatusCode, String) {
-    (
-        StatusCode::OK,
-        json!({"total_count": 0, "check_runs": []}).to_string(),
-    )
-}
 
 /// The end of a test's output: runner chatter around a JUnit report with one failed case.
 const TEST_LOG: &[&str] = &[
@@ -253,25 +95,8 @@ async fn a_github_app_writes_a_check_run_with_the_failed_tests_log_and_junit_ann
     let key_file = std::env::temp_dir().join(format!("{shard}-app.pem"));
     std::fs::write(&key_file, private_pem.as_bytes()).expect("the key file");
 
-    let stand_in = GitHubApp {
-        public_key: Arc::new(DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key")),
-        seen: Arc::default(),
-        bad_jwts: Arc::default(),
-    };
-    let app = Router::new()
-        .route("/repos/{owner}/{repo}/installation", get(installation))
-        .route("/app/installations/{id}/access_tokens", post(access_token))
-        .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
-        .route(
-            "/repos/{owner}/{repo}/check-runs/{id}",
-            patch(update_check_run),
-        )
-        .route(
-            "/repos/{owner}/{repo}/commits/{sha}/check-runs",
-            get(no_check_runs),
-        )
-        .with_state(stand_in.clone());
-    let url = common::serve_locally(app).await;
+    let stand_in = StandIn::app(&public_pem);
+    let url = stand_in.serve(&[Route::App, Route::CheckRuns]).await;
     let _operator = Operator::start(
         &[
             "--selector",
@@ -390,154 +215,6 @@ async fn a_github_app_writes_a_check_run_with_the_failed_tests_log_and_junit_ann
     tenant.delete_and_wait(name).await;
 }
 
-/// GitLab as far as the operator uses it.
-#[derive(Clone, Default)]
-struct GitLab {
-    seen: Arc<Mutex<Vec<Seen>>>,
-    /// Merge request states by iid ("opened", "merged").
-    states: Arc<Mutex<BTreeMap<i64, String>>>,
-    /// Notes by id: body.
-    notes: Arc<Mutex<BTreeMap<u64, String>>>,
-}
-
-fn private_token(headers: &HeaderMap) -> String {
-    headers
-        .get("private-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
-impl GitLab {
-    fn record(&self, method: &'static str, path: String, headers: &HeaderMap, body: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Seen {
-                method,
-                path,
-                credential: private_token(headers),
-                body: serde_json::from_str(body).unwrap_or(Value::Null),
-            });
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn notes(&self) -> BTreeMap<u64, String> {
-        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-async fn gl_status(
-    State(s): State<GitLab>,
-    Path((project, sha)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/projects/{project}/statuses/{sha}"),
-        &headers,
-        &body,
-    );
-    (StatusCode::CREATED, "{}".into())
-}
-
-async fn gl_merge_request(
-    State(s): State<GitLab>,
-    Path((project, iid)): Path<(String, i64)>,
-    headers: HeaderMap,
-) -> (StatusCode, String) {
-    s.record(
-        "GET",
-        format!("/projects/{project}/merge_requests/{iid}"),
-        &headers,
-        "",
-    );
-    let state = s
-        .states
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&iid)
-        .cloned()
-        .unwrap_or_else(|| "opened".into());
-    (
-        StatusCode::OK,
-        json!({"iid": iid, "state": state}).to_string(),
-    )
-}
-
-async fn gl_merge_requests(State(s): State<GitLab>) -> (StatusCode, String) {
-    let open: Vec<Value> = s
-        .states
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|(_, state)| *state == "opened")
-        .map(|(iid, state)| json!({"iid": iid, "state": state}))
-        .collect();
-    (StatusCode::OK, Value::Array(open).to_string())
-}
-
-async fn gl_list_notes(State(s): State<GitLab>) -> (StatusCode, String) {
-    let notes: Vec<Value> = s
-        .notes()
-        .iter()
-        .map(|(id, body)| json!({"id": id, "body": body}))
-        .collect();
-    (StatusCode::OK, Value::Array(notes).to_string())
-}
-
-async fn gl_create_note(
-    State(s): State<GitLab>,
-    Path((project, iid)): Path<(String, i64)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "POST",
-        format!("/projects/{project}/merge_requests/{iid}/notes"),
-        &headers,
-        &body,
-    );
-    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let mut notes = s.notes.lock().unwrap_or_else(|p| p.into_inner());
-    let id = notes.len() as u64 + 500;
-    notes.insert(id, text.clone());
-    (
-        StatusCode::CREATED,
-        json!({"id": id, "body": text}).to_string(),
-    )
-}
-
-async fn gl_edit_note(
-    State(s): State<GitLab>,
-    Path((project, iid, id)): Path<(String, i64, u64)>,
-    headers: HeaderMap,
-    body: String,
-) -> (StatusCode, String) {
-    s.record(
-        "PUT",
-        format!("/projects/{project}/merge_requests/{iid}/notes/{id}"),
-        &headers,
-        &body,
-    );
-    let text = serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    s.notes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, text.clone());
-    (StatusCode::OK, json!({"id": id, "body": text}).to_string())
-}
-
 /// Posts a merge request hook to the operator; the answer's status.
 fn gitlab_hook(url: &str, token: Option<&str>, uuid: &str, action: &str, iid: i64) -> u16 {
     let body = json!({
@@ -588,26 +265,7 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(5, "opened".into());
-    let app = Router::new()
-        .route("/api/v4/projects/{project}/statuses/{sha}", post(gl_status))
-        .route(
-            "/api/v4/projects/{project}/merge_requests",
-            get(gl_merge_requests),
-        )
-        .route(
-            "/api/v4/projects/{project}/merge_requests/{iid}",
-            get(gl_merge_request),
-        )
-        .route(
-            "/api/v4/projects/{project}/merge_requests/{iid}/notes",
-            get(gl_list_notes).post(gl_create_note),
-        )
-        .route(
-            "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
-            put(gl_edit_note),
-        )
-        .with_state(stand_in.clone());
-    let url = common::serve_locally(app).await;
+    let url = stand_in.serve().await;
     let operator = Operator::start(
         &[
             "--selector",
@@ -634,7 +292,7 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
     api.create(&PostParams::default(), &pe)
         .await
         .expect("create");
-    await_condition(&api, name, "Ready", "True", None, Duration::from_secs(120)).await;
+    await_ready(&api, name, Duration::from_secs(120)).await;
 
     let project_path = "/projects/acme/platform/shop";
     let states = common::wait_for("a success status", Duration::from_secs(60), || async {
@@ -741,162 +399,9 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
 }
 
 // The operator's own comment, and only it. These run without the rig: the comment writer
-// talks to a stand-in on 127.0.0.1 directly, as the operator would after a restart (no
+// talks to a stand-in on 127.0.0.1 (`common::scm::Thread`) directly, as the operator would after a restart (no
 // comment id remembered), on a pull request where someone else posted a comment that starts
 // with the preview's marker.
-
-/// The comments of one pull request (GitHub) or merge request (GitLab).
-#[derive(Clone, Default)]
-struct Thread {
-    /// By id: the author's fields (`user` and `performed_via_github_app` on GitHub, `author`
-    /// on GitLab) and the body.
-    comments: Arc<Mutex<BTreeMap<u64, (Value, String)>>>,
-    /// The author's fields of the comments the operator creates.
-    poster: Arc<Mutex<Value>>,
-    /// What the operator did: `user`, `create <id>`, `edit <id>`.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-/// Who the stand-in's token belongs to (`GET /user` on both providers).
-const OUR_USER: u64 = 42;
-
-impl Thread {
-    fn new(poster: Value, forged: &[Value], marker: &str) -> Thread {
-        let thread = Thread {
-            poster: Arc::new(Mutex::new(poster)),
-            ..Thread::default()
-        };
-        for (n, author) in forged.iter().enumerate() {
-            thread.lock_comments().insert(
-                n as u64 + 1,
-                (author.clone(), format!("{marker}\nforged {n}, @all look")),
-            );
-        }
-        thread
-    }
-
-    fn lock_comments(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (Value, String)>> {
-        self.comments.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn note(&self, what: String) {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(what);
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The comments as listed: each with its id, body and author's fields.
-    fn listed(&self) -> String {
-        let all: Vec<Value> = self
-            .lock_comments()
-            .iter()
-            .map(|(id, (author, body))| {
-                let mut c = author.clone();
-                c["id"] = json!(id);
-                c["body"] = json!(body);
-                c
-            })
-            .collect();
-        Value::Array(all).to_string()
-    }
-
-    fn create(&self, request: &str) -> (StatusCode, String) {
-        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let poster = self
-            .poster
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut comments = self.lock_comments();
-        let id = comments.keys().max().copied().unwrap_or_default() + 1;
-        comments.insert(id, (poster, body.clone()));
-        drop(comments);
-        self.note(format!("create {id}"));
-        (
-            StatusCode::CREATED,
-            json!({"id": id, "body": body}).to_string(),
-        )
-    }
-
-    fn edit(&self, id: u64, request: &str) -> (StatusCode, String) {
-        let body = serde_json::from_str::<Value>(request).unwrap_or(Value::Null)["body"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        self.note(format!("edit {id}"));
-        match self.lock_comments().get_mut(&id) {
-            Some(c) => {
-                c.1 = body.clone();
-                (StatusCode::OK, json!({"id": id, "body": body}).to_string())
-            }
-            None => (StatusCode::NOT_FOUND, "{}".into()),
-        }
-    }
-
-    fn user(&self) -> (StatusCode, String) {
-        self.note("user".into());
-        (
-            StatusCode::OK,
-            json!({"id": OUR_USER, "login": "preview-bot", "username": "preview-bot"}).to_string(),
-        )
-    }
-
-    /// GitHub's routes for issue comments and `GET /user`.
-    fn github(&self) -> Router {
-        Router::new()
-            .route(
-                "/user",
-                get(|State(t): State<Thread>| async move { t.user() }),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/{n}/comments",
-                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
-                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
-                ),
-            )
-            .route(
-                "/repos/{owner}/{repo}/issues/comments/{id}",
-                patch(
-                    |State(t): State<Thread>,
-                     Path((_, _, id)): Path<(String, String, u64)>,
-                     request: String| async move { t.edit(id, &request) },
-                ),
-            )
-            .with_state(self.clone())
-    }
-
-    /// GitLab's routes for merge request notes and `GET /user`.
-    fn gitlab(&self) -> Router {
-        Router::new()
-            .route(
-                "/api/v4/user",
-                get(|State(t): State<Thread>| async move { t.user() }),
-            )
-            .route(
-                "/api/v4/projects/{project}/merge_requests/{iid}/notes",
-                get(|State(t): State<Thread>| async move { (StatusCode::OK, t.listed()) }).post(
-                    |State(t): State<Thread>, request: String| async move { t.create(&request) },
-                ),
-            )
-            .route(
-                "/api/v4/projects/{project}/merge_requests/{iid}/notes/{id}",
-                put(
-                    |State(t): State<Thread>,
-                     Path((_, _, id)): Path<(String, i64, u64)>,
-                     request: String| async move { t.edit(id, &request) },
-                ),
-            )
-            .with_state(self.clone())
-    }
-}
 
 const PREVIEW: &str = "team-shop/shop-pr-7";
 
@@ -1030,11 +535,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
     let public_pem = rsa::RsaPublicKey::from(&key)
         .to_public_key_pem(LineEnding::LF)
         .expect("PEM");
-    let app = GitHubApp {
-        public_key: Arc::new(DecodingKey::from_rsa_pem(public_pem.as_bytes()).expect("key")),
-        seen: Arc::default(),
-        bad_jwts: Arc::default(),
-    };
+    let app = StandIn::app(&public_pem);
     let marker = preview_operator::github::comment::marker(PREVIEW);
     let by = |id: u64, login: &str, kind: &str, app: Value| json!({"user": {"id": id, "login": login, "type": kind}, "performed_via_github_app": app});
     let thread = Thread::new(
@@ -1048,10 +549,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
         ],
         &marker,
     );
-    let routes = Router::new()
-        .route("/repos/{owner}/{repo}/installation", get(installation))
-        .route("/app/installations/{id}/access_tokens", post(access_token))
-        .with_state(app.clone());
+    let routes = app.router(&[Route::App]);
     let url = common::serve_locally(routes.merge(thread.github())).await;
     let config = GitHubConfig {
         api_url: url,
@@ -1077,4 +575,41 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
             .any(|s| s.path.ends_with("/access_tokens")),
         "the comments were written with an installation token"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_plain_http_gitlab_stops_the_operator_at_once_unless_allowed() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(common::rig_var("PREVIEW_OPERATOR_BIN"))
+            .args([
+                "run",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--wake-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--health-addr", "127.0.0.1:0"])
+            .args(["--gitlab-url", "http://gitlab.internal"])
+            // Stops the start-up right after the flags, should they pass.
+            .args(["--selector", "=bad=="])
+            .args(extra)
+            .env("KUBECONFIG", common::rig_var("PREVIEW_OPERATOR_KUBECONFIG"))
+            .output()
+            .expect("the operator runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let started = Instant::now();
+    let refused = run(&[]);
+    assert!(
+        refused.contains("http://gitlab.internal") && refused.contains("--gitlab-allow-http"),
+        "{refused}"
+    );
+    let allowed = run(&["--gitlab-allow-http"]);
+    assert!(
+        !allowed.contains("--gitlab-allow-http") && allowed.contains("--selector"),
+        "with the flag the URL passes: {allowed}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
 }

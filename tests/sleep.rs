@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Tenant, TestClass, await_condition, scrape, shop_template, wait_for};
+use common::{Tenant, TestClass, await_ready, scrape, shop_template, slim, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -45,11 +45,6 @@ async fn team(prefix: &str) -> Tenant {
     template["services"][0]["expose"] = json!(true);
     t.create_template("shop", template).await;
     t
-}
-
-fn preview(class: &TestClass, sha: &str) -> Value {
-    json!({"repository": "acme/shop", "pullRequest": 21, "headSha": sha,
-           "previewClassName": class.name, "templateRef": {"name": "shop"}})
 }
 
 async fn phase(api: &Api<PreviewEnvironment>, name: &str) -> Result<Option<Phase>, String> {
@@ -118,8 +113,16 @@ async fn job_names(client: &Client, ns: &str) -> Vec<(String, String)> {
 async fn an_idle_preview_sleeps_and_wakes_on_a_request_a_visit_and_a_new_sha() {
     let t = team("sl-wake").await;
     let class = class_for(&t, json!({"afterIdle": "20s"})).await;
-    t.create("shop", preview(&class, "5eed000001")).await;
-    await_condition(&t.api, "shop", "Ready", "True", None, READY).await;
+    t.create(
+        "shop",
+        slim("5eed000001")
+            .pull_request(21)
+            .class(&class.name)
+            .template("shop")
+            .json(),
+    )
+    .await;
+    await_ready(&t.api, "shop", READY).await;
     let ns = t.preview_ns("shop");
     let c = &t.client;
     let awake = replicas(c, &ns).await;
@@ -219,7 +222,7 @@ async fn an_idle_preview_sleeps_and_wakes_on_a_request_a_visit_and_a_new_sha() {
     // 3. A new sha wakes it and runs the tests for that sha.
     await_phase(&t.api, "shop", Phase::Sleeping, ASLEEP).await;
     t.patch_spec("shop", json!({"headSha": "5eed000002"})).await;
-    let pe = await_condition(&t.api, "shop", "Ready", "True", None, READY).await;
+    let pe = await_ready(&t.api, "shop", READY).await;
     let status = pe.status.unwrap_or_default();
     assert_eq!(status.tests[0].sha, "5eed000002");
     assert_eq!(status.phase, Some(Phase::Ready));
@@ -266,7 +269,15 @@ async fn a_preview_that_is_testing_does_not_sleep() {
     let mut template = shop_template();
     template["tests"][0]["podAnnotations"] = json!({"preview.dev/simulate": "hang"});
     t.set_template("shop", template).await;
-    t.create("shop", preview(&class, "7e57000001")).await;
+    t.create(
+        "shop",
+        slim("7e57000001")
+            .pull_request(21)
+            .class(&class.name)
+            .template("shop")
+            .json(),
+    )
+    .await;
     await_phase(&t.api, "shop", Phase::Testing, READY).await;
     // Longer than the idle time and the time to act on it: it must stay Testing all along.
     let window = std::time::Instant::now() + Duration::from_secs(35);
@@ -295,8 +306,16 @@ async fn a_sleep_window_puts_previews_to_sleep_and_its_end_wakes_them() {
         json!({"schedules": [{"days": "Mon-Sun", "sleepAt": at(1), "wakeAt": at(3), "timeZone": "UTC"}]}),
     )
     .await;
-    t.create("shop", preview(&class, "5c4ed00001")).await;
-    await_condition(&t.api, "shop", "Ready", "True", None, READY).await;
+    t.create(
+        "shop",
+        slim("5c4ed00001")
+            .pull_request(21)
+            .class(&class.name)
+            .template("shop")
+            .json(),
+    )
+    .await;
+    await_ready(&t.api, "shop", READY).await;
     await_phase(&t.api, "shop", Phase::Sleeping, Duration::from_secs(120)).await;
     let pe = t.api.get("shop").await.expect("get");
     assert_eq!(awake_reason(&pe), ("False".into(), "Schedule".into()));
@@ -317,8 +336,16 @@ async fn a_preview_that_slept_long_enough_is_deleted_and_costs_stop_while_asleep
     let mut template = shop_template();
     template["services"][0]["resources"] = json!({"requests": {"cpu": "500m", "memory": "256Mi"}});
     t.set_template("shop", template).await;
-    t.create("shop", preview(&class, "c057000001")).await;
-    await_condition(&t.api, "shop", "Ready", "True", None, READY).await;
+    t.create(
+        "shop",
+        slim("c057000001")
+            .pull_request(21)
+            .class(&class.name)
+            .template("shop")
+            .json(),
+    )
+    .await;
+    await_ready(&t.api, "shop", READY).await;
     let url = std::env::var("PREVIEW_OPERATOR_METRICS_URL").expect("hack/test.sh sets it");
     let tenant = t.namespace.name.clone();
     let series = |name: &str, extra: &str| {

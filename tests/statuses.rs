@@ -1,105 +1,25 @@
 //! Commit statuses reach GitHub in order (pending, then success or failure), survive server
-//! errors and rate limits, and carry the token. GitHub is stood in for by a small real HTTP
-//! server on 127.0.0.1 in this test; an operator of this test's own (scoped by `--selector`)
-//! posts to it.
+//! errors and rate limits, and carry the token. GitHub is stood in for by the loopback server
+//! of `common::scm`; an operator of this test's own (scoped by `--selector`) posts to it.
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::post;
+use common::scm::{GitHub, Route};
 use common::{
-    Operator, TestClass, TestNamespace, await_condition, client, install_crd, require_operator,
-    wait_for,
+    Operator, TestClass, TestNamespace, await_condition, await_ready, client, install_crd,
+    require_operator, wait_for,
 };
 use kube::api::{Api, DeleteParams, PostParams};
 use preview_operator::api::PreviewEnvironment;
-use serde_json::{Value, json};
+use serde_json::json;
 
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    authorization: String,
-    body: Value,
-    answered: u16,
-}
-
-#[derive(Clone, Default)]
-struct StandIn {
-    received: Arc<Mutex<Vec<Received>>>,
-    /// Answers to give, in order, before answering 201.
-    script: Arc<Mutex<Vec<u16>>>,
-    /// Posts of this state to refuse with 500, and how many more times.
-    refuse: Arc<Mutex<Option<(String, u32)>>>,
-}
-
-async fn statuses(
-    State(state): State<StandIn>,
-    Path((owner, repo, sha)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: String,
-) -> impl IntoResponse {
-    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let refused = {
-        let mut refuse = state.refuse.lock().unwrap_or_else(|p| p.into_inner());
-        match refuse.as_mut() {
-            Some((st, left)) if *left > 0 && body["state"] == st.as_str() => {
-                *left -= 1;
-                true
-            }
-            _ => false,
-        }
-    };
-    let answer = {
-        let mut script = state.script.lock().unwrap_or_else(|p| p.into_inner());
-        if refused {
-            500
-        } else if script.is_empty() {
-            201
-        } else {
-            script.remove(0)
-        }
-    };
-    state
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(Received {
-            path: format!("/repos/{owner}/{repo}/statuses/{sha}"),
-            authorization: headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string(),
-            body,
-            answered: answer,
-        });
-    let mut response_headers = HeaderMap::new();
-    if answer == 403 {
-        // GitHub's secondary rate limit: retry after a second.
-        response_headers.insert("x-ratelimit-remaining", "0".parse().expect("header"));
-        response_headers.insert("retry-after", "1".parse().expect("header"));
-    }
-    let code = StatusCode::from_u16(answer).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, response_headers, "{}")
-}
-
-async fn start_stand_in(script: Vec<u16>) -> (StandIn, String) {
-    let state = StandIn {
-        received: Arc::default(),
-        script: Arc::new(Mutex::new(script)),
-        refuse: Arc::default(),
-    };
-    let app = Router::new()
-        .route("/repos/{owner}/{repo}/statuses/{sha}", post(statuses))
-        .with_state(state.clone());
-    let url = common::serve_locally(app).await;
-    (state, url)
+/// GitHub for these tests: commit statuses only, answered with `script` first.
+async fn start_stand_in(script: Vec<u16>) -> (GitHub, String) {
+    let github = GitHub::with_script(script);
+    let url = github.serve(&[Route::Statuses]).await;
+    (github, url)
 }
 
 fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironment {
@@ -115,7 +35,7 @@ fn preview(name: &str, shard: &str, sha: &str, failing: bool) -> PreviewEnvironm
 
 /// The states posted for `sha` under context `preview/<name>`, in arrival order, counting only
 /// the attempts the stand-in accepted.
-fn accepted_states(stand_in: &StandIn, sha: &str, preview: &str) -> Vec<String> {
+fn accepted_states(stand_in: &GitHub, sha: &str, preview: &str) -> Vec<String> {
     stand_in
         .received
         .lock()
@@ -154,7 +74,7 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
     api.create(&pp, &preview("bad", &shard, "d4c3b2a1", true))
         .await
         .expect("create");
-    await_condition(&api, "good", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_ready(&api, "good", Duration::from_secs(90)).await;
     await_condition(
         &api,
         "bad",
@@ -206,11 +126,7 @@ async fn commit_statuses_arrive_in_order_through_errors_and_rate_limits() {
         );
     }
 
-    let received = stand_in
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let received = stand_in.received();
     assert!(
         received.iter().any(|r| r.answered == 500),
         "the stand-in answered 500 once"
@@ -325,15 +241,7 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
         "{message}"
     );
     // The admitted one proves statuses flow; the refused one must have posted nothing.
-    await_condition(
-        &api,
-        "allowed",
-        "Ready",
-        "True",
-        None,
-        Duration::from_secs(90),
-    )
-    .await;
+    await_ready(&api, "allowed", Duration::from_secs(90)).await;
     wait_for(
         "a success status for the admitted preview",
         Duration::from_secs(60),
@@ -345,11 +253,7 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
         },
     )
     .await;
-    let received = stand_in
-        .received
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let received = stand_in.received();
     assert!(
         received
             .iter()
@@ -402,7 +306,7 @@ async fn a_dropped_commit_status_is_posted_again_until_github_has_it() {
     )
     .await
     .expect("create");
-    await_condition(&api, "heal", "Ready", "True", None, Duration::from_secs(90)).await;
+    await_ready(&api, "heal", Duration::from_secs(90)).await;
     wait_for(
         "the success status to arrive after all",
         Duration::from_secs(120),
