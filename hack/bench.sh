@@ -25,14 +25,15 @@ KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
 kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/previewenvironments.preview.dev crd/previewclasses.preview.dev >/dev/null
-# Every bench namespace may preview; the limit is high enough not to queue N previews.
+# Every bench namespace may preview; the limits are high enough neither to queue nor to refuse
+# N previews in one namespace.
 kubectl apply --server-side --force-conflicts --field-manager=preview-bench -f - >/dev/null <<EOF
 apiVersion: preview.dev/v1alpha1
 kind: PreviewClass
 metadata: {name: bench, annotations: {preview.dev/is-default-class: "true"}}
 spec:
   tenants: [{namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: Exists}]}, repositories: ["*/*"]}]
-  limits: {activePerNamespace: 10000}
+  limits: {activePerNamespace: 10000, existingPerNamespace: 10000}
 EOF
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
