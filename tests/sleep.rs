@@ -293,8 +293,15 @@ async fn a_preview_that_is_testing_does_not_sleep() {
 #[ignore = "needs the rig: hack/test.sh"]
 async fn a_sleep_window_puts_previews_to_sleep_and_its_end_wakes_them() {
     let t = team("sl-window").await;
-    // A window from the next minute to three minutes later, every day, in UTC.
+    // A window from the next minute to two minutes after it, every day, in UTC. It must start
+    // after the preview is created: a preview created inside a window is active there and stays
+    // awake until the next one. So when the next minute is near, the window starts a minute later.
     let now = k8s_openapi::jiff::Timestamp::now();
+    let start = if now.as_second().rem_euclid(60) >= 30 {
+        2
+    } else {
+        1
+    };
     let at = |minutes: i64| {
         let t = now
             .checked_add(k8s_openapi::jiff::SignedDuration::from_mins(minutes))
@@ -303,7 +310,7 @@ async fn a_sleep_window_puts_previews_to_sleep_and_its_end_wakes_them() {
     };
     let class = class_for(
         &t,
-        json!({"schedules": [{"days": "Mon-Sun", "sleepAt": at(1), "wakeAt": at(3), "timeZone": "UTC"}]}),
+        json!({"schedules": [{"days": "Mon-Sun", "sleepAt": at(start), "wakeAt": at(start + 2), "timeZone": "UTC"}]}),
     )
     .await;
     t.create(
@@ -316,7 +323,7 @@ async fn a_sleep_window_puts_previews_to_sleep_and_its_end_wakes_them() {
     )
     .await;
     await_ready(&t.api, "shop", READY).await;
-    await_phase(&t.api, "shop", Phase::Sleeping, Duration::from_secs(120)).await;
+    await_phase(&t.api, "shop", Phase::Sleeping, Duration::from_secs(180)).await;
     let pe = t.api.get("shop").await.expect("get");
     assert_eq!(awake_reason(&pe), ("False".into(), "Schedule".into()));
     // The window's end wakes it.
