@@ -4,7 +4,8 @@
 //! `reconcile` is kube's `finalizer()` over two steps: [`apply`] and `teardown::cleanup`.
 //! `apply` reads as a table of contents: plan (template, class) → expiry → admission (policy,
 //! namespace, queue) → roll out (copies, observe, children up to the stage the dependencies
-//! and setup allow, setup and test Jobs) → status → write → requeue; each step lives in the
+//! and setup allow, setup and test Jobs) → status → commit (pacing, write, Events, pull
+//! request) → requeue; each step lives in the
 //! module named after it. Children live in the preview namespace, not next to their
 //! PreviewEnvironment, so ownership is by label and the `preview.dev/owner` annotation
 //! (`children` maps child events back to their owner through it).
@@ -14,6 +15,7 @@ pub mod apply;
 pub mod build;
 pub mod cached;
 pub mod children;
+pub mod commit;
 pub mod context;
 pub mod costs;
 pub mod error;
@@ -160,15 +162,9 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     }
     let status_ctx = status_context(&plan, &preview, gate.clone(), sleep);
     let status = status::compute(&status_ctx, &observed);
-    let hold = ctx
-        .writes
-        .hold(&plan.owner.uid, pe.status.as_ref(), &status);
     let phase = status.phase;
-    let pr_behind = report::heal(ctx, pe, &status);
-    if hold.is_none() {
-        write(ctx, pe, status).await?;
-    }
-    let mut next = requeue_after(&gate, phase, hold, plan.lifetime.left(plan.now));
+    let committed = commit::commit(ctx, pe, &plan.owner.uid, status).await?;
+    let mut next = requeue_after(&gate, phase, committed.held, plan.lifetime.left(plan.now));
     // Falling asleep, a window's edge, deleting a long sleeper: no event says when.
     if let Some(at) = plan.sleep.next.filter(|_| gate.is_open()) {
         let until = at.duration_since(plan.now).unsigned_abs();
@@ -180,7 +176,7 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         next = next.min(Duration::from_secs(1));
     }
     // A pull request that does not show the preview's state yet is looked at again soon.
-    Ok(Action::requeue(if pr_behind {
+    Ok(Action::requeue(if committed.pr_behind {
         next.min(PR_BEHIND_REQUEUE)
     } else {
         next
@@ -264,13 +260,8 @@ async fn fail(ctx: &Context, plan: &Plan<'_>, error: Error) -> Result<Action, Er
         Gate::ApplyFailed(error.to_string()),
         sleep::State::Awake,
     );
-    let pe = plan.pe;
-    write(
-        ctx,
-        pe,
-        status::compute(&status_ctx, &Observed::nothing(preview.spec)),
-    )
-    .await?;
+    let status = status::compute(&status_ctx, &Observed::nothing(preview.spec));
+    commit::commit(ctx, plan.pe, &plan.owner.uid, status).await?;
     Err(error)
 }
 
@@ -308,18 +299,6 @@ fn status_context<'a>(
             wake_request: pe.annotations().get(WAKE_REQUEST).cloned(),
         },
     }
-}
-
-/// Writes the status and sends what its change calls for (Events, commit status, metrics).
-async fn write(
-    ctx: &Context,
-    pe: &PreviewEnvironment,
-    status: crate::api::PreviewEnvironmentStatus,
-) -> Result<(), Error> {
-    if let Some(transition) = writes::write_status(&ctx.client, &ctx.writes, pe, status).await? {
-        report::publish(ctx, pe, &transition);
-    }
-    Ok(())
 }
 
 /// PURE: when to look again without an event: a queue slot, a held status write, or the

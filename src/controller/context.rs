@@ -79,6 +79,18 @@ impl Context {
         }
     }
 
+    /// Forgets a preview that is gone (`uid`, its preview namespace `namespace`): the
+    /// bookkeeping of each preview goes with it, so every map stays as large as the number of
+    /// live previews.
+    pub fn forget(&self, pe: &PreviewEnvironment, uid: &str, namespace: &str) {
+        self.writes.forget(uid);
+        self.costs.forget(uid);
+        self.copies.forget(namespace);
+        self.stores.applied.forget(namespace);
+        self.logs.forget(namespace);
+        crate::sync::lock(&self.failures).remove(&ObjectRef::from_obj(pe));
+    }
+
     /// Reconciles `preview` soon.
     pub fn wake(&self, preview: ObjectRef<PreviewEnvironment>) {
         // Nobody listening means the controller is shutting down.

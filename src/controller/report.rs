@@ -1,6 +1,7 @@
-//! What a change of a preview's status means outside the status: Events for people, the
-//! commit status on the pull request, metrics. [`consequences`] decides (pure); [`publish`]
-//! sends, never waiting on anyone.
+//! What a preview's status means outside the status: Events for people, the comment and
+//! commit status on the pull request, metrics. [`consequences`] decides what a change calls
+//! for (pure) and [`publish`] sends it; [`sync_pull_request`] brings the commit status up to
+//! date. Neither waits on anyone.
 
 use std::time::Duration;
 
@@ -39,21 +40,13 @@ pub struct FinishedTest {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Consequences {
     pub events: Vec<Announcement>,
-    /// Posted only when it differs from the one the old status called for.
-    pub commit_status: Option<CommitStatus>,
     /// Time from first sight of the sha to Ready, when the preview just became Ready.
     pub ready_after: Option<Duration>,
     pub tests_finished: Vec<FinishedTest>,
 }
 
-/// What `transition` of the preview `preview` (`namespace/name`) of `repository` calls for,
-/// at `now`.
-pub fn consequences(
-    repository: &str,
-    preview: &str,
-    transition: &Transition,
-    now: Timestamp,
-) -> Consequences {
+/// What `transition` calls for at `now`, besides the commit status (see [`pull_request_lags`]).
+pub fn consequences(transition: &Transition, now: Timestamp) -> Consequences {
     let (before, after) = (transition.before.as_ref(), &transition.after);
     let phase_event = phase_announcement(before, after);
     // A preview that reaches Ready or Failed says so with the reason (TestFailed...) and the
@@ -71,14 +64,8 @@ pub fn consequences(
         .then_some(after.sha_observed_at.as_ref())
         .flatten()
         .map(|since| now.duration_since(since.0).unsigned_abs());
-    // The pull request hears of real changes only: the commit status derived from the new
-    // status, when it differs from the one derived from the old. A preview its class does not
-    // admit says nothing there: its repository may not be its tenant's to report on.
-    let next = github::commit_status(repository, preview, after).filter(|_| may_report(after));
-    let old = before.and_then(|p| github::commit_status(repository, preview, p));
     Consequences {
         events,
-        commit_status: next.filter(|n| Some(n) != old.as_ref()),
         ready_after,
         tests_finished: finished
             .iter()
@@ -220,12 +207,7 @@ fn test_announcement(t: &crate::api::TestStatus) -> Announcement {
 pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) {
     let namespace = pe.namespace().unwrap_or_default();
     let tenant = namespace.as_str();
-    let c = consequences(
-        &pe.spec.repository,
-        &format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any()),
-        transition,
-        Timestamp::now(),
-    );
+    let c = consequences(transition, Timestamp::now());
     if let Some(took) = c.ready_after {
         ctx.metrics.ready_after(took, tenant, &pe.spec.repository);
     }
@@ -248,33 +230,42 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
             comments.send(comment);
         }
     }
-    if let (Some(sender), Some(status)) = (ctx.reporter(provider), c.commit_status) {
-        sender.send(with_check(sender, ctx, &transition.after, status));
-    }
     for a in c.events {
         announce(ctx, pe, a);
     }
 }
 
-/// Posts the commit status `status` calls for again when it differs from the one last
-/// acknowledged (a post that was dropped, or lost with a restart). Returns whether the pull
-/// request is behind, so the reconcile looks again soon.
-pub fn heal(ctx: &Context, pe: &PreviewEnvironment, status: &PreviewEnvironmentStatus) -> bool {
+/// Posts the commit status `status` calls for unless the pull request shows it already (as
+/// acknowledged in the status): a new verdict, or one that was dropped or lost with a
+/// restart. Returns whether the pull request is behind, so the reconcile looks again soon.
+pub fn sync_pull_request(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    status: &PreviewEnvironmentStatus,
+) -> bool {
     let Some(sender) = ctx.reporter(pe.spec.provider()) else {
         return false;
     };
     let preview = format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any());
-    let Some(wanted) =
-        github::commit_status(&pe.spec.repository, &preview, status).filter(|_| may_report(status))
-    else {
+    let Some(wanted) = pull_request_lags(&pe.spec.repository, &preview, status) else {
         return false;
     };
-    if status.reported_commit_status.as_ref() == Some(&wanted.reported()) {
-        return false;
-    }
     // The poster posts a status once; a repeat of one in flight or posted is dropped there.
     sender.send(with_check(sender, ctx, status, wanted));
     true
+}
+
+/// PURE: the commit status that `status` of `preview` (`namespace/name`) calls for, when the
+/// pull request does not show it yet. A preview its class does not admit says nothing there:
+/// its repository may not be its tenant's to report on.
+pub fn pull_request_lags(
+    repository: &str,
+    preview: &str,
+    status: &PreviewEnvironmentStatus,
+) -> Option<CommitStatus> {
+    github::commit_status(repository, preview, status)
+        .filter(|_| may_report(status))
+        .filter(|wanted| status.reported_commit_status.as_ref() != Some(&wanted.reported()))
 }
 
 /// With check runs, `commit_status` with the output its check run shows: the status and the
@@ -361,8 +352,8 @@ mod tests {
     fn a_preview_its_class_refuses_posts_no_commit_status() {
         let mut refused = status(Phase::Failed, "RepositoryNotAllowed", &[]);
         refused.conditions[0] = admitted(false);
+        assert_eq!(lags(&refused), None);
         let c = of(None, refused);
-        assert_eq!(c.commit_status, None);
         assert_eq!(c.events.len(), 1, "the tenant still hears why");
     }
 
@@ -409,12 +400,29 @@ mod tests {
         after: PreviewEnvironmentStatus,
     ) -> Consequences {
         let t = Transition { before, after };
-        consequences(
-            "acme/shop",
-            "team-shop/shop-pr-1",
-            &t,
-            fixtures::time(130).0,
-        )
+        consequences(&t, fixtures::time(130).0)
+    }
+
+    /// The commit status `status` of the fixture preview still has to post.
+    fn lags(status: &PreviewEnvironmentStatus) -> Option<CommitStatus> {
+        pull_request_lags("acme/shop", "team-shop/shop-pr-1", status)
+    }
+
+    #[test]
+    fn the_pull_request_hears_of_a_verdict_until_it_shows_it() {
+        let mut ready = status(Phase::Ready, "Ready", &[(TestPhase::Succeeded, 20)]);
+        let wanted = lags(&ready).expect("not shown yet");
+        assert_eq!(wanted.state, State::Success);
+        assert_eq!(wanted.context, "preview/team-shop/shop-pr-1");
+        ready.reported_commit_status = Some(wanted.reported());
+        assert_eq!(lags(&ready), None, "acknowledged: nothing to post");
+        let mut failed = status(Phase::Failed, "TestFailed", &[(TestPhase::Failed, 5)]);
+        failed.reported_commit_status = ready.reported_commit_status.clone();
+        assert_eq!(
+            lags(&failed).map(|s| s.state),
+            Some(State::Failure),
+            "a new verdict replaces the one shown"
+        );
     }
 
     #[test]
@@ -425,9 +433,9 @@ mod tests {
             of(None, ready.clone()).events.is_empty(),
             "Ready as the first status"
         );
+        assert_eq!(lags(&ready).map(|s| s.state), Some(State::Success));
         let c = of(Some(testing), ready);
         assert!(c.events.is_empty(), "{:?}", c.events);
-        assert_eq!(c.commit_status.map(|s| s.state), Some(State::Success));
         assert_eq!(c.ready_after, Some(Duration::from_secs(30)));
         assert_eq!(
             c.tests_finished,
@@ -455,11 +463,11 @@ mod tests {
     fn a_failed_test_fails_the_commit_status_with_a_warning() {
         let testing = status(Phase::Testing, "TestsRunning", &[(TestPhase::Running, 0)]);
         let failed = status(Phase::Failed, "TestFailed", &[(TestPhase::Failed, 5)]);
+        assert_eq!(lags(&failed).map(|s| s.state), Some(State::Failure));
         let c = of(Some(testing), failed);
         assert_eq!(c.events.len(), 1);
         assert_eq!(c.events[0].kind, events::Kind::Warning);
         assert_eq!(c.events[0].reason, "TestFailed");
-        assert_eq!(c.commit_status.map(|s| s.state), Some(State::Failure));
         assert_eq!(c.ready_after, None);
     }
 
@@ -470,18 +478,20 @@ mod tests {
             "TestsRunning",
             &[(TestPhase::Running, 0), (TestPhase::Running, 0)],
         );
-        let one_done = status(
+        let mut one_done = status(
             Phase::Testing,
             "TestsRunning",
             &[(TestPhase::Succeeded, 3), (TestPhase::Running, 0)],
         );
+        one_done.reported_commit_status = lags(&one_running).map(|s| s.reported());
+        assert_eq!(
+            lags(&one_done),
+            None,
+            "still pending: nothing new for the PR"
+        );
         let c = of(Some(one_running), one_done);
         assert_eq!(c.events.len(), 1);
         assert_eq!(c.events[0].reason, "TestSucceeded");
-        assert_eq!(
-            c.commit_status, None,
-            "still pending: nothing new for the PR"
-        );
         assert_eq!(c.tests_finished.len(), 1);
     }
 
@@ -493,7 +503,7 @@ mod tests {
         let c = of(Some(deploying), testing.clone());
         assert!(c.events.is_empty(), "{:?}", c.events);
         assert_eq!(
-            c.commit_status.map(|s| s.state),
+            lags(&testing).map(|s| s.state),
             Some(State::Pending),
             "the pull request still hears of it"
         );
@@ -516,8 +526,8 @@ mod tests {
         let ready = status(Phase::Ready, "Ready", &[]);
         let mut terminating = ready.clone();
         terminating.phase = Some(Phase::Terminating);
+        assert_eq!(lags(&terminating), None);
         let c = of(Some(ready), terminating);
         assert!(c.events.is_empty(), "{:?}", c.events);
-        assert_eq!(c.commit_status, None);
     }
 }

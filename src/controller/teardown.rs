@@ -15,12 +15,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::commit;
 use super::context::Context;
 use super::error::Error;
 use super::events;
 use super::lifetime::Lifetime;
 use super::report::{self, Announcement};
-use super::writes;
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, format_duration};
 use crate::client::gone_is_ok;
 use crate::naming::{self, OWNER_NAMESPACE, OWNER_UID, Owner};
@@ -104,22 +104,12 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
             })?
     };
     if let Some(terminating) = terminating(pe.status.as_ref()) {
-        let transition = writes::write_status(&ctx.client, &ctx.writes, pe, terminating).await?;
-        if let Some(t) = transition {
-            report::publish(ctx, pe, &t);
-        }
+        commit::commit(ctx, pe, &owner.uid, terminating).await?;
     }
     if gone == Gone::Deleting {
         return Err(Error::TeardownInProgress(ns_name));
     }
-    // The bookkeeping of a preview that is gone goes with it, so the maps stay as large as
-    // the number of live previews.
-    ctx.writes.forget(&owner.uid);
-    ctx.copies.forget(&ns_name);
-    ctx.stores.applied.forget(&ns_name);
-    ctx.logs.forget(&ns_name);
-    ctx.costs.forget(&owner.uid);
-    crate::sync::lock(&ctx.failures).remove(&kube::runtime::reflector::ObjectRef::from_obj(pe));
+    ctx.forget(pe, &owner.uid, &ns_name);
     if let Some(deleted) = &pe.metadata.deletion_timestamp {
         ctx.metrics
             .torn_down(Timestamp::now().duration_since(deleted.0).unsigned_abs());
