@@ -11,7 +11,8 @@ use common::{
     Operator, TestClass, TestNamespace, await_condition, await_ready, client, install_crd,
     require_operator, wait_for,
 };
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use preview_operator::api::PreviewEnvironment;
 use serde_json::json;
 
@@ -231,14 +232,34 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
         Duration::from_secs(60),
     )
     .await;
-    let message = refused
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Admitted"))
-        .map(|c| c.message)
+    let conditions = refused.status.unwrap_or_default().conditions;
+    let message = (conditions.iter().find(|c| c.type_ == "Admitted"))
+        .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(
         message.contains("acme/payments") && message.contains(&class_name),
         "{message}"
+    );
+    // Nothing ran, so nothing is known: no condition claims it is fine.
+    for kind in ["Available", "TestsSucceeded", "Awake"] {
+        let c = conditions.iter().find(|c| c.type_ == kind);
+        assert_eq!(
+            c.map(|c| (c.status.as_str(), c.reason.as_str())),
+            Some(("Unknown", "RepositoryNotAllowed")),
+            "{kind}"
+        );
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let owned = namespaces
+        .list(&ListParams::default().labels(&format!(
+            "preview.dev/owner-namespace={},preview.dev/owner-name=other",
+            tenant.name
+        )))
+        .await
+        .expect("list namespaces");
+    assert!(
+        owned.items.is_empty(),
+        "a refused preview gets no namespace"
     );
     // The admitted one proves statuses flow; the refused one must have posted nothing.
     await_ready(&api, "allowed", Duration::from_secs(90)).await;

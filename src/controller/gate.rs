@@ -1,5 +1,7 @@
 //! Why a preview is not rolled out at all ([`Gate`]), and what one condition says
-//! ([`Verdict`]): a closed gate is the verdict every condition carries until it opens.
+//! ([`Verdict`]): a closed gate is the verdict every condition carries until it opens, `False`
+//! where it decides (`Admitted`, `Ready`) and `Unknown` where nothing was looked at
+//! (`Available`, `TestsSucceeded`, `Awake`).
 
 use crate::api::Reason;
 
@@ -34,6 +36,12 @@ pub enum Gate {
 impl Gate {
     pub fn is_open(&self) -> bool {
         *self == Gate::Open
+    }
+
+    /// Whether the gate closed after the preview namespace was made: the objects inside it
+    /// could not be applied.
+    pub fn closed_inside_namespace(&self) -> bool {
+        matches!(self, Gate::ApplyFailed(_) | Gate::HostConflict(_))
     }
 
     /// `Admitted`: whether the class lets the preview start (a conflict found later on the
@@ -80,20 +88,53 @@ impl Gate {
         };
         Some(Verdict::no(reason, message))
     }
+
+    /// What a condition the closed gate kept the operator from observing says: `Unknown`, for
+    /// the gate's reason.
+    pub(super) fn unobserved(&self) -> Option<Verdict> {
+        self.verdict().map(|v| Verdict {
+            truth: Truth::Unknown,
+            ..v
+        })
+    }
+}
+
+/// A condition's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    /// Not observed: something (the gate) kept the operator from looking.
+    Unknown,
+}
+
+impl Truth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Truth::True => "True",
+            Truth::False => "False",
+            Truth::Unknown => "Unknown",
+        }
+    }
 }
 
 /// What one condition says: True or False, why, and a message for a developer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
-    pub ok: bool,
+    pub truth: Truth,
     pub reason: Reason,
     pub message: String,
 }
 
 impl Verdict {
+    /// Whether the condition holds.
+    pub fn ok(&self) -> bool {
+        self.truth == Truth::True
+    }
+
     pub(super) fn yes(reason: Reason, message: String) -> Self {
         Verdict {
-            ok: true,
+            truth: Truth::True,
             reason,
             message,
         }
@@ -101,7 +142,7 @@ impl Verdict {
 
     pub(super) fn no(reason: Reason, message: String) -> Self {
         Verdict {
-            ok: false,
+            truth: Truth::False,
             reason,
             message,
         }

@@ -18,7 +18,7 @@ use crate::api::{
 };
 use crate::naming::short_sha;
 
-pub use super::gate::{Gate, Verdict};
+pub use super::gate::{Gate, Truth, Verdict};
 pub use super::observe::model::{
     Observed, ObservedService, Run, ServiceState, TestRun, service_state, test_run,
 };
@@ -61,7 +61,7 @@ impl Verdict {
     /// As a condition of type `kind`, keeping the transition time while the status does not
     /// flip, so it says since when.
     fn condition(self, kind: &str, ctx: &Context<'_>) -> Condition {
-        let status = if self.ok { "True" } else { "False" };
+        let status = self.truth.as_str();
         let since = ctx
             .previous
             .and_then(|p| p.conditions.iter().find(|c| c.type_ == kind))
@@ -81,7 +81,7 @@ impl Verdict {
 
 /// `Available`: every service rolled out at headSha.
 pub fn available(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
-    if let Some(closed) = gate.verdict() {
+    if let Some(closed) = gate.unobserved() {
         return closed;
     }
     if let Some((reason, message)) = observed.service_failure() {
@@ -145,14 +145,16 @@ pub fn available(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
 
 /// `TestsSucceeded`: every test at headSha passed (true when there are none).
 pub fn tests_succeeded(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
+    // Before the gate opens the tests are not even known: a template that was not rendered
+    // has none to show, whatever it declares.
+    if let Some(closed) = gate.unobserved() {
+        return closed;
+    }
     let total = observed.tests.len();
     let passed = observed.count(TestPhase::Succeeded);
     let sha = short_sha(sha);
     if total == 0 {
         return Verdict::yes(Reason::NoTests, "the spec has no tests".to_string());
-    }
-    if let Some(closed) = gate.verdict() {
-        return closed;
     }
     if let Some(t) = observed.failed_test() {
         // One timed-out test names the failure, whichever failed first.
@@ -187,7 +189,7 @@ pub fn tests_succeeded(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
 
 /// `Ready`: both others; otherwise the first that is not, with its reason.
 pub fn ready(available: &Verdict, tests_succeeded: &Verdict, url: Option<&str>) -> Verdict {
-    if available.ok && tests_succeeded.ok {
+    if available.ok() && tests_succeeded.ok() {
         return Verdict::yes(
             Reason::Ready,
             match url {
@@ -196,7 +198,7 @@ pub fn ready(available: &Verdict, tests_succeeded: &Verdict, url: Option<&str>) 
             },
         );
     }
-    let blocking = if available.ok {
+    let blocking = if available.ok() {
         tests_succeeded
     } else {
         available
@@ -258,7 +260,9 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
         ),
         sleep::State::Awake => (
             awake(ctx, observed),
-            Verdict::yes(Reason::Awake, "its workloads run".to_string()),
+            // Nothing runs before the gate opens, so there is nothing to be awake.
+            (ctx.gate.unobserved())
+                .unwrap_or_else(|| Verdict::yes(Reason::Awake, "its workloads run".to_string())),
         ),
     };
     status.conditions.retain(|c| c.type_ != condition::AWAKE);
@@ -324,7 +328,13 @@ fn awake(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
     PreviewEnvironmentStatus {
         observed_generation: ctx.generation,
         phase: Some(phase(&ctx.gate, observed)),
-        namespace: Some(ctx.namespace.clone()),
+        // Only a namespace that exists for the preview is named: a refused or queued preview
+        // has none, and one taken by someone else is not its own.
+        namespace: if open || ctx.gate.closed_inside_namespace() {
+            Some(ctx.namespace.clone())
+        } else {
+            ctx.previous.and_then(|p| p.namespace.clone())
+        },
         deployed_sha,
         url: ctx.url.clone().filter(|_| open),
         observed_sha: Some(sha.to_string()),

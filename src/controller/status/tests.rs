@@ -254,6 +254,21 @@ fn gates_keep_the_preview_pending_or_failed_with_their_reason() {
     assert_eq!(cond(&s, "Admitted").status, "False");
     assert_eq!(cond(&s, "Admitted").reason, "RepositoryNotAllowed");
     assert_eq!(cond(&s, "Ready").reason, "RepositoryNotAllowed");
+    assert_eq!(
+        cond(&s, "Ready").status,
+        "False",
+        "what CI waits for is decided"
+    );
+    for unobserved in ["Available", "TestsSucceeded", "Awake"] {
+        assert_eq!(
+            (
+                cond(&s, unobserved).status.as_str(),
+                cond(&s, unobserved).reason.as_str()
+            ),
+            ("Unknown", "RepositoryNotAllowed"),
+            "{unobserved}: nothing ran, so nothing is known"
+        );
+    }
     assert_eq!(s.url, None);
     assert_eq!(s.url, None, "a preview that has not started has no URL");
 
