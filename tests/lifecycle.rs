@@ -265,6 +265,18 @@ async fn a_crash_looping_service_is_reported_with_its_reason() {
         message.contains("service worker") && message.contains("CrashLoopBackOff"),
         "{message}"
     );
+    let ns = pe
+        .status
+        .clone()
+        .unwrap_or_default()
+        .namespace
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("in namespace {ns}"))
+            && message.contains(&format!("`kubectl logs -n {ns} worker-"))
+            && message.contains("--previous`"),
+        "names the namespace and the command that shows the crash: {message}"
+    );
     assert_eq!(pe.status.and_then(|s| s.phase), Some(Phase::Failed));
     s.delete_and_wait("shop").await;
 }

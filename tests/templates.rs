@@ -376,6 +376,17 @@ async fn a_dependency_the_scheduler_cannot_place_says_why_while_waiting() {
     .await;
     let (_, message) = condition(&pe, "Available");
     assert!(message.contains("PersistentVolumeClaim"), "{message}");
+    let ns = pe
+        .status
+        .clone()
+        .unwrap_or_default()
+        .namespace
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("`kubectl get pvc -n {ns} data-db-0`"))
+            && message.contains("StorageClass"),
+        "names the claim, its StorageClass and the command: {message}"
+    );
     assert_eq!(pe.status.unwrap_or_default().phase, Some(Phase::Deploying));
     t.delete_and_wait("shop").await;
 }

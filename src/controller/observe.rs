@@ -114,6 +114,18 @@ impl Cached<'_> {
             .collect()
     }
 
+    /// Where to look when a dependency with a claim cannot be placed: most often no
+    /// StorageClass binds its PersistentVolumeClaim.
+    fn claim_hint(&self, dependency: &str) -> String {
+        let ns = &self.preview.namespace;
+        let claim = build::claim_name(dependency);
+        format!(
+            "its PersistentVolumeClaim {claim} asks for the cluster's default StorageClass (the \
+             template names none): `kubectl get pvc -n {ns} {claim}` and `kubectl get \
+             storageclass` show whether one binds it"
+        )
+    }
+
     /// Every dependency of the template through its StatefulSet and its pods.
     fn dependencies(&self) -> Vec<ObservedService> {
         (self.preview.dependencies.iter())
@@ -126,11 +138,19 @@ impl Cached<'_> {
                         .map(Arc::as_ref)
                         .filter(|p| selector.iter().all(|(k, v)| p.labels().get(k) == Some(v)))
                 };
+                let sized = d.storage.as_ref().is_some_and(|s| s.size.is_some());
                 ObservedService::dependency(
                     &d.name,
                     sts.map(Arc::as_ref),
                     || pods::pod_problem(its_pods()),
-                    || pods::unschedulable(its_pods()),
+                    || {
+                        let why = pods::unschedulable(its_pods())?;
+                        Some(if sized {
+                            format!("{why}; {}", self.claim_hint(&d.name))
+                        } else {
+                            why
+                        })
+                    },
                 )
             })
             .collect()

@@ -195,23 +195,38 @@ pub struct PodProblem {
 /// The first stuck container among a service's pods, if any.
 pub fn pod_problem<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<PodProblem> {
     pods.into_iter().find_map(|pod| {
-        let name = pod.metadata.name.clone().unwrap_or_default();
+        let name = pod.name_any();
+        let ns = pod.namespace().unwrap_or_default();
         let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
         statuses.iter().find_map(|cs| {
             let waiting = cs.state.as_ref()?.waiting.as_ref()?;
             let reason = Reason::parse(waiting.reason.as_deref()?)
                 .filter(|r| Reason::STUCK_CONTAINER.contains(r))?;
+            let said = waiting.message.as_deref().unwrap_or_default();
+            let said = if said.is_empty() { "" } else { ": " };
             Some(PodProblem {
                 message: format!(
-                    "container {} of pod {name} is in {}: {}",
+                    "container {} of pod {name} in namespace {ns} is in {}{said}{}; {}",
                     cs.name,
                     reason.as_str(),
-                    waiting.message.clone().unwrap_or_default()
+                    waiting.message.as_deref().unwrap_or_default(),
+                    where_to_look(reason, &ns, &name, &cs.name),
                 ),
                 reason,
             })
         })
     })
+}
+
+/// The command that shows why a container is stuck: the previous run's log of one that keeps
+/// exiting, the pod's events otherwise (pull errors, bad references, config errors).
+fn where_to_look(reason: Reason, ns: &str, pod: &str, container: &str) -> String {
+    match reason {
+        Reason::CrashLoopBackOff => {
+            format!("`kubectl logs -n {ns} {pod} -c {container} --previous` shows why it exited")
+        }
+        _ => format!("`kubectl describe pod -n {ns} {pod}` shows the kubelet's events"),
+    }
 }
 
 /// Why a pod cannot be scheduled, as the scheduler says (for example a PersistentVolumeClaim
@@ -225,9 +240,10 @@ pub fn unschedulable<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<Stri
                 && c.status == "False"
                 && c.reason.as_deref() == Some("Unschedulable")
         })?;
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         Some(format!(
-            "pod {} cannot be scheduled: {}",
-            pod.metadata.name.clone().unwrap_or_default(),
+            "pod {name} in namespace {ns} cannot be scheduled: {} (`kubectl describe pod -n {ns} \
+             {name}` shows the scheduler's events)",
             c.message.clone().unwrap_or_default()
         ))
     })
@@ -302,6 +318,11 @@ mod tests {
         let problem = pod_problem([&p]).expect("still stuck");
         assert_eq!(problem.reason, crate::api::Reason::CrashLoopBackOff);
         assert!(problem.message.contains("web-1"), "{}", problem.message);
+        assert!(
+            (problem.message).contains("`kubectl logs -n pr-x web-1 -c web --previous`"),
+            "names the namespace and the command: {}",
+            problem.message
+        );
     }
 
     #[test]
@@ -385,7 +406,7 @@ mod tests {
     #[test]
     fn an_unplaceable_pod_says_what_the_scheduler_said() {
         let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "db-0"},
+            "metadata": {"name": "db-0", "namespace": "pr-x"},
             "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
                 "reason": "Unschedulable",
                 "message": "pod has unbound immediate PersistentVolumeClaims"}]}
@@ -393,7 +414,11 @@ mod tests {
         .expect("pod");
         assert_eq!(
             unschedulable([&pod]).as_deref(),
-            Some("pod db-0 cannot be scheduled: pod has unbound immediate PersistentVolumeClaims")
+            Some(
+                "pod db-0 in namespace pr-x cannot be scheduled: pod has unbound immediate \
+                 PersistentVolumeClaims (`kubectl describe pod -n pr-x db-0` shows the \
+                 scheduler's events)"
+            )
         );
         let mut kept = pod.clone();
         prune(&mut kept);

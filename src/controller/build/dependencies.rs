@@ -36,6 +36,12 @@ const DEPENDENCY_FS_GROUP: i64 = 1000;
 /// Name of a dependency's data volume (and of its claim template).
 const DATA_VOLUME: &str = "data";
 
+/// The PersistentVolumeClaim the StatefulSet of `dependency` makes for its one pod
+/// (`<claim template>-<StatefulSet>-<ordinal>`).
+pub fn claim_name(dependency: &str) -> String {
+    format!("{DATA_VOLUME}-{dependency}-0")
+}
+
 /// A dependency: one pod of a StatefulSet with its data volume. It carries no sha, so a new
 /// commit does not restart the database under it.
 pub(super) fn dependency(

@@ -33,7 +33,7 @@ mod jobs;
 mod namespace;
 mod services;
 
-pub use dependencies::dependency_selector;
+pub use dependencies::{claim_name, dependency_selector};
 pub use jobs::{job_name, setup_job, test_environment, test_job};
 pub use namespace::{
     HARDENING_NAME, LOG_READER_NAME, PLATFORM_SECRETS, VIEWERS_NAME, config_map_copy, namespace,
