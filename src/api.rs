@@ -28,8 +28,8 @@ pub use status::{
 
 pub(crate) use duration::DURATION_PATTERN;
 pub(crate) use environment::{
-    DNS_LABEL_PATTERN, IMAGE_PATTERN, MAX_ARGS, MAX_COMMAND, MAX_ENV, bounded_resources,
-    text_budget,
+    DNS_LABEL_PATTERN, IMAGE_LOWERCASE_MESSAGE, IMAGE_LOWERCASE_RULE, IMAGE_PATTERN, MAX_ARGS,
+    MAX_COMMAND, MAX_ENV, bounded_resources, text_budget,
 };
 
 /// Group of the API.

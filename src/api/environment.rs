@@ -306,6 +306,7 @@ const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGT
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.expose) || !self.expose || has(self.port)").message("expose: true needs a port to route to: set port"))]
 #[x_kube(validation = Rule::new("!has(self.readinessPath) || has(self.port)").message("readinessPath needs a port to probe: set port"))]
+#[x_kube(validation = Rule::new(IMAGE_LOWERCASE_RULE).message(IMAGE_LOWERCASE_MESSAGE))]
 pub struct ServiceSpec {
     /// DNS-1123 label of at most 30 characters; names the Deployment and Service.
     #[schemars(length(min = 1, max = 30), regex(pattern = DNS_LABEL_PATTERN))]
@@ -364,6 +365,7 @@ pub struct ServiceSpec {
 /// A test Job run against the environment once per headSha.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(IMAGE_LOWERCASE_RULE).message(IMAGE_LOWERCASE_MESSAGE))]
 pub struct TestSpec {
     /// DNS-1123 label of at most 30 characters; the Job is named `<name>-<short sha>`.
     #[schemars(length(min = 1, max = 30), regex(pattern = DNS_LABEL_PATTERN))]
@@ -480,6 +482,12 @@ pub struct KeyRef {
 pub(crate) const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// An image reference without whitespace; in templates it may hold `<< key >>` substitutions.
 pub(crate) const IMAGE_PATTERN: &str = r"^([^\s<>]|<<[^<>]*>>)+$";
+/// CEL: the image's name (registry and repository, before a `:tag` or `@digest`) has no
+/// capitals. A registry refuses them, and an allow-list check of `ghcr.io/Acme/web` would
+/// blame the registry instead. `<< key >>` substitutions (`<< shortSha >>`) are left alone;
+/// what they render to is checked by the operator.
+pub(crate) const IMAGE_LOWERCASE_RULE: &str = "self.image.matches('^([^<>A-Z:@]|<<[^<>]*>>)+(:[0-9]+/([^<>A-Z:@]|<<[^<>]*>>)+)?(:([^<>@/]|<<[^<>]*>>)+)?(@[^<>]+)?$')";
+pub(crate) const IMAGE_LOWERCASE_MESSAGE: &str = "image names are lowercase: write ghcr.io/acme/web:V1, not ghcr.io/Acme/web:V1 (only the tag may have capitals)";
 
 fn default_replicas() -> i32 {
     1
@@ -492,6 +500,38 @@ fn default_timeout() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_names_with_capitals_are_refused_and_tags_and_substitutions_are_not() {
+        let pattern = IMAGE_LOWERCASE_RULE
+            .strip_prefix("self.image.matches('")
+            .and_then(|p| p.strip_suffix("')"))
+            .expect("one matches() call");
+        // CEL's matches() is RE2, as the regex crate.
+        let re = regex::Regex::new(pattern).expect("the rule's regex compiles");
+        for good in [
+            "web:1",
+            "postgres:17",
+            "ghcr.io/acme/shop-web:4f2c9e1",
+            "ghcr.io/acme/shop-web:V1.2-RC",
+            "ghcr.io/acme/shop-web:<< shortSha >>",
+            "ghcr.io/acme/<< params.app >>:<< shortSha >>",
+            "<< params.image >>",
+            "localhost:5000/acme/web:Tag",
+            "ghcr.io/acme/web@sha256:0123abcd",
+            "ghcr.io/acme/web:1.0@sha256:0123abcd",
+        ] {
+            assert!(re.is_match(good), "{good} is a valid reference");
+        }
+        for bad in [
+            "ghcr.io/Acme/web:1",
+            "ghcr.io/acme/Web",
+            "GHCR.io/acme/web:1",
+            "localhost:5000/Acme/web",
+        ] {
+            assert!(!re.is_match(bad), "{bad} has capitals in its name");
+        }
+    }
 
     #[test]
     fn defaults_apply_when_optional_fields_are_missing() {

@@ -10,8 +10,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DNS_LABEL_PATTERN, EnvVar, IMAGE_PATTERN, MAX_ARGS, MAX_COMMAND, MAX_ENV, ServiceSpec,
-    TEMPLATE_TEXT_BUDGET, TestSpec, text_budget,
+    DNS_LABEL_PATTERN, EnvVar, IMAGE_LOWERCASE_MESSAGE, IMAGE_LOWERCASE_RULE, IMAGE_PATTERN,
+    MAX_ARGS, MAX_COMMAND, MAX_ENV, ServiceSpec, TEMPLATE_TEXT_BUDGET, TestSpec, text_budget,
 };
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
@@ -123,6 +123,7 @@ pub struct SourceRef {
 /// A backing service: one pod of a StatefulSet, reached through a Service of its name.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(IMAGE_LOWERCASE_RULE).message(IMAGE_LOWERCASE_MESSAGE))]
 pub struct DependencySpec {
     /// DNS-1123 label of at most 30 characters; names the StatefulSet and the Service.
     #[schemars(length(min = 1, max = 30), regex(pattern = DNS_LABEL_PATTERN))]

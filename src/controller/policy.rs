@@ -130,6 +130,17 @@ pub fn check_content(content: &Rendered, config: &Config, class_name: &str) -> R
     check_inline_secrets(content)?;
     super::limits::check_storage(content, config, class_name)
         .map_err(|message| Refusal::new(Reason::PolicyViolation, message))?;
+    // Before the registry check, which would blame the registry for what is a typo.
+    if let Some(image) = content.images().find(|i| has_capitals_in_name(i)) {
+        return Err(Refusal::new(
+            Reason::InvalidImageName,
+            format!(
+                "image {image} has capitals in its name; image names are lowercase (only the \
+                 tag may have capitals): fix the reference, or the parameter or image override \
+                 it is rendered from"
+            ),
+        ));
+    }
     if let Some(image) = disallowed_image(content, &config.allowed_registries) {
         return Err(Refusal::new(
             Reason::RegistryNotAllowed,
@@ -247,6 +258,18 @@ fn disallowed_image<'a>(content: &'a Rendered, allowed: &[String]) -> Option<&'a
     content
         .images()
         .find(|image| !allowed.iter().any(|p| registry_allows(p, image)))
+}
+
+/// Whether the name of `image` (registry and repository, before a `:tag` or `@digest`) has
+/// capitals, which no registry accepts.
+fn has_capitals_in_name(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or(image);
+    // A `:` after the last `/` starts the tag; one before it is a registry's port.
+    let name = match name.rsplit_once(':') {
+        Some((before, tag)) if !tag.contains('/') => before,
+        _ => name,
+    };
+    name.chars().any(|c| c.is_ascii_uppercase())
 }
 
 /// Whether `image` comes from the registry path `prefix`, compared in whole path segments:
@@ -408,6 +431,17 @@ mod tests {
             .pod_annotations
             .insert("prometheus.io/scrape".into(), "true".into());
         assert!(admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default()).is_ok());
+        let allowed = pe.spec.services[0].image.clone();
+        pe.spec.services[0].image = "ghcr.io/Acme/web:V1".into();
+        let refusal = admit_all(&pe, "team-shop", &BTreeMap::new(), &c, &Config::default())
+            .expect_err("capitals in the name");
+        assert_eq!(
+            refusal.reason,
+            Reason::InvalidImageName,
+            "the fault is the capitals, not the registry: {}",
+            refusal.message
+        );
+        pe.spec.services[0].image = allowed;
         pe.spec.services[0]
             .pod_annotations
             .insert("sidecar.istio.io/inject".into(), "false".into());
