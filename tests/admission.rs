@@ -112,6 +112,20 @@ async fn invalid_specs_are_refused_with_a_message_that_names_the_problem() {
             vec!["spec.repository", "should match"],
         ),
         (
+            "an image name with capitals",
+            with(valid_spec(), |s| {
+                s["services"][0]["image"] = json!("ghcr.io/Acme/web:V1")
+            }),
+            vec!["spec.services[0]", "image names are lowercase"],
+        ),
+        (
+            "a test image name with capitals",
+            with(valid_spec(), |s| {
+                s["tests"][0]["image"] = json!("ghcr.io/acme/E2E:1")
+            }),
+            vec!["spec.tests[0]", "image names are lowercase"],
+        ),
+        (
             "too many pod annotations",
             with(valid_spec(), |s| {
                 let many: serde_json::Map<String, Value> =
@@ -343,6 +357,13 @@ async fn invalid_templates_are_refused_with_a_message_that_names_the_problem() {
                 t["dependencies"][0]["name"] = json!("web")
             }),
             "a dependency and a service may not share a name",
+        ),
+        (
+            "a setup image name with capitals",
+            with(valid.clone(), |t| {
+                t["setup"][0]["image"] = json!("ghcr.io/Acme/migrate:<< shortSha >>")
+            }),
+            "image names are lowercase",
         ),
         (
             "two readiness checks",
