@@ -24,7 +24,7 @@ use tracing::debug;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announcement {
     pub kind: events::Kind,
-    pub reason: String,
+    pub reason: events::Reason,
     pub note: String,
 }
 
@@ -148,9 +148,9 @@ fn phase_announcement(
             events::Kind::Normal
         },
         reason: if ends {
-            ready.reason.clone()
+            events::Reason::condition(&ready.reason)?
         } else {
-            phase.as_str().to_string()
+            events::Reason::Phase(phase)
         },
         note: format!("{}: {}", phase.as_str(), ready.message),
     })
@@ -174,9 +174,9 @@ fn sleep_announcement(
     Some(Announcement {
         kind: events::Kind::Normal,
         reason: if now_awake {
-            "Woke".to_string()
+            events::Reason::Woke
         } else {
-            format!("Sleeping{reason}")
+            events::Reason::asleep(&reason)?
         },
         note: message,
     })
@@ -202,13 +202,13 @@ fn finished_tests<'a>(
 
 fn test_announcement(t: &crate::api::TestStatus) -> Announcement {
     let (kind, reason) = if t.phase == TestPhase::Succeeded {
-        (events::Kind::Normal, "TestSucceeded")
+        (events::Kind::Normal, events::Reason::TestSucceeded)
     } else {
-        (events::Kind::Warning, "TestFailed")
+        (events::Kind::Warning, Reason::TestFailed.into())
     };
     Announcement {
         kind,
-        reason: reason.to_string(),
+        reason,
         note: t
             .message
             .clone()
