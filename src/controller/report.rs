@@ -222,7 +222,7 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
     let tenant = namespace.as_str();
     let c = consequences(
         &pe.spec.repository,
-        &format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any()),
+        &crate::naming::PreviewKey::of(pe).to_string(),
         transition,
         Timestamp::now(),
     );
@@ -237,7 +237,7 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
     if let Some(comments) = ctx.commenter(provider)
         && may_report(&transition.after)
     {
-        let preview = format!("{tenant}/{}", pe.name_any());
+        let preview = crate::naming::PreviewKey::of(pe).to_string();
         let (repository, pr) = (&pe.spec.repository, pe.spec.pull_request);
         let comment = if transition.after.phase == Some(Phase::Terminating) {
             Some(comment::torn_down(repository, pr, &preview))
@@ -263,7 +263,7 @@ pub fn heal(ctx: &Context, pe: &PreviewEnvironment, status: &PreviewEnvironmentS
     let Some(sender) = ctx.reporter(pe.spec.provider()) else {
         return false;
     };
-    let preview = format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any());
+    let preview = crate::naming::PreviewKey::of(pe).to_string();
     let Some(wanted) =
         github::commit_status(&pe.spec.repository, &preview, status).filter(|_| may_report(status))
     else {
