@@ -66,7 +66,7 @@ impl CommitStatus {
 
     /// The preview (`namespace`, `name`) its context names.
     pub fn preview(&self) -> Option<(&str, &str)> {
-        self.context.strip_prefix("preview/")?.split_once('/')
+        crate::naming::PreviewKey::parts(self.context.strip_prefix("preview/")?)
     }
 }
 

@@ -6,7 +6,9 @@
 //! owner-uid label is the authority on what the operator may touch.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::api::PreviewEnvironment;
@@ -50,7 +52,78 @@ pub const APPLIED_HASH: &str = "preview.dev/applied-hash";
 
 /// The owner (`namespace`, `name`) an object's [`OWNER_REF`] annotation names.
 pub fn owner_ref(annotations: &BTreeMap<String, String>) -> Option<(&str, &str)> {
-    annotations.get(OWNER_REF)?.split_once('/')
+    PreviewKey::parts(annotations.get(OWNER_REF)?)
+}
+
+/// A PreviewEnvironment's identity as the operator writes it outside the API: `namespace/name`
+/// in the owner annotation, the commit-status context (`preview/namespace/name`) and the pull
+/// request comment. Written with `Display` and read back with [`PreviewKey::parse`], so both
+/// sides agree on one format.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PreviewKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PreviewKey {
+    /// The identity of `pe`.
+    pub fn of(pe: &PreviewEnvironment) -> PreviewKey {
+        PreviewKey {
+            namespace: pe.namespace().unwrap_or_default(),
+            name: pe.name_any(),
+        }
+    }
+
+    /// The identity `text` (`namespace/name`) names.
+    pub fn parse(text: &str) -> Option<PreviewKey> {
+        let (namespace, name) = PreviewKey::parts(text)?;
+        Some(PreviewKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The namespace and name `text` (`namespace/name`) names, borrowed from it. Both must be
+    /// names the API server accepts: the text comes from annotations and commit statuses
+    /// anyone with write access can edit, and a malformed one names no preview.
+    pub fn parts(text: &str) -> Option<(&str, &str)> {
+        let (namespace, name) = text.split_once('/')?;
+        (is_dns_label(namespace) && is_dns_subdomain(name)).then_some((namespace, name))
+    }
+}
+
+impl From<&Owner> for PreviewKey {
+    fn from(owner: &Owner) -> Self {
+        PreviewKey {
+            namespace: owner.namespace.clone(),
+            name: owner.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for PreviewKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Whether `text` is a DNS-1123 label, as namespace names are.
+fn is_dns_label(text: &str) -> bool {
+    text.len() <= MAX_LABEL && is_dns_part(text)
+}
+
+/// Whether `text` is a DNS-1123 subdomain, as the names of custom resources are (a part
+/// between dots may be longer than a label).
+fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_part)
+}
+
+/// Lower-case alphanumerics and dashes, starting and ending with an alphanumeric.
+fn is_dns_part(text: &str) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    text.starts_with(alphanumeric)
+        && text.ends_with(alphanumeric)
+        && text.chars().all(|c| alphanumeric(c) || c == '-')
 }
 
 /// The first seven characters of a commit sha, as Git prints it.
@@ -205,15 +278,6 @@ impl Owner {
 mod tests {
     use super::*;
 
-    fn is_dns_label(s: &str) -> bool {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    }
-
     #[test]
     fn namespace_name_is_readable_and_deterministic() {
         let a = preview_namespace("pr-", "team-shop", "shop-pr-123");
@@ -271,5 +335,69 @@ mod tests {
         );
         assert_eq!(owner.labels()[PULL_REQUEST], "1");
         assert_eq!(owner.labels()[REPOSITORY], "acme.shop");
+    }
+    #[test]
+    fn a_preview_key_reads_back_as_it_was_written() {
+        let key = PreviewKey::of(&crate::fixtures::preview("shop-pr-1"));
+        let text = key.to_string();
+        assert_eq!(text, "team-shop/shop-pr-1");
+        assert_eq!(PreviewKey::parse(&text), Some(key));
+    }
+
+    #[test]
+    fn odd_but_valid_names_survive_the_round_trip() {
+        let long = format!("{}.b", "x".repeat(250));
+        for (namespace, name) in [
+            ("team-shop", "web.v2.pr-12"),
+            ("0", "1"),
+            ("a-b-c", "9-9.0-0"),
+            (&"n".repeat(63)[..], long.as_str()),
+        ] {
+            let key = PreviewKey {
+                namespace: namespace.into(),
+                name: name.into(),
+            };
+            assert_eq!(PreviewKey::parse(&key.to_string()), Some(key), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_identities_name_no_preview() {
+        let long_namespace = format!("{}/web", "n".repeat(64));
+        let long_name = format!("team/{}", "x".repeat(254));
+        for text in [
+            "",
+            "team",
+            "/web",
+            "team/",
+            "team/web/extra",
+            "Team/web",
+            "team/Web",
+            "team/-web",
+            "team/web.",
+            "team/web..pr",
+            "team.a/web",
+            "team/web pr",
+            long_namespace.as_str(),
+            long_name.as_str(),
+        ] {
+            assert_eq!(PreviewKey::parse(text), None, "{text:?}");
+            assert_eq!(PreviewKey::parts(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_owner_annotation_names_its_preview() {
+        let owner = Owner {
+            namespace: "team".into(),
+            name: "pr-1.web".into(),
+            uid: "u".into(),
+            repository: "acme/shop".into(),
+            pull_request: 1,
+        };
+        let annotations =
+            BTreeMap::from([(OWNER_REF.to_string(), PreviewKey::from(&owner).to_string())]);
+        assert_eq!(owner_ref(&annotations), Some(("team", "pr-1.web")));
+        assert_eq!(owner_ref(&BTreeMap::new()), None);
     }
 }

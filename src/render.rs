@@ -30,11 +30,8 @@ pub enum RenderError {
     #[error("{0}")]
     Input(String),
     /// The condition reason and message the preview would show.
-    #[error("{reason}: {message}")]
-    Refused {
-        reason: &'static str,
-        message: String,
-    },
+    #[error("{}: {message}", reason.as_str())]
+    Refused { reason: Reason, message: String },
     #[error("failed to write YAML: {0}")]
     Yaml(String),
 }
@@ -160,7 +157,7 @@ fn check_template_file(
     };
     if template.name_any() != wanted.name {
         return Err(RenderError::Refused {
-            reason: "TemplateNotFound",
+            reason: Reason::TemplateNotFound,
             message: format!(
                 "the preview names PreviewTemplate {}, the --template file holds {}",
                 wanted.name,
@@ -180,10 +177,7 @@ fn refused(gate: &Gate) -> RenderError {
         Gate::PolicyViolation(message) => (Reason::PolicyViolation, message.clone()),
         other => (Reason::PolicyViolation, format!("{other:?}")),
     };
-    RenderError::Refused {
-        reason: reason.as_str(),
-        message,
-    }
+    RenderError::Refused { reason, message }
 }
 
 /// A YAML stream being written.

@@ -18,6 +18,8 @@ use tracing::{debug, warn};
 
 use futures::StreamExt;
 
+use crate::api::{self, Phase};
+
 /// Events waiting to be published; beyond that, new ones are dropped (and logged).
 const QUEUE: usize = 4096;
 /// Events published at the same time.
@@ -32,11 +34,89 @@ pub enum Kind {
     Warning,
 }
 
+/// Why an Event is published: every Event reason the operator writes. Cluster tests and
+/// people filter Events by this text (`kubectl get events --field-selector reason=...`), so
+/// each variant's text never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A preview ended Ready or Failed: the Ready condition's own reason (`TestFailed`,
+    /// `Ready` after a problem, `CrashLoopBackOff`...), so the Event and the condition agree.
+    Condition(api::Reason),
+    /// A preview stopped in a phase for another reason than progress (`Deploying` with a
+    /// crash loop, `Pending` for a slot): the phase, as the status names it.
+    Phase(Phase),
+    /// Fell asleep after its class's idle time (Awake reason `Idle`).
+    SleepingIdle,
+    /// Fell asleep in a window of its class's schedule (Awake reason `Schedule`).
+    SleepingSchedule,
+    /// Woke from sleep.
+    Woke,
+    /// A test passed without the phase changing (a failed one is `Condition(TestFailed)`).
+    TestSucceeded,
+    /// The resync found the pull request closed; the preview is deleted.
+    PullRequestClosed,
+    /// Past its ttl or its class's maxLifetime; the preview is deleted.
+    Expired,
+    /// Slept as long as its class's deleteAfterSleeping allows; the preview is deleted.
+    SleptTooLong,
+}
+
+impl Reason {
+    /// The reason as the Event carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Condition(reason) => reason.as_str(),
+            Reason::Phase(phase) => phase.as_str(),
+            Reason::SleepingIdle => "SleepingIdle",
+            Reason::SleepingSchedule => "SleepingSchedule",
+            Reason::Woke => "Woke",
+            Reason::TestSucceeded => "TestSucceeded",
+            Reason::PullRequestClosed => "PullRequestClosed",
+            Reason::Expired => "Expired",
+            Reason::SleptTooLong => "SleptTooLong",
+        }
+    }
+
+    /// The reason of a preview that ended with the Ready condition's reason `text`; `None`
+    /// for a text this operator does not write (the status it just computed always has one).
+    pub fn condition(text: &str) -> Option<Reason> {
+        api::Reason::parse(text).map(Reason::Condition)
+    }
+
+    /// The reason of a preview that fell asleep with the Awake condition's reason `text`.
+    pub fn asleep(text: &str) -> Option<Reason> {
+        match api::Reason::parse(text)? {
+            api::Reason::Idle => Some(Reason::SleepingIdle),
+            api::Reason::Schedule => Some(Reason::SleepingSchedule),
+            _ => None,
+        }
+    }
+}
+
+impl From<api::Reason> for Reason {
+    fn from(reason: api::Reason) -> Self {
+        Reason::Condition(reason)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Tests (here and in the cluster) assert the text the cluster sees, not the variant.
+impl PartialEq<&str> for Reason {
+    fn eq(&self, text: &&str) -> bool {
+        self.as_str() == *text
+    }
+}
+
 /// One Event to publish about `regarding`.
 #[derive(Clone, Debug)]
 pub struct Note {
     pub kind: Kind,
-    pub reason: String,
+    pub reason: Reason,
     pub note: String,
     pub regarding: ObjectReference,
 }
@@ -98,7 +178,7 @@ pub fn render(note: &Note, reporter: &Reporter, now: Timestamp) -> Event {
         },
         event_time: Some(MicroTime(now)),
         action: Some("Reconcile".to_string()),
-        reason: Some(note.reason.clone()),
+        reason: Some(note.reason.as_str().to_string()),
         note: Some(note.note.chars().take(MAX_NOTE).collect()),
         type_: Some(
             match note.kind {
@@ -122,7 +202,7 @@ mod tests {
     fn an_event_names_its_object_reporter_and_reason() {
         let note = Note {
             kind: Kind::Warning,
-            reason: "TestFailed".into(),
+            reason: api::Reason::TestFailed.into(),
             note: "x".repeat(2000),
             regarding: ObjectReference {
                 api_version: Some("preview.dev/v1alpha1".into()),
@@ -150,5 +230,39 @@ mod tests {
         assert_eq!(e.reporting_instance.as_deref(), Some("pod-a"));
         assert_eq!(e.regarding.and_then(|r| r.uid).as_deref(), Some("u-1"));
         assert!(e.event_time.is_some());
+    }
+
+    #[test]
+    fn every_event_reason_keeps_the_text_the_cluster_sees() {
+        let reasons = [
+            (Reason::Condition(api::Reason::TestFailed), "TestFailed"),
+            (Reason::Condition(api::Reason::Ready), "Ready"),
+            (Reason::Phase(Phase::Deploying), "Deploying"),
+            (Reason::Phase(Phase::Pending), "Pending"),
+            (Reason::SleepingIdle, "SleepingIdle"),
+            (Reason::SleepingSchedule, "SleepingSchedule"),
+            (Reason::Woke, "Woke"),
+            (Reason::TestSucceeded, "TestSucceeded"),
+            (Reason::PullRequestClosed, "PullRequestClosed"),
+            (Reason::Expired, "Expired"),
+            (Reason::SleptTooLong, "SleptTooLong"),
+        ];
+        for (reason, text) in reasons {
+            assert_eq!(reason.as_str(), text);
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn reasons_read_from_conditions_are_the_ones_the_operator_writes() {
+        assert_eq!(
+            Reason::condition("CrashLoopBackOff"),
+            Some(Reason::Condition(api::Reason::CrashLoopBackOff))
+        );
+        assert_eq!(Reason::condition("SomethingElse"), None);
+        assert_eq!(Reason::asleep("Idle"), Some(Reason::SleepingIdle));
+        assert_eq!(Reason::asleep("Schedule"), Some(Reason::SleepingSchedule));
+        assert_eq!(Reason::asleep("Awake"), None, "not a reason to sleep");
+        assert_eq!(Reason::asleep("Nap"), None);
     }
 }

@@ -25,7 +25,7 @@ use tracing::debug;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announcement {
     pub kind: events::Kind,
-    pub reason: String,
+    pub reason: events::Reason,
     pub note: String,
 }
 
@@ -135,9 +135,9 @@ fn phase_announcement(
             events::Kind::Normal
         },
         reason: if ends {
-            ready.reason.clone()
+            events::Reason::condition(&ready.reason)?
         } else {
-            phase.as_str().to_string()
+            events::Reason::Phase(phase)
         },
         note: format!("{}: {}", phase.as_str(), ready.message),
     })
@@ -161,9 +161,9 @@ fn sleep_announcement(
     Some(Announcement {
         kind: events::Kind::Normal,
         reason: if now_awake {
-            "Woke".to_string()
+            events::Reason::Woke
         } else {
-            format!("Sleeping{reason}")
+            events::Reason::asleep(&reason)?
         },
         note: message,
     })
@@ -189,13 +189,13 @@ fn finished_tests<'a>(
 
 fn test_announcement(t: &crate::api::TestStatus) -> Announcement {
     let (kind, reason) = if t.phase == TestPhase::Succeeded {
-        (events::Kind::Normal, "TestSucceeded")
+        (events::Kind::Normal, events::Reason::TestSucceeded)
     } else {
-        (events::Kind::Warning, "TestFailed")
+        (events::Kind::Warning, Reason::TestFailed.into())
     };
     Announcement {
         kind,
-        reason: reason.to_string(),
+        reason,
         note: t
             .message
             .clone()
@@ -219,7 +219,7 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
     if let Some(comments) = ctx.commenter(provider)
         && may_report(&transition.after)
     {
-        let preview = format!("{tenant}/{}", pe.name_any());
+        let preview = crate::naming::PreviewKey::of(pe).to_string();
         let (repository, pr) = (&pe.spec.repository, pe.spec.pull_request);
         let comment = if transition.after.phase == Some(Phase::Terminating) {
             Some(comment::torn_down(repository, pr, &preview))
@@ -246,7 +246,7 @@ pub fn sync_pull_request(
     let Some(sender) = ctx.reporter(pe.spec.provider()) else {
         return false;
     };
-    let preview = format!("{}/{}", pe.namespace().unwrap_or_default(), pe.name_any());
+    let preview = crate::naming::PreviewKey::of(pe).to_string();
     let Some(wanted) = pull_request_lags(&pe.spec.repository, &preview, status) else {
         return false;
     };

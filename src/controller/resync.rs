@@ -124,7 +124,7 @@ async fn delete_closed<'a>(
             pe,
             Announcement {
                 kind: events::Kind::Normal,
-                reason: "PullRequestClosed".to_string(),
+                reason: events::Reason::PullRequestClosed,
                 note: format!(
                     "{provider} reports {repository}#{number} closed (found by the resync); \
                      deleting the preview"

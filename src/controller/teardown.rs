@@ -36,7 +36,7 @@ pub async fn expire(
         "time to live {} ran out; deleting the preview",
         format_duration(lifetime.ttl)
     );
-    delete(ctx, pe, owner, "Expired", note).await
+    delete(ctx, pe, owner, events::Reason::Expired, note).await
 }
 
 /// Deletes a preview that slept as long as its class allows, saying so in an Event.
@@ -50,7 +50,7 @@ pub async fn slept_too_long(
         "slept {} (the class's deleteAfterSleeping); deleting the preview",
         format_duration(slept)
     );
-    delete(ctx, pe, owner, "SleptTooLong", note).await
+    delete(ctx, pe, owner, events::Reason::SleptTooLong, note).await
 }
 
 /// Deletes `pe` for `reason` (its finalizer then tears it down).
@@ -58,7 +58,7 @@ async fn delete(
     ctx: &Context,
     pe: &PreviewEnvironment,
     owner: &Owner,
-    reason: &str,
+    reason: events::Reason,
     note: String,
 ) -> Result<Action, Error> {
     report::announce(
@@ -66,7 +66,7 @@ async fn delete(
         pe,
         Announcement {
             kind: events::Kind::Normal,
-            reason: reason.to_string(),
+            reason,
             note,
         },
     );

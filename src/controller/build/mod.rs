@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::api::template::{DependencySpec, SetupSpec};
 use crate::api::{self, PreviewEnvironmentSpec};
 use crate::config::Config;
-use crate::naming::{APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF};
+use crate::naming::{APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF, PreviewKey};
 use crate::template::Rendered;
 
 mod dependencies;
@@ -159,7 +159,7 @@ impl Preview<'_> {
     fn owner_annotation(&self) -> BTreeMap<String, String> {
         BTreeMap::from([(
             OWNER_REF.to_string(),
-            format!("{}/{}", self.owner.namespace, self.owner.name),
+            PreviewKey::from(&self.owner).to_string(),
         )])
     }
 
