@@ -404,7 +404,7 @@ async fn reconcile_as_leader(
         .as_ref()
         .err()
         .filter(|e| !e.is_waiting())
-        .map(|e| e.category().as_str());
+        .map(|e| e.category());
     ctx.metrics.reconciled(start.elapsed(), category);
     result
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, condition};
-use crate::metrics::Metrics;
+use crate::metrics::{CommitStatusResult, Metrics};
 
 pub mod checks;
 mod client;
@@ -304,11 +304,11 @@ async fn run(
             continue;
         }
         let mut delay = Duration::from_secs(1);
-        let mut result = "failed";
+        let mut result = CommitStatusResult::Failed;
         for n in 1..=ATTEMPTS {
             match attempt(&backend, &mut checks, &status).await {
                 Outcome::Posted => {
-                    result = "posted";
+                    result = CommitStatusResult::Posted;
                     info!(repository = %status.repository, sha = %status.sha, state = ?status.state, "posted commit status");
                     break;
                 }
@@ -322,7 +322,7 @@ async fn run(
                         warn!(?wait, "rate limited for too long; dropping a commit status");
                         break;
                     }
-                    metrics.commit_status("retried");
+                    metrics.commit_status(CommitStatusResult::Retried);
                     tokio::time::sleep(wait).await;
                     delay = (delay * 2).min(Duration::from_secs(60));
                 }
@@ -330,7 +330,7 @@ async fn run(
             }
         }
         metrics.commit_status(result);
-        if result == "posted" {
+        if result == CommitStatusResult::Posted {
             // Nobody listening (shutting down) just means it is not recorded.
             let _ = posted.send(status.clone());
             last.insert(key, status);

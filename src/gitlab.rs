@@ -134,7 +134,7 @@ impl GitLab {
         })
         .await;
         answer.unwrap_or_else(|_| {
-            self.metrics.scm_request("gitlab", endpoint, 0);
+            self.metrics.scm_request(Provider::Gitlab, endpoint, 0);
             Err(ScmError::Timeout {
                 provider,
                 what: what.clone(),

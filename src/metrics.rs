@@ -1,11 +1,14 @@
 //! Prometheus metrics (prefix `preview_operator_`): the registry and what the operator records.
 //! The tower layer that counts every Kubernetes API request by verb and status code is in
-//! `requests`, the gauges counted from the cache at scrape time in `phases`.
+//! `requests`, the gauges counted from the cache at scrape time in `phases`, the families and
+//! their registration in `families`, the label values callers pass, typed, in `labels`.
 //!
 //! Series about previews are labelled by tenant (the preview's namespace) and repository, the
 //! repository as the platform team's classes name it ([`repository`]), and are dropped a while
 //! after no preview has those labels any more: a tenant cannot grow the operator's series.
 
+mod families;
+mod labels;
 mod phases;
 mod repository;
 mod requests;
@@ -19,12 +22,13 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::class::PreviewClass;
-use crate::api::{Phase, PreviewEnvironment};
+use crate::api::{Phase, PreviewEnvironment, Provider};
 use crate::sync::lock;
+use families::{Costs, Lifecycle, Reconciles, Scm, Tests, Webhooks};
+pub use labels::{CommitStatusResult, ErrorCategory, WebhookResult};
 use phases::PhaseCollector;
 use repository::RepositoryLabels;
 pub use repository::UNBOUND;
@@ -33,6 +37,13 @@ pub use requests::{ApiMetricsLayer, ApiMetricsService, resource, verb};
 /// How long the series of a tenant and repository stay after their last preview is gone: longer
 /// than any scrape interval, so their last increments are scraped at least once.
 pub const PRUNE_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// The requests of one preview while it runs, as the controller's cost accounting sums them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Requests {
+    pub cpu_cores: f64,
+    pub memory_bytes: f64,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
@@ -99,31 +110,17 @@ struct ProviderLabels {
     provider: String,
 }
 
-fn time_to_ready_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.5, 2.0, 14))
-}
-
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    reconciles: Counter,
-    reconcile_errors: Family<ErrorLabels, Counter>,
-    reconcile_duration: Histogram,
-    time_to_ready: Family<CostLabels, Histogram, fn() -> Histogram>,
-    test_runs: Family<TestLabels, Counter>,
-    environment_seconds: Family<StateLabels, Seconds>,
-    scm_requests: Family<ScmLabels, Counter>,
-    scm_rate_limit_remaining: Family<ProviderLabels, Gauge>,
-    resync_deletions: Counter,
-    confirmations_refused: Counter,
-    requested_cpu: Family<CostLabels, Seconds>,
-    requested_memory: Family<CostLabels, Seconds>,
-    test_duration: Histogram,
-    teardown_duration: Histogram,
+    reconciles: Reconciles,
+    lifecycle: Lifecycle,
+    tests: Tests,
+    costs: Costs,
+    scm: Scm,
+    webhooks: Webhooks,
     api_requests: Family<RequestLabels, Counter>,
-    webhook_deliveries: Family<ResultLabels, Counter>,
-    commit_statuses: Family<ResultLabels, Counter>,
     leader: Gauge,
     phases: PhaseCollector,
     /// The tenants and repositories that have series, with since when no preview has them.
@@ -203,142 +200,20 @@ impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("preview_operator");
-        let reconciles = Counter::default();
-        registry.register("reconciles", "Reconciles run", reconciles.clone());
-        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        // Every category from the start, at zero: dashboards and alerts need no absent().
-        for category in crate::controller::Error::CATEGORIES {
-            drop(reconcile_errors.get_or_create(&ErrorLabels {
-                category: category.to_string(),
-            }));
-        }
-        registry.register(
-            "reconcile_errors",
-            "Reconciles that failed, by error category",
-            reconcile_errors.clone(),
-        );
-        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
-            "reconcile_duration_seconds",
-            "How long a reconcile takes",
-            reconcile_duration.clone(),
-        );
-        let time_to_ready =
-            Family::<CostLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                time_to_ready_histogram,
-            );
-        registry.register(
-            "time_to_ready_seconds",
-            "From the first sight of a headSha to Ready, by tenant and repository",
-            time_to_ready.clone(),
-        );
-        let test_runs = Family::<TestLabels, Counter>::default();
-        registry.register(
-            "test_runs",
-            "Finished test runs by tenant, repository and result",
-            test_runs.clone(),
-        );
-        let environment_seconds = Family::<StateLabels, Seconds>::default();
-        registry.register(
-            "environment_seconds",
-            "Seconds previews existed, by tenant, repository and state (awake or sleeping)",
-            environment_seconds.clone(),
-        );
-        let scm_requests = Family::<ScmLabels, Counter>::default();
-        registry.register(
-            "scm_requests",
-            "Requests to GitHub or GitLab by provider, endpoint and HTTP status (0: no answer)",
-            scm_requests.clone(),
-        );
-        let scm_rate_limit_remaining = Family::<ProviderLabels, Gauge>::default();
-        registry.register(
-            "scm_rate_limit_remaining",
-            "Requests left in the provider's rate limit window, as it last said",
-            scm_rate_limit_remaining.clone(),
-        );
-        let resync_deletions = Counter::default();
-        registry.register(
-            "resync_deletions",
-            "Previews deleted by the resync because the provider reports their PR closed",
-            resync_deletions.clone(),
-        );
-        let confirmations_refused = Counter::default();
-        registry.register(
-            "webhook_confirmations_refused",
-            "Webhook \"closed\" deliveries not acted on because the provider reports the PR open",
-            confirmations_refused.clone(),
-        );
-        let requested_cpu = Family::<CostLabels, Seconds>::default();
-        registry.register(
-            "requested_cpu_core_seconds",
-            "CPU cores requested by awake previews (services and dependencies) times seconds",
-            requested_cpu.clone(),
-        );
-        let requested_memory = Family::<CostLabels, Seconds>::default();
-        registry.register(
-            "requested_memory_byte_seconds",
-            "Memory bytes requested by awake previews (services and dependencies) times seconds",
-            requested_memory.clone(),
-        );
-        let test_duration = Histogram::new(exponential_buckets(0.5, 2.0, 14));
-        registry.register(
-            "test_duration_seconds",
-            "How long a test Job ran",
-            test_duration.clone(),
-        );
-        let teardown_duration = Histogram::new(exponential_buckets(0.5, 2.0, 12));
-        registry.register(
-            "teardown_duration_seconds",
-            "From deletion of a PreviewEnvironment to its namespace being gone",
-            teardown_duration.clone(),
-        );
-        let api_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "kubernetes_requests",
-            "Kubernetes API requests by verb and status code",
-            api_requests.clone(),
-        );
-        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "webhook_deliveries",
-            "GitHub webhook deliveries by result",
-            webhook_deliveries.clone(),
-        );
-        let commit_statuses = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "commit_statuses",
-            "GitHub commit status posts by result (posted, retried, failed)",
-            commit_statuses.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this process holds the leader lease",
-            leader.clone(),
-        );
+        // Collectors are encoded after every registered family, wherever registered.
         let phases = PhaseCollector::default();
         registry.register_collector(Box::new(phases.clone()));
         Metrics {
-            registry,
-            reconciles,
-            reconcile_errors,
-            reconcile_duration,
-            time_to_ready,
-            test_runs,
-            environment_seconds,
-            scm_requests,
-            scm_rate_limit_remaining,
-            resync_deletions,
-            confirmations_refused,
-            requested_cpu,
-            requested_memory,
-            test_duration,
-            teardown_duration,
-            api_requests,
-            webhook_deliveries,
-            commit_statuses,
-            leader,
+            reconciles: Reconciles::register(&mut registry),
+            lifecycle: Lifecycle::register(&mut registry),
+            tests: Tests::register(&mut registry),
+            costs: Costs::register(&mut registry),
+            scm: Scm::register(&mut registry),
+            webhooks: Webhooks::register(&mut registry),
+            api_requests: families::api_requests(&mut registry),
+            leader: families::leader(&mut registry),
             phases,
+            registry,
             series: Mutex::default(),
         }
     }
@@ -395,18 +270,18 @@ impl Metrics {
 
     /// Removes every series of `whose`.
     fn remove(&self, whose: &CostLabels) {
-        self.time_to_ready.remove(whose);
-        self.requested_cpu.remove(whose);
-        self.requested_memory.remove(whose);
+        self.lifecycle.time_to_ready.remove(whose);
+        self.costs.requested_cpu.remove(whose);
+        self.costs.requested_memory.remove(whose);
         for state in ["awake", "sleeping"] {
-            self.environment_seconds.remove(&StateLabels {
+            self.costs.environment_seconds.remove(&StateLabels {
                 tenant: whose.tenant.clone(),
                 repository: whose.repository.clone(),
                 state: state.to_string(),
             });
         }
         for result in ["succeeded", "failed"] {
-            self.test_runs.remove(&TestLabels {
+            self.tests.runs.remove(&TestLabels {
                 tenant: whose.tenant.clone(),
                 repository: whose.repository.clone(),
                 result: result.to_string(),
@@ -422,20 +297,22 @@ impl Metrics {
         out
     }
 
-    pub fn reconciled(&self, took: Duration, error: Option<&str>) {
-        self.reconciles.inc();
-        self.reconcile_duration.observe(took.as_secs_f64());
+    pub fn reconciled(&self, took: Duration, error: Option<ErrorCategory>) {
+        self.reconciles.total.inc();
+        self.reconciles.duration.observe(took.as_secs_f64());
         if let Some(category) = error {
-            self.reconcile_errors
+            self.reconciles
+                .errors
                 .get_or_create(&ErrorLabels {
-                    category: category.to_string(),
+                    category: category.as_str().to_string(),
                 })
                 .inc();
         }
     }
 
     pub fn ready_after(&self, took: Duration, tenant: &str, repository: &str) {
-        self.time_to_ready
+        self.lifecycle
+            .time_to_ready
             .get_or_create(&self.whose(tenant, repository))
             .observe(took.as_secs_f64());
     }
@@ -449,7 +326,8 @@ impl Metrics {
     ) {
         let result = if succeeded { "succeeded" } else { "failed" };
         let CostLabels { tenant, repository } = self.whose(tenant, repository);
-        self.test_runs
+        self.tests
+            .runs
             .get_or_create(&TestLabels {
                 tenant,
                 repository,
@@ -457,7 +335,7 @@ impl Metrics {
             })
             .inc();
         if let Some(took) = took {
-            self.test_duration.observe(took.as_secs_f64());
+            self.tests.duration.observe(took.as_secs_f64());
         }
     }
 
@@ -469,10 +347,11 @@ impl Metrics {
         repository: &str,
         awake: bool,
         seconds: f64,
-        requests: crate::controller::costs::Requests,
+        requests: Requests,
     ) {
         let whose = self.whose(tenant, repository);
-        self.environment_seconds
+        self.costs
+            .environment_seconds
             .get_or_create(&StateLabels {
                 tenant: whose.tenant.clone(),
                 repository: whose.repository.clone(),
@@ -482,56 +361,62 @@ impl Metrics {
         if !awake {
             return;
         }
-        self.requested_cpu
+        self.costs
+            .requested_cpu
             .get_or_create(&whose)
             .inc_by(seconds * requests.cpu_cores);
-        self.requested_memory
+        self.costs
+            .requested_memory
             .get_or_create(&whose)
             .inc_by(seconds * requests.memory_bytes);
     }
 
-    pub fn scm_request(&self, provider: &str, endpoint: &str, status: u16) {
-        self.scm_requests
+    pub fn scm_request(&self, provider: Provider, endpoint: &str, status: u16) {
+        self.scm
+            .requests
             .get_or_create(&ScmLabels {
-                provider: provider.to_string(),
+                provider: provider.as_str().to_string(),
                 endpoint: endpoint.to_string(),
                 status: status.to_string(),
             })
             .inc();
     }
 
-    pub fn scm_rate_limit_remaining(&self, provider: &str, left: i64) {
-        self.scm_rate_limit_remaining
+    pub fn scm_rate_limit_remaining(&self, provider: Provider, left: i64) {
+        self.scm
+            .rate_limit_remaining
             .get_or_create(&ProviderLabels {
-                provider: provider.to_string(),
+                provider: provider.as_str().to_string(),
             })
             .set(left);
     }
 
     pub fn resync_deleted(&self) {
-        self.resync_deletions.inc();
+        self.scm.resync_deletions.inc();
     }
 
     pub fn confirmation_refused(&self) {
-        self.confirmations_refused.inc();
+        self.webhooks.confirmations_refused.inc();
     }
 
     pub fn torn_down(&self, took: Duration) {
-        self.teardown_duration.observe(took.as_secs_f64());
+        self.lifecycle.teardown_duration.observe(took.as_secs_f64());
     }
 
-    pub fn webhook_delivery(&self, result: &str) {
-        self.webhook_deliveries
+    pub fn webhook_delivery(&self, result: WebhookResult) {
+        self.webhooks
+            .deliveries
             .get_or_create(&ResultLabels {
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .inc();
     }
 
-    pub fn commit_status(&self, result: &str) {
-        self.commit_statuses
+    pub fn commit_status(&self, result: CommitStatusResult) {
+        self.scm
+            .commit_statuses
             .get_or_create(&ResultLabels {
-                result: result.to_string(),
+                result: result.as_str().to_string(),
             })
             .inc();
     }

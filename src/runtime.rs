@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use kube::Client;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -19,6 +22,7 @@ use tracing_subscriber::EnvFilter;
 use crate::api::PreviewEnvironment;
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::config::{Config, LogReader};
+use crate::controller::children::Stores;
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
 use crate::github;
@@ -35,8 +39,53 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.http.log_format);
     // Before connecting anywhere: a flag that cannot work stops the start-up with its reason.
     let gitlab_config = gitlab_config(&args.gitlab)?;
-    let own_namespace = own_namespace();
-    let config = Config {
+    let namespaces = Namespaces::new(&args);
+    let config = config(&args, &namespaces.own)?;
+    let metrics = Arc::new(Metrics::new());
+    let client = client(&metrics).await?;
+    let instance = instance_name();
+    info!(?config, workers = args.controller.workers, %instance, "starting preview-operator");
+    check_selector(&client, args.controller.selector.as_deref()).await?;
+    let election = elect(&client, &args, &instance).await?;
+    let (posted_tx, posted_rx) = mpsc::unbounded_channel();
+    let (scm, reporters) = scm_reporters(&args, gitlab_config, &metrics, posted_tx)?;
+    let selector = args.controller.selector.as_deref();
+    let watches = children::watch(&client, selector, &namespaces.platform);
+    let (synced_tx, synced) = watch::channel(false);
+    let guard = webhook_guard(&scm, &watches.stores, &metrics);
+    let http = Http::start(&args, &client, &metrics, synced.clone(), guard).await?;
+    // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
+    let wake_listener = server::bind(args.http.wake_addr, "--wake-addr").await?;
+    let (stores, leader) = (watches.stores.clone(), election.leader.clone());
+    metrics.count_phases_in(stores.previews.clone(), stores.classes.clone());
+    let (events, events_task) = start_events(&client, instance);
+    let shared = Shared {
+        client,
+        metrics,
+        synced,
+        leader,
+    };
+    let (ctx, wake_rx) = context(&args, config, shared, stores, events, namespaces, reporters);
+    let background = Background {
+        synced_tx,
+        caches_synced: watches.synced,
+        posted: posted_rx,
+        wake_listener,
+        scm,
+    }
+    .spawn(&ctx, &args);
+    let streams = Streams {
+        previews: watches.previews,
+        triggers: triggers(watches.triggers, wake_rx),
+    };
+    controller::run(ctx, streams, args.controller.workers.max(1)).await;
+    shut_down(background, events_task, election, http).await
+}
+
+/// The operator's settings from the flags; the log reader, when a role is named, reads in
+/// the operator's own namespace.
+fn config(args: &RunArgs, own_namespace: &str) -> anyhow::Result<Config> {
+    Ok(Config {
         log_reader: args
             .policy
             .log_reader_role
@@ -45,17 +94,47 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .map(|role| LogReader {
                 role,
                 service_account: args.controller.service_account.clone(),
-                namespace: own_namespace.clone(),
+                namespace: own_namespace.to_string(),
             }),
         ..args.policy.clone().into_config().context("invalid flags")?
-    };
-    let metrics = Arc::new(Metrics::new());
-    let client = client(&metrics).await?;
-    let instance = instance_name();
-    info!(?config, workers = args.controller.workers, %instance, "starting preview-operator");
-    check_selector(&client, args.controller.selector.as_deref()).await?;
-    let election = elect(&client, &args, &instance).await?;
-    let (posted_tx, posted_rx) = mpsc::unbounded_channel();
+    })
+}
+
+/// The namespace the operator runs in, and the one it copies the platform's Secrets from.
+struct Namespaces {
+    own: String,
+    platform: String,
+}
+
+impl Namespaces {
+    fn new(args: &RunArgs) -> Namespaces {
+        let own = own_namespace();
+        let platform = args
+            .controller
+            .platform_secrets_namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| own.clone());
+        Namespaces { own, platform }
+    }
+}
+
+/// What posts to GitHub and GitLab: commit statuses (their posts reported on `posted`), PR
+/// comments and MR notes when enabled, and the state queries of webhooks and the resync.
+struct Reporters {
+    github: Option<github::StatusSender>,
+    gitlab: Option<github::StatusSender>,
+    comments: Option<github::comment::CommentSender>,
+    notes: Option<github::comment::CommentSender>,
+}
+
+/// Sets up the providers that are configured, and starts posting to them.
+fn scm_reporters(
+    args: &RunArgs,
+    gitlab_config: Option<GitLabConfig>,
+    metrics: &Arc<Metrics>,
+    posted: mpsc::UnboundedSender<github::CommitStatus>,
+) -> anyhow::Result<(Arc<Scm>, Reporters)> {
     let github_api = match github_config(&args.github)? {
         Some(config) => {
             info!(api = %config.api_url, credentials = ?config.credentials, "reporting on pull requests, webhook confirmation and resync enabled");
@@ -70,79 +149,91 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let github = github_api
-        .clone()
-        .map(|api| github::start(Backend::GitHub(api), metrics.clone(), posted_tx.clone()));
-    let gitlab = gitlab_api
-        .clone()
-        .map(|api| github::start(Backend::GitLab(api), metrics.clone(), posted_tx));
-    let comments = match (&github_api, args.github.github_pr_comments) {
-        (Some(api), true) => {
-            info!("pull request comments enabled");
-            Some(github::comment::start(Backend::GitHub(api.clone())))
-        }
-        _ => None,
-    };
-    let notes = match (&gitlab_api, args.gitlab.gitlab_mr_notes) {
-        (Some(api), true) => {
-            info!("merge request notes enabled");
-            Some(github::comment::start(Backend::GitLab(api.clone())))
-        }
-        _ => None,
-    };
-    let scm = Arc::new(Scm::new(github_api, gitlab_api));
-
-    let platform_namespace = args
-        .controller
-        .platform_secrets_namespace
-        .clone()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or_else(|| own_namespace.clone());
-    let watches = children::watch(
-        &client,
-        args.controller.selector.as_deref(),
-        &platform_namespace,
-    );
-    let (synced_tx, synced) = watch::channel(false);
-    let guard = webhook::Guard {
-        scm: scm.clone(),
-        previews: watches.stores.previews.clone(),
-        classes: watches.stores.classes.clone(),
-        tenants: watches.stores.tenants.clone(),
-        metrics: metrics.clone(),
-    };
-    let http = Http::start(&args, &client, &metrics, synced.clone(), guard).await?;
-    // Bound now, so a taken port fails the start-up loudly; served once the caches exist.
-    let wake_listener = server::bind(args.http.wake_addr, "--wake-addr").await?;
-
-    metrics.count_phases_in(
-        watches.stores.previews.clone(),
-        watches.stores.classes.clone(),
-    );
-    let (events, events_task) = events::Events::start(
-        client.clone(),
-        events::Reporter {
-            controller: MANAGER.to_string(),
-            instance,
+    let reporters = Reporters {
+        github: github_api
+            .clone()
+            .map(|api| github::start(Backend::GitHub(api), metrics.clone(), posted.clone())),
+        gitlab: gitlab_api
+            .clone()
+            .map(|api| github::start(Backend::GitLab(api), metrics.clone(), posted)),
+        comments: match (&github_api, args.github.github_pr_comments) {
+            (Some(api), true) => {
+                info!("pull request comments enabled");
+                Some(github::comment::start(Backend::GitHub(api.clone())))
+            }
+            _ => None,
         },
-    );
+        notes: match (&gitlab_api, args.gitlab.gitlab_mr_notes) {
+            (Some(api), true) => {
+                info!("merge request notes enabled");
+                Some(github::comment::start(Backend::GitLab(api.clone())))
+            }
+            _ => None,
+        },
+    };
+    Ok((Arc::new(Scm::new(github_api, gitlab_api)), reporters))
+}
+
+/// What a webhook's teardown checks before it deletes anything.
+fn webhook_guard(scm: &Arc<Scm>, stores: &Stores, metrics: &Arc<Metrics>) -> webhook::Guard {
+    webhook::Guard {
+        scm: scm.clone(),
+        previews: stores.previews.clone(),
+        classes: stores.classes.clone(),
+        tenants: stores.tenants.clone(),
+        metrics: metrics.clone(),
+    }
+}
+
+/// The Event publisher, and its task (which shutdown lets finish what is queued).
+fn start_events(client: &Client, instance: String) -> (events::Events, JoinHandle<()>) {
+    let reporter = events::Reporter {
+        controller: MANAGER.to_string(),
+        instance,
+    };
+    events::Events::start(client.clone(), reporter)
+}
+
+/// What the controller and the background tasks share.
+struct Shared {
+    client: Client,
+    metrics: Arc<Metrics>,
+    /// True once the caches are synced.
+    synced: watch::Receiver<bool>,
+    /// True while this process holds the lease.
+    leader: watch::Receiver<bool>,
+}
+
+/// The controller's context, and the receiving end of the wakes it and the sources send.
+fn context(
+    args: &RunArgs,
+    config: Config,
+    shared: Shared,
+    stores: Stores,
+    events: events::Events,
+    namespaces: Namespaces,
+    reporters: Reporters,
+) -> (
+    Arc<Context>,
+    mpsc::UnboundedReceiver<ObjectRef<PreviewEnvironment>>,
+) {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let sources = Sources::new(
-        client.clone(),
+        shared.client.clone(),
         Identity {
-            namespace: own_namespace,
+            namespace: namespaces.own,
             service_account: args.controller.service_account.clone(),
             reader_role: args.controller.source_reader_role.clone(),
         },
-        watches.stores.previews.clone(),
-        watches.stores.templates.clone(),
+        stores.previews.clone(),
+        stores.templates.clone(),
         wake_tx.clone(),
     );
-    let ctx = Arc::new(Context {
-        client: client.clone(),
+    let ctx = Context {
+        client: shared.client,
         queue: queue::Queue::new(wake_tx.clone()),
         config,
-        stores: watches.stores.clone(),
+        stores,
         events,
         writes: Default::default(),
         copies: Default::default(),
@@ -150,52 +241,78 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         sources,
         costs: Default::default(),
         resync: Default::default(),
-        triggers: wake_tx.clone(),
-        platform_namespace,
+        triggers: wake_tx,
+        platform_namespace: namespaces.platform,
         failures: Mutex::default(),
-        synced: synced.clone(),
-        leader: election.leader.clone(),
-        metrics: metrics.clone(),
-        github,
-        gitlab,
-        comments,
-        notes,
-    });
-    let background = [
-        tokio::spawn(async move {
-            if watches.synced.await {
+        synced: shared.synced,
+        leader: shared.leader,
+        metrics: shared.metrics,
+        github: reporters.github,
+        gitlab: reporters.gitlab,
+        comments: reporters.comments,
+        notes: reporters.notes,
+    };
+    (Arc::new(ctx), wake_rx)
+}
+
+/// What the background tasks need beside the context.
+struct Background {
+    /// Says the caches are synced, once the watches' promise of it resolves.
+    synced_tx: watch::Sender<bool>,
+    caches_synced: BoxFuture<'static, bool>,
+    /// The commit statuses posted, to record on their previews.
+    posted: mpsc::UnboundedReceiver<github::CommitStatus>,
+    wake_listener: tokio::net::TcpListener,
+    /// The providers the resync asks.
+    scm: Arc<Scm>,
+}
+
+impl Background {
+    /// Starts the tasks that run beside the controller until shutdown aborts them.
+    fn spawn(self, ctx: &Arc<Context>, args: &RunArgs) -> JoinSet<()> {
+        let Background {
+            synced_tx,
+            caches_synced,
+            posted,
+            wake_listener,
+            scm,
+        } = self;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            if caches_synced.await {
                 info!("caches synced");
                 let _ = synced_tx.send(true);
             }
-        }),
-        tokio::spawn(report_leadership(election.leader.clone(), metrics)),
-        tokio::spawn(controller::report::record_posted(client.clone(), posted_rx)),
-        tokio::spawn(prune_sources(ctx.clone())),
-        tokio::spawn(serve_wake(wake_listener, ctx.clone())),
-        tokio::spawn(account_costs(ctx.clone())),
-        tokio::spawn(controller::resync::run(
-            ctx.clone(),
-            scm,
-            args.github.scm_resync_interval,
-        )),
-        tokio::spawn(teardown::run_sweeper(
-            client,
+        });
+        tasks.spawn(report_leadership(ctx.leader.clone(), ctx.metrics.clone()));
+        tasks.spawn(controller::report::record_posted(
+            ctx.client.clone(),
+            posted,
+        ));
+        tasks.spawn(prune_sources(ctx.clone()));
+        tasks.spawn(serve_wake(wake_listener, ctx.clone()));
+        tasks.spawn(account_costs(ctx.clone()));
+        let interval = args.github.scm_resync_interval;
+        tasks.spawn(controller::resync::run(ctx.clone(), scm, interval));
+        tasks.spawn(teardown::run_sweeper(
+            ctx.client.clone(),
             ctx.stores.previews.clone(),
             ctx.stores.namespaces.clone(),
             args.controller.orphan_sweep_interval,
-            synced,
-            election.leader.clone(),
-        )),
-    ];
-    let streams = Streams {
-        previews: watches.previews,
-        // A freed queue slot wakes the previews waiting for it, like a child's change; so
-        // does a change of a Secret or ConfigMap their template declares.
-        triggers: futures::stream::select(watches.triggers, UnboundedReceiverStream::new(wake_rx))
-            .boxed(),
-    };
-    controller::run(ctx, streams, args.controller.workers.max(1)).await;
-    shut_down(background, events_task, election, http).await
+            ctx.synced.clone(),
+            ctx.leader.clone(),
+        ));
+        tasks
+    }
+}
+
+/// A freed queue slot wakes the previews waiting for it, like a child's change; so does a
+/// change of a Secret or ConfigMap their template declares.
+fn triggers(
+    children: BoxStream<'static, ObjectRef<PreviewEnvironment>>,
+    wakes: mpsc::UnboundedReceiver<ObjectRef<PreviewEnvironment>>,
+) -> BoxStream<'static, ObjectRef<PreviewEnvironment>> {
+    futures::stream::select(children, UnboundedReceiverStream::new(wakes)).boxed()
 }
 
 /// Adds the time since the last tick to every accounted preview's cost counters.
@@ -244,14 +361,12 @@ async fn prune_sources(ctx: Arc<Context>) {
 /// After the controller is done: stop the rest, publish what Events are queued (briefly),
 /// hand the lease over and stop serving.
 async fn shut_down(
-    background: [JoinHandle<()>; 8],
+    mut background: JoinSet<()>,
     events_task: JoinHandle<()>,
     election: Election,
     http: Http,
 ) -> anyhow::Result<()> {
-    for task in background {
-        task.abort();
-    }
+    background.abort_all();
     if tokio::time::timeout(Duration::from_secs(5), events_task)
         .await
         .is_err()

@@ -114,16 +114,15 @@ impl Answer {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         use http_body_util::BodyExt;
-        let label = provider.as_str();
         let status = response.status();
-        metrics.scm_request(label, endpoint, status.as_u16());
+        metrics.scm_request(provider, endpoint, status.as_u16());
         if let Some(left) = response
             .headers()
             .get(rate_limit_header)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
         {
-            metrics.scm_rate_limit_remaining(label, left);
+            metrics.scm_rate_limit_remaining(provider, left);
         }
         let (parts, body) = response.into_parts();
         let body = http_body_util::Limited::new(body, MAX_ANSWER)

@@ -35,7 +35,7 @@ use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
 use crate::controller::policy;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WebhookResult};
 use crate::scm::{PrState, Provider, Scm, ScmError};
 use crate::sync::lock;
 
@@ -250,13 +250,13 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, String) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let answer = |result: &str, code: StatusCode, text: String| {
+    let answer = |result: WebhookResult, code: StatusCode, text: String| {
         state.metrics.webhook_delivery(result);
         (code, text)
     };
     if !signature_valid(&state.secret, &body, header("x-hub-signature-256")) {
         return answer(
-            "unauthorized",
+            WebhookResult::Unauthorized,
             StatusCode::UNAUTHORIZED,
             "missing or wrong X-Hub-Signature-256\n".into(),
         );
@@ -266,15 +266,15 @@ async fn handle(
         && !lock(&state.seen).first_time(id)
     {
         return answer(
-            "duplicate",
+            WebhookResult::Duplicate,
             StatusCode::OK,
             format!("delivery {id} already handled\n"),
         );
     }
     match parse(&event, &body) {
-        Ok(Delivery::Ping) => answer("ping", StatusCode::OK, "pong\n".into()),
+        Ok(Delivery::Ping) => answer(WebhookResult::Ping, StatusCode::OK, "pong\n".into()),
         Ok(Delivery::Ignored) => answer(
-            "ignored",
+            WebhookResult::Ignored,
             StatusCode::ACCEPTED,
             format!("event {event:?} needs nothing\n"),
         ),
@@ -283,7 +283,11 @@ async fn handle(
             let (result, code, text) = close(&state, pr, head_sha, delivery);
             answer(result, code, text)
         }
-        Err(e) => answer("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => answer(
+            WebhookResult::Malformed,
+            StatusCode::BAD_REQUEST,
+            format!("{e}\n"),
+        ),
     }
 }
 
@@ -294,7 +298,7 @@ fn close(
     pr: ClosedPr,
     head_sha: Option<String>,
     delivery: Option<String>,
-) -> (&'static str, StatusCode, String) {
+) -> (WebhookResult, StatusCode, String) {
     let (sep, provider) = match pr.provider {
         Provider::Github => ('#', "GitHub"),
         Provider::Gitlab => ('!', "GitLab"),
@@ -311,7 +315,7 @@ fn close(
         ),
         (None, false) => {
             return (
-                "ignored",
+                WebhookResult::Ignored,
                 StatusCode::ACCEPTED,
                 format!(
                     "nothing deleted: the operator has no {provider} credentials to confirm that \
@@ -334,15 +338,15 @@ fn enqueue(
     state: &WebhookState,
     teardown: Teardown,
     text: String,
-) -> (&'static str, StatusCode, String) {
+) -> (WebhookResult, StatusCode, String) {
     match state.closed.try_send(teardown) {
-        Ok(()) => ("accepted", StatusCode::ACCEPTED, text),
+        Ok(()) => (WebhookResult::Accepted, StatusCode::ACCEPTED, text),
         Err(refused) => {
             if let Some(id) = refused.into_inner().delivery {
                 lock(&state.seen).forget(&id);
             }
             (
-                "busy",
+                WebhookResult::Busy,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "teardown queue full, retry later\n".into(),
             )
@@ -358,14 +362,14 @@ async fn handle_gitlab(
 ) -> (StatusCode, String) {
     use subtle::ConstantTimeEq;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let answer = |result: &str, code: StatusCode, text: String| {
+    let answer = |result: WebhookResult, code: StatusCode, text: String| {
         state.metrics.webhook_delivery(result);
         (code, text)
     };
     let token = header("x-gitlab-token").unwrap_or_default().as_bytes();
     if token.is_empty() || !bool::from(token.ct_eq(state.secret.as_slice())) {
         return answer(
-            "unauthorized",
+            WebhookResult::Unauthorized,
             StatusCode::UNAUTHORIZED,
             "missing or wrong X-Gitlab-Token\n".into(),
         );
@@ -377,7 +381,7 @@ async fn handle_gitlab(
         && !lock(&state.seen).first_time(id)
     {
         return answer(
-            "duplicate",
+            WebhookResult::Duplicate,
             StatusCode::OK,
             format!("delivery {id} already handled\n"),
         );
@@ -388,11 +392,15 @@ async fn handle_gitlab(
             answer(result, code, text)
         }
         Ok(None) => answer(
-            "ignored",
+            WebhookResult::Ignored,
             StatusCode::ACCEPTED,
             "event needs nothing\n".into(),
         ),
-        Err(e) => answer("malformed", StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => answer(
+            WebhookResult::Malformed,
+            StatusCode::BAD_REQUEST,
+            format!("{e}\n"),
+        ),
     }
 }
 

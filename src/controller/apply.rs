@@ -2,9 +2,8 @@
 //! object already carries the same fingerprint, and deletion of children the spec no longer
 //! wants (found by the owner-uid label, so nothing the operator does not own is touched).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::sync::Mutex;
 
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
@@ -16,10 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{Desired, Environment, Preview, stamp};
-use super::children::{Stores, label};
+use super::children::{Applied, Stores, label};
 use crate::client::gone_is_ok;
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
-use crate::sync::lock;
 
 /// Brings every child of `env` into place in the preview namespace and deletes the owned
 /// children of each kind that it no longer holds.
@@ -205,52 +203,6 @@ fn cache_key<S: Cached>(namespace: Option<&str>, name: &str) -> ObjectRef<S> {
     }
 }
 
-/// The children this process applied that its caches may not show yet. Under load a watch
-/// event trails its write by a second or more, and a reconcile woken meanwhile (by another
-/// child of the same preview) would apply the same object again: at 1000 previews that was
-/// most of the writes above one per child.
-#[derive(Default)]
-pub struct Applied {
-    pending: Mutex<HashMap<ChildKey, Pending>>,
-}
-
-/// A child's kind, namespace and name.
-type ChildKey = (String, String, String);
-
-/// One apply the cache may not show yet.
-struct Pending {
-    /// The resourceVersion the cache showed when it was applied (none: not cached).
-    seen: Option<String>,
-    /// The fingerprint applied.
-    hash: String,
-}
-
-impl Applied {
-    /// Whether `want` was applied to the object and the cache still shows the copy from
-    /// before (`cached_version`). Once the cache shows any other version (ours, or a change
-    /// someone made after it) the entry goes and the cache decides again.
-    fn in_flight(&self, key: &ChildKey, cached_version: Option<&String>, want: &str) -> bool {
-        let mut pending = lock(&self.pending);
-        match pending.get(key) {
-            Some(p) if p.seen.as_ref() == cached_version => p.hash == want,
-            Some(_) => {
-                pending.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn record(&self, key: ChildKey, seen: Option<String>, hash: String) {
-        lock(&self.pending).insert(key, Pending { seen, hash });
-    }
-
-    /// Forgets the objects of a preview namespace that is gone.
-    pub fn forget(&self, namespace: &str) {
-        lock(&self.pending).retain(|(_, ns, _), _| ns != namespace);
-    }
-}
-
 /// Applies `desired` unless the cache shows it is already in place, or this process applied
 /// it and the cache has not caught up yet. Returns whether it wrote.
 pub async fn apply<K, S>(
@@ -272,7 +224,7 @@ where
     let key = (K::kind(&()).into_owned(), namespace.clone(), name.clone());
     if let Some(want) = &want {
         if cached_hash(store, Some(&namespace), &name).as_ref() == Some(want) {
-            lock(&applied.pending).remove(&key);
+            applied.settled(&key);
             return Ok(false);
         }
         if applied.in_flight(&key, cached_version.as_ref(), want) {
@@ -366,45 +318,4 @@ where
         delete::<K>(client, namespace, name, &DeleteParams::background()).await?;
     }
     Ok(names.len())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_apply_the_cache_has_not_shown_yet_is_not_repeated_but_any_newer_copy_decides() {
-        let applied = Applied::default();
-        let key = (
-            "Deployment".to_string(),
-            "pr-1".to_string(),
-            "web".to_string(),
-        );
-        let v = |s: &str| Some(s.to_string());
-        assert!(!applied.in_flight(&key, v("5").as_ref(), "h1"));
-        applied.record(key.clone(), v("5"), "h1".into());
-        assert!(
-            applied.in_flight(&key, v("5").as_ref(), "h1"),
-            "the cache still shows 5"
-        );
-        assert!(
-            !applied.in_flight(&key, v("5").as_ref(), "h2"),
-            "another fingerprint is applied"
-        );
-        assert!(
-            !applied.in_flight(&key, v("7").as_ref(), "h1"),
-            "a newer copy (ours or someone else's): the cache decides"
-        );
-        assert!(
-            !applied.in_flight(&key, v("5").as_ref(), "h1"),
-            "and the entry is gone"
-        );
-        applied.record(key.clone(), None, "h1".into());
-        assert!(
-            applied.in_flight(&key, None, "h1"),
-            "created, not cached yet"
-        );
-        applied.forget("pr-1");
-        assert!(!applied.in_flight(&key, None, "h1"));
-    }
 }

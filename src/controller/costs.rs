@@ -12,15 +12,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::build::Preview;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Requests};
 use crate::sync::lock;
-
-/// The requests of one preview while it runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Requests {
-    pub cpu_cores: f64,
-    pub memory_bytes: f64,
-}
 
 /// One preview as accounted.
 #[derive(Clone, Debug, PartialEq)]

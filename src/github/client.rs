@@ -125,7 +125,7 @@ impl GitHub {
                 )
                 .await
                 .map_err(|_| {
-                    self.metrics.scm_request("github", "user", 0);
+                    self.metrics.scm_request(Provider::Github, "user", 0);
                     ScmError::Timeout {
                         provider: Provider::Github,
                         what: what.to_string(),
@@ -161,7 +161,7 @@ impl GitHub {
         })
         .await;
         answer.unwrap_or_else(|_| {
-            self.metrics.scm_request("github", endpoint, 0);
+            self.metrics.scm_request(Provider::Github, endpoint, 0);
             Err(ScmError::Timeout {
                 provider: Provider::Github,
                 what,
@@ -237,7 +237,7 @@ impl GitHub {
             }
         }
         .map_err(|e| {
-            self.metrics.scm_request("github", endpoint, 0);
+            self.metrics.scm_request(Provider::Github, endpoint, 0);
             unreachable(e)
         })?;
         Answer::read(

@@ -45,7 +45,7 @@ fn lines(m: &Metrics, metric: &str) -> Vec<String> {
 }
 
 fn account(m: &Metrics, repository: &str) {
-    let requests = crate::controller::costs::Requests {
+    let requests = Requests {
         cpu_cores: 1.0,
         memory_bytes: 1.0,
     };
@@ -170,7 +170,7 @@ fn series_come_back_when_a_preview_returns_in_time() {
 #[test]
 fn encoding_names_carry_the_prefix() {
     let m = Metrics::new();
-    m.reconciled(Duration::from_millis(5), Some("apply"));
+    m.reconciled(Duration::from_millis(5), Some(ErrorCategory::Apply));
     m.api_request("patch", "deployments", 200);
     let text = m.encode();
     assert!(
@@ -187,4 +187,45 @@ fn encoding_names_carry_the_prefix() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn every_failure_category_is_exported_from_the_start_with_its_label_text() {
+    assert!(!ErrorCategory::FAILURES.contains(&ErrorCategory::TeardownInProgress));
+    let mut exported = lines(&Metrics::new(), "reconcile_errors_total");
+    exported.sort();
+    let mut expected: Vec<String> = [
+        "apply",
+        "create_namespace",
+        "read",
+        "status",
+        "expire",
+        "delete_namespace",
+        "add_finalizer",
+        "incomplete",
+        "finalizer",
+    ]
+    .iter()
+    .map(|c| format!("preview_operator_reconcile_errors_total{{category=\"{c}\"}} 0"))
+    .collect();
+    expected.sort();
+    assert_eq!(exported, expected);
+}
+
+#[test]
+fn typed_labels_keep_their_text() {
+    let m = Metrics::new();
+    m.scm_request(Provider::Gitlab, "user", 0);
+    m.scm_rate_limit_remaining(Provider::Github, 42);
+    m.webhook_delivery(WebhookResult::Unauthorized);
+    m.commit_status(CommitStatusResult::Retried);
+    let text = m.encode();
+    for line in [
+        "preview_operator_scm_requests_total{provider=\"gitlab\",endpoint=\"user\",status=\"0\"} 1",
+        "preview_operator_scm_rate_limit_remaining{provider=\"github\"} 42",
+        "preview_operator_webhook_deliveries_total{result=\"unauthorized\"} 1",
+        "preview_operator_commit_statuses_total{result=\"retried\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
 }

@@ -181,7 +181,10 @@ fn the_answer_to_an_unconfirmable_close_says_what_it_deletes() {
     let sha = "ec26c3e57ca3a959ca5aad62de7213c562f8c821";
     let (state, mut queued) = webhook_state(false);
     let (result, code, text) = close(&state, closed_pr(), Some(sha.into()), None);
-    assert_eq!((result, code), ("accepted", StatusCode::ACCEPTED));
+    assert_eq!(
+        (result, code),
+        (WebhookResult::Accepted, StatusCode::ACCEPTED)
+    );
     assert!(
         text.contains("only the previews of acme/shop#2 at ec26c3e57ca3")
             && text.contains("no GitHub credentials"),
@@ -192,7 +195,10 @@ fn the_answer_to_an_unconfirmable_close_says_what_it_deletes() {
 
     let (state, mut queued) = webhook_state(false);
     let (result, code, text) = close(&state, closed_pr(), None, None);
-    assert_eq!((result, code), ("ignored", StatusCode::ACCEPTED));
+    assert_eq!(
+        (result, code),
+        (WebhookResult::Ignored, StatusCode::ACCEPTED)
+    );
     assert!(text.starts_with("nothing deleted"), "{text}");
     assert!(
         queued.try_recv().is_err(),
