@@ -201,15 +201,7 @@ impl GitLab {
         let answer = self
             .call(Method::POST, &path, "statuses", Some(&body))
             .await;
-        // GitLab refuses a status in the state it already shows ("Cannot transition status
-        // via :run from :running"): the merge request shows what we meant, which is enough.
-        if let Ok(a) = &answer
-            && a.status == StatusCode::BAD_REQUEST
-            && String::from_utf8_lossy(&a.body).contains("Cannot transition status")
-        {
-            return Outcome::Posted;
-        }
-        Outcome::of(answer)
+        status_outcome(answer)
     }
 
     /// The token's user (`GET /user`, asked once): the author of the operator's notes.
@@ -280,6 +272,34 @@ impl GitLab {
         };
         Ok(answer.json::<Note>("note")?.id)
     }
+}
+
+/// What GitLab's answer to a commit status post means for the poster.
+fn status_outcome(answer: Result<Answer, ScmError>) -> Outcome {
+    let Ok(a) = &answer else {
+        return Outcome::of(answer);
+    };
+    // GitLab refuses a status in the state it already shows ("Cannot transition status
+    // via :run from :running"): the merge request shows what we meant, which is enough.
+    if a.status == StatusCode::BAD_REQUEST
+        && String::from_utf8_lossy(&a.body).contains("Cannot transition status")
+    {
+        return Outcome::Posted;
+    }
+    // 409: another status of the same commit and name is being written ("update in progress,
+    // retry"): not a refusal of this one, so it is retried with the poster's backoff (after
+    // Retry-After when GitLab gives one), like a rate limit.
+    if a.status == StatusCode::CONFLICT {
+        let wait = a
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs)
+            .unwrap_or_default();
+        return Outcome::Retry(wait);
+    }
+    Outcome::of(answer)
 }
 
 /// GitLab's commit status states: `running` while deploying or testing, `pending` while
@@ -499,6 +519,52 @@ mod tests {
                 "{action}"
             );
         }
+    }
+
+    fn answer(code: u16, body: &str, headers: &[(&str, &str)]) -> Result<Answer, ScmError> {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        Ok(Answer {
+            provider: Provider::Gitlab,
+            status: StatusCode::from_u16(code).expect("code"),
+            headers: map,
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    #[test]
+    fn a_status_update_in_progress_is_retried_not_given_up() {
+        let conflict = answer(409, r#"{"message":"409 Conflict"}"#, &[]);
+        assert!(
+            matches!(status_outcome(conflict), Outcome::Retry(wait) if wait.is_zero()),
+            "retried with the poster's backoff"
+        );
+        let told = answer(409, "{}", &[("retry-after", "3")]);
+        assert!(matches!(
+            status_outcome(told),
+            Outcome::Retry(wait) if wait == std::time::Duration::from_secs(3)
+        ));
+        let limited = answer(429, "{}", &[("retry-after", "7")]);
+        assert!(matches!(
+            status_outcome(limited),
+            Outcome::Retry(wait) if wait == std::time::Duration::from_secs(7)
+        ));
+        let same = answer(
+            400,
+            r#"{"message":"Cannot transition status via :run from :running"}"#,
+            &[],
+        );
+        assert!(matches!(status_outcome(same), Outcome::Posted));
+        let refused = answer(403, r#"{"message":"403 Forbidden"}"#, &[]);
+        assert!(
+            matches!(status_outcome(refused), Outcome::GiveUp(why) if why.contains("GitLab")),
+            "a refusal is final, and says who refused"
+        );
     }
 
     #[test]
