@@ -273,7 +273,7 @@ impl Outcome {
         } else if code.is_server_error() || code == StatusCode::REQUEST_TIMEOUT {
             Outcome::Retry(Duration::ZERO)
         } else {
-            Outcome::GiveUp(format!("GitHub answered {code}"))
+            Outcome::GiveUp(format!("{} answered {code}", answer.provider))
         }
     }
 }

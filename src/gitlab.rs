@@ -201,15 +201,7 @@ impl GitLab {
         let answer = self
             .call(Method::POST, &path, "statuses", Some(&body))
             .await;
-        // GitLab refuses a status in the state it already shows ("Cannot transition status
-        // via :run from :running"): the merge request shows what we meant, which is enough.
-        if let Ok(a) = &answer
-            && a.status == StatusCode::BAD_REQUEST
-            && String::from_utf8_lossy(&a.body).contains("Cannot transition status")
-        {
-            return Outcome::Posted;
-        }
-        Outcome::of(answer)
+        status_outcome(answer)
     }
 
     /// The token's user (`GET /user`, asked once): the author of the operator's notes.
@@ -282,6 +274,34 @@ impl GitLab {
     }
 }
 
+/// What GitLab's answer to a commit status post means for the poster.
+fn status_outcome(answer: Result<Answer, ScmError>) -> Outcome {
+    let Ok(a) = &answer else {
+        return Outcome::of(answer);
+    };
+    // GitLab refuses a status in the state it already shows ("Cannot transition status
+    // via :run from :running"): the merge request shows what we meant, which is enough.
+    if a.status == StatusCode::BAD_REQUEST
+        && String::from_utf8_lossy(&a.body).contains("Cannot transition status")
+    {
+        return Outcome::Posted;
+    }
+    // 409: another status of the same commit and name is being written ("update in progress,
+    // retry"): not a refusal of this one, so it is retried with the poster's backoff (after
+    // Retry-After when GitLab gives one), like a rate limit.
+    if a.status == StatusCode::CONFLICT {
+        let wait = a
+            .headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs)
+            .unwrap_or_default();
+        return Outcome::Retry(wait);
+    }
+    Outcome::of(answer)
+}
+
 /// GitLab's commit status states: `running` while deploying or testing, `pending` while
 /// queued.
 fn state(status: &CommitStatus) -> &'static str {
@@ -293,20 +313,16 @@ fn state(status: &CommitStatus) -> &'static str {
     }
 }
 
+/// The fields of a merge request delivery that closes or merges, all required.
 #[derive(Deserialize)]
-struct Hook {
-    object_kind: String,
-    #[serde(default)]
-    object_attributes: Option<HookMr>,
-    #[serde(default)]
-    project: Option<HookProject>,
+struct ClosingHook {
+    object_attributes: HookMr,
+    project: HookProject,
 }
 
 #[derive(Deserialize)]
 struct HookMr {
     iid: i64,
-    #[serde(default)]
-    action: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -315,22 +331,36 @@ struct HookProject {
 }
 
 /// What a verified GitLab delivery asks for: a merge request closed or merged, or nothing.
+///
+/// Only a JSON object is a delivery (else `Err`); of those, only a merge request's `close` or
+/// `merge` is read further and must name its merge request and project. Every other event
+/// (notes, pipelines, pushes, wiki pages, system hooks that carry `event_name` instead of
+/// `object_kind`, merge request updates) is `Ok(None)` whatever its shape: GitLab disables a
+/// hook that keeps answering 4xx, so an event the operator does not act on must not be
+/// refused for fields it does not read.
 pub fn parse_hook(body: &[u8]) -> Result<Option<ClosedPr>, String> {
-    let hook: Hook = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if hook.object_kind != "merge_request" {
+    let hook: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if !hook.is_object() {
+        return Err("a delivery that is not a JSON object".into());
+    }
+    if hook["object_kind"] != "merge_request" {
         return Ok(None);
     }
-    let (Some(mr), Some(project)) = (hook.object_attributes, hook.project) else {
-        return Err("a merge_request event without object_attributes or project".into());
-    };
-    if mr.iid < 1 || !project.path_with_namespace.contains('/') {
-        return Err("merge request iid or project path out of range".into());
-    }
-    let merged = match mr.action.as_deref() {
+    let merged = match hook["object_attributes"]["action"].as_str() {
         Some("merge") => true,
         Some("close") => false,
         _ => return Ok(None),
     };
+    let closing: ClosingHook = serde_json::from_value(hook).map_err(|e| {
+        format!(
+            "a merge request {} without its iid or project: {e}",
+            if merged { "merge" } else { "close" }
+        )
+    })?;
+    let (mr, project) = (closing.object_attributes, closing.project);
+    if mr.iid < 1 || !project.path_with_namespace.contains('/') {
+        return Err("merge request iid or project path out of range".into());
+    }
     Ok(Some(ClosedPr {
         provider: Provider::Gitlab,
         repository: project.path_with_namespace,
@@ -371,6 +401,170 @@ mod tests {
         assert_eq!(parse_hook(hook("update").as_bytes()), Ok(None));
         assert_eq!(parse_hook(br#"{"object_kind": "push"}"#), Ok(None));
         assert!(parse_hook(b"not json").is_err());
+        assert!(parse_hook(b"[]").is_err(), "not an object");
+        let garbled =
+            br#"{"object_kind": "merge_request", "object_attributes": {"action": "merge"}}"#;
+        assert!(
+            parse_hook(garbled).is_err(),
+            "a merge naming no merge request"
+        );
+    }
+
+    /// GitLab's example deliveries of every event kind (tests/fixtures/gitlab/README.md).
+    const EVENTS: &[(&str, &[u8])] = &[
+        (
+            "build",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/build.json"),
+        ),
+        (
+            "deployment",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/deployment.json"),
+        ),
+        (
+            "feature_flag",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/feature_flag.json"),
+        ),
+        (
+            "issue",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/issue.json"),
+        ),
+        (
+            "job",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/job.json"),
+        ),
+        (
+            "member",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/member.json"),
+        ),
+        (
+            "merge_request",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/merge_request.json"),
+        ),
+        (
+            "note_commit",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/note_commit.json"),
+        ),
+        (
+            "note_issue",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/note_issue.json"),
+        ),
+        (
+            "note_merge_request",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/note_merge_request.json"),
+        ),
+        (
+            "note_snippet",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/note_snippet.json"),
+        ),
+        (
+            "pipeline",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/pipeline.json"),
+        ),
+        (
+            "push",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/push.json"),
+        ),
+        (
+            "release",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/release.json"),
+        ),
+        (
+            "resource_access_token_group",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/resource_access_token_group.json"),
+        ),
+        (
+            "resource_access_token_project",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/resource_access_token_project.json"),
+        ),
+        (
+            "service_merge_request",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/service_merge_request.json"),
+        ),
+        (
+            "subgroup",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/subgroup.json"),
+        ),
+        (
+            "tag_push",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/tag_push.json"),
+        ),
+        (
+            "wiki_page",
+            include_bytes!("../tests/fixtures/gitlab/webhooks/wiki_page.json"),
+        ),
+    ];
+
+    #[test]
+    fn every_real_event_the_operator_does_not_act_on_is_ignored_not_refused() {
+        for (name, body) in EVENTS {
+            assert_eq!(parse_hook(body), Ok(None), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_real_merge_request_delivery_tears_down_when_it_closes_or_merges() {
+        let (_, open) = EVENTS[6];
+        for (action, merged) in [("close", false), ("merge", true)] {
+            let mut hook: serde_json::Value = serde_json::from_slice(open).expect("json");
+            hook["object_attributes"]["action"] = action.into();
+            let body = serde_json::to_vec(&hook).expect("json");
+            assert_eq!(
+                parse_hook(&body),
+                Ok(Some(ClosedPr {
+                    provider: Provider::Gitlab,
+                    repository: "gitlabhq/gitlab-test".into(),
+                    number: 1,
+                    merged,
+                })),
+                "{action}"
+            );
+        }
+    }
+
+    fn answer(code: u16, body: &str, headers: &[(&str, &str)]) -> Result<Answer, ScmError> {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        Ok(Answer {
+            provider: Provider::Gitlab,
+            status: StatusCode::from_u16(code).expect("code"),
+            headers: map,
+            body: Bytes::from(body.to_string()),
+        })
+    }
+
+    #[test]
+    fn a_status_update_in_progress_is_retried_not_given_up() {
+        let conflict = answer(409, r#"{"message":"409 Conflict"}"#, &[]);
+        assert!(
+            matches!(status_outcome(conflict), Outcome::Retry(wait) if wait.is_zero()),
+            "retried with the poster's backoff"
+        );
+        let told = answer(409, "{}", &[("retry-after", "3")]);
+        assert!(matches!(
+            status_outcome(told),
+            Outcome::Retry(wait) if wait == std::time::Duration::from_secs(3)
+        ));
+        let limited = answer(429, "{}", &[("retry-after", "7")]);
+        assert!(matches!(
+            status_outcome(limited),
+            Outcome::Retry(wait) if wait == std::time::Duration::from_secs(7)
+        ));
+        let same = answer(
+            400,
+            r#"{"message":"Cannot transition status via :run from :running"}"#,
+            &[],
+        );
+        assert!(matches!(status_outcome(same), Outcome::Posted));
+        let refused = answer(403, r#"{"message":"403 Forbidden"}"#, &[]);
+        assert!(
+            matches!(status_outcome(refused), Outcome::GiveUp(why) if why.contains("GitLab")),
+            "a refusal is final, and says who refused"
+        );
     }
 
     #[test]

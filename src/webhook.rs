@@ -88,7 +88,6 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
 
 #[derive(Deserialize)]
 struct PullRequestEvent {
-    action: String,
     pull_request: PullRequest,
     repository: Repository,
 }
@@ -136,26 +135,36 @@ pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, ParseError> {
     match event {
         "ping" => Ok(Delivery::Ping),
         "pull_request" => {
-            let e: PullRequestEvent =
+            let value: serde_json::Value =
                 serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
+            // Only a close is read further: an action the operator does not act on is
+            // ignored whatever else it carries, so no authentic delivery is refused for
+            // fields the operator does not read.
+            match value["action"].as_str() {
+                Some("closed") => {}
+                Some(_) => return Ok(Delivery::Ignored),
+                None => {
+                    return Err(ParseError::Malformed(
+                        "a pull_request event without an action".into(),
+                    ));
+                }
+            }
+            let e: PullRequestEvent =
+                serde_json::from_value(value).map_err(|e| ParseError::Malformed(e.to_string()))?;
             if e.pull_request.number < 1 || !e.repository.full_name.contains('/') {
                 return Err(ParseError::Malformed(
                     "pull request number or repository name out of range".into(),
                 ));
             }
-            if e.action == "closed" {
-                Ok(Delivery::Closed {
-                    head_sha: e.pull_request.head.and_then(|h| commit(&h.sha)),
-                    pr: ClosedPr {
-                        provider: Provider::Github,
-                        repository: e.repository.full_name,
-                        number: e.pull_request.number,
-                        merged: e.pull_request.merged.unwrap_or(false),
-                    },
-                })
-            } else {
-                Ok(Delivery::Ignored)
-            }
+            Ok(Delivery::Closed {
+                head_sha: e.pull_request.head.and_then(|h| commit(&h.sha)),
+                pr: ClosedPr {
+                    provider: Provider::Github,
+                    repository: e.repository.full_name,
+                    number: e.pull_request.number,
+                    merged: e.pull_request.merged.unwrap_or(false),
+                },
+            })
         }
         _ => Ok(Delivery::Ignored),
     }

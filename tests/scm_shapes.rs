@@ -1,0 +1,124 @@
+//! The bodies the operator sends to GitHub, recorded by the loopback stand-in, checked against
+//! GitHub's published request schemas (tests/fixtures/api/README.md): states and conclusions
+//! from their enums, required fields present, lengths within their limits.
+
+#[allow(dead_code)] // the stand-in serves more routes than these tests use
+#[path = "common/scm.rs"]
+mod scm;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use preview_operator::github::{self, CommitStatus, Credentials, GitHub, GitHubConfig, State};
+use preview_operator::metrics::Metrics;
+use preview_operator::scm::Backend;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use scm::{APP_ID, GitHub as StandIn, Route};
+use serde_json::Value;
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!(
+        "{}/tests/fixtures/api/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let file: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("a schema")).expect("json");
+    jsonschema::validator_for(&file["schema"]).expect("a valid schema")
+}
+
+fn assert_valid(validator: &jsonschema::Validator, body: &Value, what: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{what}: {body}\n{errors:#?}");
+}
+
+/// Every state a preview reports, with a description as long as the operator sends.
+fn statuses() -> Vec<CommitStatus> {
+    [State::Pending, State::Success, State::Failure, State::Error]
+        .into_iter()
+        .enumerate()
+        .map(|(n, state)| CommitStatus {
+            repository: "acme/shop".into(),
+            sha: format!("c0ffee{n:02}"),
+            context: "preview/team/pr-1".into(),
+            state,
+            description: "x".repeat(140),
+            target_url: Some("https://pr-1.previews.example.com".into()),
+            check: None,
+        })
+        .collect()
+}
+
+/// Posts every status through the operator's poster and waits until each was acknowledged.
+async fn post_all(github: Arc<GitHub>) {
+    let (posted, mut acknowledged) = tokio::sync::mpsc::unbounded_channel();
+    let sender = github::start(Backend::GitHub(github), Arc::new(Metrics::new()), posted);
+    let all = statuses();
+    for status in &all {
+        sender.send(status.clone());
+    }
+    for _ in &all {
+        tokio::time::timeout(Duration::from_secs(20), acknowledged.recv())
+            .await
+            .expect("posted in time")
+            .expect("posted");
+    }
+}
+
+#[tokio::test]
+async fn commit_statuses_match_githubs_request_schema() {
+    let stand_in = StandIn::default();
+    let url = stand_in.serve(&[Route::Statuses]).await;
+    let config = GitHubConfig {
+        api_url: url,
+        credentials: Credentials::Token("ghp_test".into()),
+    };
+    post_all(GitHub::new(&config, Arc::new(Metrics::new())).expect("a client")).await;
+    let validator = schema("github-create-commit-status");
+    assert!(
+        !validator.is_valid(&serde_json::json!({"state": "failed", "context": "c"})),
+        "GitLab's state name is not GitHub's: the schema tells them apart"
+    );
+    let received = stand_in.received();
+    assert_eq!(received.len(), 4);
+    for r in received {
+        assert_valid(&validator, &r.body, &r.path);
+    }
+}
+
+#[tokio::test]
+async fn check_runs_match_githubs_request_schemas() {
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("a key");
+    let private_pem = key.to_pkcs1_pem(LineEnding::LF).expect("PEM");
+    let public_pem = rsa::RsaPublicKey::from(&key)
+        .to_public_key_pem(LineEnding::LF)
+        .expect("PEM");
+    let stand_in = StandIn::app(&public_pem);
+    let url = stand_in.serve(&[Route::App, Route::CheckRuns]).await;
+    let config = GitHubConfig {
+        api_url: url,
+        credentials: Credentials::App {
+            id: APP_ID,
+            private_key: private_pem.as_bytes().to_vec(),
+        },
+    };
+    post_all(GitHub::new(&config, Arc::new(Metrics::new())).expect("a client")).await;
+    let (create, update) = (
+        schema("github-create-check-run"),
+        schema("github-update-check-run"),
+    );
+    let mut checked = 0;
+    for seen in stand_in.seen() {
+        let validator = match seen.method {
+            "POST" if seen.path.ends_with("/check-runs") => &create,
+            "PATCH" if seen.path.contains("/check-runs/") => &update,
+            _ => continue,
+        };
+        assert_valid(validator, &seen.body, &seen.path);
+        checked += 1;
+    }
+    assert!(checked >= 4, "one check run per status at least: {checked}");
+}
