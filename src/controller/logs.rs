@@ -4,8 +4,9 @@
 //! the log and the JUnit report it holds.
 //!
 //! A report printed between marker lines ([`crate::testlog::marked`]) is read whole however
-//! long the log: when the end of the log holds the end marker but not the begin marker, the
-//! log is read again from its start, as a stream, keeping only the marked report.
+//! long the log: when the end of the log holds the end marker but not the begin marker (or
+//! the byte limit cut that end short), the log is read again from its start, as a stream,
+//! keeping only the marked report.
 //!
 //! Kept in memory per preview namespace and Job, and dropped with the Job; a restart reads
 //! them again.
@@ -102,7 +103,8 @@ impl TestLogs {
 /// What the read of a log of `log`'s length returns of it, without a cluster: its last
 /// [`TAIL_LINES`] lines, of which the first [`LIMIT_BYTES`] (the API server's `tailLines` and
 /// `limitBytes`); and the marked report of the whole of it when that end holds only the
-/// report's end. `preview-operator test-report` reads a file this way.
+/// report's end or was cut short ([`wants_whole`]). `preview-operator test-report` reads a
+/// file this way.
 pub fn read_offline(log: &str) -> (String, Option<Marked>) {
     let lines: Vec<&str> = log.split_inclusive('\n').collect();
     let tail = lines[lines.len().saturating_sub(TAIL_LINES as usize)..].concat();
@@ -111,7 +113,7 @@ pub fn read_offline(log: &str) -> (String, Option<Marked>) {
         end -= 1;
     }
     let tail = tail[..end].to_string();
-    let marked = marked::begins_before(&tail)
+    let marked = wants_whole(&tail)
         .then(|| {
             let mut scanner = marked::Scanner::default();
             scanner.feed(log.as_bytes());
@@ -120,6 +122,13 @@ pub fn read_offline(log: &str) -> (String, Option<Marked>) {
         })
         .flatten();
     (tail, marked)
+}
+
+/// Whether the whole log is read for a marked report: the end read holds the report's end
+/// marker but not its begin marker, or the byte limit cut the end read short (its last lines,
+/// where a report's end marker would be, were not read).
+fn wants_whole(tail: &str) -> bool {
+    marked::begins_before(tail) || tail.len() >= LIMIT_BYTES as usize
 }
 
 /// What is kept of a finished Job's log: of a failed one what its status and check run show,
@@ -143,7 +152,7 @@ fn finished(job: &CachedJob) -> Option<bool> {
 }
 
 /// The end of the log of the Job's newest pod, and the marked report read from the whole log
-/// when the end holds only the report's end; `None` when it cannot be read now (the next
+/// when the end does not hold all of it ([`wants_whole`]); `None` when it cannot be read now (the next
 /// reconcile tries again). A log the operator may not read says so instead.
 async fn read_log(
     client: &Client,
@@ -187,7 +196,7 @@ async fn read_log(
             return None;
         }
     };
-    if !marked::begins_before(&log) {
+    if !wants_whole(&log) {
         return Some((log, None));
     }
     let params = LogParams {
