@@ -1,4 +1,5 @@
-//! The command line: `run` the controller, print the `crd`. `run`'s flags come in groups by
+//! The command line: `run` the controller, print the `crd`, `render` a preview, read a
+//! `test-report`. `run`'s flags come in groups by
 //! concern; every flag also reads a `PREVIEW_OPERATOR_*` environment variable.
 
 use std::net::SocketAddr;
@@ -43,6 +44,22 @@ pub enum Command {
         #[arg(long)]
         class: Option<PathBuf>,
     },
+    /// Print what the operator reports of a failed test's log (or of a JUnit file): read as
+    /// the operator reads a finished test's log.
+    TestReport {
+        /// `json`: the counts, failed cases and annotations; `markdown`: the check run's text.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+        /// The test's log, or a JUnit XML report.
+        file: PathBuf,
+    },
+}
+
+/// How `test-report` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Markdown,
 }
 
 #[derive(Args, Debug)]

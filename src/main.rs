@@ -1,12 +1,12 @@
-//! The `preview-operator` command line: `run` the controller, print the `crd`, or `render` a
-//! preview's objects.
+//! The `preview-operator` command line: `run` the controller, print the `crd`, `render` a
+//! preview's objects, or read a `test-report`.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use preview_operator::cli::{Cli, Command};
+use preview_operator::cli::{Cli, Command, ReportFormat};
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
             template,
             class,
         } => render(&preview, template.as_deref(), class.as_deref()),
+        Command::TestReport { format, file } => test_report(format, &file),
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -68,4 +69,28 @@ fn render(
             std::process::exit(1);
         }
     }
+}
+
+/// Reads a test log (or a JUnit file) as the operator reads a failed test's log, and prints
+/// what it would report.
+fn test_report(format: ReportFormat, file: &std::path::Path) -> anyhow::Result<()> {
+    let bytes =
+        std::fs::read(file).with_context(|| format!("failed to read {}", file.display()))?;
+    // Logs are read as UTF-8 with anything else replaced, as the operator's client does.
+    let text = String::from_utf8_lossy(&bytes);
+    let (tail, marked) = preview_operator::controller::logs::read_offline(&text);
+    let log = preview_operator::controller::logs::kept(&tail, marked, true);
+    let test = file
+        .file_stem()
+        .map_or_else(|| "test".to_string(), |s| s.to_string_lossy().into_owned());
+    let (json, markdown) = preview_operator::github::checks::test_report(&test, log);
+    let printed = match format {
+        ReportFormat::Json => {
+            serde_json::to_string_pretty(&json).context("failed to render the report")? + "\n"
+        }
+        ReportFormat::Markdown => markdown,
+    };
+    std::io::stdout()
+        .write_all(printed.as_bytes())
+        .context("failed to write the report")
 }

@@ -3,6 +3,11 @@
 //! failed run's log goes into its status message, and with a GitHub App the check run shows
 //! the log and the JUnit report it holds.
 //!
+//! A report printed between marker lines ([`crate::testlog::marked`]) is read whole however
+//! long the log: when the end of the log holds the end marker but not the begin marker (or
+//! the byte limit cut that end short), the log is read again from its start, as a stream,
+//! keeping only the marked report.
+//!
 //! Kept in memory per preview namespace and Job, and dropped with the Job; a restart reads
 //! them again.
 
@@ -10,18 +15,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::cached::CachedJob;
+use futures::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
 use tracing::debug;
 
 use crate::sync::lock;
-use crate::testlog::TestLog;
+use crate::testlog::{Marked, TestLog, marked};
 
 /// Lines read from the end of a log: room for a JUnit report of a few hundred cases.
 const TAIL_LINES: i64 = 5_000;
 /// Bytes read at most.
 const LIMIT_BYTES: i64 = 512 * 1024;
+/// Bytes of a whole log streamed at most, for a marked report (the kubelet keeps 10 MiB of a
+/// container's log by default). Only the report is kept of them, at most
+/// [`crate::testlog::marked::MARKED_REPORT_BYTES`].
+const WHOLE_LIMIT_BYTES: i64 = 32 << 20;
 
 /// The label the Job controller puts on the pods of a Job.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -54,12 +64,15 @@ impl TestLogs {
             .filter(|(j, _)| !self.has(namespace, j))
             .collect();
         for (job, failed) in due {
-            let Some(log) = read_log(client, namespace, job).await else {
+            let Some((log, marked)) = read_log(client, namespace, job).await else {
                 continue;
             };
             lock(&self.logs).insert(
                 (namespace.to_string(), job.name_any()),
-                (job.uid().unwrap_or_default(), Arc::new(kept(&log, failed))),
+                (
+                    job.uid().unwrap_or_default(),
+                    Arc::new(kept(&log, marked, failed)),
+                ),
             );
         }
         let live: Vec<String> = jobs.iter().map(|j| j.name_any()).collect();
@@ -87,10 +100,41 @@ impl TestLogs {
     }
 }
 
+/// What the read of a log of `log`'s length returns of it, without a cluster: its last
+/// [`TAIL_LINES`] lines, of which the first [`LIMIT_BYTES`] (the API server's `tailLines` and
+/// `limitBytes`); and the marked report of the whole of it when that end holds only the
+/// report's end or was cut short ([`wants_whole`]). `preview-operator test-report` reads a
+/// file this way.
+pub fn read_offline(log: &str) -> (String, Option<Marked>) {
+    let lines: Vec<&str> = log.split_inclusive('\n').collect();
+    let tail = lines[lines.len().saturating_sub(TAIL_LINES as usize)..].concat();
+    let mut end = tail.len().min(LIMIT_BYTES as usize);
+    while !tail.is_char_boundary(end) {
+        end -= 1;
+    }
+    let tail = tail[..end].to_string();
+    let marked = wants_whole(&tail)
+        .then(|| {
+            let mut scanner = marked::Scanner::default();
+            scanner.feed(log.as_bytes());
+            scanner.feed(b"\n");
+            scanner.finish()
+        })
+        .flatten();
+    (tail, marked)
+}
+
+/// Whether the whole log is read for a marked report: the end read holds the report's end
+/// marker but not its begin marker, or the byte limit cut the end read short (its last lines,
+/// where a report's end marker would be, were not read).
+fn wants_whole(tail: &str) -> bool {
+    marked::begins_before(tail) || tail.len() >= LIMIT_BYTES as usize
+}
+
 /// What is kept of a finished Job's log: of a failed one what its status and check run show,
 /// of a succeeded one only its JUnit counts (nothing else of it is shown, and most Jobs succeed).
-fn kept(log: &str, failed: bool) -> TestLog {
-    let log = TestLog::parse(log);
+pub fn kept(log: &str, marked: Option<Marked>, failed: bool) -> TestLog {
+    let log = TestLog::parse_with(log, marked);
     if failed { log } else { log.counts_only() }
 }
 
@@ -107,9 +151,14 @@ fn finished(job: &CachedJob) -> Option<bool> {
         })
 }
 
-/// The end of the log of the Job's newest pod; `None` when it cannot be read now (the next
+/// The end of the log of the Job's newest pod, and the marked report read from the whole log
+/// when the end does not hold all of it ([`wants_whole`]); `None` when it cannot be read now (the next
 /// reconcile tries again). A log the operator may not read says so instead.
-async fn read_log(client: &Client, namespace: &str, job: &CachedJob) -> Option<String> {
+async fn read_log(
+    client: &Client,
+    namespace: &str,
+    job: &CachedJob,
+) -> Option<(String, Option<Marked>)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!("{JOB_NAME}={}", job.name_any());
     let list = match pods.list(&ListParams::default().labels(&selector)).await {
@@ -128,23 +177,58 @@ async fn read_log(client: &Client, namespace: &str, job: &CachedJob) -> Option<S
         limit_bytes: Some(LIMIT_BYTES),
         ..LogParams::default()
     };
-    match pods.logs(&newest.name_any(), &params).await {
-        Ok(log) => Some(log),
-        Err(kube::Error::Api(status)) if status.code == 403 => Some(format!(
-            "(the operator may not read this log: {})",
-            status.message
-        )),
+    let log = match pods.logs(&newest.name_any(), &params).await {
+        Ok(log) => log,
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Some((
+                format!("(the operator may not read this log: {})", status.message),
+                None,
+            ));
+        }
         // The pod has no log to give (its node is gone, it never started): nothing to show,
         // and nothing to ask again.
         Err(kube::Error::Api(status)) if status.code < 500 => {
             debug!(?status, namespace, pod = %newest.name_any(), "a finished test has no log");
-            Some(String::new())
+            return Some((String::new(), None));
         }
         Err(error) => {
             debug!(%error, namespace, pod = %newest.name_any(), "cannot read a test log");
+            return None;
+        }
+    };
+    if !wants_whole(&log) {
+        return Some((log, None));
+    }
+    let params = LogParams {
+        limit_bytes: Some(WHOLE_LIMIT_BYTES),
+        ..LogParams::default()
+    };
+    let marked = match pods.log_stream(&newest.name_any(), &params).await {
+        Ok(stream) => scan(stream).await,
+        Err(error) => {
+            debug!(%error, namespace, pod = %newest.name_any(), "cannot read a whole test log");
             None
         }
+    };
+    Some((log, marked))
+}
+
+/// The last marked report of a log stream; what was read when the stream breaks off.
+async fn scan(stream: impl AsyncBufRead) -> Option<Marked> {
+    let mut stream = std::pin::pin!(stream);
+    let mut scanner = marked::Scanner::default();
+    loop {
+        let n = match stream.as_mut().fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => {
+                scanner.feed(chunk);
+                chunk.len()
+            }
+        };
+        stream.as_mut().consume(n);
     }
+    scanner.feed(b"\n");
+    scanner.finish()
 }
 
 #[cfg(test)]
@@ -159,10 +243,10 @@ mod tests {
             "progress\n".repeat(2_000),
             "m".repeat(1_000)
         );
-        let failed = kept(&log, true);
+        let failed = kept(&log, None, true);
         assert!(!failed.excerpt.is_empty());
         assert_eq!(failed.junit.as_ref().map(|j| j.failed.len()), Some(1));
-        let succeeded = kept(&log, false);
+        let succeeded = kept(&log, None, false);
         assert_eq!(
             (succeeded.tail.as_str(), succeeded.excerpt.as_str()),
             ("", "")

@@ -11,7 +11,8 @@
 //! restart, among the runs of the operator's own App) from the poster task, which gives it the
 //! same ordering, coalescing and rate-limit handling as commit statuses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use http::Method;
@@ -26,6 +27,12 @@ use crate::testlog::TestLog;
 const ANNOTATIONS_PER_REQUEST: usize = 50;
 /// Characters GitHub takes in an output's summary and text.
 const MAX_OUTPUT_CHARS: usize = 65_000;
+/// Characters GitHub takes in an annotation's title (a longer one is answered 422).
+const MAX_TITLE_CHARS: usize = 255;
+/// Bytes GitHub takes in an annotation's message ("64 KB").
+const MAX_MESSAGE_BYTES: usize = 64 * 1000;
+/// Characters of a message shown for a failed case that has no file in the repository.
+const UNLOCATED_CHARS: usize = 300;
 
 /// What a check run shows.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,7 +43,7 @@ pub struct Output {
 }
 
 /// One failed JUnit case, on its file and line when the report names them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Annotation {
     pub path: String,
     pub start_line: u64,
@@ -73,13 +80,14 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
         for t in &status.tests {
             let (result, took) = comment::result_and_time(t);
             let log = logs.get(&t.name);
+            let failed = t.phase == TestPhase::Failed;
             let cases = log
                 .and_then(|l| l.junit.as_ref())
-                .map(|j| j.counts())
+                .map(|j| j.summary(failed))
                 .unwrap_or_default();
             let name = inline(&t.name);
             summary.push_str(&format!("| {name} | {result} | {took} | {cases} |\n"));
-            if t.phase != TestPhase::Failed {
+            if !failed {
                 continue;
             }
             // What the test printed is the pull request's code talking: quoted, never rendered.
@@ -88,12 +96,9 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
                     "### {name} failed\n\nThe end of its log:\n\n{}\n",
                     block(&log.excerpt)
                 ));
-                annotations.extend(
-                    log.junit
-                        .iter()
-                        .flat_map(|j| &j.failed)
-                        .map(|case| annotation(&t.name, case)),
-                );
+                let cases = log.junit.iter().flat_map(|j| &j.failed);
+                annotations.extend(cases.clone().filter_map(|case| annotation(&t.name, case)));
+                text.push_str(&unlocated(cases.filter(|c| c.location.is_none())));
             } else if let Some(message) = &t.message {
                 text.push_str(&format!("### {name} failed\n\n{}\n", block(message)));
             }
@@ -106,33 +111,110 @@ pub fn output(status: &PreviewEnvironmentStatus, logs: &BTreeMap<String, Arc<Tes
     }
 }
 
-/// A failed JUnit case as an annotation. Its names and message come from the report the
+/// A failed JUnit case as an annotation, when it names a file of the repository (GitHub
+/// refuses or loses annotations elsewhere). Its names and message come from the report the
 /// pull request's code wrote; GitHub shows annotations as plain text, so only mentions are
-/// defused, and the path is left as written (it names a file of the repository).
-fn annotation(test: &str, case: &crate::testlog::FailedCase) -> Annotation {
-    // GitHub needs a path; without a file in the report the class (or the test) stands in.
-    let path = case
-        .file
-        .clone()
-        .or_else(|| case.classname.clone())
-        .unwrap_or_else(|| test.to_string());
-    let line = case.line.unwrap_or(1).max(1);
+/// defused, and both are cut to what GitHub takes.
+pub fn annotation(test: &str, case: &crate::testlog::FailedCase) -> Option<Annotation> {
+    let (path, line) = case.location.clone()?;
     let title = match &case.classname {
         Some(class) => format!("{test}: {class} {}", case.name),
         None => format!("{test}: {}", case.name),
     };
-    Annotation {
+    let message = if case.message.is_empty() {
+        "failed".to_string()
+    } else {
+        defuse(&case.message)
+    };
+    Some(Annotation {
         path,
         start_line: line,
         end_line: line,
         annotation_level: "failure",
-        title: plain_line(&title),
-        message: if case.message.is_empty() {
-            "failed".to_string()
-        } else {
-            defuse(&case.message)
-        },
+        title: cut_chars(&plain_line(&title), MAX_TITLE_CHARS),
+        message: cut_bytes(&message, MAX_MESSAGE_BYTES),
+    })
+}
+
+/// The failed cases that name no file of the repository, for the check run's text.
+fn unlocated<'c>(cases: impl Iterator<Item = &'c crate::testlog::FailedCase>) -> String {
+    let lines: Vec<String> = cases
+        .map(|c| {
+            let name = match &c.classname {
+                Some(class) => format!("{class} {}", c.name),
+                None => c.name.clone(),
+            };
+            let message = c.message.lines().find(|l| !l.trim().is_empty());
+            let line = format!("{name}: {}", message.unwrap_or("failed").trim());
+            format!("- {}", cut_chars(&line, UNLOCATED_CHARS))
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
     }
+    format!(
+        "Failed cases without a file in the repository:\n\n{}\n",
+        block(&lines.join("\n"))
+    )
+}
+
+/// `text`, cut to `max` characters with an ellipsis.
+fn cut_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// `text`, cut to `max` bytes (on a character) with an ellipsis.
+fn cut_bytes(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// `preview-operator test-report`: what the check run of a preview whose one test, `test`,
+/// failed with `log` would report: as JSON its counts, failed cases and annotations, and as
+/// Markdown its summary and text.
+pub fn test_report(test: &str, log: TestLog) -> (serde_json::Value, String) {
+    let junit = log.junit.clone().unwrap_or_default();
+    let failed: Vec<serde_json::Value> = (junit.failed.iter())
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name, "classname": c.classname, "file": c.file, "line": c.line,
+                "message": c.message,
+            })
+        })
+        .collect();
+    let annotations: Vec<Annotation> = (junit.failed.iter())
+        .filter_map(|c| annotation(test, c))
+        .collect();
+    let json = serde_json::json!({
+        "complete": log.junit.is_some() && junit.complete,
+        "tests": junit.tests,
+        "passed": junit.passed(),
+        "failures": junit.failures,
+        "errors": junit.errors,
+        "skipped": junit.skipped,
+        "failed": failed,
+        "annotations": annotations,
+    });
+    let status: PreviewEnvironmentStatus = serde_json::from_value(serde_json::json!({
+        "tests": [{"name": test, "sha": "", "phase": "Failed"}],
+    }))
+    .unwrap_or_default();
+    let out = output(
+        &status,
+        &BTreeMap::from([(test.to_string(), Arc::new(log))]),
+    );
+    (json, format!("{}\n{}", out.summary, out.text))
 }
 
 fn bounded(text: String) -> String {
@@ -144,10 +226,16 @@ fn bounded(text: String) -> String {
     cut
 }
 
-/// The check runs written so far: their ids by (repository, sha, name).
+/// (repository, sha, name) of a check run.
+type RunKey = (String, String, String);
+
+/// The check runs written so far: their ids by (repository, sha, name), and the annotations
+/// each was sent. GitHub appends the annotations of every edit to those the run has, so one
+/// sent again would show twice: each is sent once per run.
 #[derive(Default)]
 pub(crate) struct Runs {
-    ids: HashMap<(String, String, String), u64>,
+    ids: HashMap<RunKey, u64>,
+    sent: HashMap<RunKey, HashSet<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +244,21 @@ struct Run {
     /// The App that wrote it.
     #[serde(default)]
     app: Option<RunApp>,
+    #[serde(default)]
+    output: Option<RunOutput>,
+}
+
+#[derive(Deserialize)]
+struct RunOutput {
+    #[serde(default)]
+    annotations_count: u64,
+}
+
+/// What tells an annotation from another.
+fn fingerprint(annotation: &Annotation) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    annotation.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[derive(Deserialize)]
@@ -182,12 +285,28 @@ impl Runs {
         let id = match self.ids.get(&key) {
             Some(id) => Some(*id),
             None => match self.find(github, status).await {
-                Ok(id) => id,
+                Ok(Some((id, annotated))) => {
+                    // Written before a restart: what it was sent is unknown, and an annotation
+                    // shown twice is worse than one missing, so a run with annotations gets
+                    // no more of those it would be sent now.
+                    if annotated {
+                        let output = status.check.as_deref();
+                        let all = output.iter().flat_map(|o| &o.annotations).map(fingerprint);
+                        self.sent.entry(key.clone()).or_default().extend(all);
+                    }
+                    Some(id)
+                }
+                Ok(None) => None,
                 Err(outcome) => return outcome,
             },
         };
         let output = status.check.as_deref().cloned().unwrap_or_default();
-        let mut batches = output.annotations.chunks(ANNOTATIONS_PER_REQUEST);
+        let sent = self.sent.get(&key);
+        let unsent: Vec<&Annotation> = (output.annotations.iter())
+            .filter(|a| !sent.is_some_and(|s| s.contains(&fingerprint(a))))
+            .collect();
+        let mut batches = unsent.chunks(ANNOTATIONS_PER_REQUEST);
+        let first = batches.next().unwrap_or_default();
         let mut body = serde_json::json!({
             "name": status.context,
             "external_id": status.context,
@@ -196,7 +315,7 @@ impl Runs {
                 "title": status.description,
                 "summary": output.summary,
                 "text": output.text,
-                "annotations": batches.next().unwrap_or_default(),
+                "annotations": first,
             },
         });
         if let Some(url) = &status.target_url {
@@ -227,7 +346,9 @@ impl Runs {
             },
             other => return Outcome::of(other),
         };
-        self.ids.insert(key, created);
+        self.ids.insert(key.clone(), created);
+        let sent = self.sent.entry(key).or_default();
+        sent.extend(first.iter().map(|a| fingerprint(a)));
         for batch in batches {
             let more = serde_json::json!({"output": {
                 "title": status.description,
@@ -239,15 +360,20 @@ impl Runs {
                 .call(repo, Method::PATCH, &path, "check_run_update", Some(&more))
                 .await;
             match Outcome::of(answer) {
-                Outcome::Posted => {}
+                Outcome::Posted => sent.extend(batch.iter().map(|a| fingerprint(a))),
                 other => return other,
             }
         }
         Outcome::Posted
     }
 
-    /// The run of this name on this sha, written before a restart.
-    async fn find(&self, github: &GitHub, status: &CommitStatus) -> Result<Option<u64>, Outcome> {
+    /// The run of this name on this sha, written before a restart, and whether it has
+    /// annotations.
+    async fn find(
+        &self,
+        github: &GitHub,
+        status: &CommitStatus,
+    ) -> Result<Option<(u64, bool)>, Outcome> {
         let path = format!(
             "/repos/{}/commits/{}/check-runs?check_name={}&filter=latest",
             status.repository, status.sha, status.context
@@ -258,7 +384,14 @@ impl Runs {
         match answer {
             Ok(a) if a.status.is_success() => a
                 .json::<Found>("check runs")
-                .map(|f| ours(&f.check_runs, github.app_id()))
+                .map(|f| {
+                    let id = ours(&f.check_runs, github.app_id())?;
+                    let run = f.check_runs.iter().find(|r| r.id == id);
+                    let count = run
+                        .and_then(|r| r.output.as_ref())
+                        .map(|o| o.annotations_count);
+                    Some((id, count.unwrap_or_default() > 0))
+                })
                 .map_err(|e| Outcome::GiveUp(e.to_string())),
             other => Err(Outcome::of(other)),
         }
@@ -301,7 +434,7 @@ mod tests {
         let mut failed = Vec::new();
         for n in 0..120 {
             failed.push(format!(
-                r#"<testcase name="case {n}" classname="shop"><failure message="boom {n}"/></testcase>"#
+                r#"<testcase name="case {n}" classname="shop" file="./tests/shop.spec.ts" line="{n}"><failure message="boom {n}"/></testcase>"#
             ));
         }
         let log = format!(
@@ -324,13 +457,42 @@ mod tests {
         }
         assert!(out.text.contains("### e2e failed") && out.text.contains("FAILED"));
         assert_eq!(out.annotations.len(), 120);
-        assert_eq!(out.annotations[0].path, "shop");
+        assert_eq!(out.annotations[0].path, "tests/shop.spec.ts");
+        assert_eq!(out.annotations[0].start_line, 1, "line 0 is no line");
         assert_eq!(out.annotations[0].title, "e2e: shop case 0");
         assert_eq!(out.annotations[0].message, "boom 0");
         assert_eq!(
             out.annotations.chunks(ANNOTATIONS_PER_REQUEST).count(),
             3,
             "120 annotations go in three requests"
+        );
+    }
+
+    #[test]
+    fn only_cases_in_the_repository_are_annotated_and_titles_fit_github() {
+        let status: PreviewEnvironmentStatus = serde_json::from_value(serde_json::json!({
+            "phase": "Failed", "observedSha": "4f2c9e1d8b",
+            "tests": [{"name": "unit", "sha": "4f2c9e1d8b", "phase": "Failed"}],
+        }))
+        .expect("status");
+        let long = "n".repeat(400);
+        let log = format!(
+            r#"<testsuites><testsuite name="s" file="/ci/repo/spec/a.spec.js">
+            <testcase name="Test 1 › Test 1.1" classname="Test 1 › Test 1.1"><failure>Error: at Object.&lt;anonymous&gt; (x)</failure></testcase>
+            <testcase name="{long}" file="spec/b.spec.js" line="3"><failure message="m"/></testcase>
+            </testsuite></testsuites>"#
+        );
+        let logs = BTreeMap::from([("unit".to_string(), Arc::new(TestLog::parse(&log)))]);
+        let out = output(&status, &logs);
+        assert_eq!(out.annotations.len(), 1, "{:?}", out.annotations);
+        let a = &out.annotations[0];
+        assert_eq!((a.path.as_str(), a.start_line), ("spec/b.spec.js", 3));
+        assert_eq!(a.title.chars().count(), MAX_TITLE_CHARS);
+        assert!(
+            out.text
+                .contains("Test 1 › Test 1.1 Test 1 › Test 1.1: Error: at Object.<anonymous> (x)"),
+            "{}",
+            out.text
         );
     }
 
@@ -354,7 +516,7 @@ mod tests {
         let log = concat!(
             "npm ERR! @org/team look at ![x](http://evil/x.png)\n",
             "```\n<img src=x>\n````\n",
-            r#"<testsuite name="s"><testcase name="pays @all |x|" classname="@org/team"><failure message="cc @someone [link](https://evil)"/></testcase></testsuite>"#,
+            r#"<testsuite name="s"><testcase name="pays @all |x|" classname="@org/team" file="@org/team.ts"><failure message="cc @someone [link](https://evil)"/></testcase></testsuite>"#,
             "\nFAILED"
         );
         let logs = BTreeMap::from([("e2e".to_string(), Arc::new(TestLog::parse(log)))]);
@@ -377,7 +539,7 @@ mod tests {
             );
         }
         let a = &out.annotations[0];
-        assert_eq!(a.path, "@org/team", "a path is a path: left as written");
+        assert_eq!(a.path, "@org/team.ts", "a path is a path: left as written");
         assert_eq!(a.title, "e2e: @\u{200B}org/team pays @\u{200B}all |x|");
         assert_eq!(a.message, "cc @\u{200B}someone [link](https://evil)");
     }
@@ -387,6 +549,7 @@ mod tests {
         let run = |id, app: Option<u64>| Run {
             id,
             app: app.map(|id| RunApp { id }),
+            output: None,
         };
         let runs = [run(1, Some(15368)), run(2, None), run(3, Some(4242))];
         assert_eq!(ours(&runs, Some(4242)), Some(3));
