@@ -17,6 +17,7 @@ pub mod cached;
 pub mod children;
 pub mod commit;
 pub mod context;
+pub mod copies;
 pub mod costs;
 pub mod error;
 pub mod events;

@@ -9,12 +9,11 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, watch};
 
 use super::children::Stores;
+use super::copies::Copies;
 use super::costs::Costs;
 use super::events::Events;
 use super::logs::TestLogs;
 use super::queue::Queue;
-use super::resync::Reachability;
-use super::secrets::Copies;
 use super::sources::Sources;
 use super::writes::Writes;
 use crate::api::{PreviewEnvironment, Provider};
@@ -22,6 +21,7 @@ use crate::config::Config;
 use crate::github::StatusSender;
 use crate::github::comment::CommentSender;
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 pub struct Context {
     pub client: Client,
@@ -95,5 +95,35 @@ impl Context {
     pub fn wake(&self, preview: ObjectRef<PreviewEnvironment>) {
         // Nobody listening means the controller is shutting down.
         let _ = self.triggers.send(preview);
+    }
+}
+
+/// Whether the provider could be asked about each repository (lower case) at the last
+/// resync: `Err` holds why not. Repositories never asked about are absent.
+#[derive(Default)]
+pub struct Reachability {
+    repositories: Mutex<HashMap<(Provider, String), Result<(), String>>>,
+}
+
+impl Reachability {
+    /// What the last resync found for `repository`.
+    pub fn of(&self, provider: Provider, repository: &str) -> Option<Result<(), String>> {
+        lock(&self.repositories)
+            .get(&(provider, repository.to_ascii_lowercase()))
+            .cloned()
+    }
+
+    /// Records what a resync found; true when it changed.
+    pub(super) fn record(
+        &self,
+        provider: Provider,
+        repository: &str,
+        found: Result<(), String>,
+    ) -> bool {
+        let mut all = lock(&self.repositories);
+        let key = (provider, repository.to_ascii_lowercase());
+        let changed = all.get(&key) != Some(&found);
+        all.insert(key, found);
+        changed
     }
 }

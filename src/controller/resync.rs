@@ -5,8 +5,8 @@
 //! open) deletes nothing; a repository that cannot be asked about shows `ScmReachable=False`
 //! on its previews until it can.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -20,32 +20,6 @@ use super::report::{self, Announcement};
 use crate::api::{PreviewEnvironment, Provider};
 use crate::client::gone_is_ok;
 use crate::scm::{PrState, Scm};
-use crate::sync::lock;
-
-/// Whether the provider could be asked about each repository (lower case) at the last
-/// resync: `Err` holds why not. Repositories never asked about are absent.
-#[derive(Default)]
-pub struct Reachability {
-    repositories: Mutex<HashMap<(Provider, String), Result<(), String>>>,
-}
-
-impl Reachability {
-    /// What the last resync found for `repository`.
-    pub fn of(&self, provider: Provider, repository: &str) -> Option<Result<(), String>> {
-        lock(&self.repositories)
-            .get(&(provider, repository.to_ascii_lowercase()))
-            .cloned()
-    }
-
-    /// Records what a resync found; true when it changed.
-    fn record(&self, provider: Provider, repository: &str, found: Result<(), String>) -> bool {
-        let mut all = lock(&self.repositories);
-        let key = (provider, repository.to_ascii_lowercase());
-        let changed = all.get(&key) != Some(&found);
-        all.insert(key, found);
-        changed
-    }
-}
 
 /// Resyncs every `interval` while this process leads; without credentials there is nothing
 /// to do.
