@@ -1,6 +1,8 @@
 # The operator's image: built with cargo, run from a distroless non-root base.
-# No Docker engine exists on our development machines, so CI does not build this; it is kept
-# deliberately plain. Tag it with the chart's appVersion, the tag the chart pulls by default:
+# .github/workflows/release.yml builds it on a tag v* (linux/amd64 and linux/arm64) and pushes
+# ghcr.io/<owner>/preview-operator:<version>. No Docker engine exists on our development
+# machines, so it is kept deliberately plain. A fork building its own: tag it with the chart's
+# appVersion, the tag the chart pulls by default:
 #   docker build -t <registry>/preview-operator:<appVersion of charts/preview-operator/Chart.yaml> .
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src

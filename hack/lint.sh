@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lints that need no cluster, run by hack/test.sh after clippy:
-# - actionlint on every GitHub Actions workflow under examples/ (built by hack/actionlint.sh
-#   on first use; the examples are not in .github/workflows, so they are passed by path);
+# - actionlint on every GitHub Actions workflow: the repository's own (.github/workflows/, the
+#   release) and the examples under examples/ (built by hack/actionlint.sh on first use; every
+#   file is passed by path, so the examples need not be in .github/workflows);
 # - shellcheck on the scripts under hack/, when shellcheck is installed (it is not required:
 #   apt-get install shellcheck, or any other packaging of it).
 set -euo pipefail
@@ -9,13 +10,20 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/rig.sh
 source hack/lib/rig.sh
 
-# Workflows: YAML files under examples/ with top-level `on:` and `jobs:` keys.
-mapfile -t workflows < <(grep -rlZE '^jobs:' examples --include='*.yml' --include='*.yaml' |
-  xargs -0 -r grep -lE '^on:' | sort)
+# Workflows: every YAML file of .github/workflows/, and the YAML files under examples/ with
+# top-level `on:` and `jobs:` keys.
+mapfile -t workflows < <(find .github/workflows -maxdepth 1 -type f \( -name '*.yml' -o -name '*.yaml' \) | sort)
 if ((${#workflows[@]} == 0)); then
+  log "no workflows found in .github/workflows/"
+  exit 1
+fi
+mapfile -t examples < <(grep -rlZE '^jobs:' examples --include='*.yml' --include='*.yaml' |
+  xargs -0 -r grep -lE '^on:' | sort)
+if ((${#examples[@]} == 0)); then
   log "no workflows found under examples/"
   exit 1
 fi
+workflows+=("${examples[@]}")
 log "actionlint: ${workflows[*]}"
 # actionlint also runs shellcheck on every run: script when shellcheck is on PATH.
 hack/actionlint.sh -no-color "${workflows[@]}"

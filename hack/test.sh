@@ -23,7 +23,7 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --locked --all-targets -- -D warnings
 
-step "lint: actionlint on the example workflows, shellcheck on hack/ (hack/lint.sh)"
+step "lint: actionlint on the release and example workflows, shellcheck on hack/ (hack/lint.sh)"
 hack/lint.sh
 hack/docs-test.sh
 

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Packages the Helm chart for a release, as .github/workflows/release.yml does on a tag v*:
+# a copy of charts/preview-operator (the CRD link resolved) with the chart's version and
+# appVersion set to the release's version and the default image.repository set to the image
+# that release published, then `helm package` into the output directory. Needs helm on PATH
+# (the rig's: eval "$(hack/cluster.sh env)"); no cluster, no network.
+#
+#   hack/chart-package.sh <version> <image repository> <output dir>
+#   hack/chart-package.sh 0.2.0 ghcr.io/preview-operator/preview-operator dist
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if (($# != 3)); then
+  echo "usage: $0 <version, e.g. 0.2.0> <image repository, e.g. ghcr.io/preview-operator/preview-operator> <output dir>" >&2
+  exit 2
+fi
+version=${1#v}
+image=$2
+out=$3
+# SemVer 2 (Helm requires it for OCI charts): 1.2.3, 1.2.3-rc.1, 1.2.3+build.
+if ! [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$ ]]; then
+  echo "$0: '$1' is not a SemVer version (want v1.2.3 or 1.2.3)" >&2
+  exit 1
+fi
+if ! [[ $image =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+$ ]]; then
+  echo "$0: '$image' is not a lower-case image repository without a tag" >&2
+  exit 1
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -rL charts/preview-operator "$work/preview-operator"
+chart=$work/preview-operator
+python3 - "$chart" "$version" "$image" <<'PY'
+import re
+import sys
+
+chart, version, image = sys.argv[1:]
+
+
+def replace(path, pattern, new):
+    text = open(path, encoding="utf-8").read()
+    text, n = re.subn(pattern, new, text, count=1, flags=re.M)
+    if n != 1:
+        sys.exit(f"chart-package: no line matching {pattern!r} in {path}")
+    open(path, "w", encoding="utf-8").write(text)
+
+
+replace(f"{chart}/Chart.yaml", r"^version: .*$", f"version: {version}")
+replace(f"{chart}/Chart.yaml", r"^appVersion: .*$", f'appVersion: "{version}"')
+# The first `repository:` under the top-level `image:` key.
+replace(f"{chart}/values.yaml", r"^(image:\n(?:  .*\n|\s*#.*\n)*?)  repository: .*$", rf"\g<1>  repository: {image}")
+PY
+mkdir -p "$out"
+helm lint --strict "$chart" >/dev/null
+helm package "$chart" --destination "$out"
