@@ -435,7 +435,7 @@ hack/chart/secrets-readable.py <<<"$custom" >/dev/null
 hack/chart/secrets-readable.py <<<"$default" >/dev/null
 
 log "values schema refuses bad values"
-for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.progressDeadline=forever" \
+for bad in "logFormat=xml" "replicaCount=-1" "replicaCount=11" "github.apiUrl=ftp://x" "policy.progressDeadline=forever" \
   "policy.namespacePrefix=PR_" "unknownKey=1" "service.port=70000" "crds.install=maybe" "tenantRbac.enabled=1" \
   "defaultClass.enabled=maybe" "defaultClass.name=Standard" "defaultClass.limits.activePerNamespace=0" \
   "defaultClass.limits.active=-1" "defaultClass.namespace.podSecurityLevel=none" "defaultClass.ttl.max=forever" \
@@ -459,6 +459,25 @@ for bad in "logFormat=xml" "replicaCount=0" "github.apiUrl=ftp://x" "policy.prog
   fi
   grep -q "values don't meet the specifications of the schema\|schema" <<<"$out" ||
     fail "--set $bad failed without naming the schema: $out"
+done
+
+log "helm template: replicaCount 0 and 1 (no PodDisruptionBudget below 2 replicas)"
+# replicas <want replicas> <want PDBs>: the Deployment's replicas, and how many
+# PodDisruptionBudgets render (one with 0 or 1 replicas would block every drain of their node).
+replicas() {
+  python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+deployment = next(d for d in docs if d["kind"] == "Deployment")
+assert deployment["spec"]["replicas"] == int(sys.argv[1]), deployment["spec"]["replicas"]
+pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+assert len(pdbs) == int(sys.argv[2]), pdbs
+' "$@"
+}
+replicas 2 1 <<<"$default" || fail "default render: want 2 replicas and a PodDisruptionBudget"
+for count in 0 1; do
+  render --set replicaCount=$count | replicas $count 0 ||
+    fail "--set replicaCount=$count: want $count replicas and no PodDisruptionBudget"
 done
 
 # The CRDs' names, from the committed files.
