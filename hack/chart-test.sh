@@ -4,7 +4,8 @@
 # PreviewClass valid against its CRD, only environment variables and flags the operator reads,
 # the GitHub App's and GitLab's Secret files, settings and webhook Ingress paths, the pods/log
 # rule following testLogs.enabled, every mounted Secret readable by the operator's user, RBAC
-# without wildcards); the values schema refusing bad values; then on the rig: install (which
+# without wildcards, replicaCount 0 and 1 without a PodDisruptionBudget, the release package of
+# hack/chart-package.sh); the values schema refusing bad values; then on the rig: install (which
 # installs the CRDs; the default class follows on the next upgrade when the CRDs are new),
 # uninstall keeping the CRDs, the class and the previews, install again, upgrade, the tenant
 # RBAC aggregated into the built-in edit and view roles, the admission policies (the operator's
@@ -460,6 +461,20 @@ for bad in "logFormat=xml" "replicaCount=-1" "replicaCount=11" "github.apiUrl=ft
   grep -q "values don't meet the specifications of the schema\|schema" <<<"$out" ||
     fail "--set $bad failed without naming the schema: $out"
 done
+
+log "the release's chart package (hack/chart-package.sh, as .github/workflows/release.yml runs it)"
+package_dir=$(mktemp -d)
+quiet hack/chart-package.sh v9.8.7-rc.1 ghcr.io/some-fork/preview-operator "$package_dir" >/dev/null
+package=$package_dir/preview-operator-9.8.7-rc.1.tgz
+[[ -f $package ]] || fail "hack/chart-package.sh made no $package"
+helm show chart "$package" | grep -qx 'version: 9.8.7-rc.1' || fail "the package's version is not the tag's"
+helm show chart "$package" | grep -qx 'appVersion: 9.8.7-rc.1' || fail "the package's appVersion is not the tag's"
+quiet helm template "$release" "$package" -n "$namespace" --kube-version "$kube_version" |
+  grep -qF 'image: "ghcr.io/some-fork/preview-operator:9.8.7-rc.1"' ||
+  fail "the package's Deployment does not pull the release's image"
+hack/chart/crds-match.py crds/*.yaml < <(quiet helm template "$release" "$package" -n "$namespace" --kube-version "$kube_version") >/dev/null ||
+  fail "the package's CRDs differ from crds/"
+rm -rf "$package_dir"
 
 log "helm template: replicaCount 0 and 1 (no PodDisruptionBudget below 2 replicas)"
 # replicas <want replicas> <want PDBs>: the Deployment's replicas, and how many
