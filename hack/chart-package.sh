@@ -27,6 +27,19 @@ if ! [[ $image =~ ^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+$ ]]; then
   exit 1
 fi
 
+# Chart versions never go backwards: the chart README's upgrade notes name chart versions
+# ("from chart 0.2.0"), and helm orders releases by them. The tag's version (its major.minor.patch)
+# must be at least the chart's version in Chart.yaml.
+current=$(awk '/^version:/ {print $2; exit}' charts/preview-operator/Chart.yaml)
+if ! python3 -c '
+import sys
+core = lambda v: tuple(int(x) for x in v.split("+")[0].split("-")[0].split("."))
+sys.exit(0 if core(sys.argv[1]) >= core(sys.argv[2]) else 1)
+' "$version" "$current"; then
+  echo "$0: version $version is below the chart's version $current (charts/preview-operator/Chart.yaml): tag at least v$current" >&2
+  exit 1
+fi
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -rL charts/preview-operator "$work/preview-operator"
