@@ -2,21 +2,27 @@
 # Packages the Helm chart for a release, as .github/workflows/release.yml does on a tag v*:
 # a copy of charts/preview-operator (the CRD link resolved) with the chart's version and
 # appVersion set to the release's version and the default image.repository set to the image
-# that release published, then `helm package` into the output directory. Needs helm on PATH
-# (the rig's: eval "$(hack/cluster.sh env)"); no cluster, no network.
+# that release published (and, given a source URL, the chart's home and sources set to it),
+# then `helm package` into the output directory. Needs helm on PATH (the rig's:
+# eval "$(hack/cluster.sh env)"); no cluster, no network.
 #
-#   hack/chart-package.sh <version> <image repository> <output dir>
-#   hack/chart-package.sh 0.2.0 ghcr.io/preview-operator/preview-operator dist
+#   hack/chart-package.sh <version> <image repository> <output dir> [source URL]
+#   hack/chart-package.sh v0.6.0 ghcr.io/preview-operator/preview-operator dist
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if (($# != 3)); then
-  echo "usage: $0 <version, e.g. 0.2.0> <image repository, e.g. ghcr.io/preview-operator/preview-operator> <output dir>" >&2
+if (($# != 3 && $# != 4)); then
+  echo "usage: $0 <version, e.g. 0.6.0> <image repository, e.g. ghcr.io/preview-operator/preview-operator> <output dir> [source URL]" >&2
   exit 2
 fi
 version=${1#v}
 image=$2
 out=$3
+source_url=${4:-}
+if [[ -n $source_url && ! $source_url =~ ^https://[A-Za-z0-9./_-]+$ ]]; then
+  echo "$0: '$source_url' is not an https URL" >&2
+  exit 1
+fi
 # SemVer 2 (Helm requires it for OCI charts): 1.2.3, 1.2.3-rc.1, 1.2.3+build.
 if ! [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$ ]]; then
   echo "$0: '$1' is not a SemVer version (want v1.2.3 or 1.2.3)" >&2
@@ -44,11 +50,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -rL charts/preview-operator "$work/preview-operator"
 chart=$work/preview-operator
-python3 - "$chart" "$version" "$image" <<'PY'
+python3 - "$chart" "$version" "$image" "$source_url" <<'PY'
 import re
 import sys
 
-chart, version, image = sys.argv[1:]
+chart, version, image, source = sys.argv[1:]
 
 
 def replace(path, pattern, new):
@@ -61,6 +67,9 @@ def replace(path, pattern, new):
 
 replace(f"{chart}/Chart.yaml", r"^version: .*$", f"version: {version}")
 replace(f"{chart}/Chart.yaml", r"^appVersion: .*$", f'appVersion: "{version}"')
+if source:
+    with open(f"{chart}/Chart.yaml", "a", encoding="utf-8") as f:
+        f.write(f"home: {source}\nsources: [{source}]\n")
 # The first `repository:` under the top-level `image:` key.
 replace(f"{chart}/values.yaml", r"^(image:\n(?:  .*\n|\s*#.*\n)*?)  repository: .*$", rf"\g<1>  repository: {image}")
 PY

@@ -464,11 +464,13 @@ done
 
 log "the release's chart package (hack/chart-package.sh, as .github/workflows/release.yml runs it)"
 package_dir=$(mktemp -d)
-quiet hack/chart-package.sh v9.8.7-rc.1 ghcr.io/some-fork/preview-operator "$package_dir" >/dev/null
+quiet hack/chart-package.sh v9.8.7-rc.1 ghcr.io/some-fork/preview-operator "$package_dir" \
+  https://github.com/some-fork/preview-operator >/dev/null
 package=$package_dir/preview-operator-9.8.7-rc.1.tgz
 [[ -f $package ]] || fail "hack/chart-package.sh made no $package"
 helm show chart "$package" | grep -qx 'version: 9.8.7-rc.1' || fail "the package's version is not the tag's"
 helm show chart "$package" | grep -qx 'appVersion: 9.8.7-rc.1' || fail "the package's appVersion is not the tag's"
+helm show chart "$package" | grep -qx 'home: https://github.com/some-fork/preview-operator' || fail "the package's home is not its source"
 quiet helm template "$release" "$package" -n "$namespace" --kube-version "$kube_version" |
   grep -qF 'image: "ghcr.io/some-fork/preview-operator:9.8.7-rc.1"' ||
   fail "the package's Deployment does not pull the release's image"
