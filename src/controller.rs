@@ -433,6 +433,7 @@ mod tests {
             limit: 1,
             position: 1,
             scope: "in this namespace".into(),
+            held_by: "team-shop/pr-1".into(),
         };
         assert_eq!(
             requeue_after(&queued, Some(Phase::Pending), None, hour),

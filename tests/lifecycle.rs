@@ -481,6 +481,11 @@ async fn previews_over_the_concurrency_limit_wait_and_start_when_a_slot_frees() 
         waiting.status.as_ref().and_then(|st| st.phase),
         Some(Phase::Pending)
     );
+    let (_, _, message) = ready_condition(&waiting, "Ready");
+    assert!(
+        message.contains(&format!("held by {0}/one, {0}/two", s.namespace.name)),
+        "names the previews that hold the slots: {message}"
+    );
     let namespaces = Api::<Namespace>::all(s.client.clone());
     assert!(
         namespaces

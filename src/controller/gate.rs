@@ -17,6 +17,8 @@ pub enum Gate {
         limit: usize,
         position: usize,
         scope: String,
+        /// The previews that hold the slots (`namespace/name`, the oldest few).
+        held_by: String,
     },
     /// Another preview already serves an Ingress host this one would use.
     HostConflict(String),
@@ -72,11 +74,12 @@ impl Gate {
                 limit,
                 position,
                 scope,
+                held_by,
             } => (
                 Reason::ConcurrencyLimit,
                 format!(
-                    "waiting for a slot: at most {limit} previews may run {scope}; \
-                     this one is number {position} in the queue"
+                    "waiting for a slot: at most {limit} previews may run {scope} (held by \
+                     {held_by}); this one is number {position} in the queue"
                 ),
             ),
             Gate::HostConflict(m) => (Reason::HostConflict, m.clone()),

@@ -24,8 +24,15 @@ pub struct Lifetime {
 impl Lifetime {
     /// The lifetime of `pe` at `now`: ttl counted from the first sight of its headSha, and
     /// never past the class's lifetime cap counted from its creation.
-    pub fn of(pe: &PreviewEnvironment, config: &Config, now: Timestamp) -> Self {
-        let (ttl, violation) = effective_ttl(pe.spec.ttl.as_deref(), config);
+    /// The lifetime of `pe` under `config`, the policy of PreviewClass `class` (or the
+    /// operator's defaults without one), at `now`.
+    pub fn of(
+        pe: &PreviewEnvironment,
+        config: &Config,
+        class: Option<&str>,
+        now: Timestamp,
+    ) -> Self {
+        let (ttl, violation) = effective_ttl(pe.spec.ttl.as_deref(), config, class);
         let created = pe.metadata.creation_timestamp.as_ref().map(|t| t.0);
         let since = sha_observed_at(pe.status.as_ref(), created, &pe.spec.head_sha, now);
         let mut expires = expires_at(since, ttl);
@@ -56,14 +63,24 @@ impl Lifetime {
     }
 }
 
-/// The ttl a spec asks for (or the default), and whether it breaks the configured maximum.
-pub fn effective_ttl(spec_ttl: Option<&str>, config: &Config) -> (Duration, Option<String>) {
+/// The ttl a spec asks for (or the default), and whether it breaks the maximum of `config`,
+/// the policy of PreviewClass `class` (the operator's defaults without one).
+pub fn effective_ttl(
+    spec_ttl: Option<&str>,
+    config: &Config,
+    class: Option<&str>,
+) -> (Duration, Option<String>) {
     let asked = spec_ttl
         .and_then(parse_duration)
         .unwrap_or(config.default_ttl);
     if asked > config.max_ttl {
+        let whose = match class {
+            Some(class) => format!("PreviewClass {class} allows (its ttl.max)"),
+            None => "the operator allows without a PreviewClass".to_string(),
+        };
         let message = format!(
-            "spec.ttl {} is longer than the maximum of {} this operator allows; lower spec.ttl",
+            "spec.ttl {} is longer than the maximum of {} that {whose}; lower spec.ttl, or ask \
+             the platform team for a longer ttl.max",
             spec_ttl.unwrap_or_default(),
             format_duration(config.max_ttl)
         );
@@ -105,18 +122,25 @@ mod tests {
     #[test]
     fn ttl_above_the_maximum_is_a_violation_that_still_expires_at_the_maximum() {
         let config = Config::default();
-        let (ttl, violation) = effective_ttl(Some("30d"), &config);
+        let (ttl, violation) = effective_ttl(Some("30d"), &config, Some("standard"));
         assert_eq!(ttl, config.max_ttl);
         let message = violation.expect("a violation");
         assert!(
             message.contains("30d") && message.contains("7d"),
             "{message}"
         );
+        assert!(
+            message.contains("PreviewClass standard"),
+            "names the class whose limit it is: {message}"
+        );
         assert_eq!(
-            effective_ttl(Some("1h"), &config),
+            effective_ttl(Some("1h"), &config, None),
             (Duration::from_secs(3600), None)
         );
-        assert_eq!(effective_ttl(None, &config), (config.default_ttl, None));
+        assert_eq!(
+            effective_ttl(None, &config, None),
+            (config.default_ttl, None)
+        );
     }
 
     #[test]
@@ -154,13 +178,13 @@ mod tests {
             ..PreviewEnvironmentStatus::default()
         });
         let at = |s| Timestamp::from_second(s).expect("time");
-        let lifetime = Lifetime::of(&pe, &config, at(2_000));
+        let lifetime = Lifetime::of(&pe, &config, None, at(2_000));
         assert!(!lifetime.expired(at(4_599)));
         assert_eq!(lifetime.left(at(4_599)), Duration::from_secs(1));
         assert!(lifetime.expired(at(4_600)));
         assert_eq!(lifetime.left(at(9_999)), Duration::ZERO);
         pe.spec.head_sha = "1234567".into();
-        let renewed = Lifetime::of(&pe, &config, at(5_000));
+        let renewed = Lifetime::of(&pe, &config, None, at(5_000));
         assert!(!renewed.expired(at(5_000)), "a new sha restarts the clock");
     }
 
@@ -173,7 +197,7 @@ mod tests {
         let mut pe = crate::fixtures::preview("shop-pr-1");
         pe.metadata.creation_timestamp = Some(Time(Timestamp::from_second(1_000).expect("time")));
         let at = |s| Timestamp::from_second(s).expect("time");
-        let lifetime = Lifetime::of(&pe, &config, at(4_000));
+        let lifetime = Lifetime::of(&pe, &config, None, at(4_000));
         assert_eq!(
             lifetime.expires.0,
             at(4_600),

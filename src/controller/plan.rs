@@ -117,7 +117,7 @@ pub fn plan<'a>(
         Ok(rendered) => (rendered, None),
         Err(gate) => (Rendered::inline(&pe.spec), Some(gate)),
     };
-    let lifetime = Lifetime::of(pe, &policy.config, snapshot.now);
+    let lifetime = Lifetime::of(pe, &policy.config, policy.class.as_deref(), snapshot.now);
     let (last_active, sleep) = sleep_of(pe, &rendered, &mut policy, snapshot.now);
     let gate = match (&policy.refusal, blocked, &lifetime.violation) {
         (Some(refusal), _, _) => Some(Gate::NotAdmitted {

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::status::Gate;
 use crate::api::{PreviewEnvironment, Reason, condition};
 use crate::config::Limits;
-use crate::naming::{OWNER_UID, Owner};
+use crate::naming::{OWNER_UID, Owner, PreviewKey};
 use crate::sync::lock;
 
 /// The queue's state in this process.
@@ -95,7 +95,7 @@ impl Queue {
                 .filter(|p| (scope.covers)(p))
                 .filter(|p| is_running(p) || in_line(p, &verdicts))
                 .partition(|p| is_running(p));
-            let gate = place(scope.limit, running.len(), waiting, &uid, &scope.name);
+            let gate = place(scope.limit, &running, waiting, &uid, &scope.name);
             if !gate.is_open() {
                 return gate;
             }
@@ -171,11 +171,15 @@ fn scopes<'a>(pe: &'a PreviewEnvironment, limits: &Limits) -> Vec<Scope<'a>> {
     scopes
 }
 
-/// PURE: the gate of preview `uid` among the `waiting` previews of one scope, with `running`
-/// of `limit` slots taken. Oldest first; the name breaks ties so every replica agrees.
+/// How many of the previews holding the slots a queued preview's message names.
+const HOLDERS_NAMED: usize = 3;
+
+/// PURE: the gate of preview `uid` among the `waiting` previews of one scope, with the
+/// `running` ones taking slots of `limit`. Oldest first; the name breaks ties so every replica
+/// agrees.
 pub fn place(
     limit: usize,
-    running: usize,
+    running: &[&PreviewEnvironment],
     waiting: Vec<&PreviewEnvironment>,
     uid: &str,
     scope: &str,
@@ -194,15 +198,38 @@ pub fn place(
         Some(me) => 1 + waiting.iter().filter(|p| order(p) < order(me)).count(),
         None => waiting.len() + 1,
     };
-    if running + position <= limit {
-        Gate::Open
-    } else {
-        Gate::ConcurrencyLimit {
-            limit,
-            position: (running + position).saturating_sub(limit),
-            scope: scope.to_string(),
-        }
+    if running.len() + position <= limit {
+        return Gate::Open;
     }
+    Gate::ConcurrencyLimit {
+        limit,
+        position: (running.len() + position).saturating_sub(limit),
+        scope: scope.to_string(),
+        held_by: holders(running),
+    }
+}
+
+/// PURE: the oldest few of `running` by `namespace/name`, and how many more there are: the
+/// oldest free their slots last, but they are the ones a developer can ask about.
+fn holders(running: &[&PreviewEnvironment]) -> String {
+    let mut oldest: Vec<&PreviewEnvironment> = running.to_vec();
+    oldest.sort_by_key(|p| {
+        (
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            p.metadata.name.clone(),
+        )
+    });
+    let mut names: Vec<String> = (oldest.iter().take(HOLDERS_NAMED))
+        .map(|p| PreviewKey::of(p).to_string())
+        .collect();
+    if names.is_empty() {
+        // Slots taken by previews this process admitted but the cache does not show yet.
+        return "previews starting now".to_string();
+    }
+    if running.len() > HOLDERS_NAMED {
+        names.push(format!("{} more", running.len() - HOLDERS_NAMED));
+    }
+    names.join(", ")
 }
 
 /// PURE: whether `p`, not running, waits in line: as this process last planned it, else as
@@ -268,26 +295,44 @@ mod tests {
             created_at("a-third", 3),
         );
         let waiting = || vec![&c, &a, &b];
-        let queued = |position| Gate::ConcurrencyLimit {
+        let queued = |position, held_by: &str| Gate::ConcurrencyLimit {
             limit: 2,
             position,
             scope: "here".into(),
+            held_by: held_by.into(),
         };
-        assert_eq!(place(2, 0, waiting(), "uid-c-first", "here"), Gate::Open);
-        assert_eq!(place(2, 0, waiting(), "uid-b-second", "here"), Gate::Open);
-        assert_eq!(place(2, 0, waiting(), "uid-a-third", "here"), queued(1));
+        assert_eq!(place(2, &[], waiting(), "uid-c-first", "here"), Gate::Open);
+        assert_eq!(place(2, &[], waiting(), "uid-b-second", "here"), Gate::Open);
         assert_eq!(
-            place(2, 1, waiting(), "uid-b-second", "here"),
-            queued(1),
-            "one slot taken: only the oldest starts"
+            place(2, &[], waiting(), "uid-a-third", "here"),
+            queued(1, "previews starting now")
+        );
+        let old = created_at("old", 0);
+        assert_eq!(
+            place(2, &[&old], waiting(), "uid-b-second", "here"),
+            queued(1, "team-shop/old"),
+            "one slot taken: only the oldest starts, and the queued one hears who holds it"
         );
     }
 
     #[test]
     fn the_name_breaks_ties_between_previews_created_in_the_same_second() {
         let (x, y) = (created_at("x", 5), created_at("y", 5));
-        assert_eq!(place(1, 0, vec![&y, &x], "uid-x", "here"), Gate::Open);
-        assert!(!place(1, 0, vec![&y, &x], "uid-y", "here").is_open());
+        assert_eq!(place(1, &[], vec![&y, &x], "uid-x", "here"), Gate::Open);
+        assert!(!place(1, &[], vec![&y, &x], "uid-y", "here").is_open());
+    }
+
+    #[test]
+    fn a_queued_preview_hears_the_oldest_holders_and_how_many_more() {
+        let running: Vec<PreviewEnvironment> = (0..5)
+            .rev()
+            .map(|i| created_at(&format!("pr-{i}"), i))
+            .collect();
+        let running: Vec<&PreviewEnvironment> = running.iter().collect();
+        assert_eq!(
+            holders(&running),
+            "team-shop/pr-0, team-shop/pr-1, team-shop/pr-2, 2 more"
+        );
     }
 
     fn with_ready(name: &str, admitted: &str, reason: &str) -> PreviewEnvironment {

@@ -239,6 +239,7 @@ fn gates_keep_the_preview_pending_or_failed_with_their_reason() {
         limit: 2,
         position: 1,
         scope: "in this namespace".into(),
+        held_by: "team-a/pr-1".into(),
     };
     let s = compute(&c, &Observed::nothing(&spec));
     assert_eq!(s.phase, Some(Phase::Pending));
