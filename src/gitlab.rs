@@ -23,8 +23,7 @@ use serde::Deserialize;
 
 use crate::github::{CommitStatus, Outcome, State};
 use crate::metrics::Metrics;
-use crate::scm::{Answer, Author, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
-use crate::webhook::ClosedPr;
+use crate::scm::{Answer, Author, ClosedPr, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
 
 /// Pages of 100 read when listing (open merge requests, notes).
 const MAX_PAGES: u32 = 20;

@@ -27,6 +27,15 @@ impl std::fmt::Display for Provider {
     }
 }
 
+/// A pull request that closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedPr {
+    pub provider: Provider,
+    pub repository: String,
+    pub number: i64,
+    pub merged: bool,
+}
+
 /// Where a pull request (merge request) is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrState {
