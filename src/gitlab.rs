@@ -21,8 +21,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use crate::github::{CommitStatus, Outcome, State};
 use crate::metrics::Metrics;
+use crate::scm::status::{CommitStatus, Outcome, State};
 use crate::scm::{Answer, Author, ClosedPr, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
 
 /// Pages of 100 read when listing (open merge requests, notes).

@@ -14,6 +14,7 @@ use crate::github::{GitHub, Pulls};
 use crate::gitlab::GitLab;
 
 pub mod markdown;
+pub mod status;
 
 /// Longest a call to GitHub or GitLab may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
