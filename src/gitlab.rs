@@ -21,10 +21,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use crate::github::{CommitStatus, Outcome, State};
 use crate::metrics::Metrics;
-use crate::scm::{Answer, Author, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
-use crate::webhook::ClosedPr;
+use crate::scm::status::{CommitStatus, Outcome, State};
+use crate::scm::{Answer, Author, ClosedPr, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
 
 /// Pages of 100 read when listing (open merge requests, notes).
 const MAX_PAGES: u32 = 20;

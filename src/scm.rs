@@ -14,6 +14,7 @@ use crate::github::{GitHub, Pulls};
 use crate::gitlab::GitLab;
 
 pub mod markdown;
+pub mod status;
 
 /// Longest a call to GitHub or GitLab may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -25,6 +26,15 @@ impl std::fmt::Display for Provider {
             Provider::Gitlab => "GitLab",
         })
     }
+}
+
+/// A pull request that closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedPr {
+    pub provider: Provider,
+    pub repository: String,
+    pub number: i64,
+    pub merged: bool,
 }
 
 /// Where a pull request (merge request) is.

@@ -36,17 +36,9 @@ use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
 use crate::controller::policy;
 use crate::metrics::{Metrics, WebhookResult};
+pub use crate::scm::ClosedPr;
 use crate::scm::{PrState, Provider, Scm, ScmError};
 use crate::sync::lock;
-
-/// A pull request that closed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClosedPr {
-    pub provider: Provider,
-    pub repository: String,
-    pub number: i64,
-    pub merged: bool,
-}
 
 /// A closed pull request to tear down, and the delivery that said so (forgotten again when
 /// the teardown cannot run, so a redelivery is handled instead of answered "already handled").
