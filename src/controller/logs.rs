@@ -8,18 +8,26 @@
 //! the byte limit cut that end short), the log is read again from its start, as a stream,
 //! keeping only the marked report.
 //!
+//! Whole reads are what a tenant's log can make expensive (32 MiB streamed through the
+//! operator), so at most [`WHOLE_READS`] run at once across all previews, and each stops after
+//! [`WHOLE_READ_TIME`] (waiting for its turn included) with what it read: a report not read to its end marker is
+//! shown as incomplete. One team's huge logs thus cost the others at most that wait, never a
+//! stalled reconcile.
+//!
 //! Kept in memory per preview namespace and Job, and dropped with the Job; a restart reads
 //! them again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::cached::CachedJob;
 use futures::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
-use tracing::debug;
+use tokio::sync::Semaphore;
+use tracing::{debug, info};
 
 use crate::sync::lock;
 use crate::testlog::{Marked, TestLog, marked};
@@ -32,6 +40,13 @@ const LIMIT_BYTES: i64 = 512 * 1024;
 /// container's log by default). Only the report is kept of them, at most
 /// [`crate::testlog::marked::MARKED_REPORT_BYTES`].
 const WHOLE_LIMIT_BYTES: i64 = 32 << 20;
+
+/// Whole-log reads running at once, across all previews.
+const WHOLE_READS: usize = 2;
+/// Longest a whole-log read takes, its wait for a turn included.
+const WHOLE_READ_TIME: Duration = Duration::from_secs(20);
+/// The turns for whole-log reads; shared by every reconcile of this process.
+static WHOLE_READ_TURNS: Semaphore = Semaphore::const_new(WHOLE_READS);
 
 /// The label the Job controller puts on the pods of a Job.
 const JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -199,24 +214,38 @@ async fn read_log(
     if !wants_whole(&log) {
         return Some((log, None));
     }
+    let mut scanner = marked::Scanner::default();
+    let pod = newest.name_any();
+    let read = read_whole(&pods, &pod, &mut scanner);
+    if tokio::time::timeout(WHOLE_READ_TIME, read).await.is_err() {
+        info!(
+            namespace,
+            pod, "reading a whole test log took too long; its report is shown as read so far"
+        );
+    }
+    scanner.feed(b"\n");
+    Some((log, scanner.finish()))
+}
+
+/// Streams the whole log of `pod` through `scanner`, in its turn ([`WHOLE_READ_TURNS`]).
+/// Cancelling it keeps what was fed so far.
+async fn read_whole(pods: &Api<Pod>, pod: &str, scanner: &mut marked::Scanner) {
+    let Ok(_turn) = WHOLE_READ_TURNS.acquire().await else {
+        return;
+    };
     let params = LogParams {
         limit_bytes: Some(WHOLE_LIMIT_BYTES),
         ..LogParams::default()
     };
-    let marked = match pods.log_stream(&newest.name_any(), &params).await {
-        Ok(stream) => scan(stream).await,
-        Err(error) => {
-            debug!(%error, namespace, pod = %newest.name_any(), "cannot read a whole test log");
-            None
-        }
-    };
-    Some((log, marked))
+    match pods.log_stream(pod, &params).await {
+        Ok(stream) => scan(stream, scanner).await,
+        Err(error) => debug!(%error, pod, "cannot read a whole test log"),
+    }
 }
 
-/// The last marked report of a log stream; what was read when the stream breaks off.
-async fn scan(stream: impl AsyncBufRead) -> Option<Marked> {
+/// Feeds a log stream to `scanner` until it ends or breaks off.
+async fn scan(stream: impl AsyncBufRead, scanner: &mut marked::Scanner) {
     let mut stream = std::pin::pin!(stream);
-    let mut scanner = marked::Scanner::default();
     loop {
         let n = match stream.as_mut().fill_buf().await {
             Ok([]) | Err(_) => break,
@@ -227,8 +256,6 @@ async fn scan(stream: impl AsyncBufRead) -> Option<Marked> {
         };
         stream.as_mut().consume(n);
     }
-    scanner.feed(b"\n");
-    scanner.finish()
 }
 
 #[cfg(test)]
@@ -255,5 +282,29 @@ mod tests {
         assert_eq!(junit.counts(), "2 cases: 1 passed, 1 failed, 0 skipped");
         assert!(junit.failed.is_empty());
         assert!(succeeded.kept_bytes() < failed.kept_bytes() / 4);
+    }
+
+    #[tokio::test]
+    async fn a_whole_read_cut_off_in_time_keeps_the_report_read_so_far() {
+        use futures::{StreamExt, TryStreamExt};
+        // A log that prints the start of a report and then stalls, as a test pod may.
+        let start = "noise\n--- preview-operator junit begin ---\n<testsuite tests=\"2\">\n";
+        let stalling = futures::stream::iter([Ok::<_, std::io::Error>(start.as_bytes().to_vec())])
+            .chain(futures::stream::pending())
+            .into_async_read();
+        let mut scanner = marked::Scanner::default();
+        let read = scan(stalling, &mut scanner);
+        let cut = tokio::time::timeout(Duration::from_millis(50), read).await;
+        assert!(cut.is_err(), "the stalled stream never ends by itself");
+        scanner.feed(b"\n");
+        let marked = scanner.finish().expect("the report's start was read");
+        assert!(!marked.ended);
+        assert!(marked.xml.contains("<testsuite tests=\"2\">"));
+        assert!(
+            !TestLog::parse_with("", Some(marked))
+                .junit
+                .expect("a report")
+                .complete
+        );
     }
 }
