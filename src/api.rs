@@ -22,8 +22,8 @@ pub use environment::{
     PreviewSleep, Provider, ServiceSpec, TEMPLATE_TEXT_BUDGET, TemplateRef, TestSpec,
 };
 pub use status::{
-    Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, ServiceStatus, TestPhase, TestStatus,
-    condition,
+    Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, Revision, ServiceStatus, TestPhase,
+    TestStatus, condition,
 };
 
 pub(crate) use duration::DURATION_PATTERN;

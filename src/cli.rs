@@ -313,6 +313,16 @@ pub struct ControllerArgs {
     #[arg(long, env = "PREVIEW_OPERATOR_WORKERS", default_value_t = 16)]
     pub workers: u16,
 
+    /// Running previews that roll out a change of their PreviewClass or PreviewTemplate at
+    /// once (0: no limit). The others keep running what they run until their turn; a
+    /// preview's own change (a new sha) never waits for it.
+    #[arg(
+        long,
+        env = "PREVIEW_OPERATOR_MAX_CONCURRENT_ROLLOUTS",
+        default_value_t = 10
+    )]
+    pub max_concurrent_rollouts: usize,
+
     /// How often managed namespaces whose PreviewEnvironment is gone are deleted.
     #[arg(long, env = "PREVIEW_OPERATOR_ORPHAN_SWEEP_INTERVAL", default_value = "5m", value_parser = duration_arg)]
     pub orphan_sweep_interval: Duration,

@@ -34,6 +34,7 @@ pub mod policy;
 pub mod queue;
 pub mod report;
 pub mod resync;
+pub mod rollouts;
 pub mod secrets;
 pub mod sleep;
 pub mod sources;
@@ -57,13 +58,14 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::api::{Phase, PreviewEnvironment};
+use crate::api::{Phase, PreviewEnvironment, Reason, Revision};
 use crate::naming::WAKE_REQUEST;
 use crate::sync::lock;
 use build::{Preview, Stage};
 pub use context::Context;
 pub use error::Error;
 use plan::Plan;
+use rollouts::Fleet;
 use secrets::Copied;
 use status::{Gate, Observed};
 pub use writes::FINALIZER;
@@ -148,9 +150,13 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     let mut preview = plan.preview();
     preview.asleep = sleep != sleep::State::Awake;
     let mut observed = Observed::nothing(&pe.spec);
+    let mut fleet = None;
     if gate.is_open() {
         match roll_out(ctx, &plan, &preview).await {
-            Ok(Rollout::Done(children)) => observed = children,
+            Ok(Rollout::Done(children, rolling)) => {
+                observed = children;
+                fleet = Some(rolling);
+            }
             Ok(Rollout::Closed(closed)) => gate = closed,
             // The team namespace's first list wakes the preview: nothing to say yet.
             Ok(Rollout::Waiting) => return Ok(Action::requeue(Duration::from_secs(2))),
@@ -161,7 +167,10 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
         ctx.costs
             .record(&preview, &plan.policy.config, sleep == sleep::State::Awake);
     }
-    let status_ctx = status_context(&plan, &preview, gate.clone(), sleep);
+    let mut status_ctx = status_context(&plan, &preview, gate.clone(), sleep);
+    if let Some(fleet) = fleet.filter(|_| sleep == sleep::State::Awake) {
+        status_ctx.fleet = fleet_status(ctx, &plan, &fleet, &observed);
+    }
     let status = status::compute(&status_ctx, &observed);
     let phase = status.phase;
     let committed = commit::commit(ctx, pe, &plan.owner.uid, status).await?;
@@ -186,8 +195,9 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
 
 /// How far one pass of the rollout got.
 enum Rollout {
-    /// Applied what the stage allows; what the caches showed before.
-    Done(Observed),
+    /// Applied what the stage allows; what the caches showed before, and where the preview
+    /// stands with the changes of its class and template.
+    Done(Observed, Fleet),
     /// Something the developer or the platform team must fix first.
     Closed(Gate),
     /// A team namespace's Secrets are not listed yet.
@@ -197,12 +207,12 @@ enum Rollout {
 /// Copies, then children up to the stage the observed ones allow (dependencies → setup →
 /// services), then the setup and test Jobs that are due.
 async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Result<Rollout, Error> {
-    let config = &plan.policy.config;
-    let copies = match secrets::wanted(ctx, preview, &plan.rendered, config).await? {
+    let copies = match secrets::wanted(ctx, preview, &plan.rendered, &plan.policy.config).await? {
         Copied::Ready(copies) => copies,
         Copied::Closed(gate) => return Ok(Rollout::Closed(gate)),
         Copied::Waiting => return Ok(Rollout::Waiting),
     };
+    let config = secrets::without_missing(&plan.policy.config, &copies.missing);
     let logs = read_logs(ctx, preview).await;
     let children = observe::children(&ctx.stores, preview, &logs);
     // Asleep, every workload is kept at zero replicas, whatever stage it had reached.
@@ -211,29 +221,108 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
     } else {
         children.observed.stage()
     };
-    let env = build::environment(preview, config, stage);
+    let mut env = build::environment(preview, &config, stage);
     if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
         return Ok(Rollout::Closed(Gate::HostConflict(conflict)));
     }
+    let mut fleet = fleet(ctx, plan, copies.missing.clone());
+    take_turn(ctx, plan, preview, &mut env, &mut fleet);
     ctx.copies
         .sync(&ctx.client, &preview.namespace, copies)
         .await?;
     apply::environment(&ctx.client, &ctx.stores, preview, env).await?;
     if preview.asleep {
-        return Ok(Rollout::Done(children.observed));
+        return Ok(Rollout::Done(children.observed, fleet));
     }
     let dependencies_ready = stage >= Stage::Setup;
     jobs::setup(
         ctx,
         preview,
-        config,
+        &config,
         &children.setup_jobs,
         dependencies_ready,
     )
     .await?;
     let available = stage == Stage::Services && children.observed.all_available();
-    jobs::tests(ctx, preview, config, &children.jobs, available).await?;
-    Ok(Rollout::Done(children.observed))
+    let tested = jobs::Tested {
+        workloads: &children.tested,
+        reason: fleet.cause.or_else(|| spec_changed(plan)),
+    };
+    jobs::tests(ctx, preview, &config, &children.jobs, available, tested).await?;
+    Ok(Rollout::Done(children.observed, fleet))
+}
+
+/// Where the preview stands with the changes of its class and template, before its turn.
+fn fleet(ctx: &Context, plan: &Plan<'_>, missing_secrets: Vec<String>) -> Fleet {
+    let pe = plan.pe;
+    Fleet {
+        now: plan.revision,
+        cause: rollouts::cause(
+            pe.status.as_ref(),
+            pe.metadata.generation,
+            &pe.spec.head_sha,
+            plan.revision,
+        ),
+        queued: None,
+        missing_secrets,
+        class: plan.policy.class.clone(),
+        template: pe.spec.template_ref.as_ref().map(|t| t.name.clone()),
+        limit: ctx.rollouts.limit(),
+    }
+}
+
+/// A change of the class or template that would roll the pods of a running preview waits
+/// for a rollout slot; meanwhile the workloads it would change are left as they run.
+fn take_turn(
+    ctx: &Context,
+    plan: &Plan<'_>,
+    preview: &Preview<'_>,
+    env: &mut build::Environment,
+    fleet: &mut Fleet,
+) {
+    if fleet.cause.is_none() || preview.asleep {
+        return;
+    }
+    let changed = rollouts::changed(env, &ctx.stores);
+    if changed.is_empty() {
+        return;
+    }
+    let key = ObjectRef::from_obj(plan.pe);
+    if let Err(ahead) = ctx.rollouts.start(&plan.owner.uid, key) {
+        env.hold(changed);
+        fleet.queued = Some(ahead);
+    }
+}
+
+/// Why the tests run again at the same sha when the preview's own spec changed (images,
+/// parameters): its status showed a finished run of this sha at an older generation.
+fn spec_changed(plan: &Plan<'_>) -> Option<Reason> {
+    let previous = plan.pe.status.as_ref()?;
+    let same_sha = previous.deployed_sha.as_deref() == Some(plan.pe.spec.head_sha.as_str());
+    (same_sha && previous.observed_generation != plan.pe.metadata.generation)
+        .then_some(Reason::SpecChanged)
+}
+
+/// The `UpToDate` condition and the revision the status records; frees the preview's
+/// rollout slot once its change is rolled out (or has failed: the next in line goes on).
+fn fleet_status(
+    ctx: &Context,
+    plan: &Plan<'_>,
+    fleet: &Fleet,
+    observed: &Observed,
+) -> Option<(status::Verdict, Option<Revision>)> {
+    let rolled_out = fleet.rolled_out(observed);
+    let failed = observed.service_failure().is_some() || observed.failed_test().is_some();
+    if fleet.queued.is_none() && (rolled_out || failed) {
+        ctx.rollouts.finish(&plan.owner.uid);
+    }
+    let previous = plan.pe.status.as_ref().and_then(|s| s.revision);
+    let revision = if rolled_out {
+        Some(fleet.now)
+    } else {
+        previous
+    };
+    Some((fleet.up_to_date(rolled_out), revision))
 }
 
 /// The ends of the logs of the preview's finished test and setup Jobs, by Job name: of failed
@@ -293,6 +382,7 @@ fn status_context<'a>(
         expires_at: plan.lifetime.expires.clone(),
         rerun_tests: preview.rerun_tests.map(str::to_string),
         class: plan.policy.class.clone(),
+        fleet: None,
         scm: plan.scm.clone(),
         sleep: status::SleepStatus {
             state: sleep,

@@ -49,6 +49,19 @@ pub const HOST: &str = "preview.dev/host";
 /// Annotation holding a fingerprint of what the operator last applied to an object, so a
 /// reconcile that would change nothing makes no request at all.
 pub const APPLIED_HASH: &str = "preview.dev/applied-hash";
+/// Annotation on a Deployment or StatefulSet: a fingerprint of its pod template, so a change
+/// that rolls its pods is told apart from one that does not (replicas while asleep).
+pub const POD_TEMPLATE: &str = "preview.dev/pod-template";
+/// Annotation on a test or setup Job: a fingerprint of its own step's spec, so a Job runs
+/// again when its step changed, not when the class changed how its pod is dressed (pull
+/// secrets, resource defaults).
+pub const RUN_SPEC: &str = "preview.dev/run-spec";
+/// Annotation on a test Job: a fingerprint of the workloads (services and dependencies) it
+/// ran against, so the tests run again when what they test changed.
+pub const TESTED: &str = "preview.dev/tested";
+/// Annotation on a test Job that runs again at the same sha: why (`TemplateChanged`,
+/// `ClassChanged`, `SpecChanged`).
+pub const RUN_REASON: &str = "preview.dev/run-reason";
 
 /// The owner (`namespace`, `name`) an object's [`OWNER_REF`] annotation names.
 pub fn owner_ref(annotations: &BTreeMap<String, String>) -> Option<(&str, &str)> {

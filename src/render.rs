@@ -122,6 +122,7 @@ pub fn render(
         services,
         ingresses,
         role_bindings,
+        held: _,
     } = build::environment(&preview, config, Stage::Services);
     out.object(&network_policy)?;
     out.object(&quota)?;

@@ -23,6 +23,7 @@ use crate::api::PreviewEnvironment;
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::config::{Config, LogReader};
 use crate::controller::children::Stores;
+use crate::controller::rollouts::Rollouts;
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
 use crate::github;
@@ -232,6 +233,7 @@ fn context(
     let ctx = Context {
         client: shared.client,
         queue: queue::Queue::new(wake_tx.clone()),
+        rollouts: Rollouts::new(args.controller.max_concurrent_rollouts, wake_tx.clone()),
         config,
         stores,
         events,

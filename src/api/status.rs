@@ -20,6 +20,10 @@ pub mod condition {
     /// A PreviewClass admits the preview (repository binding, registries, annotations,
     /// policy, concurrency); without it nothing is created and nothing is reported on the PR.
     pub const ADMITTED: &str = "Admitted";
+    /// Whether the preview runs what its PreviewClass and PreviewTemplate say now: False
+    /// while a change of theirs waits for a rollout slot or rolls out, or while the class
+    /// names a Secret that does not exist. Ready is not affected by it.
+    pub const UP_TO_DATE: &str = "UpToDate";
 }
 
 /// Declares [`Reason`]: each variant is written into conditions as its own name.
@@ -244,6 +248,50 @@ reasons! {
     /// To do: nothing for the preview; the message has the SCM's answer, for the platform
     /// team (token, rate limit, outage).
     ScmUnreachable,
+    /// The preview runs what its PreviewClass and PreviewTemplate say now.
+    ///
+    /// On: `UpToDate`.
+    ///
+    /// To do: nothing.
+    UpToDate,
+    /// A change of the PreviewClass or PreviewTemplate waits for its turn: at most
+    /// `--max-concurrent-rollouts` previews roll a class or template change out at once. The
+    /// preview keeps running what it runs, and stays Ready.
+    ///
+    /// On: `UpToDate` (False).
+    ///
+    /// To do: nothing; it rolls out when a slot frees.
+    RolloutQueued,
+    /// The preview rolls out a change of its PreviewTemplate at the same sha; its tests run
+    /// again for what changed (`status.tests[].reason`).
+    ///
+    /// On: `UpToDate` (False), `status.tests[].reason`.
+    ///
+    /// To do: nothing; a failure it brings shows as usual.
+    TemplateChanged,
+    /// The preview rolls out a change of its PreviewClass (pull secrets, limits, hardening);
+    /// its tests run again for what changed. The pull request keeps the status it shows until
+    /// the new run has a verdict.
+    ///
+    /// On: `UpToDate` (False), `status.tests[].reason`.
+    ///
+    /// To do: nothing.
+    ClassChanged,
+    /// The preview's spec changed at the same sha (images, parameters): its tests run again.
+    ///
+    /// On: `status.tests[].reason`.
+    ///
+    /// To do: nothing.
+    SpecChanged,
+    /// The PreviewClass names a Secret (image pull or ingress TLS) that does not exist in the
+    /// operator's namespace. Previews keep running what they run without it and are not
+    /// failed for it; the class's status says the same.
+    ///
+    /// On: `UpToDate` (False); the PreviewClass's `Ready` condition.
+    ///
+    /// To do: the platform team creates the Secret (or removes it from the class); the change
+    /// then rolls out.
+    ClassNotReady,
     /// Admitted, but waiting (`Pending`) for a slot under the class's concurrency limits; the
     /// message gives its place in the queue.
     ///
@@ -360,6 +408,18 @@ impl Reason {
     ];
 }
 
+/// The generations of the class and template a preview runs.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    /// Of its PreviewClass (none: the operator's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_generation: Option<i64>,
+    /// Of its PreviewTemplate (none: inline services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_generation: Option<i64>,
+}
+
 /// Observed state, written only through the status subresource.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -388,6 +448,10 @@ pub struct PreviewEnvironmentStatus {
     /// When the operator deletes the environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The generations of its PreviewClass and PreviewTemplate the preview has rolled out
+    /// and tested at its sha; a change of either rolls out (bounded) and runs the tests again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
     /// The `preview.dev/rerun-tests` value whose test run the status shows: CI waits for it
     /// after asking for a rerun, as it waits for observedGeneration after a spec change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -511,6 +575,10 @@ pub struct TestStatus {
     /// Why it failed, for a developer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why it runs again at the same sha (`TemplateChanged`, `ClassChanged`, `SpecChanged`),
+    /// when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Where a test run is.

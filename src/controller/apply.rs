@@ -42,7 +42,10 @@ pub async fn environment(
         services,
         ingresses,
         role_bindings,
+        held,
     } = env;
+    let stateful_sets = Desired::exactly(stateful_sets).holding(&held);
+    let deployments = deployments.holding(&held);
     // The kinds are independent: apply them concurrently, so a new preview costs one round
     // trip to the API server instead of one per object.
     futures::try_join!(
@@ -61,13 +64,7 @@ pub async fn environment(
             scope,
             Desired::exactly(vec![limit_range])
         ),
-        sync(
-            c,
-            a,
-            &s.stateful_sets,
-            scope,
-            Desired::exactly(stateful_sets)
-        ),
+        sync(c, a, &s.stateful_sets, scope, stateful_sets),
         sync(c, a, &s.deployments, scope, deployments),
         sync(c, a, &s.services, scope, services),
         sync(c, a, &s.ingresses, scope, ingresses),
@@ -148,7 +145,8 @@ where
     K: Child,
     S: Cached,
 {
-    let keep: BTreeSet<String> = desired.objects.iter().map(|o| o.name_any()).collect();
+    let mut keep: BTreeSet<String> = desired.objects.iter().map(|o| o.name_any()).collect();
+    keep.extend(desired.held);
     try_join_all(
         desired
             .objects

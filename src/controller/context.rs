@@ -14,6 +14,7 @@ use super::costs::Costs;
 use super::events::Events;
 use super::logs::TestLogs;
 use super::queue::Queue;
+use super::rollouts::Rollouts;
 use super::sources::Sources;
 use super::writes::Writes;
 use crate::api::{PreviewEnvironment, Provider};
@@ -29,6 +30,8 @@ pub struct Context {
     pub stores: Stores,
     pub events: Events,
     pub queue: Queue,
+    /// The slots of class and template changes rolling out.
+    pub rollouts: Rollouts,
     pub writes: Writes,
     /// The Secret and ConfigMap copies this process applied.
     pub copies: Copies,
@@ -88,6 +91,7 @@ impl Context {
         self.copies.forget(namespace);
         self.stores.applied.forget(namespace);
         self.logs.forget(namespace);
+        self.rollouts.finish(uid);
         crate::sync::lock(&self.failures).remove(&ObjectRef::from_obj(pe));
     }
 

@@ -22,6 +22,9 @@ use crate::sync::lock;
 pub struct Wanted {
     pub secrets: Vec<Secret>,
     pub config_maps: Vec<ConfigMap>,
+    /// Secrets the class names whose source does not exist (yet): a copy made earlier stays
+    /// as it is, so what runs keeps running.
+    pub missing: Vec<String>,
 }
 
 /// (preview namespace, kind, name) of a copy.
@@ -44,9 +47,10 @@ impl Copies {
         let Wanted {
             secrets,
             config_maps,
+            missing,
         } = wanted;
-        self.sync_kind(client, namespace, secrets).await?;
-        self.sync_kind(client, namespace, config_maps).await
+        self.sync_kind(client, namespace, secrets, &missing).await?;
+        self.sync_kind(client, namespace, config_maps, &[]).await
     }
 
     async fn sync_kind<K: Child>(
@@ -54,10 +58,12 @@ impl Copies {
         client: &Client,
         namespace: &str,
         wanted: Vec<K>,
+        kept: &[String],
     ) -> Result<(), ApplyError> {
         let kind = K::kind(&()).into_owned();
         let api: Api<K> = Api::namespaced(client.clone(), namespace);
-        let keep: BTreeSet<String> = wanted.iter().map(|s| s.name_any()).collect();
+        let mut keep: BTreeSet<String> = wanted.iter().map(|s| s.name_any()).collect();
+        keep.extend(kept.iter().cloned());
         for object in wanted {
             let name = object.name_any();
             let hash = object

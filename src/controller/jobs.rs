@@ -14,24 +14,42 @@ use super::apply::{self, ApplyError};
 use super::build::{self, Preview};
 use super::context::Context;
 use super::error::Error;
+use crate::api::Reason;
 use crate::api::template::RunOn;
 use crate::client::{create_params, exists_is_ok};
 use crate::config::Config;
-use crate::naming::APPLIED_HASH;
+use crate::naming::{RUN_REASON, RUN_SPEC, TESTED};
 
-/// The test Jobs: stale ones removed, missing ones created when `all_available`.
+/// What the test Jobs run against: the fingerprint of the workloads as they run
+/// (`rollouts::tested`), and why they run again at the same sha, if they do.
+pub struct Tested<'a> {
+    pub workloads: &'a str,
+    pub reason: Option<Reason>,
+}
+
+/// The test Jobs: stale ones removed (their test or what it tests changed), missing ones
+/// created when `all_available`.
 pub async fn tests(
     ctx: &Context,
     preview: &Preview<'_>,
     config: &Config,
     jobs: &[Arc<CachedJob>],
     all_available: bool,
+    tested: Tested<'_>,
 ) -> Result<(), Error> {
     let wanted = preview
         .spec
         .tests
         .iter()
-        .map(|t| build::stamp(build::test_job(preview, config, t)))
+        .map(|t| {
+            let mut job = build::stamp(build::test_job(preview, config, t));
+            let annotations = job.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            annotations.insert(TESTED.to_string(), tested.workloads.to_string());
+            if let Some(reason) = tested.reason {
+                annotations.insert(RUN_REASON.to_string(), reason.as_str().to_string());
+            }
+            job
+        })
         .collect();
     run(ctx, preview, Wanted::new(wanted), jobs, all_available).await
 }
@@ -111,15 +129,24 @@ async fn run(
     Ok(())
 }
 
-/// PURE: the Jobs to delete: not wanted any more, or wanted with another template (a Job's
-/// template is immutable, so a test edited without a new sha runs again).
+/// PURE: the Jobs to delete: not wanted any more, or wanted for another step spec or (tests)
+/// other workloads. A Job's template is immutable, so a step edited without a new sha runs
+/// again; a change of how the class dresses its pod (pull secrets, resource defaults) does
+/// not make a setup Job run twice. A Job made before these marks existed is kept.
 pub fn stale(jobs: &[Arc<CachedJob>], wanted: &Wanted) -> Vec<String> {
+    let differs = |job: &CachedJob, wanted: &Job, key: &str| match (
+        job.annotations().get(key),
+        wanted.annotations().get(key),
+    ) {
+        (Some(ran), Some(wants)) => ran != wants,
+        _ => false,
+    };
     jobs.iter()
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter(|j| match wanted.jobs.get(&j.name_any()) {
             None => true,
             Some(_) if wanted.pinned.contains(&j.name_any()) => false,
-            Some(w) => w.annotations().get(APPLIED_HASH) != j.annotations().get(APPLIED_HASH),
+            Some(w) => differs(j, w, RUN_SPEC) || differs(j, w, TESTED),
         })
         .map(|j| j.name_any())
         .collect()
@@ -130,16 +157,21 @@ mod tests {
     use super::*;
     use crate::fixtures;
 
-    fn job(name: &str, hash: &str) -> Arc<CachedJob> {
+    fn job(name: &str, marks: &[(&str, &str)]) -> Arc<CachedJob> {
         let mut j = fixtures::job(serde_json::json!([]), 0, 0);
         j.metadata.name = Some(name.into());
-        j.metadata.annotations = Some(BTreeMap::from([(APPLIED_HASH.into(), hash.into())]));
+        j.metadata.annotations = Some(
+            marks
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         Arc::new(j)
     }
 
-    fn wanted(name: &str, hash: &str) -> Job {
+    fn wanted(name: &str, marks: &[(&str, &str)]) -> Job {
         Job {
-            metadata: job(name, hash).metadata.clone(),
+            metadata: job(name, marks).metadata.clone(),
             ..Job::default()
         }
     }
@@ -147,16 +179,16 @@ mod tests {
     #[test]
     fn jobs_of_other_shas_and_edited_tests_are_stale() {
         let mut wanted = Wanted::new(vec![
-            wanted("e2e-abcdef0", "h1"),
-            wanted("unit-abcdef0", "h2"),
-            wanted("setup-seed", "h3"),
+            wanted("e2e-abcdef0", &[(RUN_SPEC, "h1")]),
+            wanted("unit-abcdef0", &[(RUN_SPEC, "h2")]),
+            wanted("setup-seed", &[(RUN_SPEC, "h3")]),
         ]);
         wanted.pinned.insert("setup-seed".to_string());
         let jobs = [
-            job("e2e-abcdef0", "h1"),
-            job("unit-abcdef0", "old"),
-            job("e2e-1234567", "h0"),
-            job("setup-seed", "from-an-older-sha"),
+            job("e2e-abcdef0", &[(RUN_SPEC, "h1")]),
+            job("unit-abcdef0", &[(RUN_SPEC, "old")]),
+            job("e2e-1234567", &[(RUN_SPEC, "h0")]),
+            job("setup-seed", &[(RUN_SPEC, "from-an-older-sha")]),
         ];
         assert_eq!(
             stale(&jobs, &wanted),
@@ -164,4 +196,27 @@ mod tests {
             "a pinned (runOn: Once) Job stays whatever its template"
         );
     }
+
+    #[test]
+    fn a_test_runs_again_when_what_it_tests_changed_and_setup_only_when_its_step_did() {
+        let wanted = Wanted::new(vec![
+            wanted("e2e-abcdef0", &[(RUN_SPEC, "t"), (TESTED, "workloads-2")]),
+            wanted("setup-migrate-abcdef0", &[(RUN_SPEC, "s")]),
+        ]);
+        // The class added a pull secret: the setup Job's whole template differs, its step
+        // does not; the services' pod templates changed, so the test is stale.
+        let jobs = [
+            job(
+                "e2e-abcdef0",
+                &[(RUN_SPEC, "t"), (TESTED, "workloads-1"), (APPLIED, "a")],
+            ),
+            job("setup-migrate-abcdef0", &[(RUN_SPEC, "s"), (APPLIED, "b")]),
+        ];
+        assert_eq!(stale(&jobs, &wanted), vec!["e2e-abcdef0"]);
+        // A Job of an operator that did not mark Jobs yet is kept.
+        let legacy = [job("e2e-abcdef0", &[(APPLIED, "a")])];
+        assert!(stale(&legacy, &wanted).is_empty());
+    }
+
+    const APPLIED: &str = crate::naming::APPLIED_HASH;
 }

@@ -17,7 +17,8 @@ use super::build::COMPONENT_SETUP;
 use super::build::{self, Preview};
 use super::children::{Stores, label};
 use super::pods;
-use crate::naming::{COMPONENT, SHA};
+use super::rollouts;
+use crate::naming::{COMPONENT, SHA, TESTED};
 use crate::testlog::TestLog;
 pub use model::{Observed, ObservedService, Run, ServiceState, TestRun};
 
@@ -30,6 +31,8 @@ pub struct Children {
     pub observed: Observed,
     pub jobs: Vec<Arc<CachedJob>>,
     pub setup_jobs: Vec<Arc<CachedJob>>,
+    /// The fingerprint of what the workloads run now (`rollouts::tested`).
+    pub tested: String,
 }
 
 /// What the caches hold of one preview, read once and shared by the steps below.
@@ -51,16 +54,25 @@ pub fn children(
     let (setup_jobs, jobs): (Vec<_>, Vec<_>) = owned(&stores.jobs, ns, uid)
         .into_iter()
         .partition(|j| label(j.as_ref(), COMPONENT) == Some(COMPONENT_SETUP));
+    let deployments = owned(&stores.deployments, ns, uid);
+    let stateful_sets = owned(&stores.stateful_sets, ns, uid);
+    let tested = rollouts::tested(&deployments, &stateful_sets);
     let cached = Cached {
         preview,
         logs,
-        deployments: owned(&stores.deployments, ns, uid),
-        stateful_sets: owned(&stores.stateful_sets, ns, uid),
+        deployments,
+        stateful_sets,
         kept: stores.stuck_pods.in_namespace(ns),
     };
+    // A test run against workloads that changed since tests nothing that runs now: it is
+    // about to be replaced, and its verdict must not show meanwhile.
+    let current: Vec<Arc<CachedJob>> = (jobs.iter())
+        .filter(|j| j.annotations().get(TESTED).is_none_or(|t| *t == tested))
+        .cloned()
+        .collect();
     let observed = Observed {
         services: cached.services(),
-        tests: cached.tests(&jobs),
+        tests: cached.tests(&current),
         dependencies: cached.dependencies(),
         setup: cached.setup(&setup_jobs),
     };
@@ -68,6 +80,7 @@ pub fn children(
         observed,
         jobs,
         setup_jobs,
+        tested,
     }
 }
 

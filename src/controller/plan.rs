@@ -22,7 +22,7 @@ use super::sleep;
 use super::status::Gate;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
-use crate::api::{PreviewEnvironment, Reason};
+use crate::api::{PreviewEnvironment, Reason, Revision};
 use crate::config::Config;
 use crate::naming::{self, NEVER_SLEEP, Owner, RERUN_TESTS, WAKE_REQUEST};
 use crate::template::{self, Rendered, Target};
@@ -70,6 +70,8 @@ pub struct Plan<'a> {
     pub sleep: sleep::Decision,
     pub scm: Option<Result<(), String>>,
     pub now: Timestamp,
+    /// The generations of its class and template it should run.
+    pub revision: Revision,
 }
 
 /// The policy a preview runs under, or why it is refused one.
@@ -77,6 +79,8 @@ pub struct Plan<'a> {
 pub struct Policy {
     /// The class that serves it, when there is one.
     pub class: Option<String>,
+    /// That class's generation.
+    pub class_generation: Option<i64>,
     /// Its class over the operator's defaults (the defaults alone when refused).
     pub config: Config,
     pub refusal: Option<Refusal>,
@@ -128,6 +132,13 @@ pub fn plan<'a>(
         (None, None, Some(violation)) => Some(Gate::PolicyViolation(violation.clone())),
         (None, None, None) => None,
     };
+    let template_generation = (pe.spec.template_ref.as_ref())
+        .and(snapshot.template.as_ref())
+        .and_then(|t| t.metadata.generation);
+    let revision = Revision {
+        class_generation: policy.class_generation,
+        template_generation,
+    };
     Ok(Plan {
         pe,
         owner,
@@ -140,6 +151,7 @@ pub fn plan<'a>(
         sleep,
         scm: snapshot.scm.clone(),
         now: snapshot.now,
+        revision,
     })
 }
 
@@ -149,6 +161,7 @@ fn admit(pe: &PreviewEnvironment, snapshot: &Snapshot<'_>) -> Policy {
     let defaults = snapshot.defaults;
     let refused = |class: Option<String>, refusal| Policy {
         class,
+        class_generation: None,
         config: defaults.clone(),
         refusal: Some(refusal),
     };
@@ -157,6 +170,7 @@ fn admit(pe: &PreviewEnvironment, snapshot: &Snapshot<'_>) -> Policy {
         Classes::Defaults => {
             return Policy {
                 class: None,
+                class_generation: None,
                 config: defaults.clone(),
                 refusal: None,
             };
@@ -180,6 +194,7 @@ fn admit(pe: &PreviewEnvironment, snapshot: &Snapshot<'_>) -> Policy {
     );
     Policy {
         class: Some(class.name_any()),
+        class_generation: class.metadata.generation,
         config,
         refusal: crowded.map(|message| Refusal {
             reason: Reason::PolicyViolation,

@@ -16,6 +16,7 @@ use crate::api::{
     Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
 };
 use crate::github::{self, CommitStatus, comment};
+use crate::scm::status::State;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::mpsc;
@@ -265,7 +266,27 @@ pub fn pull_request_lags(
 ) -> Option<CommitStatus> {
     github::commit_status(repository, preview, status)
         .filter(|_| may_report(status))
+        .filter(|wanted| !platform_change_in_flight(status, wanted))
         .filter(|wanted| status.reported_commit_status.as_ref() != Some(&wanted.reported()))
+}
+
+/// PURE: whether `status` shows a change of the preview's class on its way (waiting for its
+/// turn, rolling out, or held for a missing Secret) at a sha the pull request already shows a
+/// result for: a platform change says nothing on the pull request until it has a verdict.
+fn platform_change_in_flight(status: &PreviewEnvironmentStatus, wanted: &CommitStatus) -> bool {
+    let platform = status.conditions.iter().any(|c| {
+        c.type_ == condition::UP_TO_DATE
+            && c.status == "False"
+            && matches!(
+                Reason::parse(&c.reason),
+                Some(Reason::ClassChanged | Reason::RolloutQueued | Reason::ClassNotReady)
+            )
+    });
+    let shown = status
+        .reported_commit_status
+        .as_ref()
+        .is_some_and(|r| r.sha == wanted.sha);
+    platform && shown && wanted.state == State::Pending
 }
 
 /// With check runs, `commit_status` with the output its check run shows: the status and the
@@ -389,6 +410,7 @@ mod tests {
                     started_at: Some(fixtures::time(100)),
                     finished_at: Some(fixtures::time(100 + took)),
                     message: (*phase == TestPhase::Failed).then(|| "t failed".to_string()),
+                    reason: None,
                 })
                 .collect(),
             ..PreviewEnvironmentStatus::default()

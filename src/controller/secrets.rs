@@ -3,6 +3,7 @@
 //! and ConfigMaps of the team's namespace that its template declares (read through `sources`).
 //! `copies` applies them.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -36,20 +37,14 @@ pub async fn wanted(
     rendered: &Rendered,
     config: &Config,
 ) -> Result<Copied, Error> {
-    let platform = match platform(
+    // A Secret the class names but the platform team has not created yet is left out (and
+    // said on the class and as `UpToDate=False`), never a failure of every preview.
+    let (platform, missing) = platform(
         preview,
         config,
         &ctx.stores.platform_secrets,
         &ctx.platform_namespace,
-    ) {
-        Ok(secrets) => secrets,
-        Err(message) => {
-            return Ok(Copied::Closed(Gate::NotAdmitted {
-                reason: Reason::SecretNotReadable,
-                message,
-            }));
-        }
-    };
+    );
     let read = ctx
         .sources
         .read(
@@ -76,6 +71,7 @@ pub async fn wanted(
             let platform = Wanted {
                 secrets: platform,
                 config_maps: Vec::new(),
+                missing,
             };
             match with_template_copies(preview, platform, &secrets, &config_maps) {
                 Ok(wanted) => Copied::Ready(wanted),
@@ -114,28 +110,40 @@ pub fn with_template_copies(
     Ok(wanted)
 }
 
-/// The copies `preview` needs, from the Secrets of `source_namespace`; the message names
-/// the first one missing.
+/// The copies `preview` needs, from the Secrets of `source_namespace`, and the names of the
+/// ones that do not exist there.
 pub fn platform(
     preview: &Preview<'_>,
     config: &Config,
     sources: &Store<Secret>,
     source_namespace: &str,
-) -> Result<Vec<Secret>, String> {
-    config
+) -> (Vec<Secret>, Vec<String>) {
+    let mut missing = Vec::new();
+    let copies = config
         .copied_secrets()
-        .iter()
-        .map(|name| {
-            let source = sources
-                .get(&ObjectRef::new(name).within(source_namespace))
-                .ok_or_else(|| {
-                    format!(
-                        "Secret {name} that the PreviewClass names (image pull secret or ingress \
-                         TLS) does not exist in namespace {source_namespace}, where the operator \
-                         copies it from; the platform team must create it there"
-                    )
-                })?;
-            Ok(build::stamp(build::secret_copy(preview, &source)))
+        .into_iter()
+        .filter_map(|name| {
+            let Some(source) = sources.get(&ObjectRef::new(&name).within(source_namespace)) else {
+                missing.push(name);
+                return None;
+            };
+            Some(build::stamp(build::secret_copy(preview, &source)))
         })
-        .collect()
+        .collect();
+    (copies, missing)
+}
+
+/// `config` without the image pull secrets that are `missing`: pods keep what they run
+/// instead of rolling to name a Secret that is not there.
+pub fn without_missing<'c>(config: &'c Config, missing: &[String]) -> Cow<'c, Config> {
+    if !config
+        .image_pull_secrets
+        .iter()
+        .any(|s| missing.contains(s))
+    {
+        return Cow::Borrowed(config);
+    }
+    let mut config = config.clone();
+    config.image_pull_secrets.retain(|s| !missing.contains(s));
+    Cow::Owned(config)
 }

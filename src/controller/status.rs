@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::build::Stage;
 use super::sleep;
 use crate::api::{
-    Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ServiceStatus, TestPhase,
-    condition,
+    Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, Revision, ServiceStatus,
+    TestPhase, condition,
 };
 use crate::naming::short_sha;
 
@@ -46,6 +46,9 @@ pub struct Context<'a> {
     pub sleep: SleepStatus,
     /// Whether the last resync could ask GitHub about the repository (none: never asked).
     pub scm: Option<Result<(), String>>,
+    /// Of a preview that rolled out: its `UpToDate` verdict and the class and template
+    /// generations it has rolled out (`rollouts`).
+    pub fleet: Option<(Verdict, Option<Revision>)>,
 }
 
 /// What the status says about sleeping.
@@ -369,14 +372,26 @@ fn awake(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
             })
             .collect(),
         setup: observed.setup.iter().map(|t| t.status.clone()).collect(),
-        conditions: vec![
-            ctx.gate
-                .admitted(ctx.class.as_deref())
-                .condition(condition::ADMITTED, ctx),
-            available.condition(condition::AVAILABLE, ctx),
-            tests_succeeded.condition(condition::TESTS_SUCCEEDED, ctx),
-            ready.condition(condition::READY, ctx),
-        ],
+        revision: match &ctx.fleet {
+            Some((_, revision)) => *revision,
+            None => ctx.previous.and_then(|p| p.revision),
+        },
+        conditions: [
+            Some(
+                ctx.gate
+                    .admitted(ctx.class.as_deref())
+                    .condition(condition::ADMITTED, ctx),
+            ),
+            Some(available.condition(condition::AVAILABLE, ctx)),
+            Some(tests_succeeded.condition(condition::TESTS_SUCCEEDED, ctx)),
+            Some(ready.condition(condition::READY, ctx)),
+            (ctx.fleet.as_ref().map(|(verdict, _)| verdict.clone()))
+                .or_else(|| ctx.gate.unobserved())
+                .map(|verdict| verdict.condition(condition::UP_TO_DATE, ctx)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     }
 }
 

@@ -54,7 +54,7 @@ pub(super) fn dependency(
     pod_labels.extend(selector.clone());
     pod_labels.insert(naming::MANAGED_BY.to_string(), naming::MANAGER.to_string());
     let (volumes, claims) = data_volume(dep);
-    StatefulSet {
+    let mut stateful_set = StatefulSet {
         metadata: preview.child_meta(&dep.name, COMPONENT_DEPENDENCY, &dep.name),
         spec: Some(StatefulSetSpec {
             replicas: Some(if preview.asleep { 0 } else { 1 }),
@@ -86,7 +86,11 @@ pub(super) fn dependency(
             ..StatefulSetSpec::default()
         }),
         ..StatefulSet::default()
+    };
+    if let Some(spec) = &stateful_set.spec {
+        super::mark_pod_template(&mut stateful_set.metadata, &spec.template);
     }
+    stateful_set
 }
 
 /// The dependency's one container, hardened, with its data volume mounted.

@@ -84,16 +84,20 @@ pub fn test_environment(preview: &Preview<'_>, config: &Config) -> Vec<EnvVar> {
 pub fn test_job(preview: &Preview<'_>, config: &Config, test: &TestSpec) -> Job {
     let mut env = test_environment(preview, config);
     env.extend(env_vars(&test.env));
-    job(
+    let mut job = job(
         preview,
         config,
         JobKind {
             name: preview.job_name(&test.name),
             component: COMPONENT_TEST,
-            env,
+            env: env.clone(),
         },
         test,
-    )
+    );
+    // What the test itself is: its spec and what it is told (URLs follow the class's
+    // ingress); not how the class dresses its pod.
+    super::mark_run_spec(&mut job.metadata, &(test, env));
+    job
 }
 
 /// The environment every setup container gets: who the preview is (the services are not
@@ -109,16 +113,18 @@ fn setup_environment(preview: &Preview<'_>) -> Vec<EnvVar> {
 pub fn setup_job(preview: &Preview<'_>, config: &Config, setup: &SetupSpec) -> Job {
     let mut env = setup_environment(preview);
     env.extend(env_vars(&setup.job.env));
-    job(
+    let mut job = job(
         preview,
         config,
         JobKind {
             name: preview.setup_job_name(setup),
             component: COMPONENT_SETUP,
-            env,
+            env: env.clone(),
         },
         &setup.job,
-    )
+    );
+    super::mark_run_spec(&mut job.metadata, &(setup, env));
+    job
 }
 
 /// What tells a test Job from a setup Job.

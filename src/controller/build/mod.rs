@@ -7,7 +7,7 @@
 //! Secrets/ConfigMaps), `dependencies`, `services` (Deployments, Services, Ingresses, URLs) and
 //! `jobs` (setup and test Jobs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 use crate::api::template::{DependencySpec, SetupSpec};
 use crate::api::{self, PreviewEnvironmentSpec};
 use crate::config::Config;
-use crate::naming::{APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF, PreviewKey};
+use crate::naming::{
+    APPLIED_HASH, COMPONENT, OWNER_REF, Owner, PART_OF, POD_TEMPLATE, PreviewKey, RUN_SPEC,
+};
 use crate::template::Rendered;
 
 mod dependencies;
@@ -113,6 +115,8 @@ pub enum Stage {
 pub struct Desired<K> {
     pub objects: Vec<K>,
     pub exclusive: bool,
+    /// Names left as they are: neither applied nor deleted.
+    pub held: BTreeSet<String>,
 }
 
 impl<K> Desired<K> {
@@ -121,6 +125,7 @@ impl<K> Desired<K> {
         Desired {
             objects,
             exclusive: true,
+            held: BTreeSet::new(),
         }
     }
 
@@ -129,7 +134,23 @@ impl<K> Desired<K> {
         Desired {
             objects,
             exclusive: false,
+            held: BTreeSet::new(),
         }
+    }
+}
+
+impl<K: kube::Resource> Desired<K> {
+    /// These, but the ones named in `held` left as they are.
+    pub fn holding(mut self, held: &BTreeSet<String>) -> Self {
+        let (kept, objects) = self
+            .objects
+            .into_iter()
+            .partition(|o| o.meta().name.as_ref().is_some_and(|n| held.contains(n)));
+        let kept: Vec<K> = kept;
+        self.held
+            .extend(kept.iter().filter_map(|o| o.meta().name.clone()));
+        self.objects = objects;
+        self
     }
 }
 
@@ -149,6 +170,16 @@ pub struct Environment {
     /// The class's viewers get the built-in `view` role here (none: no binding), and the
     /// operator the chart's log reader role (`--log-reader-role`; none without it).
     pub role_bindings: Vec<RoleBinding>,
+    /// Deployments and StatefulSets left as they run (neither applied nor deleted): a fleet
+    /// change waiting for its rollout slot (`rollouts`).
+    pub held: BTreeSet<String>,
+}
+
+impl Environment {
+    /// Leaves the workloads `names` as they run.
+    pub fn hold(&mut self, names: BTreeSet<String>) {
+        self.held.extend(names);
+    }
 }
 
 impl Preview<'_> {
@@ -229,6 +260,7 @@ pub fn environment(preview: &Preview<'_>, config: &Config, stage: Stage) -> Envi
         deployments,
         services,
         ingresses,
+        held: BTreeSet::new(),
     }
 }
 
@@ -319,6 +351,21 @@ pub fn fingerprint<T: Serialize>(object: &T) -> String {
     let bytes = serde_json::to_vec(object).unwrap_or_default();
     let digest = Sha256::digest(&bytes);
     digest.iter().take(10).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Marks a workload with the fingerprint of its pod template ([`POD_TEMPLATE`]): what its
+/// pods run, apart from how many there are.
+pub(super) fn mark_pod_template<T: Serialize>(meta: &mut ObjectMeta, template: &T) {
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POD_TEMPLATE.to_string(), fingerprint(template));
+}
+
+/// Marks a test or setup Job with the fingerprint of its step's own spec ([`RUN_SPEC`]).
+pub(super) fn mark_run_spec<T: Serialize>(meta: &mut ObjectMeta, step: &T) {
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(RUN_SPEC.to_string(), fingerprint(step));
 }
 
 /// Stamps `object`'s metadata with its own fingerprint (computed without the stamp).

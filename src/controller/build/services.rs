@@ -72,7 +72,7 @@ pub(super) fn deployment(preview: &Preview<'_>, config: &Config, svc: &ServiceSp
         security_context: Some(restricted_security_context()),
         ..Container::default()
     };
-    Deployment {
+    let mut deployment = Deployment {
         metadata: preview.child_meta(&svc.name, COMPONENT_SERVICE, &svc.name),
         spec: Some(DeploymentSpec {
             replicas: Some(if preview.asleep { 0 } else { svc.replicas }),
@@ -99,7 +99,11 @@ pub(super) fn deployment(preview: &Preview<'_>, config: &Config, svc: &ServiceSp
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    };
+    if let Some(spec) = &deployment.spec {
+        super::mark_pod_template(&mut deployment.metadata, &spec.template);
     }
+    deployment
 }
 
 pub(super) fn service(preview: &Preview<'_>, svc: &ServiceSpec) -> Option<Service> {

@@ -6,7 +6,7 @@ use crate::api::{PreviewEnvironmentSpec, Reason, ServiceSpec, TestPhase, TestSta
 use crate::controller::build::Stage;
 use crate::controller::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use crate::controller::pods::PodProblem;
-use crate::naming::short_sha;
+use crate::naming::{RUN_REASON, short_sha};
 
 /// Where one service is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -310,6 +310,7 @@ pub fn test_run(
         started_at: None,
         finished_at: None,
         message: Some(run.waiting_for().to_string()),
+        reason: None,
     };
     let Some(job) = job else {
         return TestRun {
@@ -326,6 +327,12 @@ pub fn test_run(
     status.job = Some(job_name.clone());
     status.started_at = js.start_time.clone();
     status.message = None;
+    status.reason = job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RUN_REASON))
+        .cloned();
     let conditions = js.conditions.unwrap_or_default();
     let done = |kind: &str| {
         conditions

@@ -32,6 +32,7 @@ fn ctx<'a>(
             wake_request: None,
         },
         scm: None,
+        fleet: None,
     }
 }
 
