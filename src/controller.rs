@@ -225,7 +225,10 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
     if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
         return Ok(Rollout::Closed(Gate::HostConflict(conflict)));
     }
-    let mut fleet = fleet(ctx, plan, copies.missing.clone());
+    let missing = (copies.missing.iter())
+        .map(|name| format!("{}/{name}", ctx.platform_namespace))
+        .collect();
+    let mut fleet = fleet(ctx, plan, missing);
     take_turn(ctx, plan, preview, &mut env, &mut fleet);
     ctx.copies
         .sync(&ctx.client, &preview.namespace, copies)

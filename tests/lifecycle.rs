@@ -882,7 +882,8 @@ async fn a_class_pull_secret_is_copied_kept_in_sync_and_named_by_the_pods() {
     })
     .await;
 
-    // A class naming a Secret that does not exist admits nothing.
+    // A class naming a Secret that does not exist fails nothing: the preview runs without
+    // it and says so.
     s.delete_and_wait("shop").await;
     sources
         .delete(&secret_name, &DeleteParams::default())
@@ -891,16 +892,17 @@ async fn a_class_pull_secret_is_copied_kept_in_sync_and_named_by_the_pods() {
     let mut spec = shop("9b9b9b9b111");
     spec["previewClassName"] = json!(format!("pull-{}", s.namespace.name));
     s.create("again", spec).await;
+    await_ready(&s.api, "again", READY).await;
     let pe = await_condition(
         &s.api,
         "again",
-        "Admitted",
+        "UpToDate",
         "False",
-        Some("SecretNotReadable"),
+        Some("ClassNotReady"),
         READY,
     )
     .await;
-    let (_, _, message) = ready_condition(&pe, "Admitted");
+    let (_, _, message) = ready_condition(&pe, "UpToDate");
     assert!(
         message.contains(&secret_name) && message.contains(&platform),
         "{message}"
