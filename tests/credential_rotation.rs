@@ -259,9 +259,7 @@ async fn a_rotated_app_key_signs_the_next_jwts_and_replaces_the_installation_cli
     // The stand-in knows only the old key, so a JWT of the new key is recorded as refused:
     // that is how the test sees which key signed it.
     let stand_in = StandIn::app(&old_public);
-    let url = stand_in
-        .serve(&[Route::App, Route::Statuses, Route::CheckRuns])
-        .await;
+    let url = stand_in.serve(&[Route::App, Route::Statuses]).await;
     let mut key = Mount::new("app-key", "private-key.pem", &old_private);
     // Re-read on every use, so each rotation below is seen by the next call.
     let private_key =

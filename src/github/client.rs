@@ -22,7 +22,7 @@ use octocrab::Octocrab;
 use octocrab::models::{AppId, InstallationId};
 use serde::Deserialize;
 
-use crate::credential::{Credential, Versioned};
+use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::scm::{Answer, Me, Provider, ScmError, TIMEOUT};
 use crate::sync::lock;
@@ -71,16 +71,22 @@ pub struct GitHub {
     config: GitHubConfig,
     /// The App's id, with an App.
     app: Option<u64>,
-    /// The clients of the credential's current version.
-    session: Mutex<Arc<Session>>,
+    /// The clients of the credential's last working version.
+    session: Mutex<Current>,
     /// With an App: each repository's installation, and when it was looked up.
     installations: Mutex<HashMap<String, (InstallationId, Instant)>>,
     metrics: Arc<Metrics>,
 }
 
+/// The clients in use, and the credential's version last looked at (newer than theirs when
+/// that version did not work: it is not tried again).
+struct Current {
+    seen: u64,
+    session: Arc<Session>,
+}
+
 /// What is built from one version of the credential, and dropped with it.
 struct Session {
-    version: u64,
     /// Authenticated as the token, or as the App itself (JWT) with an App.
     root: Arc<Octocrab>,
     /// Who the operator is, once asked (a new token may be someone else's).
@@ -102,7 +108,8 @@ struct User {
 impl GitHub {
     pub fn new(config: &GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<GitHub>> {
         let credential = config.credentials.credential().versioned();
-        let session = Session::new(config, credential)?;
+        let seen = credential.version;
+        let session = Arc::new(Session::new(config, &credential.value)?);
         let app = match config.credentials {
             Credentials::App { id, .. } => Some(id),
             Credentials::Token(_) => None,
@@ -110,42 +117,41 @@ impl GitHub {
         Ok(Arc::new(GitHub {
             config: config.clone(),
             app,
-            session: Mutex::new(Arc::new(session)),
+            session: Mutex::new(Current { seen, session }),
             installations: Mutex::new(HashMap::new()),
             metrics,
         }))
     }
 
     /// The clients of the credential as it is now: built again when it changed. A new value
-    /// that does not work (not a key) is warned about and the last clients are kept.
+    /// that does not work (not a key) is warned about once and the last clients are kept.
     fn session(&self) -> Arc<Session> {
         let credential = self.config.credentials.credential().versioned();
-        let current = Arc::clone(&lock(&self.session));
-        if current.version == credential.version {
-            return current;
-        }
         let version = credential.version;
-        let fresh = match Session::new(&self.config, credential) {
-            Ok(fresh) => {
-                tracing::info!("GitHub credentials changed: clients built again");
-                fresh
+        {
+            let current = lock(&self.session);
+            if current.seen >= version {
+                return Arc::clone(&current.session);
             }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "the new GitHub credentials do not work; keeping the last ones");
-                Session {
-                    version,
-                    root: Arc::clone(&current.root),
-                    me: current.me.clone(),
-                    clients: Mutex::new(lock(&current.clients).clone()),
-                }
-            }
-        };
-        let mut session = lock(&self.session);
-        // Another caller may have been first; either's session is of this version.
-        if session.version != version {
-            *session = Arc::new(fresh);
         }
-        Arc::clone(&session)
+        // Built outside the lock: other callers keep the last clients meanwhile.
+        let fresh = Session::new(&self.config, &credential.value);
+        let mut current = lock(&self.session);
+        // Another caller may have been first, with this version or a newer one.
+        if version > current.seen {
+            current.seen = version;
+            match fresh {
+                Ok(fresh) => {
+                    tracing::info!("GitHub credentials changed: clients built again");
+                    current.session = Arc::new(fresh);
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "the new GitHub credentials do not work; keeping the last ones"
+                ),
+            }
+        }
+        Arc::clone(&current.session)
     }
 
     /// Whether the operator is a GitHub App (and so may write check runs).
@@ -326,9 +332,9 @@ impl GitHub {
 }
 
 impl Session {
-    /// The root client of `credential` (a token, or the App's key), with no installation
+    /// The root client of `secret` (a token, or the App's key), with no installation
     /// clients yet.
-    fn new(config: &GitHubConfig, credential: Versioned) -> anyhow::Result<Session> {
+    fn new(config: &GitHubConfig, secret: &str) -> anyhow::Result<Session> {
         let builder = Octocrab::builder()
             .base_uri(config.api_url.trim_end_matches('/'))?
             .set_connect_timeout(Some(Duration::from_secs(5)))
@@ -342,18 +348,16 @@ impl Session {
                 "2022-11-28".to_string(),
             );
         let root = match &config.credentials {
-            Credentials::Token(_) => builder.personal_token(credential.value.to_string()),
+            Credentials::Token(_) => builder.personal_token(secret.to_string()),
             Credentials::App { id, .. } => {
-                let key = octocrab::EncodingKey::from_rsa_pem(credential.value.as_bytes())
-                    .map_err(|e| {
-                        anyhow::anyhow!("the GitHub App private key is not an RSA key in PEM: {e}")
-                    })?;
+                let key = octocrab::EncodingKey::from_rsa_pem(secret.as_bytes()).map_err(|e| {
+                    anyhow::anyhow!("the GitHub App private key is not an RSA key in PEM: {e}")
+                })?;
                 builder.app(AppId(*id), key)
             }
         }
         .build()?;
         Ok(Session {
-            version: credential.version,
             root: Arc::new(root),
             me: tokio::sync::OnceCell::new(),
             clients: Mutex::new(HashMap::new()),
