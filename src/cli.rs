@@ -178,7 +178,8 @@ pub struct GitLabArgs {
     pub gitlab_url: String,
 
     /// File holding a GitLab token (scope api; e.g. a group access token with the Developer
-    /// role): commit statuses, merge request state for the webhook and the resync.
+    /// role): commit statuses, merge request state for the webhook and the resync. Re-read
+    /// when it changes (within 10 s).
     #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_TOKEN_FILE")]
     pub gitlab_token_file: Option<PathBuf>,
 
@@ -187,6 +188,7 @@ pub struct GitLabArgs {
     pub gitlab_token: Option<String>,
 
     /// File holding the secret token of GitLab's webhook; enables POST /webhooks/gitlab.
+    /// Re-read when it changes (within 10 s), like every credential file.
     #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_WEBHOOK_SECRET_FILE")]
     pub gitlab_webhook_secret_file: Option<PathBuf>,
 
@@ -238,7 +240,8 @@ fn not_a_url(url: &str) -> String {
 /// GitHub: commit statuses or check runs, the PR comment and the pull-request webhook.
 #[derive(Args, Debug)]
 pub struct GitHubArgs {
-    /// File holding the GitHub webhook secret; enables POST /webhooks/github.
+    /// File holding the GitHub webhook secret; enables POST /webhooks/github. Re-read when
+    /// it changes (within 10 s), like every credential file.
     #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_WEBHOOK_SECRET_FILE")]
     pub github_webhook_secret_file: Option<PathBuf>,
 
@@ -251,6 +254,7 @@ pub struct GitHubArgs {
     pub github_webhook_secret: Option<String>,
 
     /// File holding a GitHub token (statuses: write) for commit statuses on pull requests.
+    /// Re-read when it changes (within 10 s).
     #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_TOKEN_FILE")]
     pub github_token_file: Option<PathBuf>,
 
@@ -267,7 +271,8 @@ pub struct GitHubArgs {
     )]
     pub github_app_id: Option<u64>,
 
-    /// File holding the GitHub App's private key (PEM), with --github-app-id.
+    /// File holding the GitHub App's private key (PEM), with --github-app-id. Re-read when
+    /// it changes (within 10 s).
     #[arg(
         long,
         env = "PREVIEW_OPERATOR_GITHUB_APP_PRIVATE_KEY_FILE",

@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::scm::status::{CommitStatus, Outcome, State};
 use crate::scm::{Answer, Author, ClosedPr, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
@@ -35,17 +36,19 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 pub struct GitLabConfig {
     /// e.g. `https://gitlab.com` or `https://gitlab.example.com`.
     pub url: String,
-    pub token: String,
+    /// Read on every call, so a rotated token file is used without a restart.
+    pub token: Credential,
 }
 
 /// A GitLab client.
 pub struct GitLab {
     client: HttpsClient,
     api: String,
-    token: String,
+    token: Credential,
     metrics: Arc<Metrics>,
-    /// The token's user, once asked.
-    me: tokio::sync::OnceCell<Me>,
+    /// The token's user, once asked, and the token's version it is of (a new token may be
+    /// someone else's). Async, so concurrent first callers ask once.
+    me: tokio::sync::Mutex<Option<(u64, Me)>>,
 }
 
 #[derive(Deserialize)]
@@ -86,7 +89,7 @@ impl GitLab {
             api: format!("{}/api/v4", config.url.trim_end_matches('/')),
             token: config.token.clone(),
             metrics,
-            me: tokio::sync::OnceCell::new(),
+            me: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -108,7 +111,7 @@ impl GitLab {
         let request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.api))
-            .header("private-token", &self.token)
+            .header("private-token", &*self.token.current())
             .header("user-agent", "preview-operator")
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(
@@ -205,17 +208,21 @@ impl GitLab {
 
     /// The token's user (`GET /user`, asked once): the author of the operator's notes.
     pub async fn me(&self) -> Result<Me, ScmError> {
-        self.me
-            .get_or_try_init(|| async {
-                let what = "the token's user (GET /user)";
-                let user: User = self
-                    .call(Method::GET, "/user", "user", None)
-                    .await?
-                    .json(what)?;
-                Ok(Me::User(user.id))
-            })
-            .await
-            .copied()
+        let mut known = self.me.lock().await;
+        let version = self.token.versioned().version;
+        if let Some((of, me)) = *known
+            && of == version
+        {
+            return Ok(me);
+        }
+        let what = "the token's user (GET /user)";
+        let user: User = self
+            .call(Method::GET, "/user", "user", None)
+            .await?
+            .json(what)?;
+        let me = Me::User(user.id);
+        *known = Some((version, me));
+        Ok(me)
     }
 
     /// Page `page` (of 100) of the notes on merge request `iid`.

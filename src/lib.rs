@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod credential;
 pub mod github;
 pub mod gitlab;
 pub mod leader;

@@ -26,6 +26,7 @@ use crate::controller::children::Stores;
 use crate::controller::rollouts::Rollouts;
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
+use crate::credential::{Credential, RECHECK};
 use crate::github;
 use crate::gitlab::{GitLab, GitLabConfig};
 use crate::leader::{self, Election, LeaderConfig};
@@ -441,10 +442,10 @@ fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfi
     let credentials = match (&args.github_app_id, &args.github_app_private_key_file) {
         (Some(id), Some(path)) => Some(github::Credentials::App {
             id: *id,
-            private_key: std::fs::read(path)
-                .with_context(|| format!("failed to read {}", path.display()))?,
+            private_key: Credential::from_file("--github-app-private-key-file", path, RECHECK)?,
         }),
-        _ => read_secret(
+        _ => Credential::load(
+            "--github-token-file",
             args.github_token_file.as_deref(),
             args.github_token.as_deref(),
         )?
@@ -459,7 +460,8 @@ fn github_config(args: &GitHubArgs) -> anyhow::Result<Option<github::GitHubConfi
 /// GitLab's URL and the token, when one is configured. The URL is checked either way.
 fn gitlab_config(args: &crate::cli::GitLabArgs) -> anyhow::Result<Option<GitLabConfig>> {
     let url = args.url().map_err(anyhow::Error::msg)?;
-    let token = read_secret(
+    let token = Credential::load(
+        "--gitlab-token-file",
         args.gitlab_token_file.as_deref(),
         args.gitlab_token.as_deref(),
     )?;
@@ -508,11 +510,13 @@ impl Http {
         let health_router = server::health_router(state.clone());
         let mut router = server::router(state);
         let (gh, gl) = (&args.github, &args.gitlab);
-        let github_secret = read_secret(
+        let github_secret = Credential::load(
+            "--github-webhook-secret-file",
             gh.github_webhook_secret_file.as_deref(),
             gh.github_webhook_secret.as_deref(),
         )?;
-        let gitlab_secret = read_secret(
+        let gitlab_secret = Credential::load(
+            "--gitlab-webhook-secret-file",
             gl.gitlab_webhook_secret_file.as_deref(),
             gl.gitlab_webhook_secret.as_deref(),
         )?;
@@ -521,8 +525,8 @@ impl Http {
             // One teardown queue and one memory of deliveries for both providers.
             let (closed_tx, closed_rx) = mpsc::channel(1024);
             let seen = Arc::new(Mutex::new(webhook::SeenDeliveries::new(10_000)));
-            let state = |secret: String, provider| webhook::WebhookState {
-                secret: Arc::new(secret.into_bytes()),
+            let state = |secret: Credential, provider| webhook::WebhookState {
+                secret,
                 seen: seen.clone(),
                 closed: closed_tx.clone(),
                 metrics: metrics.clone(),
@@ -617,21 +621,4 @@ fn own_namespace() -> String {
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "default".into())
-}
-
-/// A secret from a file (preferred: it stays out of the process environment) or a value;
-/// trailing newlines are ignored, empty means unset.
-fn read_secret(
-    file: Option<&std::path::Path>,
-    value: Option<&str>,
-) -> anyhow::Result<Option<String>> {
-    let secret = match (file, value) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read {}", path.display()))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
-        (None, Some(value)) => value.to_string(),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(secret).filter(|s| !s.is_empty()))
 }

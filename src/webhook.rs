@@ -35,6 +35,7 @@ use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
 use crate::controller::policy;
+use crate::credential::Credential;
 use crate::metrics::{Metrics, WebhookResult};
 pub use crate::scm::ClosedPr;
 use crate::scm::{PrState, Provider, Scm, ScmError};
@@ -236,7 +237,8 @@ impl SeenDeliveries {
 /// What the webhook handler needs.
 #[derive(Clone)]
 pub struct WebhookState {
-    pub secret: Arc<Vec<u8>>,
+    /// Read per delivery, so a rotated secret file is checked against without a restart.
+    pub secret: Credential,
     pub seen: Arc<Mutex<SeenDeliveries>>,
     pub closed: mpsc::Sender<Teardown>,
     pub metrics: Arc<Metrics>,
@@ -255,7 +257,8 @@ async fn handle(
         state.metrics.webhook_delivery(result);
         (code, text)
     };
-    if !signature_valid(&state.secret, &body, header("x-hub-signature-256")) {
+    let secret = state.secret.current();
+    if !signature_valid(secret.as_bytes(), &body, header("x-hub-signature-256")) {
         return answer(
             WebhookResult::Unauthorized,
             StatusCode::UNAUTHORIZED,
@@ -368,7 +371,8 @@ async fn handle_gitlab(
         (code, text)
     };
     let token = header("x-gitlab-token").unwrap_or_default().as_bytes();
-    if token.is_empty() || !bool::from(token.ct_eq(state.secret.as_slice())) {
+    let secret = state.secret.current();
+    if token.is_empty() || !bool::from(token.ct_eq(secret.as_bytes())) {
         return answer(
             WebhookResult::Unauthorized,
             StatusCode::UNAUTHORIZED,

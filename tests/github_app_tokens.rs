@@ -30,7 +30,7 @@ async fn app() -> (Arc<GitHub>, StandIn) {
         api_url: url,
         credentials: Credentials::App {
             id: APP_ID,
-            private_key: private_pem.as_bytes().to_vec(),
+            private_key: private_pem.as_str().into(),
         },
     };
     let github = GitHub::new(&config, Arc::new(Metrics::new())).expect("a client");

@@ -555,7 +555,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
         api_url: url,
         credentials: Credentials::App {
             id: APP_ID,
-            private_key: private_pem.as_bytes().to_vec(),
+            private_key: private_pem.as_str().into(),
         },
     };
     let github = GitHub::new(&config, metrics()).expect("a client");

@@ -102,7 +102,7 @@ async fn check_runs_match_githubs_request_schemas() {
         api_url: url,
         credentials: Credentials::App {
             id: APP_ID,
-            private_key: private_pem.as_bytes().to_vec(),
+            private_key: private_pem.as_str().into(),
         },
     };
     post_all(GitHub::new(&config, Arc::new(Metrics::new())).expect("a client")).await;

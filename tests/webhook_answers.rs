@@ -10,6 +10,7 @@ use axum::body::Body;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use preview_operator::credential::Credential;
 use preview_operator::metrics::Metrics;
 use preview_operator::scm::Provider;
 use preview_operator::webhook::{self, SeenDeliveries, Teardown, WebhookState};
@@ -17,14 +18,15 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-const SECRET: &[u8] = b"It's a Secret to Everybody";
+const SECRET_TEXT: &str = "It's a Secret to Everybody";
+const SECRET: &[u8] = SECRET_TEXT.as_bytes();
 
 /// The routes of both providers, without credentials to confirm a close, and the queue of
 /// the teardowns they start.
 fn router() -> (axum::Router, mpsc::Receiver<Teardown>) {
     let (closed, queued) = mpsc::channel(1024);
     let state = || WebhookState {
-        secret: Arc::new(SECRET.to_vec()),
+        secret: Credential::fixed(SECRET_TEXT),
         seen: Arc::new(Mutex::new(SeenDeliveries::new(1024))),
         closed: closed.clone(),
         metrics: Arc::new(Metrics::new()),

@@ -8,6 +8,10 @@
 //! cloning an `Octocrab` copies its token cache into a new, empty-handed one, so a clone per
 //! call minted a fresh installation token for nearly every call (41 token requests for 43
 //! calls); shared, a token is minted once per installation until it nears expiry.
+//!
+//! The token or the App key comes from a [`Credential`] that follows its file: when it
+//! changes, the clients are built again (a new key signs new JWTs, so the installation clients
+//! and their tokens minted with the old key are dropped too).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +22,7 @@ use octocrab::Octocrab;
 use octocrab::models::{AppId, InstallationId};
 use serde::Deserialize;
 
+use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::scm::{Answer, Me, Provider, ScmError, TIMEOUT};
 use crate::sync::lock;
@@ -30,9 +35,18 @@ const INSTALLATION_TTL: Duration = Duration::from_secs(3600);
 #[derive(Clone)]
 pub enum Credentials {
     /// A token (personal, or an App's installation token handed in from outside).
-    Token(String),
+    Token(Credential),
     /// A GitHub App: its id and its private key (PEM).
-    App { id: u64, private_key: Vec<u8> },
+    App { id: u64, private_key: Credential },
+}
+
+impl Credentials {
+    fn credential(&self) -> &Credential {
+        match self {
+            Credentials::Token(token) => token,
+            Credentials::App { private_key, .. } => private_key,
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -54,17 +68,31 @@ pub struct GitHubConfig {
 
 /// A GitHub client shared by the poster, the comment writer, the check runs and the resync.
 pub struct GitHub {
-    /// Authenticated as the token, or as the App itself (JWT) with an App.
-    root: Arc<Octocrab>,
+    config: GitHubConfig,
     /// The App's id, with an App.
     app: Option<u64>,
-    /// Who the operator is, once asked.
-    me: tokio::sync::OnceCell<Me>,
+    /// The clients of the credential's last working version.
+    session: Mutex<Current>,
     /// With an App: each repository's installation, and when it was looked up.
     installations: Mutex<HashMap<String, (InstallationId, Instant)>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The clients in use, and the credential's version last looked at (newer than theirs when
+/// that version did not work: it is not tried again).
+struct Current {
+    seen: u64,
+    session: Arc<Session>,
+}
+
+/// What is built from one version of the credential, and dropped with it.
+struct Session {
+    /// Authenticated as the token, or as the App itself (JWT) with an App.
+    root: Arc<Octocrab>,
+    /// Who the operator is, once asked (a new token may be someone else's).
+    me: tokio::sync::OnceCell<Me>,
     /// With an App: one client per installation, whose token cache every call shares.
     clients: Mutex<HashMap<InstallationId, Arc<Octocrab>>>,
-    metrics: Arc<Metrics>,
 }
 
 #[derive(Deserialize)]
@@ -79,35 +107,51 @@ struct User {
 
 impl GitHub {
     pub fn new(config: &GitHubConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<GitHub>> {
-        let builder = Octocrab::builder()
-            .base_uri(config.api_url.trim_end_matches('/'))?
-            .set_connect_timeout(Some(Duration::from_secs(5)))
-            .set_read_timeout(Some(TIMEOUT))
-            .add_header(
-                http::header::ACCEPT,
-                "application/vnd.github+json".to_string(),
-            )
-            .add_header(
-                http::HeaderName::from_static("x-github-api-version"),
-                "2022-11-28".to_string(),
-            );
-        let (root, app) = match &config.credentials {
-            Credentials::Token(token) => (builder.personal_token(token.clone()).build()?, None),
-            Credentials::App { id, private_key } => {
-                let key = octocrab::EncodingKey::from_rsa_pem(private_key).map_err(|e| {
-                    anyhow::anyhow!("the GitHub App private key is not an RSA key in PEM: {e}")
-                })?;
-                (builder.app(AppId(*id), key).build()?, Some(*id))
-            }
+        let credential = config.credentials.credential().versioned();
+        let seen = credential.version;
+        let session = Arc::new(Session::new(config, &credential.value)?);
+        let app = match config.credentials {
+            Credentials::App { id, .. } => Some(id),
+            Credentials::Token(_) => None,
         };
         Ok(Arc::new(GitHub {
-            root: Arc::new(root),
+            config: config.clone(),
             app,
-            me: tokio::sync::OnceCell::new(),
+            session: Mutex::new(Current { seen, session }),
             installations: Mutex::new(HashMap::new()),
-            clients: Mutex::new(HashMap::new()),
             metrics,
         }))
+    }
+
+    /// The clients of the credential as it is now: built again when it changed. A new value
+    /// that does not work (not a key) is warned about once and the last clients are kept.
+    fn session(&self) -> Arc<Session> {
+        let credential = self.config.credentials.credential().versioned();
+        let version = credential.version;
+        {
+            let current = lock(&self.session);
+            if current.seen >= version {
+                return Arc::clone(&current.session);
+            }
+        }
+        // Built outside the lock: other callers keep the last clients meanwhile.
+        let fresh = Session::new(&self.config, &credential.value);
+        let mut current = lock(&self.session);
+        // Another caller may have been first, with this version or a newer one.
+        if version > current.seen {
+            current.seen = version;
+            match fresh {
+                Ok(fresh) => {
+                    tracing::info!("GitHub credentials changed: clients built again");
+                    current.session = Arc::new(fresh);
+                }
+                Err(e) => tracing::warn!(
+                    error = %format!("{e:#}"),
+                    "the new GitHub credentials do not work; keeping the last ones"
+                ),
+            }
+        }
+        Arc::clone(&current.session)
     }
 
     /// Whether the operator is a GitHub App (and so may write check runs).
@@ -126,11 +170,13 @@ impl GitHub {
             return Ok(Me::App(id));
         }
         let what = "the token's user (GET /user)";
-        self.me
+        let session = self.session();
+        session
+            .me
             .get_or_try_init(|| async {
                 let answer = tokio::time::timeout(
                     TIMEOUT,
-                    self.send(&self.root, Method::GET, "/user", "user", None, what),
+                    self.send(&session.root, Method::GET, "/user", "user", None, what),
                 )
                 .await
                 .map_err(|_| {
@@ -181,8 +227,9 @@ impl GitHub {
     /// The client that acts for `repository`: the token's, or its installation's (one per
     /// installation, shared, so its cached token is too).
     async fn client_for(&self, repository: &str) -> Result<Arc<Octocrab>, ScmError> {
+        let session = self.session();
         if !self.is_app() {
-            return Ok(Arc::clone(&self.root));
+            return Ok(Arc::clone(&session.root));
         }
         let known = lock(&self.installations)
             .get(repository)
@@ -194,7 +241,14 @@ impl GitHub {
                 let what = format!("the App installation of {repository}");
                 let path = format!("/repos/{repository}/installation");
                 let installation: Installation = self
-                    .send(&self.root, Method::GET, &path, "installation", None, &what)
+                    .send(
+                        &session.root,
+                        Method::GET,
+                        &path,
+                        "installation",
+                        None,
+                        &what,
+                    )
                     .await?
                     .json(&what)?;
                 let id = InstallationId(installation.id);
@@ -208,11 +262,11 @@ impl GitHub {
                 id
             }
         };
-        let mut clients = lock(&self.clients);
+        let mut clients = lock(&session.clients);
         if let Some(crab) = clients.get(&id) {
             return Ok(Arc::clone(crab));
         }
-        let crab = self
+        let crab = session
             .root
             .installation(id)
             .map_err(|e| ScmError::Unreachable {
@@ -273,6 +327,40 @@ impl GitHub {
             provider: Provider::Github,
             what: what.to_string(),
             message,
+        })
+    }
+}
+
+impl Session {
+    /// The root client of `secret` (a token, or the App's key), with no installation
+    /// clients yet.
+    fn new(config: &GitHubConfig, secret: &str) -> anyhow::Result<Session> {
+        let builder = Octocrab::builder()
+            .base_uri(config.api_url.trim_end_matches('/'))?
+            .set_connect_timeout(Some(Duration::from_secs(5)))
+            .set_read_timeout(Some(TIMEOUT))
+            .add_header(
+                http::header::ACCEPT,
+                "application/vnd.github+json".to_string(),
+            )
+            .add_header(
+                http::HeaderName::from_static("x-github-api-version"),
+                "2022-11-28".to_string(),
+            );
+        let root = match &config.credentials {
+            Credentials::Token(_) => builder.personal_token(secret.to_string()),
+            Credentials::App { id, .. } => {
+                let key = octocrab::EncodingKey::from_rsa_pem(secret.as_bytes()).map_err(|e| {
+                    anyhow::anyhow!("the GitHub App private key is not an RSA key in PEM: {e}")
+                })?;
+                builder.app(AppId(*id), key)
+            }
+        }
+        .build()?;
+        Ok(Session {
+            root: Arc::new(root),
+            me: tokio::sync::OnceCell::new(),
+            clients: Mutex::new(HashMap::new()),
         })
     }
 }

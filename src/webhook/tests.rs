@@ -158,7 +158,7 @@ fn an_unconfirmed_close_matches_only_previews_at_its_head() {
 fn webhook_state(confirms: bool) -> (WebhookState, mpsc::Receiver<Teardown>) {
     let (closed, queued) = mpsc::channel(4);
     let state = WebhookState {
-        secret: Arc::new(b"s".to_vec()),
+        secret: Credential::fixed("s"),
         seen: Arc::new(Mutex::new(SeenDeliveries::new(4))),
         closed,
         metrics: Arc::new(Metrics::new()),
