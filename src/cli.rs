@@ -328,6 +328,12 @@ pub struct ControllerArgs {
     )]
     pub max_concurrent_rollouts: usize,
 
+    /// Do not write the status of PreviewClasses (their missing Secrets, tenants and the
+    /// previews served). For a release sharded with `--selector` beside another that writes
+    /// it: each counts only the previews it reconciles.
+    #[arg(long, env = "PREVIEW_OPERATOR_NO_CLASS_STATUS")]
+    pub no_class_status: bool,
+
     /// How often managed namespaces whose PreviewEnvironment is gone are deleted.
     #[arg(long, env = "PREVIEW_OPERATOR_ORPHAN_SWEEP_INTERVAL", default_value = "5m", value_parser = duration_arg)]
     pub orphan_sweep_interval: Duration,

@@ -15,6 +15,7 @@ pub mod apply;
 pub mod build;
 pub mod cached;
 pub mod children;
+pub mod classes;
 pub mod commit;
 pub mod context;
 pub mod copies;
@@ -268,6 +269,7 @@ fn fleet(ctx: &Context, plan: &Plan<'_>, missing_secrets: Vec<String>) -> Fleet 
         ),
         queued: None,
         missing_secrets,
+        changing: false,
         class: plan.policy.class.clone(),
         template: pe.spec.template_ref.as_ref().map(|t| t.name.clone()),
         limit: ctx.rollouts.limit(),
@@ -283,11 +285,9 @@ fn take_turn(
     env: &mut build::Environment,
     fleet: &mut Fleet,
 ) {
-    if fleet.cause.is_none() || preview.asleep {
-        return;
-    }
     let changed = rollouts::changed(env, &ctx.stores);
-    if changed.is_empty() {
+    fleet.changing = !changed.is_empty();
+    if fleet.cause.is_none() || preview.asleep || changed.is_empty() {
         return;
     }
     let key = ObjectRef::from_obj(plan.pe);
@@ -452,11 +452,13 @@ pub struct Streams {
     pub triggers: BoxStream<'static, ObjectRef<PreviewEnvironment>>,
 }
 
-/// Runs the controller until shutdown (SIGTERM/SIGINT), finishing in-flight reconciles.
-/// Only the leader reconciles; followers keep their caches warm.
+/// Runs the controller until shutdown (SIGTERM/SIGINT), finishing in-flight reconciles for
+/// at most [`SHUTDOWN_GRACE`]. Only the leader reconciles; followers keep their caches warm.
 pub async fn run(ctx: Arc<Context>, streams: Streams, workers: u16) {
     info!("controller started");
-    Controller::for_stream(streams.previews, ctx.stores.previews.clone())
+    let signal = futures::FutureExt::shared(Box::pin(shutdown_signal()));
+    let synced = ctx.synced.clone();
+    let controller = Controller::for_stream(streams.previews, ctx.stores.previews.clone())
         // A short trailing debounce folds the burst of child events of a rollout (each
         // replica, each status update) into one reconcile, and so one status write.
         .with_config(
@@ -466,15 +468,53 @@ pub async fn run(ctx: Arc<Context>, streams: Streams, workers: u16) {
         )
         .reconcile_on(streams.triggers)
         .reconcile_all_on(on_leadership(ctx.leader.clone()))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(signal.clone())
         .run(reconcile_as_leader, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 debug!(%error, "controller event");
             }
-        })
-        .await;
-    info!("controller stopped");
+        });
+    // kube's controller waits for its caches before it ends, however long that takes; with
+    // caches that never fill (missing permissions) a SIGTERM would be ignored until the
+    // kubelet kills the pod. Nothing runs before they fill, so nothing is cut short.
+    let deadline = async {
+        signal.await;
+        let grace = if *synced.borrow() {
+            SHUTDOWN_GRACE
+        } else {
+            Duration::ZERO
+        };
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        () = controller => info!("controller stopped"),
+        () = deadline => warn!("controller stopped before its reconciles finished (caches not synced, or still busy after the grace period)"),
+    }
+}
+
+/// Longest a shutdown waits for reconciles in flight: well within the pod's default
+/// termination grace period (30 s), leaving time for Events and the lease.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the operator");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    info!("shutdown requested");
 }
 
 /// The leader gate: followers never write; winning the lease reconciles everything

@@ -10,16 +10,17 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::api::PreviewEnvironment;
+use crate::api::class::{DEFAULT_CLASS, PreviewClass};
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::config::{Config, LogReader};
 use crate::controller::children::Stores;
@@ -46,7 +47,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let client = client(&metrics).await?;
     let instance = instance_name();
-    info!(?config, workers = args.controller.workers, %instance, "starting preview-operator");
+    // The policy previews run under is their PreviewClass's (logged once the caches are
+    // filled); the flags only hold the defaults a class overrides.
+    info!(
+        workers = args.controller.workers,
+        max_concurrent_rollouts = args.controller.max_concurrent_rollouts,
+        selector = args.controller.selector.as_deref().unwrap_or("(all)"),
+        %instance,
+        "starting preview-operator"
+    );
+    debug!(?config, "defaults a PreviewClass overrides");
     check_selector(&client, args.controller.selector.as_deref()).await?;
     let election = elect(&client, &args, &instance).await?;
     let (posted_tx, posted_rx) = mpsc::unbounded_channel();
@@ -281,9 +291,11 @@ impl Background {
             scm,
         } = self;
         let mut tasks = JoinSet::new();
+        let classes = ctx.stores.classes.clone();
         tasks.spawn(async move {
             if caches_synced.await {
                 info!("caches synced");
+                log_classes(&classes);
                 let _ = synced_tx.send(true);
             }
         });
@@ -295,6 +307,9 @@ impl Background {
         tasks.spawn(prune_sources(ctx.clone()));
         tasks.spawn(serve_wake(wake_listener, ctx.clone()));
         tasks.spawn(account_costs(ctx.clone()));
+        if !args.controller.no_class_status {
+            tasks.spawn(controller::classes::run(ctx.clone()));
+        }
         let interval = args.github.scm_resync_interval;
         tasks.spawn(controller::resync::run(ctx.clone(), scm, interval));
         tasks.spawn(teardown::run_sweeper(
@@ -307,6 +322,27 @@ impl Background {
         ));
         tasks
     }
+}
+
+/// Says which classes serve previews, the default first: what applies, unlike the flags'
+/// defaults. No default class means previews naming none are refused.
+fn log_classes(classes: &kube::runtime::reflector::Store<PreviewClass>) {
+    let all = classes.state();
+    let default = all.iter().find(|c| {
+        c.annotations()
+            .get(DEFAULT_CLASS)
+            .is_some_and(|v| v == "true")
+    });
+    match default {
+        Some(class) => {
+            info!(class = %class.name_any(), ttl = ?class.spec.ttl, tenants = class.spec.tenants.len(), "default PreviewClass")
+        }
+        None => warn!(
+            "no default PreviewClass: previews that name no class are refused (NoPreviewClass)"
+        ),
+    }
+    let names: Vec<String> = all.iter().map(|c| c.name_any()).collect();
+    info!(classes = ?names, "PreviewClasses");
 }
 
 /// A freed queue slot wakes the previews waiting for it, like a child's change; so does a

@@ -78,6 +78,49 @@ fn posted(stand_in: &GitHub) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Waits until class `name` has Ready=`status`; its (status, reason, message).
+async fn class_ready(
+    classes: &Api<PreviewClass>,
+    name: &str,
+    status: &str,
+) -> (String, String, String) {
+    wait_for(
+        &format!("class {name} to have Ready={status}"),
+        READY,
+        || async {
+            let class = classes.get(name).await.map_err(|e| e.to_string())?;
+            let ready = (class.status.iter())
+                .flat_map(|s| s.conditions.iter())
+                .find(|c| c.type_ == "Ready")
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+            ready
+                .filter(|r| r.0 == status)
+                .ok_or(format!("{:?}", class.status))
+        },
+    )
+    .await
+}
+
+/// Waits until `name`'s test ran again for `reason`, passed, and the preview is up to date.
+async fn rerun_for(t: &Tenant, name: &str, reason: &str) {
+    wait_for(
+        &format!("{name}'s tests to run again ({reason})"),
+        READY,
+        || async {
+            let pe = t.api.get(name).await.map_err(|e| e.to_string())?;
+            let status = pe.status.clone().unwrap_or_default();
+            let test = status.tests.first().cloned().ok_or("no tests yet")?;
+            let up_to_date = condition(&pe, "UpToDate");
+            (test.reason.as_deref() == Some(reason)
+                && test.phase == preview_operator::api::TestPhase::Succeeded
+                && up_to_date.0 == "True")
+                .then_some(())
+                .ok_or(format!("{test:?}, UpToDate {up_to_date:?}"))
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]
 async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview() {
@@ -102,6 +145,8 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
             &format!("preview.dev/shard={shard}"),
             "--max-concurrent-rollouts",
             "1",
+            // The class's status is the running operator's to write (it sees every class).
+            "--no-class-status",
             "--github-api-url",
             &url,
         ],
@@ -181,6 +226,38 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
         statuses_before,
         "nothing is posted to the PRs"
     );
+    // The class says it, for the platform team: in its status, its printer columns, an Event.
+    let class = class_ready(&classes, &class_name, "False").await;
+    assert_eq!(class.1, "ClassNotReady");
+    assert!(
+        class.2.contains(&secret_name) && class.2.contains(&platform),
+        "{class:?}"
+    );
+    let (ok, out, err) = common::kubectl(&["get", "previewclass", &class_name]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("TENANTS") && out.contains("PREVIEWS") && out.contains("READY"),
+        "{out}"
+    );
+    assert!(out.contains(&shard) && out.contains("False"), "{out}");
+    wait_for("a ClassNotReady Event on the class", READY, || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(client.clone(), "default");
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("ClassNotReady")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some(class_name.as_str())
+            })
+            .map(|_| ())
+            .ok_or("no Event yet".to_string())
+    })
+    .await;
 
     // The Secret appears: the change rolls out, one preview at a time.
     let source: Secret = serde_json::from_value(json!({
@@ -195,11 +272,12 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
         .await
         .expect("create the Secret");
     for name in PREVIEWS {
-        await_condition(&t.api, name, "UpToDate", "True", Some("UpToDate"), READY).await;
+        rerun_for(&t, name, "ClassChanged").await;
         await_ready(&t.api, name, READY).await;
         let ns = t.preview_ns(name);
         assert_eq!(pull_secrets(&client, &ns).await, vec![secret_name.clone()]);
     }
+    class_ready(&classes, &class_name, "True").await;
     // Each preview's tests ran again for the class change; its setup Job did not.
     let mut reruns = Vec::new();
     for name in PREVIEWS {
@@ -263,25 +341,7 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
     edited["services"][0]["env"][0]["value"] = json!("b");
     t.set_template("app", edited).await;
     for name in PREVIEWS {
-        wait_for(
-            &format!("{name}'s tests to run again for the template"),
-            READY,
-            || async {
-                let pe = t.api.get(name).await.map_err(|e| e.to_string())?;
-                let status = pe.status.clone().unwrap_or_default();
-                let test = status.tests.first().cloned().ok_or("no tests yet")?;
-                let up_to_date = condition(&pe, "UpToDate").0 == "True";
-                (test.reason.as_deref() == Some("TemplateChanged")
-                    && test.phase == preview_operator::api::TestPhase::Succeeded
-                    && up_to_date)
-                    .then_some(())
-                    .ok_or(format!(
-                        "{test:?}, UpToDate {:?}",
-                        condition(&pe, "UpToDate")
-                    ))
-            },
-        )
-        .await;
+        rerun_for(&t, name, "TemplateChanged").await;
         let setup = jobs(&client, &t.preview_ns(name)).await;
         let migrate = setup
             .values()

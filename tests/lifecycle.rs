@@ -907,5 +907,17 @@ async fn a_class_pull_secret_is_copied_kept_in_sync_and_named_by_the_pods() {
         message.contains(&secret_name) && message.contains(&platform),
         "{message}"
     );
+    // The class counts the preview it serves and names its problem.
+    let classes = Api::<preview_operator::api::class::PreviewClass>::all(s.client.clone());
+    let class_name = format!("pull-{}", s.namespace.name);
+    wait_for("the class status to count its preview", READY, || async {
+        let class = classes.get(&class_name).await.map_err(|e| e.to_string())?;
+        let status = class.status.clone().unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        (status.previews == 1 && ready.is_some_and(|c| c.reason == "ClassNotReady"))
+            .then_some(())
+            .ok_or(format!("{status:?}"))
+    })
+    .await;
     s.delete_and_wait("again").await;
 }

@@ -351,3 +351,61 @@ async fn a_flooded_webhook_port_cannot_fail_the_probes_or_hold_connections() {
     )
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn sigterm_stops_an_operator_whose_caches_never_fill_in_time() {
+    require_operator();
+    // The chart's kubeconfig, impersonating a ServiceAccount that may do nothing: every
+    // watch is refused, so the caches never fill.
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(rig_var("PREVIEW_OPERATOR_KUBECONFIG")).expect("kubeconfig"),
+    )
+    .expect("the rig's kubeconfig is JSON");
+    for user in config["users"].as_array_mut().expect("users") {
+        user["user"]["as"] = json!("system:serviceaccount:default:may-do-nothing");
+        user["user"]["as-groups"] = json!(["system:authenticated"]);
+    }
+    let path = std::env::temp_dir().join(format!("no-rights-{}.kubeconfig", std::process::id()));
+    std::fs::write(&path, config.to_string()).expect("write the kubeconfig");
+    let mut operator = Operator::start(
+        &["--selector", "preview.dev/shard=nobody"],
+        &[("KUBECONFIG", &path.to_string_lossy())],
+    );
+    // Up: its metrics answer (the controller starts right after).
+    wait_for(
+        "the operator to serve metrics",
+        Duration::from_secs(60),
+        || async {
+            operator
+                .leads()
+                .await
+                .map(|_| ())
+                .ok_or("not up".to_string())
+        },
+    )
+    .await;
+    let pid = operator.child.id().to_string();
+    let sent = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exited = wait_for(
+        "the operator to exit after SIGTERM",
+        Duration::from_secs(20),
+        || {
+            let done = operator.child.try_wait().ok().flatten();
+            async move { done.ok_or("still running".to_string()) }
+        },
+    )
+    .await;
+    let took = sent.elapsed();
+    common::record(&format!("shutdown with unsynced caches took {took:?}"));
+    assert!(
+        took < Duration::from_secs(10),
+        "SIGTERM took {took:?} to stop an operator with unsynced caches"
+    );
+    assert!(exited.code().is_some(), "it exited by itself: {exited:?}");
+}

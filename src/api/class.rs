@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Annotation marking the class that serves previews naming none.
@@ -23,7 +24,29 @@ pub const DEFAULT_EXISTING_PER_NAMESPACE: usize = 50;
 /// The largest PersistentVolumeClaim a dependency may ask for when the class sets no maximum.
 pub const DEFAULT_MAX_CLAIM_SIZE: &str = "10Gi";
 
+/// What the operator says about a class (written by `controller::classes`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewClassStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// PreviewEnvironments the class serves now (those naming it, and, for the default
+    /// class, those naming none).
+    #[serde(default)]
+    pub previews: u32,
+    /// The tenant namespaces it binds, the first few.
+    #[serde(default)]
+    pub tenants: String,
+    /// `Ready`: every Secret it names exists (`ClassNotReady` names the missing ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
 /// Policy for the previews of the tenants it lists.
+// clippy reads repeated `type_ = "string"` inside the printcolumn(...) lists as duplicated
+// attributes; they are separate columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "preview.dev",
@@ -34,6 +57,20 @@ pub const DEFAULT_MAX_CLAIM_SIZE: &str = "10Gi";
     derive = "PartialEq",
     derive = "Default",
     doc = "Policy for previews: which tenant namespaces may preview which repositories, and their limits.",
+    status = "PreviewClassStatus",
+    printcolumn(
+        name = "Default",
+        type_ = "string",
+        json_path = ".metadata.annotations.preview\\.dev/is-default-class"
+    ),
+    printcolumn(name = "Tenants", type_ = "string", json_path = ".status.tenants"),
+    printcolumn(name = "TTL", type_ = "string", json_path = ".spec.ttl.default"),
+    printcolumn(name = "Previews", type_ = "integer", json_path = ".status.previews"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

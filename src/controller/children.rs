@@ -205,9 +205,42 @@ impl Builder {
     }
 
     /// Every PreviewClass. A change of one re-evaluates every preview: which class serves a
-    /// preview can change with it (the default annotation), and class changes are rare.
+    /// preview can change with it (the default annotation), and class changes are rare. A
+    /// change of a class's status (its own, written every few seconds while previews come
+    /// and go, `classes`) wakes nothing.
     fn classes(&mut self, previews: Store<PreviewEnvironment>) -> Store<PreviewClass> {
-        self.waking_all(Api::all(self.client.clone()), previews)
+        let (reader, writer) = reflector::store();
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let stream = reflector(
+            writer,
+            watcher(
+                Api::<PreviewClass>::all(self.client.clone()),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(|o| o.managed_fields_mut().clear()),
+        )
+        .default_backoff()
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
+                    let policy = class_policy(&c);
+                    seen.insert(c.name_any(), policy) != Some(policy)
+                }
+                Ok(watcher::Event::Delete(c)) => seen.remove(&c.name_any()).is_some(),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => false,
+                Err(error) => ok_or_warn::<PreviewClass>(Err(error)).is_some(),
+            };
+            async move { changed.then_some(()) }
+        })
+        .flat_map(move |()| {
+            let all: Vec<_> = (previews.state().iter())
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect();
+            futures::stream::iter(all)
+        });
+        self.triggers.push(stream.boxed());
+        self.synced.push(wait_until_ready(reader.clone()));
+        reader
     }
 
     /// Every PreviewTemplate. A change re-renders the previews of its namespace that name it.
@@ -344,6 +377,16 @@ impl Builder {
 
 /// A watch error is retried with backoff by the stream itself; say so where an operator
 /// looks: a watch that keeps failing (CRD missing, RBAC denied) keeps `/readyz` at 503.
+/// What of a class its previews depend on: its spec (the generation) and its annotations
+/// (which class is the default), not its status.
+fn class_policy(class: &PreviewClass) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    class.metadata.generation.hash(&mut hasher);
+    class.annotations().hash(&mut hasher);
+    hasher.finish()
+}
+
 fn ok_or_warn<K>(event: Result<K, watcher::Error>) -> Option<K> {
     match event {
         Ok(object) => Some(object),
@@ -397,8 +440,17 @@ const CACHED_LABELS: [&str; 6] = [
     naming::PART_OF,
     SHA,
 ];
-/// The annotations of cached children that the operator reads.
-const CACHED_ANNOTATIONS: [&str; 3] = [OWNER_REF, APPLIED_HASH, naming::HOST];
+/// The annotations of cached children that the operator reads: the fleet-change marks
+/// among them (`rollouts`, `jobs`) are short fingerprints.
+const CACHED_ANNOTATIONS: [&str; 7] = [
+    OWNER_REF,
+    APPLIED_HASH,
+    naming::HOST,
+    naming::POD_TEMPLATE,
+    naming::RUN_SPEC,
+    naming::TESTED,
+    naming::RUN_REASON,
+];
 
 /// Keeps nothing extra.
 fn keep_all<K>(_: &mut K) {}

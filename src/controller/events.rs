@@ -145,7 +145,7 @@ impl Events {
                     let client = client.clone();
                     let reporter = reporter.clone();
                     async move {
-                        let namespace = note.regarding.namespace.clone().unwrap_or_default();
+                        let namespace = event_namespace(&note.regarding).to_string();
                         let event = render(&note, &reporter, Timestamp::now());
                         let api: Api<Event> = Api::namespaced(client, &namespace);
                         if let Err(error) = api.create(&PostParams::default(), &event).await {
@@ -166,6 +166,12 @@ impl Events {
     }
 }
 
+/// Where an Event about `regarding` lives: its namespace, and `default` for a cluster-scoped
+/// object (a PreviewClass), where `kubectl describe` looks for it.
+fn event_namespace(regarding: &ObjectReference) -> &str {
+    regarding.namespace.as_deref().unwrap_or("default")
+}
+
 /// The Event object for `note` at `now`. Its name is the object's name and the time in
 /// nanoseconds, as client-go names Events, so two Events never collide.
 pub fn render(note: &Note, reporter: &Reporter, now: Timestamp) -> Event {
@@ -173,7 +179,7 @@ pub fn render(note: &Note, reporter: &Reporter, now: Timestamp) -> Event {
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{name}.{:x}", now.as_nanosecond())),
-            namespace: note.regarding.namespace.clone(),
+            namespace: Some(event_namespace(&note.regarding).to_string()),
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),

@@ -207,6 +207,8 @@ pub struct Fleet {
     pub queued: Option<usize>,
     /// Secrets its class names that do not exist (left out until they do).
     pub missing_secrets: Vec<String>,
+    /// Whether this reconcile changes workloads (or the cache does not show the change yet).
+    pub changing: bool,
     /// The class and template, for messages.
     pub class: Option<String>,
     pub template: Option<String>,
@@ -219,7 +221,11 @@ impl Fleet {
     pub fn rolled_out(&self, observed: &Observed) -> bool {
         let unfinished =
             |phase: TestPhase| matches!(phase, TestPhase::Pending | TestPhase::Running);
+        // What this pass observed is from before its own change: not rolled out yet. A class
+        // whose Secret is missing has not been rolled out whole either; its creation will.
         self.queued.is_none()
+            && !self.changing
+            && self.missing_secrets.is_empty()
             && observed.all_available()
             && !(observed.tests.iter()).any(|t| unfinished(t.status.phase))
             && (observed.setup.iter()).all(|s| s.status.phase == TestPhase::Succeeded)

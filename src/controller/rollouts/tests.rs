@@ -152,6 +152,7 @@ fn fleet(cause: Option<Reason>, queued: Option<usize>) -> Fleet {
         cause,
         queued,
         missing_secrets: Vec::new(),
+        changing: false,
         class: Some("standard".into()),
         template: Some("shop".into()),
         limit: 10,
@@ -168,6 +169,19 @@ fn a_change_is_rolled_out_once_the_services_are_available_and_the_tests_finished
     assert!(!f.rolled_out(&observed(true, TestPhase::Pending)));
     let waiting = fleet(Some(Reason::ClassChanged), Some(3));
     assert!(!waiting.rolled_out(&observed(true, TestPhase::Succeeded)));
+    let applying = Fleet {
+        changing: true,
+        ..fleet(Some(Reason::ClassChanged), None)
+    };
+    assert!(
+        !applying.rolled_out(&observed(true, TestPhase::Succeeded)),
+        "what a pass that changes workloads observed is from before the change"
+    );
+    let missing = Fleet {
+        missing_secrets: vec!["ops/registry".into()],
+        ..fleet(None, None)
+    };
+    assert!(!missing.rolled_out(&observed(true, TestPhase::Succeeded)));
 }
 
 #[test]
