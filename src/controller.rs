@@ -210,7 +210,7 @@ enum Rollout {
 async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Result<Rollout, Error> {
     let copies = match secrets::wanted(ctx, preview, &plan.rendered, &plan.policy.config).await? {
         Copied::Ready(copies) => copies,
-        Copied::Closed(gate) => return Ok(Rollout::Closed(gate)),
+        Copied::Closed(gate) => return Ok(keep_running(ctx, plan, preview, gate).await),
         Copied::Waiting => return Ok(Rollout::Waiting),
     };
     let config = secrets::without_missing(&plan.policy.config, &copies.missing);
@@ -256,6 +256,30 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
     Ok(Rollout::Done(children.observed, fleet))
 }
 
+/// A template edit whose sources cannot be copied (a Secret it names is missing or not
+/// readable) leaves a running preview as it runs, saying why it was not updated
+/// (`UpToDate=False`); only a preview that has not settled on its own spec yet is failed for it.
+async fn keep_running(
+    ctx: &Context,
+    plan: &Plan<'_>,
+    preview: &Preview<'_>,
+    gate: Gate,
+) -> Rollout {
+    let mut fleet = fleet(ctx, plan, Vec::new());
+    let Gate::Blocked { reason, message } = &gate else {
+        return Rollout::Closed(gate);
+    };
+    if fleet.cause != Some(Reason::TemplateChanged) || preview.asleep {
+        return Rollout::Closed(gate);
+    }
+    fleet.blocked = Some((*reason, message.clone()));
+    let logs = read_logs(ctx, preview).await;
+    Rollout::Done(
+        observe::children(&ctx.stores, preview, &logs).observed,
+        fleet,
+    )
+}
+
 /// Where the preview stands with the changes of its class and template, before its turn.
 fn fleet(ctx: &Context, plan: &Plan<'_>, missing_secrets: Vec<String>) -> Fleet {
     let pe = plan.pe;
@@ -270,6 +294,7 @@ fn fleet(ctx: &Context, plan: &Plan<'_>, missing_secrets: Vec<String>) -> Fleet 
         queued: None,
         missing_secrets,
         changing: false,
+        blocked: None,
         class: plan.policy.class.clone(),
         template: pe.spec.template_ref.as_ref().map(|t| t.name.clone()),
         limit: ctx.rollouts.limit(),

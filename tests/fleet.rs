@@ -354,6 +354,26 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
         assert_eq!(migrate.uid(), old.uid(), "{name}: setup did not run again");
     }
 
+    // A template edit naming a Secret the team has not created fails no running preview: it
+    // keeps running what it ran and says why it was not updated.
+    let mut broken = template();
+    broken["services"][0]["env"][0]["value"] = json!("b");
+    broken["secrets"] = json!([{"name": "not-created-yet"}]);
+    t.set_template("app", broken).await;
+    for name in PREVIEWS {
+        let pe = await_condition(
+            &t.api,
+            name,
+            "UpToDate",
+            "False",
+            Some("SecretNotReadable"),
+            READY,
+        )
+        .await;
+        assert_eq!(condition(&pe, "Ready").0, "True", "{name} stays Ready");
+        assert!(condition(&pe, "UpToDate").2.contains("not-created-yet"));
+    }
+
     for name in PREVIEWS {
         let _ = t.api.delete(name, &DeleteParams::default()).await;
     }

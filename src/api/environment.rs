@@ -178,6 +178,14 @@ impl Provider {
             Provider::Gitlab => "gitlab",
         }
     }
+
+    /// The provider's name as people write it, for messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::Github => "GitHub",
+            Provider::Gitlab => "GitLab",
+        }
+    }
 }
 
 impl PreviewEnvironmentSpec {

@@ -170,11 +170,12 @@ reasons! {
     /// To do: the message names the other preview; rename the service or delete the other
     /// preview. This one rolls out once the host is free.
     HostConflict,
-    /// A Secret or ConfigMap the preview needs cannot be read where the operator copies it
-    /// from: it does not exist in the team's namespace (or, for the class's pull and TLS
-    /// Secrets, the platform's), or the team's namespace has not opted in.
+    /// A Secret or ConfigMap the preview's template declares cannot be read where the
+    /// operator copies it from: it does not exist in the team's namespace, or the namespace has
+    /// not opted in. A preview that was running when its template changed keeps running what
+    /// it ran and says so on `UpToDate` instead. (A class's missing Secret is `ClassNotReady`.)
     ///
-    /// On: `Available`, `TestsSucceeded`, `Ready`; on `Admitted` too for the class's Secrets.
+    /// On: `Available`, `TestsSucceeded`, `Ready`; `UpToDate` (False) of a running preview.
     ///
     /// To do: the message says which object and the RoleBinding to create; create them.
     SecretNotReadable,

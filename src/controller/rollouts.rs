@@ -209,6 +209,9 @@ pub struct Fleet {
     pub missing_secrets: Vec<String>,
     /// Whether this reconcile changes workloads (or the cache does not show the change yet).
     pub changing: bool,
+    /// Why the change cannot be rolled out at all (a Secret the template names cannot be
+    /// read): the preview keeps running what it ran.
+    pub blocked: Option<(Reason, String)>,
     /// The class and template, for messages.
     pub class: Option<String>,
     pub template: Option<String>,
@@ -224,6 +227,7 @@ impl Fleet {
         // What this pass observed is from before its own change: not rolled out yet. A class
         // whose Secret is missing has not been rolled out whole either; its creation will.
         self.queued.is_none()
+            && self.blocked.is_none()
             && !self.changing
             && self.missing_secrets.is_empty()
             && observed.all_available()
@@ -234,6 +238,16 @@ impl Fleet {
     /// PURE: the `UpToDate` condition.
     pub fn up_to_date(&self, rolled_out: bool) -> Verdict {
         let class = self.class.as_deref().unwrap_or("(none)");
+        if let Some((reason, message)) = &self.blocked {
+            return Verdict::no(
+                *reason,
+                format!(
+                    "the change of PreviewTemplate {} is not rolled out: {message}; the preview \
+                     keeps running what it ran",
+                    self.template.as_deref().unwrap_or_default()
+                ),
+            );
+        }
         if !self.missing_secrets.is_empty() {
             return Verdict::no(
                 Reason::ClassNotReady,

@@ -44,7 +44,7 @@ pub struct Context<'a> {
     pub class: Option<String>,
     /// Awake or asleep, and the activity the idle time counts from.
     pub sleep: SleepStatus,
-    /// Whether the last resync could ask GitHub about the repository (none: never asked).
+    /// Whether the last resync could ask the provider about the repository (none: never asked).
     pub scm: Option<Result<(), String>>,
     /// Of a preview that rolled out: its `UpToDate` verdict and the class and template
     /// generations it has rolled out (`rollouts`).
@@ -276,14 +276,15 @@ pub fn compute(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStat
         .conditions
         .retain(|c| c.type_ != condition::SCM_REACHABLE);
     if let Some(scm) = &ctx.scm {
+        let provider = ctx.spec.provider().title();
         let verdict = match scm {
             Ok(()) => Verdict::yes(
                 Reason::ScmReachable,
-                "the resync could ask GitHub about this repository".to_string(),
+                format!("the resync could ask {provider} about this repository"),
             ),
             Err(why) => Verdict::no(
                 Reason::ScmUnreachable,
-                format!("{why}; nothing is deleted until GitHub answers again"),
+                format!("{why}; nothing is deleted until {provider} answers again"),
             ),
         };
         status

@@ -153,6 +153,7 @@ fn fleet(cause: Option<Reason>, queued: Option<usize>) -> Fleet {
         queued,
         missing_secrets: Vec::new(),
         changing: false,
+        blocked: None,
         class: Some("standard".into()),
         template: Some("shop".into()),
         limit: 10,
@@ -203,6 +204,21 @@ fn up_to_date_says_what_waits_and_why() {
     assert!(rolling.message.contains("PreviewClass standard"));
     let done = fleet(Some(Reason::ClassChanged), None).up_to_date(true);
     assert_eq!(done.reason, Reason::UpToDate);
+    let blocked = Fleet {
+        blocked: Some((
+            Reason::SecretNotReadable,
+            "Secret shop-db is missing".into(),
+        )),
+        ..fleet(Some(Reason::TemplateChanged), None)
+    };
+    let verdict = blocked.up_to_date(false);
+    assert_eq!(verdict.reason, Reason::SecretNotReadable);
+    assert!(
+        verdict.message.contains("keeps running"),
+        "{}",
+        verdict.message
+    );
+    assert!(!blocked.rolled_out(&observed(true, TestPhase::Succeeded)));
     let mut missing = fleet(None, None);
     missing.missing_secrets = vec!["registry-auth".into()];
     let verdict = missing.up_to_date(true);

@@ -426,3 +426,26 @@ fn a_sleeping_preview_keeps_its_results_and_says_why_it_sleeps() {
     assert_eq!(s.tests, ready.tests, "the results stay");
     assert!(s.services.iter().all(|svc| svc.ready_replicas == 0));
 }
+
+#[test]
+fn the_resync_condition_names_the_provider_of_the_preview() {
+    let mut s = spec(1);
+    s.provider = Some(crate::api::Provider::Gitlab);
+    let mut c = ctx(&s, None);
+    c.scm = Some(Err("GitLab answered 503".into()));
+    let status = compute(&c, &Observed::nothing(&s));
+    let scm = cond(&status, condition::SCM_REACHABLE);
+    assert!(
+        scm.message.contains("until GitLab answers"),
+        "{}",
+        scm.message
+    );
+    assert!(!scm.message.contains("GitHub"), "{}", scm.message);
+    c.scm = Some(Ok(()));
+    let status = compute(&c, &Observed::nothing(&s));
+    assert!(
+        cond(&status, condition::SCM_REACHABLE)
+            .message
+            .contains("ask GitLab")
+    );
+}
