@@ -558,7 +558,7 @@ fn bound(
         .get(&ObjectRef::new(ns))
         .map(|n| n.labels().clone())
         .unwrap_or_default();
-    !policy::binding(&class, ns, &labels, &pe.spec.repository).is_empty()
+    !policy::binding(&class, ns, &labels, &pe.spec.repository, pe.spec.provider()).is_empty()
 }
 
 #[cfg(test)]

@@ -207,10 +207,28 @@ pub struct Tenant {
     #[schemars(length(min = 1, max = 200))]
     pub repositories: Vec<String>,
 
+    /// Where these repositories are hosted: `github`, `gitlab` or both; default `[github]`. A
+    /// path bound on one provider is not bound on the other: `acme/shop` on GitHub and a
+    /// GitLab project `acme/shop` may belong to different people.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub providers: Vec<super::Provider>,
+
     /// RBAC subjects granted the built-in `view` role in these tenants' preview namespaces.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 50))]
     pub viewers: Vec<Viewer>,
+}
+
+impl Tenant {
+    /// Whether this tenant's repositories are on `provider`.
+    pub fn hosted_on(&self, provider: super::Provider) -> bool {
+        if self.providers.is_empty() {
+            provider == super::Provider::Github
+        } else {
+            self.providers.contains(&provider)
+        }
+    }
 }
 
 /// An RBAC subject: a Group or a User.

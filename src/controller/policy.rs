@@ -11,7 +11,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::class::{DEFAULT_CLASS, PreviewClass, Tenant};
-use crate::api::{PreviewEnvironment, Reason};
+use crate::api::{PreviewEnvironment, Provider, Reason};
 use crate::config::Config;
 use crate::template::Rendered;
 
@@ -100,7 +100,23 @@ pub fn admit(
 ) -> Result<Config, Refusal> {
     let class_name = class.name_any();
     let spec = &pe.spec;
-    let admitting = binding(class, tenant, tenant_labels, &spec.repository);
+    let provider = spec.provider();
+    let admitting = binding(class, tenant, tenant_labels, &spec.repository, provider);
+    if admitting.is_empty()
+        && !bound_paths(class, tenant, tenant_labels, &spec.repository).is_empty()
+    {
+        return Err(Refusal::new(
+            Reason::RepositoryNotAllowed,
+            format!(
+                "PreviewClass {class_name} lets namespace {tenant} preview repository {} on \
+                 another provider than {}; the platform team can add `{}` to that tenant's \
+                 providers (spec.tenants[].providers)",
+                spec.repository,
+                provider.title(),
+                provider.as_str()
+            ),
+        ));
+    }
     if admitting.is_empty() {
         return Err(Refusal::new(
             Reason::RepositoryNotAllowed,
@@ -205,11 +221,23 @@ pub fn binding<'a>(
     tenant: &str,
     labels: &BTreeMap<String, String>,
     repository: &str,
+    provider: Provider,
 ) -> Vec<&'a Tenant> {
-    class
-        .spec
-        .tenants
-        .iter()
+    bound_paths(class, tenant, labels, repository)
+        .into_iter()
+        .filter(|t| t.hosted_on(provider))
+        .collect()
+}
+
+/// The tenant entries of `class` that cover namespace `tenant` and repository path
+/// `repository`, on whatever provider.
+fn bound_paths<'a>(
+    class: &'a PreviewClass,
+    tenant: &str,
+    labels: &BTreeMap<String, String>,
+    repository: &str,
+) -> Vec<&'a Tenant> {
+    (class.spec.tenants.iter())
         .filter(|t| selects(t, tenant, labels))
         .filter(|t| {
             t.repositories
@@ -379,6 +407,47 @@ mod tests {
         pe.spec.repository = "acme/shop".into();
         let other = admit(&pe, "team-pay", &none, &c, &defaults).expect_err("other tenant");
         assert_eq!(other.reason, Reason::RepositoryNotAllowed);
+    }
+
+    #[test]
+    fn a_path_bound_on_github_is_not_bound_on_gitlab() {
+        let defaults = Config::default();
+        let none = BTreeMap::new();
+        let github_only = class("standard", true, shop_tenant());
+        let mut pe = fixtures::preview("shop-pr-1");
+        pe.spec.provider = Some(Provider::Gitlab);
+        let refusal = admit(&pe, "team-shop", &none, &github_only, &defaults)
+            .expect_err("a GitLab project of the same path is someone else's");
+        assert_eq!(refusal.reason, Reason::RepositoryNotAllowed);
+        assert!(refusal.message.contains("providers"), "{}", refusal.message);
+        assert!(
+            binding(
+                &github_only,
+                "team-shop",
+                &none,
+                "acme/shop",
+                Provider::Gitlab
+            )
+            .is_empty()
+        );
+        let both = class(
+            "standard",
+            true,
+            serde_json::json!([{"namespaces": ["team-shop"], "repositories": ["acme/shop"],
+                                "providers": ["github", "gitlab"]}]),
+        );
+        assert!(admit(&pe, "team-shop", &none, &both, &defaults).is_ok());
+        let gitlab_only = class(
+            "standard",
+            true,
+            serde_json::json!([{"namespaces": ["team-shop"], "repositories": ["acme/shop"],
+                                "providers": ["gitlab"]}]),
+        );
+        pe.spec.provider = None;
+        assert!(
+            admit(&pe, "team-shop", &none, &gitlab_only, &defaults).is_err(),
+            "and a GitLab binding does not cover GitHub"
+        );
     }
 
     #[test]
