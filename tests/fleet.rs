@@ -136,6 +136,8 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
         json!({"tenants": [{"namespaces": [shard], "repositories": ["acme/*"]}]}),
     )
     .await;
+    // The operator may read the team's Secrets, so a missing one is named as missing.
+    t.grant_sources().await;
     t.create_template("app", template()).await;
     let stand_in = GitHub::default();
     let url = stand_in.serve(&[Route::Statuses]).await;
@@ -371,7 +373,8 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
         )
         .await;
         assert_eq!(condition(&pe, "Ready").0, "True", "{name} stays Ready");
-        assert!(condition(&pe, "UpToDate").2.contains("not-created-yet"));
+        let (_, _, message) = condition(&pe, "UpToDate");
+        assert!(message.contains("not-created-yet"), "{message}");
     }
 
     for name in PREVIEWS {
