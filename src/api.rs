@@ -18,8 +18,9 @@ pub mod template;
 
 pub use duration::{format_duration, parse_duration};
 pub use environment::{
-    EnvSource, EnvVar, KeyRef, PREVIEW_TEXT_BUDGET, PreviewEnvironment, PreviewEnvironmentSpec,
-    PreviewSleep, Provider, ServiceSpec, TEMPLATE_TEXT_BUDGET, TemplateRef, TestSpec,
+    EnvSource, EnvVar, KeyRef, MergeGroup, PREVIEW_TEXT_BUDGET, PreviewEnvironment,
+    PreviewEnvironmentSpec, PreviewSleep, Provider, ServiceSpec, TEMPLATE_TEXT_BUDGET, TemplateRef,
+    TestSpec,
 };
 pub use status::{
     Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, Revision, ServiceStatus, TestPhase,

@@ -320,3 +320,73 @@ async fn a_replayed_close_without_credentials_deletes_only_previews_at_the_close
         "a preview at another commit must not be deleted by an unconfirmed close"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_destroyed_merge_group_tears_down_its_preview_and_not_the_pull_requests() {
+    require_operator();
+    let secret = env("PREVIEW_WEBHOOK_SECRET");
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "hook-mq").await;
+    let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &ns.name);
+    let repo = format!("acme/queue-{}", std::process::id());
+    let group_ref = "refs/heads/gh-readonly-queue/main/pr-7-5f3a9c1d2e";
+    let group_sha = "c0ffee0123456789c0ffee0123456789c0ffee01";
+    let pp = PostParams::default();
+    // The pull request's own preview, and the merge queue group's preview of it.
+    api.create(&pp, &preview("pr-7", &repo, 7))
+        .await
+        .expect("create");
+    let grouped = common::spec(&repo, 7, group_sha)
+        .services(json!([{"name": "web", "image": "web:1"}]))
+        .with("mergeGroup", json!({"headRef": group_ref}))
+        .named("pr-7-queue");
+    api.create(&pp, &grouped).await.expect("create");
+    wait_for("the finalizer", Duration::from_secs(30), || async {
+        let pe = api.get("pr-7-queue").await.map_err(|e| e.to_string())?;
+        (!pe.metadata.finalizers.unwrap_or_default().is_empty())
+            .then_some(())
+            .ok_or_else(|| "no finalizer yet".to_string())
+    })
+    .await;
+    let destroyed = |sha: &str| {
+        serde_json::to_vec(&json!({
+            "action": "destroyed",
+            "reason": "merged",
+            "merge_group": {"head_sha": sha, "head_ref": group_ref,
+                            "base_sha": "0123456789abcdef0123456789abcdef01234567",
+                            "base_ref": "refs/heads/main"},
+            "repository": {"full_name": repo},
+            "sender": {"login": "github-merge-queue[bot]"}
+        }))
+        .expect("json")
+    };
+    // A delivery for another head commit of the same ref deletes nothing.
+    let other = destroyed("aaaaaaa0123456789aaaaaaa0123456789aaaaaa");
+    assert_eq!(
+        delivery("merge_group", &unique("mq-other"), Some(&secret), &other),
+        202
+    );
+    let (code, answer) = post_for_answer(
+        &[
+            ("X-GitHub-Event", "merge_group".to_string()),
+            ("X-GitHub-Delivery", unique("mq")),
+            ("X-Hub-Signature-256", sign(&secret, &destroyed(group_sha))),
+        ],
+        &destroyed(group_sha),
+    );
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer.contains("merge group"), "{answer}");
+    await_gone(
+        "the merge group's preview",
+        Duration::from_secs(120),
+        || api.get_opt("pr-7-queue"),
+    )
+    .await;
+    let pr = api.get_opt("pr-7").await.expect("get").expect("left alone");
+    assert!(
+        pr.metadata.deletion_timestamp.is_none(),
+        "the pull request's own preview stays"
+    );
+}

@@ -207,3 +207,42 @@ async fn without_a_gitlab_token_a_close_or_merge_deletes_only_previews_at_its_la
     assert!(text.starts_with("nothing deleted"), "{text}");
     assert!(queued.try_recv().is_err());
 }
+
+#[tokio::test]
+async fn a_destroyed_merge_group_queues_the_teardown_of_its_previews_at_its_head() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github");
+    let body = std::fs::read(dir.join("derived/merge_group/destroyed.payload.json"))
+        .expect("the derived delivery");
+    // The derivation is a delivery GitHub could send: it meets the event's schema.
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("schemas/merge_group.destroyed.schema.json")).expect("schema"),
+    )
+    .expect("JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let delivery: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let errors: Vec<String> = validator
+        .iter_errors(&delivery)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let (router, mut queued) = router();
+    let (code, text) = send(&router, github("merge_group", &body, SECRET)).await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{text}");
+    let teardown = queued.try_recv().expect("a teardown is queued");
+    assert_eq!(
+        teardown.group.as_deref(),
+        Some("gh-readonly-queue/main/pr-104-929f8209d40f77f4abc622a499c93a83babdbe64")
+    );
+    assert_eq!(teardown.pr.repository, "octo-org/octo-repo");
+    assert_eq!(
+        teardown.head_sha.as_deref(),
+        Some("2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d")
+    );
+    // A group asking for checks is not a teardown.
+    let requested = std::fs::read(dir.join("webhooks/merge_group/checks_requested.payload.json"))
+        .expect("the real delivery");
+    let (code, _) = send(&router, github("merge_group", &requested, SECRET)).await;
+    assert!(code.is_success());
+    assert!(queued.try_recv().is_err());
+}

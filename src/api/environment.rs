@@ -64,6 +64,7 @@ use super::status::PreviewEnvironmentStatus;
 #[x_kube(validation = Rule::new("!has(self.templateRef) || (!has(self.services) && !has(self.tests))").message("spec.templateRef and spec.services/spec.tests are exclusive: the template holds the services and tests"))]
 #[x_kube(validation = Rule::new("has(self.templateRef) || (!has(self.images) && !has(self.parameters))").message("spec.images and spec.parameters need a spec.templateRef"))]
 #[x_kube(validation = Rule::new("(has(self.provider) && self.provider == 'gitlab') || self.repository.matches('^[^/]+/[^/]+$')").message("a GitHub repository is owner/name; a path with subgroups (group/sub/project) needs provider: gitlab"))]
+#[x_kube(validation = Rule::new("!has(self.mergeGroup) || !has(self.provider) || self.provider == 'github'").message("mergeGroup is GitHub's merge queue: it needs provider github"))]
 #[x_kube(validation = text_budget(&[("services", true, false), ("tests", true, false)], "services and tests", PREVIEW_TEXT_BUDGET))]
 pub struct PreviewEnvironmentSpec {
     /// The repository: "owner/name" on GitHub, the project path on GitLab (subgroups allowed:
@@ -89,6 +90,14 @@ pub struct PreviewEnvironmentSpec {
     /// The commit to deploy and test: 7 to 40 lowercase hex digits.
     #[schemars(length(min = 7, max = 40), regex(pattern = r"^[0-9a-f]{7,40}$"))]
     pub head_sha: String,
+
+    /// The GitHub merge queue group this preview stands for, instead of its pull request's
+    /// head: `headSha` is the group's head commit (`github.event.merge_group.head_sha`), where
+    /// its check is reported, and the group's `merge_group` `destroyed` delivery tears it down.
+    /// `pullRequest` names the pull request the group tests. GitHub only. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("mergeGroup is immutable: create a new PreviewEnvironment for another merge group"))]
+    pub merge_group: Option<MergeGroup>,
 
     /// The pull request's branch, for display only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,6 +195,31 @@ impl Provider {
             Provider::Gitlab => "GitLab",
         }
     }
+}
+
+/// A GitHub merge queue group, by its ref.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeGroup {
+    /// The group's ref, as `github.event.merge_group.head_ref` gives it:
+    /// `refs/heads/gh-readonly-queue/<base>/pr-<n>-<sha>` (`refs/heads/` may be left out).
+    #[schemars(
+        length(min = 17, max = 255),
+        regex(pattern = r"^(refs/heads/)?gh-readonly-queue/[^\s]+$")
+    )]
+    pub head_ref: String,
+}
+
+impl MergeGroup {
+    /// The ref without `refs/heads/`, as both spellings compare.
+    pub fn branch(&self) -> &str {
+        short_ref(&self.head_ref)
+    }
+}
+
+/// A branch ref without `refs/heads/`.
+pub fn short_ref(head_ref: &str) -> &str {
+    head_ref.strip_prefix("refs/heads/").unwrap_or(head_ref)
 }
 
 impl PreviewEnvironmentSpec {

@@ -217,8 +217,11 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
             .test_finished(t.succeeded, t.took, tenant, &pe.spec.repository);
     }
     let provider = pe.spec.provider();
+    // A merge queue group's preview reports on the group's commit only: the pull request's
+    // comment belongs to the pull request's own preview.
     if let Some(comments) = ctx.commenter(provider)
         && may_report(&transition.after)
+        && pe.spec.merge_group.is_none()
     {
         let preview = crate::naming::PreviewKey::of(pe).to_string();
         let (repository, pr) = (&pe.spec.repository, pe.spec.pull_request);

@@ -224,3 +224,47 @@ fn repeated_deliveries_are_recognised_within_capacity() {
         "the oldest is forgotten past capacity"
     );
 }
+
+#[test]
+fn a_destroyed_group_names_only_its_previews_at_its_head() {
+    let group = |name: &str, repo: &str, head_ref: Option<&str>, sha: &str| {
+        let mut spec = serde_json::json!({"repository": repo, "pullRequest": 7, "headSha": sha,
+                                          "services": [{"name": "web", "image": "web:1"}]});
+        if let Some(head_ref) = head_ref {
+            spec["mergeGroup"] = serde_json::json!({"headRef": head_ref});
+        }
+        Arc::new(
+            serde_json::from_value::<PreviewEnvironment>(serde_json::json!({
+                "apiVersion": "preview.dev/v1alpha1", "kind": "PreviewEnvironment",
+                "metadata": {"name": name, "namespace": "team"}, "spec": spec,
+            }))
+            .expect("preview"),
+        )
+    };
+    let queue = "gh-readonly-queue/main/pr-7-abc";
+    let previews = vec![
+        group(
+            "full-ref",
+            "acme/shop",
+            Some(&format!("refs/heads/{queue}")),
+            "c0ffee01",
+        ),
+        group("short-ref", "Acme/Shop", Some(queue), "c0ffee0123"),
+        group("pr-itself", "acme/shop", None, "c0ffee01"),
+        group(
+            "other-group",
+            "acme/shop",
+            Some("gh-readonly-queue/main/pr-8-def"),
+            "c0ffee01",
+        ),
+        group("other-sha", "acme/shop", Some(queue), "deadbeef"),
+        group("other-repo", "acme/web", Some(queue), "c0ffee01"),
+    ];
+    let names: Vec<String> =
+        group_previews(&previews, "acme/shop", queue, Some("c0ffee0123456789"))
+            .iter()
+            .map(|pe| pe.name_any())
+            .collect();
+    assert_eq!(names, vec!["full-ref", "short-ref"]);
+    assert!(group_previews(&previews, "acme/shop", queue, None).is_empty());
+}
