@@ -198,7 +198,7 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
 enum Rollout {
     /// Applied what the stage allows; what the caches showed before, and where the preview
     /// stands with the changes of its class and template.
-    Done(Observed, Fleet),
+    Done(Observed, Box<Fleet>),
     /// Something the developer or the platform team must fix first.
     Closed(Gate),
     /// A team namespace's Secrets are not listed yet.
@@ -236,7 +236,7 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         .await?;
     apply::environment(&ctx.client, &ctx.stores, preview, env).await?;
     if preview.asleep {
-        return Ok(Rollout::Done(children.observed, fleet));
+        return Ok(Rollout::Done(children.observed, Box::new(fleet)));
     }
     let dependencies_ready = stage >= Stage::Setup;
     jobs::setup(
@@ -253,7 +253,7 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         reason: fleet.cause.or_else(|| spec_changed(plan)),
     };
     jobs::tests(ctx, preview, &config, &children.jobs, available, tested).await?;
-    Ok(Rollout::Done(children.observed, fleet))
+    Ok(Rollout::Done(children.observed, Box::new(fleet)))
 }
 
 /// A template edit whose sources cannot be copied (a Secret it names is missing or not
@@ -276,7 +276,7 @@ async fn keep_running(
     let logs = read_logs(ctx, preview).await;
     Rollout::Done(
         observe::children(&ctx.stores, preview, &logs).observed,
-        fleet,
+        Box::new(fleet),
     )
 }
 
@@ -295,10 +295,41 @@ fn fleet(ctx: &Context, plan: &Plan<'_>, missing_secrets: Vec<String>) -> Fleet 
         missing_secrets,
         changing: false,
         blocked: None,
+        change: change_of(plan),
+        halted: None,
         class: plan.policy.class.clone(),
         template: pe.spec.template_ref.as_ref().map(|t| t.name.clone()),
         limit: ctx.rollouts.limit(),
     }
+}
+
+/// The change a settled preview's workloads would roll to, named for its rollout's record:
+/// the template's when it changed (a template edit), else the class's.
+fn change_of(plan: &Plan<'_>) -> Option<String> {
+    let pe = plan.pe;
+    let cause = rollouts::cause(
+        pe.status.as_ref(),
+        pe.metadata.generation,
+        &pe.spec.head_sha,
+        plan.revision,
+    )?;
+    let generation = |g: Option<i64>| g.map_or_else(String::new, |g| format!("@{g}"));
+    Some(match cause {
+        Reason::TemplateChanged => format!(
+            "PreviewTemplate {}/{}{}",
+            plan.owner.namespace,
+            pe.spec
+                .template_ref
+                .as_ref()
+                .map_or("", |t| t.name.as_str()),
+            generation(plan.revision.template_generation)
+        ),
+        _ => format!(
+            "PreviewClass {}{}",
+            plan.policy.class.as_deref().unwrap_or("(none)"),
+            generation(plan.revision.class_generation)
+        ),
+    })
 }
 
 /// A change of the class or template that would roll the pods of a running preview waits
@@ -313,6 +344,11 @@ fn take_turn(
     let changed = rollouts::changed(env, &ctx.stores);
     fleet.changing = !changed.is_empty();
     if fleet.cause.is_none() || preview.asleep || changed.is_empty() {
+        return;
+    }
+    if let Some(failed_on) = fleet.change.as_deref().and_then(|c| ctx.rollouts.halted(c)) {
+        env.hold(changed);
+        fleet.halted = Some(failed_on);
         return;
     }
     let key = ObjectRef::from_obj(plan.pe);
@@ -341,8 +377,17 @@ fn fleet_status(
 ) -> Option<(status::Verdict, Option<Revision>)> {
     let rolled_out = fleet.rolled_out(observed);
     let failed = observed.service_failure().is_some() || observed.failed_test().is_some();
-    if fleet.queued.is_none() && (rolled_out || failed) {
+    let took_part = fleet.queued.is_none() && fleet.halted.is_none();
+    if took_part && (rolled_out || failed) {
         ctx.rollouts.finish(&plan.owner.uid);
+    }
+    // A fleet change that broke this preview counts against the change.
+    if let (true, true, Some(change)) = (took_part && fleet.cause.is_some(), failed, &fleet.change)
+    {
+        ctx.rollouts.failed(
+            change,
+            &crate::naming::PreviewKey::from(&plan.owner).to_string(),
+        );
     }
     let previous = plan.pe.status.as_ref().and_then(|s| s.revision);
     let revision = if rolled_out {

@@ -385,3 +385,98 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
     }
     let _ = sources.delete(&secret_name, &DeleteParams::default()).await;
 }
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_change_that_breaks_two_previews_rolls_out_no_further() {
+    let t = Tenant::new("halt").await;
+    let shard = t.namespace.name.clone();
+    let class_name = format!("halt-{shard}");
+    let _class = TestClass::create(
+        &t.client,
+        &class_name,
+        json!({"tenants": [{"namespaces": [shard], "repositories": ["acme/*"]}],
+               "allowedPodAnnotations": ["preview.dev/simulate"]}),
+    )
+    .await;
+    t.create_template("app", template()).await;
+    let _operator = Operator::start(
+        &[
+            "--selector",
+            &format!("preview.dev/shard={shard}"),
+            "--max-concurrent-rollouts",
+            "1",
+            "--no-class-status",
+        ],
+        &[],
+    );
+    let previews = ["p1", "p2", "p3", "p4"];
+    for (i, name) in previews.iter().enumerate() {
+        let spec = json!({"repository": "acme/app", "pullRequest": 50 + i,
+                          "headSha": format!("ba11ad{i}aa"), "templateRef": {"name": "app"},
+                          "previewClassName": class_name});
+        t.api
+            .create(
+                &PostParams::default(),
+                &preview(name, json!({"preview.dev/shard": shard}), spec),
+            )
+            .await
+            .expect("create");
+    }
+    for name in previews {
+        await_ready(&t.api, name, READY).await;
+        await_condition(&t.api, name, "UpToDate", "True", Some("UpToDate"), READY).await;
+    }
+    // The team ships a template whose service crashes.
+    let mut crashing = template();
+    crashing["services"][0]["podAnnotations"] = json!({"preview.dev/simulate": "fail"});
+    t.set_template("app", crashing).await;
+    // Two previews take it and fail; then it goes no further: the rest keep running Ready.
+    let outcome = wait_for("the rollout to stop after two failures", READY, || async {
+        let mut failed = Vec::new();
+        let mut halted = Vec::new();
+        for name in previews {
+            let pe = t.api.get(name).await.map_err(|e| e.to_string())?;
+            let phase = pe.status.as_ref().and_then(|s| s.phase);
+            let (_, reason, message) = condition(&pe, "UpToDate");
+            if phase == Some(preview_operator::api::Phase::Failed) {
+                failed.push(name);
+            } else if reason == "RolloutHalted" {
+                assert_eq!(condition(&pe, "Ready").0, "True", "{name} stays Ready");
+                halted.push((name, message));
+            }
+        }
+        (failed.len() == 2 && halted.len() == 2)
+            .then_some((failed.clone(), halted.clone()))
+            .ok_or(format!("failed {failed:?}, halted {halted:?}"))
+    })
+    .await;
+    let (failed, halted) = outcome;
+    for (name, message) in &halted {
+        for broken in &failed {
+            assert!(
+                message.contains(&format!("{shard}/{broken}")),
+                "{name}: {message}"
+            );
+        }
+        let web = Api::<Deployment>::namespaced(t.client.clone(), &t.preview_ns(name))
+            .get("web")
+            .await
+            .expect("web");
+        let annotations = web
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        assert!(
+            !annotations.contains_key("preview.dev/simulate"),
+            "{name} runs the template it ran"
+        );
+    }
+    for name in previews {
+        let _ = t.api.delete(name, &DeleteParams::default()).await;
+    }
+    for name in previews {
+        common::await_gone(&format!("{name} to be gone"), READY, || t.api.get_opt(name)).await;
+    }
+}

@@ -263,6 +263,15 @@ reasons! {
     ///
     /// To do: nothing; it rolls out when a slot frees.
     RolloutQueued,
+    /// A change of the PreviewClass or PreviewTemplate failed on two previews (their services
+    /// or tests), so it rolls out no further: this preview keeps running what it ran. The
+    /// message names the previews it failed on.
+    ///
+    /// On: `UpToDate` (False).
+    ///
+    /// To do: the owner of the change (platform team for a class, the team for a template)
+    /// looks at the failed previews and fixes the change; its next generation rolls out again.
+    RolloutHalted,
     /// The preview rolls out a change of its PreviewTemplate at the same sha; its tests run
     /// again for what changed (`status.tests[].reason`).
     ///

@@ -9,7 +9,7 @@
 //! it with the generations the plan sees. The tests run again when the workloads they test
 //! changed ([`tested`]), with the cause as their reason.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -40,7 +40,15 @@ struct Slots {
     running: BTreeSet<String>,
     /// The previews waiting for one, first come first served.
     waiting: VecDeque<(String, ObjectRef<PreviewEnvironment>)>,
+    /// The previews each change failed on (`Fleet::change`), so far.
+    failed: HashMap<String, BTreeSet<String>>,
 }
+
+/// Previews a change must fail on before it rolls out no further: one failure may be a flaky
+/// test, two are the change.
+pub const HALT_AFTER: usize = 2;
+/// Changes whose failures are remembered at most (the oldest are forgotten first).
+const REMEMBERED_CHANGES: usize = 1000;
 
 impl Rollouts {
     /// Slots for `limit` previews at once; `wake` reconciles a preview handed a slot.
@@ -88,6 +96,23 @@ impl Rollouts {
         for (_, key) in slots.waiting.iter().take(free) {
             let _ = self.wake.send(key.clone());
         }
+    }
+
+    /// Records that `change` failed on `preview` (`namespace/name`).
+    pub fn failed(&self, change: &str, preview: &str) {
+        let mut slots = lock(&self.inner);
+        if slots.failed.len() >= REMEMBERED_CHANGES && !slots.failed.contains_key(change) {
+            slots.failed.clear();
+        }
+        let on = slots.failed.entry(change.to_string()).or_default();
+        on.insert(preview.to_string());
+    }
+
+    /// The previews `change` failed on, once they are enough to stop its rollout.
+    pub fn halted(&self, change: &str) -> Option<Vec<String>> {
+        let slots = lock(&self.inner);
+        let on = slots.failed.get(change)?;
+        (on.len() >= HALT_AFTER).then(|| on.iter().cloned().collect())
     }
 
     /// Previews rolling a fleet change out at once; 0: no limit.
@@ -212,6 +237,11 @@ pub struct Fleet {
     /// Why the change cannot be rolled out at all (a Secret the template names cannot be
     /// read): the preview keeps running what it ran.
     pub blocked: Option<(Reason, String)>,
+    /// The change, as its rollout is remembered: `PreviewClass standard@3`,
+    /// `PreviewTemplate team/shop@5`.
+    pub change: Option<String>,
+    /// The previews the change failed on, when its rollout stopped before this preview.
+    pub halted: Option<Vec<String>>,
     /// The class and template, for messages.
     pub class: Option<String>,
     pub template: Option<String>,
@@ -228,6 +258,7 @@ impl Fleet {
         // whose Secret is missing has not been rolled out whole either; its creation will.
         self.queued.is_none()
             && self.blocked.is_none()
+            && self.halted.is_none()
             && !self.changing
             && self.missing_secrets.is_empty()
             && observed.all_available()
@@ -267,6 +298,18 @@ impl Fleet {
             ),
             _ => format!("PreviewClass {class}"),
         };
+        if let Some(failed_on) = &self.halted {
+            return Verdict::no(
+                Reason::RolloutHalted,
+                format!(
+                    "the change of its {what} ({}) failed on {} and rolls out no further; the \
+                     preview keeps running what it ran until the change is fixed (a new \
+                     generation rolls out again)",
+                    self.change.as_deref().unwrap_or_default(),
+                    failed_on.join(", ")
+                ),
+            );
+        }
         if let Some(ahead) = self.queued {
             return Verdict::no(
                 Reason::RolloutQueued,

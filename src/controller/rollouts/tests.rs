@@ -154,6 +154,8 @@ fn fleet(cause: Option<Reason>, queued: Option<usize>) -> Fleet {
         missing_secrets: Vec::new(),
         changing: false,
         blocked: None,
+        change: Some("PreviewTemplate team/shop@5".into()),
+        halted: None,
         class: Some("standard".into()),
         template: Some("shop".into()),
         limit: 10,
@@ -225,4 +227,41 @@ fn up_to_date_says_what_waits_and_why() {
     assert_eq!(verdict.reason, Reason::ClassNotReady);
     assert!(verdict.message.contains("registry-auth"));
     let _ = ServiceStatus::default();
+}
+
+#[test]
+fn a_change_that_failed_on_two_previews_rolls_out_no_further() {
+    let (wake, _woken) = mpsc::unbounded_channel();
+    let slots = Rollouts::new(1, wake);
+    let change = "PreviewClass standard@4";
+    slots.failed(change, "team/a");
+    assert_eq!(slots.halted(change), None, "one failure may be a flake");
+    slots.failed(change, "team/a");
+    assert_eq!(
+        slots.halted(change),
+        None,
+        "the same preview twice is one failure"
+    );
+    slots.failed(change, "team/b");
+    assert_eq!(
+        slots.halted(change),
+        Some(vec!["team/a".to_string(), "team/b".to_string()])
+    );
+    assert_eq!(
+        slots.halted("PreviewClass standard@5"),
+        None,
+        "a new generation goes again"
+    );
+    let halted = Fleet {
+        halted: slots.halted(change),
+        ..fleet(Some(Reason::ClassChanged), None)
+    };
+    let verdict = halted.up_to_date(false);
+    assert_eq!(verdict.reason, Reason::RolloutHalted);
+    assert!(
+        verdict.message.contains("team/a, team/b"),
+        "{}",
+        verdict.message
+    );
+    assert!(!halted.rolled_out(&observed(true, TestPhase::Succeeded)));
 }
