@@ -3,9 +3,10 @@
 //!
 //! `reconcile` is kube's `finalizer()` over two steps: [`apply`] and `teardown::cleanup`.
 //! `apply` reads as a table of contents: plan (template, class) → expiry → admission (policy,
-//! namespace, queue) → roll out (copies, observe, children up to the stage the dependencies
-//! and setup allow, setup and test Jobs) → status → commit (pacing, write, Events, pull
-//! request) → requeue; each step lives in the
+//! namespace, queue) → roll out (copies, observe, the fleet's turn for a class or template
+//! change, children up to the stage the dependencies and setup allow, setup and test Jobs) →
+//! status (with `UpToDate`) → commit (pacing, write, Events, pull request) → requeue; each
+//! step lives in the
 //! module named after it. Children live in the preview namespace, not next to their
 //! PreviewEnvironment, so ownership is by label and the `preview.dev/owner` annotation
 //! (`children` maps child events back to their owner through it).
@@ -22,6 +23,7 @@ pub mod copies;
 pub mod costs;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod gate;
 pub mod jobs;
 pub mod lifetime;
@@ -59,7 +61,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::api::{Phase, PreviewEnvironment, Reason, Revision};
+use crate::api::{Phase, PreviewEnvironment, Reason};
 use crate::naming::WAKE_REQUEST;
 use crate::sync::lock;
 use build::{Preview, Stage};
@@ -170,7 +172,7 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     }
     let mut status_ctx = status_context(&plan, &preview, gate.clone(), sleep);
     if let Some(fleet) = fleet.filter(|_| sleep == sleep::State::Awake) {
-        status_ctx.fleet = fleet_status(ctx, &plan, &fleet, &observed);
+        status_ctx.fleet = fleet::status(ctx, &plan, &fleet, &observed);
     }
     let status = status::compute(&status_ctx, &observed);
     let phase = status.phase;
@@ -229,8 +231,8 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
     let missing = (copies.missing.iter())
         .map(|name| format!("{}/{name}", ctx.platform_namespace))
         .collect();
-    let mut fleet = fleet(ctx, plan, missing);
-    take_turn(ctx, plan, preview, &mut env, &mut fleet);
+    let mut fleet = fleet::of(ctx, plan, missing);
+    fleet::take_turn(ctx, plan, preview, &mut env, &mut fleet);
     ctx.copies
         .sync(&ctx.client, &preview.namespace, copies)
         .await?;
@@ -250,7 +252,7 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
     let available = stage == Stage::Services && children.observed.all_available();
     let tested = jobs::Tested {
         workloads: &children.tested,
-        reason: fleet.cause.or_else(|| spec_changed(plan)),
+        reason: fleet.cause.or_else(|| fleet::spec_changed(plan)),
     };
     jobs::tests(ctx, preview, &config, &children.jobs, available, tested).await?;
     Ok(Rollout::Done(children.observed, Box::new(fleet)))
@@ -265,7 +267,7 @@ async fn keep_running(
     preview: &Preview<'_>,
     gate: Gate,
 ) -> Rollout {
-    let mut fleet = fleet(ctx, plan, Vec::new());
+    let mut fleet = fleet::of(ctx, plan, Vec::new());
     let Gate::Blocked { reason, message } = &gate else {
         return Rollout::Closed(gate);
     };
@@ -278,124 +280,6 @@ async fn keep_running(
         observe::children(&ctx.stores, preview, &logs).observed,
         Box::new(fleet),
     )
-}
-
-/// Where the preview stands with the changes of its class and template, before its turn.
-fn fleet(ctx: &Context, plan: &Plan<'_>, missing_secrets: Vec<String>) -> Fleet {
-    let pe = plan.pe;
-    Fleet {
-        now: plan.revision,
-        cause: rollouts::cause(
-            pe.status.as_ref(),
-            pe.metadata.generation,
-            &pe.spec.head_sha,
-            plan.revision,
-        ),
-        queued: None,
-        missing_secrets,
-        changing: false,
-        blocked: None,
-        change: change_of(plan),
-        halted: None,
-        class: plan.policy.class.clone(),
-        template: pe.spec.template_ref.as_ref().map(|t| t.name.clone()),
-        limit: ctx.rollouts.limit(),
-    }
-}
-
-/// The change a settled preview's workloads would roll to, named for its rollout's record:
-/// the template's when it changed (a template edit), else the class's.
-fn change_of(plan: &Plan<'_>) -> Option<String> {
-    let pe = plan.pe;
-    let cause = rollouts::cause(
-        pe.status.as_ref(),
-        pe.metadata.generation,
-        &pe.spec.head_sha,
-        plan.revision,
-    )?;
-    let generation = |g: Option<i64>| g.map_or_else(String::new, |g| format!("@{g}"));
-    Some(match cause {
-        Reason::TemplateChanged => format!(
-            "PreviewTemplate {}/{}{}",
-            plan.owner.namespace,
-            pe.spec
-                .template_ref
-                .as_ref()
-                .map_or("", |t| t.name.as_str()),
-            generation(plan.revision.template_generation)
-        ),
-        _ => format!(
-            "PreviewClass {}{}",
-            plan.policy.class.as_deref().unwrap_or("(none)"),
-            generation(plan.revision.class_generation)
-        ),
-    })
-}
-
-/// A change of the class or template that would roll the pods of a running preview waits
-/// for a rollout slot; meanwhile the workloads it would change are left as they run.
-fn take_turn(
-    ctx: &Context,
-    plan: &Plan<'_>,
-    preview: &Preview<'_>,
-    env: &mut build::Environment,
-    fleet: &mut Fleet,
-) {
-    let changed = rollouts::changed(env, &ctx.stores);
-    fleet.changing = !changed.is_empty();
-    if fleet.cause.is_none() || preview.asleep || changed.is_empty() {
-        return;
-    }
-    if let Some(failed_on) = fleet.change.as_deref().and_then(|c| ctx.rollouts.halted(c)) {
-        env.hold(changed);
-        fleet.halted = Some(failed_on);
-        return;
-    }
-    let key = ObjectRef::from_obj(plan.pe);
-    if let Err(ahead) = ctx.rollouts.start(&plan.owner.uid, key) {
-        env.hold(changed);
-        fleet.queued = Some(ahead);
-    }
-}
-
-/// Why the tests run again at the same sha when the preview's own spec changed (images,
-/// parameters): its status showed a finished run of this sha at an older generation.
-fn spec_changed(plan: &Plan<'_>) -> Option<Reason> {
-    let previous = plan.pe.status.as_ref()?;
-    let same_sha = previous.deployed_sha.as_deref() == Some(plan.pe.spec.head_sha.as_str());
-    (same_sha && previous.observed_generation != plan.pe.metadata.generation)
-        .then_some(Reason::SpecChanged)
-}
-
-/// The `UpToDate` condition and the revision the status records; frees the preview's
-/// rollout slot once its change is rolled out (or has failed: the next in line goes on).
-fn fleet_status(
-    ctx: &Context,
-    plan: &Plan<'_>,
-    fleet: &Fleet,
-    observed: &Observed,
-) -> Option<(status::Verdict, Option<Revision>)> {
-    let rolled_out = fleet.rolled_out(observed);
-    let failed = observed.service_failure().is_some() || observed.failed_test().is_some();
-    let took_part = fleet.queued.is_none() && fleet.halted.is_none();
-    if took_part && (rolled_out || failed) {
-        ctx.rollouts.finish(&plan.owner.uid);
-    }
-    // A fleet change that broke this preview counts against the change.
-    if let (true, true, Some(change)) = (took_part && fleet.cause.is_some(), failed, &fleet.change)
-    {
-        ctx.rollouts.failed(
-            change,
-            &crate::naming::PreviewKey::from(&plan.owner).to_string(),
-        );
-    }
-    let previous = plan.pe.status.as_ref().and_then(|s| s.revision);
-    let revision = if rolled_out {
-        Some(fleet.now)
-    } else {
-        previous
-    };
-    Some((fleet.up_to_date(rolled_out), revision))
 }
 
 /// The ends of the logs of the preview's finished test and setup Jobs, by Job name: of failed
