@@ -1,6 +1,6 @@
-//! The bodies the operator sends to GitHub, recorded by the loopback stand-in, checked against
-//! GitHub's published request schemas (tests/fixtures/api/README.md): states and conclusions
-//! from their enums, required fields present, lengths within their limits.
+//! The bodies the operator sends to GitHub and GitLab, recorded by the loopback stand-ins,
+//! checked against the published request schemas (tests/fixtures/api/README.md): states and
+//! conclusions from their enums, required fields present, lengths within their limits.
 
 #[allow(dead_code)] // the stand-in serves more routes than these tests use
 #[path = "common/scm.rs"]
@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use preview_operator::github::{self, CommitStatus, Credentials, GitHub, GitHubConfig, State};
+use preview_operator::gitlab::{self as gl, GitLabConfig};
 use preview_operator::metrics::Metrics;
 use preview_operator::scm::Backend;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use scm::{APP_ID, GitHub as StandIn, Route};
+use scm::{APP_ID, GitHub as StandIn, GitLab as GitLabStandIn, Route};
 use serde_json::Value;
 
 fn schema(name: &str) -> jsonschema::Validator {
@@ -54,9 +55,14 @@ fn statuses() -> Vec<CommitStatus> {
 
 /// Posts every status through the operator's poster and waits until each was acknowledged.
 async fn post_all(github: Arc<GitHub>) {
+    post(Backend::GitHub(github), statuses()).await;
+}
+
+/// Posts `all` through the operator's poster to `backend` and waits until each was
+/// acknowledged.
+async fn post(backend: Backend, all: Vec<CommitStatus>) {
     let (posted, mut acknowledged) = tokio::sync::mpsc::unbounded_channel();
-    let sender = github::start(Backend::GitHub(github), Arc::new(Metrics::new()), posted);
-    let all = statuses();
+    let sender = github::start(backend, Arc::new(Metrics::new()), posted);
     for status in &all {
         sender.send(status.clone());
     }
@@ -121,4 +127,50 @@ async fn check_runs_match_githubs_request_schemas() {
         checked += 1;
     }
     assert!(checked >= 4, "one check run per status at least: {checked}");
+}
+
+/// The statuses of [`statuses`] and one more that is queued ("waiting…"): on GitLab a pending
+/// preview is `running` while it deploys and `pending` only while it waits.
+fn gitlab_statuses() -> Vec<CommitStatus> {
+    let mut all = statuses();
+    all.push(CommitStatus {
+        sha: "c0ffee99".into(),
+        description: "waiting for a slot".into(),
+        ..all[0].clone()
+    });
+    all
+}
+
+#[tokio::test]
+async fn commit_statuses_match_gitlabs_request_schema() {
+    let stand_in = GitLabStandIn::default();
+    let config = GitLabConfig {
+        url: stand_in.serve().await,
+        token: "glpat-test".into(),
+    };
+    let gitlab = gl::GitLab::new(&config, Arc::new(Metrics::new())).expect("a client");
+    post(Backend::GitLab(gitlab), gitlab_statuses()).await;
+    let validator = schema("gitlab-post-commit-status");
+    assert!(
+        !validator.is_valid(&serde_json::json!({"state": "failure", "name": "c"})),
+        "GitHub's state name is not GitLab's: the schema tells them apart"
+    );
+    let seen: Vec<_> = stand_in
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.path.contains("/statuses/"))
+        .collect();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    for s in &seen {
+        assert_valid(&validator, &s.body, &s.path);
+    }
+    let states: std::collections::BTreeSet<&str> = seen
+        .iter()
+        .filter_map(|s| s.body["state"].as_str())
+        .collect();
+    assert_eq!(
+        states,
+        ["failed", "pending", "running", "success"].into(),
+        "every state the operator maps to was sent and checked"
+    );
 }
