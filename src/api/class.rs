@@ -34,7 +34,7 @@ pub struct PreviewClassStatus {
     /// PreviewEnvironments the class serves now (those naming it, and, for the default
     /// class, those naming none).
     #[serde(default)]
-    pub previews: u32,
+    pub previews: i64,
     /// The tenant namespaces it binds, the first few.
     #[serde(default)]
     pub tenants: String,

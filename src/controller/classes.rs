@@ -32,11 +32,16 @@ const TENANTS_SHOWN: usize = 3;
 
 /// Keeps the status of every class up to date while this process leads; runs until aborted.
 pub async fn run(ctx: Arc<Context>) {
+    // The first statuses go out as soon as the caches are filled, not an interval later.
+    let mut synced = ctx.synced.clone();
+    if synced.wait_for(|s| *s).await.is_err() {
+        return;
+    }
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !*ctx.leader.borrow() || !*ctx.synced.borrow() {
+        if !*ctx.leader.borrow() {
             continue;
         }
         let classes = ctx.stores.classes.state();
@@ -175,7 +180,7 @@ pub fn status_of(
         .map_or_else(|| Time(now), |c| c.last_transition_time.clone());
     PreviewClassStatus {
         observed_generation: class.metadata.generation,
-        previews: u32::try_from(served).unwrap_or(u32::MAX),
+        previews: i64::try_from(served).unwrap_or(i64::MAX),
         tenants: tenants(class),
         conditions: vec![Condition {
             type_: "Ready".to_string(),
