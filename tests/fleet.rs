@@ -78,6 +78,29 @@ fn posted(stand_in: &GitHub) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Creates previews `names` of template `app` in class `class` (shard = the tenant namespace,
+/// pull requests from `first_pr`, shas from `sha_prefix`) and waits until each runs, Ready and
+/// up to date.
+async fn running_fleet(t: &Tenant, names: &[&str], class: &str, first_pr: usize, sha_prefix: &str) {
+    let shard = &t.namespace.name;
+    for (i, name) in names.iter().enumerate() {
+        let spec = json!({"repository": "acme/app", "pullRequest": first_pr + i,
+                          "headSha": format!("{sha_prefix}{i}aa"), "templateRef": {"name": "app"},
+                          "previewClassName": class});
+        t.api
+            .create(
+                &PostParams::default(),
+                &preview(name, json!({"preview.dev/shard": shard}), spec),
+            )
+            .await
+            .expect("create");
+    }
+    for name in names {
+        await_ready(&t.api, name, READY).await;
+        await_condition(&t.api, name, "UpToDate", "True", Some("UpToDate"), READY).await;
+    }
+}
+
 /// Waits until class `name` has Ready=`status`; its (status, reason, message).
 async fn class_ready(
     classes: &Api<PreviewClass>,
@@ -157,22 +180,7 @@ async fn class_and_template_changes_roll_out_a_few_at_a_time_and_fail_no_preview
             ("PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE", &platform),
         ],
     );
-    for (i, name) in PREVIEWS.iter().enumerate() {
-        let spec = json!({"repository": "acme/app", "pullRequest": 40 + i,
-                          "headSha": format!("f1ee7{i}aa"), "templateRef": {"name": "app"},
-                          "previewClassName": class_name});
-        t.api
-            .create(
-                &PostParams::default(),
-                &preview(name, json!({"preview.dev/shard": shard}), spec),
-            )
-            .await
-            .expect("create");
-    }
-    for name in PREVIEWS {
-        await_ready(&t.api, name, READY).await;
-        await_condition(&t.api, name, "UpToDate", "True", Some("UpToDate"), READY).await;
-    }
+    running_fleet(&t, &PREVIEWS, &class_name, 40, "f1ee7").await;
     // Every pull request shows success before the platform team touches the class.
     wait_for("a success status for each preview", READY, || async {
         let successes = posted(&stand_in)
@@ -411,22 +419,7 @@ async fn a_change_that_breaks_two_previews_rolls_out_no_further() {
         &[],
     );
     let previews = ["p1", "p2", "p3", "p4"];
-    for (i, name) in previews.iter().enumerate() {
-        let spec = json!({"repository": "acme/app", "pullRequest": 50 + i,
-                          "headSha": format!("ba11ad{i}aa"), "templateRef": {"name": "app"},
-                          "previewClassName": class_name});
-        t.api
-            .create(
-                &PostParams::default(),
-                &preview(name, json!({"preview.dev/shard": shard}), spec),
-            )
-            .await
-            .expect("create");
-    }
-    for name in previews {
-        await_ready(&t.api, name, READY).await;
-        await_condition(&t.api, name, "UpToDate", "True", Some("UpToDate"), READY).await;
-    }
+    running_fleet(&t, &previews, &class_name, 50, "ba11ad").await;
     // The team ships a template whose service crashes.
     let mut crashing = template();
     crashing["services"][0]["podAnnotations"] = json!({"preview.dev/simulate": "fail"});
