@@ -204,6 +204,11 @@ pub struct GitLabArgs {
     #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_MR_NOTES")]
     pub gitlab_mr_notes: bool,
 
+    /// An environment per preview (`preview/<namespace>/<name>`) linking its URL, stopped on
+    /// teardown; needs a token that may write environments (Developer).
+    #[arg(long, env = "PREVIEW_OPERATOR_GITLAB_ENVIRONMENTS")]
+    pub gitlab_environments: bool,
+
     /// Accept an http:// --gitlab-url: the token and the merge request states then cross the
     /// network unencrypted. Only for a GitLab reached over a network you trust (or a test's
     /// stand-in on loopback).
@@ -298,6 +303,12 @@ pub struct GitHubArgs {
     /// in place; needs a token with pull-requests (issues) write.
     #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_PR_COMMENTS")]
     pub github_pr_comments: bool,
+
+    /// A transient deployment per preview and sha (environment `preview/<namespace>/<name>`),
+    /// so the pull request shows "View deployment"; `inactive` on teardown. Needs an App or a
+    /// token with deployments write.
+    #[arg(long, env = "PREVIEW_OPERATOR_GITHUB_DEPLOYMENTS")]
+    pub github_deployments: bool,
 
     /// How often the open pull requests of every repository with previews are listed, and
     /// previews whose PR GitHub reports closed are deleted (a webhook that never arrived).

@@ -292,7 +292,7 @@ async fn read_logs(
     let jobs = apply::owned(&ctx.stores.jobs, ns, &preview.owner.uid);
     let all = ctx
         .reporter(preview.spec.provider())
-        .is_some_and(|g| g.checks());
+        .is_some_and(|g| g.poster.checks());
     ctx.logs.read(&ctx.client, ns, &jobs, all).await;
     ctx.logs.of(ns)
 }

@@ -7,8 +7,9 @@
 //! token check at start-up; this way every call is counted, bounded and rate-limit aware in
 //! the same way as GitHub's.
 //!
-//! `POST /webhooks/gitlab` deliveries are parsed here ([`parse_hook`]); the route lives with
-//! GitHub's in `webhook`.
+//! This is GitLab's [`Forge`]: merge request notes are the comments, an environment per
+//! preview its deployment ([`environments`]), and `POST /webhooks/gitlab` deliveries are read
+//! by [`hook`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,8 +24,14 @@ use serde::Deserialize;
 
 use crate::credential::Credential;
 use crate::metrics::Metrics;
+use futures::future::BoxFuture;
+
+use crate::scm::deployment::Deployment;
 use crate::scm::status::{CommitStatus, Outcome, State};
-use crate::scm::{Answer, Author, ClosedPr, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
+use crate::scm::{Answer, Author, Forge, Me, Posted, PrState, Provider, ScmError, TIMEOUT};
+
+mod environments;
+pub mod hook;
 
 /// Pages of 100 read when listing (open merge requests, notes).
 const MAX_PAGES: u32 = 20;
@@ -49,6 +56,8 @@ pub struct GitLab {
     /// The token's user, once asked, and the token's version it is of (a new token may be
     /// someone else's). Async, so concurrent first callers ask once.
     me: tokio::sync::Mutex<Option<(u64, Me)>>,
+    /// The environments written, for the poster (which alone takes it, so it never waits).
+    environments: tokio::sync::Mutex<environments::Known>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +99,7 @@ impl GitLab {
             token: config.token.clone(),
             metrics,
             me: tokio::sync::Mutex::new(None),
+            environments: Default::default(),
         }))
     }
 
@@ -280,6 +290,55 @@ impl GitLab {
     }
 }
 
+impl Forge for GitLab {
+    fn provider(&self) -> Provider {
+        Provider::Gitlab
+    }
+
+    fn me(&self) -> BoxFuture<'_, Result<Me, ScmError>> {
+        Box::pin(GitLab::me(self))
+    }
+
+    fn state<'a>(
+        &'a self,
+        repository: &'a str,
+        number: i64,
+    ) -> BoxFuture<'a, Result<PrState, ScmError>> {
+        Box::pin(GitLab::state(self, repository, number))
+    }
+
+    fn open<'a>(&'a self, repository: &'a str) -> BoxFuture<'a, Result<BTreeSet<i64>, ScmError>> {
+        Box::pin(GitLab::open(self, repository))
+    }
+
+    fn post_status<'a>(&'a self, status: &'a CommitStatus) -> BoxFuture<'a, Outcome> {
+        Box::pin(GitLab::post_status(self, status))
+    }
+
+    fn comments<'a>(
+        &'a self,
+        repository: &'a str,
+        number: i64,
+        page: u32,
+    ) -> BoxFuture<'a, Result<Vec<Posted>, ScmError>> {
+        Box::pin(self.notes(repository, number, page))
+    }
+
+    fn write_comment<'a>(
+        &'a self,
+        repository: &'a str,
+        number: i64,
+        id: Option<u64>,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<u64, ScmError>> {
+        Box::pin(self.write_note(repository, number, id, body))
+    }
+
+    fn deploy<'a>(&'a self, deployment: &'a Deployment) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.environment(deployment))
+    }
+}
+
 /// What GitLab's answer to a commit status post means for the poster.
 fn status_outcome(answer: Result<Answer, ScmError>) -> Outcome {
     let Ok(a) = &answer else {
@@ -319,213 +378,9 @@ fn state(status: &CommitStatus) -> &'static str {
     }
 }
 
-/// The fields of a merge request delivery that closes or merges, all required.
-#[derive(Deserialize)]
-struct ClosingHook {
-    object_attributes: HookMr,
-    project: HookProject,
-}
-
-#[derive(Deserialize)]
-struct HookMr {
-    iid: i64,
-}
-
-#[derive(Deserialize)]
-struct HookProject {
-    path_with_namespace: String,
-}
-
-/// What a verified GitLab delivery asks for: a merge request closed or merged, or nothing.
-///
-/// Only a JSON object is a delivery (else `Err`); of those, only a merge request's `close` or
-/// `merge` is read further and must name its merge request and project. Every other event
-/// (notes, pipelines, pushes, wiki pages, system hooks that carry `event_name` instead of
-/// `object_kind`, merge request updates) is `Ok(None)` whatever its shape: GitLab disables a
-/// hook that keeps answering 4xx, so an event the operator does not act on must not be
-/// refused for fields it does not read.
-pub fn parse_hook(body: &[u8]) -> Result<Option<ClosedPr>, String> {
-    let hook: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if !hook.is_object() {
-        return Err("a delivery that is not a JSON object".into());
-    }
-    if hook["object_kind"] != "merge_request" {
-        return Ok(None);
-    }
-    let merged = match hook["object_attributes"]["action"].as_str() {
-        Some("merge") => true,
-        Some("close") => false,
-        _ => return Ok(None),
-    };
-    let closing: ClosingHook = serde_json::from_value(hook).map_err(|e| {
-        format!(
-            "a merge request {} without its iid or project: {e}",
-            if merged { "merge" } else { "close" }
-        )
-    })?;
-    let (mr, project) = (closing.object_attributes, closing.project);
-    if mr.iid < 1 || !project.path_with_namespace.contains('/') {
-        return Err("merge request iid or project path out of range".into());
-    }
-    Ok(Some(ClosedPr {
-        provider: Provider::Gitlab,
-        repository: project.path_with_namespace,
-        number: mr.iid,
-        merged,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_request_hooks_that_close_or_merge_tear_down() {
-        let hook = |action: &str| {
-            serde_json::json!({
-                "object_kind": "merge_request",
-                "project": {"path_with_namespace": "acme/platform/shop"},
-                "object_attributes": {"iid": 7, "action": action},
-            })
-            .to_string()
-        };
-        let closed = parse_hook(hook("merge").as_bytes()).expect("parsed");
-        assert_eq!(
-            closed,
-            Some(ClosedPr {
-                provider: Provider::Gitlab,
-                repository: "acme/platform/shop".into(),
-                number: 7,
-                merged: true
-            })
-        );
-        assert!(
-            parse_hook(hook("close").as_bytes())
-                .expect("parsed")
-                .is_some_and(|c| !c.merged)
-        );
-        assert_eq!(parse_hook(hook("update").as_bytes()), Ok(None));
-        assert_eq!(parse_hook(br#"{"object_kind": "push"}"#), Ok(None));
-        assert!(parse_hook(b"not json").is_err());
-        assert!(parse_hook(b"[]").is_err(), "not an object");
-        let garbled =
-            br#"{"object_kind": "merge_request", "object_attributes": {"action": "merge"}}"#;
-        assert!(
-            parse_hook(garbled).is_err(),
-            "a merge naming no merge request"
-        );
-    }
-
-    /// GitLab's example deliveries of every event kind (tests/fixtures/gitlab/README.md).
-    const EVENTS: &[(&str, &[u8])] = &[
-        (
-            "build",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/build.json"),
-        ),
-        (
-            "deployment",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/deployment.json"),
-        ),
-        (
-            "feature_flag",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/feature_flag.json"),
-        ),
-        (
-            "issue",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/issue.json"),
-        ),
-        (
-            "job",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/job.json"),
-        ),
-        (
-            "member",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/member.json"),
-        ),
-        (
-            "merge_request",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/merge_request.json"),
-        ),
-        (
-            "note_commit",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/note_commit.json"),
-        ),
-        (
-            "note_issue",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/note_issue.json"),
-        ),
-        (
-            "note_merge_request",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/note_merge_request.json"),
-        ),
-        (
-            "note_snippet",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/note_snippet.json"),
-        ),
-        (
-            "pipeline",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/pipeline.json"),
-        ),
-        (
-            "push",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/push.json"),
-        ),
-        (
-            "release",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/release.json"),
-        ),
-        (
-            "resource_access_token_group",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/resource_access_token_group.json"),
-        ),
-        (
-            "resource_access_token_project",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/resource_access_token_project.json"),
-        ),
-        (
-            "service_merge_request",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/service_merge_request.json"),
-        ),
-        (
-            "subgroup",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/subgroup.json"),
-        ),
-        (
-            "tag_push",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/tag_push.json"),
-        ),
-        (
-            "wiki_page",
-            include_bytes!("../tests/fixtures/gitlab/webhooks/wiki_page.json"),
-        ),
-    ];
-
-    #[test]
-    fn every_real_event_the_operator_does_not_act_on_is_ignored_not_refused() {
-        for (name, body) in EVENTS {
-            assert_eq!(parse_hook(body), Ok(None), "{name}");
-        }
-    }
-
-    #[test]
-    fn a_real_merge_request_delivery_tears_down_when_it_closes_or_merges() {
-        let (_, open) = EVENTS[6];
-        for (action, merged) in [("close", false), ("merge", true)] {
-            let mut hook: serde_json::Value = serde_json::from_slice(open).expect("json");
-            hook["object_attributes"]["action"] = action.into();
-            let body = serde_json::to_vec(&hook).expect("json");
-            assert_eq!(
-                parse_hook(&body),
-                Ok(Some(ClosedPr {
-                    provider: Provider::Gitlab,
-                    repository: "gitlabhq/gitlab-test".into(),
-                    number: 1,
-                    merged,
-                })),
-                "{action}"
-            );
-        }
-    }
 
     fn answer(code: u16, body: &str, headers: &[(&str, &str)]) -> Result<Answer, ScmError> {
         let mut map = http::HeaderMap::new();

@@ -83,7 +83,7 @@ fn test_report(format: ReportFormat, file: &std::path::Path) -> anyhow::Result<(
     let test = file
         .file_stem()
         .map_or_else(|| "test".to_string(), |s| s.to_string_lossy().into_owned());
-    let (json, markdown) = preview_operator::github::checks::test_report(&test, log);
+    let (json, markdown) = preview_operator::scm::check::test_report(&test, log);
     let printed = match format {
         ReportFormat::Json => {
             serde_json::to_string_pretty(&json).context("failed to render the report")? + "\n"

@@ -33,7 +33,8 @@ use crate::gitlab::{GitLab, GitLabConfig};
 use crate::leader::{self, Election, LeaderConfig};
 use crate::metrics::{ApiMetricsLayer, Metrics};
 use crate::naming::MANAGER;
-use crate::scm::{Backend, Provider, Scm};
+use crate::scm::status::CommitStatus;
+use crate::scm::{Forge, Provider, Reporter, Reporters, Scm, comment, poster};
 use crate::server::{self, AppState};
 use crate::{wake, webhook};
 
@@ -131,59 +132,42 @@ impl Namespaces {
     }
 }
 
-/// What posts to GitHub and GitLab: commit statuses (their posts reported on `posted`), PR
-/// comments and MR notes when enabled, and the state queries of webhooks and the resync.
-struct Reporters {
-    github: Option<github::StatusSender>,
-    gitlab: Option<github::StatusSender>,
-    comments: Option<github::comment::CommentSender>,
-    notes: Option<github::comment::CommentSender>,
-}
-
-/// Sets up the providers that are configured, and starts posting to them.
+/// Sets up the providers that are configured, and starts posting to them: commit statuses
+/// (their posts reported on `posted`), deployments, PR comments and MR notes when enabled.
+/// The providers are also what webhooks' confirmations and the resync ask.
 fn scm_reporters(
     args: &RunArgs,
     gitlab_config: Option<GitLabConfig>,
     metrics: &Arc<Metrics>,
-    posted: mpsc::UnboundedSender<github::CommitStatus>,
+    posted: mpsc::UnboundedSender<CommitStatus>,
 ) -> anyhow::Result<(Arc<Scm>, Reporters)> {
-    let github_api = match github_config(&args.github)? {
-        Some(config) => {
-            info!(api = %config.api_url, credentials = ?config.credentials, "reporting on pull requests, webhook confirmation and resync enabled");
-            Some(github::GitHub::new(&config, metrics.clone()).context("failed to set up GitHub")?)
-        }
-        None => None,
-    };
-    let gitlab_api = match gitlab_config {
-        Some(config) => {
-            info!(url = %config.url, "GitLab commit statuses, webhook confirmation and resync enabled");
-            Some(GitLab::new(&config, metrics.clone()).context("failed to set up GitLab")?)
-        }
-        None => None,
-    };
-    let reporters = Reporters {
-        github: github_api
-            .clone()
-            .map(|api| github::start(Backend::GitHub(api), metrics.clone(), posted.clone())),
-        gitlab: gitlab_api
-            .clone()
-            .map(|api| github::start(Backend::GitLab(api), metrics.clone(), posted)),
-        comments: match (&github_api, args.github.github_pr_comments) {
-            (Some(api), true) => {
-                info!("pull request comments enabled");
-                Some(github::comment::start(Backend::GitHub(api.clone())))
-            }
-            _ => None,
-        },
-        notes: match (&gitlab_api, args.gitlab.gitlab_mr_notes) {
-            (Some(api), true) => {
-                info!("merge request notes enabled");
-                Some(github::comment::start(Backend::GitLab(api.clone())))
-            }
-            _ => None,
-        },
-    };
-    Ok((Arc::new(Scm::new(github_api, gitlab_api)), reporters))
+    let mut forges: Vec<(Arc<dyn Forge>, bool, bool)> = Vec::new();
+    if let Some(config) = github_config(&args.github)? {
+        info!(api = %config.api_url, credentials = ?config.credentials, "reporting on pull requests, webhook confirmation and resync enabled");
+        let api =
+            github::GitHub::new(&config, metrics.clone()).context("failed to set up GitHub")?;
+        let (comments, deployments) = (
+            args.github.github_pr_comments,
+            args.github.github_deployments,
+        );
+        forges.push((api, comments, deployments));
+    }
+    if let Some(config) = gitlab_config {
+        info!(url = %config.url, "GitLab commit statuses, webhook confirmation and resync enabled");
+        let api = GitLab::new(&config, metrics.clone()).context("failed to set up GitLab")?;
+        let (notes, environments) = (args.gitlab.gitlab_mr_notes, args.gitlab.gitlab_environments);
+        forges.push((api, notes, environments));
+    }
+    let mut reporters = Reporters::default();
+    for (forge, comments, deployments) in &forges {
+        let provider = forge.provider();
+        info!(%provider, comments, deployments, "pull request comments and deployments");
+        let poster = poster::start(forge.clone(), *deployments, metrics.clone(), posted.clone());
+        let comments = comments.then(|| comment::start(forge.clone()));
+        reporters.insert(provider, Reporter { poster, comments });
+    }
+    let scm = Scm::new(forges.into_iter().map(|(forge, _, _)| forge));
+    Ok((Arc::new(scm), reporters))
 }
 
 /// What a webhook's teardown checks before it deletes anything.
@@ -260,10 +244,7 @@ fn context(
         synced: shared.synced,
         leader: shared.leader,
         metrics: shared.metrics,
-        github: reporters.github,
-        gitlab: reporters.gitlab,
-        comments: reporters.comments,
-        notes: reporters.notes,
+        reporters,
     };
     (Arc::new(ctx), wake_rx)
 }
@@ -274,7 +255,7 @@ struct Background {
     synced_tx: watch::Sender<bool>,
     caches_synced: BoxFuture<'static, bool>,
     /// The commit statuses posted, to record on their previews.
-    posted: mpsc::UnboundedReceiver<github::CommitStatus>,
+    posted: mpsc::UnboundedReceiver<CommitStatus>,
     wake_listener: tokio::net::TcpListener,
     /// The providers the resync asks.
     scm: Arc<Scm>,

@@ -1,8 +1,15 @@
-//! What GitHub and GitLab have in common for the operator: the answer to a call, why a call
-//! could not tell, where a pull (merge) request is, and [`Scm`], which asks the provider a
-//! preview names about its pull requests (the webhook's confirmation and the resync).
+//! The provider-neutral side of reporting on pull requests. [`Forge`] is the set of calls a
+//! provider implements (`crate::github`, `crate::gitlab`); written against it are the poster
+//! of commit statuses, check runs and deployments ([`poster`]), the comment writer
+//! ([`comment`]), what a check and a deployment show ([`check`], [`deployment`]), the
+//! webhook's delivery types ([`hook`]), and [`Scm`], which asks the provider a preview names
+//! about its pull requests (the webhook's confirmation and the resync). [`Reporters`] holds,
+//! per provider, where a preview's reports go.
+//!
+//! Also here: what every provider's call comes to ([`Answer`], [`ScmError`]) and who wrote a
+//! comment ([`Me`], [`Author`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +17,17 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 pub use crate::api::Provider;
-use crate::github::{GitHub, Pulls};
-use crate::gitlab::GitLab;
 
+pub mod check;
+pub mod comment;
+pub mod deployment;
+mod forge;
+pub mod hook;
 pub mod markdown;
+pub mod poster;
 pub mod status;
+
+pub use forge::Forge;
 
 /// Longest a call to GitHub or GitLab may take.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -149,23 +162,6 @@ impl Answer {
     }
 }
 
-/// Where the poster and the comment writer write.
-#[derive(Clone)]
-pub enum Backend {
-    GitHub(Arc<GitHub>),
-    GitLab(Arc<GitLab>),
-}
-
-impl Backend {
-    /// Who the operator is there (asked once, then remembered).
-    pub async fn me(&self) -> Result<Me, ScmError> {
-        match self {
-            Backend::GitHub(github) => github.me().await,
-            Backend::GitLab(gitlab) => gitlab.me().await,
-        }
-    }
-}
-
 /// Who the operator is on a provider: what its own comments are recognised by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Me {
@@ -209,24 +205,23 @@ pub struct Posted {
 /// Asks the provider a preview names about its pull requests.
 #[derive(Default)]
 pub struct Scm {
-    pub github: Option<Pulls>,
-    pub gitlab: Option<Arc<GitLab>>,
+    forges: BTreeMap<Provider, Arc<dyn Forge>>,
 }
 
 impl Scm {
-    pub fn new(github: Option<Arc<GitHub>>, gitlab: Option<Arc<GitLab>>) -> Scm {
+    pub fn new(forges: impl IntoIterator<Item = Arc<dyn Forge>>) -> Scm {
         Scm {
-            github: github.map(Pulls::new),
-            gitlab,
+            forges: forges.into_iter().map(|f| (f.provider(), f)).collect(),
         }
     }
 
     /// Whether the operator may ask `provider` at all.
     pub fn knows(&self, provider: Provider) -> bool {
-        match provider {
-            Provider::Github => self.github.is_some(),
-            Provider::Gitlab => self.gitlab.is_some(),
-        }
+        self.forges.contains_key(&provider)
+    }
+
+    fn forge(&self, provider: Provider) -> Result<&dyn Forge, ScmError> {
+        (self.forges.get(&provider).map(|f| f.as_ref())).ok_or(ScmError::NotConfigured { provider })
     }
 
     /// Whether pull request `number` of `repository` is open or closed (merged counts as
@@ -237,11 +232,7 @@ impl Scm {
         repository: &str,
         number: i64,
     ) -> Result<PrState, ScmError> {
-        match (provider, &self.github, &self.gitlab) {
-            (Provider::Github, Some(github), _) => github.state(repository, number).await,
-            (Provider::Gitlab, _, Some(gitlab)) => gitlab.state(repository, number).await,
-            _ => Err(ScmError::NotConfigured { provider }),
-        }
+        self.forge(provider)?.state(repository, number).await
     }
 
     /// The numbers of the open pull requests of `repository`.
@@ -250,11 +241,30 @@ impl Scm {
         provider: Provider,
         repository: &str,
     ) -> Result<BTreeSet<i64>, ScmError> {
-        match (provider, &self.github, &self.gitlab) {
-            (Provider::Github, Some(github), _) => github.open(repository).await,
-            (Provider::Gitlab, _, Some(gitlab)) => gitlab.open(repository).await,
-            _ => Err(ScmError::NotConfigured { provider }),
-        }
+        self.forge(provider)?.open(repository).await
+    }
+}
+
+/// Where one provider's reports go: the poster (statuses, checks, deployments) and, when
+/// enabled, the comment writer.
+#[derive(Clone)]
+pub struct Reporter {
+    pub poster: poster::Poster,
+    pub comments: Option<comment::CommentSender>,
+}
+
+/// The reporters of the configured providers.
+#[derive(Clone, Default)]
+pub struct Reporters(BTreeMap<Provider, Reporter>);
+
+impl Reporters {
+    pub fn insert(&mut self, provider: Provider, reporter: Reporter) {
+        self.0.insert(provider, reporter);
+    }
+
+    /// Where the reports of a preview on `provider` go, when it is configured.
+    pub fn of(&self, provider: Provider) -> Option<&Reporter> {
+        self.0.get(&provider)
     }
 }
 

@@ -21,13 +21,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hmac::{Hmac, KeyInit, Mac};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
-use sha2::Sha256;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -36,8 +33,11 @@ use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
 use crate::controller::policy;
 use crate::credential::Credential;
+use crate::github::hook::GitHubHook;
+use crate::gitlab::hook::GitLabHook;
 use crate::metrics::{Metrics, WebhookResult};
 pub use crate::scm::ClosedPr;
+use crate::scm::hook::{Delivery, Hook};
 use crate::scm::{PrState, Provider, Scm, ScmError};
 use crate::sync::lock;
 
@@ -55,148 +55,6 @@ pub struct Teardown {
     /// unconfirmed close may delete.
     pub head_sha: Option<String>,
     pub delivery: Option<String>,
-}
-
-/// Checks `X-Hub-Signature-256` (`sha256=<hex>`) against the body, in constant time.
-pub fn signature_valid(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
-    let Some(hex) = header.and_then(|h| h.strip_prefix("sha256=")) else {
-        return false;
-    };
-    let Some(expected) = decode_hex(hex) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    // verify_slice compares in constant time.
-    mac.verify_slice(&expected).is_ok()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
-#[derive(Deserialize)]
-struct PullRequestEvent {
-    pull_request: PullRequest,
-    repository: Repository,
-}
-
-#[derive(Deserialize)]
-struct PullRequest {
-    number: i64,
-    #[serde(default)]
-    merged: Option<bool>,
-    #[serde(default)]
-    head: Option<Head>,
-}
-
-#[derive(Deserialize)]
-struct Head {
-    sha: String,
-}
-
-#[derive(Deserialize)]
-struct Repository {
-    full_name: String,
-}
-
-/// What a delivery asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Delivery {
-    Ping,
-    /// A closed PR and its head sha (lower-case hex), when the delivery names a valid one.
-    Closed {
-        pr: ClosedPr,
-        head_sha: Option<String>,
-    },
-    /// A merge queue group was destroyed (merged, invalidated or dequeued): its previews go.
-    GroupDestroyed {
-        repository: String,
-        /// Its ref without `refs/heads/`.
-        group: String,
-        head_sha: Option<String>,
-    },
-    Ignored,
-}
-
-/// Why a delivery was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ParseError {
-    #[error("malformed pull_request payload: {0}")]
-    Malformed(String),
-}
-
-/// Interprets a verified delivery.
-pub fn parse(event: &str, body: &[u8]) -> Result<Delivery, ParseError> {
-    match event {
-        "ping" => Ok(Delivery::Ping),
-        "pull_request" => {
-            let value: serde_json::Value =
-                serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
-            // Only a close is read further: an action the operator does not act on is
-            // ignored whatever else it carries, so no authentic delivery is refused for
-            // fields the operator does not read.
-            match value["action"].as_str() {
-                Some("closed") => {}
-                Some(_) => return Ok(Delivery::Ignored),
-                None => {
-                    return Err(ParseError::Malformed(
-                        "a pull_request event without an action".into(),
-                    ));
-                }
-            }
-            let e: PullRequestEvent =
-                serde_json::from_value(value).map_err(|e| ParseError::Malformed(e.to_string()))?;
-            if e.pull_request.number < 1 || !e.repository.full_name.contains('/') {
-                return Err(ParseError::Malformed(
-                    "pull request number or repository name out of range".into(),
-                ));
-            }
-            Ok(Delivery::Closed {
-                head_sha: e.pull_request.head.and_then(|h| commit(&h.sha)),
-                pr: ClosedPr {
-                    provider: Provider::Github,
-                    repository: e.repository.full_name,
-                    number: e.pull_request.number,
-                    merged: e.pull_request.merged.unwrap_or(false),
-                },
-            })
-        }
-        "merge_group" => merge_group::parse(body),
-        _ => Ok(Delivery::Ignored),
-    }
-}
-
-/// A commit id from a delivery, lower-cased: SHA-1 or SHA-256 hex, else nothing.
-fn commit(text: &str) -> Option<String> {
-    let valid = (7..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
-    valid.then(|| text.to_ascii_lowercase())
-}
-
-/// The head sha of a GitLab merge request delivery: `object_attributes.last_commit.id`.
-fn gitlab_head_sha(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Hook {
-        object_attributes: Attributes,
-    }
-    #[derive(Deserialize)]
-    struct Attributes {
-        last_commit: LastCommit,
-    }
-    #[derive(Deserialize)]
-    struct LastCommit {
-        id: String,
-    }
-    let hook: Hook = serde_json::from_slice(body).ok()?;
-    commit(&hook.object_attributes.last_commit.id)
 }
 
 /// Whether a preview at `spec_sha` is at the commit a delivery names. A spec may hold an
@@ -259,26 +117,26 @@ pub struct WebhookState {
     pub confirms: bool,
 }
 
-async fn handle(
+/// `POST /webhooks/<provider>`: one delivery of `H`'s, answered 2xx whenever it is
+/// authentic (acted on or not), since a provider disables a hook that keeps answering 4xx.
+async fn deliver<H: Hook>(
     State(state): State<WebhookState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let answer = |result: WebhookResult, code: StatusCode, text: String| {
         state.metrics.webhook_delivery(result);
         (code, text)
     };
-    let secret = state.secret.current();
-    if !signature_valid(secret.as_bytes(), &body, header("x-hub-signature-256")) {
+    if !H::authentic(state.secret.current().as_bytes(), &headers, &body) {
         return answer(
             WebhookResult::Unauthorized,
             StatusCode::UNAUTHORIZED,
-            "missing or wrong X-Hub-Signature-256\n".into(),
+            format!("missing or wrong {}\n", H::AUTH_HEADER),
         );
     }
-    let event = header("x-github-event").unwrap_or_default().to_string();
-    if let Some(id) = header("x-github-delivery")
+    let delivery = H::delivery_id(&headers);
+    if let Some(id) = &delivery
         && !lock(&state.seen).first_time(id)
     {
         return answer(
@@ -287,34 +145,26 @@ async fn handle(
             format!("delivery {id} already handled\n"),
         );
     }
-    match parse(&event, &body) {
-        Ok(Delivery::Ping) => answer(WebhookResult::Ping, StatusCode::OK, "pong\n".into()),
-        Ok(Delivery::Ignored) => answer(
+    let (result, code, text) = match H::parse(&headers, &body) {
+        Ok(Delivery::Ping) => (WebhookResult::Ping, StatusCode::OK, "pong\n".into()),
+        Ok(Delivery::Ignored) => (
             WebhookResult::Ignored,
             StatusCode::ACCEPTED,
-            format!("event {event:?} needs nothing\n"),
+            "event needs nothing\n".into(),
         ),
-        Ok(Delivery::Closed { pr, head_sha }) => {
-            let delivery = header("x-github-delivery").map(str::to_string);
-            let (result, code, text) = close(&state, pr, head_sha, delivery);
-            answer(result, code, text)
-        }
+        Ok(Delivery::Closed { pr, head_sha }) => close(&state, pr, head_sha, delivery),
         Ok(Delivery::GroupDestroyed {
             repository,
             group,
             head_sha,
-        }) => {
-            let delivery = header("x-github-delivery").map(str::to_string);
-            let (result, code, text) =
-                merge_group::destroyed(&state, repository, group, head_sha, delivery);
-            answer(result, code, text)
-        }
-        Err(e) => answer(
+        }) => merge_group::destroyed(&state, repository, group, head_sha, delivery),
+        Err(e) => (
             WebhookResult::Malformed,
             StatusCode::BAD_REQUEST,
             format!("{e}\n"),
         ),
-    }
+    };
+    answer(result, code, text)
 }
 
 /// Answers a close and queues its teardown, unless nothing could be deleted: without
@@ -381,57 +231,6 @@ fn enqueue(
     }
 }
 
-/// `POST /webhooks/gitlab`: a merge request closed or merged, told with the secret token.
-async fn handle_gitlab(
-    State(state): State<WebhookState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
-    use subtle::ConstantTimeEq;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let answer = |result: WebhookResult, code: StatusCode, text: String| {
-        state.metrics.webhook_delivery(result);
-        (code, text)
-    };
-    let token = header("x-gitlab-token").unwrap_or_default().as_bytes();
-    let secret = state.secret.current();
-    if token.is_empty() || !bool::from(token.ct_eq(secret.as_bytes())) {
-        return answer(
-            WebhookResult::Unauthorized,
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong X-Gitlab-Token\n".into(),
-        );
-    }
-    let delivery = header("x-gitlab-event-uuid")
-        .or_else(|| header("idempotency-key"))
-        .map(|id| format!("gitlab:{id}"));
-    if let Some(id) = &delivery
-        && !lock(&state.seen).first_time(id)
-    {
-        return answer(
-            WebhookResult::Duplicate,
-            StatusCode::OK,
-            format!("delivery {id} already handled\n"),
-        );
-    }
-    match crate::gitlab::parse_hook(&body) {
-        Ok(Some(pr)) => {
-            let (result, code, text) = close(&state, pr, gitlab_head_sha(&body), delivery);
-            answer(result, code, text)
-        }
-        Ok(None) => answer(
-            WebhookResult::Ignored,
-            StatusCode::ACCEPTED,
-            "event needs nothing\n".into(),
-        ),
-        Err(e) => answer(
-            WebhookResult::Malformed,
-            StatusCode::BAD_REQUEST,
-            format!("{e}\n"),
-        ),
-    }
-}
-
 /// Deliveries handled at once; more wait (up to [`DELIVERY_TIMEOUT`]).
 const CONCURRENT_DELIVERIES: usize = 32;
 /// Longest a delivery may take, reading its body included: a slow sender is cut off.
@@ -458,14 +257,14 @@ pub fn router(
     if let Some(state) = github {
         router = router.merge(
             Router::new()
-                .route("/webhooks/github", post(handle))
+                .route("/webhooks/github", post(deliver::<GitHubHook>))
                 .with_state(state),
         );
     }
     if let Some(state) = gitlab {
         router = router.merge(
             Router::new()
-                .route("/webhooks/gitlab", post(handle_gitlab))
+                .route("/webhooks/gitlab", post(deliver::<GitLabHook>))
                 .with_state(state),
         );
     }

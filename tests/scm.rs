@@ -405,9 +405,9 @@ async fn on_gitlab_statuses_and_a_note_arrive_and_only_a_confirmed_merge_tears_d
 
 const PREVIEW: &str = "team-shop/shop-pr-7";
 
-fn comment(repository: &str, text: &str) -> preview_operator::github::comment::Comment {
-    let marker = preview_operator::github::comment::marker(PREVIEW);
-    preview_operator::github::comment::Comment {
+fn comment(repository: &str, text: &str) -> preview_operator::scm::comment::Comment {
+    let marker = preview_operator::scm::comment::marker(PREVIEW);
+    preview_operator::scm::comment::Comment {
         repository: repository.to_string(),
         pull_request: 7,
         preview: PREVIEW.to_string(),
@@ -419,15 +419,15 @@ fn comment(repository: &str, text: &str) -> preview_operator::github::comment::C
 /// and creates its own; started again (nothing remembered), it edits its own, never a forged
 /// one. Returns what the operator did.
 async fn only_our_comment_is_edited(
-    backend: preview_operator::scm::Backend,
+    forge: std::sync::Arc<dyn preview_operator::scm::Forge>,
     thread: &Thread,
     repository: &str,
 ) -> Vec<String> {
-    use preview_operator::github::comment;
+    use preview_operator::scm::comment;
     let forged = thread.lock_comments().clone();
     let wait = Duration::from_secs(20);
 
-    let writer = comment::start(backend.clone());
+    let writer = comment::start(forge.clone());
     writer.send(comment(repository, "ours, first"));
     let created = common::wait_for("our own comment created", wait, || async {
         thread
@@ -440,7 +440,7 @@ async fn only_our_comment_is_edited(
     drop(writer);
 
     // A restart: a new writer remembers no comment and looks for the marker again.
-    let writer = comment::start(backend);
+    let writer = comment::start(forge);
     writer.send(comment(repository, "ours, second"));
     common::wait_for("our own comment edited", wait, || async {
         let log = thread.log();
@@ -476,7 +476,7 @@ fn metrics() -> Arc<preview_operator::metrics::Metrics> {
 #[tokio::test]
 async fn with_a_token_only_the_tokens_own_comment_is_edited_never_a_forged_one() {
     use preview_operator::github::{Credentials, GitHub, GitHubConfig};
-    let marker = preview_operator::github::comment::marker(PREVIEW);
+    let marker = preview_operator::scm::comment::marker(PREVIEW);
     let user = |id: u64, login: &str| json!({"user": {"id": id, "login": login, "type": "User"}});
     let thread = Thread::new(
         user(OUR_USER, "preview-bot"),
@@ -489,12 +489,7 @@ async fn with_a_token_only_the_tokens_own_comment_is_edited_never_a_forged_one()
         credentials: Credentials::Token("test-token".into()),
     };
     let github = GitHub::new(&config, metrics()).expect("a client");
-    let log = only_our_comment_is_edited(
-        preview_operator::scm::Backend::GitHub(github),
-        &thread,
-        "acme/shop",
-    )
-    .await;
+    let log = only_our_comment_is_edited(github, &thread, "acme/shop").await;
     assert_eq!(
         log.iter().filter(|l| *l == "user").count(),
         1,
@@ -505,7 +500,7 @@ async fn with_a_token_only_the_tokens_own_comment_is_edited_never_a_forged_one()
 #[tokio::test]
 async fn on_gitlab_only_the_tokens_own_note_is_edited_never_a_forged_one() {
     use preview_operator::gitlab::{GitLab, GitLabConfig};
-    let marker = preview_operator::github::comment::marker(PREVIEW);
+    let marker = preview_operator::scm::comment::marker(PREVIEW);
     let author = |id: u64| json!({"author": {"id": id, "username": format!("user-{id}")}});
     let thread = Thread::new(author(OUR_USER), &[author(666), json!({})], &marker);
     let url = common::serve_locally(thread.gitlab()).await;
@@ -514,12 +509,7 @@ async fn on_gitlab_only_the_tokens_own_note_is_edited_never_a_forged_one() {
         token: "glpat-test".into(),
     };
     let gitlab = GitLab::new(&config, metrics()).expect("a client");
-    let log = only_our_comment_is_edited(
-        preview_operator::scm::Backend::GitLab(gitlab),
-        &thread,
-        "acme/platform/shop",
-    )
-    .await;
+    let log = only_our_comment_is_edited(gitlab, &thread, "acme/platform/shop").await;
     assert_eq!(
         log.iter().filter(|l| *l == "user").count(),
         1,
@@ -536,7 +526,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
         .to_public_key_pem(LineEnding::LF)
         .expect("PEM");
     let app = StandIn::app(&public_pem);
-    let marker = preview_operator::github::comment::marker(PREVIEW);
+    let marker = preview_operator::scm::comment::marker(PREVIEW);
     let by = |id: u64, login: &str, kind: &str, app: Value| json!({"user": {"id": id, "login": login, "type": kind}, "performed_via_github_app": app});
     let thread = Thread::new(
         by(9001, "preview-operator[bot]", "Bot", json!({"id": APP_ID})),
@@ -559,12 +549,7 @@ async fn as_an_app_only_the_apps_own_comment_is_edited_never_a_forged_one() {
         },
     };
     let github = GitHub::new(&config, metrics()).expect("a client");
-    let log = only_our_comment_is_edited(
-        preview_operator::scm::Backend::GitHub(github),
-        &thread,
-        "acme/shop",
-    )
-    .await;
+    let log = only_our_comment_is_edited(github, &thread, "acme/shop").await;
     assert!(
         !log.contains(&"user".to_string()),
         "an App knows who it is without asking: {log:?}"

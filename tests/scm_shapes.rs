@@ -9,10 +9,11 @@ mod scm;
 use std::sync::Arc;
 use std::time::Duration;
 
-use preview_operator::github::{self, CommitStatus, Credentials, GitHub, GitHubConfig, State};
+use preview_operator::github::{Credentials, GitHub, GitHubConfig};
 use preview_operator::gitlab::{self as gl, GitLabConfig};
 use preview_operator::metrics::Metrics;
-use preview_operator::scm::Backend;
+use preview_operator::scm::status::{CommitStatus, State};
+use preview_operator::scm::{Forge, poster};
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use scm::{APP_ID, GitHub as StandIn, GitLab as GitLabStandIn, Route};
@@ -55,16 +56,16 @@ fn statuses() -> Vec<CommitStatus> {
 
 /// Posts every status through the operator's poster and waits until each was acknowledged.
 async fn post_all(github: Arc<GitHub>) {
-    post(Backend::GitHub(github), statuses()).await;
+    post(github, statuses()).await;
 }
 
-/// Posts `all` through the operator's poster to `backend` and waits until each was
+/// Posts `all` through the operator's poster to `forge` and waits until each was
 /// acknowledged.
-async fn post(backend: Backend, all: Vec<CommitStatus>) {
+async fn post(forge: Arc<dyn Forge>, all: Vec<CommitStatus>) {
     let (posted, mut acknowledged) = tokio::sync::mpsc::unbounded_channel();
-    let sender = github::start(backend, Arc::new(Metrics::new()), posted);
+    let poster = poster::start(forge, false, Arc::new(Metrics::new()), posted);
     for status in &all {
-        sender.send(status.clone());
+        poster.status(status.clone());
     }
     for _ in &all {
         tokio::time::timeout(Duration::from_secs(20), acknowledged.recv())
@@ -149,7 +150,7 @@ async fn commit_statuses_match_gitlabs_request_schema() {
         token: "glpat-test".into(),
     };
     let gitlab = gl::GitLab::new(&config, Arc::new(Metrics::new())).expect("a client");
-    post(Backend::GitLab(gitlab), gitlab_statuses()).await;
+    post(gitlab, gitlab_statuses()).await;
     let validator = schema("gitlab-post-commit-status");
     assert!(
         !validator.is_valid(&serde_json::json!({"state": "failure", "name": "c"})),

@@ -19,9 +19,8 @@ use super::sources::Sources;
 use super::writes::Writes;
 use crate::api::{PreviewEnvironment, Provider};
 use crate::config::Config;
-use crate::github::StatusSender;
-use crate::github::comment::CommentSender;
 use crate::metrics::Metrics;
+use crate::scm::{Reporter, Reporters};
 use crate::sync::lock;
 
 pub struct Context {
@@ -55,31 +54,15 @@ pub struct Context {
     /// True while this process holds the leader lease; only the leader writes.
     pub leader: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
-    /// Where GitHub commit statuses (or check runs) go, when GitHub is configured.
-    pub github: Option<StatusSender>,
-    /// Where GitLab commit statuses go, when GitLab is configured.
-    pub gitlab: Option<StatusSender>,
-    /// Where pull request comments go, when enabled.
-    pub comments: Option<CommentSender>,
-    /// Where merge request notes go, when enabled.
-    pub notes: Option<CommentSender>,
+    /// Where the reports of previews go (statuses or checks, deployments, comments), per
+    /// configured provider.
+    pub reporters: Reporters,
 }
 
 impl Context {
-    /// Where the commit statuses of a preview on `provider` go.
-    pub fn reporter(&self, provider: Provider) -> Option<&StatusSender> {
-        match provider {
-            Provider::Github => self.github.as_ref(),
-            Provider::Gitlab => self.gitlab.as_ref(),
-        }
-    }
-
-    /// Where the comment of a preview on `provider` goes.
-    pub fn commenter(&self, provider: Provider) -> Option<&CommentSender> {
-        match provider {
-            Provider::Github => self.comments.as_ref(),
-            Provider::Gitlab => self.notes.as_ref(),
-        }
+    /// Where the reports of a preview on `provider` go, when that provider is configured.
+    pub fn reporter(&self, provider: Provider) -> Option<&Reporter> {
+        self.reporters.of(provider)
     }
 
     /// Forgets a preview that is gone (`uid`, its preview namespace `namespace`): the

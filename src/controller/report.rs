@@ -15,8 +15,9 @@ use super::writes::Transition;
 use crate::api::{
     Phase, PreviewEnvironment, PreviewEnvironmentStatus, Reason, TestPhase, condition,
 };
-use crate::github::{self, CommitStatus, comment};
-use crate::scm::status::State;
+use crate::scm::poster::Poster;
+use crate::scm::status::{CommitStatus, State};
+use crate::scm::{check, comment, deployment};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::mpsc;
@@ -216,22 +217,26 @@ pub fn publish(ctx: &Context, pe: &PreviewEnvironment, transition: &Transition) 
         ctx.metrics
             .test_finished(t.succeeded, t.took, tenant, &pe.spec.repository);
     }
-    let provider = pe.spec.provider();
-    // A merge queue group's preview reports on the group's commit only: the pull request's
-    // comment belongs to the pull request's own preview.
-    if let Some(comments) = ctx.commenter(provider)
+    if let Some(reporter) = ctx.reporter(pe.spec.provider())
         && may_report(&transition.after)
+        // A merge queue group's preview reports on the group's commit only: the pull
+        // request's comment and deployment belong to the pull request's own preview.
         && pe.spec.merge_group.is_none()
     {
         let preview = crate::naming::PreviewKey::of(pe).to_string();
         let (repository, pr) = (&pe.spec.repository, pe.spec.pull_request);
-        let comment = if transition.after.phase == Some(Phase::Terminating) {
-            Some(comment::torn_down(repository, pr, &preview))
-        } else {
-            comment::render(repository, pr, &preview, &transition.after)
-        };
-        if let Some(comment) = comment {
-            comments.send(comment);
+        if let Some(comments) = &reporter.comments {
+            let comment = if transition.after.phase == Some(Phase::Terminating) {
+                Some(comment::torn_down(repository, pr, &preview))
+            } else {
+                comment::render(repository, pr, &preview, &transition.after)
+            };
+            if let Some(comment) = comment {
+                comments.send(comment);
+            }
+        }
+        if let Some(deployment) = deployment::of(repository, &preview, &transition.after) {
+            reporter.poster.deployment(deployment);
         }
     }
     for a in c.events {
@@ -247,7 +252,7 @@ pub fn sync_pull_request(
     pe: &PreviewEnvironment,
     status: &PreviewEnvironmentStatus,
 ) -> bool {
-    let Some(sender) = ctx.reporter(pe.spec.provider()) else {
+    let Some(poster) = ctx.reporter(pe.spec.provider()).map(|r| &r.poster) else {
         return false;
     };
     let preview = crate::naming::PreviewKey::of(pe).to_string();
@@ -255,7 +260,7 @@ pub fn sync_pull_request(
         return false;
     };
     // The poster posts a status once; a repeat of one in flight or posted is dropped there.
-    sender.send(with_check(sender, ctx, status, wanted));
+    poster.status(with_check(poster, ctx, status, wanted));
     true
 }
 
@@ -267,7 +272,7 @@ pub fn pull_request_lags(
     preview: &str,
     status: &PreviewEnvironmentStatus,
 ) -> Option<CommitStatus> {
-    github::commit_status(repository, preview, status)
+    crate::scm::status::commit_status(repository, preview, status)
         .filter(|_| may_report(status))
         .filter(|wanted| !platform_change_in_flight(status, wanted))
         .filter(|wanted| status.reported_commit_status.as_ref() != Some(&wanted.reported()))
@@ -295,12 +300,12 @@ fn platform_change_in_flight(status: &PreviewEnvironmentStatus, wanted: &CommitS
 /// With check runs, `commit_status` with the output its check run shows: the status and the
 /// logs of its finished tests.
 fn with_check(
-    sender: &github::StatusSender,
+    poster: &Poster,
     ctx: &Context,
     status: &PreviewEnvironmentStatus,
     mut commit_status: CommitStatus,
 ) -> CommitStatus {
-    if !sender.checks() {
+    if !poster.checks() {
         return commit_status;
     }
     let logs = ctx.logs.of(status.namespace.as_deref().unwrap_or_default());
@@ -309,9 +314,7 @@ fn with_check(
         .iter()
         .filter_map(|t| Some((t.name.clone(), logs.get(t.job.as_deref()?)?.clone())))
         .collect();
-    commit_status.check = Some(std::sync::Arc::new(github::checks::output(
-        status, &by_test,
-    )));
+    commit_status.check = Some(std::sync::Arc::new(check::output(status, &by_test)));
     commit_status
 }
 
@@ -353,7 +356,6 @@ mod tests {
     use super::*;
     use crate::api::TestStatus;
     use crate::fixtures::{self, SHA};
-    use crate::github::State;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn admitted(yes: bool) -> Condition {

@@ -66,7 +66,8 @@ pub struct GitHubConfig {
     pub credentials: Credentials,
 }
 
-/// A GitHub client shared by the poster, the comment writer, the check runs and the resync.
+/// A GitHub client shared by the poster, the comment writer, the webhook's confirmation and
+/// the resync; it is GitHub's [`crate::scm::Forge`].
 pub struct GitHub {
     config: GitHubConfig,
     /// The App's id, with an App.
@@ -76,6 +77,10 @@ pub struct GitHub {
     /// With an App: each repository's installation, and when it was looked up.
     installations: Mutex<HashMap<String, (InstallationId, Instant)>>,
     metrics: Arc<Metrics>,
+    /// The check runs written, for the poster (which alone takes it, so it never waits).
+    pub(super) runs: tokio::sync::Mutex<super::checks::Runs>,
+    /// The deployments created, for the poster likewise.
+    pub(super) deployments: tokio::sync::Mutex<super::deployments::Known>,
 }
 
 /// The clients in use, and the credential's version last looked at (newer than theirs when
@@ -120,6 +125,8 @@ impl GitHub {
             session: Mutex::new(Current { seen, session }),
             installations: Mutex::new(HashMap::new()),
             metrics,
+            runs: Default::default(),
+            deployments: Default::default(),
         }))
     }
 

@@ -4,7 +4,6 @@
 //! webhook never arrived. Every answer but an explicit "closed" deletes nothing.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use http::Method;
 use serde::Deserialize;
@@ -21,23 +20,14 @@ struct Pull {
     state: String,
 }
 
-/// Reads pull requests as the operator (token or App installation).
-pub struct Pulls {
-    github: Arc<GitHub>,
-}
-
-impl Pulls {
-    pub fn new(github: Arc<GitHub>) -> Self {
-        Pulls { github }
-    }
-
+/// Reading pull requests, as the operator (token or App installation).
+impl GitHub {
     /// Whether pull request `number` of `repository` is open or closed (merged counts as
     /// closed).
-    pub async fn state(&self, repository: &str, number: i64) -> Result<PrState, ScmError> {
+    pub async fn pull_state(&self, repository: &str, number: i64) -> Result<PrState, ScmError> {
         let what = format!("{repository}#{number}");
         let path = format!("/repos/{repository}/pulls/{number}");
         let pull: Pull = self
-            .github
             .call(repository, Method::GET, &path, "pull", None)
             .await?
             .json(&what)?;
@@ -53,13 +43,12 @@ impl Pulls {
     }
 
     /// The numbers of the open pull requests of `repository`.
-    pub async fn open(&self, repository: &str) -> Result<BTreeSet<i64>, ScmError> {
+    pub async fn open_pulls(&self, repository: &str) -> Result<BTreeSet<i64>, ScmError> {
         let what = format!("the open pull requests of {repository}");
         let mut open = BTreeSet::new();
         for page in 1..=MAX_PAGES {
             let path = format!("/repos/{repository}/pulls?state=open&per_page=100&page={page}");
             let pulls: Vec<Pull> = self
-                .github
                 .call(repository, Method::GET, &path, "pulls", None)
                 .await?
                 .json(&what)?;

@@ -7,55 +7,13 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
-use serde::Deserialize;
 use tracing::{info, warn};
 
-use super::{
-    Delivery, Guard, ParseError, Repository, Teardown, TeardownError, WebhookState, at_head, bound,
-    commit, enqueue,
-};
+use super::{Guard, Teardown, TeardownError, WebhookState, at_head, bound, enqueue};
 use crate::api::PreviewEnvironment;
 use crate::client::gone_is_ok;
 use crate::metrics::WebhookResult;
 use crate::scm::{ClosedPr, Provider};
-
-/// A `merge_group` delivery: only `destroyed` is acted on.
-pub(super) fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
-    #[derive(Deserialize)]
-    struct Event {
-        merge_group: Group,
-        repository: Repository,
-    }
-    #[derive(Deserialize)]
-    struct Group {
-        head_ref: String,
-        head_sha: String,
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::Malformed(e.to_string()))?;
-    match value["action"].as_str() {
-        Some("destroyed") => {}
-        Some(_) => return Ok(Delivery::Ignored),
-        None => {
-            return Err(ParseError::Malformed(
-                "a merge_group event without an action".into(),
-            ));
-        }
-    }
-    let e: Event =
-        serde_json::from_value(value).map_err(|e| ParseError::Malformed(e.to_string()))?;
-    let group = crate::api::environment::short_ref(&e.merge_group.head_ref);
-    if !group.starts_with("gh-readonly-queue/") || !e.repository.full_name.contains('/') {
-        return Err(ParseError::Malformed(
-            "a merge group ref outside gh-readonly-queue/, or no repository".into(),
-        ));
-    }
-    Ok(Delivery::GroupDestroyed {
-        repository: e.repository.full_name,
-        group: group.to_string(),
-        head_sha: commit(&e.merge_group.head_sha),
-    })
-}
 
 /// Answers a destroyed merge queue group and queues the teardown of its previews. GitHub has
 /// no call to confirm that a group is gone, so only previews at the group's head commit go

@@ -11,14 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use http::Method;
-use serde::Deserialize;
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::Forge;
 use crate::api::{PreviewEnvironmentStatus, TestPhase, condition};
 use crate::scm::markdown::{block, inline};
-use crate::scm::{Author, Backend, Posted, ScmError};
 
 /// Pages of 100 comments read when looking for a preview's comment.
 const MAX_PAGES: u32 = 20;
@@ -151,48 +151,11 @@ impl CommentSender {
     }
 }
 
-/// Starts a comment writer (GitHub PR comments, or GitLab MR notes).
-pub fn start(backend: Backend) -> CommentSender {
+/// Starts a comment writer on `forge` (GitHub PR comments, or GitLab MR notes).
+pub fn start(forge: Arc<dyn Forge>) -> CommentSender {
     let (tx, rx) = mpsc::channel(4096);
-    tokio::spawn(run(Writer { backend }, rx));
+    tokio::spawn(run(Writer { forge }, rx));
     CommentSender { tx }
-}
-
-#[derive(Deserialize)]
-struct IssueComment {
-    id: u64,
-    #[serde(default)]
-    body: String,
-    #[serde(default)]
-    user: Option<User>,
-    #[serde(default)]
-    performed_via_github_app: Option<App>,
-}
-
-#[derive(Deserialize)]
-struct User {
-    id: u64,
-    #[serde(default, rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct App {
-    id: u64,
-}
-
-impl IssueComment {
-    fn posted(self) -> Posted {
-        Posted {
-            id: self.id,
-            author: Author {
-                user_id: self.user.as_ref().map(|u| u.id),
-                bot: self.user.is_some_and(|u| u.kind == "Bot"),
-                app_id: self.performed_via_github_app.map(|a| a.id),
-            },
-            body: self.body,
-        }
-    }
 }
 
 async fn run(writer: Writer, mut rx: mpsc::Receiver<Comment>) {
@@ -229,7 +192,7 @@ async fn run(writer: Writer, mut rx: mpsc::Receiver<Comment>) {
 }
 
 struct Writer {
-    backend: Backend,
+    forge: Arc<dyn Forge>,
 }
 
 impl Writer {
@@ -240,30 +203,11 @@ impl Writer {
             None => self.find(comment).await?,
         };
         let (repo, pr) = (&comment.repository, comment.pull_request);
-        let written = match &self.backend {
-            Backend::GitHub(github) => {
-                let payload = serde_json::json!({"body": comment.body});
-                let (method, path, endpoint) = match id {
-                    Some(id) => (
-                        Method::PATCH,
-                        format!("/repos/{repo}/issues/comments/{id}"),
-                        "comment_edit",
-                    ),
-                    None => (
-                        Method::POST,
-                        format!("/repos/{repo}/issues/{pr}/comments"),
-                        "comment_create",
-                    ),
-                };
-                github
-                    .call(repo, method, &path, endpoint, Some(&payload))
-                    .await
-                    .and_then(|a| a.json::<IssueComment>(endpoint))
-                    .map(|c| c.id)
-            }
-            Backend::GitLab(gitlab) => gitlab.write_note(repo, pr, id, &comment.body).await,
-        }
-        .map_err(|e| e.to_string())?;
+        let written = self
+            .forge
+            .write_comment(repo, pr, id, &comment.body)
+            .await
+            .map_err(|e| e.to_string())?;
         info!(%repo, pr, id = written, "wrote the pull request comment");
         Ok(written)
     }
@@ -274,10 +218,11 @@ impl Writer {
     async fn find(&self, comment: &Comment) -> Result<Option<u64>, String> {
         let marker = marker(&comment.preview);
         for page in 1..=MAX_PAGES {
-            let posted = self.page(comment, page).await.map_err(|e| e.to_string())?;
+            let (repo, pr) = (&comment.repository, comment.pull_request);
+            let posted = (self.forge.comments(repo, pr, page).await).map_err(|e| e.to_string())?;
             let mut marked = posted.iter().filter(|c| c.body.starts_with(&marker));
             if let Some(first) = marked.next() {
-                let me = self.backend.me().await.map_err(|e| {
+                let me = self.forge.me().await.map_err(|e| {
                     format!("cannot tell the operator's comments from others': {e}")
                 })?;
                 if let Some(ours) = std::iter::once(first)
@@ -292,22 +237,6 @@ impl Writer {
             }
         }
         Ok(None)
-    }
-
-    /// Page `page` (of 100) of the comments on the comment's pull request.
-    async fn page(&self, comment: &Comment, page: u32) -> Result<Vec<Posted>, ScmError> {
-        let (repo, pr) = (&comment.repository, comment.pull_request);
-        match &self.backend {
-            Backend::GitHub(github) => {
-                let path = format!("/repos/{repo}/issues/{pr}/comments?per_page=100&page={page}");
-                let comments: Vec<IssueComment> = github
-                    .call(repo, Method::GET, &path, "comments", None)
-                    .await?
-                    .json("comments")?;
-                Ok(comments.into_iter().map(IssueComment::posted).collect())
-            }
-            Backend::GitLab(gitlab) => gitlab.notes(repo, pr, page).await,
-        }
     }
 }
 
