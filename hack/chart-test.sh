@@ -239,7 +239,7 @@ render -f hack/chart/values-nondefault.yaml | scm_wiring '{"files": {
     "--github-webhook-secret-file": ["github-webhook", "secret"], "--gitlab-token-file": ["gitlab-token", "api-token"],
     "--gitlab-webhook-secret-file": ["gitlab-webhook", "secret-token"]},
   "env": {"PREVIEW_OPERATOR_GITHUB_APP_ID": "123456", "PREVIEW_OPERATOR_GITLAB_URL": "https://gitlab.example.com",
-    "PREVIEW_OPERATOR_GITLAB_MR_NOTES": "true"}}' || fail "non-default render: the App's and GitLab's Secrets or settings are wrong"
+    "PREVIEW_OPERATOR_GITLAB_MR_NOTES": "true", "PREVIEW_OPERATOR_GITLAB_ENVIRONMENTS": "true"}}' || fail "non-default render: the App's and GitLab's Secrets or settings are wrong"
 # The App alone, its id as --set gives it (an integer) and as a values file may (a string).
 render --set github.app.id=2345678 --set github.app.privateKey.existingSecret=preview-app | scm_wiring '{
   "files": {"--github-app-private-key-file": ["preview-app", "private-key"]},
@@ -255,7 +255,8 @@ render --set gitlab.webhook.existingSecret=gitlab-hook | scm_wiring '{
   "env": {"PREVIEW_OPERATOR_GITLAB_URL": "https://gitlab.com"}}' || fail "gitlab.webhook: wrong secret file or URL"
 # Halves that do nothing, or keep the operator from starting, fail naming what is missing.
 for pair in "github.app.id=1:github.app.privateKey.existingSecret" "github.app.privateKey.existingSecret=k:github.app.id" \
-  "gitlab.mrNotes=true:gitlab.token.existingSecret" "gitlab.webhook.ingress.enabled=true:gitlab.webhook.existingSecret"; do
+  "gitlab.mrNotes=true:gitlab.token.existingSecret" "gitlab.environments=true:gitlab.token.existingSecret" \
+  "gitlab.webhook.ingress.enabled=true:gitlab.webhook.existingSecret"; do
   if out=$(render --set "${pair%%:*}" 2>&1) || ! grep -qF -- "${pair##*:}" <<<"$out"; then
     fail "--set ${pair%%:*} alone must fail naming ${pair##*:}, got: $out"
   fi
@@ -451,7 +452,7 @@ for bad in "logFormat=xml" "replicaCount=-1" "replicaCount=11" "github.apiUrl=ft
   "grafanaDashboard.enabled=maybe" "grafanaDashboard.namespace=Monitoring" "grafanaDashboard.folder=x" \
   "service.port=8081" "clusterDomain=Cluster_Local" "defaultClass.sleep.afterIdle=soon" \
   "defaultClass.sleep.schedules[0].days=weekdays" "defaultClass.sleep.schedules[0].days=Mon" \
-  "defaultClass.sleep.neverSleep=true" "gitlab.mrNotes=yes" "gitlab.url=gitlab.com" "gitlab.token.key=" \
+  "defaultClass.sleep.neverSleep=true" "gitlab.mrNotes=yes" "github.deployments=yes" "gitlab.environments=1" "gitlab.url=gitlab.com" "gitlab.token.key=" \
   "gitlab.webhook.ingress.enabled=1" "gitlab.projects[0]=x" "github.app.id=abc" "github.app.id=0" "github.app.id=-5" \
   "github.app.privateKey.name=x" "testLogs.enabled=maybe" "testLogs.tail=10" \
   "platformSecrets.namespace=Platform_Secrets" "platformSecrets.createNamespace=maybe" "platformSecrets.name=x"; do

@@ -66,6 +66,10 @@ impl Runs {
     /// Creates or edits the check run `status` calls for; more annotations than one request
     /// takes follow in further edits.
     pub(crate) async fn write(&mut self, github: &GitHub, status: &CommitStatus) -> Outcome {
+        if self.ids.len() > 50_000 {
+            // Bounded memory: runs of long-gone shas are not needed; a lost id is found again.
+            *self = Runs::default();
+        }
         let key = (
             status.repository.clone(),
             status.sha.clone(),

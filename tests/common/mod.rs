@@ -5,6 +5,7 @@
 //! `common::…`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod deployments;
 pub mod scm;
 mod spec;
 mod tenant;

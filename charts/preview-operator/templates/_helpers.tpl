@@ -131,6 +131,9 @@ that does nothing.
 {{- if and .Values.gitlab.mrNotes (not .Values.gitlab.token.existingSecret) -}}
 {{- fail "gitlab.mrNotes needs gitlab.token.existingSecret: notes are written with the GitLab token" -}}
 {{- end -}}
+{{- if and .Values.gitlab.environments (not .Values.gitlab.token.existingSecret) -}}
+{{- fail "gitlab.environments needs gitlab.token.existingSecret: environments are written with the GitLab token" -}}
+{{- end -}}
 {{- if and .Values.gitlab.webhook.ingress.enabled (not .Values.gitlab.webhook.existingSecret) -}}
 {{- fail "gitlab.webhook.ingress.enabled needs gitlab.webhook.existingSecret: without a webhook secret the operator does not serve /webhooks/gitlab" -}}
 {{- end -}}
