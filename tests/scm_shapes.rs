@@ -6,12 +6,17 @@
 #[path = "common/scm.rs"]
 mod scm;
 
+#[allow(dead_code)]
+#[path = "common/deployments.rs"]
+mod deployments;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use preview_operator::github::{Credentials, GitHub, GitHubConfig};
 use preview_operator::gitlab::{self as gl, GitLabConfig};
 use preview_operator::metrics::Metrics;
+use preview_operator::scm::deployment::{Deployment, DeploymentState, MAX_DESCRIPTION};
 use preview_operator::scm::status::{CommitStatus, State};
 use preview_operator::scm::{Forge, poster};
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -174,4 +179,143 @@ async fn commit_statuses_match_gitlabs_request_schema() {
         ["failed", "pending", "running", "success"].into(),
         "every state the operator maps to was sent and checked"
     );
+}
+
+/// A preview's deployment through its whole life: in progress, success at a sha, a second
+/// sha, and teardown; descriptions as long as the operator sends.
+fn lifecycle() -> Vec<Deployment> {
+    let at = |sha: &str, state| Deployment {
+        repository: "acme/shop".into(),
+        environment: "preview/team/pr-1".into(),
+        sha: sha.into(),
+        state,
+        url: Some("https://pr-1.previews.example.com".into()),
+        description: "x".repeat(MAX_DESCRIPTION),
+    };
+    vec![
+        at("c0ffee01", DeploymentState::InProgress),
+        at("c0ffee01", DeploymentState::Success),
+        at("c0ffee02", DeploymentState::InProgress),
+        at("c0ffee02", DeploymentState::Failure),
+        at("c0ffee02", DeploymentState::Inactive),
+    ]
+}
+
+/// Hands `all` to a poster on `forge` that reports deployments, and waits until `done` says
+/// the stand-in has seen them.
+async fn deploy(forge: Arc<dyn Forge>, all: Vec<Deployment>, done: impl Fn() -> bool) {
+    let (posted, _acknowledged) = tokio::sync::mpsc::unbounded_channel();
+    let poster = poster::start(forge, true, Arc::new(Metrics::new()), posted);
+    for d in all {
+        poster.deployment(d);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "not posted in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn deployments_match_githubs_request_schemas() {
+    let stand_in = deployments::GitHubDeployments::default();
+    let url = scm::serve_locally(stand_in.router()).await;
+    let config = GitHubConfig {
+        api_url: url,
+        credentials: Credentials::Token("ghp_test".into()),
+    };
+    let github = GitHub::new(&config, Arc::new(Metrics::new())).expect("a client");
+    let statuses_posted = || {
+        let seen = stand_in.seen();
+        seen.iter()
+            .filter(|r| r.path.ends_with("/statuses"))
+            .count()
+            == 5
+    };
+    deploy(github, lifecycle(), statuses_posted).await;
+    let (create, status) = (
+        schema("github-create-deployment"),
+        schema("github-create-deployment-status"),
+    );
+    assert!(
+        !status.is_valid(&serde_json::json!({"state": "running"})),
+        "GitLab's state name is not GitHub's: the schema tells them apart"
+    );
+    let mut states = Vec::new();
+    for r in stand_in.seen() {
+        let validator = match r.method {
+            "POST" if r.path.ends_with("/deployments") => &create,
+            "POST" if r.path.ends_with("/statuses") => &status,
+            _ => continue,
+        };
+        assert_valid(validator, &r.body, &r.path);
+        // GitHub's prose, not its schema, limits a description to 140 characters.
+        let description = r.body["description"].as_str().unwrap_or_default();
+        assert!(description.chars().count() <= 140, "{description}");
+        if let Some(state) = r.body["state"].as_str() {
+            states.push(state.to_string());
+        }
+    }
+    assert_eq!(
+        states,
+        [
+            "in_progress",
+            "success",
+            "in_progress",
+            "failure",
+            "inactive"
+        ],
+        "every state the operator maps to was sent and checked"
+    );
+    assert_eq!(stand_in.created().len(), 2, "one deployment per sha");
+}
+
+#[tokio::test]
+async fn environments_match_gitlabs_request_schemas() {
+    let stand_in = deployments::GitLabEnvironments::default();
+    let url = scm::serve_locally(stand_in.router()).await;
+    let config = GitLabConfig {
+        url,
+        token: "glpat-test".into(),
+    };
+    let gitlab = gl::GitLab::new(&config, Arc::new(Metrics::new())).expect("a client");
+    let mut all = lifecycle();
+    // A URL that changed (a renamed host) is written to the environment.
+    for d in &mut all[2..] {
+        d.url = Some("https://pr-1.previews.example.net".into());
+    }
+    let stopped = || stand_in.seen().iter().any(|r| r.path.ends_with("/stop"));
+    deploy(gitlab, all, stopped).await;
+    let (create, update, stop) = (
+        schema("gitlab-post-environment"),
+        schema("gitlab-put-environment"),
+        schema("gitlab-post-environment-stop"),
+    );
+    let mut checked = Vec::new();
+    for r in stand_in.seen() {
+        let validator = match r.method {
+            "POST" if r.path.ends_with("/environments") => &create,
+            "PUT" => &update,
+            "POST" if r.path.ends_with("/stop") => &stop,
+            _ => continue,
+        };
+        // A stop carries no body; GitLab's description requires none.
+        let body = if r.body.is_null() {
+            serde_json::json!({})
+        } else {
+            r.body.clone()
+        };
+        assert_valid(validator, &body, &r.path);
+        checked.push(r.method);
+    }
+    assert_eq!(checked, ["POST", "PUT", "POST"], "{:?}", stand_in.seen());
+    let environments = stand_in.environments();
+    assert_eq!(environments.len(), 1, "{environments:?}");
+    assert_eq!(environments[0]["name"], "preview/team/pr-1");
+    assert_eq!(environments[0]["tier"], "development");
+    assert_eq!(
+        environments[0]["external_url"],
+        "https://pr-1.previews.example.net"
+    );
+    assert_eq!(environments[0]["state"], "stopped");
 }

@@ -89,7 +89,11 @@ async fn gh_list(
 ) -> (StatusCode, String) {
     s.record("GET", format!("/repos/{owner}/{repo}/deployments"), "");
     let found: Vec<Value> = (lock(&s.created).iter().rev())
-        .filter(|d| q.environment.as_ref().is_none_or(|e| d["environment"] == *e))
+        .filter(|d| {
+            q.environment
+                .as_ref()
+                .is_none_or(|e| d["environment"] == *e)
+        })
         .filter(|d| q.sha.as_ref().is_none_or(|sha| d["sha"] == *sha))
         .cloned()
         .collect();
@@ -222,7 +226,11 @@ async fn gl_update(
     Path((project, id)): Path<(String, u64)>,
     body: String,
 ) -> (StatusCode, String) {
-    s.record("PUT", format!("/projects/{project}/environments/{id}"), &body);
+    s.record(
+        "PUT",
+        format!("/projects/{project}/environments/{id}"),
+        &body,
+    );
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let mut all = lock(&s.environments);
     match all.iter_mut().find(|e| e["id"] == id) {
