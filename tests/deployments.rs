@@ -1,7 +1,8 @@
 //! A preview is a GitHub deployment from its rollout to its teardown (`--github-deployments`):
 //! one transient, non-production deployment per sha in environment
-//! `preview/<namespace>/<name>`, `in_progress` then `success` with the preview's URL, a new
-//! one for a new sha, and `inactive` once the preview is deleted. GitHub is the loopback
+//! `preview/<namespace>/<name>`, `success` with the preview's URL (after `in_progress` when the
+//! rollout outlasts a status write), a new one for a new sha, and `inactive` once the preview
+//! is deleted. GitHub is the loopback
 //! stand-in of `common::scm` and `common::deployments`; an operator of this test's own
 //! (scoped by `--selector`) posts to it.
 
@@ -87,9 +88,9 @@ async fn a_preview_is_a_deployment_from_rollout_to_teardown() {
     let environment = format!("preview/{shard}/shop");
 
     let (first, states) = await_state(&deployments, &environment, "a1b2c3d4", "success").await;
-    assert_eq!(
-        states.first().map(String::as_str),
-        Some("in_progress"),
+    // A rollout that ends before the status is first written shows no `in_progress`.
+    assert!(
+        (states.iter()).all(|s| s == "in_progress" || s == "success"),
         "{states:?}"
     );
     let seen = deployments.seen();
@@ -117,9 +118,8 @@ async fn a_preview_is_a_deployment_from_rollout_to_teardown() {
     .expect("a new sha");
     let (second, states) = await_state(&deployments, &environment, "e5f6a7b8", "success").await;
     assert_ne!(first, second);
-    assert_eq!(
-        states.first().map(String::as_str),
-        Some("in_progress"),
+    assert!(
+        (states.iter()).all(|s| s == "in_progress" || s == "success"),
         "{states:?}"
     );
     let status = (deployments.seen().into_iter().rev())
