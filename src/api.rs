@@ -11,6 +11,7 @@
 //! re-exported here, so callers name `crate::api::X`.
 
 pub mod class;
+pub mod delivery;
 pub mod duration;
 pub mod environment;
 pub mod status;
@@ -23,8 +24,8 @@ pub use environment::{
     TestSpec,
 };
 pub use status::{
-    Phase, PreviewEnvironmentStatus, Reason, ReportedStatus, Revision, ServiceStatus, TestPhase,
-    TestStatus, condition,
+    Phase, PreviewEnvironmentStatus, Reason, ReleaseStatus, ReportedStatus, Revision,
+    ServiceStatus, TestPhase, TestStatus, condition,
 };
 
 pub(crate) use duration::DURATION_PATTERN;

@@ -60,6 +60,13 @@ pub struct PolicyArgs {
     /// logs of its test Jobs there and nowhere else. Without it no such binding is made.
     #[arg(long, env = "PREVIEW_OPERATOR_LOG_READER_ROLE")]
     pub log_reader_role: Option<String>,
+
+    /// The chart's ClusterRole Flux applies a preview's charts and kustomizations with (what
+    /// `edit` allows, minus NetworkPolicies, quotas, LimitRanges and RBAC): bound in each
+    /// preview namespace that delivers through Flux to its own ServiceAccount, which Flux
+    /// impersonates. Without it previews may not deliver through Flux.
+    #[arg(long, env = "PREVIEW_OPERATOR_FLUX_APPLIER_ROLE")]
+    pub flux_applier_role: Option<String>,
 }
 
 /// The policy one preview runs under: its PreviewClass over the operator's defaults. The pure
@@ -99,6 +106,21 @@ pub struct Config {
     pub wake_service: Option<String>,
     /// Who reads test logs in preview namespaces, through which role (`--log-reader-role`).
     pub log_reader: Option<LogReader>,
+    /// The ClusterRole Flux applies with in preview namespaces (`--flux-applier-role`).
+    pub flux_applier_role: Option<String>,
+    /// The class's Flux settings; none: no delivery through Flux.
+    pub flux: Option<FluxConfig>,
+}
+
+/// Where a class's previews fetch what Flux delivers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FluxConfig {
+    /// Prefix of the pull requests' repositories' clone URLs (`<git_url><repository>.git`).
+    pub git_url: Option<String>,
+    /// The Git credentials Secret of the platform Secrets namespace, copied for Flux.
+    pub git_secret: Option<String>,
+    /// Chart repository URL prefixes charts may come from.
+    pub chart_repositories: Vec<String>,
 }
 
 /// The operator's own ServiceAccount and the chart's ClusterRole it is bound to in every
@@ -170,6 +192,9 @@ impl Config {
         let mut names = self.image_pull_secrets.clone();
         if let Some(tls) = self.ingress.as_ref().and_then(|i| i.tls_secret.clone()) {
             names.push(tls);
+        }
+        if let Some(git) = self.flux.as_ref().and_then(|f| f.git_secret.clone()) {
+            names.push(git);
         }
         names.sort();
         names.dedup();
@@ -257,6 +282,12 @@ impl Config {
             sleep: class.sleep.clone(),
             wake_service: self.wake_service.clone(),
             log_reader: self.log_reader.clone(),
+            flux_applier_role: self.flux_applier_role.clone(),
+            flux: class.flux.as_ref().map(|f| FluxConfig {
+                git_url: f.git_url.clone(),
+                git_secret: f.git_secret_name.clone(),
+                chart_repositories: f.chart_repositories.clone(),
+            }),
         })
     }
 }
@@ -326,6 +357,8 @@ impl Default for Config {
             sleep: None,
             wake_service: None,
             log_reader: None,
+            flux_applier_role: None,
+            flux: None,
         }
     }
 }

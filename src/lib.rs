@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod credential;
+pub mod flux;
 pub mod github;
 pub mod gitlab;
 pub mod leader;

@@ -69,7 +69,11 @@ pub fn render(
         }
         None => Classes::Defaults,
     };
-    let defaults = Config::default();
+    // As the chart runs it: with the role Flux applies with (named after the release).
+    let defaults = Config {
+        flux_applier_role: Some("preview-operator-flux-applier".to_string()),
+        ..Config::default()
+    };
     let snapshot = Snapshot {
         defaults: &defaults,
         classes,
@@ -77,6 +81,7 @@ pub fn render(
         tenant_labels: Default::default(),
         peers: Vec::new(),
         scm: None,
+        flux_installed: true,
         now: k8s_openapi::jiff::Timestamp::now(),
     };
     // The operator's own plan: the class admits the namespace and repository before the
@@ -123,6 +128,7 @@ pub fn render(
         ingresses,
         role_bindings,
         held: _,
+        delivery,
     } = build::environment(&preview, config, Stage::Services);
     out.object(&network_policy)?;
     out.object(&quota)?;
@@ -135,6 +141,17 @@ pub fn render(
     }
     out.objects(&deployments.objects)?;
     out.objects(&ingresses.objects)?;
+    if !delivery.is_empty() {
+        out.comment(
+            "delivered through Flux, as the ServiceAccount below (its RoleBinding is above)",
+        );
+    }
+    out.objects(&delivery.service_accounts.objects)?;
+    out.objects(&delivery.git_repositories.objects)?;
+    out.objects(&delivery.helm_repositories.objects)?;
+    out.objects(&delivery.oci_repositories.objects)?;
+    out.objects(&delivery.helm_releases.objects)?;
+    out.objects(&delivery.kustomizations.objects)?;
     for test in &preview.spec.tests {
         out.object(&build::test_job(&preview, config, test))?;
     }

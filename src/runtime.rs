@@ -63,7 +63,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (posted_tx, posted_rx) = mpsc::unbounded_channel();
     let (scm, reporters) = scm_reporters(&args, gitlab_config, &metrics, posted_tx)?;
     let selector = args.controller.selector.as_deref();
-    let watches = children::watch(&client, selector, &namespaces.platform);
+    let flux = flux_served(&client).await;
+    let watches = children::watch(&client, selector, &namespaces.platform, flux);
     let (synced_tx, synced) = watch::channel(false);
     let guard = webhook_guard(&scm, &watches.stores, &metrics);
     let http = Http::start(&args, &client, &metrics, synced.clone(), guard).await?;
@@ -95,6 +96,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     shut_down(background, events_task, election, http).await
 }
 
+/// Whether the API server serves every Flux kind the operator writes. Checked once: where
+/// Flux is installed later, the operator starts watching its kinds after a restart, and
+/// previews that use it say so meanwhile (`FluxNotInstalled`).
+async fn flux_served(client: &kube::Client) -> bool {
+    let wanted = [
+        ("helm.toolkit.fluxcd.io/v2", &["helmreleases"][..]),
+        ("kustomize.toolkit.fluxcd.io/v1", &["kustomizations"][..]),
+        (
+            "source.toolkit.fluxcd.io/v1",
+            &["gitrepositories", "helmrepositories", "ocirepositories"][..],
+        ),
+    ];
+    for (group_version, kinds) in wanted {
+        let served = match client.list_api_group_resources(group_version).await {
+            Ok(list) => kinds
+                .iter()
+                .all(|k| list.resources.iter().any(|r| r.name == *k)),
+            Err(_) => false,
+        };
+        if !served {
+            info!(
+                missing = group_version,
+                "Flux is not installed: previews cannot deliver through Flux"
+            );
+            return false;
+        }
+    }
+    info!("Flux is installed: previews may deliver through Flux");
+    true
+}
+
 /// The operator's settings from the flags; the log reader, when a role is named, reads in
 /// the operator's own namespace.
 fn config(args: &RunArgs, own_namespace: &str) -> anyhow::Result<Config> {
@@ -109,6 +141,7 @@ fn config(args: &RunArgs, own_namespace: &str) -> anyhow::Result<Config> {
                 service_account: args.controller.service_account.clone(),
                 namespace: own_namespace.to_string(),
             }),
+        flux_applier_role: (args.policy.flux_applier_role.clone()).filter(|role| !role.is_empty()),
         ..args.policy.clone().into_config().context("invalid flags")?
     })
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::api::delivery::{HelmReleaseSpec, KustomizationSpec, MAX_VALUES_BYTES};
 use crate::api::template::{DependencySpec, PreviewTemplateSpec, SetupSpec};
 use crate::api::{EnvVar, PreviewEnvironmentSpec, ServiceSpec, TestSpec};
 use crate::naming::short_sha;
@@ -25,6 +26,10 @@ pub struct Rendered {
     pub config_maps: Vec<String>,
     /// The template's idle time, if it asks for one shorter than its class's.
     pub after_idle: Option<String>,
+    /// Helm charts Flux releases into the preview namespace, values substituted.
+    pub helm_releases: Vec<HelmReleaseSpec>,
+    /// Kustomize directories Flux applies, image overrides substituted.
+    pub kustomizations: Vec<KustomizationSpec>,
 }
 
 impl Rendered {
@@ -37,7 +42,19 @@ impl Rendered {
             secrets: Vec::new(),
             config_maps: Vec::new(),
             after_idle: None,
+            helm_releases: Vec::new(),
+            kustomizations: Vec::new(),
         }
+    }
+
+    /// Whether Flux delivers part of the preview.
+    pub fn delivers_through_flux(&self) -> bool {
+        !self.helm_releases.is_empty() || !self.kustomizations.is_empty()
+    }
+
+    /// Whether Flux needs the pull request's repository: for a chart in it or a kustomization.
+    pub fn needs_repository(&self) -> bool {
+        !self.kustomizations.is_empty() || self.helm_releases.iter().any(|h| h.chart.path.is_some())
     }
 
     /// Every image the preview runs.
@@ -47,6 +64,10 @@ impl Rendered {
             .chain(s.tests.iter().map(|x| x.image.as_str()))
             .chain(self.dependencies.iter().map(|x| x.image.as_str()))
             .chain(self.setup.iter().map(|x| x.job.image.as_str()))
+            .chain(
+                (self.kustomizations.iter().flat_map(|k| &k.images))
+                    .filter_map(|i| i.new_name.as_deref()),
+            )
     }
 
     /// The env of every container the preview runs, with where it is (`services[web]`...).
@@ -88,6 +109,9 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     /// The PreviewTemplate's name, for messages.
     pub template: &'a str,
+    /// The host a preview's own charts may expose (`<namespace>.<base domain>`), if its
+    /// class publishes anything.
+    pub host: Option<&'a str>,
 }
 
 /// Renders `template` for the preview `spec`.
@@ -136,6 +160,16 @@ pub fn render(
             .map(|c| c.name.clone())
             .collect(),
         after_idle: template.sleep.as_ref().map(|s| s.after_idle.clone()),
+        helm_releases: template
+            .helm_releases
+            .iter()
+            .map(|h| sub.helm_release(h))
+            .collect::<Result<_, _>>()?,
+        kustomizations: template
+            .kustomizations
+            .iter()
+            .map(|k| sub.kustomization(k))
+            .collect::<Result<_, _>>()?,
     };
     override_images(&mut rendered, &spec.images);
     Ok(rendered)
@@ -201,19 +235,29 @@ fn check_images(
         .chain(template.dependencies.iter().map(|d| d.name.as_str()))
         .chain(template.setup.iter().map(|s| s.job.name.as_str()))
         .chain(template.tests.iter().map(|t| t.name.as_str()))
+        .chain(
+            (template.kustomizations.iter())
+                .flat_map(|k| k.images.iter().map(|i| last_segment(&i.name))),
+        )
         .collect();
     match spec.images.keys().find(|k| !names.contains(k.as_str())) {
         Some(unknown) => Err(TemplateError(format!(
             "spec.images names {unknown}, but PreviewTemplate {template_name} has no service, \
-             dependency, setup Job or test of that name (it has {})",
+             dependency, setup Job, test or kustomization image of that name (it has {})",
             list_or_none(names.iter().copied())
         ))),
         None => Ok(()),
     }
 }
 
+/// The last path segment of an image name: `shop-web` of `ghcr.io/acme/shop-web`.
+fn last_segment(image: &str) -> &str {
+    image.rsplit('/').next().unwrap_or(image)
+}
+
 /// `valueFrom` may only read the Secrets and ConfigMaps the template declares: those are the
 /// only ones copied into the preview namespace, and the only ones a team has put up for it.
+/// The same holds for Helm values read from them (`helmReleases[].valuesFrom`).
 fn check_sources(template_name: &str, template: &PreviewTemplateSpec) -> Result<(), TemplateError> {
     let secrets: BTreeSet<&str> = template.secrets.iter().map(|s| s.name.as_str()).collect();
     let maps: BTreeSet<&str> = template
@@ -221,6 +265,23 @@ fn check_sources(template_name: &str, template: &PreviewTemplateSpec) -> Result<
         .iter()
         .map(|s| s.name.as_str())
         .collect();
+    for release in &template.helm_releases {
+        for from in &release.values_from {
+            let (field, declared) = match from.kind {
+                crate::api::delivery::ValuesKind::Secret => ("spec.secrets", &secrets),
+                crate::api::delivery::ValuesKind::ConfigMap => ("spec.configMaps", &maps),
+            };
+            if !declared.contains(from.name.as_str()) {
+                return Err(TemplateError(format!(
+                    "helmReleases[{}]: valuesFrom reads {} {}, which PreviewTemplate \
+                     {template_name} does not declare in {field}",
+                    release.name,
+                    from.kind.as_str(),
+                    from.name
+                )));
+            }
+        }
+    }
     let envs = (template.services.iter().map(|s| (&s.name, &s.env)))
         .chain(template.dependencies.iter().map(|d| (&d.name, &d.env)))
         .chain(template.setup.iter().map(|s| (&s.job.name, &s.job.env)))
@@ -266,6 +327,28 @@ fn override_images(rendered: &mut Rendered, images: &BTreeMap<String, String>) {
     for s in &mut rendered.setup {
         pick(&s.job.name, &mut s.job.image);
     }
+    // A kustomization's image is overridden by its name's last segment: the reference CI
+    // built replaces both the name and the tag (kustomize splits it back).
+    for image in rendered
+        .kustomizations
+        .iter_mut()
+        .flat_map(|k| &mut k.images)
+    {
+        if let Some(new) = images.get(last_segment(&image.name)) {
+            let (name, tag) = split_reference(new);
+            image.new_name = Some(name.to_string());
+            image.new_tag = tag.map(str::to_string);
+        }
+    }
+}
+
+/// An image reference as name and tag: `ghcr.io/acme/web:1` is (`ghcr.io/acme/web`, `1`); a
+/// `:` before the last `/` is a registry's port, not a tag. A digest stays in the name.
+fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') && !name.contains('@') => (name, Some(tag)),
+        _ => (reference, None),
+    }
 }
 
 fn list_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
@@ -286,7 +369,7 @@ struct Variables {
 }
 
 /// Every key, in the order the documentation lists them.
-const KEYS: [&str; 9] = [
+const KEYS: [&str; 10] = [
     "headSha",
     "shortSha",
     "pullRequest",
@@ -295,6 +378,7 @@ const KEYS: [&str; 9] = [
     "branchSlug",
     "namespace",
     "name",
+    "host",
     "params",
 ];
 
@@ -318,6 +402,17 @@ fn variables(
         ("name", target.name.to_string()),
     ]);
     let mut unset = BTreeMap::new();
+    match target.host {
+        Some(host) => {
+            values.insert("host", host.to_string());
+        }
+        None => {
+            unset.insert(
+                "host",
+                "the PreviewClass publishes nothing (it has no spec.ingress.baseDomain)",
+            );
+        }
+    }
     match &spec.branch {
         Some(branch) => {
             values.insert("branch", branch.clone());
@@ -494,6 +589,75 @@ impl Substitution {
             args: self.strings(&t.args, &format!("{at}.args"))?,
             env: self.env(&t.env, at)?,
             ..t.clone()
+        })
+    }
+
+    fn helm_release(&self, h: &HelmReleaseSpec) -> Result<HelmReleaseSpec, TemplateError> {
+        let at = format!("helmReleases[{}]", h.name);
+        let values = match &h.values {
+            Some(values) => {
+                let size = serde_json::to_vec(values).map_or(0, |v| v.len());
+                if size > MAX_VALUES_BYTES {
+                    return Err(TemplateError(format!(
+                        "{at}.values: {} KiB of values, more than the {} KiB a release may \
+                         have; move defaults into the chart's values.yaml",
+                        size / 1024,
+                        MAX_VALUES_BYTES / 1024
+                    )));
+                }
+                Some(self.json(values, &format!("{at}.values"))?)
+            }
+            None => None,
+        };
+        Ok(HelmReleaseSpec {
+            values,
+            ..h.clone()
+        })
+    }
+
+    /// Substitutes every string in `value` (not the keys of its objects).
+    fn json(
+        &self,
+        value: &serde_json::Value,
+        at: &str,
+    ) -> Result<serde_json::Value, TemplateError> {
+        use serde_json::Value;
+        Ok(match value {
+            Value::String(text) => Value::String(self.string(text, at)?),
+            Value::Array(items) => Value::Array(
+                (items.iter().enumerate())
+                    .map(|(i, v)| self.json(v, &format!("{at}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.json(v, &format!("{at}.{k}"))?)))
+                    .collect::<Result<_, TemplateError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    fn kustomization(&self, k: &KustomizationSpec) -> Result<KustomizationSpec, TemplateError> {
+        let at = format!("kustomizations[{}]", k.name);
+        let images = (k.images.iter())
+            .map(|i| {
+                let string = |v: &Option<String>, field: &str| {
+                    v.as_ref()
+                        .map(|v| self.string(v, &format!("{at}.images[{}].{field}", i.name)))
+                        .transpose()
+                };
+                Ok(crate::api::delivery::ImageOverride {
+                    name: i.name.clone(),
+                    new_name: string(&i.new_name, "newName")?,
+                    new_tag: string(&i.new_tag, "newTag")?,
+                })
+            })
+            .collect::<Result<_, TemplateError>>()?;
+        Ok(KustomizationSpec {
+            images,
+            ..k.clone()
         })
     }
 

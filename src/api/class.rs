@@ -125,6 +125,41 @@ pub struct PreviewClassSpec {
     /// When previews sleep (their workloads scaled to zero) and how long they may sleep.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep: Option<SleepPolicy>,
+
+    /// Delivery through Flux (templates' `helmReleases` and `kustomizations`): where the pull
+    /// requests' repositories are fetched from and which chart repositories are allowed.
+    /// Without it, previews of this class may not use Flux.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flux: Option<FluxPolicy>,
+}
+
+/// How the previews of a class are delivered through Flux.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FluxPolicy {
+    /// Where pull requests' repositories are cloned from: a preview of `acme/shop` fetches
+    /// `<gitURL>acme/shop.git` at its head sha, e.g. `https://github.com/`.
+    #[serde(default, rename = "gitURL", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^(https?|ssh)://\S+/$"))]
+    pub git_url: Option<String>,
+    /// A Secret in the platform Secrets namespace with the Git credentials (`username` and
+    /// `password`, or `identity` and `known_hosts`), copied into each preview namespace for
+    /// Flux only: pods may not read it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+    )]
+    pub git_secret_name: Option<String>,
+    /// Chart repository URL prefixes charts may come from (`https://charts.example.com/`,
+    /// `oci://ghcr.io/acme/charts/`), compared in whole path segments; empty: none, only
+    /// charts in the pull request's repository.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 50),
+        inner(length(min = 1, max = 512), regex(pattern = r"^(https?|oci)://\S+$"))
+    )]
+    pub chart_repositories: Vec<String>,
 }
 
 /// Sleeping previews cost nothing but their storage; they wake on demand.

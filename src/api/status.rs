@@ -156,6 +156,23 @@ reasons! {
     /// To do: pull the image from an allowed registry, or ask the platform team to allow
     /// its registry.
     RegistryNotAllowed,
+    /// A chart comes from a repository the class's `flux.chartRepositories` does not list; the
+    /// message names it.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: publish the chart to an allowed repository, or ask the platform team to allow
+    /// this one.
+    SourceNotAllowed,
+    /// The template delivers through Flux, but the cluster does not serve Flux's kinds
+    /// (`HelmRelease`, `Kustomization`, the sources), or the operator was installed without
+    /// the role Flux applies with.
+    ///
+    /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
+    ///
+    /// To do: ask the platform team to install Flux (and restart the operator), or to
+    /// install the chart with `flux.enabled`.
+    FluxNotInstalled,
     /// A pod annotation key matches none of the class's `allowedPodAnnotations`.
     ///
     /// On: `Admitted`, `Available`, `TestsSucceeded`, `Ready`.
@@ -216,6 +233,16 @@ reasons! {
     /// To do: `status.setup[]` names the Job; read its logs in the preview namespace and push
     /// a fix.
     SetupFailed,
+    /// Flux could not deliver a chart or kustomization: a failed install or upgrade, a build
+    /// or health check that failed, a source it could not fetch, or an object the preview may
+    /// not create (a NetworkPolicy, RBAC, another namespace, an image from elsewhere). The
+    /// message is Flux's; `status.releases[]` names the release.
+    ///
+    /// On: `Available`, `Ready`.
+    ///
+    /// To do: read the message; `kubectl describe helmrelease <name> -n <status.namespace>`
+    /// has the rest. Fix the chart or its values and push; a new sha tries again.
+    DeliveryFailed,
     /// The preview's workloads run.
     ///
     /// On: `Awake`.
@@ -495,6 +522,9 @@ pub struct PreviewEnvironmentStatus {
     /// One entry per setup Job of the template, at headSha.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub setup: Vec<TestStatus>,
+    /// One entry per Helm release and kustomization of the template, delivered by Flux.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<ReleaseStatus>,
     /// Available, TestsSucceeded and Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -561,6 +591,26 @@ pub struct ServiceStatus {
     /// In-cluster URL, or the Ingress URL when exposed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+}
+
+/// Observed state of one Flux delivery.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    /// The helmRelease's or kustomization's name in the template.
+    pub name: String,
+    /// `HelmRelease` or `Kustomization`.
+    pub kind: String,
+    /// Flux reports it ready at headSha.
+    #[serde(default)]
+    pub ready: bool,
+    /// What runs: the chart version (a chart from the repository carries the commit:
+    /// `0.1.0+4f2c9e1d0a3b`), or the revision a kustomization applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// Why it is not ready, in Flux's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Observed state of one test run.

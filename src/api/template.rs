@@ -9,6 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::delivery::{HelmReleaseSpec, KustomizationSpec};
 use super::{
     DNS_LABEL_PATTERN, EnvVar, IMAGE_LOWERCASE_MESSAGE, IMAGE_LOWERCASE_RULE, IMAGE_PATTERN,
     MAX_ARGS, MAX_COMMAND, MAX_ENV, ServiceSpec, TEMPLATE_TEXT_BUDGET, TestSpec, text_budget,
@@ -36,6 +37,8 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.dependencies) || !has(self.services) || self.dependencies.all(d, !self.services.exists(s, s.name == d.name))").message("a dependency and a service may not share a name (both get a Service of that name): rename one"))]
+#[x_kube(validation = Rule::new("[self.?services, self.?helmReleases, self.?kustomizations].exists(l, l.orValue([]).size() > 0)").message("a template needs services, helmReleases or kustomizations: something to preview"))]
+#[x_kube(validation = Rule::new("!has(self.helmReleases) || !has(self.kustomizations) || self.helmReleases.all(h, !self.kustomizations.exists(k, k.name == h.name))").message("a helmRelease and a kustomization may not share a name (both name a Flux object): rename one"))]
 #[x_kube(validation = text_budget(&[("dependencies", false, true), ("setup", true, false), ("services", true, false), ("tests", true, false)], "dependencies, setup Jobs, services and tests", TEMPLATE_TEXT_BUDGET))]
 pub struct PreviewTemplateSpec {
     /// When the previews of this template sleep: sooner than their class says, never later.
@@ -76,10 +79,27 @@ pub struct PreviewTemplateSpec {
     pub setup: Vec<SetupSpec>,
 
     /// The services, as in a PreviewEnvironment; `env` may also use `valueFrom` of the
-    /// Secrets and ConfigMaps declared above.
-    #[schemars(length(min = 1, max = 20))]
+    /// Secrets and ConfigMaps declared above. Optional when `helmReleases` or
+    /// `kustomizations` deliver the application.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("service names must be unique"))]
     pub services: Vec<ServiceSpec>,
+
+    /// Helm charts released into each preview namespace by Flux, after the setup Jobs and
+    /// before the tests: from a chart repository the PreviewClass allows, or from a path of
+    /// the pull request's repository at its head sha.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("helmReleases names must be unique"))]
+    pub helm_releases: Vec<HelmReleaseSpec>,
+
+    /// Kustomize directories of the pull request's repository applied into each preview
+    /// namespace by Flux at its head sha, like `helmReleases`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("kustomizations names must be unique"))]
+    pub kustomizations: Vec<KustomizationSpec>,
 
     /// Test Jobs run once per headSha after every service is available.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

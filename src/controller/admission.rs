@@ -39,6 +39,7 @@ pub fn snapshot<'a>(ctx: &'a Context, pe: &PreviewEnvironment) -> Snapshot<'a> {
         tenant_labels,
         peers: ctx.stores.previews.state(),
         scm: ctx.resync.of(pe.spec.provider(), &pe.spec.repository),
+        flux_installed: ctx.stores.flux.installed,
         now: Timestamp::now(),
     }
 }

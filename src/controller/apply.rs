@@ -43,7 +43,9 @@ pub async fn environment(
         ingresses,
         role_bindings,
         held,
+        delivery,
     } = env;
+    let f = &s.flux;
     let stateful_sets = Desired::exactly(stateful_sets).holding(&held);
     let deployments = deployments.holding(&held);
     // The kinds are independent: apply them concurrently, so a new preview costs one round
@@ -75,6 +77,18 @@ pub async fn environment(
             scope,
             Desired::exactly(role_bindings)
         ),
+        sync(c, a, &f.service_accounts, scope, delivery.service_accounts),
+        sync(c, a, &f.git_repositories, scope, delivery.git_repositories),
+        sync(
+            c,
+            a,
+            &f.helm_repositories,
+            scope,
+            delivery.helm_repositories
+        ),
+        sync(c, a, &f.oci_repositories, scope, delivery.oci_repositories),
+        sync(c, a, &f.helm_releases, scope, delivery.helm_releases),
+        sync(c, a, &f.kustomizations, scope, delivery.kustomizations),
     )?;
     Ok(())
 }

@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use futures::future::{BoxFuture, join_all};
 use futures::stream::{BoxStream, select_all};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, PartialObjectMeta};
@@ -27,6 +29,7 @@ use super::pods::StuckPods;
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
+use crate::flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository};
 use crate::naming::{self, APPLIED_HASH, OWNER_REF, SHA};
 use crate::sync::lock;
 
@@ -58,8 +61,39 @@ pub struct Stores {
     pub quotas: Store<PartialObjectMeta<ResourceQuota>>,
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    /// What Flux delivers (empty, and not watched, where Flux's CRDs are not served).
+    pub flux: FluxStores,
     /// Not a watch: what this process applied that the caches above may not show yet.
     pub applied: std::sync::Arc<Applied>,
+}
+
+/// The caches of the Flux objects in preview namespaces. Releases keep their status and the
+/// newest history entry, not their values (a tenant's, up to 64 KiB each).
+#[derive(Clone)]
+pub struct FluxStores {
+    /// Whether the API server serves Flux's kinds (checked at start).
+    pub installed: bool,
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub git_repositories: Store<GitRepository>,
+    pub helm_repositories: Store<HelmRepository>,
+    pub oci_repositories: Store<OCIRepository>,
+    pub helm_releases: Store<HelmRelease>,
+    pub kustomizations: Store<Kustomization>,
+}
+
+impl FluxStores {
+    /// Empty caches that no watch fills: Flux is not installed.
+    fn absent() -> Self {
+        FluxStores {
+            installed: false,
+            service_accounts: reflector::store().0,
+            git_repositories: reflector::store().0,
+            helm_repositories: reflector::store().0,
+            oci_repositories: reflector::store().0,
+            helm_releases: reflector::store().0,
+            kustomizations: reflector::store().0,
+        }
+    }
 }
 
 /// The watches of one controller: their caches, and what they trigger.
@@ -75,7 +109,12 @@ pub struct Watches {
 
 /// Starts (lazily: the streams do the work once polled) one cached watch per kind.
 /// `selector` limits the previews this process reconciles.
-pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) -> Watches {
+pub fn watch(
+    client: &Client,
+    selector: Option<&str>,
+    platform_namespace: &str,
+    flux_installed: bool,
+) -> Watches {
     let (previews, preview_stream) = preview_watch(client, selector);
     let mut w = Builder {
         client: client.clone(),
@@ -99,6 +138,19 @@ pub fn watch(client: &Client, selector: Option<&str>, platform_namespace: &str) 
         quotas: w.cached(fold_labels),
         limit_ranges: w.cached(fold_labels),
         role_bindings: w.cached(fold_labels),
+        flux: if flux_installed {
+            FluxStores {
+                installed: true,
+                service_accounts: w.cached(fold_labels),
+                git_repositories: w.cached(fold_labels),
+                helm_repositories: w.cached(fold_labels),
+                oci_repositories: w.cached(fold_labels),
+                helm_releases: w.cached(prune_release),
+                kustomizations: w.cached(prune_kustomization),
+            }
+        } else {
+            FluxStores::absent()
+        },
         applied: Default::default(),
         namespaces,
     };
@@ -454,6 +506,23 @@ const CACHED_ANNOTATIONS: [&str; 7] = [
 
 /// Keeps nothing extra.
 fn keep_all<K>(_: &mut K) {}
+
+/// A HelmRelease as the operator reads it: its status and newest release, not its values.
+fn prune_release(o: &mut HelmRelease) {
+    fold_labels(o);
+    o.spec.values = None;
+    o.spec.values_from.clear();
+    if let Some(status) = o.status.as_mut() {
+        status.history.truncate(1);
+    }
+}
+
+/// A Kustomization as the operator reads it: its status, not its images and substitutions.
+fn prune_kustomization(o: &mut Kustomization) {
+    fold_labels(o);
+    o.spec.images.clear();
+    o.spec.post_build = None;
+}
 
 /// A cached child keeps one map instead of two: the labels it keeps move into its annotations
 /// (a map costs half a KiB even with one entry; at 1000 previews that is 7000 of them, 4 MiB).

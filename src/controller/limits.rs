@@ -152,9 +152,11 @@ fn format_bytes(bytes: f64) -> String {
 /// character 4 bytes of UTF-8, 414,232.
 pub const MAX_PREVIEW_SPEC_BYTES: usize = 136 * 1024;
 /// The same for a PreviewTemplate's spec: 50 containers (dependencies, setup Jobs, services,
-/// tests) at their largest, parameters, sources and the whole text budget: 348,816 bytes
-/// (956,100 in 4-byte UTF-8).
-pub const MAX_TEMPLATE_SPEC_BYTES: usize = 352 * 1024;
+/// tests) at their largest, parameters, sources, 5 Helm releases and 5 kustomizations and the
+/// whole text budget: 424,617 bytes (1,246,161 in 4-byte UTF-8). Helm `values` are free-form
+/// and not counted: the API server keeps them under its request limit, and rendering refuses
+/// more than `MAX_VALUES_BYTES` of them.
+pub const MAX_TEMPLATE_SPEC_BYTES: usize = 416 * 1024;
 
 #[cfg(test)]
 mod tests {

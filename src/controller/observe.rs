@@ -3,6 +3,7 @@
 //! (services, tests, dependencies, setup) in a small step of its own; the model they fill
 //! is in [`model`].
 
+pub mod delivery;
 pub mod model;
 
 use std::collections::BTreeMap;
@@ -14,8 +15,9 @@ use kube::ResourceExt;
 
 use super::apply::owned;
 use super::build::COMPONENT_SETUP;
+use super::build::flux::{SOURCE, chart_source_name};
 use super::build::{self, Preview};
-use super::children::{Stores, label};
+use super::children::{FluxStores, Stores, label};
 use super::pods;
 use super::rollouts;
 use crate::naming::{COMPONENT, SHA, TESTED};
@@ -43,6 +45,8 @@ struct Cached<'a> {
     stateful_sets: Vec<Arc<CachedStatefulSet>>,
     /// The kept pods of the preview's namespace (stuck, failed or unplaced).
     kept: Vec<Arc<Pod>>,
+    /// Flux's objects, when the preview delivers through Flux.
+    flux: &'a FluxStores,
 }
 
 pub fn children(
@@ -63,6 +67,7 @@ pub fn children(
         deployments,
         stateful_sets,
         kept: stores.stuck_pods.in_namespace(ns),
+        flux: &stores.flux,
     };
     // A test run against workloads that changed since tests nothing that runs now: it is
     // about to be replaced, and its verdict must not show meanwhile.
@@ -75,6 +80,7 @@ pub fn children(
         tests: cached.tests(&current),
         dependencies: cached.dependencies(),
         setup: cached.setup(&setup_jobs),
+        releases: cached.releases(),
     };
     Children {
         observed,
@@ -185,6 +191,52 @@ impl Cached<'_> {
                 )
             })
             .collect()
+    }
+
+    /// Every Helm release and kustomization of the template through Flux's objects and the
+    /// sources they read.
+    fn releases(&self) -> Vec<delivery::ObservedRelease> {
+        let preview = self.preview;
+        if !preview.delivers_through_flux() {
+            return Vec::new();
+        }
+        let (ns, uid) = (preview.namespace.as_str(), preview.owner.uid.as_str());
+        let git = owned(&self.flux.git_repositories, ns, uid);
+        let git = delivery::named(&git, SOURCE);
+        let git_source = || {
+            let what = format!("gitRepository {SOURCE} ({})", preview.spec.repository);
+            delivery::source_of(git, what, |g| g.status.as_ref())
+        };
+        let helm = owned(&self.flux.helm_repositories, ns, uid);
+        let oci = owned(&self.flux.oci_repositories, ns, uid);
+        let releases = owned(&self.flux.helm_releases, ns, uid);
+        let kustomizations = owned(&self.flux.kustomizations, ns, uid);
+        let sha = self.sha();
+        let helm_releases = preview.helm_releases.iter().map(|r| {
+            let source = if r.chart.path.is_some() {
+                git_source()
+            } else {
+                let name = chart_source_name(&r.name);
+                let url = r.chart.repository.as_deref().unwrap_or_default();
+                let what = format!("chart repository {name} ({url})");
+                match delivery::named(&oci, &name) {
+                    Some(o) => delivery::source_of(Some(o), what, |o| o.status.as_ref()),
+                    None => delivery::source_of(delivery::named(&helm, &name), what, |h| {
+                        h.status.as_ref()
+                    }),
+                }
+            };
+            delivery::helm_release(r, delivery::named(&releases, &r.name), &source, sha)
+        });
+        let kustomized = preview.kustomizations.iter().map(|k| {
+            delivery::kustomization(
+                k,
+                delivery::named(&kustomizations, &k.name),
+                &git_source(),
+                sha,
+            )
+        });
+        helm_releases.chain(kustomized).collect()
     }
 
     /// What the failed container said it failed of, else the end of its log.

@@ -42,6 +42,8 @@ pub struct Snapshot<'a> {
     pub peers: Vec<Arc<PreviewEnvironment>>,
     /// Whether the last resync could ask the provider about the repository.
     pub scm: Option<Result<(), String>>,
+    /// Whether the cluster serves Flux's kinds.
+    pub flux_installed: bool,
     pub now: Timestamp,
 }
 
@@ -216,15 +218,31 @@ fn content(
     if policy.refusal.is_some() {
         return Ok(Rendered::inline(&pe.spec));
     }
-    let rendered = render(pe, snapshot.template.as_deref(), namespace)?;
+    let host = (policy.config.ingress.as_ref()).map(|i| format!("{namespace}.{}", i.base_domain));
+    let rendered = render(pe, snapshot.template.as_deref(), namespace, host.as_deref())?;
     let checked = match &policy.class {
         Some(class) => policy::check_content(&rendered, &policy.config, class),
         None => policy::check_inline_secrets(&rendered),
-    };
+    }
+    .and_then(|()| flux_served(&rendered, snapshot.flux_installed));
     if let Err(refusal) = checked {
         policy.refusal = Some(refusal);
     }
     Ok(rendered)
+}
+
+/// Refuses content Flux delivers where the cluster does not serve Flux's kinds.
+fn flux_served(rendered: &Rendered, installed: bool) -> Result<(), Refusal> {
+    if installed || !rendered.delivers_through_flux() {
+        return Ok(());
+    }
+    Err(Refusal {
+        reason: Reason::FluxNotInstalled,
+        message: "the template delivers through Flux (helmReleases, kustomizations), but this \
+                  cluster does not serve Flux's HelmRelease, Kustomization and source kinds: \
+                  ask the platform team to install Flux and restart the operator"
+            .to_string(),
+    })
 }
 
 /// `pe`'s own services and tests, or `template` (the one it names) rendered for it.
@@ -232,6 +250,7 @@ fn render(
     pe: &PreviewEnvironment,
     template: Option<&PreviewTemplate>,
     namespace: &str,
+    host: Option<&str>,
 ) -> Result<Rendered, Gate> {
     let Some(template_ref) = &pe.spec.template_ref else {
         return Ok(Rendered::inline(&pe.spec));
@@ -251,6 +270,7 @@ fn render(
         name: &pe.name_any(),
         namespace,
         template: name,
+        host,
     };
     template::render(&pe.spec, target, &template.spec).map_err(|e| Gate::Blocked {
         reason: Reason::TemplateError,
@@ -330,6 +350,7 @@ mod tests {
             tenant_labels: BTreeMap::new(),
             peers: Vec::new(),
             scm: None,
+            flux_installed: true,
             now: fixtures::time(100).0,
         }
     }

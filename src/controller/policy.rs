@@ -144,6 +144,7 @@ pub fn admit(
 /// inline spec.
 pub fn check_content(content: &Rendered, config: &Config, class_name: &str) -> Result<(), Refusal> {
     check_inline_secrets(content)?;
+    check_delivery(content, config, class_name)?;
     super::limits::check_storage(content, config, class_name)
         .map_err(|message| Refusal::new(Reason::PolicyViolation, message))?;
     // Before the registry check, which would blame the registry for what is a typo.
@@ -182,6 +183,98 @@ pub fn check_content(content: &Rendered, config: &Config, class_name: &str) -> R
         ));
     }
     Ok(())
+}
+
+/// Whether the class lets a preview deliver what its template gives Flux: Flux delivery at
+/// all, the pull request's repository (at a full commit sha, which Flux fetches), and each
+/// chart's repository.
+pub fn check_delivery(
+    content: &Rendered,
+    config: &Config,
+    class_name: &str,
+) -> Result<(), Refusal> {
+    if !content.delivers_through_flux() {
+        return Ok(());
+    }
+    if config.flux_applier_role.is_none() {
+        return Err(Refusal::new(
+            Reason::FluxNotInstalled,
+            "the template delivers through Flux, but the operator runs without the role Flux \
+             applies with (--flux-applier-role; the chart's flux.enabled): ask the platform \
+             team to enable it"
+                .to_string(),
+        ));
+    }
+    let Some(flux) = &config.flux else {
+        return Err(Refusal::new(
+            Reason::PolicyViolation,
+            format!(
+                "the template delivers through Flux (helmReleases, kustomizations), which \
+                 PreviewClass {class_name} does not allow (it has no spec.flux): use services, \
+                 or ask the platform team to allow Flux"
+            ),
+        ));
+    };
+    if content.needs_repository() {
+        if flux.git_url.is_none() {
+            return Err(Refusal::new(
+                Reason::PolicyViolation,
+                format!(
+                    "the template delivers from the pull request's repository (a chart path or \
+                     a kustomization), but PreviewClass {class_name} says nowhere to fetch it \
+                     from (spec.flux.gitURL): ask the platform team to set it"
+                ),
+            ));
+        }
+        let sha = &content.spec.head_sha;
+        if sha.len() != 40 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Refusal::new(
+                Reason::PolicyViolation,
+                format!(
+                    "spec.headSha {sha:?} is not a full commit sha: Flux fetches the pull \
+                     request's repository at exactly that commit, which needs all 40 hex \
+                     digits (${{{{ github.event.pull_request.head.sha }}}} in a workflow)"
+                ),
+            ));
+        }
+    }
+    for release in &content.helm_releases {
+        let Some(url) = &release.chart.repository else {
+            continue;
+        };
+        if !flux
+            .chart_repositories
+            .iter()
+            .any(|p| source_allows(p, url))
+        {
+            return Err(Refusal::new(
+                Reason::SourceNotAllowed,
+                format!(
+                    "helmReleases[{}]: chart repository {url} is not one PreviewClass \
+                     {class_name} allows ({}); publish the chart there or ask the platform \
+                     team to allow it",
+                    release.name,
+                    list_or_none(&flux.chart_repositories)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the chart repository `url` is under `prefix`, in whole path segments.
+fn source_allows(prefix: &str, url: &str) -> bool {
+    let (prefix, url) = (prefix.trim_end_matches('/'), url.trim_end_matches('/'));
+    url.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// Refuses an inline preview (no template) whose containers read a Secret or ConfigMap.

@@ -13,12 +13,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::build::Stage;
 use super::sleep;
 use crate::api::{
-    Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, Revision, ServiceStatus,
-    TestPhase, condition,
+    Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ReleaseStatus, Revision,
+    ServiceStatus, TestPhase, condition,
 };
 use crate::naming::short_sha;
 
 pub use super::gate::{Gate, Truth, Verdict};
+use super::observe::delivery::ObservedRelease;
 pub use super::observe::model::{
     Observed, ObservedService, Run, ServiceState, TestRun, service_state, test_run,
 };
@@ -126,24 +127,56 @@ pub fn available(gate: &Gate, observed: &Observed, sha: &str) -> Verdict {
         return Verdict::yes(
             Reason::ServicesAvailable,
             format!(
-                "all {} services are available at {}",
-                observed.services.len(),
+                "all {} are available at {}",
+                counted(observed),
                 short_sha(sha)
             ),
         );
     }
-    let waiting: Vec<&str> = observed
-        .services
-        .iter()
-        .filter_map(|s| match &s.state {
-            ServiceState::Progressing(m) => Some(m.as_str()),
-            _ => None,
-        })
+    let progressing = |state: &ServiceState| match state {
+        ServiceState::Progressing(m) => Some(m.clone()),
+        _ => None,
+    };
+    let waiting: Vec<String> = (observed.releases.iter())
+        .filter_map(|r| progressing(&r.state))
+        .chain(
+            observed
+                .services
+                .iter()
+                .filter_map(|s| progressing(&s.state)),
+        )
         .collect();
     Verdict::no(
         Reason::Deploying,
         format!("waiting for {}", waiting.join(", ")),
     )
+}
+
+/// "3 services", "2 releases", "1 service and 1 release": what `Available` counts.
+fn counted(observed: &Observed) -> String {
+    let (services, releases) = (observed.services.len(), observed.releases.len());
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match (services, releases) {
+        (s, 0) => format!("{s} services"),
+        (0, r) => plural(r, "release"),
+        (s, r) => format!("{} and {}", plural(s, "service"), plural(r, "release")),
+    }
+}
+
+/// One Flux delivery in the status.
+fn release_status(r: &ObservedRelease) -> ReleaseStatus {
+    ReleaseStatus {
+        name: r.name.clone(),
+        kind: r.kind.to_string(),
+        ready: r.state == ServiceState::Available,
+        revision: r.revision.clone(),
+        message: match &r.state {
+            ServiceState::Available => None,
+            ServiceState::Progressing(m) | ServiceState::Failed { message: m, .. } => {
+                Some(m.clone())
+            }
+        },
+    }
 }
 
 /// `TestsSucceeded`: every test at headSha passed (true when there are none).
@@ -373,6 +406,7 @@ fn awake(ctx: &Context<'_>, observed: &Observed) -> PreviewEnvironmentStatus {
             })
             .collect(),
         setup: observed.setup.iter().map(|t| t.status.clone()).collect(),
+        releases: observed.releases.iter().map(release_status).collect(),
         revision: match &ctx.fleet {
             Some((_, revision)) => *revision,
             None => ctx.previous.and_then(|p| p.revision),

@@ -42,6 +42,7 @@ const TARGET: Target<'static> = Target {
     name: "shop-pr-123",
     namespace: "pr-shop-pr-123-0123456789abcdef",
     template: "shop",
+    host: Some("pr-shop-pr-123-abcdef.preview.example.com"),
 };
 
 #[test]

@@ -43,6 +43,8 @@ pub fn preview(spec: &PreviewEnvironmentSpec) -> Preview<'_> {
         namespace: "pr-shop-pr-123-abcdef".into(),
         rerun_tests: None,
         asleep: false,
+        helm_releases: &[],
+        kustomizations: &[],
     }
 }
 
@@ -83,6 +85,7 @@ pub fn shop() -> Rendered {
             name: "shop-pr-123",
             namespace: "pr-shop-pr-123-abcdef",
             template: "shop",
+            host: None,
         },
         &template,
     )

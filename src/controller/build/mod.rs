@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::api::delivery::{HelmReleaseSpec, KustomizationSpec};
 use crate::api::template::{DependencySpec, SetupSpec};
 use crate::api::{self, PreviewEnvironmentSpec};
 use crate::config::Config;
@@ -31,6 +32,7 @@ use crate::template::Rendered;
 mod dependencies;
 #[cfg(test)]
 mod fixtures;
+pub mod flux;
 mod jobs;
 mod namespace;
 mod services;
@@ -57,6 +59,8 @@ pub const COMPONENT_TEST: &str = "test";
 pub const COMPONENT_DEPENDENCY: &str = "dependency";
 /// `preview.dev/component` value of setup Jobs.
 pub const COMPONENT_SETUP: &str = "setup";
+/// `preview.dev/component` value of the Flux objects that deliver a preview.
+pub const COMPONENT_DELIVERY: &str = "delivery";
 
 /// What the builders need to know about one PreviewEnvironment.
 #[derive(Clone, Debug)]
@@ -74,6 +78,10 @@ pub struct Preview<'a> {
     pub rerun_tests: Option<&'a str>,
     /// Asleep: workloads at zero replicas, exposed hosts routed to the wake listener.
     pub asleep: bool,
+    /// The template's Helm charts, delivered through Flux.
+    pub helm_releases: &'a [HelmReleaseSpec],
+    /// The template's kustomizations, delivered through Flux.
+    pub kustomizations: &'a [KustomizationSpec],
 }
 
 impl<'a> Preview<'a> {
@@ -92,7 +100,14 @@ impl<'a> Preview<'a> {
             namespace,
             rerun_tests,
             asleep: false,
+            helm_releases: &rendered.helm_releases,
+            kustomizations: &rendered.kustomizations,
         }
+    }
+
+    /// Whether Flux delivers part of the preview.
+    pub fn delivers_through_flux(&self) -> bool {
+        !self.helm_releases.is_empty() || !self.kustomizations.is_empty()
     }
 }
 
@@ -173,6 +188,8 @@ pub struct Environment {
     /// Deployments and StatefulSets left as they run (neither applied nor deleted): a fleet
     /// change waiting for its rollout slot (`rollouts`).
     pub held: BTreeSet<String>,
+    /// What Flux delivers, and the identity it applies with.
+    pub delivery: flux::Delivery,
 }
 
 impl Environment {
@@ -248,7 +265,9 @@ pub fn environment(preview: &Preview<'_>, config: &Config, stage: Stage) -> Envi
         role_bindings: viewers(preview, config)
             .into_iter()
             .chain(log_reader(preview, config))
+            .chain(flux::applier_binding(preview, config))
             .collect(),
+        delivery: flux::delivery(preview, config, stage),
         network_policy: network_policy(preview, config),
         quota: resource_quota(preview, config),
         limit_range: limit_range(preview, config),

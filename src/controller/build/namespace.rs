@@ -30,6 +30,13 @@ pub const LOG_READER_NAME: &str = "preview-operator-logs";
 /// it from the platform's namespace (image pull secrets, the ingress TLS Secret). The chart's
 /// admission policy refuses pods there that use one other than as an image pull secret.
 pub const PLATFORM_SECRETS: &str = "preview.dev/platform-secrets";
+/// Annotation of a preview namespace delivering through Flux: the class's registry prefixes
+/// (comma-separated; empty: any), which the chart's admission policy enforces on what a chart
+/// renders there.
+pub const ALLOWED_REGISTRIES: &str = "preview.dev/allowed-registries";
+/// Annotation of a preview namespace delivering through Flux: the host its charts may expose
+/// (`<namespace>.<base domain>`, and names ending in `-` and it); absent: none.
+pub const PREVIEW_HOST: &str = "preview.dev/host";
 /// Name of the NetworkPolicy, ResourceQuota and LimitRange in every preview namespace.
 pub const HARDENING_NAME: &str = "preview-defaults";
 
@@ -68,6 +75,16 @@ pub fn namespace(preview: &Preview<'_>, config: &Config) -> Namespace {
         PLATFORM_SECRETS.to_string(),
         config.copied_secrets().join(","),
     );
+    // Only where Flux applies: what the operator renders itself it checks itself.
+    if preview.delivers_through_flux() {
+        annotations.insert(
+            ALLOWED_REGISTRIES.to_string(),
+            config.allowed_registries.join(","),
+        );
+        if let Some(host) = super::flux::preview_host(preview, config) {
+            annotations.insert(PREVIEW_HOST.to_string(), host);
+        }
+    }
     Namespace {
         metadata: ObjectMeta {
             name: Some(preview.namespace.clone()),

@@ -84,6 +84,8 @@ pub struct Observed {
     pub dependencies: Vec<ObservedService>,
     /// Every setup Job of the template at headSha, in order.
     pub setup: Vec<TestRun>,
+    /// Every Flux delivery of the template (Helm releases, then kustomizations), in order.
+    pub releases: Vec<super::delivery::ObservedRelease>,
 }
 
 impl Observed {
@@ -99,13 +101,14 @@ impl Observed {
                 .collect(),
             dependencies: Vec::new(),
             setup: Vec::new(),
+            releases: Vec::new(),
         }
     }
 
+    /// Every service and every Flux delivery is available at headSha.
     pub fn all_available(&self) -> bool {
-        self.services
-            .iter()
-            .all(|s| s.state == ServiceState::Available)
+        (self.services.iter()).all(|s| s.state == ServiceState::Available)
+            && (self.releases.iter()).all(|r| r.state == ServiceState::Available)
     }
 
     /// How far the rollout may go: dependencies ready, then setup succeeded, then services.
@@ -121,8 +124,8 @@ impl Observed {
 
     /// A stuck dependency, a failed setup Job or a failed service, in the order of a rollout.
     pub(crate) fn service_failure(&self) -> Option<(Reason, &str)> {
-        fn failed(s: &ObservedService) -> Option<(Reason, &str)> {
-            match &s.state {
+        fn failed(state: &ServiceState) -> Option<(Reason, &str)> {
+            match state {
                 ServiceState::Failed { reason, message } => Some((*reason, message.as_str())),
                 _ => None,
             }
@@ -135,9 +138,10 @@ impl Observed {
                 )
             })
         });
-        (self.dependencies.iter().find_map(failed))
+        (self.dependencies.iter().find_map(|d| failed(&d.state)))
             .or(setup)
-            .or_else(|| self.services.iter().find_map(failed))
+            .or_else(|| self.releases.iter().find_map(|r| failed(&r.state)))
+            .or_else(|| self.services.iter().find_map(|s| failed(&s.state)))
     }
 
     pub(crate) fn count(&self, phase: TestPhase) -> usize {

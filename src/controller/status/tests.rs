@@ -70,6 +70,7 @@ fn observe(
             .collect(),
         dependencies: Vec::new(),
         setup: Vec::new(),
+        releases: Vec::new(),
     }
 }
 
