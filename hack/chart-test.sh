@@ -3,19 +3,22 @@
 # lint; render with default and non-default values (CRDs identical to crds/, the default
 # PreviewClass valid against its CRD, only environment variables and flags the operator reads,
 # the GitHub App's and GitLab's Secret files, settings and webhook Ingress paths, the pods/log
-# rule following testLogs.enabled, every mounted Secret readable by the operator's user, RBAC
-# without wildcards, replicaCount 0 and 1 without a PodDisruptionBudget, the release package of
+# rule following testLogs.enabled, the Flux applier role and the operator's Flux rights following
+# flux.enabled, every mounted Secret readable by the operator's user, RBAC without wildcards,
+# replicaCount 0 and 1 without a PodDisruptionBudget, the release package of
 # hack/chart-package.sh); the values schema refusing bad values; then on the rig: install (which
 # installs the CRDs; the default class follows on the next upgrade when the CRDs are new),
 # uninstall keeping the CRDs, the class and the previews, install again, upgrade, the tenant
 # RBAC aggregated into the built-in edit and view roles, the admission policies (the operator's
-# ServiceAccount writes only where it manages and binds only view and its log reader, nobody
-# else sets its labels, Kubernetes' controllers exempt by name, pods in preview namespaces use
-# platform Secret copies only to pull images, no tenant Ingress or HTTPRoute under a class's
-# base domain), Secret and ConfigMap reads (nowhere but the platform Secrets namespace, never
-# the release namespace, plus a team namespace once the team binds the source-reader
-# ClusterRole there) and pods/log (only where the operator bound its log reader; exec, attach,
-# port-forward not), checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
+# ServiceAccount writes only where it manages and binds only view, its log reader and the Flux
+# applier (to preview-applier alone), nobody else sets its labels, Kubernetes' controllers
+# exempt by name, pods in preview namespaces use platform Secret copies only to pull images, no
+# tenant Ingress or HTTPRoute under a class's base domain), Secret and ConfigMap reads (nowhere
+# but the platform Secrets namespace, never the release namespace, plus a team namespace once
+# the team binds the source-reader ClusterRole there), pods/log (only where the operator bound
+# its log reader; exec, attach, port-forward not), and what Flux may apply as preview-applier
+# (edit minus the hardening and RBAC; images from the class's registries, the preview's host,
+# ClusterIP Services, no ServiceAccount tokens), checked by impersonation. The chart stays installed (its ServiceAccount is what the operator
 # runs as in the cluster tests) without its default class: the cluster tests use
 # hack/classes/test.yaml as their only default class.
 set -euo pipefail
@@ -69,7 +72,10 @@ hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$r
   --resource ingresses.networking.k8s.io --resource networkpolicies.networking.k8s.io \
   --resource resourcequotas --resource limitranges --resource secrets --resource configmaps \
   --resource persistentvolumeclaims --resource serviceaccounts \
-  --resource rolebindings.rbac.authorization.k8s.io <<<"$default"
+  --resource rolebindings.rbac.authorization.k8s.io --resource helmreleases.helm.toolkit.fluxcd.io \
+  --resource kustomizations.kustomize.toolkit.fluxcd.io --resource gitrepositories.source.toolkit.fluxcd.io \
+  --resource helmrepositories.source.toolkit.fluxcd.io --resource ocirepositories.source.toolkit.fluxcd.io \
+  --flux-applier "$release-flux-applier" <<<"$default"
 # Secrets and ConfigMaps: no cluster-wide read; the source-reader ClusterRole exists, unbound,
 # and the Deployment names it and the ServiceAccount to the operator. The class's Secrets are
 # read in a namespace of their own (created, kept on uninstall), never in the release
@@ -284,17 +290,30 @@ got=$(render --set gitlab.webhook.existingSecret=gitlab-hook --set gitlab.webhoo
   fail "GitLab alone: want only its webhook Ingress, got: $got"
 # Test logs: never pods/log cluster-wide; a ClusterRole for it that the chart does not bind and
 # the operator may bind (itself, per preview namespace, told its name); none of it when off.
-hack/chart/log-reader.py --release "$release" --role "$release-log-reader" <<<"$default" ||
-  fail "default render: pods/log must be granted only through the unbound $release-log-reader"
-render --set testLogs.enabled=false | hack/chart/log-reader.py --release "$release" --none ||
+hack/chart/log-reader.py --release "$release" --role "$release-log-reader" --also-bindable "$release-flux-applier" \
+  <<<"$default" || fail "default render: pods/log must be granted only through the unbound $release-log-reader"
+render --set testLogs.enabled=false | hack/chart/log-reader.py --release "$release" --none --also-bindable "$release-flux-applier" ||
   fail "testLogs.enabled=false must leave no pods/log rule, log reader or bind on it"
+# Flux delivery: the applier role (edit minus the hardening and RBAC) that the chart does not
+# bind and the operator may bind, its name told to the operator, the operator's rights on the
+# Flux kinds; none of it when off (and no preview-content policy).
+hack/chart/flux-applier.py --release "$release" --role "$release-flux-applier" <<<"$default" ||
+  fail "default render: the Flux applier role or the operator's Flux rights are wrong"
+render --set flux.enabled=false | hack/chart/flux-applier.py --release "$release" --none ||
+  fail "flux.enabled=false must leave no Flux applier, bind on it, Flux rights or variable"
+render --set flux.enabled=false | hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:$release" \
+  --resource deployments.apps || fail "flux.enabled=false must leave the six policies without Flux's"
 # helm upgrade --reuse-values from 0.5.0 lacks the new blocks: a clear failure, not a nil pointer.
 for block in github.app gitlab testLogs; do
   if out=$(render --set "$block=null" 2>&1) || ! grep -q "$block missing from the values.*reset-then-reuse-values" <<<"$out"; then
     fail "values without $block must fail naming --reset-then-reuse-values, got: $out"
   fi
 done
-# ... and from 0.6.0 lacks platformSecrets (and its Secrets are still in the release namespace).
+# ... and from 0.6.0 lacks platformSecrets (and its Secrets are still in the release namespace)
+# and flux.
+if out=$(render --set flux=null 2>&1) || ! grep -q "flux is missing from the values.*reset-then-reuse-values" <<<"$out"; then
+  fail "values without flux must fail naming --reset-then-reuse-values, got: $out"
+fi
 if out=$(render --set platformSecrets=null 2>&1) || ! grep -q "platformSecrets is missing from the values.*reset-then-reuse-values.*move the Secrets" <<<"$out"; then
   fail "values without platformSecrets must fail naming --reset-then-reuse-values and the move, got: $out"
 fi
@@ -427,9 +446,11 @@ hack/chart/source-reader.py --release-namespace "$namespace" --platform-namespac
 grep -q "^kind: Namespace$" <<<"$custom" && fail "platformSecrets.createNamespace=false still renders a Namespace"
 
 # The policies follow serviceAccount.name and admissionPolicies.*.
+# managedResources without the Flux kinds: flux.enabled adds them.
 hack/chart/admission-policies.py --operator "system:serviceaccount:$namespace:preview-bot" \
   --resource deployments.apps --resource configmaps --resource cronjobs.batch \
-  --trusted argocd-application-controller --trusted platform-admins <<<"$custom"
+  --trusted argocd-application-controller --trusted platform-admins --flux-applier "$release-flux-applier" <<<"$custom"
+hack/chart/flux-applier.py --release "$release" --role "$release-flux-applier" <<<"$custom" >/dev/null
 
 log "every mounted Secret is readable by the operator's user"
 hack/chart/secrets-readable.py --self-test
@@ -455,7 +476,8 @@ for bad in "logFormat=xml" "replicaCount=-1" "replicaCount=11" "github.apiUrl=ft
   "defaultClass.sleep.neverSleep=true" "gitlab.mrNotes=yes" "github.deployments=yes" "gitlab.environments=1" "gitlab.url=gitlab.com" "gitlab.token.key=" \
   "gitlab.webhook.ingress.enabled=1" "gitlab.projects[0]=x" "github.app.id=abc" "github.app.id=0" "github.app.id=-5" \
   "github.app.privateKey.name=x" "testLogs.enabled=maybe" "testLogs.tail=10" \
-  "platformSecrets.namespace=Platform_Secrets" "platformSecrets.createNamespace=maybe" "platformSecrets.name=x"; do
+  "platformSecrets.namespace=Platform_Secrets" "platformSecrets.createNamespace=maybe" "platformSecrets.name=x" \
+  "flux.enabled=maybe" "flux.applierRole=edit"; do
   if out=$(render --set "$bad" 2>&1); then
     fail "the schema accepted --set $bad"
   fi
@@ -737,7 +759,7 @@ log "admission policies: the operator's ServiceAccount writes only where it mana
 # The API server type-checks each policy against the kinds it matches: no warnings (a typo in a
 # field name would otherwise only show as a denial at run time, failurePolicy Fail).
 mapfile -t policies < <(kubectl get validatingadmissionpolicies -l "app.kubernetes.io/instance=$release" -o name)
-((${#policies[@]} == 6)) || fail "expected the release's 6 ValidatingAdmissionPolicies, found: ${policies[*]}"
+((${#policies[@]} == 7)) || fail "expected the release's 7 ValidatingAdmissionPolicies, found: ${policies[*]}"
 for policy in "${policies[@]}"; do
   deadline=$((SECONDS + 30))
   while :; do
@@ -922,10 +944,10 @@ refused "the CronJob controller creates a Job labelled preview.dev/owner-uid fro
   "system:serviceaccount:kube-system:cronjob-controller may not set label preview.dev/owner-uid=0000" \
   --as=system:serviceaccount:kube-system:cronjob-controller create -n "$tenant_ns" --dry-run=server -f "$work/job.json"
 
-log "admission policies: the operator binds only view and its log reader (impersonation)"
+log "admission policies: the operator binds only view, its log reader and the Flux applier (impersonation)"
 # RBAC alone lets it bind any role whose permissions it holds, its own ClusterRole included.
 refused "operator SA binds its own ClusterRole in a managed namespace" \
-  "preview-operator may bind only the ClusterRoles view, $release-log-reader; RoleBinding grab in namespace $managed_ns refers to ClusterRole $release" \
+  "preview-operator may bind only the ClusterRoles view, $release-log-reader, $release-flux-applier; RoleBinding grab in namespace $managed_ns refers to ClusterRole $release" \
   "${as_operator[@]}" create rolebinding grab -n "$managed_ns" --clusterrole="$release" \
   --serviceaccount="$managed_ns:default" --dry-run=server
 refused "operator SA binds the log reader to another ServiceAccount" \
@@ -1116,4 +1138,184 @@ for sub in exec attach portforward; do
   [[ $(kubectl auth can-i "${as_operator[@]}" create pods --subresource="$sub" -n "$tenant_ns" 2>/dev/null) == no ]] ||
     fail "operator SA may create pods/$sub"
 done
+log "Flux delivery: the operator binds the applier role only to preview-applier (impersonation)"
+applier_role=$(kubectl -n "$namespace" get "deployment/$release" \
+  -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="PREVIEW_OPERATOR_FLUX_APPLIER_ROLE")].value}')
+[[ $applier_role == "$release-flux-applier" ]] ||
+  fail "PREVIEW_OPERATOR_FLUX_APPLIER_ROLE is '$applier_role', want $release-flux-applier"
+# The installed role is edit minus the hardening and RBAC: everything it grants, this API
+# server's own edit role grants too (aggregated above, so complete by now).
+kubectl get clusterrole edit -o json >"$work/edit.json"
+kubectl -n "$namespace" get "clusterrole/$release" "clusterrole/$applier_role" "deployment/$release" -o yaml |
+  hack/chart/flux-applier.py --release "$release" --role "$applier_role" --edit "$work/edit.json" ||
+  fail "the installed $applier_role is not edit minus the hardening, or the operator's Flux rights are wrong"
+# The operator creates preview-applier, and binds the role to it, where it manages only.
+refused "operator SA creates a ServiceAccount in the tenant namespace" \
+  "$not_managed (refused: CREATE serviceaccounts preview-applier)" \
+  "${as_operator[@]}" create serviceaccount preview-applier -n "$tenant_ns" --dry-run=server
+allowed "operator SA creates preview-applier in a managed namespace" \
+  "${as_operator[@]}" create serviceaccount preview-applier -n "$managed_ns"
+bind_applier=(create rolebinding preview-applier -n "$managed_ns" --clusterrole="$applier_role")
+only_applier="preview-operator may bind $applier_role only to the ServiceAccount preview-applier of the RoleBinding's own namespace, alone; RoleBinding preview-applier in namespace $managed_ns names"
+refused "operator SA binds the applier role to the namespace's default ServiceAccount" \
+  "$only_applier ServiceAccount $managed_ns/default" \
+  "${as_operator[@]}" "${bind_applier[@]}" --serviceaccount="$managed_ns:default" --dry-run=server
+refused "operator SA binds the applier role to preview-applier of another namespace" \
+  "$only_applier ServiceAccount $tenant_ns/preview-applier" \
+  "${as_operator[@]}" "${bind_applier[@]}" --serviceaccount="$tenant_ns:preview-applier" --dry-run=server
+refused "operator SA binds the applier role to a user named like preview-applier" \
+  "$only_applier User /system:serviceaccount:$managed_ns:preview-applier" \
+  "${as_operator[@]}" "${bind_applier[@]}" --user="system:serviceaccount:$managed_ns:preview-applier" --dry-run=server
+refused "operator SA binds the applier role to preview-applier and a group" "$only_applier" \
+  "${as_operator[@]}" "${bind_applier[@]}" --serviceaccount="$managed_ns:preview-applier" --group=shop-developers \
+  --dry-run=server
+allowed "operator SA binds the applier role to preview-applier in its namespace" \
+  "${as_operator[@]}" "${bind_applier[@]}" --serviceaccount="$managed_ns:preview-applier"
+# The Flux kinds: a stand-in CRD when the rig has no Flux (the policy matches by name).
+if ! kubectl get crd helmreleases.helm.toolkit.fluxcd.io >/dev/null 2>&1; then
+  kubectl create -f - >/dev/null <<JSON
+{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+ "metadata": {"name": "helmreleases.helm.toolkit.fluxcd.io", "labels": {"preview.dev/chart-test-stand-in": "true"}},
+ "spec": {"group": "helm.toolkit.fluxcd.io", "scope": "Namespaced",
+  "names": {"plural": "helmreleases", "singular": "helmrelease", "kind": "HelmRelease", "listKind": "HelmReleaseList"},
+  "versions": [{"name": "v2", "served": true, "storage": true,
+   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}
+JSON
+  kubectl wait --for=condition=Established --timeout=60s crd/helmreleases.helm.toolkit.fluxcd.io >/dev/null
+fi
+cat >"$work/helmrelease.json" <<JSON
+{"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "web"},
+ "spec": {"interval": "1h", "serviceAccountName": "preview-applier",
+  "chart": {"spec": {"chart": "web", "sourceRef": {"kind": "HelmRepository", "name": "chart-web"}}}}}
+JSON
+refused "operator SA creates a HelmRelease in the tenant namespace" "$not_managed (refused: CREATE helmreleases web)" \
+  "${as_operator[@]}" create -n "$tenant_ns" --dry-run=server -f "$work/helmrelease.json"
+allowed "operator SA creates a HelmRelease in a managed namespace" \
+  "${as_operator[@]}" create -n "$managed_ns" --dry-run=server -f "$work/helmrelease.json"
+
+log "Flux delivery: what a chart may apply as preview-applier (impersonation)"
+# What the operator writes on a preview namespace that delivers through Flux (the platform
+# Secret copies are annotated above).
+flux_host=$managed_ns.preview-chart.example.com
+kubectl annotate namespace "$managed_ns" --overwrite preview.dev/allowed-registries=registry.example.com/acme/,ghcr.io/acme \
+  "preview.dev/host=$flux_host" >/dev/null
+as_applier=(--as="system:serviceaccount:$managed_ns:preview-applier" --as-group=system:serviceaccounts
+  --as-group="system:serviceaccounts:$managed_ns" --as-group=system:authenticated)
+# applier_can <yes|no> <can-i args...>: retried (RBAC changes reach the authorizer a moment later).
+applier_can() {
+  local want=$1 got deadline=$((SECONDS + 30))
+  shift
+  while got=$(kubectl auth can-i "${as_applier[@]}" "$@" 2>/dev/null || true) && [[ $got != "$want" ]]; do
+    ((SECONDS < deadline)) || fail "preview-applier can-i $*: got '$got', want '$want'"
+    sleep 0.2
+  done
+}
+applier_can yes create deployments.apps -n "$managed_ns"
+# RBAC: its namespace only, nothing of the hardening, no RBAC, no tokens, no other identity.
+applier_can no create deployments.apps -n "$tenant_ns"
+for kind in networkpolicies.networking.k8s.io resourcequotas limitranges roles.rbac.authorization.k8s.io \
+  rolebindings.rbac.authorization.k8s.io helmreleases.helm.toolkit.fluxcd.io; do
+  applier_can no create "$kind" -n "$managed_ns"
+done
+applier_can no create clusterroles.rbac.authorization.k8s.io
+applier_can no create clusterrolebindings.rbac.authorization.k8s.io
+applier_can no impersonate serviceaccounts -n "$managed_ns"
+applier_can no create serviceaccounts --subresource=token -n "$managed_ns"
+for sub in exec attach portforward; do
+  applier_can no create pods --subresource="$sub" -n "$managed_ns"
+done
+cat >"$work/networkpolicy.json" <<JSON
+{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-all"},
+ "spec": {"podSelector": {}, "egress": [{}], "policyTypes": ["Egress"]}}
+JSON
+refused "a chart creates a NetworkPolicy" \
+  "User \"system:serviceaccount:$managed_ns:preview-applier\" cannot create resource \"networkpolicies\"" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$work/networkpolicy.json"
+refused "a chart creates a ClusterRole" "cannot create resource \"clusterroles\"" \
+  "${as_applier[@]}" create clusterrole grab --verb='*' --resource='*' --dry-run=server
+refused "a chart creates a RoleBinding" "cannot create resource \"rolebindings\"" \
+  "${as_applier[@]}" create rolebinding grab -n "$managed_ns" --clusterrole=admin \
+  --serviceaccount="$managed_ns:default" --dry-run=server
+# workload <kind> <name> <image> [pod spec fields]: a manifest with that pod template, path printed.
+workload() {
+  local template="{\"metadata\": {\"labels\": {\"app\": \"$2\"}},
+   \"spec\": {\"imagePullSecrets\": [{\"name\": \"registry\"}], \"containers\": [{\"name\": \"app\", \"image\": \"$3\"}] ${4:+, $4}}}"
+  case $1 in
+    Deployment) echo "{\"apiVersion\": \"apps/v1\", \"kind\": \"Deployment\", \"metadata\": {\"name\": \"$2\"},
+      \"spec\": {\"selector\": {\"matchLabels\": {\"app\": \"$2\"}}, \"template\": $template}}" ;;
+    CronJob) echo "{\"apiVersion\": \"batch/v1\", \"kind\": \"CronJob\", \"metadata\": {\"name\": \"$2\"},
+      \"spec\": {\"schedule\": \"0 * * * *\", \"jobTemplate\": {\"spec\": {\"template\": $template}}}}" |
+      sed 's/"imagePullSecrets"/"restartPolicy": "Never", "imagePullSecrets"/' ;;
+  esac >"$work/$1-$2.json"
+  echo "$work/$1-$2.json"
+}
+# (a) Images: the class's registries, with the operator's prefix semantics.
+outside="which is outside the registries its PreviewClass allows (registry.example.com/acme/, ghcr.io/acme)"
+refused "a chart's Deployment with an image outside the class's registries" \
+  "Deployment web in preview namespace $managed_ns uses image docker.io/miner/miner:1, $outside" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload Deployment web docker.io/miner/miner:1)"
+refused "a chart's Deployment with an image under a look-alike of a prefix" "uses image ghcr.io/acme-evil/web:1, $outside" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload Deployment web ghcr.io/acme-evil/web:1)"
+refused "a chart's Deployment with an init container outside the class's registries" "uses image busybox:1, $outside" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server \
+  -f "$(workload Deployment web ghcr.io/acme/web:1 '"initContainers": [{"name": "init", "image": "busybox:1"}]')"
+refused "a chart's CronJob with an image outside the class's registries" \
+  "CronJob nightly in preview namespace $managed_ns uses image docker.io/miner/miner:1, $outside" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload CronJob nightly docker.io/miner/miner:1)"
+allowed "a chart's Deployment with an image under a prefix ending in /" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload Deployment web registry.example.com/acme/web:1)"
+allowed "a chart's Deployment with an image of a prefix without /" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload Deployment web ghcr.io/acme/web:1)"
+allowed "a chart's CronJob with an image inside the class's registries" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload CronJob nightly ghcr.io/acme/job:1)"
+# The policy is the applier's: the operator checks its own images itself.
+allowed "the operator's Deployment with any image" \
+  "${as_operator[@]}" create -n "$managed_ns" --dry-run=server -f "$(workload Deployment web docker.io/miner/miner:1)"
+# (b) Pods never run as preview-applier.
+refused "a chart's Deployment running as preview-applier" \
+  "Deployment web in preview namespace $managed_ns runs its pods as ServiceAccount preview-applier" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server \
+  -f "$(workload Deployment web ghcr.io/acme/web:1 '"serviceAccountName": "preview-applier"')"
+# (c) The platform's Secret copies only as imagePullSecrets, in templates too.
+refused "a chart's Deployment reading the TLS copy" \
+  "Deployment web in preview namespace $managed_ns uses Secret wildcard-tls (in env secretKeyRef, envFrom or a volume)" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server \
+  -f "$(workload Deployment web ghcr.io/acme/web:1 '"volumes": [{"name": "tls", "secret": {"secretName": "wildcard-tls"}}]')"
+# A workload it may apply, really created: scaling it (a subresource) is not the policy's.
+allowed "a chart creates a Deployment" \
+  "${as_applier[@]}" create -n "$managed_ns" -f "$(workload Deployment web registry.example.com/acme/web:1)"
+allowed "a chart scales its Deployment" "${as_applier[@]}" scale deployment web -n "$managed_ns" --replicas=2
+refused "a chart changes its Deployment's image to one outside the class's registries" "uses image docker.io/miner/miner:2" \
+  "${as_applier[@]}" set image deployment/web -n "$managed_ns" app=docker.io/miner/miner:2
+# (d) Ingress hosts: the preview's host and names ending in -<host>.
+refused "a chart's Ingress for a foreign host" \
+  "Ingress web in preview namespace $managed_ns claims host shop.example.com: a preview may publish $flux_host and names ending in -$flux_host" \
+  "${as_applier[@]}" create ingress web -n "$managed_ns" --rule="shop.example.com/=web:80" --dry-run=server
+refused "a chart's Ingress for another preview's host" "claims host web-pr-other.preview-chart.example.com" \
+  "${as_applier[@]}" create ingress web -n "$managed_ns" --rule="web-pr-other.preview-chart.example.com/=web:80" --dry-run=server
+refused "a chart's Ingress rule without host" "claims host (a rule without host, which matches every host)" \
+  "${as_applier[@]}" create ingress web -n "$managed_ns" --rule="/=web:80" --dry-run=server
+refused "a chart's Ingress with a default backend" "has a defaultBackend" \
+  "${as_applier[@]}" create ingress web -n "$managed_ns" --rule="web-$flux_host/=web:80" --default-backend=web:80 --dry-run=server
+allowed "a chart's Ingress for web-<host> and <host>, with the TLS copy" \
+  "${as_applier[@]}" create ingress web -n "$managed_ns" --rule="web-$flux_host/=web:80,tls=wildcard-tls" \
+  --rule="$flux_host/=web:80,tls=wildcard-tls" --dry-run=server
+# (e) Services: ClusterIP only.
+refused "a chart's NodePort Service" "Service web in preview namespace $managed_ns is of type NodePort" \
+  "${as_applier[@]}" create service nodeport web -n "$managed_ns" --tcp=80 --dry-run=server
+refused "a chart's ExternalName Service" "is of type ExternalName" \
+  "${as_applier[@]}" create service externalname web -n "$managed_ns" --external-name=kubernetes.default --dry-run=server
+allowed "a chart's ClusterIP Service" \
+  "${as_applier[@]}" create service clusterip web -n "$managed_ns" --tcp=80 --dry-run=server
+# (f) No ServiceAccount token Secrets (Kubernetes would fill one with preview-applier's token).
+cat >"$work/token.json" <<JSON
+{"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+ "metadata": {"name": "grab", "annotations": {"kubernetes.io/service-account.name": "preview-applier"}}}
+JSON
+refused "a chart's service-account-token Secret" \
+  "Secret grab in preview namespace $managed_ns is of type kubernetes.io/service-account-token, which Kubernetes fills with a long-lived token of ServiceAccount preview-applier" \
+  "${as_applier[@]}" create -n "$managed_ns" --dry-run=server -f "$work/token.json"
+allowed "a chart's own Secret" \
+  "${as_applier[@]}" create secret generic web -n "$managed_ns" --from-literal=password=probe --dry-run=server
+
 log "chart checks passed"

@@ -2,13 +2,15 @@
 """Checks, in a rendered chart, that the operator reads pods' logs only in preview namespaces.
 
 Reads `helm template` output (YAML, several documents) on stdin.
-  log-reader.py --release NAME --role NAME     (testLogs.enabled: the default)
-  log-reader.py --release NAME --none          (testLogs.enabled=false)
+  log-reader.py --release NAME --role NAME [--also-bindable ROLE...]  (testLogs.enabled: the default)
+  log-reader.py --release NAME --none [--also-bindable ROLE...]       (testLogs.enabled=false)
 
 With --role: the ClusterRole NAME grants exactly get of pods/log and nothing else; no binding of
 the chart binds it (the operator binds its own ServiceAccount to it in each preview namespace);
-the operator's `bind` rule names exactly `view` and NAME; the Deployment passes NAME in
-PREVIEW_OPERATOR_LOG_READER_ROLE. With --none: no such role, `bind` on `view` only, no variable.
+the operator's `bind` rule names exactly `view`, NAME and the --also-bindable roles (the Flux
+applier: flux-applier.py checks it); the Deployment passes NAME in
+PREVIEW_OPERATOR_LOG_READER_ROLE. With --none: no such role, `bind` on `view` and the
+--also-bindable roles only, no variable.
 Either way no ClusterRole bound cluster-wide by the chart, and no Role, grants pods/log.
 """
 import argparse
@@ -29,6 +31,7 @@ def main():
     parser.add_argument("--release", required=True)
     parser.add_argument("--role")
     parser.add_argument("--none", action="store_true")
+    parser.add_argument("--also-bindable", action="append", default=[])
     args = parser.parse_args()
     if bool(args.role) == args.none:
         sys.exit("log-reader: --role or --none")
@@ -59,7 +62,7 @@ def main():
     else:
         binds = [r for r in operator["rules"] if "bind" in r.get("verbs", [])]
         names = [n for r in binds for n in r.get("resourceNames") or ["<any>"]]
-        want = ["view"] + want_readers
+        want = ["view"] + want_readers + args.also_bindable
         if names != want or any(r.get("resources") != ["clusterroles"] for r in binds):
             errors.append(f"the operator may bind {names}, want the ClusterRoles {want}")
 

@@ -138,3 +138,13 @@ that does nothing.
 {{- fail "gitlab.webhook.ingress.enabled needs gitlab.webhook.existingSecret: without a webhook secret the operator does not serve /webhooks/gitlab" -}}
 {{- end -}}
 {{- end -}}
+
+{{- /*
+The flux block (Flux delivery) came after chart 0.6.0: helm upgrade --reuse-values from 0.6.0 or
+earlier lacks it. Included first by every template that reads it.
+*/ -}}
+{{- define "preview-operator.fluxValues" -}}
+{{- if not (kindIs "map" .Values.flux) -}}
+{{- fail "flux is missing from the values. helm upgrade --reuse-values from a chart without it (0.6.0 and earlier) keeps that chart's defaults: upgrade with --reset-then-reuse-values (Helm 3.14+), or pass the new values.yaml's flux block (enabled: true lets previews deliver their own Helm charts and kustomizations through Flux; see \"Flux delivery\" in the chart README)" -}}
+{{- end -}}
+{{- end -}}
