@@ -103,7 +103,7 @@ pid_of() {
 ready() {
   local name=$1 port
   port=$(state_get "${name//-/_}_health")
-  [[ -n $port ]] && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz"
+  [[ -n $port ]] && curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/readyz" 2>/dev/null
 }
 
 state_get() {

@@ -6,7 +6,10 @@
 # Arguments are passed to the cluster tests' harness: hack/test.sh killed runs only the tests
 # whose name contains "killed", the chaos test (after fmt, clippy and units; CHAOS_SEED picks a seed).
 #
-# Environment: PREVIEW_KEEP_RIG=1 leaves the rig running afterwards (for debugging);
+# Flux's controllers (hack/flux.sh) run against the rig for the previews delivered through Flux,
+# with a loopback Helm repository and Git host (hack/rig/flux-fixtures).
+#
+# Environment: PREVIEW_KEEP_RIG=1 leaves the rig and Flux running afterwards (for debugging);
 # PREVIEW_RIG_CLUSTER picks the rig's name (default preview-test, so a dev rig is untouched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,18 +34,72 @@ step "unit tests"
 cargo test --locked --lib --bins
 
 step "rig up"
+# Flux's controllers keep finalizers on the Flux objects in preview namespaces: they are stopped
+# together with the whole rig (first, while its kubeconfig still names their state), never
+# before it while such namespaces may still be terminating.
+rig_kubeconfig=
+rig_down() {
+  if [[ -n $rig_kubeconfig ]]; then
+    hack/flux.sh down --kubeconfig "$rig_kubeconfig" || true
+  fi
+  hack/cluster.sh down || true
+}
 if [[ ${PREVIEW_KEEP_RIG:-0} != 1 ]]; then
-  trap 'hack/cluster.sh down || true' EXIT
+  trap rig_down EXIT
 fi
 hack/cluster.sh up
 export PATH="$RIG_PATH:$PATH"
 KUBECONFIG=$(hack/cluster.sh kubeconfig)
 export KUBECONFIG
+rig_kubeconfig=$KUBECONFIG
 
 # The chart installs the CRDs (and waits until they are established).
 step "chart checks (lint, render, schema, install, uninstall, upgrade, tenant RBAC)"
 export PREVIEW_CHART_NAMESPACE=preview-system PREVIEW_CHART_RELEASE=preview-operator
 hack/chart-test.sh
+
+# Flux delivers the previews of templates with helmReleases and kustomizations (tests/flux.rs):
+# its controllers (built on first use, then cached) and its CRDs come before the operator, which
+# finds Flux's kinds at start. The fixtures server is the tests' Helm repository and Git host;
+# the tests create their own Git repositories through its control endpoint.
+step "flux: controllers and the fixtures server (hack/flux.sh)"
+hack/flux.sh up --kubeconfig "$KUBECONFIG"
+mkdir -p target
+fixtures_out=target/flux-fixtures.jsonl
+hack/flux.sh fixtures -chart hack/rig/flux-fixtures/charts/demo >"$fixtures_out" 2>target/flux-fixtures.log &
+fixtures_pid=$!
+stop_fixtures() {
+  kill -TERM "$fixtures_pid" 2>/dev/null || true
+  wait "$fixtures_pid" 2>/dev/null || true
+}
+trap 'stop_fixtures; [[ ${PREVIEW_KEEP_RIG:-0} == 1 ]] || rig_down' EXIT
+deadline=$((SECONDS + 60))
+until grep -q '"kind":"ready"' "$fixtures_out" 2>/dev/null; do
+  if ! kill -0 "$fixtures_pid" 2>/dev/null || ((SECONDS > deadline)); then
+    log "the Flux fixtures server did not start; target/flux-fixtures.log:"
+    cat target/flux-fixtures.log >&2 || true
+    exit 1
+  fi
+  sleep 0.2
+done
+# PREVIEW_FLUX_HELM_REPO: the Helm repository (the demo chart); PREVIEW_FLUX_CHART_VERSION:
+# its version; PREVIEW_FLUX_GIT_URL: the Git host, so <url><owner>/<repo>.git is a repository
+# (a class's spec.flux.gitURL); PREVIEW_FLUX_CONTROL: where tests create repositories and push
+# commits (hack/rig/flux-fixtures/main.go).
+eval "$(python3 - "$fixtures_out" <<'PY'
+import json, shlex, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by_kind = {l["kind"]: l for l in lines}
+chart = next(l for l in lines if l["kind"] == "chart" and l["name"] == "demo")
+for name, value in [
+    ("PREVIEW_FLUX_HELM_REPO", by_kind["helm-repository"]["url"]),
+    ("PREVIEW_FLUX_CHART_VERSION", chart["version"]),
+    ("PREVIEW_FLUX_GIT_URL", by_kind["git-server"]["url"].rstrip("/") + "/"),
+    ("PREVIEW_FLUX_CONTROL", by_kind["control"]["url"]),
+]:
+    print(f"export {name}={shlex.quote(value)}")
+PY
+)"
 
 step "start the operator on the rig, as the chart's ServiceAccount"
 cargo build --locked --bin preview-operator
@@ -59,10 +116,14 @@ for user in config["users"]:
     user["user"]["as-groups"] = ["system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"]
 json.dump(config, sys.stdout)
 ' "$PREVIEW_OPERATOR_SA" "$PREVIEW_CHART_NAMESPACE" >"$PREVIEW_OPERATOR_KUBECONFIG"
-export PREVIEW_OPERATOR_BIN=$PWD/target/debug/preview-operator
+# Where cargo put it: CARGO_TARGET_DIR when set (relative to here, as cargo reads it).
+PREVIEW_OPERATOR_BIN=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/preview-operator
+export PREVIEW_OPERATOR_BIN
 # As the chart sets them in the pod: the operator's namespace, the namespace where the Secrets a
-# class names are read, the log reader it binds (the tests' own operators inherit them).
+# class names are read, the log reader and the Flux applier role it binds (the tests' own
+# operators inherit them).
 export POD_NAMESPACE=$PREVIEW_CHART_NAMESPACE PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE=$PREVIEW_CHART_NAMESPACE-platform-secrets PREVIEW_OPERATOR_LOG_READER_ROLE=$PREVIEW_CHART_RELEASE-log-reader
+export PREVIEW_OPERATOR_FLUX_APPLIER_ROLE=$PREVIEW_CHART_RELEASE-flux-applier
 operator_log=target/operator-test.log
 operator_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREVIEW_OPERATOR_HTTP="127.0.0.1:$operator_port"
@@ -95,12 +156,20 @@ stop_operator() {
 cleanup() {
   local rc=$?
   stop_operator
+  stop_fixtures
   if ((rc != 0)); then
     log "tests failed; last operator log lines ($operator_log):"
     tail -n 40 "$operator_log" >&2 || true
+    # Flux's state goes with the rig: keep its controllers' logs.
+    if eval "$(hack/flux.sh env --kubeconfig "$KUBECONFIG")" && [[ -d $FLUX_STATE/logs ]]; then
+      rm -rf target/flux-logs && cp -r "$FLUX_STATE/logs" target/flux-logs &&
+        log "Flux's controller logs: target/flux-logs/; the fixtures server's: target/flux-fixtures.log"
+    fi
   fi
   if [[ ${PREVIEW_KEEP_RIG:-0} != 1 ]]; then
-    hack/cluster.sh down || true
+    rig_down
+  else
+    log "the rig and Flux keep running: hack/flux.sh down, then hack/cluster.sh down"
   fi
 }
 trap cleanup EXIT

@@ -1,11 +1,12 @@
 //! Helpers shared by the cluster tests: a client for the rig, the CRD installed from the
 //! committed manifest, kubectl, metrics and extra operator processes. Tenants and classes are
-//! in `tenant`, spec fixtures in `spec`, polling with a deadline in `wait`, and the loopback
+//! in `tenant`, spec fixtures in `spec`, polling with a deadline in `wait`, the loopback
 //! GitHub/GitLab stand-in in `scm`; their items are re-exported here so tests name them
-//! `common::…`.
+//! `common::…`. Previews delivered through Flux (its rig, classes, Git fixtures) are in `flux`.
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod deployments;
+pub mod flux;
 pub mod scm;
 mod spec;
 mod tenant;

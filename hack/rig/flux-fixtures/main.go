@@ -6,7 +6,8 @@
 //
 // Every -chart directory is packaged with the rig's helm binary ("helm package") into the served
 // directory, which is then indexed ("helm repo index"). Every -git NAME=DIR becomes the
-// repository NAME.git with one commit holding DIR's files on the branch -branch.
+// repository NAME.git with one commit holding DIR's files on the branch -branch. NAME may have
+// several path segments (acme/shop), as repositories of a Git host do.
 //
 // What it serves is printed on stdout as JSON lines, one object per line with a "kind":
 //
@@ -20,9 +21,13 @@
 // "ready" comes last, once everything above is served. While it runs, a test changes the
 // fixtures through the control URL (each answer is the same JSON line, also printed on stdout):
 //
-//	POST /-/commit?repo=NAME&dir=DIR[&message=TEXT]  a new commit on top of the branch whose tree
-//	                                                 is exactly DIR's files (creates NAME.git)
-//	POST /-/chart?dir=DIR                            package DIR into the repository, re-index
+//	POST /-/commit?repo=NAME&dir=[PREFIX=]DIR...[&message=TEXT]
+//	    a new commit on top of the branch whose tree is exactly the files of the directories
+//	    (each under PREFIX when given, e.g. dir=charts/demo=/abs/demo; creates NAME.git)
+//	POST /-/file?repo=NAME&path=PATH[&message=TEXT]  (body: the file's new content)
+//	    a new commit on top of the branch that writes one file and keeps every other
+//	POST /-/chart?dir=DIR
+//	    package DIR into the repository, re-index
 //
 // It stops on SIGINT or SIGTERM and removes its work directory unless -work was given.
 package main
@@ -40,6 +45,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -64,7 +70,34 @@ type listFlag []string
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
-var repoName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+// One or more path segments (acme/shop, group/sub/project), none of them "." or "..".
+var repoName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$`)
+
+// mount is a directory whose files go under prefix in a commit's tree.
+type mount struct {
+	prefix string
+	dir    string
+}
+
+// parseMount reads "DIR" or "PREFIX=DIR"; DIR must be absolute, PREFIX relative and inside the
+// repository.
+func parseMount(v string) (mount, error) {
+	m := mount{dir: v}
+	if !strings.HasPrefix(v, "/") {
+		prefix, dir, ok := strings.Cut(v, "=")
+		if !ok {
+			return m, fmt.Errorf("dir %q: want an absolute directory or PREFIX=/absolute/directory", v)
+		}
+		m = mount{prefix: path.Clean(prefix), dir: dir}
+		if m.prefix == "." || strings.HasPrefix(m.prefix, "/") || m.prefix == ".." || strings.HasPrefix(m.prefix, "../") {
+			return m, fmt.Errorf("dir %q: the prefix must be a relative path inside the repository", v)
+		}
+	}
+	if !filepath.IsAbs(m.dir) {
+		return m, fmt.Errorf("dir %q: the directory must be absolute", v)
+	}
+	return m, nil
+}
 
 type fixtures struct {
 	mu        sync.Mutex
@@ -136,88 +169,65 @@ func (f *fixtures) addChart(dir string) (map[string]any, error) {
 	return nil, fmt.Errorf("%s is not in index.yaml", tgz)
 }
 
-// commit makes a commit on top of the branch of NAME.git (created if missing) whose tree is
-// exactly the regular files under dir, and returns its sha.
-func (f *fixtures) commit(name, dir, message string) (map[string]any, error) {
+// open opens NAME.git (created if missing when create is set) with a scratch work tree in
+// memory, its index rebuilt from the branch so that staging compares against the branch.
+// checkout also writes the branch's files into the work tree.
+func (f *fixtures) open(name string, create, checkout bool) (*gogit.Repository, *gogit.Worktree, error) {
 	if !repoName.MatchString(name) || strings.HasSuffix(name, ".git") {
-		return nil, fmt.Errorf("repository name %q: want lower-case letters, digits, '.', '_', '-' and no .git suffix", name)
+		return nil, nil, fmt.Errorf("repository name %q: want path segments of lower-case letters, digits, '.', '_', '-' and no .git suffix", name)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	bare := filepath.Join(f.git.Root(), name+".git")
+	bare := filepath.Join(f.git.Root(), filepath.FromSlash(name)+".git")
 	if _, err := os.Stat(bare); errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return nil, nil, fmt.Errorf("repository %s does not exist", name)
+		}
 		_, err := gogit.PlainInitWithOptions(bare, &gogit.PlainInitOptions{
 			Bare:        true,
 			InitOptions: gogit.InitOptions{DefaultBranch: plumbing.NewBranchReferenceName(f.branch)},
 		})
 		if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", bare, err)
+			return nil, nil, fmt.Errorf("creating %s: %w", bare, err)
 		}
 	}
-	// The bare repository's objects and refs, with a scratch work tree in memory holding dir's
-	// files: "add --all" then stages additions, changes and deletions against the branch.
 	storage := filesystem.NewStorage(osfs.New(bare), cache.NewObjectLRUDefault())
-	worktree := memfs.New()
-	repo, err := gogit.Open(storage, worktree)
+	repo, err := gogit.Open(storage, memfs.New())
 	if err != nil {
-		return nil, err
-	}
-	err = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if d.Name() == ".git" && rel != "." {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		src, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		dst, err := worktree.OpenFile(filepath.ToSlash(rel), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, info.Mode().Perm())
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(dst, src); err != nil {
-			dst.Close()
-			return err
-		}
-		return dst.Close()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", dir, err)
+		return nil, nil, err
 	}
 	w, err := repo.Worktree()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// The index of a bare repository may be stale or absent; rebuild it from HEAD first so
-	// that "add --all" compares against the branch.
+	// The index of a bare repository may be stale or absent; rebuild it from HEAD first.
 	if head, err := repo.Head(); err == nil {
-		if err := w.Reset(&gogit.ResetOptions{Commit: head.Hash(), Mode: gogit.MixedReset}); err != nil {
-			return nil, fmt.Errorf("reading the branch: %w", err)
+		mode := gogit.MixedReset
+		if checkout {
+			mode = gogit.HardReset
 		}
+		if err := w.Reset(&gogit.ResetOptions{Commit: head.Hash(), Mode: mode}); err != nil {
+			return nil, nil, fmt.Errorf("reading the branch: %w", err)
+		}
+	} else if !create {
+		return nil, nil, fmt.Errorf("repository %s has no commit on %s: %w", name, f.branch, err)
 	}
-	if err := w.AddWithOptions(&gogit.AddOptions{All: true}); err != nil {
-		return nil, fmt.Errorf("staging %s: %w", dir, err)
+	return repo, w, nil
+}
+
+// writeFile writes one file of the scratch work tree.
+func writeFile(w *gogit.Worktree, name string, mode fs.FileMode, src io.Reader) error {
+	dst, err := w.Filesystem.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
 	}
-	if message == "" {
-		message = "fixtures from " + filepath.Base(dir)
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
 	}
+	return dst.Close()
+}
+
+// record commits what is staged and answers the repository's JSON line.
+func (f *fixtures) record(name string, w *gogit.Worktree, message string) (map[string]any, error) {
 	sig := &object.Signature{Name: "preview-operator rig", Email: "rig@preview.invalid", When: time.Now()}
 	sha, err := w.Commit(message, &gogit.CommitOptions{Author: sig, Committer: sig, AllowEmptyCommits: true})
 	if err != nil {
@@ -227,23 +237,120 @@ func (f *fixtures) commit(name, dir, message string) (map[string]any, error) {
 		"url": f.git.HTTPAddress() + "/" + name + ".git", "branch": f.branch, "commit": sha.String()}, nil
 }
 
+// commit makes a commit on top of the branch of NAME.git (created if missing) whose tree is
+// exactly the regular files under the mounts' directories, and returns its sha.
+func (f *fixtures) commit(name string, mounts []mount, message string) (map[string]any, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, w, err := f.open(name, true, false)
+	if err != nil {
+		return nil, err
+	}
+	// The scratch work tree holds only the mounts' files: "add --all" then stages additions,
+	// changes and deletions against the branch.
+	for _, m := range mounts {
+		err := filepath.WalkDir(m.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, err := filepath.Rel(m.dir, p)
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				if d.Name() == ".git" && rel != "." {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !d.Type().IsRegular() {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			src, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			return writeFile(w, path.Join(m.prefix, filepath.ToSlash(rel)), info.Mode().Perm(), src)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", m.dir, err)
+		}
+	}
+	if err := w.AddWithOptions(&gogit.AddOptions{All: true}); err != nil {
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	if message == "" {
+		var dirs []string
+		for _, m := range mounts {
+			dirs = append(dirs, filepath.Base(m.dir))
+		}
+		message = "fixtures from " + strings.Join(dirs, ", ")
+	}
+	return f.record(name, w, message)
+}
+
+// editFile makes a commit on top of the branch of NAME.git that writes the file at rel (a
+// path inside the repository) and keeps every other file, and returns its sha.
+func (f *fixtures) editFile(name, rel string, content io.Reader, message string) (map[string]any, error) {
+	clean := path.Clean(rel)
+	if rel == "" || clean == "." || strings.HasPrefix(clean, "/") || clean == ".." || strings.HasPrefix(clean, "../") {
+		return nil, fmt.Errorf("path %q: want a file path inside the repository", rel)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, w, err := f.open(name, false, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFile(w, clean, 0o644, content); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", clean, err)
+	}
+	if _, err := w.Add(clean); err != nil {
+		return nil, fmt.Errorf("staging %s: %w", clean, err)
+	}
+	if message == "" {
+		message = "change " + clean
+	}
+	return f.record(name, w, message)
+}
+
 func (f *fixtures) control(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
 		return
 	}
 	q := r.URL.Query()
-	dir := q.Get("dir")
-	if dir == "" || !filepath.IsAbs(dir) {
-		http.Error(w, "dir: an absolute directory path is required", http.StatusBadRequest)
-		return
-	}
 	var res map[string]any
 	var err error
 	switch r.URL.Path {
 	case "/-/commit":
-		res, err = f.commit(q.Get("repo"), dir, q.Get("message"))
+		var mounts []mount
+		for _, v := range q["dir"] {
+			m, err := parseMount(v)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			mounts = append(mounts, m)
+		}
+		if len(mounts) == 0 {
+			http.Error(w, "dir: at least one directory is required", http.StatusBadRequest)
+			return
+		}
+		res, err = f.commit(q.Get("repo"), mounts, q.Get("message"))
+	case "/-/file":
+		res, err = f.editFile(q.Get("repo"), q.Get("path"), http.MaxBytesReader(w, r.Body, 1<<20), q.Get("message"))
 	case "/-/chart":
+		dir := q.Get("dir")
+		if dir == "" || !filepath.IsAbs(dir) {
+			http.Error(w, "dir: an absolute directory path is required", http.StatusBadRequest)
+			return
+		}
 		res, err = f.addChart(dir)
 	default:
 		http.NotFound(w, r)
@@ -361,7 +468,7 @@ func run(root, listen, helm, branch string, charts, repos []string) error {
 		if err != nil {
 			return err
 		}
-		line, err := f.commit(name, abs, "")
+		line, err := f.commit(name, []mount{{dir: abs}}, "")
 		if err != nil {
 			return fmt.Errorf("-git %s: %w", spec, err)
 		}
