@@ -21,6 +21,7 @@ pub mod commit;
 pub mod context;
 pub mod copies;
 pub mod costs;
+pub mod delivered;
 pub mod error;
 pub mod events;
 pub mod fleet;
@@ -225,6 +226,11 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         children.observed.stage()
     };
     let mut env = build::environment(preview, &config, stage);
+    // Flux impersonates the applier: a release applied before its ServiceAccount and
+    // RoleBinding are in place fails for good (it is not retried), so it waits for them.
+    if !env.delivery.is_empty() && !apply::applier_in_place(&ctx.stores, preview) {
+        env.delivery.hold();
+    }
     if let Some(conflict) = apply::host_conflict(&ctx.stores.ingresses, &env) {
         return Ok(Rollout::Closed(Gate::HostConflict(conflict)));
     }
@@ -237,6 +243,7 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         .sync(&ctx.client, &preview.namespace, copies)
         .await?;
     apply::environment(&ctx.client, &ctx.stores, preview, env).await?;
+    delivered::settle(ctx, preview).await?;
     if preview.asleep {
         return Ok(Rollout::Done(children.observed, Box::new(fleet)));
     }

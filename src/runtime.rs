@@ -63,7 +63,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (posted_tx, posted_rx) = mpsc::unbounded_channel();
     let (scm, reporters) = scm_reporters(&args, gitlab_config, &metrics, posted_tx)?;
     let selector = args.controller.selector.as_deref();
-    let flux = flux_served(&client).await;
+    // Without the applier role the chart grants no access to Flux's kinds either (its
+    // `flux.enabled`): watching them would only be refused.
+    let flux = args
+        .policy
+        .flux_applier_role
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+        && flux_served(&client).await;
     let watches = children::watch(&client, selector, &namespaces.platform, flux);
     let (synced_tx, synced) = watch::channel(false);
     let guard = webhook_guard(&scm, &watches.stores, &metrics);
@@ -330,6 +337,7 @@ impl Background {
             ctx.client.clone(),
             ctx.stores.previews.clone(),
             ctx.stores.namespaces.clone(),
+            ctx.stores.flux.clone(),
             args.controller.orphan_sweep_interval,
             ctx.synced.clone(),
             ctx.leader.clone(),

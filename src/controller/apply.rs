@@ -275,6 +275,20 @@ where
         .collect()
 }
 
+/// Whether the caches show the preview's Flux identity (the ServiceAccount and RoleBinding
+/// `preview-applier`) in its namespace.
+pub fn applier_in_place(stores: &Stores, preview: &Preview<'_>) -> bool {
+    let (ns, uid) = (preview.namespace.as_str(), preview.owner.uid.as_str());
+    let applier = super::build::flux::APPLIER;
+    let named = |name: String| name == applier;
+    owned(&stores.flux.service_accounts, ns, uid)
+        .iter()
+        .any(|a| named(a.name_any()))
+        && owned(&stores.role_bindings, ns, uid)
+            .iter()
+            .any(|b| named(b.name_any()))
+}
+
 /// Names of cached objects in `namespace` owned by `owner_uid` that are not in `keep`.
 pub fn extras<S>(
     store: &Store<S>,

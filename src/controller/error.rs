@@ -46,6 +46,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("failed to scale {name}, which Flux delivered, for sleep or wake: {source}")]
+    Scale {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("waiting for namespace {0} to be deleted")]
     TeardownInProgress(String),
     #[error("{0} has no {1}")]
@@ -71,6 +77,7 @@ impl Error {
             Error::Expire { .. } => ErrorCategory::Expire,
             Error::DeleteNamespace { .. } => ErrorCategory::DeleteNamespace,
             Error::AddFinalizer { .. } => ErrorCategory::AddFinalizer,
+            Error::Scale { .. } => ErrorCategory::Apply,
             Error::TeardownInProgress(_) => ErrorCategory::TeardownInProgress,
             Error::Incomplete(..) => ErrorCategory::Incomplete,
             Error::Finalizer(inner) => match inner.as_ref() {

@@ -15,8 +15,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::children::FluxStores;
 use super::commit;
 use super::context::Context;
+use super::delivered;
 use super::error::Error;
 use super::events;
 use super::lifetime::Lifetime;
@@ -96,12 +98,14 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
         // no call to the API server while waiting.
         Gone::Deleting
     } else {
-        delete_owned_namespace(&ctx.client, &ns_name, &owner.uid)
-            .await
-            .map_err(|source| Error::DeleteNamespace {
-                name: ns_name.clone(),
-                source,
-            })?
+        let deleted = async {
+            delivered::suspend_all(&ctx.client, &ctx.stores.flux, &ns_name).await?;
+            delete_owned_namespace(&ctx.client, &ns_name, &owner.uid).await
+        };
+        deleted.await.map_err(|source| Error::DeleteNamespace {
+            name: ns_name.clone(),
+            source,
+        })?
     };
     if let Some(terminating) = terminating(pe.status.as_ref()) {
         commit::commit(ctx, pe, &owner.uid, terminating).await?;
@@ -220,6 +224,7 @@ pub async fn sweep_orphans(
     client: &Client,
     previews: &Store<PreviewEnvironment>,
     namespaces: &Store<PartialObjectMeta<Namespace>>,
+    flux: &FluxStores,
 ) -> Result<usize, kube::Error> {
     let mut deleted = 0;
     for ns in namespaces.state() {
@@ -232,6 +237,7 @@ pub async fn sweep_orphans(
             continue;
         };
         let name = ns.name_any();
+        delivered::suspend_all(client, flux, &name).await?;
         if delete_owned_namespace(client, &name, &uid).await? == Gone::Deleting {
             info!(namespace = %name, owner_uid = %uid, "deleted orphaned preview namespace");
             deleted += 1;
@@ -245,6 +251,7 @@ pub async fn run_sweeper(
     client: Client,
     previews: Store<PreviewEnvironment>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    flux: FluxStores,
     interval: Duration,
     mut synced: tokio::sync::watch::Receiver<bool>,
     leader: tokio::sync::watch::Receiver<bool>,
@@ -260,7 +267,7 @@ pub async fn run_sweeper(
         if !*leader.borrow() {
             continue;
         }
-        if let Err(error) = sweep_orphans(&client, &previews, &namespaces).await {
+        if let Err(error) = sweep_orphans(&client, &previews, &namespaces, &flux).await {
             warn!(%error, "orphan sweep failed; retrying at the next interval");
         }
     }
