@@ -37,7 +37,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.dependencies) || !has(self.services) || self.dependencies.all(d, !self.services.exists(s, s.name == d.name))").message("a dependency and a service may not share a name (both get a Service of that name): rename one"))]
-#[x_kube(validation = Rule::new("[self.?services, self.?helmReleases, self.?kustomizations].exists(l, l.orValue([]).size() > 0)").message("a template needs services, helmReleases or kustomizations: something to preview"))]
+#[x_kube(validation = Rule::new("(has(self.services) && self.services.size() > 0) || (has(self.helmReleases) && self.helmReleases.size() > 0) || (has(self.kustomizations) && self.kustomizations.size() > 0)").message("a template needs services, helmReleases or kustomizations: something to preview"))]
 #[x_kube(validation = Rule::new("!has(self.helmReleases) || !has(self.kustomizations) || self.helmReleases.all(h, !self.kustomizations.exists(k, k.name == h.name))").message("a helmRelease and a kustomization may not share a name (both name a Flux object): rename one"))]
 #[x_kube(validation = text_budget(&[("dependencies", false, true), ("setup", true, false), ("services", true, false), ("tests", true, false)], "dependencies, setup Jobs, services and tests", TEMPLATE_TEXT_BUDGET))]
 pub struct PreviewTemplateSpec {
