@@ -16,6 +16,14 @@ creates the same objects directly, in the same order: namespace, hardening, the 
 StatefulSet and its Service; the setup Job once the dependency is ready; the Deployments and
 the Service once it completed; the test Job once they are available.
 
+BENCH_WORKLOAD=flux compares two operator runs instead of the operator with a baseline: the
+same service delivered by the built-in path (a PreviewTemplate with `services`) and through Flux
+(a PreviewTemplate with one `helmReleases` entry: the demo chart of the rig's fixtures Helm
+repository, hack/rig/flux-fixtures/charts/demo). hack/bench.sh starts Flux and the fixtures server
+and passes PREVIEW_FLUX_HELM_REPO, PREVIEW_FLUX_CHART_VERSION and BENCH_FLUX_METRICS (the Flux
+controllers' metrics URLs). Both sides are measured as the operator run above; the operator's
+peak RSS is reset before each run (/proc/<pid>/clear_refs), so each side reports its own.
+
 BENCH_ROUNDS (default 3) rounds of both, in alternating order; medians are reported. Prints a
 table, and as the last line one JSON object.
 """
@@ -40,8 +48,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 POLL = 0.5
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
 WORKLOAD = os.environ.get("BENCH_WORKLOAD", "default")
-if WORKLOAD not in ("default", "template"):
-    sys.exit(f"BENCH_WORKLOAD={WORKLOAD!r}: use default or template")
+if WORKLOAD not in ("default", "template", "flux"):
+    sys.exit(f"BENCH_WORKLOAD={WORKLOAD!r}: use default, template or flux")
 TEMPLATE = {
     "apiVersion": "preview.dev/v1alpha1",
     "kind": "PreviewTemplate",
@@ -62,6 +70,49 @@ TEMPLATE = {
     },
 }
 SHA = "be7c4a1d2e3f"
+
+# BENCH_WORKLOAD=flux: the demo chart (hack/rig/flux-fixtures/charts/demo) renders, with the values
+# flux_template() passes, a ConfigMap, a Deployment of one pod (container `web` of FLUX_IMAGE with a
+# port, a readiness probe and FLUX_RESOURCES, and a `log-shipper` sidecar) and a ClusterIP Service;
+# its Ingress is off. The built-in template renders the same as far as `services` can: the
+# ConfigMap (a copy of the tenant namespace's), a Deployment of one pod (`web` alone: a service is
+# one container, so no sidecar; on KWOK containers run nothing) and a Service. No Ingress and no
+# tests on either side.
+FLUX_IMAGE = "registry.preview.invalid/demo/web"
+FLUX_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi", "ephemeral-storage": "16Mi"},
+                  "limits": {"memory": "64Mi", "ephemeral-storage": "64Mi"}}
+FLUX_MESSAGE = "hello from the bench"
+FLUX_SIDES = ("builtin", "flux")
+# The Flux controllers' and the fixtures server's process names (comm, 15 characters at most).
+FLUX_COMPONENTS = ("source-controll", "kustomize-contr", "helm-controller", "flux-fixtures")
+
+
+def flux_template(side):
+    """The PreviewTemplate of one side of BENCH_WORKLOAD=flux."""
+    if side == "builtin":
+        spec = {
+            "configMaps": [{"name": "bench-web"}],
+            "services": [{"name": "web", "image": f"{FLUX_IMAGE}:<< shortSha >>", "port": 8080,
+                          "args": ["--config=/etc/demo/app.conf"], "readinessPath": "/",
+                          "resources": FLUX_RESOURCES}],
+        }
+    else:
+        spec = {"helmReleases": [{
+            "name": "web",
+            "chart": {"repository": os.environ["PREVIEW_FLUX_HELM_REPO"], "name": "demo",
+                      "version": os.environ["PREVIEW_FLUX_CHART_VERSION"]},
+            "values": {"image": {"repository": FLUX_IMAGE, "tag": "<< shortSha >>"},
+                       "message": FLUX_MESSAGE, "resources": FLUX_RESOURCES,
+                       "ingress": {"enabled": False}},
+        }]}
+    return {"apiVersion": "preview.dev/v1alpha1", "kind": "PreviewTemplate",
+            "metadata": {"name": f"bench-{side}"}, "spec": spec}
+
+
+def flux_config_map():
+    """The ConfigMap the built-in side copies: what the demo chart's ConfigMap holds."""
+    return {"metadata": {"name": "bench-web"},
+            "data": {"message": FLUX_MESSAGE, "app.conf": f"listen = 8080\ngreeting = {FLUX_MESSAGE}\n"}}
 
 
 class Kube:
@@ -110,9 +161,11 @@ class Kube:
         raise RuntimeError(f"{method} {path}: gave up")
 
 
-def preview_spec(i):
+def preview_spec(i, side=None):
     spec = {"repository": "acme/bench", "pullRequest": i + 1, "headSha": SHA}
-    if WORKLOAD == "template":
+    if side:
+        spec["templateRef"] = {"name": f"bench-{side}"}
+    elif WORKLOAD == "template":
         spec["templateRef"] = {"name": "bench"}
     else:
         spec["services"] = [
@@ -191,6 +244,33 @@ def writes(metrics):
     return sum(v for k, v in requests_by_verb(metrics).items() if k in ("create", "update", "patch", "delete"))
 
 
+def flux_metrics_urls():
+    """The Flux controllers' metrics URLs (BENCH_FLUX_METRICS, "name=url ..."), flux workload only."""
+    return dict(entry.split("=", 1) for entry in os.environ.get("BENCH_FLUX_METRICS", "").split())
+
+
+def flux_requests():
+    """The Flux controllers' API requests so far, by HTTP method, summed over the three
+    (controller-runtime's rest_client_requests_total)."""
+    out = {}
+    for url in flux_metrics_urls().values():
+        for name, value in scrape(url).items():
+            if name.startswith("rest_client_requests_total{"):
+                method = name.split('method="', 1)[1].split('"', 1)[0]
+                out[method] = out.get(method, 0) + int(value)
+    return out
+
+
+# Writes as the operator's idle writes count them (create, update, patch, delete), by HTTP method.
+HTTP_WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def reset_peak_rss(pid):
+    """Resets the process's VmHWM to its current RSS (proc(5), clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
 def rss(pid, field="VmHWM"):
     """VmHWM is the peak resident set size, VmRSS the current one."""
     with open(f"/proc/{pid}/status") as f:
@@ -201,6 +281,8 @@ def rss(pid, field="VmHWM"):
 
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok-controller", "preview-operato")
+if WORKLOAD == "flux":
+    COMPONENTS += FLUX_COMPONENTS
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -235,31 +317,63 @@ def parse_time(ts):
 def stages(kube, selector, t0):
     """When, in seconds after t0 (median over the previews), each step of a preview happened,
     read from the objects' own timestamps (1 s resolution): the namespace created, every
-    Deployment available, the Job created and the Job complete."""
+    Deployment available, the Job created and the Job complete. With BENCH_WORKLOAD=flux (no
+    tests): the namespace created, the HelmRelease Ready ("released"), every Deployment
+    available; Deployments are those in the preview namespaces (a chart's carry its own labels)."""
     q = urllib.parse.quote(selector)
     by_ns = {}
     for ns in kube.request("GET", f"/api/v1/namespaces?labelSelector={q}")["items"]:
         by_ns[ns["metadata"]["name"]] = {"namespace": parse_time(ns["metadata"]["creationTimestamp"])}
+    if WORKLOAD == "flux":
+        return flux_stages(kube, by_ns, t0)
     for d in kube.request("GET", f"/apis/apps/v1/deployments?labelSelector={q}")["items"]:
         entry = by_ns.setdefault(d["metadata"]["namespace"], {})
-        for c in (d.get("status") or {}).get("conditions") or []:
-            if c["type"] == "Available" and c["status"] == "True":
-                at = parse_time(c["lastTransitionTime"])
-                entry["available"] = max(entry.get("available", at), at)
+        available(entry, d)
     for j in kube.request("GET", f"/apis/batch/v1/jobs?labelSelector={q}")["items"]:
         if j["metadata"]["name"].startswith(("setup-", "migrate")):
             continue  # the test Job's times only, for both workloads
         entry = by_ns.setdefault(j["metadata"]["namespace"], {})
         entry["job_created"] = parse_time(j["metadata"]["creationTimestamp"])
         entry["job_done"] = parse_time((j.get("status") or {}).get("completionTime"))
+    return median_steps(by_ns, ("namespace", "available", "job_created", "job_done"), t0)
+
+
+def available(entry, deployment):
+    """Records in entry when the Deployment became Available, the latest of the namespace's."""
+    for c in (deployment.get("status") or {}).get("conditions") or []:
+        if c["type"] == "Available" and c["status"] == "True":
+            at = parse_time(c["lastTransitionTime"])
+            entry["available"] = max(entry.get("available", at), at)
+
+
+def median_steps(by_ns, steps, t0):
     out = {}
-    for step in ("namespace", "available", "job_created", "job_done"):
+    for step in steps:
         values = [e[step] - t0 for e in by_ns.values() if e.get(step) is not None]
         out[step] = round(statistics.median(values), 1) if values else None
     return out
 
 
-def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
+def flux_stages(kube, by_ns, t0):
+    for d in kube.request("GET", "/apis/apps/v1/deployments")["items"]:
+        if d["metadata"]["namespace"] in by_ns:
+            available(by_ns[d["metadata"]["namespace"]], d)
+    for h in kube.request("GET", "/apis/helm.toolkit.fluxcd.io/v2/helmreleases")["items"]:
+        entry = by_ns.get(h["metadata"]["namespace"])
+        if entry is None:
+            continue
+        for c in (h.get("status") or {}).get("conditions") or []:
+            if c["type"] == "Ready" and c["status"] == "True":
+                entry["released"] = parse_time(c["lastTransitionTime"])
+    return median_steps(by_ns, ("namespace", "released", "available"), t0)
+
+
+def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
+    """One operator run; side ("builtin" or "flux") with BENCH_WORKLOAD=flux."""
+    if side:
+        # Each side's own peak: the high-water mark restarts from the RSS now.
+        reset_peak_rss(pid)
+        flux_before = flux_requests()
     idle_rss = rss(pid, "VmRSS")
     scraped = scrape(metrics_url)
     requests_before = requests_by_verb(scraped)
@@ -268,6 +382,11 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     if WORKLOAD == "template":
         kube.request("POST", f"/api/v1/namespaces/{tenant}/secrets", secret())
         kube.request("POST", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewtemplates", TEMPLATE)
+    elif side == "builtin":
+        kube.request("POST", f"/api/v1/namespaces/{tenant}/configmaps", flux_config_map())
+    if side:
+        kube.request("POST", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewtemplates",
+                     flux_template(side))
     ready_at = {}
     created_at = {}
     cpu = cpu_seconds()
@@ -276,7 +395,8 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
 
     def create(i):
         created_at[i] = time.monotonic()
-        kube.request("POST", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments", preview_spec(i))
+        kube.request("POST", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments",
+                     preview_spec(i, side))
 
     run_pool(create, range(n))
 
@@ -297,9 +417,17 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     steps["ready"] = round(statistics.median(ready_at[i] - start for i in range(n)), 1)
     per = sorted(ready_at[i] - created_at[i] for i in range(n))
     before_idle = scrape(metrics_url)
+    if side:
+        flux_before_idle = flux_requests()
     time.sleep(idle_seconds)  # the idle window being measured, not a synchronisation
     after_idle = scrape(metrics_url)
     idle_writes = writes(after_idle) - writes(before_idle) if idle_seconds else None
+    if side:
+        # The Flux controllers' requests until the end of the idle window, as the operator's.
+        flux_after_idle = flux_requests()
+        flux = {method: count - flux_before.get(method, 0) for method, count in flux_after_idle.items()}
+        flux_idle_writes = (sum(flux_after_idle.get(m, 0) - flux_before_idle.get(m, 0) for m in HTTP_WRITES)
+                            if idle_seconds else None)
     requests = {verb: count - requests_before.get(verb, 0)
                 for verb, count in requests_by_verb(after_idle).items()}
     by_resource = {key: count - resources_before.get(key, 0)
@@ -317,7 +445,9 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds):
     teardown = time.monotonic() - start
     peak = rss(pid)  # the high-water mark so far: creation, idleness and teardown
     kube.request("DELETE", f"/api/v1/namespaces/{tenant}", ok=(200, 202))
-    return {
+    extra = {"flux_api_requests": {k: v for k, v in flux.items() if v},
+             "flux_idle_writes": flux_idle_writes} if side else {}
+    return extra | {
         "seconds": total,
         "p50": statistics.median(per),
         "p95": per[min(len(per) - 1, int(len(per) * 0.95))],
@@ -480,6 +610,8 @@ def main():
     n = int(sys.argv[1])
     kubeconfig, metrics_url, pid = sys.argv[2], sys.argv[3], int(sys.argv[4])
     kube = Kube(kubeconfig)
+    if WORKLOAD == "flux":
+        return main_flux(kube, n, metrics_url, pid)
     ops, bases = [], []
     # Rounds alternate which run goes first (operator-baseline, baseline-operator, ...), so a
     # drift of the rig over time (etcd growing, caches warming) does not favour one side.
@@ -569,6 +701,114 @@ def main():
         "api_requests_by_resource": ops[0]["api_requests_by_resource"],
         "cpu_seconds": {"operator_run": ops[0]["cpu"], "baseline_run": bases[0]["cpu"]},
         "stages": {"operator_run": [o["stages"] for o in ops], "baseline_run": [b["stages"] for b in bases]},
+        "concurrency": CONCURRENCY,
+    }))
+
+
+def summary(runs, n):
+    """One side's figures, as main() reports the operator's: medians over the rounds, the idle
+    window and the requests of its first run, the peak of all."""
+    first = runs[0]
+    api_writes = sum(v for k, v in first["api_requests"].items() if k in ("create", "update", "patch"))
+    flux_writes = sum(v for k, v in first["flux_api_requests"].items() if k in ("POST", "PUT", "PATCH"))
+    return {
+        "seconds": round(median([r["seconds"] for r in runs]), 2),
+        "p50_ready_seconds": round(median([r["p50"] for r in runs]), 2),
+        "p95_ready_seconds": round(median([r["p95"] for r in runs]), 2),
+        "teardown_seconds": round(median([r["teardown"] for r in runs]), 2),
+        "writes_per_preview": round(api_writes / n, 2),
+        "idle_writes": first["idle_writes"],
+        "peak_rss_bytes": max(r["rss"] for r in runs),
+        "start_rss_bytes": first["idle_rss"],
+        "flux_writes_per_preview": round(flux_writes / n, 2),
+        "flux_idle_writes": first["flux_idle_writes"],
+        "api_requests": first["api_requests"],
+        "api_requests_by_resource": first["api_requests_by_resource"],
+        "flux_api_requests": first["flux_api_requests"],
+    }
+
+
+def main_flux(kube, n, metrics_url, pid):
+    """BENCH_WORKLOAD=flux: the built-in side against the Flux side, both the operator."""
+    runs = {side: [] for side in FLUX_SIDES}
+    for r in range(ROUNDS):
+        order = FLUX_SIDES if r % 2 == 0 else FLUX_SIDES[::-1]
+        for side in order:
+            print(f"# round {r + 1}/{ROUNDS}: {side} run, {n} previews, {CONCURRENCY} client threads",
+                  file=sys.stderr)
+            # The idle window is measured once per side, after its first run.
+            idle = IDLE_SECONDS if not runs[side] else 0
+            runs[side].append(operator_run(kube, n, f"bench-{int(time.time())}-{r}-{side}", metrics_url, pid,
+                                           idle, side))
+        print(f"#   built-in {runs['builtin'][-1]['seconds']:.1f} s, flux {runs['flux'][-1]['seconds']:.1f} s, "
+              f"ratio {runs['flux'][-1]['seconds'] / runs['builtin'][-1]['seconds']:.2f}", file=sys.stderr)
+
+    ratios = [f["seconds"] / b["seconds"] for b, f in zip(runs["builtin"], runs["flux"])]
+    ratio = median(ratios)
+    builtin, flux = summary(runs["builtin"], n), summary(runs["flux"], n)
+
+    def over(key):
+        a, b = builtin[key], flux[key]
+        return round(b / a, 3) if a else None
+
+    figures = ("p50_ready_seconds", "p95_ready_seconds", "teardown_seconds", "writes_per_preview", "peak_rss_bytes")
+    by_figure = {key: over(key) for key in figures}
+    print(f"{'round':>5} {'built-in (s)':>13} {'flux (s)':>13} {'ratio':>6}")
+    for r, (b, f, q) in enumerate(zip(runs["builtin"], runs["flux"], ratios)):
+        print(f"{r + 1:>5} {b['seconds']:>13.1f} {f['seconds']:>13.1f} {q:>6.2f}")
+
+    def ratio_text(key):
+        value = by_figure.get(key)
+        return "-" if value is None else f"{value:.2f}"
+
+    mib = 1048576
+    rows = [
+        ("previews", n, n, "-"),
+        (f"all ready (s), median of {ROUNDS}", f"{builtin['seconds']:.1f}", f"{flux['seconds']:.1f}",
+         f"{ratio:.2f}"),
+        ("p50 ready (s)", f"{builtin['p50_ready_seconds']:.1f}", f"{flux['p50_ready_seconds']:.1f}",
+         ratio_text("p50_ready_seconds")),
+        ("p95 ready (s)", f"{builtin['p95_ready_seconds']:.1f}", f"{flux['p95_ready_seconds']:.1f}",
+         ratio_text("p95_ready_seconds")),
+        ("teardown (s)", f"{builtin['teardown_seconds']:.1f}", f"{flux['teardown_seconds']:.1f}",
+         ratio_text("teardown_seconds")),
+        ("operator API writes per preview", f"{builtin['writes_per_preview']:.1f}",
+         f"{flux['writes_per_preview']:.1f}", ratio_text("writes_per_preview")),
+        ("Flux API writes per preview", f"{builtin['flux_writes_per_preview']:.1f}",
+         f"{flux['flux_writes_per_preview']:.1f}", "-"),
+        ("idle writes in %ds (operator)" % IDLE_SECONDS, builtin["idle_writes"], flux["idle_writes"], "-"),
+        ("idle writes in %ds (Flux)" % IDLE_SECONDS, builtin["flux_idle_writes"], flux["flux_idle_writes"], "-"),
+        ("operator peak RSS (MiB)", f"{builtin['peak_rss_bytes'] / mib:.1f}", f"{flux['peak_rss_bytes'] / mib:.1f}",
+         ratio_text("peak_rss_bytes")),
+        ("operator RSS at start (MiB)", f"{builtin['start_rss_bytes'] / mib:.1f}",
+         f"{flux['start_rss_bytes'] / mib:.1f}", "-"),
+    ]
+    print("median seconds after the start at which each step happened, per round (built-in / flux):")
+    for r, (b, f) in enumerate(zip(runs["builtin"], runs["flux"])):
+        print(f"  {r + 1}: " + ", ".join(f"{k} {b['stages'][k]}/{f['stages'][k]}" for k in b["stages"]))
+    print("CPU seconds until all Ready, first round (built-in run / flux run):")
+    for k in COMPONENTS:
+        print(f"  {k:18} {runs['builtin'][0]['cpu'][k]:>8} {runs['flux'][0]['cpu'][k]:>8}")
+    print(f"{'':34} {'built-in':>12} {'flux':>12} {'flux/built-in':>14}")
+    for label, a, b, q in rows:
+        print(f"{label:34} {a!s:>12} {b!s:>12} {q!s:>14}")
+    print(f"ratio flux/built-in, all ready (median of rounds): {ratio:.2f}")
+    for side, figures_of in (("built-in", builtin), ("flux", flux)):
+        print(f"{side} run, first round (until the end of the idle window): operator API requests "
+              f"{figures_of['api_requests']}; Flux controllers' requests {figures_of['flux_api_requests']}")
+        print(f"  operator requests by resource: {figures_of['api_requests_by_resource']}")
+    print(json.dumps({
+        "n": n,
+        "workload": WORKLOAD,
+        "rounds": ROUNDS,
+        "builtin": builtin,
+        "flux": flux,
+        "ratio": round(ratio, 3),
+        "ratios": [round(q, 3) for q in ratios],
+        "ratios_by_figure": by_figure,
+        "cpu_seconds": {"builtin_run": runs["builtin"][0]["cpu"], "flux_run": runs["flux"][0]["cpu"]},
+        "stages": {"builtin_run": [r["stages"] for r in runs["builtin"]],
+                   "flux_run": [r["stages"] for r in runs["flux"]]},
         "concurrency": CONCURRENCY,
     }))
 
