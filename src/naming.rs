@@ -38,6 +38,9 @@ pub const SHA: &str = "preview.dev/sha";
 pub const RERUN_TESTS: &str = "preview.dev/rerun-tests";
 /// Annotation whose new value wakes a sleeping preview (`kubectl annotate`, the wake listener).
 pub const WAKE_REQUEST: &str = "preview.dev/wake-request";
+/// Annotation on a sleeping preview's namespace: the replicas of the workloads Flux delivered
+/// before they were scaled to zero, `{"Deployment/web": 2}`, restored when it wakes.
+pub const REPLICAS_BEFORE_SLEEP: &str = "preview.dev/replicas-before-sleep";
 /// Annotation `"true"` keeping a preview awake, where its class allows it.
 pub const NEVER_SLEEP: &str = "preview.dev/never-sleep";
 /// Annotation naming the owning PreviewEnvironment exactly (`namespace/name`); labels cannot

@@ -396,7 +396,7 @@ async fn invalid_templates_are_refused_with_a_message_that_names_the_problem() {
         (
             "no services",
             with(valid, |t| t["services"] = json!([])),
-            "spec.services",
+            "a template needs services, helmReleases or kustomizations",
         ),
     ];
     let mut failures = Vec::new();

@@ -493,8 +493,9 @@ const CACHED_LABELS: [&str; 6] = [
     SHA,
 ];
 /// The annotations of cached children that the operator reads: the fleet-change marks
-/// among them (`rollouts`, `jobs`) are short fingerprints.
-const CACHED_ANNOTATIONS: [&str; 7] = [
+/// among them (`rollouts`, `jobs`) are short fingerprints; a sleeping Flux preview's
+/// namespace keeps what its workloads ran (`delivered`), a few bytes.
+const CACHED_ANNOTATIONS: [&str; 8] = [
     OWNER_REF,
     APPLIED_HASH,
     naming::HOST,
@@ -502,6 +503,7 @@ const CACHED_ANNOTATIONS: [&str; 7] = [
     naming::RUN_SPEC,
     naming::TESTED,
     naming::RUN_REASON,
+    naming::REPLICAS_BEFORE_SLEEP,
 ];
 
 /// Keeps nothing extra.

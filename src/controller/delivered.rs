@@ -25,11 +25,8 @@ use super::context::Context;
 use super::error::Error;
 use crate::client::gone_is_ok;
 use crate::flux::{HelmRelease, Kustomization};
-use crate::naming::{MANAGED_BY, MANAGER};
+use crate::naming::{MANAGED_BY, MANAGER, REPLICAS_BEFORE_SLEEP};
 
-/// The preview namespace's record of what Flux's workloads ran before they slept:
-/// `{"Deployment/web": 2, "StatefulSet/db": 1}`.
-pub const REPLICAS_BEFORE_SLEEP: &str = "preview.dev/replicas-before-sleep";
 /// The field manager of that record, so the namespace's own apply neither keeps nor drops it.
 const SLEEP_MANAGER: &str = "preview-operator-sleep";
 

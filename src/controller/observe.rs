@@ -15,7 +15,7 @@ use kube::ResourceExt;
 
 use super::apply::owned;
 use super::build::COMPONENT_SETUP;
-use super::build::flux::{SOURCE, chart_source_name};
+use super::build::flux::{chart_source_name, source_name};
 use super::build::{self, Preview};
 use super::children::{FluxStores, Stores, label};
 use super::pods;
@@ -202,9 +202,10 @@ impl Cached<'_> {
         }
         let (ns, uid) = (preview.namespace.as_str(), preview.owner.uid.as_str());
         let git = owned(&self.flux.git_repositories, ns, uid);
-        let git = delivery::named(&git, SOURCE);
+        let source = source_name(&preview.spec.head_sha);
+        let git = delivery::named(&git, &source);
         let git_source = || {
-            let what = format!("gitRepository {SOURCE} ({})", preview.spec.repository);
+            let what = format!("gitRepository {source} ({})", preview.spec.repository);
             delivery::source_of(git, what, |g| g.status.as_ref())
         };
         let helm = owned(&self.flux.helm_repositories, ns, uid);

@@ -26,8 +26,10 @@ pub const REGISTRY: &str = "registry.preview.invalid/";
 pub const BASE_DOMAIN: &str = "preview.test";
 /// The ServiceAccount Flux impersonates in a preview namespace.
 pub const APPLIER: &str = "preview-applier";
-/// The GitRepository of the pull request's repository.
-pub const SOURCE: &str = "source";
+/// The GitRepository of the pull request's repository at `sha`: one per commit.
+pub fn source(sha: &str) -> String {
+    format!("source-{}", &sha[..12])
+}
 
 /// What hack/test.sh serves for Flux, read from its environment. Panics, naming the command,
 /// when it is missing, so no Flux test passes without the rig and Flux.

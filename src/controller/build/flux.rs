@@ -28,8 +28,8 @@ use crate::naming::short_sha;
 
 /// The ServiceAccount (and its RoleBinding) Flux applies a preview's charts as.
 pub const APPLIER: &str = "preview-applier";
-/// The GitRepository of the pull request's repository at its head sha.
-pub const SOURCE: &str = "source";
+/// The part of the GitRepository of the pull request's repository (see [`source_name`]).
+const SOURCE: &str = "source";
 /// How often Flux looks again without a change of ours: sources are pinned (a commit, a
 /// version), so only drift and chart repository updates are found this way.
 const INTERVAL: &str = "1h";
@@ -182,6 +182,16 @@ pub fn chart_source_name(release: &str) -> String {
     format!("chart-{release}")
 }
 
+/// The name of the GitRepository of the pull request's repository at `head_sha`:
+/// `source-<first 12 hex digits>`. One per commit, so a new sha is a new source: a release
+/// or Kustomization moves to it in the same write that brings its new values and images,
+/// and Flux waits for the new commit's chart before it upgrades (once, with both), instead
+/// of upgrading for the values with the old chart and again when the chart follows.
+pub fn source_name(head_sha: &str) -> String {
+    let sha = head_sha.to_ascii_lowercase();
+    format!("{SOURCE}-{}", sha.get(..12).unwrap_or(&sha))
+}
+
 /// The clone URL of the preview's repository under the class's `gitURL`.
 pub fn repository_url(preview: &Preview<'_>, config: &Config) -> Option<String> {
     let base = config.flux.as_ref()?.git_url.as_ref()?;
@@ -191,7 +201,7 @@ pub fn repository_url(preview: &Preview<'_>, config: &Config) -> Option<String> 
 fn git_repository(preview: &Preview<'_>, config: &Config, suspend: Option<bool>) -> GitRepository {
     let secret = (config.flux.as_ref()).and_then(|f| f.git_secret.clone());
     GitRepository {
-        metadata: meta(preview, SOURCE, SOURCE),
+        metadata: meta(preview, &source_name(&preview.spec.head_sha), SOURCE),
         spec: GitRepositorySpec {
             // The policy refuses a preview that needs the repository when the class has no
             // gitURL; this is never applied empty.
@@ -283,7 +293,7 @@ fn helm_release(
             Some(chart_template(
                 path,
                 None,
-                from("GitRepository", SOURCE.to_string()),
+                from("GitRepository", source_name(&preview.spec.head_sha)),
                 // The chart's version gets the commit: a new sha is a new chart, and the
                 // release's history shows which one it runs (`observe::delivery`).
                 Some("Revision"),
@@ -365,7 +375,7 @@ fn kustomization(
             prune: true,
             source_ref: SourceRef {
                 kind: "GitRepository".to_string(),
-                name: SOURCE.to_string(),
+                name: source_name(&preview.spec.head_sha),
             },
             service_account_name: Some(APPLIER.to_string()),
             // Every namespaced object lands in the preview namespace, whatever the manifests

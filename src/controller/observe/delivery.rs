@@ -164,14 +164,17 @@ fn state(
     if observed != generation {
         return source_failure(source).unwrap_or_else(|| progressing(what, "waiting for Flux"));
     }
+    // Stalled says only that Flux gave up ("Failed to install after 1 attempt(s)"); a
+    // HelmRelease's Released condition keeps why (the admission denial, the bad template).
+    let why = condition("Released").filter(|c| c.status == "False");
     if let Some(stalled) = condition("Stalled").filter(|c| c.status == "True") {
-        return failed(what, stalled);
+        return failed(what, why.unwrap_or(stalled));
     }
     match condition("Ready") {
         Some(ready) if ready.status == "True" && at_head => ServiceState::Available,
         Some(ready) if ready.status == "True" => progressing(what, behind),
         Some(ready) if ready.status == "False" && FAILED.contains(&ready.reason.as_str()) => {
-            failed(what, ready)
+            failed(what, why.unwrap_or(ready))
         }
         Some(other) => source_failure(source).unwrap_or_else(|| progressing(what, &other.message)),
         None => source_failure(source).unwrap_or_else(|| progressing(what, "waiting for Flux")),
@@ -335,8 +338,16 @@ mod tests {
             1,
             1,
             "0.1.0+4f2c9e1d0a3b",
+            // As helm-controller leaves a failed install without retries: Ready and Stalled
+            // say it gave up, Released says why.
             vec![
-                condition("Ready", "False", "InstallFailed", forbidden),
+                condition(
+                    "Ready",
+                    "False",
+                    "RetriesExceeded",
+                    "Failed to install after 1 attempt(s)",
+                ),
+                condition("Released", "False", "InstallFailed", forbidden),
                 condition(
                     "Stalled",
                     "True",
@@ -351,6 +362,7 @@ mod tests {
         };
         assert_eq!(reason, Reason::DeliveryFailed);
         assert!(message.starts_with("helmRelease web: "), "{message}");
+        assert!(message.contains("is forbidden"), "{message}");
         let only_ready = release(
             1,
             1,
