@@ -645,14 +645,19 @@ render "${class_kind[@]}" -f hack/chart/values-nondefault.yaml -s templates/prev
 
 log "helm uninstall keeps the CRDs, the default class and the PreviewEnvironments; install again adopts them"
 kubectl create namespace "$probe_ns" >/dev/null
-# No operator runs during the chart checks, so this preview has no finalizer and stays as is.
-# Right after the CRDs are created the API server may not serve the kind yet (503 "There can be
-# a delay..."): retried for a while.
+# No operator runs during the chart checks: the preview stays as is, with the finalizer the
+# chart's finalizer policy sets as it is created. Right after the CRDs are created the API server
+# may not serve the kind yet (503 "There can be a delay..."): retried for a while.
 for _ in $(seq 1 100); do
   kubectl apply -n "$probe_ns" -f examples/preview-minimal.yaml >/dev/null 2>&1 && break
   sleep 0.3
 done
 kubectl apply -n "$probe_ns" -f examples/preview-minimal.yaml >/dev/null
+if kubectl api-resources --api-group=admissionregistration.k8s.io -o name | grep -qx mutatingadmissionpolicies.admissionregistration.k8s.io; then
+  finalizers=$(kubectl get previewenv -n "$probe_ns" docs-pr-42 -o jsonpath='{.metadata.finalizers}')
+  [[ $finalizers == *'"preview.dev/teardown"'* ]] ||
+    fail "the finalizer policy did not set preview.dev/teardown on a new preview: finalizers $finalizers"
+fi
 quiet helm uninstall "$release" -n "$namespace" --wait --timeout 2m >/dev/null
 for crd in "${crd_names[@]}"; do
   kubectl get crd "$crd" >/dev/null 2>&1 || fail "helm uninstall deleted the CRD $crd"
@@ -664,6 +669,9 @@ kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "helm u
 install >/dev/null
 class_is_the_releases "reinstall"
 kubectl get previewenv -n "$probe_ns" docs-pr-42 >/dev/null 2>&1 || fail "reinstalling lost a PreviewEnvironment"
+# No operator will tear it down: its finalizer is released by hand (as docs say to when the
+# operator is gone for good), or the namespace could not go.
+kubectl patch previewenv -n "$probe_ns" docs-pr-42 --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null
 kubectl delete namespace "$probe_ns" --timeout=60s >/dev/null
 
 log "helm upgrade onto the rig: values reach the default class, kubectl edits of other fields stay"

@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentSpec, PreviewEnvironmentStatus};
+use crate::api::{PreviewEnvironment, PreviewEnvironmentSpec};
 use crate::controller::cached::{CachedDeployment, CachedJob};
 
 /// The head sha of every fixture.
@@ -53,19 +53,6 @@ pub fn condition(type_: &str, status: &str, reason: &str) -> Condition {
         last_transition_time: time(0),
         observed_generation: Some(1),
     }
-}
-
-/// A status in phase Deploying with `ready` replicas of one service.
-pub fn status_deploying(ready: i32) -> PreviewEnvironmentStatus {
-    serde_json::from_value(json!({
-        "phase": "Deploying", "observedSha": SHA,
-        "services": [{"name": "web", "readyReplicas": ready, "replicas": 2}],
-    }))
-    .map(|s: PreviewEnvironmentStatus| PreviewEnvironmentStatus {
-        phase: Some(Phase::Deploying),
-        ..s
-    })
-    .expect("status fixture")
 }
 
 /// A Deployment whose pod template runs `sha`, with these replica counts.

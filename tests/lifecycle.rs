@@ -380,6 +380,104 @@ async fn a_stripped_finalizer_comes_back() {
     s.delete_and_wait("shop").await;
 }
 
+/// The operator's entries in `meta`'s managed fields: (operation, subresource).
+fn operator_entries(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<(String, String)> {
+    (meta.managed_fields.iter().flatten())
+        .filter(|e| e.manager.as_deref() == Some(preview_operator::naming::MANAGER))
+        .map(|e| {
+            (
+                e.operation.clone().unwrap_or_default(),
+                e.subresource.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn a_preview_has_its_finalizer_from_its_creation_and_the_operator_never_writes_the_preview_itself()
+ {
+    let s = setup("lc-admitted").await;
+    // The chart's MutatingAdmissionPolicy sets it as the API server admits the preview.
+    let created = s.create("shop", shop("abab123aaaa")).await;
+    assert!(
+        created
+            .finalizers()
+            .iter()
+            .any(|f| f == "preview.dev/teardown"),
+        "finalizers at creation: {:?}",
+        created.finalizers()
+    );
+    await_ready(&s.api, "shop", READY).await;
+    let pe = s.api.get("shop").await.expect("get");
+    let written = operator_entries(&pe.metadata);
+    assert!(
+        written
+            .iter()
+            .all(|(_, subresource)| subresource == "status"),
+        "the operator wrote only the status: {written:?}"
+    );
+    assert!(!written.is_empty(), "and it did write the status");
+    s.delete_and_wait("shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn children_are_created_and_a_field_the_spec_drops_is_removed_afterwards() {
+    let s = setup("lc-handover").await;
+    s.create("shop", shop("cdcd123aaaa")).await;
+    await_ready(&s.api, "shop", READY).await;
+    let ns = s.preview_ns("shop");
+    let deployments = Api::<Deployment>::namespaced(s.client.clone(), &ns);
+    let probe = |d: &Deployment| {
+        (d.spec.as_ref())
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.containers.first())
+            .and_then(|c| c.readiness_probe.clone())
+    };
+    let web = deployments.get("web").await.expect("web");
+    assert_eq!(
+        operator_entries(&web.metadata),
+        [("Update".to_string(), String::new())],
+        "written once, by a create"
+    );
+    assert!(
+        probe(&web).is_some(),
+        "readinessPath makes a readiness probe"
+    );
+    let services = Api::<Service>::namespaced(s.client.clone(), &ns);
+    let service = services.get("web").await.expect("Service web");
+    assert_eq!(
+        operator_entries(&service.metadata),
+        [("Update".to_string(), String::new())]
+    );
+
+    // The spec drops the readiness path: the apply that follows the create removes the probe.
+    let mut spec = shop("cdcd123aaaa");
+    spec["services"][0]
+        .as_object_mut()
+        .expect("the web service")
+        .remove("readinessPath");
+    s.patch_spec("shop", spec).await;
+    let web = wait_for("the readiness probe to be removed", READY, || async {
+        let web = deployments.get("web").await.map_err(|e| e.to_string())?;
+        match probe(&web) {
+            None => Ok(web),
+            Some(p) => Err(format!("still {p:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        operator_entries(&web.metadata),
+        [("Apply".to_string(), String::new())],
+        "the create's fields handed over to the operator's apply"
+    );
+    await_ready(&s.api, "shop", READY).await;
+    s.delete_and_wait("shop").await;
+}
+
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]
 async fn an_orphaned_managed_namespace_is_swept() {

@@ -67,10 +67,8 @@ FLUX_KINDS = {
     "source.toolkit.fluxcd.io": ["gitrepositories", "helmrepositories", "ocirepositories"],
 }
 OPERATOR = {(g, r, v) for g, rs in FLUX_KINDS.items() for r in rs for v in READ + ("create", "patch", "delete")} | {
-    ("", "serviceaccounts", v) for v in ("list", "watch", "create", "patch", "delete")
-} | {("apps", r, "patch") for r in ("deployments/scale", "statefulsets/scale")} | {
-    ("apps", r, "get") for r in ("deployments", "statefulsets")
-}
+    ("", "serviceaccounts", v) for v in ("get", "list", "watch", "create", "patch", "delete")
+} | {("apps", r, "patch") for r in ("deployments/scale", "statefulsets/scale")}
 
 
 def grants(rules):
@@ -161,7 +159,7 @@ def main():
         if args.role and OPERATOR - granted:
             errors.append(f"the operator lacks for Flux delivery: {sorted(OPERATOR - granted)}")
         # Without Flux: none of it (Deployments and StatefulSets it still writes, for its own
-        # services and dependencies, without get or scale).
+        # services and dependencies, without scale).
         flux_only = sorted(t for t in granted if t in OPERATOR or t[0].endswith(".fluxcd.io"))
         if not args.role and flux_only:
             errors.append(f"flux.enabled=false, yet the operator may {flux_only}")

@@ -1,6 +1,14 @@
-//! Server-side apply of desired children under one field manager, skipped when the cached
-//! object already carries the same fingerprint, and deletion of children the spec no longer
-//! wants (found by the owner-uid label, so nothing the operator does not own is touched).
+//! Children brought into place under one field manager: created when the cache shows none
+//! (a create costs the API server less than a server-side apply, and nearly every child is
+//! written once), server-side applied when it changes, skipped when the cached object already
+//! carries the same fingerprint; and deletion of children the spec no longer wants (found by
+//! the owner-uid label, so nothing the operator does not own is touched).
+//!
+//! A create leaves the operator's fields under an `Update` entry of its managed fields, which
+//! a later apply would not take over: a field the spec drops would stay. Before the first
+//! apply to a created object the entry is handed over to the operator's `Apply` entry, as
+//! kubectl does when it moves an object to server-side apply; from then on each apply owns
+//! exactly the fields it applies.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -8,6 +16,7 @@ use std::fmt::Debug;
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -16,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use super::build::{Desired, Environment, Preview, stamp};
 use super::children::{Applied, Stores, label};
-use crate::client::gone_is_ok;
+use crate::client::{create_params, gone_is_ok};
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
 
 /// Brings every child of `env` into place in the preview namespace and deletes the owned
@@ -244,22 +253,134 @@ where
         }
     }
     let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let failed = |source| ApplyError::Apply {
+        kind: K::kind(&()).into_owned(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    };
+    match &cached {
+        None => match create(&api, &desired).await {
+            Ok(()) => {
+                if let Some(want) = want {
+                    applied.record(key, cached_version, want);
+                }
+                return Ok(true);
+            }
+            // The cache had not caught up with it: apply over it as over any cached one.
+            Err(kube::Error::Api(e)) if e.code == 409 => hand_over(&api, &name).await,
+            Err(e) => Err(e),
+        },
+        Some(c)
+            if created_entry(c.meta().managed_fields.as_deref().unwrap_or_default()).is_some() =>
+        {
+            hand_over(&api, &name).await
+        }
+        Some(_) => Ok(()),
+    }
+    .map_err(failed)?;
     api.patch(
         &name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&desired),
     )
     .await
-    .map_err(|source| ApplyError::Apply {
-        kind: K::kind(&()).into_owned(),
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    })?;
+    .map_err(failed)?;
     if let Some(want) = want {
         applied.record(key, cached_version, want);
     }
     Ok(true)
+}
+
+/// Creates `desired` under the operator's field manager.
+async fn create<K: Child>(api: &Api<K>, desired: &K) -> Result<(), kube::Error> {
+    api.create(&create_params(), desired).await.map(drop)
+}
+
+/// The operator's `Update` entry of `entries` (a create's, or an update's that was not an
+/// apply), emptied of its fields: what a cache keeps to know the object needs [`hand_over`].
+pub fn created_entry(entries: &[ManagedFieldsEntry]) -> Option<ManagedFieldsEntry> {
+    entries
+        .iter()
+        .find(|e| is_own(e, "Update"))
+        .map(|e| ManagedFieldsEntry {
+            manager: e.manager.clone(),
+            operation: e.operation.clone(),
+            ..ManagedFieldsEntry::default()
+        })
+}
+
+fn is_own(entry: &ManagedFieldsEntry, operation: &str) -> bool {
+    entry.manager.as_deref() == Some(MANAGER)
+        && entry.operation.as_deref() == Some(operation)
+        && entry.subresource.as_deref().unwrap_or_default().is_empty()
+}
+
+/// Moves the fields of the operator's `Update` entry of `name` into its `Apply` entry, so
+/// the next apply owns (and may drop) them. Conditional on the resourceVersion read: a
+/// change in between fails with a conflict and the reconcile is retried.
+pub async fn hand_over<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let live = api.get_metadata(name).await?;
+    let Some(entries) = handed_over(live.managed_fields()) else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": live.resource_version(),
+            "managedFields": entries,
+        }
+    });
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api.patch_metadata(name, &params, &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
+/// `entries` with the operator's `Update` entry folded into its `Apply` entry (or turned into
+/// one); `None` when there is no such entry.
+pub fn handed_over(entries: &[ManagedFieldsEntry]) -> Option<Vec<ManagedFieldsEntry>> {
+    let at = entries.iter().position(|e| is_own(e, "Update"))?;
+    let mut entries = entries.to_vec();
+    let update = entries.remove(at);
+    match entries.iter_mut().find(|e| is_own(e, "Apply")) {
+        Some(apply) => {
+            let mut fields = apply
+                .fields_v1
+                .take()
+                .map_or(serde_json::Value::Null, |f| f.0);
+            union(&mut fields, update.fields_v1.map(|f| f.0));
+            apply.fields_v1 = Some(FieldsV1(fields));
+        }
+        None => entries.push(ManagedFieldsEntry {
+            operation: Some("Apply".to_string()),
+            ..update
+        }),
+    }
+    Some(entries)
+}
+
+/// Adds the field set `other` (FieldsV1: nested maps whose leaves are `{}`) to `into`.
+fn union(into: &mut serde_json::Value, other: Option<serde_json::Value>) {
+    use serde_json::Value;
+    match (into, other) {
+        (_, None) => {}
+        (Value::Object(a), Some(Value::Object(b))) => {
+            for (k, v) in b {
+                union(
+                    a.entry(k).or_insert(Value::Object(Default::default())),
+                    Some(v),
+                );
+            }
+        }
+        (into @ Value::Null, Some(v)) => *into = v,
+        (_, Some(_)) => {}
+    }
 }
 
 /// Cached objects in `namespace` owned by `owner_uid`.
@@ -344,4 +465,88 @@ where
         delete::<K>(client, namespace, name, &DeleteParams::background()).await?;
     }
     Ok(names.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(
+        manager: &str,
+        operation: &str,
+        subresource: Option<&str>,
+        fields: serde_json::Value,
+    ) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.to_string()),
+            operation: Some(operation.to_string()),
+            api_version: Some("apps/v1".to_string()),
+            fields_type: Some("FieldsV1".to_string()),
+            fields_v1: Some(FieldsV1(fields)),
+            subresource: subresource.map(str::to_string),
+            time: None,
+        }
+    }
+
+    #[test]
+    fn a_created_objects_fields_become_the_operators_applied_fields() {
+        let created = entry(
+            MANAGER,
+            "Update",
+            None,
+            json!({"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {}}}}}),
+        );
+        let status = entry(
+            "kube-controller-manager",
+            "Update",
+            Some("status"),
+            json!({"f:status": {}}),
+        );
+        let scaled = entry(
+            MANAGER,
+            "Update",
+            Some("scale"),
+            json!({"f:spec": {"f:replicas": {}}}),
+        );
+        let entries = vec![created.clone(), status.clone(), scaled.clone()];
+        assert!(created_entry(&entries).is_some_and(|e| e.fields_v1.is_none()));
+        let handed = handed_over(&entries).expect("an Update entry of the operator");
+        assert_eq!(handed.len(), 3, "{handed:?}");
+        assert!(
+            handed.contains(&status) && handed.contains(&scaled),
+            "others untouched"
+        );
+        let applied = handed
+            .iter()
+            .find(|e| is_own(e, "Apply"))
+            .expect("an Apply entry");
+        assert_eq!(applied.fields_v1, created.fields_v1);
+        assert_eq!(created_entry(&handed), None, "nothing left to hand over");
+        assert_eq!(handed_over(&handed), None);
+    }
+
+    #[test]
+    fn a_handed_over_update_joins_an_existing_apply_entry() {
+        let update = entry(
+            MANAGER,
+            "Update",
+            None,
+            json!({"f:metadata": {"f:labels": {"f:a": {}}}, "f:spec": {"f:x": {}}}),
+        );
+        let apply = entry(
+            MANAGER,
+            "Apply",
+            None,
+            json!({"f:metadata": {"f:labels": {"f:b": {}}}}),
+        );
+        let handed = handed_over(&[apply, update]).expect("handed over");
+        assert_eq!(handed.len(), 1);
+        assert_eq!(
+            handed[0].fields_v1.as_ref().map(|f| &f.0),
+            Some(
+                &json!({"f:metadata": {"f:labels": {"f:a": {}, "f:b": {}}}, "f:spec": {"f:x": {}}})
+            )
+        );
+    }
 }

@@ -239,8 +239,11 @@ impl Builder {
         let stream = reflector(
             writer,
             watcher(Api::<K>::all(self.client.clone()), managed()).modify(move |o| {
-                // Managed fields are most of an object's metadata and never read here.
+                // Managed fields are most of an object's metadata and never read here, but
+                // for whether the operator created the object: that entry stays, emptied.
+                let created = super::apply::created_entry(o.managed_fields());
                 o.managed_fields_mut().clear();
+                o.managed_fields_mut().extend(created);
                 o.labels_mut()
                     .retain(|k, _| CACHED_LABELS.contains(&k.as_str()));
                 o.annotations_mut()

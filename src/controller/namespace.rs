@@ -8,7 +8,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
-use super::apply::{ApplyError, cached_hash};
+use super::apply::{ApplyError, cached_hash, created_entry, hand_over};
 use super::build;
 use super::context::Context;
 use super::error::Error;
@@ -170,21 +170,25 @@ async fn apply(ctx: &Context, ns: Namespace) -> Result<(), Error> {
     if want.is_some() && cached_hash(&ctx.stores.namespaces, None, &name) == want {
         return Ok(());
     }
-    Api::<Namespace>::all(ctx.client.clone())
-        .patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&ns),
-        )
-        .await
-        .map_err(|source| {
-            Error::from(ApplyError::Apply {
-                kind: "Namespace".into(),
-                namespace: String::new(),
-                name: name.clone(),
-                source,
-            })
-        })?;
+    let api = Api::<Namespace>::all(ctx.client.clone());
+    // Created, never applied yet: the apply takes over the create's fields first.
+    let created = (ctx.stores.namespaces.get(&ObjectRef::new(&name)))
+        .is_some_and(|c| created_entry(c.managed_fields()).is_some());
+    let write = async {
+        if created {
+            hand_over(&api, &name).await?;
+        }
+        let params = PatchParams::apply(MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(&ns)).await
+    };
+    write.await.map_err(|source| {
+        Error::from(ApplyError::Apply {
+            kind: "Namespace".into(),
+            namespace: String::new(),
+            name: name.clone(),
+            source,
+        })
+    })?;
     Ok(())
 }
 

@@ -24,13 +24,21 @@ pub const FINALIZER: &str = "preview.dev/teardown";
 /// How long a reconcile waits for the cache to show this process's own last write before it
 /// assumes someone else wrote after it and goes on with what the cache holds.
 const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
-/// Shortest time between two status writes of one preview that only report progress (replica
-/// counts, a Job started): at 1000 previews a rollout takes minutes, and every such write is
-/// one the API server makes all watchers read.
-const STATUS_COALESCE: Duration = Duration::from_secs(5);
-/// Longest a step forward on the way to a verdict (Deploying to Testing) waits to be written
-/// together with the next one: tests that finish within it cost one status write, not two.
-const STEP_COALESCE: Duration = Duration::from_secs(5);
+/// How long a new preview's first status waits to be written while the preview is only on
+/// its way: one that is Ready within it costs one status write, its verdict.
+const FIRST_STATUS_HOLD: Duration = Duration::from_secs(5);
+/// How long a step forward on the way to a verdict (setup done, services available, tests
+/// started) waits to be written. Nobody acts on a step (CI waits for the verdict), and at a
+/// thousand previews each step takes tens of seconds: written at once, every step was a write
+/// per preview while the API server was busiest. A step that lasts longer (tests running for
+/// minutes) is still shown, after this long.
+const STEP_HOLD: Duration = Duration::from_secs(30);
+/// Progress within a settled state (a Ready preview's replica count going down and up) is
+/// written at most this often.
+const SETTLED_PROGRESS_EVERY: Duration = Duration::from_secs(60);
+/// What a hold that waits for the next step asks of the requeue: nothing soon, the change
+/// of a child that makes the step brings the preview back.
+const UNTIL_THE_NEXT_STEP: Duration = Duration::from_secs(3600);
 
 /// This process's last write to each preview (by UID): when, and the resourceVersion it
 /// produced. Used to coalesce progress-only status changes and to wait for the cache to
@@ -84,12 +92,13 @@ impl Writes {
         })
     }
 
-    /// How long `next` may wait before it is written: progress within a state (a replica
-    /// ready, a test's Job started) is written at most once per [`STATUS_COALESCE`], so a
-    /// rollout's steps cost one write, not one each; a step forward that is not a verdict
-    /// (services available, tests started), and a new preview's first status while it is only
-    /// on its way, wait up to [`STEP_COALESCE`] for the verdict: a preview that is Ready
-    /// within it costs one status write. Problems and verdicts are never held. `None`: write now.
+    /// How long `next` may wait before it is written (`None`: write now). On the expected path
+    /// a preview costs one status write per state a user would want to see, none for the
+    /// progress within it: a new preview's first status waits [`FIRST_STATUS_HOLD`] for the
+    /// verdict; a step forward (services available, tests started) waits [`STEP_HOLD`];
+    /// progress on the way (a replica ready, a test's Job started) is never written on its
+    /// own but with the next step, and within a settled state at most every
+    /// [`SETTLED_PROGRESS_EVERY`]. Problems and verdicts are never held.
     pub fn hold(
         &self,
         uid: &str,
@@ -97,22 +106,26 @@ impl Writes {
         next: &PreviewEnvironmentStatus,
     ) -> Option<Duration> {
         let mut all = lock(&self.by_uid);
-        // Only a preview this process saw new (it added the finalizer) has an entry before
-        // its first status: one found without a status after a restart is written at once.
+        if !all.contains_key(uid) {
+            all.insert(uid.to_string(), Written::default());
+        }
         let written = all.get_mut(uid)?;
         let Some(previous) = previous else {
             if !on_the_way(next) {
                 return None;
             }
             let since = *written.step_since.get_or_insert_with(Instant::now);
-            return STEP_COALESCE.checked_sub(since.elapsed());
+            return FIRST_STATUS_HOLD.checked_sub(since.elapsed());
         };
         if progress_only(previous, next) {
-            return STATUS_COALESCE.checked_sub(written.status_at?.elapsed());
+            if on_the_way(next) {
+                return Some(UNTIL_THE_NEXT_STEP);
+            }
+            return SETTLED_PROGRESS_EVERY.checked_sub(written.status_at?.elapsed());
         }
         if step_forward(previous, next) {
             let since = *written.step_since.get_or_insert_with(Instant::now);
-            return STEP_COALESCE.checked_sub(since.elapsed());
+            return STEP_HOLD.checked_sub(since.elapsed());
         }
         None
     }
@@ -193,6 +206,8 @@ pub struct Transition {
 /// Adds the finalizer to a new preview and goes on with the patched object. kube's
 /// `finalizer()` would add it and stop, leaving the real work to the next reconcile that the
 /// patch triggers: one more watch round trip, debounce and queue wait for every new preview.
+/// Where the chart's MutatingAdmissionPolicy runs, a preview has it from its creation and
+/// this writes nothing.
 pub async fn add_finalizer(
     writes: &Writes,
     api: &Api<PreviewEnvironment>,
@@ -211,12 +226,14 @@ pub async fn add_finalizer(
             "finalizers": finalizers,
         }
     });
+    // Under the operator's own field manager, so its writes to a preview are told apart from
+    // the creator's (where the chart's policy set the finalizer at creation there are none).
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_string()),
+        ..PatchParams::default()
+    };
     let mut patched = api
-        .patch(
-            &pe.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&pe.name_any(), &params, &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::AddFinalizer {
             name: pe.name_any(),
@@ -333,14 +350,12 @@ mod tests {
         );
         let setup = status(crate::api::Phase::Deploying, "SetupRunning");
         let crashing = status(crate::api::Phase::Deploying, "CrashLoopBackOff");
-        assert_eq!(
-            writes.hold(&uid, Some(&deploying), &testing),
-            None,
-            "nothing written yet: written at once"
-        );
         writes.record(&pe, true);
         let held = writes.hold(&uid, Some(&deploying), &testing);
-        assert!(held.is_some_and(|d| d <= STEP_COALESCE), "{held:?}");
+        assert!(
+            held.is_some_and(|d| d <= STEP_HOLD && d > FIRST_STATUS_HOLD),
+            "{held:?}"
+        );
         assert!(
             writes.hold(&uid, Some(&setup), &deploying).is_some(),
             "setup done, services deploying: another step"
@@ -367,14 +382,12 @@ mod tests {
         let writes = Writes::default();
         let (pe, uid) = preview_at("2");
         let deploying = status(Phase::Deploying, "Deploying");
-        assert_eq!(
-            writes.hold(&uid, None, &deploying),
-            None,
-            "a preview this process did not see new (a restart): written at once"
-        );
+        // Also one this process has not written yet (the finalizer came with the create).
+        let held = writes.hold(&uid, None, &deploying);
+        assert!(held.is_some_and(|d| d <= FIRST_STATUS_HOLD), "{held:?}");
         writes.record(&pe, false);
         let held = writes.hold(&uid, None, &deploying);
-        assert!(held.is_some_and(|d| d <= STEP_COALESCE), "{held:?}");
+        assert!(held.is_some_and(|d| d <= FIRST_STATUS_HOLD), "{held:?}");
         for problem in [
             status(Phase::Deploying, "CrashLoopBackOff"),
             status(Phase::Pending, "ConcurrencyLimit"),
@@ -403,25 +416,65 @@ mod tests {
     }
 
     #[test]
-    fn progress_is_held_after_a_recent_write_and_results_are_not() {
+    fn progress_on_the_way_waits_for_the_next_step_and_results_are_not_held() {
         let writes = Writes::default();
-        let pe = fixtures::preview("shop-pr-1");
-        let uid = pe.uid().expect("fixture uid");
-        let before = fixtures::status_deploying(0);
-        let progress = fixtures::status_deploying(1);
+        let (pe, uid) = preview_at("4");
+        let with_ready = |ready_replicas| {
+            let mut s = status(crate::api::Phase::Deploying, "Deploying");
+            s.services = vec![crate::api::ServiceStatus {
+                name: "web".into(),
+                ready_replicas,
+                replicas: 2,
+                url: None,
+            }];
+            s
+        };
+        let (before, progress) = (with_ready(0), with_ready(1));
+        assert!(on_the_way(&progress), "{progress:?}");
         assert_eq!(
             writes.hold(&uid, Some(&before), &progress),
-            None,
-            "no write yet"
+            Some(UNTIL_THE_NEXT_STEP),
+            "progress alone is never written, however long ago the last write was"
         );
         writes.record(&pe, true);
-        assert!(writes.hold(&uid, Some(&before), &progress).is_some());
+        assert_eq!(
+            writes.hold(&uid, Some(&before), &progress),
+            Some(UNTIL_THE_NEXT_STEP)
+        );
         let mut ready = progress.clone();
         ready.phase = Some(crate::api::Phase::Ready);
         assert_eq!(
             writes.hold(&uid, Some(&before), &ready),
             None,
             "a phase change"
+        );
+    }
+
+    #[test]
+    fn progress_of_a_settled_preview_is_written_at_most_once_a_minute() {
+        use crate::api::Phase;
+        let writes = Writes::default();
+        let (pe, uid) = preview_at("3");
+        let ready = status(Phase::Ready, "Ready");
+        let mut fewer = ready.clone();
+        fewer.services = vec![crate::api::ServiceStatus {
+            name: "web".into(),
+            ready_replicas: 1,
+            ..Default::default()
+        }];
+        let mut more = fewer.clone();
+        more.services[0].ready_replicas = 2;
+        assert!(progress_only(&fewer, &more));
+        assert_eq!(
+            writes.hold(&uid, Some(&fewer), &more),
+            None,
+            "not written by this process yet: written"
+        );
+        writes.record(&pe, true);
+        let held = writes.hold(&uid, Some(&fewer), &more);
+        assert!(
+            held.is_some_and(|d| d > STEP_HOLD && d <= SETTLED_PROGRESS_EVERY),
+            "{held:?}"
         );
     }
 }
