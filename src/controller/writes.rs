@@ -95,9 +95,10 @@ impl Writes {
     /// How long `next` may wait before it is written (`None`: write now). On the expected path
     /// a preview costs one status write per state a user would want to see, none for the
     /// progress within it: a new preview's first status waits [`FIRST_STATUS_HOLD`] for the
-    /// verdict; a step forward (services available, tests started) waits [`STEP_HOLD`];
-    /// progress on the way (a replica ready, a test's Job started) is never written on its
-    /// own but with the next step, and within a settled state at most every
+    /// verdict; a step to the next phase (tests started) waits [`STEP_HOLD`]; a step within
+    /// a phase (setup done, services deploying) and progress on the way (a replica ready, a
+    /// test's Job started) are never written on their own but with the next phase or the
+    /// verdict, and progress within a settled state at most every
     /// [`SETTLED_PROGRESS_EVERY`]. Problems and verdicts are never held.
     pub fn hold(
         &self,
@@ -124,6 +125,12 @@ impl Writes {
             return SETTLED_PROGRESS_EVERY.checked_sub(written.status_at?.elapsed());
         }
         if step_forward(previous, next) {
+            // A step within the phase (setup done, services rolling out) is written with the
+            // next phase: at a thousand previews a Deploying that lasts a minute would
+            // otherwise be written again at each step.
+            if previous.phase == next.phase {
+                return Some(UNTIL_THE_NEXT_STEP);
+            }
             let since = *written.step_since.get_or_insert_with(Instant::now);
             return STEP_HOLD.checked_sub(since.elapsed());
         }
@@ -356,9 +363,10 @@ mod tests {
             held.is_some_and(|d| d <= STEP_HOLD && d > FIRST_STATUS_HOLD),
             "{held:?}"
         );
-        assert!(
-            writes.hold(&uid, Some(&setup), &deploying).is_some(),
-            "setup done, services deploying: another step"
+        assert_eq!(
+            writes.hold(&uid, Some(&setup), &deploying),
+            Some(UNTIL_THE_NEXT_STEP),
+            "setup done, services deploying: a step within Deploying, written with the next phase"
         );
         assert_eq!(writes.hold(&uid, Some(&deploying), &ready), None);
         assert_eq!(writes.hold(&uid, Some(&testing), &ready), None);
