@@ -18,9 +18,10 @@ use crate::api::Reason;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
 use crate::config::Config;
-use crate::controller::build::{self, Stage};
+use crate::controller::build::{self, Preview, Stage};
 use crate::controller::plan::{self, Classes, Snapshot};
 use crate::controller::status::Gate;
+use crate::template::Rendered;
 
 /// Why there is nothing to render: a file, or what the preview would report.
 #[derive(Debug, thiserror::Error)]
@@ -103,58 +104,8 @@ pub fn render(
         ))
     ));
     out.object(&build::namespace(&preview, config))?;
-    for name in config.copied_secrets() {
-        out.comment(&format!(
-            "Secret {name}: copied from the platform Secrets namespace (PreviewClass)"
-        ));
-    }
-    for name in &rendered.secrets {
-        out.comment(&format!(
-            "Secret {name}: copied from namespace {tenant} (PreviewTemplate)"
-        ));
-    }
-    for name in &rendered.config_maps {
-        out.comment(&format!(
-            "ConfigMap {name}: copied from namespace {tenant} (PreviewTemplate)"
-        ));
-    }
-    let build::Environment {
-        network_policy,
-        quota,
-        limit_range,
-        stateful_sets,
-        deployments,
-        services,
-        ingresses,
-        role_bindings,
-        held: _,
-        delivery,
-    } = build::environment(&preview, config, Stage::Services);
-    out.object(&network_policy)?;
-    out.object(&quota)?;
-    out.object(&limit_range)?;
-    out.objects(&role_bindings)?;
-    out.objects(&stateful_sets)?;
-    out.objects(&services.objects)?;
-    for setup in preview.setup {
-        out.object(&build::setup_job(&preview, config, setup))?;
-    }
-    out.objects(&deployments.objects)?;
-    out.objects(&ingresses.objects)?;
-    if !delivery.is_empty() {
-        out.comment(
-            "delivered through Flux, as the ServiceAccount below (its RoleBinding is above)",
-        );
-    }
-    out.objects(&delivery.service_accounts.objects)?;
-    out.objects(&delivery.git_repositories.objects)?;
-    out.objects(&delivery.helm_repositories.objects)?;
-    out.objects(&delivery.oci_repositories.objects)?;
-    out.objects(&delivery.helm_releases.objects)?;
-    out.objects(&delivery.kustomizations.objects)?;
-    for test in &preview.spec.tests {
-        out.object(&build::test_job(&preview, config, test))?;
-    }
+    out.copies(config, rendered, &tenant);
+    out.environment(&preview, config)?;
     Ok(out.text)
 }
 
@@ -205,6 +156,70 @@ struct Output {
 }
 
 impl Output {
+    /// Comments naming the Secrets and ConfigMaps the operator copies into the namespace
+    /// (their contents are not the render's to print).
+    fn copies(&mut self, config: &Config, rendered: &Rendered, tenant: &str) {
+        for name in config.copied_secrets() {
+            self.comment(&format!(
+                "Secret {name}: copied from the platform Secrets namespace (PreviewClass)"
+            ));
+        }
+        for name in &rendered.secrets {
+            self.comment(&format!(
+                "Secret {name}: copied from namespace {tenant} (PreviewTemplate)"
+            ));
+        }
+        for name in &rendered.config_maps {
+            self.comment(&format!(
+                "ConfigMap {name}: copied from namespace {tenant} (PreviewTemplate)"
+            ));
+        }
+    }
+
+    /// Everything in the preview namespace, in the order a rollout brings it: hardening and
+    /// bindings, dependencies, Services, setup Jobs, Deployments, Ingresses, what Flux
+    /// delivers, the test Jobs.
+    fn environment(&mut self, preview: &Preview<'_>, config: &Config) -> Result<(), RenderError> {
+        let build::Environment {
+            network_policy,
+            quota,
+            limit_range,
+            stateful_sets,
+            deployments,
+            services,
+            ingresses,
+            role_bindings,
+            held: _,
+            delivery,
+        } = build::environment(preview, config, Stage::Services);
+        self.object(&network_policy)?;
+        self.object(&quota)?;
+        self.object(&limit_range)?;
+        self.objects(&role_bindings)?;
+        self.objects(&stateful_sets)?;
+        self.objects(&services.objects)?;
+        for setup in preview.setup {
+            self.object(&build::setup_job(preview, config, setup))?;
+        }
+        self.objects(&deployments.objects)?;
+        self.objects(&ingresses.objects)?;
+        if !delivery.is_empty() {
+            self.comment(
+                "delivered through Flux, as the ServiceAccount below (its RoleBinding is above)",
+            );
+        }
+        self.objects(&delivery.service_accounts.objects)?;
+        self.objects(&delivery.git_repositories.objects)?;
+        self.objects(&delivery.helm_repositories.objects)?;
+        self.objects(&delivery.oci_repositories.objects)?;
+        self.objects(&delivery.helm_releases.objects)?;
+        self.objects(&delivery.kustomizations.objects)?;
+        for test in &preview.spec.tests {
+            self.object(&build::test_job(preview, config, test))?;
+        }
+        Ok(())
+    }
+
     fn comment(&mut self, line: &str) {
         let _ = writeln!(self.text, "# {line}");
     }
