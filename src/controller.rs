@@ -43,6 +43,7 @@ pub mod secrets;
 pub mod sleep;
 pub mod sources;
 pub mod status;
+pub mod store;
 pub mod teardown;
 pub mod writes;
 

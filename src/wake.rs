@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::controller::store::ChildStore;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -30,7 +31,7 @@ const WAKE_EVERY: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct WakeState {
     pub client: Client,
-    pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    pub ingresses: ChildStore<PartialObjectMeta<Ingress>>,
     pub previews: Store<PreviewEnvironment>,
     /// When each preview was last asked to wake by this process.
     pub asked: Arc<Mutex<HashMap<ObjectRef<PreviewEnvironment>, Instant>>>,
@@ -96,7 +97,7 @@ async fn wake(State(state): State<WakeState>, headers: HeaderMap) -> Response {
 
 /// The preview whose Ingress serves `host`.
 fn preview_at(
-    ingresses: &Store<PartialObjectMeta<Ingress>>,
+    ingresses: &ChildStore<PartialObjectMeta<Ingress>>,
     host: &str,
 ) -> Option<ObjectRef<PreviewEnvironment>> {
     if host.is_empty() {

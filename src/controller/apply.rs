@@ -18,13 +18,14 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::build::{Desired, Environment, Preview, stamp};
 use super::children::{Applied, Stores, label};
+use super::store::ChildStore;
 use crate::client::{create_params, gone_is_ok};
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
 
@@ -105,7 +106,7 @@ pub async fn environment(
 /// A host `env` would claim that an Ingress of another preview already serves, with a
 /// message; checked before anything is applied, so a preview never takes another's URL.
 pub fn host_conflict(
-    ingresses: &Store<PartialObjectMeta<Ingress>>,
+    ingresses: &ChildStore<PartialObjectMeta<Ingress>>,
     env: &Environment,
 ) -> Option<String> {
     let served = ingresses.state();
@@ -160,7 +161,7 @@ struct Scope<'a> {
 async fn sync<K, S>(
     client: &Client,
     applied: &Applied,
-    store: &Store<S>,
+    store: &ChildStore<S>,
     scope: Scope<'_>,
     desired: Desired<K>,
 ) -> Result<(), ApplyError>
@@ -204,31 +205,20 @@ pub enum ApplyError {
     },
 }
 
-/// The fingerprint the cached copy of `namespace/name` carries, if it is cached.
-pub fn cached_hash<S>(store: &Store<S>, namespace: Option<&str>, name: &str) -> Option<String>
-where
-    S: Cached,
-{
-    let cached = store.get(&cache_key(namespace, name))?;
+/// The fingerprint a cached copy carries, unless it is being deleted.
+pub fn cached_hash<S: Resource>(cached: Option<&S>) -> Option<String> {
+    let cached = cached?;
     if cached.meta().deletion_timestamp.is_some() {
         return None;
     }
     cached.annotations().get(APPLIED_HASH).cloned()
 }
 
-fn cache_key<S: Cached>(namespace: Option<&str>, name: &str) -> ObjectRef<S> {
-    let key = ObjectRef::<S>::new(name);
-    match namespace {
-        Some(ns) => key.within(ns),
-        None => key,
-    }
-}
-
 /// Applies `desired` unless the cache shows it is already in place, or this process applied
 /// it and the cache has not caught up yet. Returns whether it wrote.
 pub async fn apply<K, S>(
     client: &Client,
-    store: &Store<S>,
+    store: &ChildStore<S>,
     applied: &Applied,
     desired: K,
 ) -> Result<bool, ApplyError>
@@ -240,11 +230,11 @@ where
     let name = desired.name_any();
     let namespace = desired.namespace().unwrap_or_default();
     let want = desired.annotations().get(APPLIED_HASH).cloned();
-    let cached = store.get(&cache_key(Some(&namespace), &name));
+    let cached = store.get(&ObjectRef::new(&name).within(&namespace));
     let cached_version = cached.as_ref().and_then(|c| c.resource_version());
     let key = (K::kind(&()).into_owned(), namespace.clone(), name.clone());
     if let Some(want) = &want {
-        if cached_hash(store, Some(&namespace), &name).as_ref() == Some(want) {
+        if cached_hash(cached.as_deref()).as_ref() == Some(want) {
             applied.settled(&key);
             return Ok(false);
         }
@@ -384,16 +374,13 @@ fn union(into: &mut serde_json::Value, other: Option<serde_json::Value>) {
 }
 
 /// Cached objects in `namespace` owned by `owner_uid`.
-pub fn owned<S>(store: &Store<S>, namespace: &str, owner_uid: &str) -> Vec<std::sync::Arc<S>>
+pub fn owned<S>(store: &ChildStore<S>, namespace: &str, owner_uid: &str) -> Vec<std::sync::Arc<S>>
 where
     S: Cached,
 {
-    store
-        .state()
-        .into_iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace))
-        .filter(|o| label(o.as_ref(), OWNER_UID) == Some(owner_uid))
-        .collect()
+    let mut here = store.in_namespace(namespace);
+    here.retain(|o| label(o.as_ref(), OWNER_UID) == Some(owner_uid));
+    here
 }
 
 /// Whether the caches show the preview's Flux identity (the ServiceAccount and RoleBinding
@@ -412,7 +399,7 @@ pub fn applier_in_place(stores: &Stores, preview: &Preview<'_>) -> bool {
 
 /// Names of cached objects in `namespace` owned by `owner_uid` that are not in `keep`.
 pub fn extras<S>(
-    store: &Store<S>,
+    store: &ChildStore<S>,
     namespace: &str,
     owner_uid: &str,
     keep: &BTreeSet<String>,
@@ -451,7 +438,7 @@ where
 /// Deletes every owned object of kind `K` in `namespace` that is not in `keep`.
 pub async fn delete_extras<K, S>(
     client: &Client,
-    store: &Store<S>,
+    store: &ChildStore<S>,
     namespace: &str,
     owner_uid: &str,
     keep: &BTreeSet<String>,

@@ -22,7 +22,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use crate::naming::SHA;
 
 /// A Deployment: its metadata, the sha its pod template runs and its status.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedDeployment {
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -32,7 +32,7 @@ pub struct CachedDeployment {
 }
 
 /// A StatefulSet (a dependency): its metadata and status.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedStatefulSet {
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct CachedStatefulSet {
 }
 
 /// A Job (a test or setup run): its metadata and status, which is the result.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedJob {
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -48,19 +48,19 @@ pub struct CachedJob {
 }
 
 /// Of a workload's spec, the sha its pod template is annotated with.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct WorkloadSpec {
     #[serde(default, rename = "template")]
     template: PodTemplate,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 struct PodTemplate {
     #[serde(default)]
     metadata: PodTemplateMeta,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 struct PodTemplateMeta {
     /// The `preview.dev/sha` annotation, the only one kept (a map would cost 0.5 KB).
     #[serde(default, rename = "annotations", deserialize_with = "sha_annotation")]

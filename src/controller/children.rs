@@ -26,11 +26,12 @@ use tracing::warn;
 
 use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use super::pods::StuckPods;
+use super::store::{Changes, ChildStore};
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
 use crate::flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository};
-use crate::naming::{self, APPLIED_HASH, OWNER_REF, SHA};
+use crate::naming::{self, APPLIED_HASH, OWNER_REF};
 use crate::sync::lock;
 
 /// Caches of the previews and of everything the operator manages, filled by the watches.
@@ -48,19 +49,19 @@ pub struct Stores {
     /// The teams' templates; a change re-renders the previews that name one.
     pub templates: Store<PreviewTemplate>,
     /// Their status says whether a service is available (compact: see `cached`).
-    pub deployments: Store<CachedDeployment>,
+    pub deployments: ChildStore<CachedDeployment>,
     /// The dependencies, cached like Deployments.
-    pub stateful_sets: Store<CachedStatefulSet>,
+    pub stateful_sets: ChildStore<CachedStatefulSet>,
     /// Their status is the test result.
-    pub jobs: Store<CachedJob>,
+    pub jobs: ChildStore<CachedJob>,
     /// Pods with a stuck container (only those).
     pub stuck_pods: StuckPods,
-    pub services: Store<PartialObjectMeta<Service>>,
-    pub ingresses: Store<PartialObjectMeta<Ingress>>,
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub quotas: Store<PartialObjectMeta<ResourceQuota>>,
-    pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
-    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
+    pub services: ChildStore<PartialObjectMeta<Service>>,
+    pub ingresses: ChildStore<PartialObjectMeta<Ingress>>,
+    pub network_policies: ChildStore<PartialObjectMeta<NetworkPolicy>>,
+    pub quotas: ChildStore<PartialObjectMeta<ResourceQuota>>,
+    pub limit_ranges: ChildStore<PartialObjectMeta<LimitRange>>,
+    pub role_bindings: ChildStore<PartialObjectMeta<RoleBinding>>,
     /// What Flux delivers (empty, and not watched, where Flux's CRDs are not served).
     pub flux: FluxStores,
     /// Not a watch: what this process applied that the caches above may not show yet.
@@ -73,12 +74,12 @@ pub struct Stores {
 pub struct FluxStores {
     /// Whether the API server serves Flux's kinds (checked at start).
     pub installed: bool,
-    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    pub git_repositories: Store<GitRepository>,
-    pub helm_repositories: Store<HelmRepository>,
-    pub oci_repositories: Store<OCIRepository>,
-    pub helm_releases: Store<HelmRelease>,
-    pub kustomizations: Store<Kustomization>,
+    pub service_accounts: ChildStore<PartialObjectMeta<ServiceAccount>>,
+    pub git_repositories: ChildStore<GitRepository>,
+    pub helm_repositories: ChildStore<HelmRepository>,
+    pub oci_repositories: ChildStore<OCIRepository>,
+    pub helm_releases: ChildStore<HelmRelease>,
+    pub kustomizations: ChildStore<Kustomization>,
 }
 
 impl FluxStores {
@@ -86,12 +87,12 @@ impl FluxStores {
     fn absent() -> Self {
         FluxStores {
             installed: false,
-            service_accounts: reflector::store().0,
-            git_repositories: reflector::store().0,
-            helm_repositories: reflector::store().0,
-            oci_repositories: reflector::store().0,
-            helm_releases: reflector::store().0,
-            kustomizations: reflector::store().0,
+            service_accounts: ChildStore::default(),
+            git_repositories: ChildStore::default(),
+            helm_repositories: ChildStore::default(),
+            oci_repositories: ChildStore::default(),
+            helm_releases: ChildStore::default(),
+            kustomizations: ChildStore::default(),
         }
     }
 }
@@ -116,37 +117,33 @@ pub fn watch(
     flux_installed: bool,
 ) -> Watches {
     let (previews, preview_stream) = preview_watch(client, selector);
-    let mut w = Builder {
-        client: client.clone(),
-        triggers: Vec::new(),
-        synced: vec![wait_until_ready(previews.clone())],
-    };
-    let namespaces = w.cached(keep_all);
+    let mut w = Builder::new(client, wait_until_ready(previews.clone()));
+    let namespaces = w.namespaces.clone();
     let stores = Stores {
         classes: w.classes(previews.clone()),
         tenants: w.tenants(previews.clone()),
         platform_secrets: w.platform_secrets(platform_namespace, previews.clone()),
         templates: w.templates(previews.clone()),
         previews,
-        deployments: w.cached(fold_labels),
-        stateful_sets: w.cached(fold_labels),
-        jobs: w.cached(fold_labels),
-        stuck_pods: w.stuck_pods(namespaces.clone()),
-        services: w.cached(fold_labels),
-        ingresses: w.cached(fold_labels),
-        network_policies: w.cached(fold_labels),
-        quotas: w.cached(fold_labels),
-        limit_ranges: w.cached(fold_labels),
-        role_bindings: w.cached(fold_labels),
+        deployments: w.child(WORKLOAD, keep_all),
+        stateful_sets: w.child(WORKLOAD, keep_all),
+        jobs: w.child(JOB, keep_all),
+        stuck_pods: w.stuck_pods(),
+        services: w.child(OWNED, meta_only),
+        ingresses: w.child(INGRESS, meta_only),
+        network_policies: w.child(OWNED, meta_only),
+        quotas: w.child(OWNED, meta_only),
+        limit_ranges: w.child(OWNED, meta_only),
+        role_bindings: w.child(OWNED, meta_only),
         flux: if flux_installed {
             FluxStores {
                 installed: true,
-                service_accounts: w.cached(fold_labels),
-                git_repositories: w.cached(fold_labels),
-                helm_repositories: w.cached(fold_labels),
-                oci_repositories: w.cached(fold_labels),
-                helm_releases: w.cached(prune_release),
-                kustomizations: w.cached(prune_kustomization),
+                service_accounts: w.child(OWNED, meta_only),
+                git_repositories: w.child(OWNED, keep_all),
+                helm_repositories: w.child(OWNED, keep_all),
+                oci_repositories: w.child(OWNED, keep_all),
+                helm_releases: w.child(OWNED, prune_release),
+                kustomizations: w.child(OWNED, prune_kustomization),
             }
         } else {
             FluxStores::absent()
@@ -226,37 +223,61 @@ impl<K> Watched for K where
 
 struct Builder {
     client: Client,
+    /// The preview namespaces, by name: whose preview a child's namespace is.
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     triggers: Vec<BoxStream<'static, ObjectRef<PreviewEnvironment>>>,
     synced: Vec<BoxFuture<'static, bool>>,
 }
 
 impl Builder {
-    /// A cached watch of one child kind that also triggers the owner. For `PartialObjectMeta<K>`
-    /// it asks for metadata only (kube picks metadata requests for that type), which is all
-    /// most kinds need.
-    fn cached<K: Watched>(&mut self, prune: fn(&mut K)) -> Store<K> {
+    /// Starts with the preview namespaces' cache (cluster-scoped, so by name), which also
+    /// triggers their owners: the namespace carries the owner, and says it for its children.
+    fn new(client: &Client, previews_synced: BoxFuture<'static, bool>) -> Self {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
-            watcher(Api::<K>::all(self.client.clone()), managed()).modify(move |o| {
-                // Managed fields are most of an object's metadata and never read here, but
-                // for whether the operator created the object: that entry stays, emptied.
-                let created = super::apply::created_entry(o.managed_fields());
-                o.managed_fields_mut().clear();
-                o.managed_fields_mut().extend(created);
-                o.labels_mut()
-                    .retain(|k, _| CACHED_LABELS.contains(&k.as_str()));
-                o.annotations_mut()
-                    .retain(|k, _| CACHED_ANNOTATIONS.contains(&k.as_str()));
-                prune(o);
-            }),
+            watcher(Api::all(client.clone()), managed()).modify(|o| slim(o, NAMESPACE, meta_only)),
         )
         .default_backoff()
         .touched_objects()
-        .filter_map(|event| async move { owner_of_child(&ok_or_warn::<K>(event)?) });
+        .filter_map(|event| async move {
+            owner_of_child(&ok_or_warn::<PartialObjectMeta<Namespace>>(event)?)
+        });
+        Builder {
+            client: client.clone(),
+            triggers: vec![stream.boxed()],
+            synced: vec![previews_synced, wait_until_ready(reader.clone())],
+            namespaces: reader,
+        }
+    }
+
+    /// A cached watch of one child kind, keeping the labels and annotations `keep` (folded
+    /// into the annotations), that also triggers the owner. For `PartialObjectMeta<K>` it
+    /// asks for metadata only (kube picks metadata requests for that type), which is all
+    /// most kinds need.
+    fn child<K: Watched + Changes>(
+        &mut self,
+        keep: &'static [&'static str],
+        prune: fn(&mut K),
+    ) -> ChildStore<K> {
+        let store = ChildStore::default();
+        let events = watcher(Api::<K>::all(self.client.clone()), managed())
+            .modify(move |o| {
+                fold_labels(o);
+                slim(o, keep, prune);
+            })
+            .default_backoff();
+        let namespaces = self.namespaces.clone();
+        let stream = store.reflect(events).filter_map(move |event| {
+            let owner =
+                ok_or_warn::<_>(event).and_then(|child| owner_in(&namespaces, child.as_ref()));
+            async move { owner }
+        });
         self.triggers.push(stream.boxed());
-        self.synced.push(wait_until_ready(reader.clone()));
-        reader
+        let ready = store.clone();
+        self.synced
+            .push(async move { ready.wait_until_ready().await }.boxed());
+        store
     }
 
     /// Every PreviewClass. A change of one re-evaluates every preview: which class serves a
@@ -410,17 +431,15 @@ impl Builder {
     }
 
     /// Stuck pods wake their preview. Pods carry no owner annotation; their namespace does.
-    fn stuck_pods(&mut self, namespaces: Store<PartialObjectMeta<Namespace>>) -> StuckPods {
+    fn stuck_pods(&mut self) -> StuckPods {
         let pods = StuckPods::default();
+        let namespaces = self.namespaces.clone();
         let stream = pods
             .stream(&self.client, managed())
             .filter_map(move |event| {
-                let namespaces = namespaces.clone();
-                async move {
-                    let pod = ok_or_warn::<k8s_openapi::api::core::v1::Pod>(event)?;
-                    let ns = namespaces.get(&ObjectRef::new(&pod.namespace()?))?;
-                    owner_of_child(ns.as_ref())
-                }
+                let owner = ok_or_warn::<k8s_openapi::api::core::v1::Pod>(event)
+                    .and_then(|pod| owner_in(&namespaces, &pod));
+                async move { owner }
             });
         self.triggers.push(stream.boxed());
         let ready = pods.clone();
@@ -428,6 +447,17 @@ impl Builder {
             .push(async move { ready.wait_until_ready().await }.boxed());
         pods
     }
+}
+
+/// The preview whose namespace `child` is in, as the namespace cache says. A child seen
+/// before its namespace wakes nobody, and needs not: the namespace's own event, later, wakes
+/// the preview, whose reconcile then finds the child cached.
+fn owner_in<K: Resource>(
+    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    child: &K,
+) -> Option<ObjectRef<PreviewEnvironment>> {
+    let ns = namespaces.get(&ObjectRef::new(child.meta().namespace.as_deref()?))?;
+    owner_of_child(ns.as_ref())
 }
 
 /// A watch error is retried with backoff by the stream itself; say so where an operator
@@ -485,29 +515,53 @@ fn managed() -> watcher::Config {
         .any_semantic()
 }
 
-/// The labels of cached children that the operator reads; the others (repository, pull
-/// request, Pod Security...) are dropped as objects arrive, at 1000 previews a few MiB.
-const CACHED_LABELS: [&str; 6] = [
-    naming::MANAGED_BY,
-    naming::COMPONENT,
+// What the caches keep of labels and annotations, by kind: only what the operator reads (a
+// kept entry costs about 100 bytes, and a map of more than eleven a second 0.5 KB node; at
+// 1000 previews, eight children each, the maps were most of the operator's memory). The
+// owner's UID says whose a child is, the applied fingerprint whether it is in place.
+/// Most children.
+const OWNED: &[&str] = &[naming::OWNER_UID, APPLIED_HASH];
+/// Deployments and StatefulSets: what their pod template runs (`rollouts`).
+const WORKLOAD: &[&str] = &[naming::OWNER_UID, APPLIED_HASH, naming::POD_TEMPLATE];
+/// Jobs: setup or test, and what a test ran against and why (`jobs`, `observe`).
+const JOB: &[&str] = &[
     naming::OWNER_UID,
-    naming::OWNER_NAMESPACE,
-    naming::PART_OF,
-    SHA,
-];
-/// The annotations of cached children that the operator reads: the fleet-change marks
-/// among them (`rollouts`, `jobs`) are short fingerprints; a sleeping Flux preview's
-/// namespace keeps what its workloads ran (`delivered`), a few bytes.
-const CACHED_ANNOTATIONS: [&str; 8] = [
-    OWNER_REF,
     APPLIED_HASH,
-    naming::HOST,
-    naming::POD_TEMPLATE,
+    naming::COMPONENT,
     naming::RUN_SPEC,
     naming::TESTED,
     naming::RUN_REASON,
+];
+/// Ingresses: the host, and whose it is for the wake server, which has no namespace cache.
+const INGRESS: &[&str] = &[naming::OWNER_UID, APPLIED_HASH, naming::HOST, OWNER_REF];
+/// Preview namespaces: whose they are (labels, read as labels), and what a sleeping Flux
+/// preview's workloads ran (`delivered`).
+const NAMESPACE: &[&str] = &[
+    naming::MANAGED_BY,
+    naming::OWNER_UID,
+    naming::OWNER_NAMESPACE,
+    OWNER_REF,
+    APPLIED_HASH,
     naming::REPLICAS_BEFORE_SLEEP,
 ];
+
+/// What every cached child keeps of its metadata: the labels and annotations in `keep`, and
+/// of the managed fields (most of an object's metadata, and never read here) only whether the
+/// operator created the object: that entry stays, emptied.
+fn slim<K: Resource>(o: &mut K, keep: &[&str], prune: fn(&mut K)) {
+    let created = super::apply::created_entry(o.managed_fields());
+    o.managed_fields_mut().clear();
+    o.managed_fields_mut().extend(created);
+    o.labels_mut().retain(|k, _| keep.contains(&k.as_str()));
+    o.annotations_mut()
+        .retain(|k, _| keep.contains(&k.as_str()));
+    prune(o);
+}
+
+/// Metadata only: not even its kind, which the cache's type says.
+fn meta_only<K>(o: &mut PartialObjectMeta<K>) {
+    o.types = None;
+}
 
 /// Keeps nothing extra.
 fn keep_all<K>(_: &mut K) {}

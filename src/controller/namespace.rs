@@ -167,13 +167,13 @@ async fn apply(ctx: &Context, ns: Namespace) -> Result<(), Error> {
     let ns = build::stamp(ns);
     let name = ns.name_any();
     let want = ns.annotations().get(APPLIED_HASH).cloned();
-    if want.is_some() && cached_hash(&ctx.stores.namespaces, None, &name) == want {
+    let cached = ctx.stores.namespaces.get(&ObjectRef::new(&name));
+    if want.is_some() && cached_hash(cached.as_deref()) == want {
         return Ok(());
     }
     let api = Api::<Namespace>::all(ctx.client.clone());
     // Created, never applied yet: the apply takes over the create's fields first.
-    let created = (ctx.stores.namespaces.get(&ObjectRef::new(&name)))
-        .is_some_and(|c| created_entry(c.managed_fields()).is_some());
+    let created = cached.is_some_and(|c| created_entry(c.managed_fields()).is_some());
     let write = async {
         if created {
             hand_over(&api, &name).await?;

@@ -172,7 +172,7 @@ pub fn changed(env: &Environment, stores: &Stores) -> BTreeSet<String> {
 
 /// `Some(its pod template's fingerprint)` of a cached, live workload.
 fn pod_template<S: Cached>(
-    store: &kube::runtime::reflector::Store<S>,
+    store: &super::store::ChildStore<S>,
     namespace: Option<&str>,
     name: &str,
 ) -> Option<Option<String>> {
