@@ -3,8 +3,8 @@
 # - actionlint on every GitHub Actions workflow: the repository's own (.github/workflows/, the
 #   release) and the examples under examples/ (built by hack/actionlint.sh on first use; every
 #   file is passed by path, so the examples need not be in .github/workflows);
-# - shellcheck on the scripts under hack/, when shellcheck is installed (it is not required:
-#   apt-get install shellcheck, or any other packaging of it).
+# - shellcheck on the scripts under hack/ and on every workflow's `run:` steps (through
+#   actionlint); hack/shellcheck.sh installs it on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=lib/rig.sh
@@ -25,16 +25,14 @@ if ((${#examples[@]} == 0)); then
 fi
 workflows+=("${examples[@]}")
 log "actionlint: ${workflows[*]}"
-# actionlint also runs shellcheck on every run: script when shellcheck is on PATH.
-hack/actionlint.sh -no-color "${workflows[@]}"
+# actionlint runs shellcheck on every `run:` script with it.
+shellcheck=$(hack/shellcheck.sh path)
+hack/shellcheck.sh --version >/dev/null
+hack/actionlint.sh -no-color -shellcheck="$shellcheck" "${workflows[@]}"
 
-if command -v shellcheck >/dev/null; then
-  log "shellcheck: hack/**/*.sh"
-  # -x -P SCRIPTDIR: follow `source` lines, resolving their `# shellcheck source=` paths
-  # relative to each script.
-  mapfile -t scripts < <(find hack -name '*.sh' -type f | sort)
-  shellcheck -x -P SCRIPTDIR "${scripts[@]}"
-else
-  log "shellcheck is not installed: skipping the shell script lint (apt-get install shellcheck)"
-fi
+log "shellcheck: hack/**/*.sh"
+# -x -P SCRIPTDIR: follow `source` lines, resolving their `# shellcheck source=` paths
+# relative to each script.
+mapfile -t scripts < <(find hack -name '*.sh' -type f | sort)
+hack/shellcheck.sh -x -P SCRIPTDIR "${scripts[@]}"
 log "lint passed"
