@@ -24,7 +24,7 @@ use super::events;
 use super::lifetime::Lifetime;
 use super::report::{self, Announcement};
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, format_duration};
-use crate::client::gone_is_ok;
+use crate::client::{gone_is_ok, is_status};
 use crate::naming::{self, OWNER_NAMESPACE, OWNER_UID, Owner};
 
 /// Deletes an expired preview (its finalizer then tears it down), saying why in an Event.
@@ -93,24 +93,31 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
     ctx.queue.release(&owner, &ctx.stores.previews);
     // The namespace first: its deletion is what takes long (the namespace controller), so it
     // starts before anything else is written.
-    let gone = if deleting_as_cached(&ctx.stores.namespaces, &ns_name, &owner.uid) {
+    let cached = cached_namespace(&ctx.stores.namespaces, &ns_name, &owner.uid);
+    let gone = if cached.as_ref().is_some_and(|ns| ns.deleting) {
         // Its deletion is under way, and its end (a watch event) wakes this preview again:
         // no call to the API server while waiting.
         Gone::Deleting
     } else {
         let deleted = async {
             delivered::suspend_all(&ctx.client, &ctx.stores.flux, &ns_name).await?;
-            delete_owned_namespace(&ctx.client, &ns_name, &owner.uid).await
+            match cached.and_then(|ns| ns.uid) {
+                Some(uid) => delete_cached_namespace(&ctx.client, &ns_name, &owner.uid, uid).await,
+                None => delete_owned_namespace(&ctx.client, &ns_name, &owner.uid).await,
+            }
         };
         deleted.await.map_err(|source| Error::DeleteNamespace {
             name: ns_name.clone(),
             source,
         })?
     };
-    if let Some(terminating) = terminating(pe.status.as_ref()) {
-        commit::commit(ctx, pe, &owner.uid, terminating).await?;
-    }
     if gone == Gone::Deleting {
+        // Said while the namespace controller works; a preview whose namespace is gone
+        // already (or was never ours) loses its finalizer at once, and a status written now
+        // would be read by no one.
+        if let Some(terminating) = terminating(pe.status.as_ref()) {
+            commit::commit(ctx, pe, &owner.uid, terminating).await?;
+        }
         return Err(Error::TeardownInProgress(ns_name));
     }
     ctx.forget(pe, &owner.uid, &ns_name);
@@ -132,15 +139,21 @@ pub fn terminating(status: Option<&PreviewEnvironmentStatus>) -> Option<PreviewE
     Some(status)
 }
 
-/// Whether the cache shows namespace `name` of `owner_uid` being deleted already.
-fn deleting_as_cached(
+/// What the cache shows of preview namespace `name`, if it shows it as `owner_uid`'s.
+struct CachedNamespace {
+    uid: Option<String>,
+    deleting: bool,
+}
+
+fn cached_namespace(
     namespaces: &Store<PartialObjectMeta<Namespace>>,
     name: &str,
     owner_uid: &str,
-) -> bool {
-    namespaces.get(&ObjectRef::new(name)).is_some_and(|ns| {
-        ns.metadata.deletion_timestamp.is_some()
-            && ns.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid)
+) -> Option<CachedNamespace> {
+    let ns = namespaces.get(&ObjectRef::new(name))?;
+    (ns.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid)).then(|| CachedNamespace {
+        uid: ns.metadata.uid.clone(),
+        deleting: ns.metadata.deletion_timestamp.is_some(),
     })
 }
 
@@ -183,6 +196,33 @@ pub async fn delete_owned_namespace(
         Some(_) => Gone::Deleting,
         None => Gone::Yes,
     })
+}
+
+/// Deletes namespace `name`, which the cache shows as `owner_uid`'s with UID `uid`, without
+/// reading it first (at 1000 previews that read was a thousand requests more while the
+/// namespace controller needs the API server most). The UID precondition keeps it safe: a
+/// namespace deleted and re-created meanwhile, by anyone, fails it (409), and is then read
+/// and judged like one the cache does not show.
+async fn delete_cached_namespace(
+    client: &Client,
+    name: &str,
+    owner_uid: &str,
+    uid: String,
+) -> Result<Gone, kube::Error> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match gone_is_ok(api.delete(name, &params).await) {
+        Ok(Some(_)) => Ok(Gone::Deleting),
+        Ok(None) => Ok(Gone::Yes),
+        Err(e) if is_status(&e, 409) => delete_owned_namespace(client, name, owner_uid).await,
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether the owner a managed namespace names still exists. Asks the API server when the
