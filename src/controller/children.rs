@@ -24,6 +24,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use super::apply::{CREATED, has_created_entry};
 use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use super::pods::StuckPods;
 use super::store::{Changes, ChildStore};
@@ -160,8 +161,9 @@ pub fn watch(
     }
 }
 
-/// The previews' own cache, without managed fields (a third of a stored object), and the
-/// changes that trigger a reconcile.
+/// The previews' own cache, without managed fields (a third of a stored object) or the copy
+/// of the spec `kubectl apply` keeps in an annotation (CI applies previews so; the operator
+/// never reads it), and the changes that trigger a reconcile.
 fn preview_watch(
     client: &Client,
     selector: Option<&str>,
@@ -177,8 +179,12 @@ fn preview_watch(
     let (reader, writer) = reflector::store();
     let stream = reflector(
         writer,
-        watcher(Api::<PreviewEnvironment>::all(client.clone()), config)
-            .modify(|pe| pe.managed_fields_mut().clear()),
+        watcher(Api::<PreviewEnvironment>::all(client.clone()), config).modify(|pe| {
+            no_managed_fields(pe);
+            if let Some(annotations) = pe.metadata.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+        }),
     )
     .default_backoff()
     .applied_objects()
@@ -194,6 +200,9 @@ fn preview_watch(
     );
     (reader, stream.boxed())
 }
+
+/// Where client-side `kubectl apply` keeps the last spec it applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A predicate on the value of annotation `key` (a rerun or wake request).
 fn annotation(pe: &PreviewEnvironment, key: &str) -> Option<u64> {
@@ -293,7 +302,7 @@ impl Builder {
                 Api::<PreviewClass>::all(self.client.clone()),
                 watcher::Config::default().any_semantic(),
             )
-            .modify(|o| o.managed_fields_mut().clear()),
+            .modify(no_managed_fields),
         )
         .default_backoff()
         .filter_map(move |event| {
@@ -328,7 +337,7 @@ impl Builder {
                 Api::<PreviewTemplate>::all(self.client.clone()),
                 watcher::Config::default().any_semantic(),
             )
-            .modify(|t| t.managed_fields_mut().clear()),
+            .modify(no_managed_fields),
         )
         .default_backoff()
         .touched_objects()
@@ -378,7 +387,7 @@ impl Builder {
                     .any_semantic(),
             )
             .modify(|ns| {
-                ns.managed_fields_mut().clear();
+                no_managed_fields(ns);
                 ns.annotations_mut().clear();
                 ns.metadata.owner_references = None;
                 ns.metadata.finalizers = None;
@@ -411,8 +420,7 @@ impl Builder {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
-            watcher(api, watcher::Config::default().any_semantic())
-                .modify(|o| o.managed_fields_mut().clear()),
+            watcher(api, watcher::Config::default().any_semantic()).modify(no_managed_fields),
         )
         .default_backoff()
         .touched_objects()
@@ -547,15 +555,25 @@ const NAMESPACE: &[&str] = &[
 
 /// What every cached child keeps of its metadata: the labels and annotations in `keep`, and
 /// of the managed fields (most of an object's metadata, and never read here) only whether the
-/// operator created the object: that entry stays, emptied.
+/// operator created the object, as the [`CREATED`] flag.
 fn slim<K: Resource>(o: &mut K, keep: &[&str], prune: fn(&mut K)) {
-    let created = super::apply::created_entry(o.managed_fields());
-    o.managed_fields_mut().clear();
-    o.managed_fields_mut().extend(created);
+    let created = has_created_entry(o.managed_fields());
+    no_managed_fields(o);
     o.labels_mut().retain(|k, _| keep.contains(&k.as_str()));
+    // `keep` never names the flag, so one set in the cluster is dropped here.
     o.annotations_mut()
         .retain(|k, _| keep.contains(&k.as_str()));
+    if created {
+        o.annotations_mut()
+            .insert(CREATED.to_string(), String::new());
+    }
     prune(o);
+}
+
+/// Drops the managed fields, buffer and all (`clear()` would keep the buffer: about half a
+/// KiB for a preview's few entries).
+fn no_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
 }
 
 /// Metadata only: not even its kind, which the cache's type says.
@@ -685,6 +703,38 @@ mod tests {
             Some("h1")
         );
         assert_eq!(label(&job, "absent"), None);
+    }
+
+    #[test]
+    fn a_cached_child_keeps_whether_the_operator_created_it_as_a_flag_not_its_managed_fields() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
+            manager: Some(manager.to_string()),
+            operation: Some(operation.to_string()),
+            ..ManagedFieldsEntry::default()
+        };
+        let child = |entries: Vec<ManagedFieldsEntry>, annotations: &[&str]| {
+            let mut job = CachedJob::default();
+            job.metadata.managed_fields = Some(entries);
+            job.metadata.annotations = Some(
+                annotations
+                    .iter()
+                    .map(|k| (k.to_string(), "x".to_string()))
+                    .collect(),
+            );
+            slim(&mut job, OWNED, keep_all);
+            job
+        };
+        let created = child(vec![entry(naming::MANAGER, "Update")], &[APPLIED_HASH]);
+        assert!(created.metadata.managed_fields.is_none());
+        assert!(super::super::apply::created(&created.metadata));
+        assert!(created.annotations().contains_key(APPLIED_HASH));
+        let applied = child(vec![entry(naming::MANAGER, "Apply")], &[APPLIED_HASH]);
+        assert!(!super::super::apply::created(&applied.metadata));
+        // The flag is the cache's own: one set in the cluster says nothing.
+        let forged = child(vec![entry("someone", "Update")], &[CREATED, "other"]);
+        assert!(!super::super::apply::created(&forged.metadata));
+        assert!(forged.annotations().is_empty());
     }
 
     #[test]

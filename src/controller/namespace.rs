@@ -8,7 +8,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
-use super::apply::{ApplyError, cached_hash, created_entry, hand_over};
+use super::apply::{ApplyError, cached_hash, created, hand_over};
 use super::build;
 use super::context::Context;
 use super::error::Error;
@@ -173,7 +173,7 @@ async fn apply(ctx: &Context, ns: Namespace) -> Result<(), Error> {
     }
     let api = Api::<Namespace>::all(ctx.client.clone());
     // Created, never applied yet: the apply takes over the create's fields first.
-    let created = cached.is_some_and(|c| created_entry(c.managed_fields()).is_some());
+    let created = cached.is_some_and(|c| created(&c.metadata));
     let write = async {
         if created {
             hand_over(&api, &name).await?;

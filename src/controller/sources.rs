@@ -321,7 +321,7 @@ impl Sources {
         let stream = reflector(
             writer,
             watcher(api, watcher::Config::default().any_semantic()).modify(|o| {
-                o.managed_fields_mut().clear();
+                o.meta_mut().managed_fields = None;
                 o.annotations_mut().clear();
             }),
         )

@@ -246,7 +246,7 @@ pub async fn add_finalizer(
             name: pe.name_any(),
             source,
         })?;
-    patched.managed_fields_mut().clear();
+    patched.metadata.managed_fields = None;
     writes.record(&patched, false);
     Ok(Arc::new(patched))
 }
