@@ -12,6 +12,7 @@
 //! (`children` maps child events back to their owner through it).
 
 pub mod admission;
+pub mod applied;
 pub mod apply;
 pub mod build;
 pub mod cached;
@@ -41,6 +42,7 @@ pub mod resync;
 pub mod rollouts;
 pub mod secrets;
 pub mod sleep;
+pub mod slim;
 pub mod sources;
 pub mod status;
 pub mod store;

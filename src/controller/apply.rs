@@ -16,15 +16,17 @@ use std::fmt::Debug;
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::applied::Applied;
 use super::build::{Desired, Environment, Preview, stamp};
-use super::children::{Applied, Stores, label};
+use super::children::Stores;
+use super::slim::{created, label};
 use super::store::ChildStore;
 use crate::client::{create_params, gone_is_ok};
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
@@ -283,25 +285,10 @@ async fn create<K: Child>(api: &Api<K>, desired: &K) -> Result<(), kube::Error> 
     api.create(&create_params(), desired).await.map(drop)
 }
 
-/// The cache-only annotation of a child the operator created and has not applied since (its
-/// fields are under the create's `Update` entry, so the next apply must [`hand_over`] first).
-/// A key in the annotation map a cached child has anyway, instead of keeping that managed
-/// fields entry (about 250 bytes a child: at 1000 previews, eight children each, 2 MB). Never
-/// sent to the API server; one that comes from it is dropped before the flag is set
-/// (`children::slim`).
-pub const CREATED: &str = "preview.dev/cached-created";
-
 /// Whether `entries` hold the operator's `Update` entry: a create's, or an update's that was
 /// not an apply.
 pub fn has_created_entry(entries: &[ManagedFieldsEntry]) -> bool {
     entries.iter().any(|e| is_own(e, "Update"))
-}
-
-/// Whether a cached object carries the [`CREATED`] flag.
-pub fn created(meta: &ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(CREATED))
 }
 
 fn is_own(entry: &ManagedFieldsEntry, operation: &str) -> bool {

@@ -3,11 +3,10 @@
 //!
 //! A new child kind is one field of [`Stores`] plus one line in [`watch`]; the apply step
 //! (`controller::rollout`) destructures `build::Environment` without `..`, so the kind does
-//! not compile until it is also applied. [`Applied`] remembers, beside the caches, what this
-//! process applied that they do not show yet.
+//! not compile until it is also applied. What each cache keeps of its objects is in `slim`;
+//! what this process applied that the caches do not show yet in `applied`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use futures::future::{BoxFuture, join_all};
 use futures::stream::{BoxStream, select_all};
@@ -24,16 +23,19 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use super::apply::{CREATED, has_created_entry};
+use super::applied::Applied;
 use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use super::pods::StuckPods;
+use super::slim::{
+    self, INGRESS, JOB, NAMESPACE, OWNED, WORKLOAD, fold_labels, keep_all, meta_only,
+    no_managed_fields, prune_kustomization, prune_release, slim,
+};
 use super::store::{Changes, ChildStore};
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::api::template::PreviewTemplate;
 use crate::flux::{GitRepository, HelmRelease, HelmRepository, Kustomization, OCIRepository};
-use crate::naming::{self, APPLIED_HASH, OWNER_REF};
-use crate::sync::lock;
+use crate::naming;
 
 /// Caches of the previews and of everything the operator manages, filled by the watches.
 #[derive(Clone)]
@@ -161,9 +163,7 @@ pub fn watch(
     }
 }
 
-/// The previews' own cache, without managed fields (a third of a stored object) or the copy
-/// of the spec `kubectl apply` keeps in an annotation (CI applies previews so; the operator
-/// never reads it), and the changes that trigger a reconcile.
+/// The previews' own cache (pruned: `slim::preview`), and the changes that trigger a reconcile.
 fn preview_watch(
     client: &Client,
     selector: Option<&str>,
@@ -179,12 +179,7 @@ fn preview_watch(
     let (reader, writer) = reflector::store();
     let stream = reflector(
         writer,
-        watcher(Api::<PreviewEnvironment>::all(client.clone()), config).modify(|pe| {
-            no_managed_fields(pe);
-            if let Some(annotations) = pe.metadata.annotations.as_mut() {
-                annotations.remove(LAST_APPLIED);
-            }
-        }),
+        watcher(Api::<PreviewEnvironment>::all(client.clone()), config).modify(slim::preview),
     )
     .default_backoff()
     .applied_objects()
@@ -200,9 +195,6 @@ fn preview_watch(
     );
     (reader, stream.boxed())
 }
-
-/// Where client-side `kubectl apply` keeps the last spec it applied.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A predicate on the value of annotation `key` (a rerun or wake request).
 fn annotation(pe: &PreviewEnvironment, key: &str) -> Option<u64> {
@@ -468,8 +460,6 @@ fn owner_in<K: Resource>(
     owner_of_child(ns.as_ref())
 }
 
-/// A watch error is retried with backoff by the stream itself; say so where an operator
-/// looks: a watch that keeps failing (CRD missing, RBAC denied) keeps `/readyz` at 503.
 /// What of a class its previews depend on: its spec (the generation) and its annotations
 /// (which class is the default), not its status.
 fn class_policy(class: &PreviewClass) -> u64 {
@@ -480,6 +470,8 @@ fn class_policy(class: &PreviewClass) -> u64 {
     hasher.finish()
 }
 
+/// A watch error is retried with backoff by the stream itself; say so where an operator
+/// looks: a watch that keeps failing (CRD missing, RBAC denied) keeps `/readyz` at 503.
 fn ok_or_warn<K>(event: Result<K, watcher::Error>) -> Option<K> {
     match event {
         Ok(object) => Some(object),
@@ -521,255 +513,4 @@ fn managed() -> watcher::Config {
     watcher::Config::default()
         .labels(&naming::managed_selector())
         .any_semantic()
-}
-
-// What the caches keep of labels and annotations, by kind: only what the operator reads (a
-// kept entry costs about 100 bytes, and a map of more than eleven a second 0.5 KB node; at
-// 1000 previews, eight children each, the maps were most of the operator's memory). The
-// owner's UID says whose a child is, the applied fingerprint whether it is in place.
-/// Most children.
-const OWNED: &[&str] = &[naming::OWNER_UID, APPLIED_HASH];
-/// Deployments and StatefulSets: what their pod template runs (`rollouts`).
-const WORKLOAD: &[&str] = &[naming::OWNER_UID, APPLIED_HASH, naming::POD_TEMPLATE];
-/// Jobs: setup or test, and what a test ran against and why (`jobs`, `observe`).
-const JOB: &[&str] = &[
-    naming::OWNER_UID,
-    APPLIED_HASH,
-    naming::COMPONENT,
-    naming::RUN_SPEC,
-    naming::TESTED,
-    naming::RUN_REASON,
-];
-/// Ingresses: the host, and whose it is for the wake server, which has no namespace cache.
-const INGRESS: &[&str] = &[naming::OWNER_UID, APPLIED_HASH, naming::HOST, OWNER_REF];
-/// Preview namespaces: whose they are (labels, read as labels), and what a sleeping Flux
-/// preview's workloads ran (`delivered`).
-const NAMESPACE: &[&str] = &[
-    naming::MANAGED_BY,
-    naming::OWNER_UID,
-    naming::OWNER_NAMESPACE,
-    OWNER_REF,
-    APPLIED_HASH,
-    naming::REPLICAS_BEFORE_SLEEP,
-];
-
-/// What every cached child keeps of its metadata: the labels and annotations in `keep`, and
-/// of the managed fields (most of an object's metadata, and never read here) only whether the
-/// operator created the object, as the [`CREATED`] flag.
-fn slim<K: Resource>(o: &mut K, keep: &[&str], prune: fn(&mut K)) {
-    let created = has_created_entry(o.managed_fields());
-    no_managed_fields(o);
-    o.labels_mut().retain(|k, _| keep.contains(&k.as_str()));
-    // `keep` never names the flag, so one set in the cluster is dropped here.
-    o.annotations_mut()
-        .retain(|k, _| keep.contains(&k.as_str()));
-    if created {
-        o.annotations_mut()
-            .insert(CREATED.to_string(), String::new());
-    }
-    prune(o);
-}
-
-/// Drops the managed fields, buffer and all (`clear()` would keep the buffer: about half a
-/// KiB for a preview's few entries).
-fn no_managed_fields<K: Resource>(o: &mut K) {
-    o.meta_mut().managed_fields = None;
-}
-
-/// Metadata only: not even its kind, which the cache's type says.
-fn meta_only<K>(o: &mut PartialObjectMeta<K>) {
-    o.types = None;
-}
-
-/// Keeps nothing extra.
-fn keep_all<K>(_: &mut K) {}
-
-/// A HelmRelease as the operator reads it: its status and newest release, not its values.
-fn prune_release(o: &mut HelmRelease) {
-    fold_labels(o);
-    o.spec.values = None;
-    o.spec.values_from.clear();
-    if let Some(status) = o.status.as_mut() {
-        status.history.truncate(1);
-    }
-}
-
-/// A Kustomization as the operator reads it: its status, not its images and substitutions.
-fn prune_kustomization(o: &mut Kustomization) {
-    fold_labels(o);
-    o.spec.images.clear();
-    o.spec.post_build = None;
-}
-
-/// A cached child keeps one map instead of two: the labels it keeps move into its annotations
-/// (a map costs half a KiB even with one entry; at 1000 previews that is 7000 of them, 4 MiB).
-/// Read them with [`label`]. Namespaces keep their labels where they are.
-fn fold_labels<K: Resource>(o: &mut K) {
-    if let Some(labels) = o.meta_mut().labels.take() {
-        o.annotations_mut().extend(labels);
-    }
-}
-
-/// The children this process applied that its caches may not show yet. Under load a watch
-/// event trails its write by a second or more, and a reconcile woken meanwhile (by another
-/// child of the same preview) would apply the same object again: at 1000 previews that was
-/// most of the writes above one per child.
-#[derive(Default)]
-pub struct Applied {
-    pending: Mutex<HashMap<ChildKey, Pending>>,
-}
-
-/// A child's kind, namespace and name.
-pub(super) type ChildKey = (String, String, String);
-
-/// One apply the cache may not show yet.
-struct Pending {
-    /// The resourceVersion the cache showed when it was applied (none: not cached).
-    seen: Option<String>,
-    /// The fingerprint applied.
-    hash: String,
-}
-
-impl Applied {
-    /// Whether `want` was applied to the object and the cache still shows the copy from
-    /// before (`cached_version`). Once the cache shows any other version (ours, or a change
-    /// someone made after it) the entry goes and the cache decides again.
-    pub(super) fn in_flight(
-        &self,
-        key: &ChildKey,
-        cached_version: Option<&String>,
-        want: &str,
-    ) -> bool {
-        let mut pending = lock(&self.pending);
-        match pending.get(key) {
-            Some(p) if p.seen.as_ref() == cached_version => p.hash == want,
-            Some(_) => {
-                pending.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    pub(super) fn record(&self, key: ChildKey, seen: Option<String>, hash: String) {
-        lock(&self.pending).insert(key, Pending { seen, hash });
-    }
-
-    /// The cache shows what was applied: nothing is pending any more.
-    pub(super) fn settled(&self, key: &ChildKey) {
-        lock(&self.pending).remove(key);
-    }
-
-    /// Forgets the objects of a preview namespace that is gone.
-    pub fn forget(&self, namespace: &str) {
-        lock(&self.pending).retain(|(_, ns, _), _| ns != namespace);
-    }
-}
-
-/// Label `key` of a child: from its labels, or from its annotations once the cache folded them
-/// there ([`fold_labels`]).
-pub fn label<'a, K: Resource>(o: &'a K, key: &str) -> Option<&'a str> {
-    let meta = o.meta();
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(key))
-        .or_else(|| meta.annotations.as_ref()?.get(key))
-        .map(String::as_str)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::cached::CachedJob;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn a_cached_child_keeps_one_map_and_its_labels_still_read() {
-        let mut job = CachedJob::default();
-        job.metadata.labels = Some(BTreeMap::from([(
-            naming::OWNER_UID.to_string(),
-            "uid-1".to_string(),
-        )]));
-        job.metadata.annotations = Some(BTreeMap::from([(
-            APPLIED_HASH.to_string(),
-            "h1".to_string(),
-        )]));
-        assert_eq!(label(&job, naming::OWNER_UID), Some("uid-1"));
-        fold_labels(&mut job);
-        assert!(job.metadata.labels.is_none());
-        assert_eq!(label(&job, naming::OWNER_UID), Some("uid-1"));
-        assert_eq!(
-            job.annotations().get(APPLIED_HASH).map(String::as_str),
-            Some("h1")
-        );
-        assert_eq!(label(&job, "absent"), None);
-    }
-
-    #[test]
-    fn a_cached_child_keeps_whether_the_operator_created_it_as_a_flag_not_its_managed_fields() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
-            manager: Some(manager.to_string()),
-            operation: Some(operation.to_string()),
-            ..ManagedFieldsEntry::default()
-        };
-        let child = |entries: Vec<ManagedFieldsEntry>, annotations: &[&str]| {
-            let mut job = CachedJob::default();
-            job.metadata.managed_fields = Some(entries);
-            job.metadata.annotations = Some(
-                annotations
-                    .iter()
-                    .map(|k| (k.to_string(), "x".to_string()))
-                    .collect(),
-            );
-            slim(&mut job, OWNED, keep_all);
-            job
-        };
-        let created = child(vec![entry(naming::MANAGER, "Update")], &[APPLIED_HASH]);
-        assert!(created.metadata.managed_fields.is_none());
-        assert!(super::super::apply::created(&created.metadata));
-        assert!(created.annotations().contains_key(APPLIED_HASH));
-        let applied = child(vec![entry(naming::MANAGER, "Apply")], &[APPLIED_HASH]);
-        assert!(!super::super::apply::created(&applied.metadata));
-        // The flag is the cache's own: one set in the cluster says nothing.
-        let forged = child(vec![entry("someone", "Update")], &[CREATED, "other"]);
-        assert!(!super::super::apply::created(&forged.metadata));
-        assert!(forged.annotations().is_empty());
-    }
-
-    #[test]
-    fn an_apply_the_cache_has_not_shown_yet_is_not_repeated_but_any_newer_copy_decides() {
-        let applied = Applied::default();
-        let key = (
-            "Deployment".to_string(),
-            "pr-1".to_string(),
-            "web".to_string(),
-        );
-        let v = |s: &str| Some(s.to_string());
-        assert!(!applied.in_flight(&key, v("5").as_ref(), "h1"));
-        applied.record(key.clone(), v("5"), "h1".into());
-        assert!(
-            applied.in_flight(&key, v("5").as_ref(), "h1"),
-            "the cache still shows 5"
-        );
-        assert!(
-            !applied.in_flight(&key, v("5").as_ref(), "h2"),
-            "another fingerprint is applied"
-        );
-        assert!(
-            !applied.in_flight(&key, v("7").as_ref(), "h1"),
-            "a newer copy (ours or someone else's): the cache decides"
-        );
-        assert!(
-            !applied.in_flight(&key, v("5").as_ref(), "h1"),
-            "and the entry is gone"
-        );
-        applied.record(key.clone(), None, "h1".into());
-        assert!(
-            applied.in_flight(&key, None, "h1"),
-            "created, not cached yet"
-        );
-        applied.forget("pr-1");
-        assert!(!applied.in_flight(&key, None, "h1"));
-    }
 }

@@ -8,10 +8,11 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
-use super::apply::{ApplyError, cached_hash, created, hand_over};
+use super::apply::{ApplyError, cached_hash, hand_over};
 use super::build;
 use super::context::Context;
 use super::error::Error;
+use super::slim::created;
 use super::status::Gate;
 use super::teardown;
 use crate::client::{create_params, exists_is_ok};
