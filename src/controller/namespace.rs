@@ -174,9 +174,9 @@ async fn apply(ctx: &Context, ns: Namespace) -> Result<(), Error> {
     }
     let api = Api::<Namespace>::all(ctx.client.clone());
     // Created, never applied yet: the apply takes over the create's fields first.
-    let created = cached.is_some_and(|c| created(&c.metadata));
+    let needs_hand_over = cached.is_some_and(|c| created(&c.metadata));
     let write = async {
-        if created {
+        if needs_hand_over {
             hand_over(&api, &name).await?;
         }
         let params = PatchParams::apply(MANAGER).force();
