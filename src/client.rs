@@ -3,6 +3,8 @@
 
 use kube::api::PostParams;
 
+pub mod inflight;
+
 use crate::naming::MANAGER;
 
 /// Parameters of every create: the operator's field manager, so later applies own the fields.

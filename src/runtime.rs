@@ -22,6 +22,7 @@ use tracing_subscriber::EnvFilter;
 use crate::api::PreviewEnvironment;
 use crate::api::class::{DEFAULT_CLASS, PreviewClass};
 use crate::cli::{GitHubArgs, LogFormat, RunArgs};
+use crate::client::inflight::{InFlightLayer, MAX_IN_FLIGHT};
 use crate::config::{Config, LogReader};
 use crate::controller::children::Stores;
 use crate::controller::rollouts::Rollouts;
@@ -459,6 +460,7 @@ async fn client(metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     Ok(kube::client::ClientBuilder::try_from(kube_config)
         .context("failed to build a Kubernetes client")?
         .with_layer(&ApiMetricsLayer::new(metrics.clone()))
+        .with_layer(&InFlightLayer::new(MAX_IN_FLIGHT))
         .build())
 }
 
