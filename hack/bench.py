@@ -32,6 +32,7 @@ import calendar
 import concurrent.futures
 import http.client
 import json
+import math
 import os
 import ssl
 import statistics
@@ -47,6 +48,12 @@ IDLE_SECONDS = int(os.environ.get("BENCH_IDLE_SECONDS", "60"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 POLL = 0.5
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "3600"))
+# BENCH_PPROF=<dir>: a CPU profile of kube-apiserver over the first BENCH_PPROF_SECONDS (default
+# 30) of each side's first round, as <dir>/<side>.pprof (read with `go tool pprof -top`), to see
+# what the API server spends its CPU on.
+PPROF = os.environ.get("BENCH_PPROF")
+PPROF_SECONDS = int(os.environ.get("BENCH_PPROF_SECONDS", "30"))
+PROFILES = {}
 WORKLOAD = os.environ.get("BENCH_WORKLOAD", "default")
 if WORKLOAD not in ("default", "template", "flux"):
     sys.exit(f"BENCH_WORKLOAD={WORKLOAD!r}: use default, template or flux")
@@ -125,6 +132,7 @@ class Kube:
         user = cfg["users"][0]["user"]
         url = urllib.parse.urlparse(cluster["server"])
         self.host, self.port = url.hostname, url.port
+        self.kubeconfig = kubeconfig
         self.ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
         self.ctx.load_cert_chain(user["client-certificate"], user["client-key"])
         self.local = threading.local()
@@ -160,6 +168,72 @@ class Kube:
                 time.sleep(0.2 * (attempt + 1))
         raise RuntimeError(f"{method} {path}: gave up")
 
+    def watch(self, path, resource_version, query=""):
+        """The events of a watch of path from resource_version, one dict per event, until the
+        API server ends it (timeoutSeconds) or the connection breaks."""
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=120)
+        try:
+            conn.request("GET", f"{path}?watch=true&resourceVersion={resource_version}"
+                                f"&allowWatchBookmarks=true&timeoutSeconds=60&{query}")
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise RuntimeError(f"watch {path}: {resp.status} {resp.read()[:300]!r}")
+            for line in resp:
+                if line.strip():
+                    yield json.loads(line)
+        except (http.client.HTTPException, OSError):
+            return
+        finally:
+            conn.close()
+
+
+class Informer(threading.Thread):
+    """The objects at a collection path (with an optional label selector), kept by a list and
+    then a watch, as a controller's informer or `kubectl wait` keeps them. Both sides' drivers
+    learn what happened from these: listing every preview or Deployment twice a second cost the
+    API server, at a thousand previews, more than some of what is being measured."""
+
+    def __init__(self, kube, path, selector=None):
+        super().__init__(daemon=True)
+        self.kube, self.path = kube, path
+        self.query = f"labelSelector={urllib.parse.quote(selector)}" if selector else ""
+        self.objects, self.lock, self.done = {}, threading.Lock(), threading.Event()
+        self.relist()
+        self.start()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                for event in self.kube.watch(self.path, self.version, self.query):
+                    if event["type"] == "ERROR":
+                        self.relist()  # expired (410)
+                        break
+                    if self.done.is_set():
+                        return  # the run is over; its watches stop costing the API server
+                    obj = event["object"]
+                    self.version = obj["metadata"]["resourceVersion"]
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
+                    with self.lock:
+                        if event["type"] == "DELETED":
+                            self.objects.pop(key, None)
+                        elif event["type"] in ("ADDED", "MODIFIED"):
+                            self.objects[key] = obj
+            except RuntimeError as error:
+                print(f"# watch of {self.path}: {error}; listing again", file=sys.stderr)
+                self.relist()
+
+    def relist(self):
+        listed = self.kube.request("GET", f"{self.path}?{self.query}")
+        with self.lock:
+            self.objects = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in listed["items"]}
+        self.version = listed["metadata"]["resourceVersion"]
+
+    def items(self):
+        with self.lock:
+            return list(self.objects.values())
+
 
 def preview_spec(i, side=None):
     spec = {"repository": "acme/bench", "pullRequest": i + 1, "headSha": SHA}
@@ -192,6 +266,16 @@ def secret(labels=None):
 def run_pool(fn, items):
     with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
         list(pool.map(fn, items))
+
+
+def profile(kube, side):
+    """With BENCH_PPROF, starts a CPU profile of kube-apiserver in the background (see PPROF)."""
+    if not PPROF or side in PROFILES:
+        return
+    os.makedirs(PPROF, exist_ok=True)
+    out = open(os.path.join(PPROF, f"{side}.pprof"), "wb")
+    PROFILES[side] = subprocess.Popen(["kubectl", "--kubeconfig", kube.kubeconfig, "get", "--raw",
+                                       f"/debug/pprof/profile?seconds={PPROF_SECONDS}"], stdout=out)
 
 
 def wait_until(what, check, timeout=TIMEOUT):
@@ -346,12 +430,21 @@ def available(entry, deployment):
             entry["available"] = max(entry.get("available", at), at)
 
 
+def p95(values):
+    """The 95th percentile (nearest rank) of values."""
+    ranked = sorted(values)
+    return ranked[max(0, math.ceil(0.95 * len(ranked)) - 1)]
+
+
 def median_steps(by_ns, steps, t0):
-    out = {}
+    """The median and the 95th percentile of each step over the previews: the median says how
+    a run goes, the tail why its last previews take longer."""
+    medians, tails = {}, {}
     for step in steps:
         values = [e[step] - t0 for e in by_ns.values() if e.get(step) is not None]
-        out[step] = round(statistics.median(values), 1) if values else None
-    return out
+        medians[step] = round(statistics.median(values), 1) if values else None
+        tails[step] = round(p95(values), 1) if values else None
+    return medians, tails
 
 
 def flux_stages(kube, by_ns, t0):
@@ -390,6 +483,7 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
     ready_at = {}
     created_at, posted_at = {}, {}
     cpu = cpu_seconds()
+    profile(kube, side or "operator")
     start = time.monotonic()
     t0 = time.time()
 
@@ -399,12 +493,14 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
                      preview_spec(i, side))
         posted_at[i] = time.monotonic()
 
+    previews = Informer(kube, f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments")
     run_pool(create, range(n))
 
     def all_ready():
-        items = kube.request("GET", f"/apis/preview.dev/v1alpha1/namespaces/{tenant}/previewenvironments")["items"]
+        # Looked at as often as the baseline's controller looks at its objects (POLL), so
+        # both sides see a step at the same granularity.
         now = time.monotonic()
-        for pe in items:
+        for pe in previews.items():
             i = int(pe["metadata"]["name"].split("-")[1])
             conds = (pe.get("status") or {}).get("conditions") or []
             if i not in ready_at and any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
@@ -412,11 +508,14 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
         return len(ready_at) == n
 
     wait_until("every preview to be Ready", all_ready)
+    previews.done.set()
     total = time.monotonic() - start
     cpu = cpu_since(cpu)
-    steps = {"posted": round(statistics.median(posted_at[i] - start for i in range(n)), 1)}
-    steps |= stages(kube, "app.kubernetes.io/managed-by=preview-operator", t0)
-    steps["ready"] = round(statistics.median(ready_at[i] - start for i in range(n)), 1)
+    medians, tails = stages(kube, "app.kubernetes.io/managed-by=preview-operator", t0)
+    posted = [posted_at[i] - start for i in range(n)]
+    ready = [ready_at[i] - start for i in range(n)]
+    steps = {"posted": round(statistics.median(posted), 1), **medians, "ready": round(statistics.median(ready), 1)}
+    tails = {"posted": round(p95(posted), 1), **tails, "ready": round(p95(ready), 1)}
     per = sorted(ready_at[i] - created_at[i] for i in range(n))
     before_idle = scrape(metrics_url)
     if side:
@@ -471,6 +570,7 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
         "teardown": teardown,
         "cpu": cpu,
         "stages": steps,
+        "tails": tails,
     }
 
 
@@ -493,6 +593,7 @@ def baseline_run(kube, n):
     labels = {"bench": "baseline"}
     writes_before = kube.writes
     cpu = cpu_seconds()
+    profile(kube, "baseline")
     start = time.monotonic()
     t0 = time.time()
     created_at, posted_at, done_at, job_created = {}, {}, {}, set()
@@ -555,6 +656,8 @@ def baseline_run(kube, n):
 
     # Everything is created at once, as CI would apply N previews; then, like a controller, the
     # client starts each Job as soon as its namespace's Deployments are available.
+    informers = {kind: Informer(kube, f"/apis/{kind}", "bench=baseline")
+                 for kind in ("apps/v1/deployments", "batch/v1/jobs", "apps/v1/statefulsets")}
     run_pool(create, range(n))
 
     migrated, setup_created = set(), set()
@@ -562,15 +665,14 @@ def baseline_run(kube, n):
     def setup():
         """The template workload's order: the setup Job once the database is ready, the services
         once it completed."""
-        selector = "labelSelector=bench%3Dbaseline"
         ready = [int(s["metadata"]["namespace"].split("-")[1])
-                 for s in kube.request("GET", f"/apis/apps/v1/statefulsets?{selector}")["items"]
+                 for s in informers["apps/v1/statefulsets"].items()
                  if (s.get("status") or {}).get("readyReplicas") == 1]
         due = [i for i in ready if i not in setup_created]
         setup_created.update(due)
         run_pool(lambda i: job(i, "migrate"), due)
         done = [int(j["metadata"]["namespace"].split("-")[1])
-                for j in kube.request("GET", f"/apis/batch/v1/jobs?{selector}")["items"]
+                for j in informers["batch/v1/jobs"].items()
                 if j["metadata"]["name"] == "migrate"
                 and any(c["type"] == "Complete" and c["status"] == "True"
                         for c in (j.get("status") or {}).get("conditions") or [])]
@@ -581,9 +683,8 @@ def baseline_run(kube, n):
     def progress():
         if WORKLOAD == "template":
             setup()
-        deployments = kube.request("GET", "/apis/apps/v1/deployments?labelSelector=bench%3Dbaseline")["items"]
         available = {}
-        for d in deployments:
+        for d in informers["apps/v1/deployments"].items():
             ns = d["metadata"]["namespace"]
             ok = (d.get("status") or {}).get("availableReplicas") == 1
             available[ns] = available.get(ns, 0) + (1 if ok else 0)
@@ -591,7 +692,7 @@ def baseline_run(kube, n):
         job_created.update(ready)
         run_pool(job, ready)
         now = time.monotonic()
-        for j in kube.request("GET", "/apis/batch/v1/jobs?labelSelector=bench%3Dbaseline")["items"]:
+        for j in informers["batch/v1/jobs"].items():
             if j["metadata"]["name"] != "e2e":
                 continue
             i = int(j["metadata"]["namespace"].split("-")[1])
@@ -601,19 +702,23 @@ def baseline_run(kube, n):
         return len(done_at) == n
 
     wait_until("every baseline preview to be done", progress)
+    for informer in informers.values():
+        informer.done.set()
     total = time.monotonic() - start
     baseline_writes = kube.writes - writes_before
     cpu = cpu_since(cpu)
-    steps = {"posted": round(statistics.median(posted_at[i] - start for i in range(n)), 1)}
-    steps |= stages(kube, "bench=baseline", t0)
-    steps["ready"] = round(statistics.median(done_at[i] + created_at[i] - start for i in range(n)), 1)
+    medians, tails = stages(kube, "bench=baseline", t0)
+    posted = [posted_at[i] - start for i in range(n)]
+    ready = [done_at[i] + created_at[i] - start for i in range(n)]
+    steps = {"posted": round(statistics.median(posted), 1), **medians, "ready": round(statistics.median(ready), 1)}
+    tails = {"posted": round(p95(posted), 1), **tails, "ready": round(p95(ready), 1)}
     start = time.monotonic()
     run_pool(lambda i: kube.request("DELETE", f"/api/v1/namespaces/baseline-{i}", ok=(200, 202)), range(n))
     wait_until("baseline namespaces to be gone",
                lambda: not kube.request("GET", "/api/v1/namespaces?labelSelector=bench%3Dbaseline&limit=1")["items"])
     per = sorted(done_at.values())
     return {"seconds": total, "teardown": time.monotonic() - start, "p50": statistics.median(per), "cpu": cpu,
-            "stages": steps, "writes": baseline_writes}
+            "stages": steps, "tails": tails, "writes": baseline_writes}
 
 
 def median(values):
@@ -643,6 +748,8 @@ def main():
         print(f"#   operator {ops[-1]['seconds']:.1f} s, baseline {bases[-1]['seconds']:.1f} s, "
               f"ratio {ops[-1]['seconds'] / bases[-1]['seconds']:.2f}", file=sys.stderr)
 
+    for profiler in PROFILES.values():
+        profiler.wait()
     ratios = [o["seconds"] / b["seconds"] for o, b in zip(ops, bases)]
     op = {
         "seconds": median([o["seconds"] for o in ops]),
@@ -682,6 +789,9 @@ def main():
     print("median seconds after the start at which each step happened, per round (operator / baseline):")
     for r, (o, b) in enumerate(zip(ops, bases)):
         print(f"  {r + 1}: " + ", ".join(f"{k} {o['stages'][k]}/{b['stages'][k]}" for k in o["stages"]))
+    print("95th percentile of the same, per round (operator / baseline):")
+    for r, (o, b) in enumerate(zip(ops, bases)):
+        print(f"  {r + 1}: " + ", ".join(f"{k} {o['tails'][k]}/{b['tails'][k]}" for k in o["tails"]))
     print("CPU seconds until all Ready, first round (operator run / baseline run):")
     for k in COMPONENTS:
         print(f"  {k:18} {ops[0]['cpu'][k]:>8} {bases[0]['cpu'][k]:>8}")
@@ -719,6 +829,7 @@ def main():
         "api_requests_by_resource": ops[0]["api_requests_by_resource"],
         "cpu_seconds": {"operator_run": ops[0]["cpu"], "baseline_run": bases[0]["cpu"]},
         "stages": {"operator_run": [o["stages"] for o in ops], "baseline_run": [b["stages"] for b in bases]},
+        "tails": {"operator_run": [o["tails"] for o in ops], "baseline_run": [b["tails"] for b in bases]},
         "concurrency": CONCURRENCY,
     }))
 
