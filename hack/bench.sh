@@ -10,6 +10,9 @@
 # rig's fixtures Helm repository), and the two are compared. Flux's controllers (hack/flux.sh)
 # and the fixtures server run against the bench rig for it.
 # The operator binary is taken from CARGO_TARGET_DIR when set (as cargo builds it).
+# BENCH_WRAP: a command the operator runs under, e.g. "heaptrack -o target/heap" for where its
+# memory goes (with a binary that keeps its symbols: CARGO_PROFILE_RELEASE_STRIP=none); the
+# peak RSS reported is then the wrapper's, not the operator's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10}
@@ -44,9 +47,11 @@ fi
 # Stopped in reverse order on exit. Flux's controllers keep finalizers on the Flux objects in
 # preview namespaces, so they stop together with the whole rig (first, while its kubeconfig still
 # names their state), never before it while such namespaces may still be terminating.
-pid='' fixtures_pid='' flux_kubeconfig=''
+pid='' fixtures_pid='' flux_kubeconfig='' wrap=()
 cleanup() {
   if [[ -n $pid ]]; then
+    # A wrapper waits for the operator and then writes what it recorded: stop the operator.
+    [[ ${#wrap[@]} == 0 ]] || pkill -TERM -P "$pid" 2>/dev/null || true
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi
@@ -151,9 +156,10 @@ spec:
 $flux_class
 EOF
 
+read -ra wrap <<<"${BENCH_WRAP:-}"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=target/bench-operator.log
-RUST_LOG=${RUST_LOG:-info} "$bin" run --http-addr "127.0.0.1:$port" --wake-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 \
+RUST_LOG=${RUST_LOG:-info} "${wrap[@]}" "$bin" run --http-addr "127.0.0.1:$port" --wake-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 \
   --orphan-sweep-interval 5m "${operator_flags[@]}" >"$log" 2>&1 &
 pid=$!
 deadline=$((SECONDS + 60))
