@@ -14,6 +14,7 @@ use std::fmt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
@@ -45,6 +46,26 @@ pub struct CachedJob {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub status: Option<JobStatus>,
+}
+
+/// A Pod as the stuck-pod watch reads it: its metadata and status. Every event of every
+/// preview pod is read (a few per pod while it starts) to find the few that are stuck, and
+/// the spec, most of a pod's JSON, is skipped by the parser instead of parsed and dropped.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct CachedPod {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub status: Option<PodStatus>,
+}
+
+impl From<CachedPod> for Pod {
+    fn from(pod: CachedPod) -> Pod {
+        Pod {
+            metadata: pod.metadata,
+            spec: None,
+            status: pod.status,
+        }
+    }
 }
 
 /// Of a workload's spec, the sha its pod template is annotated with.
@@ -135,6 +156,7 @@ macro_rules! cached_as {
 cached_as!(CachedDeployment, Deployment);
 cached_as!(CachedStatefulSet, StatefulSet);
 cached_as!(CachedJob, Job);
+cached_as!(CachedPod, Pod);
 
 #[cfg(test)]
 mod tests {
@@ -166,5 +188,28 @@ mod tests {
             Deployment::url_path(&(), Some("pr-1"))
         );
         assert_eq!(CachedJob::url_path(&(), None), Job::url_path(&(), None));
+    }
+
+    #[test]
+    fn a_pod_is_read_without_its_spec_and_keeps_what_says_it_is_stuck() {
+        let pod: Pod = serde_json::from_value::<CachedPod>(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "pr-1", "annotations": {"preview.dev/sha": "abc1234"}},
+            "spec": {"containers": [{"name": "web", "image": "ghcr.io/acme/web:1"}], "nodeName": "n1"},
+            "status": {"phase": "Pending", "containerStatuses": [{
+                "name": "web", "image": "ghcr.io/acme/web:1", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
+        }))
+        .expect("a Pod reads as a CachedPod")
+        .into();
+        assert!(pod.spec.is_none());
+        assert_eq!(
+            super::super::pods::pod_problem([&pod]).map(|p| p.reason),
+            Some(crate::api::Reason::ImagePullBackOff)
+        );
+        assert_eq!(
+            CachedPod::url_path(&(), Some("pr-1")),
+            Pod::url_path(&(), Some("pr-1"))
+        );
     }
 }

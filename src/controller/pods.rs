@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
+use super::cached::CachedPod;
 use crate::api::Reason;
 use crate::naming::SHA;
 
@@ -133,13 +134,25 @@ impl StuckPods {
     ) -> impl Stream<Item = Result<Pod, watcher::Error>> + Send + 'static {
         let this = self.clone();
         let mut relisted = None;
-        watcher(Api::<Pod>::all(client.clone()), config)
+        watcher(Api::<CachedPod>::all(client.clone()), config)
             .default_backoff()
             .map_ok(move |event| {
+                let event = as_pod(event);
                 futures::stream::iter(this.apply(event, &mut relisted).into_iter().map(Ok))
             })
             .try_flatten()
             .boxed()
+    }
+}
+
+/// A pod event as the readers here take it (they read no spec).
+fn as_pod(event: watcher::Event<CachedPod>) -> watcher::Event<Pod> {
+    match event {
+        watcher::Event::Apply(pod) => watcher::Event::Apply(pod.into()),
+        watcher::Event::Delete(pod) => watcher::Event::Delete(pod.into()),
+        watcher::Event::InitApply(pod) => watcher::Event::InitApply(pod.into()),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
 
