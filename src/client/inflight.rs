@@ -3,12 +3,13 @@
 //! kube's client speaks HTTP/1.1 only (kube-rs#1923), so every request in flight holds a TLS
 //! connection of its own, with its buffers, and the pool keeps the connection a while after.
 //! A flood of new previews (16 reconciles at once, each creating half a dozen children
-//! concurrently) opened about a hundred of them, most of the operator's peak memory after its
-//! caches. A 2-core API server does not serve more than a few dozen requests at once faster than
-//! it would serve them in turn, so the surplus waited there anyway; here it waits without a
-//! connection. Watches and other long-lived requests are exempt: each holds its connection for
+//! concurrently) opened about a hundred of them (133 open descriptors at 1000 previews; 69 with
+//! this bound), each with buffers on both ends. A 2-core API server does not serve more than a
+//! few dozen requests at once faster than it would serve them in turn, so the surplus waited
+//! there anyway; here it waits without a connection. Watches and other long-lived requests are exempt: each holds its connection for
 //! as long as it runs, there is one per cached kind, and a bounded pool would let them starve
-//! the reconciles.
+//! the reconciles. So is the leader's Lease: a renewal queued behind a flood could miss the
+//! lease's deadline, and a lost lease stops every reconcile.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use futures::future::BoxFuture;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::PollSemaphore;
 use tower::{Layer, Service};
 
 /// Requests in flight at most, watches aside: twice the reconciles that run at once, which
@@ -44,8 +44,7 @@ impl<S> Layer<S> for InFlightLayer {
     fn layer(&self, inner: S) -> Self::Service {
         InFlight {
             inner,
-            permits: PollSemaphore::new(self.permits.clone()),
-            permit: None,
+            permits: self.permits.clone(),
         }
     }
 }
@@ -53,9 +52,7 @@ impl<S> Layer<S> for InFlightLayer {
 /// See [`InFlightLayer`].
 pub struct InFlight<S> {
     inner: S,
-    permits: PollSemaphore,
-    /// Taken when the service is polled ready, handed to the next request.
-    permit: Option<OwnedSemaphorePermit>,
+    permits: Arc<Semaphore>,
 }
 
 impl<S, B, RB> Service<Request<B>> for InFlight<S>
@@ -68,32 +65,35 @@ where
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.permit.is_none() {
-            // `None` only once the semaphore is closed, which nothing does.
-            self.permit = ready!(self.permits.poll_acquire(cx));
-        }
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The permit is taken before the request is known (readiness comes first): a
-        // long-lived request gives it back at once.
-        let permit = self.permit.take().filter(|_| !long_lived(&request));
+        // The permit is waited for in the answer's future, before that polls the inner one:
+        // the client sends nothing until its future is polled, and only here is it known
+        // whether the request is exempt (readiness comes before the request).
+        let permit = (!exempt(&request)).then(|| self.permits.clone().acquire_owned());
         let future = self.inner.call(request);
         Box::pin(async move {
+            // An error only once the semaphore is closed, which nothing does.
+            let permit = match permit {
+                Some(waiting) => waiting.await.ok(),
+                None => None,
+            };
             let response = future.await?;
             Ok(response.map(|body| Held { body, permit }))
         })
     }
 }
 
-/// A watch or a followed log: requests that stay open as long as their reader wants.
-fn long_lived<B>(request: &Request<B>) -> bool {
-    request.uri().query().is_some_and(|query| {
+/// A watch or a followed log (open as long as their reader wants), or a Lease (see the module).
+fn exempt<B>(request: &Request<B>) -> bool {
+    let long_lived = request.uri().query().is_some_and(|query| {
         query
             .split('&')
             .any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true"))
-    })
+    });
+    long_lived || request.uri().path().contains("/leases/")
 }
 
 /// A response body that keeps its request's permit until it is read to the end or dropped:
@@ -135,7 +135,6 @@ mod tests {
 
     use futures::FutureExt;
     use http_body_util::{BodyExt, Full};
-    use tower::ServiceExt;
 
     type Answer = Response<Full<bytes::Bytes>>;
     type Answered = std::future::Ready<Result<Answer, Infallible>>;
@@ -157,46 +156,61 @@ mod tests {
     #[tokio::test]
     async fn a_request_holds_its_permit_until_its_body_is_read() {
         let mut service = InFlightLayer::new(1).layer(echo());
-        let first = (service.ready().await.expect("ready"))
+        let first = service
             .call(get("/api/v1/namespaces"))
             .await
             .expect("answer");
+        let mut second = service.call(get("/api/v1/namespaces/a"));
         assert!(
-            service.ready().now_or_never().is_none(),
+            futures::poll!(&mut second).is_pending(),
             "a second request waits while the first answer is unread"
         );
         let body = first.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(&body[..], b"ok");
         assert!(
-            service.ready().now_or_never().is_some(),
+            second.now_or_never().is_some(),
             "the permit is back once the body is read"
         );
     }
 
     #[tokio::test]
-    async fn watches_do_not_hold_a_permit() {
+    async fn watches_and_lease_renewals_pass_a_full_pool() {
         let mut service = InFlightLayer::new(1).layer(echo());
-        let watch = (service.ready().await.expect("ready"))
-            .call(get(
-                "/api/v1/namespaces?labelSelector=a&watch=true&timeoutSeconds=290",
-            ))
+        let held = service
+            .call(get("/api/v1/namespaces/a"))
             .await
             .expect("answer");
+        for exempt in [
+            "/api/v1/namespaces?labelSelector=a&watch=true&timeoutSeconds=290",
+            "/apis/coordination.k8s.io/v1/namespaces/preview-system/leases/preview-operator",
+        ] {
+            assert!(
+                service.call(get(exempt)).now_or_never().is_some(),
+                "{exempt} does not wait"
+            );
+        }
         assert!(
-            service.ready().now_or_never().is_some(),
-            "an open watch leaves the permit to others"
+            service
+                .call(get("/api/v1/namespaces/b"))
+                .now_or_never()
+                .is_none()
         );
-        drop(watch);
+        drop(held);
     }
 
     #[tokio::test]
     async fn a_dropped_answer_gives_its_permit_back() {
         let mut service = InFlightLayer::new(1).layer(echo());
-        let answer = (service.ready().await.expect("ready"))
+        let answer = service
             .call(get("/api/v1/namespaces/a"))
             .await
             .expect("answer");
         drop(answer);
-        assert!(service.ready().now_or_never().is_some());
+        assert!(
+            service
+                .call(get("/api/v1/namespaces/b"))
+                .now_or_never()
+                .is_some()
+        );
     }
 }
