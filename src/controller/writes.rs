@@ -25,8 +25,14 @@ pub const FINALIZER: &str = "preview.dev/teardown";
 /// assumes someone else wrote after it and goes on with what the cache holds.
 const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
 /// How long a new preview's first status waits to be written while the preview is only on
-/// its way: one that is Ready within it costs one status write, its verdict.
-const FIRST_STATUS_HOLD: Duration = Duration::from_secs(5);
+/// its way: one that is Ready within it costs one status write, its verdict. A status write
+/// costs the API server more than creating a child (a custom resource's status is validated
+/// against the whole schema, its CEL rules included, and its managed fields are updated), and
+/// it was most of what the operator costs the API server beyond the objects themselves. 20 s
+/// covers a preview of a few services on a busy cluster (100 arriving at once are Ready
+/// within 10-17 s on the bench rig); one that takes longer shows `Deploying` after it, and a
+/// problem or a verdict is never held.
+const FIRST_STATUS_HOLD: Duration = Duration::from_secs(20);
 /// How long a step forward on the way to a verdict (setup done, services available, tests
 /// started) waits to be written. Nobody acts on a step (CI waits for the verdict), and at a
 /// thousand previews each step takes tens of seconds: written at once, every step was a write
