@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::controller::cached::CachedMeta;
 use crate::controller::store::ChildStore;
 use axum::Router;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
@@ -31,7 +32,7 @@ const WAKE_EVERY: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct WakeState {
     pub client: Client,
-    pub ingresses: ChildStore<PartialObjectMeta<Ingress>>,
+    pub ingresses: ChildStore<CachedMeta<Ingress>>,
     pub previews: Store<PreviewEnvironment>,
     /// When each preview was last asked to wake by this process.
     pub asked: Arc<Mutex<HashMap<ObjectRef<PreviewEnvironment>, Instant>>>,
@@ -97,7 +98,7 @@ async fn wake(State(state): State<WakeState>, headers: HeaderMap) -> Response {
 
 /// The preview whose Ingress serves `host`.
 fn preview_at(
-    ingresses: &ChildStore<PartialObjectMeta<Ingress>>,
+    ingresses: &ChildStore<CachedMeta<Ingress>>,
     host: &str,
 ) -> Option<ObjectRef<PreviewEnvironment>> {
     if host.is_empty() {

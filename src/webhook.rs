@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, PartialObjectMeta};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use crate::api::PreviewEnvironment;
 use crate::api::class::PreviewClass;
 use crate::client::gone_is_ok;
+use crate::controller::cached::CachedMeta;
 use crate::controller::policy;
 use crate::credential::Credential;
 use crate::github::hook::GitHubHook;
@@ -279,7 +280,7 @@ pub struct Guard {
     pub previews: Store<PreviewEnvironment>,
     pub classes: Store<PreviewClass>,
     /// The labels of every namespace, for classes that select tenants by label.
-    pub tenants: Store<PartialObjectMeta<Namespace>>,
+    pub tenants: Store<CachedMeta<Namespace>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -379,7 +380,7 @@ fn bound(
     pe: &PreviewEnvironment,
     ns: &str,
     classes: &[Arc<PreviewClass>],
-    tenants: &Store<PartialObjectMeta<Namespace>>,
+    tenants: &Store<CachedMeta<Namespace>>,
 ) -> bool {
     let Ok(class) = policy::class_of(pe, classes) else {
         return false;

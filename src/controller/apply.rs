@@ -17,7 +17,7 @@ use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
-use kube::api::{Api, DeleteParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 
 use super::applied::Applied;
 use super::build::{Desired, Environment, Preview, stamp};
+use super::cached::CachedMeta;
 use super::children::Stores;
 use super::slim::{created, label};
 use super::store::ChildStore;
@@ -108,7 +109,7 @@ pub async fn environment(
 /// A host `env` would claim that an Ingress of another preview already serves, with a
 /// message; checked before anything is applied, so a preview never takes another's URL.
 pub fn host_conflict(
-    ingresses: &ChildStore<PartialObjectMeta<Ingress>>,
+    ingresses: &ChildStore<CachedMeta<Ingress>>,
     env: &Environment,
 ) -> Option<String> {
     let served = ingresses.state();

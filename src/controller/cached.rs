@@ -9,13 +9,17 @@
 //! written kind and the cached kind apart).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
+use std::marker::PhantomData;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
+};
 use kube::Resource;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -25,6 +29,7 @@ use crate::naming::SHA;
 /// A Deployment: its metadata, the sha its pod template runs and its status.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedDeployment {
+    #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: Option<WorkloadSpec>,
@@ -35,6 +40,7 @@ pub struct CachedDeployment {
 /// A StatefulSet (a dependency): its metadata and status.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedStatefulSet {
+    #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub status: Option<StatefulSetStatus>,
@@ -43,6 +49,7 @@ pub struct CachedStatefulSet {
 /// A Job (a test or setup run): its metadata and status, which is the result.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedJob {
+    #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub status: Option<JobStatus>,
@@ -53,6 +60,7 @@ pub struct CachedJob {
 /// the spec, most of a pod's JSON, is skipped by the parser instead of parsed and dropped.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct CachedPod {
+    #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub status: Option<PodStatus>,
@@ -64,6 +72,162 @@ impl From<CachedPod> for Pod {
             metadata: pod.metadata,
             spec: None,
             status: pod.status,
+        }
+    }
+}
+
+/// An object of kind `K` as a metadata-only watch delivers it: what `PartialObjectMeta<K>` is,
+/// its metadata read by [`meta`]. Asks for metadata only, as `PartialObjectMeta` does.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+pub struct CachedMeta<K> {
+    #[serde(default, deserialize_with = "meta")]
+    pub metadata: ObjectMeta,
+    #[serde(skip)]
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> From<ObjectMeta> for CachedMeta<K> {
+    fn from(metadata: ObjectMeta) -> Self {
+        CachedMeta {
+            metadata,
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Default for CachedMeta<K> {
+    fn default() -> Self {
+        ObjectMeta::default().into()
+    }
+}
+
+impl<K> Clone for CachedMeta<K> {
+    fn clone(&self) -> Self {
+        self.metadata.clone().into()
+    }
+}
+
+impl<K> fmt::Debug for CachedMeta<K> {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("CachedMeta")
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+impl<K: Resource> Resource for CachedMeta<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn metadata_api() -> bool {
+        true
+    }
+    fn kind(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &K::DynamicType) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Reads an object's metadata without the field sets of its managed fields. Every watch event
+/// carries them (an entry per controller that wrote the object: a third of a Pod's or a
+/// Deployment's JSON), the caches drop them anyway (`slim`), and parsing them into JSON values
+/// was a tenth of the operator's CPU at 1000 previews. Of each entry the parser keeps who
+/// wrote it, how and through which subresource (what `apply::has_created_entry` reads) and
+/// skips the rest.
+pub fn meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    Option::<Meta>::deserialize(d).map(|m| m.map(ObjectMeta::from).unwrap_or_default())
+}
+
+/// `ObjectMeta` as the API server writes it, but for the managed fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta {
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    managed_fields: Option<Vec<Writer>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+/// Of a managed fields entry, who wrote it and how (not what: its field set is skipped).
+#[derive(Deserialize)]
+struct Writer {
+    manager: Option<String>,
+    operation: Option<String>,
+    subresource: Option<String>,
+}
+
+impl From<Meta> for ObjectMeta {
+    /// Every field named: a field k8s-openapi adds does not compile until it is read here.
+    fn from(m: Meta) -> ObjectMeta {
+        let Meta {
+            annotations,
+            creation_timestamp,
+            deletion_grace_period_seconds,
+            deletion_timestamp,
+            finalizers,
+            generate_name,
+            generation,
+            labels,
+            managed_fields,
+            name,
+            namespace,
+            owner_references,
+            resource_version,
+            self_link,
+            uid,
+        } = m;
+        let managed_fields = managed_fields.map(|entries| {
+            (entries.into_iter())
+                .map(|w| ManagedFieldsEntry {
+                    manager: w.manager,
+                    operation: w.operation,
+                    subresource: w.subresource,
+                    ..ManagedFieldsEntry::default()
+                })
+                .collect()
+        });
+        ObjectMeta {
+            annotations,
+            creation_timestamp,
+            deletion_grace_period_seconds,
+            deletion_timestamp,
+            finalizers,
+            generate_name,
+            generation,
+            labels,
+            managed_fields,
+            name,
+            namespace,
+            owner_references,
+            resource_version,
+            self_link,
+            uid,
         }
     }
 }
@@ -161,6 +325,7 @@ cached_as!(CachedPod, Pod);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::api::PartialObjectMeta;
     use serde_json::json;
 
     #[test]
@@ -188,6 +353,56 @@ mod tests {
             Deployment::url_path(&(), Some("pr-1"))
         );
         assert_eq!(CachedJob::url_path(&(), None), Job::url_path(&(), None));
+    }
+
+    #[test]
+    fn metadata_is_read_whole_but_for_the_field_sets_of_its_managed_fields() {
+        use k8s_openapi::api::core::v1::Service;
+        let object = json!({
+            "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {
+                "name": "web", "namespace": "pr-1", "uid": "u-1", "resourceVersion": "42",
+                "generation": 3, "creationTimestamp": "2026-12-07T00:00:00Z",
+                "labels": {"app.kubernetes.io/managed-by": "preview-operator"},
+                "annotations": {"preview.dev/applied-hash": "h1"},
+                "finalizers": ["f"],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "pr-1", "uid": "n-1"}],
+                "managedFields": [
+                    {"manager": "preview-operator", "operation": "Update", "apiVersion": "v1",
+                     "time": "2026-12-07T00:00:00Z", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}}}},
+                    {"manager": "kube-controller-manager", "operation": "Update",
+                     "subresource": "status", "fieldsV1": {"f:status": {}}}
+                ]
+            }
+        });
+        let full: PartialObjectMeta<Service> =
+            serde_json::from_value(object.clone()).expect("PartialObjectMeta");
+        let cached: CachedMeta<Service> = serde_json::from_value(object).expect("CachedMeta");
+        let writers = |m: &ObjectMeta| -> Vec<(Option<String>, Option<String>, Option<String>)> {
+            (m.managed_fields.iter().flatten())
+                .map(|e| {
+                    (
+                        e.manager.clone(),
+                        e.operation.clone(),
+                        e.subresource.clone(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(writers(&cached.metadata), writers(&full.metadata));
+        assert!((cached.metadata.managed_fields.iter().flatten()).all(|e| e.fields_v1.is_none()));
+        let mut expected = full.metadata.clone();
+        expected.managed_fields = cached.metadata.managed_fields.clone();
+        assert_eq!(cached.metadata, expected);
+        assert_eq!(
+            CachedMeta::<Service>::url_path(&(), Some("pr-1")),
+            Service::url_path(&(), Some("pr-1"))
+        );
+        assert!(CachedMeta::<Service>::metadata_api());
+        let bare: CachedMeta<Service> =
+            serde_json::from_value(json!({"metadata": null})).expect("null metadata");
+        assert_eq!(bare.metadata, ObjectMeta::default());
     }
 
     #[test]

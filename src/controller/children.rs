@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -24,11 +24,11 @@ use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use super::applied::Applied;
-use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
+use super::cached::{CachedDeployment, CachedJob, CachedMeta, CachedStatefulSet};
 use super::pods::StuckPods;
 use super::slim::{
-    self, INGRESS, JOB, NAMESPACE, OWNED, WORKLOAD, fold_labels, keep_all, meta_only,
-    no_managed_fields, prune_kustomization, prune_release, slim,
+    self, INGRESS, JOB, NAMESPACE, OWNED, WORKLOAD, fold_labels, keep_all, no_managed_fields,
+    prune_deployment, prune_kustomization, prune_release, slim,
 };
 use super::store::{Changes, ChildStore};
 use crate::api::PreviewEnvironment;
@@ -44,11 +44,11 @@ pub struct Stores {
     /// The platform team's classes.
     pub classes: Store<PreviewClass>,
     /// Labels of every namespace, for classes that select tenants by label.
-    pub tenants: Store<PartialObjectMeta<Namespace>>,
+    pub tenants: Store<CachedMeta<Namespace>>,
     /// Secrets of the platform Secrets namespace (--platform-secrets-namespace, else the
     /// operator's own): the class's pull and TLS Secrets, copied into previews.
     pub platform_secrets: Store<Secret>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub namespaces: Store<CachedMeta<Namespace>>,
     /// The teams' templates; a change re-renders the previews that name one.
     pub templates: Store<PreviewTemplate>,
     /// Their status says whether a service is available (compact: see `cached`).
@@ -59,12 +59,12 @@ pub struct Stores {
     pub jobs: ChildStore<CachedJob>,
     /// Pods with a stuck container (only those).
     pub stuck_pods: StuckPods,
-    pub services: ChildStore<PartialObjectMeta<Service>>,
-    pub ingresses: ChildStore<PartialObjectMeta<Ingress>>,
-    pub network_policies: ChildStore<PartialObjectMeta<NetworkPolicy>>,
-    pub quotas: ChildStore<PartialObjectMeta<ResourceQuota>>,
-    pub limit_ranges: ChildStore<PartialObjectMeta<LimitRange>>,
-    pub role_bindings: ChildStore<PartialObjectMeta<RoleBinding>>,
+    pub services: ChildStore<CachedMeta<Service>>,
+    pub ingresses: ChildStore<CachedMeta<Ingress>>,
+    pub network_policies: ChildStore<CachedMeta<NetworkPolicy>>,
+    pub quotas: ChildStore<CachedMeta<ResourceQuota>>,
+    pub limit_ranges: ChildStore<CachedMeta<LimitRange>>,
+    pub role_bindings: ChildStore<CachedMeta<RoleBinding>>,
     /// What Flux delivers (empty, and not watched, where Flux's CRDs are not served).
     pub flux: FluxStores,
     /// Not a watch: what this process applied that the caches above may not show yet.
@@ -77,7 +77,7 @@ pub struct Stores {
 pub struct FluxStores {
     /// Whether the API server serves Flux's kinds (checked at start).
     pub installed: bool,
-    pub service_accounts: ChildStore<PartialObjectMeta<ServiceAccount>>,
+    pub service_accounts: ChildStore<CachedMeta<ServiceAccount>>,
     pub git_repositories: ChildStore<GitRepository>,
     pub helm_repositories: ChildStore<HelmRepository>,
     pub oci_repositories: ChildStore<OCIRepository>,
@@ -128,20 +128,20 @@ pub fn watch(
         platform_secrets: w.platform_secrets(platform_namespace, previews.clone()),
         templates: w.templates(previews.clone()),
         previews,
-        deployments: w.child(WORKLOAD, keep_all),
+        deployments: w.child(WORKLOAD, prune_deployment),
         stateful_sets: w.child(WORKLOAD, keep_all),
         jobs: w.child(JOB, keep_all),
         stuck_pods: w.stuck_pods(),
-        services: w.child(OWNED, meta_only),
-        ingresses: w.child(INGRESS, meta_only),
-        network_policies: w.child(OWNED, meta_only),
-        quotas: w.child(OWNED, meta_only),
-        limit_ranges: w.child(OWNED, meta_only),
-        role_bindings: w.child(OWNED, meta_only),
+        services: w.child(OWNED, keep_all),
+        ingresses: w.child(INGRESS, keep_all),
+        network_policies: w.child(OWNED, keep_all),
+        quotas: w.child(OWNED, keep_all),
+        limit_ranges: w.child(OWNED, keep_all),
+        role_bindings: w.child(OWNED, keep_all),
         flux: if flux_installed {
             FluxStores {
                 installed: true,
-                service_accounts: w.child(OWNED, meta_only),
+                service_accounts: w.child(OWNED, keep_all),
                 git_repositories: w.child(OWNED, keep_all),
                 helm_repositories: w.child(OWNED, keep_all),
                 oci_repositories: w.child(OWNED, keep_all),
@@ -225,7 +225,7 @@ impl<K> Watched for K where
 struct Builder {
     client: Client,
     /// The preview namespaces, by name: whose preview a child's namespace is.
-    namespaces: Store<PartialObjectMeta<Namespace>>,
+    namespaces: Store<CachedMeta<Namespace>>,
     triggers: Vec<BoxStream<'static, ObjectRef<PreviewEnvironment>>>,
     synced: Vec<BoxFuture<'static, bool>>,
 }
@@ -237,12 +237,12 @@ impl Builder {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
-            watcher(Api::all(client.clone()), managed()).modify(|o| slim(o, NAMESPACE, meta_only)),
+            watcher(Api::all(client.clone()), managed()).modify(|o| slim(o, NAMESPACE, keep_all)),
         )
         .default_backoff()
         .touched_objects()
         .filter_map(|event| async move {
-            owner_of_child(&ok_or_warn::<PartialObjectMeta<Namespace>>(event)?)
+            owner_of_child(&ok_or_warn::<CachedMeta<Namespace>>(event)?)
         });
         Builder {
             client: client.clone(),
@@ -253,7 +253,7 @@ impl Builder {
     }
 
     /// A cached watch of one child kind, keeping the labels and annotations `keep` (folded
-    /// into the annotations), that also triggers the owner. For `PartialObjectMeta<K>` it
+    /// into the annotations), that also triggers the owner. For `CachedMeta<K>` it
     /// asks for metadata only (kube picks metadata requests for that type), which is all
     /// most kinds need.
     fn child<K: Watched + Changes>(
@@ -365,15 +365,12 @@ impl Builder {
     /// which a class may now select or no longer select. A preview namespace is never a
     /// tenant (a preview must not be able to start previews), and at 1000 previews leaving
     /// them out saves a thousand entries.
-    fn tenants(
-        &mut self,
-        previews: Store<PreviewEnvironment>,
-    ) -> Store<PartialObjectMeta<Namespace>> {
+    fn tenants(&mut self, previews: Store<PreviewEnvironment>) -> Store<CachedMeta<Namespace>> {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
             watcher(
-                Api::<PartialObjectMeta<Namespace>>::all(self.client.clone()),
+                Api::<CachedMeta<Namespace>>::all(self.client.clone()),
                 watcher::Config::default()
                     .labels(&format!("{}!={}", naming::MANAGED_BY, naming::MANAGER))
                     .any_semantic(),
@@ -387,7 +384,7 @@ impl Builder {
         )
         .default_backoff()
         .touched_objects()
-        .filter_map(|event| async move { ok_or_warn::<PartialObjectMeta<Namespace>>(event) })
+        .filter_map(|event| async move { ok_or_warn::<CachedMeta<Namespace>>(event) })
         .flat_map(move |ns| {
             let name = ns.name_any();
             let inside: Vec<_> = previews
@@ -453,7 +450,7 @@ impl Builder {
 /// before its namespace wakes nobody, and needs not: the namespace's own event, later, wakes
 /// the preview, whose reconcile then finds the child cached.
 fn owner_in<K: Resource>(
-    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    namespaces: &Store<CachedMeta<Namespace>>,
     child: &K,
 ) -> Option<ObjectRef<PreviewEnvironment>> {
     let ns = namespaces.get(&ObjectRef::new(child.meta().namespace.as_deref()?))?;

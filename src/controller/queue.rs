@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 
+use super::cached::CachedMeta;
 use super::status::Gate;
 use crate::api::{PreviewEnvironment, Reason, condition};
 use crate::config::Limits;
@@ -59,7 +59,7 @@ impl Queue {
         running: bool,
         limits: &Limits,
         previews: &Store<PreviewEnvironment>,
-        namespaces: &Store<PartialObjectMeta<Namespace>>,
+        namespaces: &Store<CachedMeta<Namespace>>,
     ) -> Gate {
         let uid = pe.uid().unwrap_or_default();
         if running || lock(&self.admitted).contains(&uid) {

@@ -3,10 +3,10 @@
 //! its watch delivers it (`children::watch` names the pruning per kind).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PartialObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::apply::has_created_entry;
+use super::cached::CachedDeployment;
 use crate::api::PreviewEnvironment;
 use crate::flux::{HelmRelease, Kustomization};
 use crate::naming::{self, APPLIED_HASH, OWNER_REF};
@@ -92,13 +92,31 @@ pub(super) fn no_managed_fields<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
-/// Metadata only: not even its kind, which the cache's type says.
-pub(super) fn meta_only<K>(o: &mut PartialObjectMeta<K>) {
-    o.types = None;
-}
-
 /// Keeps nothing extra.
 pub(super) fn keep_all<K>(_: &mut K) {}
+
+/// A Deployment as the operator reads it: of its status conditions only a replica failure and
+/// a rollout that stopped progressing (`observe::model::service_state`). The healthy
+/// `Available` and `Progressing` conditions, two messages and four timestamps on every
+/// Deployment, were a third of a cached Deployment; a change of their wording alone no longer
+/// wakes the preview either.
+pub(super) fn prune_deployment(o: &mut CachedDeployment) {
+    let Some(status) = o.status.as_mut() else {
+        return;
+    };
+    if let Some(conditions) = status.conditions.as_mut() {
+        conditions.retain(|c| {
+            (c.type_ == "ReplicaFailure" && c.status == "True")
+                || (c.type_ == "Progressing" && c.status == "False")
+        });
+        for c in conditions.iter_mut() {
+            c.last_update_time = None;
+        }
+    }
+    if status.conditions.as_ref().is_some_and(Vec::is_empty) {
+        status.conditions = None;
+    }
+}
 
 /// A HelmRelease as the operator reads it: its status and newest release, not its values.
 pub(super) fn prune_release(o: &mut HelmRelease) {
@@ -142,6 +160,59 @@ mod tests {
     use super::*;
     use crate::controller::cached::CachedJob;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_cached_deployment_keeps_only_the_conditions_that_say_a_rollout_failed() {
+        use serde_json::json;
+        let read = |conditions: serde_json::Value| {
+            let mut d: CachedDeployment = serde_json::from_value(json!({
+                "metadata": {"name": "web"},
+                "status": {"observedGeneration": 2, "availableReplicas": 1, "conditions": conditions}
+            }))
+            .expect("a Deployment");
+            prune_deployment(&mut d);
+            d.status.expect("status")
+        };
+        let healthy = read(json!([
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+             "message": "Deployment has minimum availability.",
+             "lastUpdateTime": "2026-12-07T00:00:00Z", "lastTransitionTime": "2026-12-07T00:00:00Z"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+             "message": "ReplicaSet \"web-5d9c\" has successfully progressed.",
+             "lastUpdateTime": "2026-12-07T00:00:00Z", "lastTransitionTime": "2026-12-07T00:00:00Z"}
+        ]));
+        assert_eq!(healthy.conditions, None);
+        assert_eq!(healthy.available_replicas, Some(1));
+        let failing = read(json!([
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "message": "ReplicaSet \"web-5d9c\" has timed out progressing.",
+             "lastUpdateTime": "2026-12-07T00:00:00Z"},
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+             "message": "pods \"web-5d9c-x\" is forbidden: exceeded quota: preview"}
+        ]));
+        let kept: Vec<_> = (conditions_of(&failing).iter())
+            .map(|c| (c.type_.as_str(), c.reason.as_deref(), c.message.is_some()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("Progressing", Some("ProgressDeadlineExceeded"), true),
+                ("ReplicaFailure", Some("FailedCreate"), true)
+            ]
+        );
+        assert!(
+            conditions_of(&failing)
+                .iter()
+                .all(|c| c.last_update_time.is_none())
+        );
+    }
+
+    fn conditions_of(
+        s: &k8s_openapi::api::apps::v1::DeploymentStatus,
+    ) -> &[k8s_openapi::api::apps::v1::DeploymentCondition] {
+        s.conditions.as_deref().unwrap_or_default()
+    }
 
     #[test]
     fn a_cached_child_keeps_one_map_and_its_labels_still_read() {

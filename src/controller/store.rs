@@ -12,7 +12,6 @@ use std::sync::{Arc, RwLock};
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tokio::sync::watch;
@@ -198,7 +197,7 @@ pub trait Changes {
     fn changed_from(&self, before: &Self) -> bool;
 }
 
-impl<K> Changes for PartialObjectMeta<K> {
+impl<K> Changes for super::cached::CachedMeta<K> {
     fn changed_from(&self, before: &Self) -> bool {
         !same_meta(&self.metadata, &before.metadata)
     }
@@ -277,18 +276,16 @@ fn remove<K: Resource>(all: &mut ByNamespace<K>, object: &K) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    type Service = PartialObjectMeta<k8s_openapi::api::core::v1::Service>;
+    type Service = super::super::cached::CachedMeta<k8s_openapi::api::core::v1::Service>;
 
     fn svc(ns: &str, name: &str, version: &str) -> Service {
-        PartialObjectMeta {
-            metadata: ObjectMeta {
-                namespace: Some(ns.into()),
-                name: Some(name.into()),
-                resource_version: Some(version.into()),
-                ..ObjectMeta::default()
-            },
-            ..PartialObjectMeta::default()
+        ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            resource_version: Some(version.into()),
+            ..ObjectMeta::default()
         }
+        .into()
     }
 
     fn names(objects: &[Arc<Service>]) -> Vec<(&str, &str)> {

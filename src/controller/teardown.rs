@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PartialObjectMeta, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::cached::CachedMeta;
 use super::children::FluxStores;
 use super::commit;
 use super::context::Context;
@@ -146,7 +147,7 @@ struct CachedNamespace {
 }
 
 fn cached_namespace(
-    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    namespaces: &Store<CachedMeta<Namespace>>,
     name: &str,
     owner_uid: &str,
 ) -> Option<CachedNamespace> {
@@ -263,7 +264,7 @@ pub async fn owner_exists(
 pub async fn sweep_orphans(
     client: &Client,
     previews: &Store<PreviewEnvironment>,
-    namespaces: &Store<PartialObjectMeta<Namespace>>,
+    namespaces: &Store<CachedMeta<Namespace>>,
     flux: &FluxStores,
 ) -> Result<usize, kube::Error> {
     let mut deleted = 0;
@@ -290,7 +291,7 @@ pub async fn sweep_orphans(
 pub async fn run_sweeper(
     client: Client,
     previews: Store<PreviewEnvironment>,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
+    namespaces: Store<CachedMeta<Namespace>>,
     flux: FluxStores,
     interval: Duration,
     mut synced: tokio::sync::watch::Receiver<bool>,
