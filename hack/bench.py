@@ -401,7 +401,7 @@ def parse_time(ts):
 def stages(kube, selector, t0):
     """When, in seconds after t0 (median over the previews), each step of a preview happened,
     read from the objects' own timestamps (1 s resolution): the namespace created, every
-    Deployment available, the Job created and the Job complete. With BENCH_WORKLOAD=flux (no
+    Deployment created ("deployed") and available, the Job created and the Job complete. With BENCH_WORKLOAD=flux (no
     tests): the namespace created, the HelmRelease Ready ("released"), every Deployment
     available; Deployments are those in the preview namespaces (a chart's carry its own labels)."""
     q = urllib.parse.quote(selector)
@@ -412,6 +412,8 @@ def stages(kube, selector, t0):
         return flux_stages(kube, by_ns, t0)
     for d in kube.request("GET", f"/apis/apps/v1/deployments?labelSelector={q}")["items"]:
         entry = by_ns.setdefault(d["metadata"]["namespace"], {})
+        created = parse_time(d["metadata"]["creationTimestamp"])
+        entry["deployed"] = max(entry.get("deployed", created), created)
         available(entry, d)
     for j in kube.request("GET", f"/apis/batch/v1/jobs?labelSelector={q}")["items"]:
         if j["metadata"]["name"].startswith(("setup-", "migrate")):
@@ -419,7 +421,7 @@ def stages(kube, selector, t0):
         entry = by_ns.setdefault(j["metadata"]["namespace"], {})
         entry["job_created"] = parse_time(j["metadata"]["creationTimestamp"])
         entry["job_done"] = parse_time((j.get("status") or {}).get("completionTime"))
-    return median_steps(by_ns, ("namespace", "available", "job_created", "job_done"), t0)
+    return median_steps(by_ns, ("namespace", "deployed", "available", "job_created", "job_done"), t0)
 
 
 def available(entry, deployment):
