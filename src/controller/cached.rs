@@ -183,26 +183,10 @@ struct Writer {
 }
 
 impl From<Meta> for ObjectMeta {
-    /// Every field named: a field k8s-openapi adds does not compile until it is read here.
+    /// An `ObjectMeta` literal without `..`: a field k8s-openapi adds does not compile until it
+    /// is read here.
     fn from(m: Meta) -> ObjectMeta {
-        let Meta {
-            annotations,
-            creation_timestamp,
-            deletion_grace_period_seconds,
-            deletion_timestamp,
-            finalizers,
-            generate_name,
-            generation,
-            labels,
-            managed_fields,
-            name,
-            namespace,
-            owner_references,
-            resource_version,
-            self_link,
-            uid,
-        } = m;
-        let managed_fields = managed_fields.map(|entries| {
+        let managed_fields = m.managed_fields.map(|entries| {
             (entries.into_iter())
                 .map(|w| ManagedFieldsEntry {
                     manager: w.manager,
@@ -213,21 +197,21 @@ impl From<Meta> for ObjectMeta {
                 .collect()
         });
         ObjectMeta {
-            annotations,
-            creation_timestamp,
-            deletion_grace_period_seconds,
-            deletion_timestamp,
-            finalizers,
-            generate_name,
-            generation,
-            labels,
+            annotations: m.annotations,
+            creation_timestamp: m.creation_timestamp,
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            deletion_timestamp: m.deletion_timestamp,
+            finalizers: m.finalizers,
+            generate_name: m.generate_name,
+            generation: m.generation,
+            labels: m.labels,
             managed_fields,
-            name,
-            namespace,
-            owner_references,
-            resource_version,
-            self_link,
-            uid,
+            name: m.name,
+            namespace: m.namespace,
+            owner_references: m.owner_references,
+            resource_version: m.resource_version,
+            self_link: m.self_link,
+            uid: m.uid,
         }
     }
 }
