@@ -33,6 +33,17 @@ const OWN_WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(2);
 /// within 10-17 s on the bench rig); one that takes longer shows `Deploying` after it, and a
 /// problem or a verdict is never held.
 const FIRST_STATUS_HOLD: Duration = Duration::from_secs(20);
+/// How much longer the first status waits for every other preview that waits for its own
+/// first status too. Previews that arrive together go through the same API server: a burst
+/// of K previews is Ready after about K × this on the 2-core bench rig (1000 in 120-175 s),
+/// so a fixed hold would have every preview of a burst of a thousand write a `Deploying` its
+/// verdict follows a minute later, a thousand status writes while the API server is at its
+/// busiest (the cost grows with the burst instead of staying one write per preview). A lone
+/// preview waits [`FIRST_STATUS_HOLD`].
+const FIRST_STATUS_HOLD_PER_WAITING: Duration = Duration::from_millis(160);
+/// The longest a first status waits, however large the burst: past it a developer who looks
+/// sees `Deploying` rather than nothing.
+const FIRST_STATUS_HOLD_MAX: Duration = Duration::from_secs(180);
 /// How long a step forward on the way to a verdict (setup done, services available, tests
 /// started) waits to be written. Nobody acts on a step (CI waits for the verdict), and at a
 /// thousand previews each step takes tens of seconds: written at once, every step was a write
@@ -51,7 +62,35 @@ const UNTIL_THE_NEXT_STEP: Duration = Duration::from_secs(3600);
 /// catch up with our own write instead of acting on (and writing over) an older copy.
 #[derive(Default)]
 pub struct Writes {
-    by_uid: Mutex<HashMap<String, Written>>,
+    by_uid: Mutex<ByUid>,
+}
+
+#[derive(Default)]
+struct ByUid {
+    previews: HashMap<String, Written>,
+    /// How many of them wait for their first status (a burst's size).
+    awaiting_first: usize,
+}
+
+impl ByUid {
+    /// The entry of `uid`, made if new.
+    fn entry(&mut self, uid: &str) -> &mut Written {
+        self.previews.entry(uid.to_string()).or_default()
+    }
+
+    /// Marks whether `uid` waits for its first status, keeping the count.
+    fn set_awaiting_first(&mut self, uid: &str, awaiting: bool) {
+        let entry = self.entry(uid);
+        if entry.first_hold.is_some() == awaiting {
+            return;
+        }
+        entry.first_hold = awaiting.then_some(FIRST_STATUS_HOLD);
+        if awaiting {
+            self.awaiting_first += 1;
+        } else {
+            self.awaiting_first = self.awaiting_first.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -60,6 +99,9 @@ struct Written {
     status_at: Option<Instant>,
     /// Since when a step forward waits to be written.
     step_since: Option<Instant>,
+    /// While the first status waits: how long it may, grown with the largest burst seen
+    /// meanwhile.
+    first_hold: Option<Duration>,
     resource_version: Option<String>,
 }
 
@@ -70,8 +112,11 @@ impl Writes {
             return;
         };
         let now = Instant::now();
-        let mut map = lock(&self.by_uid);
-        let entry = map.entry(uid).or_default();
+        let mut all = lock(&self.by_uid);
+        if status {
+            all.set_awaiting_first(&uid, false);
+        }
+        let entry = all.entry(&uid);
         entry.at = Some(now);
         entry.resource_version = written.resource_version();
         if status {
@@ -90,7 +135,7 @@ impl Writes {
         let Some(uid) = pe.uid() else {
             return false;
         };
-        lock(&self.by_uid).get(&uid).is_some_and(|w| {
+        lock(&self.by_uid).previews.get(&uid).is_some_and(|w| {
             w.resource_version.is_some()
                 && w.resource_version != pe.resource_version()
                 && w.at
@@ -101,7 +146,8 @@ impl Writes {
     /// How long `next` may wait before it is written (`None`: write now). On the expected path
     /// a preview costs one status write per state a user would want to see, none for the
     /// progress within it: a new preview's first status waits [`FIRST_STATUS_HOLD`] for the
-    /// verdict; a step to the next phase (tests started) waits [`STEP_HOLD`]; a step within
+    /// verdict, longer in a burst ([`FIRST_STATUS_HOLD_PER_WAITING`]); a step to the next
+    /// phase (tests started) waits [`STEP_HOLD`]; a step within
     /// a phase (setup done, services deploying) and progress on the way (a replica ready, a
     /// test's Job started) are never written on their own but with the next phase or the
     /// verdict, and progress within a settled state at most every
@@ -113,17 +159,22 @@ impl Writes {
         next: &PreviewEnvironmentStatus,
     ) -> Option<Duration> {
         let mut all = lock(&self.by_uid);
-        if !all.contains_key(uid) {
-            all.insert(uid.to_string(), Written::default());
-        }
-        let written = all.get_mut(uid)?;
         let Some(previous) = previous else {
             if !on_the_way(next) {
                 return None;
             }
+            all.set_awaiting_first(uid, true);
+            let burst = first_hold(all.awaiting_first);
+            let written = all.entry(uid);
             let since = *written.step_since.get_or_insert_with(Instant::now);
-            return FIRST_STATUS_HOLD.checked_sub(since.elapsed());
+            // The largest burst seen while waiting, not the current one: as the burst drains,
+            // its last previews (the slowest) would otherwise all be written just before
+            // their verdicts.
+            let hold = written.first_hold.unwrap_or(FIRST_STATUS_HOLD).max(burst);
+            written.first_hold = Some(hold);
+            return hold.checked_sub(since.elapsed());
         };
+        let written = all.entry(uid);
         if progress_only(previous, next) {
             if on_the_way(next) {
                 return Some(UNTIL_THE_NEXT_STEP);
@@ -145,8 +196,20 @@ impl Writes {
 
     /// Forgets a preview that is gone.
     pub fn forget(&self, uid: &str) {
-        lock(&self.by_uid).remove(uid);
+        let mut all = lock(&self.by_uid);
+        if all.previews.contains_key(uid) {
+            all.set_awaiting_first(uid, false);
+        }
+        all.previews.remove(uid);
     }
+}
+
+/// How long a first status waits while `awaiting` previews (this one included) wait for theirs.
+fn first_hold(awaiting: usize) -> Duration {
+    let others = u32::try_from(awaiting.saturating_sub(1)).unwrap_or(u32::MAX);
+    FIRST_STATUS_HOLD
+        .saturating_add(FIRST_STATUS_HOLD_PER_WAITING.saturating_mul(others))
+        .min(FIRST_STATUS_HOLD_MAX)
 }
 
 /// Whether `next` differs from `previous` only in progress within the same state: replica
@@ -409,6 +472,35 @@ mod tests {
         ] {
             assert_eq!(writes.hold(&uid, None, &problem), None, "{problem:?}");
         }
+    }
+
+    #[test]
+    fn in_a_burst_the_first_status_waits_longer_and_a_written_or_gone_preview_leaves_it() {
+        use crate::api::Phase;
+        let writes = Writes::default();
+        let deploying = status(Phase::Deploying, "Deploying");
+        let (first, first_uid) = preview_at("2");
+        let lone = writes.hold(&first_uid, None, &deploying);
+        assert!(lone.is_some_and(|d| d <= FIRST_STATUS_HOLD), "{lone:?}");
+        let uids: Vec<String> = (0..100).map(|i| format!("uid-{i}")).collect();
+        for uid in &uids {
+            writes.hold(uid, None, &deploying);
+        }
+        // 100 more wait: 20 s + 100 × 160 ms, for the first one too (it is still waiting).
+        let burst = writes.hold(&first_uid, None, &deploying);
+        assert!(
+            burst.is_some_and(|d| d > Duration::from_secs(35) && d <= Duration::from_secs(36)),
+            "{burst:?}"
+        );
+        writes.record(&first, true);
+        for uid in &uids {
+            writes.forget(uid);
+        }
+        assert_eq!(lock(&writes.by_uid).awaiting_first, 0);
+        // The burst has drained: a new preview waits as a lone one does.
+        let held = writes.hold("uid-after", None, &deploying);
+        assert!(held.is_some_and(|d| d <= FIRST_STATUS_HOLD), "{held:?}");
+        assert_eq!(first_hold(100_000), FIRST_STATUS_HOLD_MAX);
     }
 
     #[test]
