@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::controller::cached::CachedMeta;
+use crate::controller::slim::Keeps;
 use crate::controller::store::ChildStore;
 use axum::Router;
 use axum::extract::State;
@@ -105,9 +106,8 @@ fn preview_at(
         return None;
     }
     ingresses.state().iter().find_map(|i| {
-        let annotations = i.annotations();
-        (annotations.get(HOST).map(String::as_str) == Some(host)).then_some(())?;
-        let (ns, name) = naming::owner_ref(annotations)?;
+        (i.kept(HOST) == Some(host)).then_some(())?;
+        let (ns, name) = naming::PreviewKey::parts(i.kept(naming::OWNER_REF)?)?;
         Some(ObjectRef::new(name).within(ns))
     })
 }

@@ -27,7 +27,7 @@ use super::applied::Applied;
 use super::build::{Desired, Environment, Preview, stamp};
 use super::cached::CachedMeta;
 use super::children::Stores;
-use super::slim::{created, label};
+use super::slim::{Keeps, created, label};
 use super::store::ChildStore;
 use crate::client::{create_params, gone_is_ok};
 use crate::naming::{APPLIED_HASH, HOST, MANAGER, OWNER_UID};
@@ -116,7 +116,7 @@ pub fn host_conflict(
     env.ingresses.objects.iter().find_map(|wanted| {
         let host = wanted.annotations().get(HOST)?;
         let other = served.iter().find(|i| {
-            i.annotations().get(HOST) == Some(host)
+            i.kept(HOST) == Some(host.as_str())
                 && i.metadata.deletion_timestamp.is_none()
                 && (i.namespace() != wanted.namespace() || i.name_any() != wanted.name_any())
         })?;
@@ -147,10 +147,17 @@ impl<K> Child for K where
 {
 }
 
-/// What a cache of children holds (the object itself, or its metadata).
-pub trait Cached: Resource<DynamicType: Default + Eq + std::hash::Hash + Clone> + Clone {}
+/// What a cache of children holds (the object itself, or its metadata), its labels and
+/// annotations read through [`Keeps`].
+pub trait Cached:
+    Resource<DynamicType: Default + Eq + std::hash::Hash + Clone> + Keeps + Clone
+{
+}
 
-impl<S> Cached for S where S: Resource<DynamicType: Default + Eq + std::hash::Hash + Clone> + Clone {}
+impl<S> Cached for S where
+    S: Resource<DynamicType: Default + Eq + std::hash::Hash + Clone> + Keeps + Clone
+{
+}
 
 /// The preview namespace and owner whose children one apply covers.
 #[derive(Clone, Copy)]
@@ -209,12 +216,12 @@ pub enum ApplyError {
 }
 
 /// The fingerprint a cached copy carries, unless it is being deleted.
-pub fn cached_hash<S: Resource>(cached: Option<&S>) -> Option<String> {
+pub fn cached_hash<S: Keeps>(cached: Option<&S>) -> Option<String> {
     let cached = cached?;
     if cached.meta().deletion_timestamp.is_some() {
         return None;
     }
-    cached.annotations().get(APPLIED_HASH).cloned()
+    cached.kept(APPLIED_HASH).map(str::to_string)
 }
 
 /// Applies `desired` unless the cache shows it is already in place, or this process applied
@@ -264,7 +271,7 @@ where
             Err(kube::Error::Api(e)) if e.code == 409 => hand_over(&api, &name).await,
             Err(e) => Err(e),
         },
-        Some(c) if created(c.meta()) => hand_over(&api, &name).await,
+        Some(c) if created(c.as_ref()) => hand_over(&api, &name).await,
         Some(_) => Ok(()),
     }
     .map_err(failed)?;

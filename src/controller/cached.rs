@@ -24,6 +24,7 @@ use kube::Resource;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use super::slim::{Keeps, Kept};
 use crate::naming::SHA;
 
 /// A Deployment: its metadata, the sha its pod template runs and its status.
@@ -31,6 +32,9 @@ use crate::naming::SHA;
 pub struct CachedDeployment {
     #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
+    /// Its labels and annotations, once the cache compacted them (`slim`).
+    #[serde(skip)]
+    pub compact: Kept,
     #[serde(default)]
     pub spec: Option<WorkloadSpec>,
     #[serde(default)]
@@ -42,6 +46,9 @@ pub struct CachedDeployment {
 pub struct CachedStatefulSet {
     #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
+    /// Its labels and annotations, once the cache compacted them (`slim`).
+    #[serde(skip)]
+    pub compact: Kept,
     #[serde(default)]
     pub status: Option<StatefulSetStatus>,
 }
@@ -51,6 +58,9 @@ pub struct CachedStatefulSet {
 pub struct CachedJob {
     #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
+    /// Its labels and annotations, once the cache compacted them (`slim`).
+    #[serde(skip)]
+    pub compact: Kept,
     #[serde(default)]
     pub status: Option<JobStatus>,
 }
@@ -83,6 +93,10 @@ impl From<CachedPod> for Pod {
 pub struct CachedMeta<K> {
     #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
+    /// Its labels and annotations, once the cache compacted them (`slim`; a preview
+    /// namespace keeps its maps).
+    #[serde(skip)]
+    pub compact: Kept,
     #[serde(skip)]
     kind: PhantomData<fn() -> K>,
 }
@@ -91,6 +105,7 @@ impl<K> From<ObjectMeta> for CachedMeta<K> {
     fn from(metadata: ObjectMeta) -> Self {
         CachedMeta {
             metadata,
+            compact: Kept::default(),
             kind: PhantomData,
         }
     }
@@ -104,7 +119,11 @@ impl<K> Default for CachedMeta<K> {
 
 impl<K> Clone for CachedMeta<K> {
     fn clone(&self) -> Self {
-        self.metadata.clone().into()
+        CachedMeta {
+            metadata: self.metadata.clone(),
+            compact: self.compact.clone(),
+            kind: PhantomData,
+        }
     }
 }
 
@@ -112,9 +131,35 @@ impl<K> fmt::Debug for CachedMeta<K> {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.debug_struct("CachedMeta")
             .field("metadata", &self.metadata)
+            .field("compact", &self.compact)
             .finish()
     }
 }
+
+impl<K: Resource> Keeps for CachedMeta<K> {
+    fn compact(&self) -> Option<&Kept> {
+        Some(&self.compact)
+    }
+    fn compact_mut(&mut self) -> Option<&mut Kept> {
+        Some(&mut self.compact)
+    }
+}
+
+/// The workloads keep their labels and annotations compactly.
+macro_rules! compact {
+    ($($kind:ty),*) => {$(
+        impl Keeps for $kind {
+            fn compact(&self) -> Option<&Kept> {
+                Some(&self.compact)
+            }
+            fn compact_mut(&mut self) -> Option<&mut Kept> {
+                Some(&mut self.compact)
+            }
+        }
+    )*};
+}
+
+compact!(CachedDeployment, CachedStatefulSet, CachedJob);
 
 impl<K: Resource> Resource for CachedMeta<K> {
     type DynamicType = K::DynamicType;

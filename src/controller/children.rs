@@ -27,8 +27,8 @@ use super::applied::Applied;
 use super::cached::{CachedDeployment, CachedJob, CachedMeta, CachedStatefulSet};
 use super::pods::StuckPods;
 use super::slim::{
-    self, INGRESS, JOB, NAMESPACE, OWNED, WORKLOAD, fold_labels, keep_all, no_managed_fields,
-    prune_deployment, prune_kustomization, prune_release, slim,
+    self, INGRESS, JOB, Keeps, NAMESPACE, OWNED, WORKLOAD, keep_all, no_managed_fields,
+    prune_deployment, prune_kustomization, prune_release, slim, slim_namespace,
 };
 use super::store::{Changes, ChildStore};
 use crate::api::PreviewEnvironment;
@@ -237,7 +237,7 @@ impl Builder {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
-            watcher(Api::all(client.clone()), managed()).modify(|o| slim(o, NAMESPACE, keep_all)),
+            watcher(Api::all(client.clone()), managed()).modify(|o| slim_namespace(o, NAMESPACE)),
         )
         .default_backoff()
         .touched_objects()
@@ -252,21 +252,18 @@ impl Builder {
         }
     }
 
-    /// A cached watch of one child kind, keeping the labels and annotations `keep` (folded
-    /// into the annotations), that also triggers the owner. For `CachedMeta<K>` it
-    /// asks for metadata only (kube picks metadata requests for that type), which is all
-    /// most kinds need.
-    fn child<K: Watched + Changes>(
+    /// A cached watch of one child kind, keeping the labels and annotations `keep`
+    /// (compacted, `slim::Kept`, where the kind can), that also triggers the owner. For
+    /// `CachedMeta<K>` it asks for metadata only (kube picks metadata requests for that type),
+    /// which is all most kinds need.
+    fn child<K: Watched + Changes + Keeps>(
         &mut self,
         keep: &'static [&'static str],
         prune: fn(&mut K),
     ) -> ChildStore<K> {
         let store = ChildStore::default();
         let events = watcher(Api::<K>::all(self.client.clone()), managed())
-            .modify(move |o| {
-                fold_labels(o);
-                slim(o, keep, prune);
-            })
+            .modify(move |o| slim(o, keep, prune))
             .default_backoff();
         let namespaces = self.namespaces.clone();
         let stream = store.reflect(events).filter_map(move |event| {

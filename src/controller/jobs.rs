@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::cached::CachedJob;
+use super::slim::Keeps;
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams};
@@ -135,10 +136,10 @@ async fn run(
 /// not make a setup Job run twice. A Job made before these marks existed is kept.
 pub fn stale(jobs: &[Arc<CachedJob>], wanted: &Wanted) -> Vec<String> {
     let differs = |job: &CachedJob, wanted: &Job, key: &str| match (
-        job.annotations().get(key),
+        job.kept(key),
         wanted.annotations().get(key),
     ) {
-        (Some(ran), Some(wants)) => ran != wants,
+        (Some(ran), Some(wants)) => ran != wants.as_str(),
         _ => false,
     };
     jobs.iter()

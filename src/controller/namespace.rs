@@ -174,7 +174,7 @@ async fn apply(ctx: &Context, ns: Namespace) -> Result<(), Error> {
     }
     let api = Api::<Namespace>::all(ctx.client.clone());
     // Created, never applied yet: the apply takes over the create's fields first.
-    let needs_hand_over = cached.is_some_and(|c| created(&c.metadata));
+    let needs_hand_over = cached.is_some_and(|c| created(c.as_ref()));
     let write = async {
         if needs_hand_over {
             hand_over(&api, &name).await?;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
+use super::slim::Keeps;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
@@ -73,7 +74,7 @@ pub fn children(
     // A test run against workloads that changed since tests nothing that runs now: it is
     // about to be replaced, and its verdict must not show meanwhile.
     let current: Vec<Arc<CachedJob>> = (jobs.iter())
-        .filter(|j| j.annotations().get(TESTED).is_none_or(|t| *t == tested))
+        .filter(|j| j.kept(TESTED).is_none_or(|t| t == tested))
         .cloned()
         .collect();
     let observed = Observed {

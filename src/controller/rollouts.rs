@@ -22,6 +22,7 @@ use super::cached::{CachedDeployment, CachedStatefulSet};
 use super::children::Stores;
 use super::gate::Verdict;
 use super::observe::Observed;
+use super::slim::Keeps;
 use crate::api::{PreviewEnvironment, PreviewEnvironmentStatus, Reason, Revision, TestPhase};
 use crate::naming::POD_TEMPLATE;
 use crate::sync::lock;
@@ -184,14 +185,7 @@ fn pod_template<S: Cached>(
     if cached.meta().deletion_timestamp.is_some() {
         return None;
     }
-    Some(
-        cached
-            .meta()
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(POD_TEMPLATE))
-            .cloned(),
-    )
+    Some(cached.kept(POD_TEMPLATE).map(str::to_string))
 }
 
 /// PURE: the fingerprint of what a preview's workloads run now, as cached: what its tests
@@ -200,21 +194,18 @@ pub fn tested(
     deployments: &[Arc<CachedDeployment>],
     stateful_sets: &[Arc<CachedStatefulSet>],
 ) -> String {
-    let mark = |meta: &ObjectMeta| {
+    fn mark<K: Keeps>(workload: &K) -> (String, Option<String>) {
         (
-            meta.name.clone().unwrap_or_default(),
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(POD_TEMPLATE))
-                .cloned(),
+            workload.meta().name.clone().unwrap_or_default(),
+            workload.kept(POD_TEMPLATE).map(str::to_string),
         )
-    };
+    }
     let mut workloads: Vec<_> = (deployments.iter())
-        .map(|d| ("Deployment", mark(&d.metadata)))
+        .map(|d| ("Deployment", mark(d.as_ref())))
         .chain(
             stateful_sets
                 .iter()
-                .map(|s| ("StatefulSet", mark(&s.metadata))),
+                .map(|s| ("StatefulSet", mark(s.as_ref()))),
         )
         .collect();
     workloads.sort();

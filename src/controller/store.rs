@@ -199,11 +199,12 @@ pub trait Changes {
 
 impl<K> Changes for super::cached::CachedMeta<K> {
     fn changed_from(&self, before: &Self) -> bool {
-        !same_meta(&self.metadata, &before.metadata)
+        !same_meta(&self.metadata, &before.metadata) || self.compact != before.compact
     }
 }
 
-/// Kinds whose spec and status the cache keeps (pruned).
+/// Kinds whose spec and status the cache keeps (pruned), and their compacted labels and
+/// annotations.
 macro_rules! changes_in_spec_and_status {
     ($($kind:ty { $($field:ident),* }),* $(,)?) => {$(
         impl Changes for $kind {
@@ -216,9 +217,13 @@ macro_rules! changes_in_spec_and_status {
 }
 
 changes_in_spec_and_status!(
-    super::cached::CachedDeployment { spec, status },
-    super::cached::CachedStatefulSet { status },
-    super::cached::CachedJob { status },
+    super::cached::CachedDeployment {
+        compact,
+        spec,
+        status
+    },
+    super::cached::CachedStatefulSet { compact, status },
+    super::cached::CachedJob { compact, status },
     crate::flux::GitRepository { spec, status },
     crate::flux::HelmRepository { spec, status },
     crate::flux::OCIRepository { spec, status },
@@ -276,6 +281,9 @@ fn remove<K: Resource>(all: &mut ByNamespace<K>, object: &K) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::slim::{OWNED, keep_all, slim};
+    use crate::naming::APPLIED_HASH;
+
     type Service = super::super::cached::CachedMeta<k8s_openapi::api::core::v1::Service>;
 
     fn svc(ns: &str, name: &str, version: &str) -> Service {
@@ -350,6 +358,16 @@ mod tests {
         let mut edited = svc("a", "web", "8");
         edited.metadata.annotations = Some([("h".to_string(), "2".to_string())].into());
         assert!(woke(watcher::Event::Apply(edited)), "annotated");
+        // As the watch delivers it: the kept annotation compacted.
+        let slimmed = |version: &str, hash: &str| {
+            let mut s = svc("a", "db", version);
+            s.metadata.annotations = Some([(APPLIED_HASH.to_string(), hash.to_string())].into());
+            slim(&mut s, OWNED, keep_all);
+            watcher::Event::Apply(s)
+        };
+        assert!(woke(slimmed("9", "h1")), "compacted");
+        assert!(!woke(slimmed("10", "h1")));
+        assert!(woke(slimmed("11", "h2")), "its applied fingerprint changed");
     }
 
     #[test]

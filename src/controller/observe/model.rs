@@ -6,6 +6,7 @@ use crate::api::{PreviewEnvironmentSpec, Reason, ServiceSpec, TestPhase, TestSta
 use crate::controller::build::Stage;
 use crate::controller::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
 use crate::controller::pods::PodProblem;
+use crate::controller::slim::Keeps;
 use crate::naming::{RUN_REASON, short_sha};
 
 /// Where one service is.
@@ -331,12 +332,7 @@ pub fn test_run(
     status.job = Some(job_name.clone());
     status.started_at = js.start_time.clone();
     status.message = None;
-    status.reason = job
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RUN_REASON))
-        .cloned();
+    status.reason = job.kept(RUN_REASON).map(str::to_string);
     let conditions = js.conditions.unwrap_or_default();
     let done = |kind: &str| {
         conditions
