@@ -520,6 +520,11 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
     tails = {"posted": round(p95(posted), 1), **tails, "ready": round(p95(ready), 1)}
     per = sorted(ready_at[i] - created_at[i] for i in range(n))
     before_idle = scrape(metrics_url)
+    # How busy the reconcile workers were until all Ready: a sum near workers × seconds says
+    # the operator's own pace is the limit, a small one that it waits for the API server.
+    reconciles = {key: before_idle.get(metric, 0) - scraped.get(metric, 0) for key, metric in (
+        ("count", "preview_operator_reconciles_total"),
+        ("seconds", "preview_operator_reconcile_duration_seconds_sum"))}
     if side:
         flux_before_idle = flux_requests()
     time.sleep(idle_seconds)  # the idle window being measured, not a synchronisation
@@ -569,6 +574,7 @@ def operator_run(kube, n, tenant, metrics_url, pid, idle_seconds, side=None):
         "idle_rss": idle_rss,
         "api_requests": requests,
         "api_requests_by_resource": {k: v for k, v in by_resource.items() if v},
+        "reconciles": reconciles,
         "teardown": teardown,
         "cpu": cpu,
         "stages": steps,
@@ -808,6 +814,8 @@ def main():
           f"teardown ratio {teardown_ratio:.2f}")
     print(f"operator API requests, first round (until the end of the idle window): {op['api_requests']}")
     print(f"  by resource: {ops[0]['api_requests_by_resource']}")
+    print("operator reconciles until all Ready, per round (count, seconds spent in them): "
+          + ", ".join(f"{o['reconciles']['count']:.0f} / {o['reconciles']['seconds']:.0f} s" for o in ops))
     print(json.dumps({
         "n": n,
         "workload": WORKLOAD,
@@ -829,6 +837,7 @@ def main():
         "baseline_writes_per_preview": round(base_writes, 2),
         "api_requests": op["api_requests"],
         "api_requests_by_resource": ops[0]["api_requests_by_resource"],
+        "reconciles": [o["reconciles"] for o in ops],
         "cpu_seconds": {"operator_run": ops[0]["cpu"], "baseline_run": bases[0]["cpu"]},
         "stages": {"operator_run": [o["stages"] for o in ops], "baseline_run": [b["stages"] for b in bases]},
         "tails": {"operator_run": [o["tails"] for o in ops], "baseline_run": [b["tails"] for b in bases]},
