@@ -24,6 +24,7 @@ use super::error::Error;
 use super::events;
 use super::lifetime::Lifetime;
 use super::report::{self, Announcement};
+use super::writes::Transition;
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, format_duration};
 use crate::client::{gone_is_ok, is_status};
 use crate::naming::{self, OWNER_NAMESPACE, OWNER_UID, Owner};
@@ -113,13 +114,24 @@ pub async fn cleanup(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, E
         })?
     };
     if gone == Gone::Deleting {
-        // Said while the namespace controller works; a preview whose namespace is gone
-        // already (or was never ours) loses its finalizer at once, and a status written now
-        // would be read by no one.
-        if let Some(terminating) = terminating(pe.status.as_ref()) {
+        // Said while the namespace controller works, once it has worked a while
+        // (`TERMINATING_HOLD`): most teardowns end first, and a status written then would be
+        // read by no one.
+        if let Some(terminating) = terminating(pe.status.as_ref())
+            && ctx.writes.terminating_hold(&owner.uid).is_none()
+        {
             commit::commit(ctx, pe, &owner.uid, terminating).await?;
         }
         return Err(Error::TeardownInProgress(ns_name));
+    }
+    // Gone (or never ours): the finalizer goes now. The pull request hears it is torn down
+    // here when the status never said Terminating (that write tells it otherwise).
+    if let Some(terminating) = terminating(pe.status.as_ref()) {
+        let transition = Transition {
+            before: pe.status.clone(),
+            after: terminating,
+        };
+        report::publish(ctx, pe, &transition);
     }
     ctx.forget(pe, &owner.uid, &ns_name);
     if let Some(deleted) = &pe.metadata.deletion_timestamp {

@@ -44,6 +44,15 @@ const FIRST_STATUS_HOLD_PER_WAITING: Duration = Duration::from_millis(160);
 /// The longest a first status waits, however large the burst: past it a developer who looks
 /// sees `Deploying` rather than nothing.
 const FIRST_STATUS_HOLD_MAX: Duration = Duration::from_secs(180);
+/// How long a preview being torn down waits before its status says `Terminating`, grown like
+/// the first status's in a burst (by [`FIRST_STATUS_HOLD_PER_WAITING`] for every other preview
+/// being torn down, up to [`FIRST_STATUS_HOLD_MAX`]). Most namespaces are gone within it, and
+/// then the pull request is told "torn down" without a status write nobody reads: the object
+/// goes with its finalizer a moment later. At a thousand previews deleted together the
+/// namespace controller works through their namespaces for minutes, and a `Terminating`
+/// written for each was a thousand writes competing with it for the API server. A teardown
+/// that lasts longer (a finalizer in the namespace that nobody removes) shows `Terminating`.
+const TERMINATING_HOLD: Duration = Duration::from_secs(20);
 /// How long a step forward on the way to a verdict (setup done, services available, tests
 /// started) waits to be written. Nobody acts on a step (CI waits for the verdict), and at a
 /// thousand previews each step takes tens of seconds: written at once, every step was a write
@@ -70,6 +79,8 @@ struct ByUid {
     previews: HashMap<String, Written>,
     /// How many of them wait for their first status (a burst's size).
     awaiting_first: usize,
+    /// How many of them are being torn down and do not say so yet (a burst of deletions).
+    tearing_down: usize,
 }
 
 impl ByUid {
@@ -91,6 +102,41 @@ impl ByUid {
             self.awaiting_first = self.awaiting_first.saturating_sub(1);
         }
     }
+
+    /// Marks whether `uid` is being torn down without saying so yet, keeping the count.
+    fn set_tearing_down(&mut self, uid: &str, tearing_down: bool) {
+        let entry = self.entry(uid);
+        if entry.teardown.is_some() == tearing_down {
+            return;
+        }
+        entry.teardown = tearing_down.then(|| Hold {
+            since: Instant::now(),
+            hold: TERMINATING_HOLD,
+        });
+        if tearing_down {
+            self.tearing_down += 1;
+        } else {
+            self.tearing_down = self.tearing_down.saturating_sub(1);
+        }
+    }
+}
+
+/// A status held while a burst goes through the API server: since when, and for how long
+/// (the longest the burst called for while it waited).
+#[derive(Clone, Copy, Debug)]
+struct Hold {
+    since: Instant,
+    hold: Duration,
+}
+
+impl Hold {
+    /// Grows the hold to what `waiting` previews call for, and says how long is left.
+    fn left(&mut self, waiting: usize) -> Option<Duration> {
+        // The largest burst seen while waiting, not the current one: as the burst drains,
+        // its last previews (the slowest) would otherwise all be written at once.
+        self.hold = self.hold.max(burst_hold(TERMINATING_HOLD, waiting));
+        self.hold.checked_sub(self.since.elapsed())
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -102,6 +148,8 @@ struct Written {
     /// While the first status waits: how long it may, grown with the largest burst seen
     /// meanwhile.
     first_hold: Option<Duration>,
+    /// While a teardown does not say `Terminating` yet: since when, and for how long it may not.
+    teardown: Option<Hold>,
     resource_version: Option<String>,
 }
 
@@ -115,6 +163,7 @@ impl Writes {
         let mut all = lock(&self.by_uid);
         if status {
             all.set_awaiting_first(&uid, false);
+            all.set_tearing_down(&uid, false);
         }
         let entry = all.entry(&uid);
         entry.at = Some(now);
@@ -164,7 +213,7 @@ impl Writes {
                 return None;
             }
             all.set_awaiting_first(uid, true);
-            let burst = first_hold(all.awaiting_first);
+            let burst = burst_hold(FIRST_STATUS_HOLD, all.awaiting_first);
             let written = all.entry(uid);
             let since = *written.step_since.get_or_insert_with(Instant::now);
             // The largest burst seen while waiting, not the current one: as the burst drains,
@@ -194,22 +243,32 @@ impl Writes {
         None
     }
 
+    /// How long the status of `uid`, whose teardown is under way, may wait before it says
+    /// `Terminating` (`None`: say it now): [`TERMINATING_HOLD`], longer in a burst.
+    pub fn terminating_hold(&self, uid: &str) -> Option<Duration> {
+        let mut all = lock(&self.by_uid);
+        all.set_tearing_down(uid, true);
+        let waiting = all.tearing_down;
+        all.entry(uid).teardown.as_mut()?.left(waiting)
+    }
+
     /// Forgets a preview that is gone.
     pub fn forget(&self, uid: &str) {
         let mut all = lock(&self.by_uid);
         if all.previews.contains_key(uid) {
             all.set_awaiting_first(uid, false);
+            all.set_tearing_down(uid, false);
         }
         all.previews.remove(uid);
     }
 }
 
-/// How long a first status waits while `awaiting` previews (this one included) wait for theirs.
-fn first_hold(awaiting: usize) -> Duration {
-    let others = u32::try_from(awaiting.saturating_sub(1)).unwrap_or(u32::MAX);
-    FIRST_STATUS_HOLD
-        .saturating_add(FIRST_STATUS_HOLD_PER_WAITING.saturating_mul(others))
-        .min(FIRST_STATUS_HOLD_MAX)
+/// How long a held status waits (at least `base`) while `waiting` previews (this one
+/// included) wait for theirs.
+fn burst_hold(base: Duration, waiting: usize) -> Duration {
+    let others = u32::try_from(waiting.saturating_sub(1)).unwrap_or(u32::MAX);
+    base.saturating_add(FIRST_STATUS_HOLD_PER_WAITING.saturating_mul(others))
+        .min(FIRST_STATUS_HOLD_MAX.max(base))
 }
 
 /// Whether `next` differs from `previous` only in progress within the same state: replica
@@ -500,7 +559,40 @@ mod tests {
         // The burst has drained: a new preview waits as a lone one does.
         let held = writes.hold("uid-after", None, &deploying);
         assert!(held.is_some_and(|d| d <= FIRST_STATUS_HOLD), "{held:?}");
-        assert_eq!(first_hold(100_000), FIRST_STATUS_HOLD_MAX);
+        assert_eq!(
+            burst_hold(FIRST_STATUS_HOLD, 100_000),
+            FIRST_STATUS_HOLD_MAX
+        );
+    }
+
+    #[test]
+    fn a_teardown_says_terminating_only_when_it_lasts_and_later_in_a_burst() {
+        let writes = Writes::default();
+        let lone = writes.terminating_hold("uid-lone");
+        assert!(lone.is_some_and(|d| d <= TERMINATING_HOLD), "{lone:?}");
+        let uids: Vec<String> = (0..100).map(|i| format!("uid-{i}")).collect();
+        for uid in &uids {
+            writes.terminating_hold(uid);
+        }
+        // 100 more are torn down with it: 20 s + 100 × 160 ms.
+        let burst = writes.terminating_hold("uid-lone");
+        assert!(
+            burst.is_some_and(|d| d > Duration::from_secs(35) && d <= Duration::from_secs(36)),
+            "{burst:?}"
+        );
+        // Saying Terminating (a status write) or being gone ends the wait.
+        let (mut said, _) = preview_at("7");
+        said.metadata.uid = Some("uid-lone".into());
+        writes.record(&said, true);
+        for uid in &uids {
+            writes.forget(uid);
+        }
+        assert_eq!(lock(&writes.by_uid).tearing_down, 0);
+        // A burst drained: the next teardown waits as a lone one does, and the first
+        // statuses were never counted with it.
+        let next = writes.terminating_hold("uid-next");
+        assert!(next.is_some_and(|d| d <= TERMINATING_HOLD), "{next:?}");
+        assert_eq!(lock(&writes.by_uid).awaiting_first, 0);
     }
 
     #[test]
