@@ -50,9 +50,13 @@ fi
 pid='' fixtures_pid='' flux_kubeconfig='' wrap=()
 cleanup() {
   if [[ -n $pid ]]; then
-    # A wrapper waits for the operator and then writes what it recorded: stop the operator.
-    [[ ${#wrap[@]} == 0 ]] || pkill -TERM -P "$pid" 2>/dev/null || true
-    kill -TERM "$pid" 2>/dev/null || true
+    # A wrapper waits for the operator and then writes what it recorded: stop the operator
+    # and let the wrapper end by itself (a TERM would cut its record short).
+    if [[ ${#wrap[@]} == 0 ]]; then
+      kill -TERM "$pid" 2>/dev/null || true
+    else
+      pkill -TERM -P "$pid" 2>/dev/null || true
+    fi
     wait "$pid" 2>/dev/null || true
   fi
   if [[ -n $fixtures_pid ]]; then
