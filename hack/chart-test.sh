@@ -203,8 +203,10 @@ if out=$(render --set gitlab.url=http://gitlab.internal --set gitlab.token.exist
   ! grep -q "gitlab.allowHttp" <<<"$out"; then
   fail "an http gitlab.url without gitlab.allowHttp must fail naming it, got: $out"
 fi
+# A pipe into grep reads to the end (no -q): grep -q stops at the first match, and with pipefail
+# the writer's SIGPIPE (helm's output is larger than the pipe's buffer) failed the check.
 render --set gitlab.url=http://gitlab.internal --set gitlab.token.existingSecret=gl --set gitlab.allowHttp=true |
-  grep -qF 'PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP, value: "true"' || fail "gitlab.allowHttp does not reach the operator"
+  grep -F 'PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP, value: "true"' >/dev/null || fail "gitlab.allowHttp does not reach the operator"
 grep -q PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP <<<"$default" && fail "PREVIEW_OPERATOR_GITLAB_ALLOW_HTTP must be off by default"
 
 log "helm template: GitHub App, GitLab, test logs"
@@ -402,7 +404,7 @@ package_dir=$(mktemp -d)
 quiet helm package "$chart" -d "$package_dir" >/dev/null
 quiet helm template "$release" "$package_dir"/preview-operator-*.tgz --kube-version "$kube_version" |
   hack/chart/crds-match.py crds/*.yaml >/dev/null
-quiet helm show readme "$package_dir"/preview-operator-*.tgz | grep -q "^## Uninstalling" ||
+quiet helm show readme "$package_dir"/preview-operator-*.tgz | grep "^## Uninstalling" >/dev/null ||
   fail "helm show readme lacks the uninstall order"
 rm -rf "$package_dir"
 
@@ -422,7 +424,7 @@ log "helm template (switches off)"
 off=$(render --set crds.install=false --set tenantRbac.enabled=false)
 grep -q "^kind: CustomResourceDefinition$" <<<"$off" && fail "crds.install=false still renders a CRD"
 grep -q "aggregate-to-" <<<"$off" && fail "tenantRbac.enabled=false still renders aggregated roles"
-render --set crds.keep=false | grep -q "helm.sh/resource-policy" && fail "crds.keep=false still keeps the CRDs"
+render --set crds.keep=false | grep "helm.sh/resource-policy" >/dev/null && fail "crds.keep=false still keeps the CRDs"
 render --set admissionPolicies.enabled=false | hack/chart/admission-policies.py --none
 # helm upgrade --reuse-values from a chart without them keeps that chart's defaults: a clear failure,
 # never an upgrade that silently drops the policies.
@@ -491,11 +493,11 @@ quiet hack/chart-package.sh v9.8.7-rc.1 ghcr.io/some-fork/preview-operator "$pac
   https://github.com/some-fork/preview-operator >/dev/null
 package=$package_dir/preview-operator-9.8.7-rc.1.tgz
 [[ -f $package ]] || fail "hack/chart-package.sh made no $package"
-helm show chart "$package" | grep -qx 'version: 9.8.7-rc.1' || fail "the package's version is not the tag's"
-helm show chart "$package" | grep -qx 'appVersion: 9.8.7-rc.1' || fail "the package's appVersion is not the tag's"
-helm show chart "$package" | grep -qx 'home: https://github.com/some-fork/preview-operator' || fail "the package's home is not its source"
+helm show chart "$package" | grep -x 'version: 9.8.7-rc.1' >/dev/null || fail "the package's version is not the tag's"
+helm show chart "$package" | grep -x 'appVersion: 9.8.7-rc.1' >/dev/null || fail "the package's appVersion is not the tag's"
+helm show chart "$package" | grep -x 'home: https://github.com/some-fork/preview-operator' >/dev/null || fail "the package's home is not its source"
 quiet helm template "$release" "$package" -n "$namespace" --kube-version "$kube_version" |
-  grep -qF 'image: "ghcr.io/some-fork/preview-operator:9.8.7-rc.1"' ||
+  grep -F 'image: "ghcr.io/some-fork/preview-operator:9.8.7-rc.1"' >/dev/null ||
   fail "the package's Deployment does not pull the release's image"
 hack/chart/crds-match.py crds/*.yaml < <(quiet helm template "$release" "$package" -n "$namespace" --kube-version "$kube_version") >/dev/null ||
   fail "the package's CRDs differ from crds/"
@@ -568,7 +570,7 @@ class=standard
 # class_is_the_releases <what>: the class exists, kubectl get previewclass lists it, and it is
 # the release's default class, kept on uninstall.
 class_is_the_releases() {
-  kubectl get previewclass --no-headers 2>/dev/null | grep -q "^$class " ||
+  kubectl get previewclass --no-headers 2>/dev/null | grep "^$class " >/dev/null ||
     fail "$1: kubectl get previewclass does not list $class"
   kubectl get previewclass "$class" -o json | python3 -c '
 import json, sys
@@ -653,7 +655,7 @@ for _ in $(seq 1 100); do
   sleep 0.3
 done
 kubectl apply -n "$probe_ns" -f examples/preview-minimal.yaml >/dev/null
-if kubectl api-resources --api-group=admissionregistration.k8s.io -o name | grep -qx mutatingadmissionpolicies.admissionregistration.k8s.io; then
+if kubectl api-resources --api-group=admissionregistration.k8s.io -o name | grep -x mutatingadmissionpolicies.admissionregistration.k8s.io >/dev/null; then
   finalizers=$(kubectl get previewenv -n "$probe_ns" docs-pr-42 -o jsonpath='{.metadata.finalizers}')
   [[ $finalizers == *'"preview.dev/teardown"'* ]] ||
     fail "the finalizer policy did not set preview.dev/teardown on a new preview: finalizers $finalizers"
