@@ -92,10 +92,10 @@ impl ByUid {
     /// Marks whether `uid` waits for its first status, keeping the count.
     fn set_awaiting_first(&mut self, uid: &str, awaiting: bool) {
         let entry = self.entry(uid);
-        if entry.first_hold.is_some() == awaiting {
+        if entry.first.is_some() == awaiting {
             return;
         }
-        entry.first_hold = awaiting.then_some(FIRST_STATUS_HOLD);
+        entry.first = awaiting.then(|| Hold::new(FIRST_STATUS_HOLD));
         if awaiting {
             self.awaiting_first += 1;
         } else {
@@ -109,10 +109,7 @@ impl ByUid {
         if entry.teardown.is_some() == tearing_down {
             return;
         }
-        entry.teardown = tearing_down.then(|| Hold {
-            since: Instant::now(),
-            hold: TERMINATING_HOLD,
-        });
+        entry.teardown = tearing_down.then(|| Hold::new(TERMINATING_HOLD));
         if tearing_down {
             self.tearing_down += 1;
         } else {
@@ -130,11 +127,21 @@ struct Hold {
 }
 
 impl Hold {
-    /// Grows the hold to what `waiting` previews call for, and says how long is left.
-    fn left(&mut self, waiting: usize) -> Option<Duration> {
+    /// A hold of `base` from now.
+    fn new(base: Duration) -> Self {
+        Hold {
+            since: Instant::now(),
+            hold: base,
+        }
+    }
+
+    /// Grows the hold (of at least `base`) to what `waiting` previews call for, and says how
+    /// long is left.
+    fn left(&mut self, base: Duration, waiting: usize) -> Option<Duration> {
         // The largest burst seen while waiting, not the current one: as the burst drains,
-        // its last previews (the slowest) would otherwise all be written at once.
-        self.hold = self.hold.max(burst_hold(TERMINATING_HOLD, waiting));
+        // its last previews (the slowest) would otherwise all be written at once, just before
+        // their verdicts.
+        self.hold = self.hold.max(burst_hold(base, waiting));
         self.hold.checked_sub(self.since.elapsed())
     }
 }
@@ -145,9 +152,9 @@ struct Written {
     status_at: Option<Instant>,
     /// Since when a step forward waits to be written.
     step_since: Option<Instant>,
-    /// While the first status waits: how long it may, grown with the largest burst seen
-    /// meanwhile.
-    first_hold: Option<Duration>,
+    /// While the first status waits: since when, and how long it may, grown with the largest
+    /// burst seen meanwhile.
+    first: Option<Hold>,
     /// While a teardown does not say `Terminating` yet: since when, and for how long it may not.
     teardown: Option<Hold>,
     resource_version: Option<String>,
@@ -213,15 +220,12 @@ impl Writes {
                 return None;
             }
             all.set_awaiting_first(uid, true);
-            let burst = burst_hold(FIRST_STATUS_HOLD, all.awaiting_first);
-            let written = all.entry(uid);
-            let since = *written.step_since.get_or_insert_with(Instant::now);
-            // The largest burst seen while waiting, not the current one: as the burst drains,
-            // its last previews (the slowest) would otherwise all be written just before
-            // their verdicts.
-            let hold = written.first_hold.unwrap_or(FIRST_STATUS_HOLD).max(burst);
-            written.first_hold = Some(hold);
-            return hold.checked_sub(since.elapsed());
+            let waiting = all.awaiting_first;
+            return all
+                .entry(uid)
+                .first
+                .as_mut()?
+                .left(FIRST_STATUS_HOLD, waiting);
         };
         let written = all.entry(uid);
         if progress_only(previous, next) {
@@ -249,7 +253,10 @@ impl Writes {
         let mut all = lock(&self.by_uid);
         all.set_tearing_down(uid, true);
         let waiting = all.tearing_down;
-        all.entry(uid).teardown.as_mut()?.left(waiting)
+        all.entry(uid)
+            .teardown
+            .as_mut()?
+            .left(TERMINATING_HOLD, waiting)
     }
 
     /// Forgets a preview that is gone.
