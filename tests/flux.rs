@@ -629,7 +629,8 @@ async fn a_flux_preview_sleeps_suspended_wakes_resumed_and_its_teardown_leaves_n
     let (t, rig) = team("fx-sleep").await;
     let class = rig.class(&t, json!({"sleep": {"afterIdle": "20s"}})).await;
     let repository = flux::repository_of(&t);
-    let sha = rig.create_repository(&repository);
+    // A short sha YAML reads as a number: the kustomization's `${quote}` keeps it a string.
+    let sha = rig.create_repository_with_short_sha_of_digits(&repository);
     flux::create_template(
         &t,
         "shop",
@@ -677,6 +678,12 @@ async fn a_flux_preview_sleeps_suspended_wakes_resumed_and_its_teardown_leaves_n
         image,
         Some(format!("{}demo/backend:{}", flux::REGISTRY, &sha[..7])),
         "the kustomization's image override"
+    );
+    let settings: ConfigMap = get(c, &ns, "demo-settings").await;
+    assert_eq!(
+        settings.data.and_then(|d| d.get("COMMIT").cloned()),
+        Some(sha[..7].to_string()),
+        "the kustomization's post-build substitution of the short sha"
     );
     let awake = replicas(c, &ns).await;
     assert_eq!(

@@ -78,6 +78,22 @@ impl FluxRig {
         )
     }
 
+    /// As [`Self::create_repository`], at a commit whose short sha is digits only: what YAML
+    /// reads as a number.
+    pub fn create_repository_with_short_sha_of_digits(&self, repository: &str) -> String {
+        let mut query = vec![
+            ("repo", repository.to_string()),
+            ("shortsha", "digits".to_string()),
+        ];
+        query.extend([
+            ("dir", format!("charts/demo={FIXTURES}/charts/demo")),
+            ("dir", format!("deploy={FIXTURES}/kustomize/demo")),
+        ]);
+        let sha = self.control_call("commit", &query, None);
+        assert!(sha[..7].bytes().all(|b| b.is_ascii_digit()), "{sha}");
+        sha
+    }
+
     /// A commit on `repository` whose tree is exactly these directories (each under its
     /// prefix); creates the repository if missing. Returns the full sha.
     pub fn commit(&self, repository: &str, dirs: &[(&str, &str)]) -> String {

@@ -21,9 +21,11 @@
 // "ready" comes last, once everything above is served. While it runs, a test changes the
 // fixtures through the control URL (each answer is the same JSON line, also printed on stdout):
 //
-//	POST /-/commit?repo=NAME&dir=[PREFIX=]DIR...[&message=TEXT]
+//	POST /-/commit?repo=NAME&dir=[PREFIX=]DIR...[&message=TEXT][&shortsha=digits]
 //	    a new commit on top of the branch whose tree is exactly the files of the directories
-//	    (each under PREFIX when given, e.g. dir=charts/demo=/abs/demo; creates NAME.git)
+//	    (each under PREFIX when given, e.g. dir=charts/demo=/abs/demo; creates NAME.git);
+//	    with shortsha=digits, followed by empty commits until the head's first 7 characters
+//	    are digits (YAML reads such a short sha as a number)
 //	POST /-/file?repo=NAME&path=PATH[&message=TEXT]  (body: the file's new content)
 //	    a new commit on top of the branch that writes one file and keeps every other
 //	POST /-/chart?dir=DIR
@@ -239,7 +241,7 @@ func (f *fixtures) record(name string, w *gogit.Worktree, message string) (map[s
 
 // commit makes a commit on top of the branch of NAME.git (created if missing) whose tree is
 // exactly the regular files under the mounts' directories, and returns its sha.
-func (f *fixtures) commit(name string, mounts []mount, message string) (map[string]any, error) {
+func (f *fixtures) commit(name string, mounts []mount, message string, digits bool) (map[string]any, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, w, err := f.open(name, true, false)
@@ -291,7 +293,27 @@ func (f *fixtures) commit(name string, mounts []mount, message string) (map[stri
 		}
 		message = "fixtures from " + strings.Join(dirs, ", ")
 	}
-	return f.record(name, w, message)
+	res, err := f.record(name, w, message)
+	// About one commit in 27 has a short sha of digits; 2000 tries miss with odds of 1e-33.
+	for i := 0; digits && err == nil && !shortShaOfDigits(res["commit"].(string)); i++ {
+		if i == 2000 {
+			return nil, fmt.Errorf("no short sha of digits after %d commits", i)
+		}
+		res, err = f.record(name, w, fmt.Sprintf("for a short sha of digits (%d)", i+1))
+	}
+	return res, err
+}
+
+func shortShaOfDigits(sha string) bool {
+	if len(sha) < 7 {
+		return false
+	}
+	for _, c := range sha[:7] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // editFile makes a commit on top of the branch of NAME.git that writes the file at rel (a
@@ -342,7 +364,7 @@ func (f *fixtures) control(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "dir: at least one directory is required", http.StatusBadRequest)
 			return
 		}
-		res, err = f.commit(q.Get("repo"), mounts, q.Get("message"))
+		res, err = f.commit(q.Get("repo"), mounts, q.Get("message"), q.Get("shortsha") == "digits")
 	case "/-/file":
 		res, err = f.editFile(q.Get("repo"), q.Get("path"), http.MaxBytesReader(w, r.Body, 1<<20), q.Get("message"))
 	case "/-/chart":
@@ -468,7 +490,7 @@ func run(root, listen, helm, branch string, charts, repos []string) error {
 		if err != nil {
 			return err
 		}
-		line, err := f.commit(name, []mount{{dir: abs}}, "")
+		line, err := f.commit(name, []mount{{dir: abs}}, "", false)
 		if err != nil {
 			return fmt.Errorf("-git %s: %w", spec, err)
 		}

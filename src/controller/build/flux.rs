@@ -401,7 +401,12 @@ fn kustomization(
 }
 
 /// The keys a kustomization's manifests may use as `${key}` (Flux's post-build substitution):
-/// the template keys that do not need the template's parameters.
+/// the template keys that do not need the template's parameters, and `quote`.
+///
+/// Flux substitutes in the YAML it renders from the built objects, where the manifest's own
+/// quotes are gone: a short sha of digits only (one in 27) or `1e5…` comes back a number, and a
+/// string field refuses it. `${quote}${shortSha}${quote}` keeps it a string (Flux's documented
+/// remedy, with the double quote as a variable), so the operator always defines `quote`.
 fn substitutions(preview: &Preview<'_>, config: &Config) -> BTreeMap<String, String> {
     let spec = preview.spec;
     let mut keys = BTreeMap::from([
@@ -414,6 +419,7 @@ fn substitutions(preview: &Preview<'_>, config: &Config) -> BTreeMap<String, Str
         ("repository".to_string(), spec.repository.clone()),
         ("namespace".to_string(), preview.namespace.clone()),
         ("name".to_string(), preview.owner.name.clone()),
+        ("quote".to_string(), "\"".to_string()),
     ]);
     if let Some(branch) = &spec.branch {
         keys.insert("branch".to_string(), branch.clone());
