@@ -3,6 +3,7 @@
 
 use kube::api::PostParams;
 
+pub mod connection;
 pub mod inflight;
 
 use crate::naming::MANAGER;

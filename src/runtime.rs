@@ -457,7 +457,7 @@ async fn client(metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     let kube_config = kube::Config::infer()
         .await
         .context("failed to load a Kubernetes config (kubeconfig or in-cluster)")?;
-    Ok(kube::client::ClientBuilder::try_from(kube_config)
+    Ok(crate::client::connection::builder(kube_config)
         .context("failed to build a Kubernetes client")?
         .with_layer(&ApiMetricsLayer::new(metrics.clone()))
         .with_layer(&InFlightLayer::new(MAX_IN_FLIGHT))
