@@ -66,9 +66,10 @@ pub const TESTED: &str = "preview.dev/tested";
 /// `ClassChanged`, `SpecChanged`).
 pub const RUN_REASON: &str = "preview.dev/run-reason";
 
-/// The owner (`namespace`, `name`) an object's [`OWNER_REF`] annotation names.
-pub fn owner_ref(annotations: &BTreeMap<String, String>) -> Option<(&str, &str)> {
-    PreviewKey::parts(annotations.get(OWNER_REF)?)
+/// The owner (`namespace`, `name`) an object's [`OWNER_REF`] annotation names (read with
+/// `slim::Keeps::kept`: a cached object may keep it outside its annotation map).
+pub fn owner_ref(annotation: Option<&str>) -> Option<(&str, &str)> {
+    PreviewKey::parts(annotation?)
 }
 
 /// A PreviewEnvironment's identity as the operator writes it outside the API: `namespace/name`
@@ -411,9 +412,9 @@ mod tests {
             repository: "acme/shop".into(),
             pull_request: 1,
         };
-        let annotations =
-            BTreeMap::from([(OWNER_REF.to_string(), PreviewKey::from(&owner).to_string())]);
-        assert_eq!(owner_ref(&annotations), Some(("team", "pr-1.web")));
-        assert_eq!(owner_ref(&BTreeMap::new()), None);
+        let annotation = PreviewKey::from(&owner).to_string();
+        assert_eq!(owner_ref(Some(&annotation)), Some(("team", "pr-1.web")));
+        assert_eq!(owner_ref(Some("team")), None);
+        assert_eq!(owner_ref(None), None);
     }
 }

@@ -93,8 +93,8 @@ impl From<CachedPod> for Pod {
 pub struct CachedMeta<K> {
     #[serde(default, deserialize_with = "meta")]
     pub metadata: ObjectMeta,
-    /// Its labels and annotations, once the cache compacted them (`slim`; a preview
-    /// namespace keeps its maps).
+    /// Its labels and annotations, once the cache compacted them (`slim`; a tenant's
+    /// namespace keeps its labels in their map, for the classes' selectors).
     #[serde(skip)]
     pub compact: Kept,
     #[serde(skip)]

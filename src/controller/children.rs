@@ -28,7 +28,7 @@ use super::cached::{CachedDeployment, CachedJob, CachedMeta, CachedStatefulSet};
 use super::pods::StuckPods;
 use super::slim::{
     self, INGRESS, JOB, Keeps, NAMESPACE, OWNED, WORKLOAD, keep_all, no_managed_fields,
-    prune_deployment, prune_kustomization, prune_release, slim, slim_namespace,
+    prune_deployment, prune_kustomization, prune_release, slim,
 };
 use super::store::{Changes, ChildStore};
 use crate::api::PreviewEnvironment;
@@ -237,7 +237,7 @@ impl Builder {
         let (reader, writer) = reflector::store();
         let stream = reflector(
             writer,
-            watcher(Api::all(client.clone()), managed()).modify(|o| slim_namespace(o, NAMESPACE)),
+            watcher(Api::all(client.clone()), managed()).modify(|o| slim(o, NAMESPACE, keep_all)),
         )
         .default_backoff()
         .touched_objects()
@@ -477,8 +477,8 @@ fn ok_or_warn<K>(event: Result<K, watcher::Error>) -> Option<K> {
 }
 
 /// Maps a child to its owning PreviewEnvironment through the owner annotation.
-pub fn owner_of_child<K: Resource>(child: &K) -> Option<ObjectRef<PreviewEnvironment>> {
-    let (ns, name) = naming::owner_ref(child.meta().annotations.as_ref()?)?;
+pub fn owner_of_child<K: Keeps>(child: &K) -> Option<ObjectRef<PreviewEnvironment>> {
+    let (ns, name) = naming::owner_ref(child.kept(naming::OWNER_REF))?;
     Some(ObjectRef::new(name).within(ns))
 }
 

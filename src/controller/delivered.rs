@@ -23,6 +23,7 @@ use super::build::Preview;
 use super::children::FluxStores;
 use super::context::Context;
 use super::error::Error;
+use super::slim::Keeps;
 use crate::client::gone_is_ok;
 use crate::flux::{HelmRelease, Kustomization};
 use crate::naming::{MANAGED_BY, MANAGER, REPLICAS_BEFORE_SLEEP};
@@ -71,7 +72,7 @@ pub async fn settle(ctx: &Context, preview: &Preview<'_>) -> Result<(), Error> {
 /// restore is safer than a guess).
 fn record(ctx: &Context, ns: &str) -> Option<BTreeMap<String, i32>> {
     let namespace = ctx.stores.namespaces.get(&ObjectRef::new(ns))?;
-    let text = namespace.annotations().get(REPLICAS_BEFORE_SLEEP)?;
+    let text = namespace.kept(REPLICAS_BEFORE_SLEEP)?;
     serde_json::from_str(text).ok()
 }
 

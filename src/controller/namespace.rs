@@ -2,7 +2,6 @@
 //! without ever adopting a namespace the operator does not own.
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
@@ -10,9 +9,10 @@ use tracing::info;
 
 use super::apply::{ApplyError, cached_hash, hand_over};
 use super::build;
+use super::cached::CachedMeta;
 use super::context::Context;
 use super::error::Error;
-use super::slim::created;
+use super::slim::{Keeps, created};
 use super::status::Gate;
 use super::teardown;
 use crate::client::{create_params, exists_is_ok};
@@ -32,7 +32,7 @@ pub async fn state(ctx: &Context, name: &str, owner: &Owner) -> Result<Namespace
     // Not in the cache of managed namespaces: free, or there without our labels. Creating it
     // tells which (see ensure) without a read before every new preview.
     match ctx.stores.namespaces.get(&ObjectRef::new(name)) {
-        Some(ns) => settle(ctx, name, &ns.metadata, owner).await,
+        Some(ns) => settle(ctx, name, ns.as_ref(), owner).await,
         None => Ok(NamespaceState::Usable { exists: false }),
     }
 }
@@ -79,7 +79,9 @@ pub async fn ensure(
             "namespace (it vanished after a conflict)",
         ));
     };
-    match settle(ctx, &name, &live.metadata, owner).await? {
+    // Read as the cache would hold it (its maps, as they are), so one reader serves both.
+    let live = CachedMeta::<Namespace>::from(live.metadata);
+    match settle(ctx, &name, &live, owner).await? {
         // Ours; the cache had not caught up with an earlier create.
         NamespaceState::Usable { .. } => {
             apply(ctx, ns).await?;
@@ -100,15 +102,14 @@ pub enum Holder {
     Foreign,
 }
 
-pub fn holder(meta: &ObjectMeta, owner: &Owner) -> Holder {
-    let labels = meta.labels.clone().unwrap_or_default();
-    let terminating = meta.deletion_timestamp.is_some();
-    let managed = labels.get(naming::MANAGED_BY).map(String::as_str) == Some(MANAGER);
-    match labels.get(OWNER_UID) {
-        Some(uid) if *uid == owner.uid => Holder::This { terminating },
+pub fn holder(ns: &CachedMeta<Namespace>, owner: &Owner) -> Holder {
+    let terminating = ns.metadata.deletion_timestamp.is_some();
+    let managed = ns.kept(naming::MANAGED_BY) == Some(MANAGER);
+    match ns.kept(OWNER_UID) {
+        Some(uid) if uid == owner.uid => Holder::This { terminating },
         // Two live previews cannot share namespace/name, so the owner of this one is gone.
         Some(uid) if managed => Holder::Earlier {
-            uid: uid.clone(),
+            uid: uid.to_string(),
             terminating,
         },
         _ => Holder::Foreign,
@@ -121,7 +122,7 @@ pub fn holder(meta: &ObjectMeta, owner: &Owner) -> Holder {
 async fn settle(
     ctx: &Context,
     name: &str,
-    meta: &ObjectMeta,
+    ns: &CachedMeta<Namespace>,
     owner: &Owner,
 ) -> Result<NamespaceState, Error> {
     let client = &ctx.client;
@@ -132,13 +133,13 @@ async fn settle(
              never adopts or changes it. Delete that namespace or rename the PreviewEnvironment"
         ))
     };
-    match holder(meta, owner) {
+    match holder(ns, owner) {
         Holder::This { terminating: false } => Ok(NamespaceState::Usable { exists: true }),
         Holder::This { terminating: true } => blocked(Gate::NamespaceTerminating(format!(
             "namespace {name} is being deleted; the preview is re-created once it is gone"
         ))),
         Holder::Earlier { uid, terminating } => {
-            let alive = teardown::owner_exists(client, &ctx.stores.previews, meta)
+            let alive = teardown::owner_exists(client, &ctx.stores.previews, ns)
                 .await
                 .map_err(|source| Error::Read {
                     what: format!("the owner of namespace {name}"),
@@ -196,6 +197,7 @@ async fn apply(ctx: &Context, ns: Namespace) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn owner() -> Owner {
         Owner {
@@ -207,8 +209,8 @@ mod tests {
         }
     }
 
-    fn meta(labels: &[(&str, &str)], deleting: bool) -> ObjectMeta {
-        ObjectMeta {
+    fn meta(labels: &[(&str, &str)], deleting: bool) -> CachedMeta<Namespace> {
+        CachedMeta::from(ObjectMeta {
             labels: Some(
                 labels
                     .iter()
@@ -217,7 +219,7 @@ mod tests {
             ),
             deletion_timestamp: deleting.then(|| crate::fixtures::time(1)),
             ..ObjectMeta::default()
-        }
+        })
     }
 
     #[test]

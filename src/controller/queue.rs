@@ -14,6 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 
 use super::cached::CachedMeta;
+use super::slim::Keeps;
 use super::status::Gate;
 use crate::api::{PreviewEnvironment, Reason, condition};
 use crate::config::Limits;
@@ -74,7 +75,7 @@ impl Queue {
             namespaces
                 .state()
                 .iter()
-                .filter_map(|ns| ns.labels().get(OWNER_UID).cloned()),
+                .filter_map(|ns| ns.kept(OWNER_UID).map(str::to_string)),
         );
         let is_running = |p: &PreviewEnvironment| {
             p.metadata

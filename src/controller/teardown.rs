@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -24,6 +22,7 @@ use super::error::Error;
 use super::events;
 use super::lifetime::Lifetime;
 use super::report::{self, Announcement};
+use super::slim::Keeps;
 use super::writes::Transition;
 use crate::api::{Phase, PreviewEnvironment, PreviewEnvironmentStatus, format_duration};
 use crate::client::{gone_is_ok, is_status};
@@ -164,7 +163,7 @@ fn cached_namespace(
     owner_uid: &str,
 ) -> Option<CachedNamespace> {
     let ns = namespaces.get(&ObjectRef::new(name))?;
-    (ns.labels().get(OWNER_UID).map(String::as_str) == Some(owner_uid)).then(|| CachedNamespace {
+    (ns.kept(OWNER_UID) == Some(owner_uid)).then(|| CachedNamespace {
         uid: ns.metadata.uid.clone(),
         deleting: ns.metadata.deletion_timestamp.is_some(),
     })
@@ -243,32 +242,30 @@ async fn delete_cached_namespace(
 pub async fn owner_exists(
     client: &Client,
     previews: &Store<PreviewEnvironment>,
-    ns: &ObjectMeta,
+    ns: &CachedMeta<Namespace>,
 ) -> Result<bool, kube::Error> {
-    let no_labels = BTreeMap::new();
-    let labels = ns.labels.as_ref().unwrap_or(&no_labels);
-    let Some(uid) = labels.get(OWNER_UID) else {
+    let Some(uid) = ns.kept(OWNER_UID) else {
         // Not stamped by us with an owner: not ours to judge.
         return Ok(true);
     };
     if previews
         .state()
         .iter()
-        .any(|p| p.uid().as_deref() == Some(uid.as_str()))
+        .any(|p| p.uid().as_deref() == Some(uid))
     {
         return Ok(true);
     }
-    let Some((owner_ns, owner_name)) = ns.annotations.as_ref().and_then(naming::owner_ref) else {
+    let Some((owner_ns, owner_name)) = naming::owner_ref(ns.kept(naming::OWNER_REF)) else {
         return Ok(false);
     };
-    if labels.get(OWNER_NAMESPACE).map(String::as_str) != Some(owner_ns) {
+    if ns.kept(OWNER_NAMESPACE) != Some(owner_ns) {
         return Ok(false);
     }
     let api: Api<PreviewEnvironment> = Api::namespaced(client.clone(), owner_ns);
     Ok(api
         .get_metadata_opt(owner_name)
         .await?
-        .is_some_and(|p| p.uid().as_deref() == Some(uid.as_str())))
+        .is_some_and(|p| p.uid().as_deref() == Some(uid)))
 }
 
 /// One pass of the orphan sweep: deletes managed namespaces whose owner is gone. Returns how
@@ -282,11 +279,11 @@ pub async fn sweep_orphans(
     let mut deleted = 0;
     for ns in namespaces.state() {
         if ns.metadata.deletion_timestamp.is_some()
-            || owner_exists(client, previews, &ns.metadata).await?
+            || owner_exists(client, previews, ns.as_ref()).await?
         {
             continue;
         }
-        let Some(uid) = ns.labels().get(OWNER_UID).cloned() else {
+        let Some(uid) = ns.kept(OWNER_UID).map(str::to_string) else {
             continue;
         };
         let name = ns.name_any();
