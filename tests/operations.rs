@@ -409,3 +409,25 @@ async fn sigterm_stops_an_operator_whose_caches_never_fill_in_time() {
     );
     assert!(exited.code().is_some(), "it exited by itself: {exited:?}");
 }
+
+/// The operator's client multiplexes every request and watch over HTTP/2 (one connection, as
+/// client-go does), not a TLS connection per request in flight: asked of the API server the
+/// rig runs, through the same builder the operator starts with.
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn the_operators_client_speaks_http2_to_the_api_server() {
+    let _rig = client().await;
+    let config = kube::Config::infer().await.expect("the rig's kubeconfig");
+    let operator = preview_operator::client::connection::builder(config)
+        .expect("the operator's client builder")
+        .build();
+    let request = http::Request::get("/version")
+        .body(kube::client::Body::empty())
+        .expect("a request");
+    let answer = operator
+        .send(request)
+        .await
+        .expect("an answer from the API server");
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    assert_eq!(answer.version(), http::Version::HTTP_2);
+}

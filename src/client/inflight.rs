@@ -1,13 +1,14 @@
 //! A bound on the operator's API requests in flight.
 //!
-//! kube's client speaks HTTP/1.1 only (kube-rs#1923), so every request in flight holds a TLS
-//! connection of its own, with its buffers, and the pool keeps the connection a while after.
 //! A flood of new previews (16 reconciles at once, each creating half a dozen children
-//! concurrently) opened about a hundred of them (133 open descriptors at 1000 previews; 69 with
-//! this bound), each with buffers on both ends. A 2-core API server does not serve more than a
-//! few dozen requests at once faster than it would serve them in turn, so the surplus waited
-//! there anyway; here it waits without a connection. Watches and other long-lived requests are exempt: each holds its connection for
-//! as long as it runs, there is one per cached kind, and a bounded pool would let them starve
+//! concurrently) would put about a hundred requests before the API server at once. A 2-core
+//! API server does not serve more than a few dozen faster than it would serve them in turn,
+//! so the surplus waited there anyway, each holding buffers on both ends (and, when the client
+//! still spoke HTTP/1.1, a TLS connection each: 133 open descriptors at 1000 previews, 69 with
+//! this bound); here it waits as a queued future. The requests share one HTTP/2 connection
+//! now (`connection`), whose streams the bound also keeps well under the API server's limit
+//! per connection. Watches and other long-lived requests are exempt: there is one per cached
+//! kind, each runs for as long as the operator does, and a bounded pool would let them starve
 //! the reconciles. So is the leader's Lease: a renewal queued behind a flood could miss the
 //! lease's deadline, and a lost lease stops every reconcile.
 
