@@ -74,10 +74,16 @@ pub fn helm_release(
         .and_then(|s| s.history.first())
         .map(|h| h.chart_version.clone())
         .filter(|v| !v.is_empty());
-    let at_head = match (&spec.chart.path, &revision) {
-        (None, _) => true,
-        (Some(_), Some(version)) => chart_at(version, head_sha),
-        (Some(_), None) => false,
+    // Ready without a release in the history says nothing about what runs: helm-controller
+    // can report the Ready of a generation before it records the release (seen in CI as a
+    // Ready preview whose release named no chart version), so it counts only once recorded.
+    let (at_head, behind) = match (&spec.chart.path, &revision) {
+        (_, None) => (false, "no release recorded yet".to_string()),
+        (None, Some(_)) => (true, String::new()),
+        (Some(_), Some(version)) => (
+            chart_at(version, head_sha),
+            format!("not at {} yet", short_sha(head_sha)),
+        ),
     };
     let common = status.map(|s| &s.common);
     let state = state(
@@ -86,7 +92,7 @@ pub fn helm_release(
         release.metadata.generation,
         at_head,
         source,
-        &format!("not at {} yet", short_sha(head_sha)),
+        &behind,
     );
     observed(spec.name.clone(), HELM_RELEASE, state, revision)
 }
@@ -318,6 +324,26 @@ mod tests {
         let at_head = helm_release(&spec, Some(&new), &no_source(), SHA);
         assert_eq!(at_head.state, ServiceState::Available);
         assert_eq!(at_head.revision.as_deref(), Some("0.1.0+4f2c9e1d0a3b"));
+    }
+
+    #[test]
+    fn a_ready_release_without_a_recorded_release_is_not_ready() {
+        let ready = vec![condition("Ready", "True", "InstallSucceeded", "ok")];
+        let mut unrecorded = release(2, 2, "0.1.0", ready);
+        if let Some(status) = unrecorded.status.as_mut() {
+            status.history.clear();
+        }
+        let spec: HelmReleaseSpec = serde_json::from_value(serde_json::json!({
+            "name": "web",
+            "chart": {"repository": "https://charts.example.com", "name": "web", "version": "0.1.0"}
+        }))
+        .expect("spec");
+        let observed = helm_release(&spec, Some(&unrecorded), &no_source(), SHA);
+        assert!(
+            matches!(&observed.state, ServiceState::Progressing(m) if m.contains("no release recorded")),
+            "{observed:?}"
+        );
+        assert_eq!(observed.revision, None);
     }
 
     #[test]
