@@ -125,6 +125,7 @@ export PREVIEW_OPERATOR_BIN
 export POD_NAMESPACE=$PREVIEW_CHART_NAMESPACE PREVIEW_OPERATOR_PLATFORM_SECRETS_NAMESPACE=$PREVIEW_CHART_NAMESPACE-platform-secrets PREVIEW_OPERATOR_LOG_READER_ROLE=$PREVIEW_CHART_RELEASE-log-reader
 export PREVIEW_OPERATOR_FLUX_APPLIER_ROLE=$PREVIEW_CHART_RELEASE-flux-applier
 operator_log=target/operator-test.log
+rm -rf target/test-operators
 operator_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export PREVIEW_OPERATOR_HTTP="127.0.0.1:$operator_port"
 export PREVIEW_OPERATOR_METRICS_URL="http://127.0.0.1:$operator_port/metrics"
@@ -160,6 +161,12 @@ cleanup() {
   if ((rc != 0)); then
     log "tests failed; last operator log lines ($operator_log):"
     tail -n 40 "$operator_log" >&2 || true
+    # Operators that tests started themselves (Operator::start) log to a file each, named
+    # after the port of their --http-addr (a test's `metrics` URL has it).
+    if compgen -G 'target/test-operators/*.log' >/dev/null; then
+      log "warnings and errors of the operators tests started (target/test-operators/<port>.log):"
+      grep -H -E ' (WARN|ERROR) |"level":"(WARN|ERROR)"' target/test-operators/*.log | tail -n 30 >&2 || true
+    fi
     # Flux's state goes with the rig: keep its controllers' logs.
     if eval "$(hack/flux.sh env --kubeconfig "$KUBECONFIG")" && [[ -d $FLUX_STATE/logs ]]; then
       rm -rf target/flux-logs && cp -r "$FLUX_STATE/logs" target/flux-logs &&

@@ -410,9 +410,9 @@ async fn sigterm_stops_an_operator_whose_caches_never_fill_in_time() {
     assert!(exited.code().is_some(), "it exited by itself: {exited:?}");
 }
 
-/// The operator's client multiplexes every request and watch over HTTP/2 (one connection, as
-/// client-go does), not a TLS connection per request in flight: asked of the API server the
-/// rig runs, through the same builder the operator starts with.
+/// The operator's client multiplexes its requests over HTTP/2 (one connection, as client-go
+/// does), not a TLS connection per request in flight: asked of the API server the rig runs,
+/// through the same builder the operator starts with.
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]
 async fn the_operators_client_speaks_http2_to_the_api_server() {
@@ -430,4 +430,42 @@ async fn the_operators_client_speaks_http2_to_the_api_server() {
         .expect("an answer from the API server");
     assert_eq!(answer.status(), http::StatusCode::OK);
     assert_eq!(answer.version(), http::Version::HTTP_2);
+}
+
+/// kube-apiserver serves at most 100 streams on one HTTP/2 connection and a watch holds its
+/// stream for minutes: an operator watching many team namespaces (two watches for each whose
+/// templates copy Secrets or ConfigMaps) must still be answered. 120 watches run through the
+/// operator's client, then a request: it is answered at once, over HTTP/2.
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn requests_are_answered_while_more_watches_run_than_one_connection_carries() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::WatchParams;
+    let _rig = client().await;
+    let config = kube::Config::infer().await.expect("the rig's kubeconfig");
+    let operator = preview_operator::client::connection::builder(config)
+        .expect("the operator's client builder")
+        .build();
+    let namespaces: Api<Namespace> = Api::all(operator.clone());
+    let mut watches = Vec::new();
+    for i in 0..120 {
+        let params = WatchParams::default()
+            .labels(&format!("preview.dev/test-watch-{i}"))
+            .timeout(290);
+        let watch = tokio::time::timeout(Duration::from_secs(10), namespaces.watch(&params, "0"))
+            .await
+            .unwrap_or_else(|_| panic!("watch {i} not started within 10 s"))
+            .unwrap_or_else(|e| panic!("watch {i}: {e}"));
+        watches.push(Box::pin(watch));
+    }
+    let request = http::Request::get("/version")
+        .body(kube::client::Body::empty())
+        .expect("a request");
+    let answer = tokio::time::timeout(Duration::from_secs(10), operator.send(request))
+        .await
+        .expect("a request answered within 10 s while 120 watches run")
+        .expect("an answer from the API server");
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    assert_eq!(answer.version(), http::Version::HTTP_2);
+    drop(watches);
 }

@@ -7,9 +7,9 @@
 //! still spoke HTTP/1.1, a TLS connection each: 133 open descriptors at 1000 previews, 69 with
 //! this bound); here it waits as a queued future. The requests share one HTTP/2 connection
 //! now (`connection`), whose streams the bound also keeps well under the API server's limit
-//! per connection. Watches and other long-lived requests are exempt: there is one per cached
-//! kind, each runs for as long as the operator does, and a bounded pool would let them starve
-//! the reconciles. So is the leader's Lease: a renewal queued behind a flood could miss the
+//! per connection (100). Watches and other long-lived requests are exempt (and have
+//! connections of their own): there is one per cached kind, each runs for as long as the
+//! operator does, and a bounded pool would let them starve the reconciles. So is the leader's Lease: a renewal queued behind a flood could miss the
 //! lease's deadline, and a lost lease stops every reconcile.
 
 use std::pin::Pin;
@@ -88,14 +88,10 @@ where
 }
 
 /// A watch or a followed log (open as long as their reader wants), or a Lease (see the module):
-/// told by the API group, not by a path segment a namespace or object could also be named.
+/// the Lease told by the API group, not by a path segment a namespace or object could also be
+/// named.
 fn exempt<B>(request: &Request<B>) -> bool {
-    let long_lived = request.uri().query().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|p| matches!(p, "watch=true" | "watch=1" | "follow=true"))
-    });
-    long_lived
+    super::connection::long_lived(request)
         || request
             .uri()
             .path()

@@ -193,14 +193,19 @@ impl Operator {
             .map(|a| a.port())
             .expect("a free port");
         let addr = format!("127.0.0.1:{port}");
+        // Its log, for when a test fails (hack/test.sh shows the warnings and errors).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-operators");
+        std::fs::create_dir_all(&dir).expect("a directory for the operators' logs");
+        let log = std::fs::File::create(dir.join(format!("{port}.log"))).expect("a log file");
+        let stderr = log.try_clone().expect("the log file, twice");
         let child = Command::new(rig_var("PREVIEW_OPERATOR_BIN"))
             .args(["run", "--http-addr", &addr, "--wake-addr", "127.0.0.1:0"])
             .args(["--health-addr", "127.0.0.1:0"])
             .args(args)
             .env("KUBECONFIG", rig_var("PREVIEW_OPERATOR_KUBECONFIG"))
             .envs(envs.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
             .spawn()
             .expect("the operator starts");
         Operator {
