@@ -23,7 +23,7 @@ pub use tenant::{Tenant, TestClass, TestNamespace};
 pub use wait::{await_condition, await_event, await_gone, await_ready, wait_for};
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -187,7 +187,19 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// Starts it and returns once it listens on its `--http-addr`: a port found free can be
+    /// taken again before the operator binds it (by any connection the machine opens), so a
+    /// start that fails on it is retried on another.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Operator {
+        for _ in 0..3 {
+            if let Some(operator) = Self::try_start(args, envs) {
+                return operator;
+            }
+        }
+        panic!("the operator could not listen on a free port three times")
+    }
+
+    fn try_start(args: &[&str], envs: &[(&str, &str)]) -> Option<Operator> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -196,9 +208,10 @@ impl Operator {
         // Its log, for when a test fails (hack/test.sh shows the warnings and errors).
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-operators");
         std::fs::create_dir_all(&dir).expect("a directory for the operators' logs");
-        let log = std::fs::File::create(dir.join(format!("{port}.log"))).expect("a log file");
+        let path = dir.join(format!("{port}.log"));
+        let log = std::fs::File::create(&path).expect("a log file");
         let stderr = log.try_clone().expect("the log file, twice");
-        let child = Command::new(rig_var("PREVIEW_OPERATOR_BIN"))
+        let mut child = Command::new(rig_var("PREVIEW_OPERATOR_BIN"))
             .args(["run", "--http-addr", &addr, "--wake-addr", "127.0.0.1:0"])
             .args(["--health-addr", "127.0.0.1:0"])
             .args(args)
@@ -208,9 +221,28 @@ impl Operator {
             .stderr(stderr)
             .spawn()
             .expect("the operator starts");
-        Operator {
-            child,
-            metrics: format!("http://{addr}/metrics"),
+        // Polled with a deadline: it binds within a second of starting (before it calls
+        // anything a test serves), and says so in its log.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains(&format!("listening addr={addr} flag=\"--http-addr\"")) {
+                return Some(Operator {
+                    child,
+                    metrics: format!("http://{addr}/metrics"),
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if text.contains(&format!("failed to listen on {addr}")) {
+                    return None;
+                }
+                panic!("the operator exited ({status}) before listening:\n{text}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the operator did not listen on {addr} within 30 s:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
