@@ -48,6 +48,8 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_RETRIES: u32 = 3;
+/// The most a watch connection's read buffer grows to.
+const WATCH_READ_BUFFER: usize = 64 * 1024;
 
 /// A pool of connections to the API server.
 type Connections = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -126,6 +128,11 @@ fn http_client(config: &kube::Config, multiplexed: bool) -> Result<Connections, 
             .http2_keep_alive_interval(PING_EVERY)
             .http2_keep_alive_timeout(PING_TIMEOUT)
             .http2_keep_alive_while_idle(true);
+    } else {
+        // A watch's read buffer grows with the bursts it reads, by default up to about 400 KiB
+        // per connection, and keeps what it grew to; its events are read as they come, and a
+        // body of any size still passes in pieces (only a response head must fit).
+        builder.http1_max_buf_size(WATCH_READ_BUFFER);
     }
     Ok(builder.build(https))
 }
