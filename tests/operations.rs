@@ -417,10 +417,7 @@ async fn sigterm_stops_an_operator_whose_caches_never_fill_in_time() {
 #[ignore = "needs the rig: hack/test.sh"]
 async fn the_operators_client_speaks_http2_to_the_api_server() {
     let _rig = client().await;
-    let config = kube::Config::infer().await.expect("the rig's kubeconfig");
-    let operator = preview_operator::client::connection::builder(config)
-        .expect("the operator's client builder")
-        .build();
+    let operator = operators_client().await;
     let request = http::Request::get("/version")
         .body(kube::client::Body::empty())
         .expect("a request");
@@ -442,10 +439,7 @@ async fn requests_are_answered_while_more_watches_run_than_one_connection_carrie
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::WatchParams;
     let _rig = client().await;
-    let config = kube::Config::infer().await.expect("the rig's kubeconfig");
-    let operator = preview_operator::client::connection::builder(config)
-        .expect("the operator's client builder")
-        .build();
+    let operator = operators_client().await;
     let namespaces: Api<Namespace> = Api::all(operator.clone());
     let mut watches = Vec::new();
     for i in 0..120 {
@@ -468,4 +462,12 @@ async fn requests_are_answered_while_more_watches_run_than_one_connection_carrie
     assert_eq!(answer.status(), http::StatusCode::OK);
     assert_eq!(answer.version(), http::Version::HTTP_2);
     drop(watches);
+}
+
+/// A client built as the operator builds its own, on the rig's kubeconfig.
+async fn operators_client() -> kube::Client {
+    let config = kube::Config::infer().await.expect("the rig's kubeconfig");
+    preview_operator::client::connection::builder(config)
+        .expect("the operator's client builder")
+        .build()
 }

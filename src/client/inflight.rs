@@ -9,8 +9,9 @@
 //! now (`connection`), whose streams the bound also keeps well under the API server's limit
 //! per connection (100). Watches and other long-lived requests are exempt (and have
 //! connections of their own): there is one per cached kind, each runs for as long as the
-//! operator does, and a bounded pool would let them starve the reconciles. So is the leader's Lease: a renewal queued behind a flood could miss the
-//! lease's deadline, and a lost lease stops every reconcile.
+//! operator does, and a bounded pool would let them starve the reconciles. So is the
+//! leader's Lease: a renewal queued behind a flood could miss the lease's deadline, and a
+//! lost lease stops every reconcile.
 
 use std::pin::Pin;
 use std::sync::Arc;

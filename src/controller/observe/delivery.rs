@@ -4,8 +4,9 @@
 //! **at the head sha**: a chart from the pull request's repository carries the commit in its
 //! version (`0.1.0+<first 12 hex digits>`, `reconcileStrategy: Revision`), and a
 //! Kustomization names the commit it applied (`main@sha1:<sha>`). A Ready for the previous
-//! commit is not Ready, nor is a HelmRelease's Ready before its release is in its history. Flux's failures (a failed install or upgrade, a build or health check
-//! that failed, a source it cannot fetch) fail the preview with Flux's own message.
+//! commit is not Ready, nor is a HelmRelease's Ready before its release is in its history.
+//! Flux's failures (a failed install or upgrade, a build or health check that failed, a source
+//! it cannot fetch) fail the preview with Flux's own message.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
