@@ -431,18 +431,23 @@ async fn the_operators_client_speaks_http2_to_the_api_server() {
 
 /// kube-apiserver serves at most 100 streams on one HTTP/2 connection and a watch holds its
 /// stream for minutes: an operator watching many team namespaces (two watches for each whose
-/// templates copy Secrets or ConfigMaps) must still be answered. 120 watches run through the
-/// operator's client, then a request: it is answered at once, over HTTP/2.
+/// templates copy Secrets or ConfigMaps) must still be answered, and its watches served. 200
+/// watches run through the operator's client (three connections' worth), then a request: it is
+/// answered at once, over HTTP/2; one more watch is served over HTTP/2 too, and the first
+/// watch and the last (on different connections) both see a namespace created for them.
 #[tokio::test]
 #[ignore = "needs the rig: hack/test.sh"]
-async fn requests_are_answered_while_more_watches_run_than_one_connection_carries() {
+async fn requests_and_watches_are_served_while_more_watches_run_than_one_connection_carries() {
+    use futures::StreamExt;
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::WatchParams;
-    let _rig = client().await;
+    use kube::core::WatchEvent;
+    const WATCHES: usize = 200;
+    let rig = client().await;
     let operator = operators_client().await;
     let namespaces: Api<Namespace> = Api::all(operator.clone());
     let mut watches = Vec::new();
-    for i in 0..120 {
+    for i in 0..WATCHES {
         let params = WatchParams::default()
             .labels(&format!("preview.dev/test-watch-{i}"))
             .timeout(290);
@@ -457,11 +462,60 @@ async fn requests_are_answered_while_more_watches_run_than_one_connection_carrie
         .expect("a request");
     let answer = tokio::time::timeout(Duration::from_secs(10), operator.send(request))
         .await
-        .expect("a request answered within 10 s while 120 watches run")
+        .expect("a request answered within 10 s while 200 watches run")
         .expect("an answer from the API server");
     assert_eq!(answer.status(), http::StatusCode::OK);
     assert_eq!(answer.version(), http::Version::HTTP_2);
+    let one_more = http::Request::get(
+        "/api/v1/namespaces?watch=true&labelSelector=preview.dev%2Ftest-watch-more&timeoutSeconds=30",
+    )
+    .body(kube::client::Body::empty())
+    .expect("a watch request");
+    let answer = tokio::time::timeout(Duration::from_secs(10), operator.send(one_more))
+        .await
+        .expect("one more watch started within 10 s")
+        .expect("an answer from the API server");
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    assert_eq!(answer.version(), http::Version::HTTP_2);
+
+    let name = format!("test-watch-{}", std::process::id());
+    let labelled = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([
+                ("preview.dev/test-watch-0".to_string(), "yes".to_string()),
+                (
+                    format!("preview.dev/test-watch-{}", WATCHES - 1),
+                    "yes".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let all: Api<Namespace> = Api::all(rig);
+    all.create(&PostParams::default(), &labelled)
+        .await
+        .expect("create the watched namespace");
+    for i in [0, WATCHES - 1] {
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(event) = watches[i].next().await {
+                match event {
+                    Ok(WatchEvent::Added(ns)) => return ns.metadata.name,
+                    Ok(WatchEvent::Bookmark(_)) => continue,
+                    other => panic!("watch {i}: {other:?}"),
+                }
+            }
+            None
+        })
+        .await
+        .unwrap_or_else(|_| panic!("watch {i} saw nothing within 10 s"));
+        assert_eq!(seen.as_deref(), Some(name.as_str()), "watch {i}");
+    }
     drop(watches);
+    all.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the watched namespace");
 }
 
 /// A client built as the operator builds its own, on the rig's kubeconfig.

@@ -7,7 +7,7 @@
 //! still spoke HTTP/1.1, a TLS connection each: 133 open descriptors at 1000 previews, 69 with
 //! this bound); here it waits as a queued future. The requests share one HTTP/2 connection
 //! now (`connection`), whose streams the bound also keeps well under the API server's limit
-//! per connection (100). Watches and other long-lived requests are exempt (and have
+//! per connection (100). Watches and other long-lived requests are exempt (and run on
 //! connections of their own): there is one per cached kind, each runs for as long as the
 //! operator does, and a bounded pool would let them starve the reconciles. So is the
 //! leader's Lease: a renewal queued behind a flood could miss the lease's deadline, and a
@@ -83,7 +83,7 @@ where
                 None => None,
             };
             let response = future.await?;
-            Ok(response.map(|body| Held { body, permit }))
+            Ok(response.map(|body| Held::new(body, permit)))
         })
     }
 }
@@ -100,10 +100,17 @@ fn exempt<B>(request: &Request<B>) -> bool {
 }
 
 /// A response body that keeps its request's permit until it is read to the end or dropped:
-/// the connection is busy until then.
+/// the connection (or, for a watch, its stream on a connection: `connection::Watches`) is busy
+/// until then.
 pub struct Held<B> {
     body: B,
     permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<B> Held<B> {
+    pub(super) fn new(body: B, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Held { body, permit }
+    }
 }
 
 impl<B: Body + Unpin> Body for Held<B> {
