@@ -24,7 +24,7 @@ pub use environment::{
     TestSpec,
 };
 pub use status::{
-    Phase, PreviewEnvironmentStatus, Reason, ReleaseStatus, ReportedStatus, Revision,
+    Condition, Phase, PreviewEnvironmentStatus, Reason, ReleaseStatus, ReportedStatus, Revision,
     ServiceStatus, TestPhase, TestStatus, condition,
 };
 

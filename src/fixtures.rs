@@ -1,10 +1,10 @@
 //! Fixtures of the unit tests: one builder per object, with the values the tests share.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use crate::api::{PreviewEnvironment, PreviewEnvironmentSpec};
+use crate::api::{Condition, PreviewEnvironment, PreviewEnvironmentSpec};
 use crate::controller::cached::{CachedDeployment, CachedJob};
 
 /// The head sha of every fixture.
@@ -46,9 +46,9 @@ pub fn time(secs: i64) -> Time {
 /// A condition of `type_` with `status` and `reason`, as the operator writes them.
 pub fn condition(type_: &str, status: &str, reason: &str) -> Condition {
     Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
+        type_: type_.to_string().into(),
+        status: status.to_string().into(),
+        reason: reason.to_string().into(),
         message: String::new(),
         last_transition_time: time(0),
         observed_generation: Some(1),

@@ -37,7 +37,13 @@ fn condition(pe: &PreviewEnvironment, kind: &str) -> (String, String, String) {
     pe.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .map(|c| {
+            (
+                c.status.to_string(),
+                c.reason.to_string(),
+                c.message.clone(),
+            )
+        })
         .unwrap_or_default()
 }
 

@@ -90,7 +90,7 @@ fn awake_reason(pe: &PreviewEnvironment) -> (String, String) {
     pe.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Awake"))
-        .map(|c| (c.status.clone(), c.reason.clone()))
+        .map(|c| (c.status.to_string(), c.reason.to_string()))
         .unwrap_or_default()
 }
 
@@ -137,7 +137,7 @@ async fn an_idle_preview_sleeps_and_wakes_on_a_request_a_visit_and_a_new_sha() {
         pe.status
             .as_ref()
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.status.as_str()),
+            .map(|c| c.status.as_ref()),
         Some("True"),
         "a sleeping preview has not failed"
     );

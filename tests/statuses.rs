@@ -244,7 +244,7 @@ async fn a_repository_its_class_does_not_bind_to_the_namespace_gets_no_namespace
     for kind in ["Available", "TestsSucceeded", "Awake"] {
         let c = conditions.iter().find(|c| c.type_ == kind);
         assert_eq!(
-            c.map(|c| (c.status.as_str(), c.reason.as_str())),
+            c.map(|c| (c.status.as_ref(), c.reason.as_ref())),
             Some(("Unknown", "RepositoryNotAllowed")),
             "{kind}"
         );

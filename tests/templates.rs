@@ -30,7 +30,7 @@ fn condition(pe: &preview_operator::api::PreviewEnvironment, kind: &str) -> (Str
     pe.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == kind))
-        .map(|c| (c.reason.clone(), c.message.clone()))
+        .map(|c| (c.reason.to_string(), c.message.clone()))
         .unwrap_or_default()
 }
 

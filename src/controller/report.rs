@@ -354,9 +354,9 @@ pub fn announce(ctx: &Context, pe: &PreviewEnvironment, a: Announcement) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Condition;
     use crate::api::TestStatus;
     use crate::fixtures::{self, SHA};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn admitted(yes: bool) -> Condition {
         Condition {
@@ -398,7 +398,7 @@ mod tests {
                         "False"
                     }
                     .into(),
-                    reason: reason.into(),
+                    reason: reason.to_string().into(),
                     message: format!("{reason} message"),
                     observed_generation: Some(1),
                     last_transition_time: fixtures::time(100),

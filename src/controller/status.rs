@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::build::Stage;
 use super::sleep;
 use crate::api::{
-    Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ReleaseStatus, Revision,
-    ServiceStatus, TestPhase, condition,
+    Condition, Phase, PreviewEnvironmentSpec, PreviewEnvironmentStatus, Reason, ReleaseStatus,
+    Revision, ServiceStatus, TestPhase, condition,
 };
 use crate::naming::short_sha;
 
@@ -64,7 +64,7 @@ pub struct SleepStatus {
 impl Verdict {
     /// As a condition of type `kind`, keeping the transition time while the status does not
     /// flip, so it says since when.
-    fn condition(self, kind: &str, ctx: &Context<'_>) -> Condition {
+    fn condition(self, kind: &'static str, ctx: &Context<'_>) -> Condition {
         let status = self.truth.as_str();
         let since = ctx
             .previous
@@ -73,9 +73,9 @@ impl Verdict {
             .map(|c| c.last_transition_time.clone())
             .unwrap_or_else(|| ctx.now.clone());
         Condition {
-            type_: kind.to_string(),
-            status: status.to_string(),
-            reason: self.reason.as_str().to_string(),
+            type_: kind.into(),
+            status: status.into(),
+            reason: self.reason.as_str().into(),
             message: self.message,
             observed_generation: ctx.generation,
             last_transition_time: since,

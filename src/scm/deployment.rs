@@ -111,14 +111,15 @@ pub fn of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use crate::api::Condition;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
     fn condition(type_: &str, status: &str, reason: &str) -> Condition {
         Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
+            type_: type_.to_string().into(),
+            status: status.to_string().into(),
+            reason: reason.to_string().into(),
             message: "service web: back-off pulling\n@team look".into(),
             observed_generation: None,
             last_transition_time: Time(Timestamp::UNIX_EPOCH),

@@ -75,7 +75,7 @@ pub fn commit_status(
             State::Pending,
             format!(
                 "waiting: {}",
-                ready.map(|c| c.reason.as_str()).unwrap_or("queued")
+                ready.map(|c| c.reason.as_ref()).unwrap_or("queued")
             ),
         ),
         Phase::Deploying => (State::Pending, "deploying the services".to_string()),
@@ -194,8 +194,9 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Condition;
     use http::{HeaderMap, StatusCode};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
     fn status(phase: Phase, reason: &str) -> PreviewEnvironmentStatus {
@@ -207,7 +208,7 @@ mod tests {
             conditions: vec![Condition {
                 type_: "Ready".into(),
                 status: "False".into(),
-                reason: reason.into(),
+                reason: reason.to_string().into(),
                 message: "test e2e failed".into(),
                 observed_generation: None,
                 last_transition_time: Time(Timestamp::UNIX_EPOCH),

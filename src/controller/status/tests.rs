@@ -265,8 +265,8 @@ fn gates_keep_the_preview_pending_or_failed_with_their_reason() {
     for unobserved in ["Available", "TestsSucceeded", "Awake"] {
         assert_eq!(
             (
-                cond(&s, unobserved).status.as_str(),
-                cond(&s, unobserved).reason.as_str()
+                cond(&s, unobserved).status.as_ref(),
+                cond(&s, unobserved).reason.as_ref()
             ),
             ("Unknown", "RepositoryNotAllowed"),
             "{unobserved}: nothing ran, so nothing is known"
@@ -416,7 +416,7 @@ fn a_sleeping_preview_keeps_its_results_and_says_why_it_sleeps() {
     assert_eq!(s.sleeping_since, Some(time(950)));
     let awake = cond(&s, condition::AWAKE);
     assert_eq!(
-        (awake.status.as_str(), awake.reason.as_str()),
+        (awake.status.as_ref(), awake.reason.as_ref()),
         ("False", "Idle")
     );
     assert_eq!(
