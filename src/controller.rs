@@ -570,4 +570,21 @@ mod tests {
         assert_eq!(backoff(8), Duration::from_secs(256));
         assert_eq!(backoff(40), Duration::from_secs(256));
     }
+
+    /// The size of the future `F` makes.
+    fn future_size<F, Fut>(_: &F) -> usize
+    where
+        F: Fn(Arc<PreviewEnvironment>, Arc<Context>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every reconcile in flight (16 by default) is a task of this size, whatever step it
+    /// waits in: a rare step awaited in place makes them all as large (deleting extra
+    /// children once made it 42 KB; see `apply::sync`).
+    #[test]
+    fn a_reconcile_in_flight_stays_small() {
+        let size = future_size(&reconcile);
+        assert!(size < 20 * 1024, "a reconcile's future is {size} bytes");
+    }
 }

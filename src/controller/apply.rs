@@ -188,8 +188,14 @@ where
             .map(|o| apply(client, store, applied, o)),
     )
     .await?;
-    if desired.exclusive {
-        delete_extras::<K, S>(client, store, scope.namespace, scope.owner_uid, &keep).await?;
+    let (namespace, owner_uid) = (scope.namespace, scope.owner_uid);
+    if desired.exclusive && !extras(store, namespace, owner_uid, &keep).is_empty() {
+        // Boxed, as deleting is rare: awaited in place, its request future would make every
+        // kind's slot in `environment`'s join as large (in every reconcile in flight).
+        Box::pin(delete_extras::<K, S>(
+            client, store, namespace, owner_uid, &keep,
+        ))
+        .await?;
     }
     Ok(())
 }
