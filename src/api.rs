@@ -11,12 +11,14 @@
 //! re-exported here, so callers name `crate::api::X`.
 
 pub mod class;
+pub mod conditions;
 pub mod delivery;
 pub mod duration;
 pub mod environment;
 pub mod status;
 pub mod template;
 
+pub use conditions::Condition;
 pub use duration::{format_duration, parse_duration};
 pub use environment::{
     EnvSource, EnvVar, KeyRef, MergeGroup, PREVIEW_TEXT_BUDGET, PreviewEnvironment,
@@ -24,7 +26,7 @@ pub use environment::{
     TestSpec,
 };
 pub use status::{
-    Condition, Phase, PreviewEnvironmentStatus, Reason, ReleaseStatus, ReportedStatus, Revision,
+    Phase, PreviewEnvironmentStatus, Reason, ReleaseStatus, ReportedStatus, Revision,
     ServiceStatus, TestPhase, TestStatus, condition,
 };
 
