@@ -18,6 +18,7 @@ pub mod build;
 pub mod cached;
 pub mod children;
 pub mod classes;
+pub mod cluster_ips;
 pub mod commit;
 pub mod context;
 pub mod copies;
@@ -158,11 +159,13 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     preview.asleep = sleep != sleep::State::Awake;
     let mut observed = Observed::nothing(&pe.spec);
     let mut fleet = None;
+    let mut services_wait = false;
     if gate.is_open() {
         match roll_out(ctx, &plan, &preview).await {
-            Ok(Rollout::Done(children, rolling)) => {
+            Ok(Rollout::Done(children, rolling, held)) => {
                 observed = children;
                 fleet = Some(rolling);
+                services_wait = held;
             }
             Ok(Rollout::Closed(closed)) => gate = closed,
             // The team namespace's first list wakes the preview: nothing to say yet.
@@ -192,6 +195,10 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
     if plan.sleep.held && gate.is_open() && matches!(phase, Some(Phase::Ready | Phase::Failed)) {
         next = next.min(Duration::from_secs(1));
     }
+    // Woken when a turn ends; this only bounds how long a lost wake-up could leave it waiting.
+    if services_wait {
+        next = next.min(cluster_ips::RETRY);
+    }
     // A pull request that does not show the preview's state yet is looked at again soon.
     Ok(Action::requeue(if committed.pr_behind {
         next.min(PR_BEHIND_REQUEUE)
@@ -202,9 +209,10 @@ async fn apply(pe: &PreviewEnvironment, ctx: &Context) -> Result<Action, Error> 
 
 /// How far one pass of the rollout got.
 enum Rollout {
-    /// Applied what the stage allows; what the caches showed before, and where the preview
-    /// stands with the changes of its class and template.
-    Done(Observed, Box<Fleet>),
+    /// Applied what the stage allows; what the caches showed before, where the preview
+    /// stands with the changes of its class and template, and whether new Services wait
+    /// for a turn (`cluster_ips`).
+    Done(Observed, Box<Fleet>, bool),
     /// Something the developer or the platform team must fix first.
     Closed(Gate),
     /// A team namespace's Secrets are not listed yet.
@@ -242,13 +250,16 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         .collect();
     let mut fleet = fleet::of(ctx, plan, missing);
     fleet::take_turn(ctx, plan, preview, &mut env, &mut fleet);
+    let (turn, held) = cluster_ips::take_turn(ctx, plan.pe, &preview.owner.uid, &mut env);
     ctx.copies
         .sync(&ctx.client, &preview.namespace, copies)
         .await?;
     apply::environment(&ctx.client, &ctx.stores, preview, env).await?;
+    // The turn ends with the creates, not with the rest of the reconcile.
+    drop(turn);
     delivered::settle(ctx, preview).await?;
     if preview.asleep {
-        return Ok(Rollout::Done(children.observed, Box::new(fleet)));
+        return Ok(Rollout::Done(children.observed, Box::new(fleet), held));
     }
     let dependencies_ready = stage >= Stage::Setup;
     jobs::setup(
@@ -265,7 +276,7 @@ async fn roll_out(ctx: &Context, plan: &Plan<'_>, preview: &Preview<'_>) -> Resu
         reason: fleet.cause.or_else(|| fleet::spec_changed(plan)),
     };
     jobs::tests(ctx, preview, &config, &children.jobs, available, tested).await?;
-    Ok(Rollout::Done(children.observed, Box::new(fleet)))
+    Ok(Rollout::Done(children.observed, Box::new(fleet), held))
 }
 
 /// A template edit whose sources cannot be copied (a Secret it names is missing or not
@@ -289,6 +300,7 @@ async fn keep_running(
     Rollout::Done(
         observe::children(&ctx.stores, preview, &logs).observed,
         Box::new(fleet),
+        false,
     )
 }
 

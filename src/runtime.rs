@@ -25,6 +25,7 @@ use crate::cli::{GitHubArgs, LogFormat, RunArgs};
 use crate::client::inflight::{InFlightLayer, MAX_IN_FLIGHT};
 use crate::config::{Config, LogReader};
 use crate::controller::children::Stores;
+use crate::controller::cluster_ips::{self, ClusterIps};
 use crate::controller::rollouts::Rollouts;
 use crate::controller::sources::{Identity, Sources};
 use crate::controller::{self, Context, Streams, children, events, queue, teardown};
@@ -270,6 +271,7 @@ fn context(
         client: shared.client,
         queue: queue::Queue::new(wake_tx.clone()),
         rollouts: Rollouts::new(args.controller.max_concurrent_rollouts, wake_tx.clone()),
+        cluster_ips: Arc::new(ClusterIps::new(cluster_ips::AT_ONCE, wake_tx.clone())),
         config,
         stores,
         events,

@@ -122,6 +122,37 @@ async fn children_are_created_and_a_field_the_spec_drops_is_removed_afterwards()
     s.delete_and_wait("shop").await;
 }
 
+#[tokio::test]
+#[ignore = "needs the rig: hack/test.sh"]
+async fn previews_created_at_once_each_get_their_service_once_before_they_are_ready() {
+    // More previews at once than there are turns to create Services (`cluster_ips`): some
+    // create everything else first and their Services when a turn is free.
+    let s = setup("lc-burst").await;
+    let names: Vec<String> = (0..8).map(|i| format!("shop-{i}")).collect();
+    futures::future::join_all((names.iter()).map(|name| s.create(name, shop("efef123aaaa")))).await;
+    for name in &names {
+        let ready = await_ready(&s.api, name, READY).await;
+        let ns = s.preview_ns(name);
+        let service = Api::<Service>::namespaced(s.client.clone(), &ns)
+            .get("web")
+            .await
+            .unwrap_or_else(|e| panic!("{name} is Ready, so its Service web exists: {e}"));
+        assert_eq!(
+            operator_entries(&service.metadata),
+            [("Update".to_string(), String::new())],
+            "{name}: created once, never applied over"
+        );
+        let status = ready.status.expect("a Ready preview has a status");
+        assert!(
+            status.url.is_some_and(|u| u.contains(&ns)),
+            "{name}: its URL names its namespace"
+        );
+    }
+    for name in &names {
+        s.delete_and_wait(name).await;
+    }
+}
+
 /// resourceVersions of the preview's children, by kind/name.
 async fn child_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();

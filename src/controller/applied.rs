@@ -50,6 +50,11 @@ impl Applied {
         lock(&self.pending).insert(key, Pending { seen, hash });
     }
 
+    /// Whether this process applied `key` and the cache has not shown it since.
+    pub(super) fn recorded(&self, key: &ChildKey) -> bool {
+        lock(&self.pending).contains_key(key)
+    }
+
     /// The cache shows what was applied: nothing is pending any more.
     pub(super) fn settled(&self, key: &ChildKey) {
         lock(&self.pending).remove(key);

@@ -9,6 +9,7 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{mpsc, watch};
 
 use super::children::Stores;
+use super::cluster_ips::ClusterIps;
 use super::copies::Copies;
 use super::costs::Costs;
 use super::events::Events;
@@ -31,6 +32,8 @@ pub struct Context {
     pub queue: Queue,
     /// The slots of class and template changes rolling out.
     pub rollouts: Rollouts,
+    /// The turns to create Services, whose ClusterIPs the API server allocates one at a time.
+    pub cluster_ips: Arc<ClusterIps>,
     pub writes: Writes,
     /// The Secret and ConfigMap copies this process applied.
     pub copies: Copies,
@@ -75,6 +78,7 @@ impl Context {
         self.stores.applied.forget(namespace);
         self.logs.forget(namespace);
         self.rollouts.finish(uid);
+        self.cluster_ips.leave(uid);
         crate::sync::lock(&self.failures).remove(&ObjectRef::from_obj(pe));
     }
 

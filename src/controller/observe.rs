@@ -6,7 +6,7 @@
 pub mod delivery;
 pub mod model;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::cached::{CachedDeployment, CachedJob, CachedStatefulSet};
@@ -45,6 +45,8 @@ struct Cached<'a> {
     logs: &'a BTreeMap<String, Arc<TestLog>>,
     deployments: Vec<Arc<CachedDeployment>>,
     stateful_sets: Vec<Arc<CachedStatefulSet>>,
+    /// The names of the preview's Services that exist (a service is reachable only then).
+    services: BTreeSet<String>,
     /// The kept pods of the preview's namespace (stuck, failed or unplaced).
     kept: Vec<Arc<Pod>>,
     /// Flux's objects, when the preview delivers through Flux.
@@ -63,11 +65,15 @@ pub fn children(
     let deployments = owned(&stores.deployments, ns, uid);
     let stateful_sets = owned(&stores.stateful_sets, ns, uid);
     let tested = rollouts::tested(&deployments, &stateful_sets);
+    let services = (owned(&stores.services, ns, uid).iter())
+        .map(|s| s.name_any())
+        .collect();
     let cached = Cached {
         preview,
         logs,
         deployments,
         stateful_sets,
+        services,
         kept: stores.stuck_pods.in_namespace(ns),
         flux: &stores.flux,
     };
@@ -118,7 +124,10 @@ impl Cached<'_> {
                 let deployment = (self.deployments.iter())
                     .find(|d| d.name_any() == svc.name)
                     .map(Arc::as_ref);
-                ObservedService::new(svc, deployment, self.sha(), || problem(svc))
+                ObservedService::new(svc, deployment, self.sha(), || problem(svc)).reachable(
+                    svc.port.is_none() || self.services.contains(&svc.name),
+                    &format!("service {}", svc.name),
+                )
             })
             .collect()
     }
@@ -172,6 +181,10 @@ impl Cached<'_> {
                             why
                         })
                     },
+                )
+                .reachable(
+                    self.services.contains(&d.name),
+                    &format!("dependency {}", d.name),
                 )
             })
             .collect()

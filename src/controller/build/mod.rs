@@ -157,15 +157,18 @@ impl<K> Desired<K> {
 impl<K: kube::Resource> Desired<K> {
     /// These, but the ones named in `held` left as they are.
     pub fn holding(mut self, held: &BTreeSet<String>) -> Self {
-        let (kept, objects) = self
-            .objects
+        self.hold(held);
+        self
+    }
+
+    /// Leaves the ones named in `held` as they are (neither applied nor deleted).
+    pub fn hold(&mut self, held: &BTreeSet<String>) {
+        let (kept, objects): (Vec<K>, Vec<K>) = std::mem::take(&mut self.objects)
             .into_iter()
             .partition(|o| o.meta().name.as_ref().is_some_and(|n| held.contains(n)));
-        let kept: Vec<K> = kept;
         self.held
             .extend(kept.iter().filter_map(|o| o.meta().name.clone()));
         self.objects = objects;
-        self
     }
 }
 

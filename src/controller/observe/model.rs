@@ -222,6 +222,16 @@ pub fn service_state(
 impl ObservedService {
     /// Observes a dependency through its StatefulSet: ready once its one pod is ready at the
     /// current revision; `problem` explains a pod that is stuck.
+    /// Available only once its Service exists (`exists`): tests and users reach it by that
+    /// name, and its creation may wait for a turn (`cluster_ips`). `what` names it.
+    pub fn reachable(mut self, exists: bool, what: &str) -> Self {
+        if !exists && self.state == ServiceState::Available {
+            self.state =
+                ServiceState::Progressing(format!("{what}: its Service is not created yet"));
+        }
+        self
+    }
+
     pub fn dependency(
         name: &str,
         stateful_set: Option<&CachedStatefulSet>,
@@ -409,6 +419,30 @@ mod tests {
             panic!("deadline must fail the service");
         };
         assert_eq!(reason, Reason::ProgressDeadlineExceeded);
+    }
+
+    #[test]
+    fn an_available_service_whose_service_is_not_created_yet_is_not_available() {
+        let svc = &spec(0).services[0];
+        let web = deployment("abcdef0123", 1, 1);
+        let observed = |exists| {
+            ObservedService::new(svc, Some(&web), "abcdef0123", || None)
+                .reachable(exists, "service web")
+        };
+        assert_eq!(observed(true).state, ServiceState::Available);
+        assert_eq!(
+            observed(false).state,
+            ServiceState::Progressing("service web: its Service is not created yet".into()),
+            "its tests would not reach it yet"
+        );
+        let rolling = deployment("abcdef0123", 1, 0);
+        let state = ObservedService::new(svc, Some(&rolling), "abcdef0123", || None)
+            .reachable(false, "service web")
+            .state;
+        assert!(
+            matches!(&state, ServiceState::Progressing(m) if m.contains("0/1 available")),
+            "a rollout in progress says how far it got: {state:?}"
+        );
     }
 
     #[test]
