@@ -126,30 +126,37 @@ async fn children_are_created_and_a_field_the_spec_drops_is_removed_afterwards()
 #[ignore = "needs the rig: hack/test.sh"]
 async fn previews_created_at_once_each_get_their_service_once_before_they_are_ready() {
     // More previews at once than there are turns to create Services (`cluster_ips`): some
-    // create everything else first and their Services when a turn is free.
-    let s = setup("lc-burst").await;
-    let names: Vec<String> = (0..8).map(|i| format!("shop-{i}")).collect();
-    futures::future::join_all((names.iter()).map(|name| s.create(name, shop("efef123aaaa")))).await;
-    for name in &names {
-        let ready = await_ready(&s.api, name, READY).await;
-        let ns = s.preview_ns(name);
-        let service = Api::<Service>::namespaced(s.client.clone(), &ns)
+    // create everything else first and their Services when a turn is free. Four tenants,
+    // as the test class runs two previews per namespace at a time.
+    let tenants = futures::future::join_all((0..4).map(|_| setup("lc-burst"))).await;
+    let names = ["shop-a", "shop-b"];
+    let previews: Vec<(&Tenant, &str)> = (tenants.iter())
+        .flat_map(|t| names.iter().map(move |n| (t, *n)))
+        .collect();
+    futures::future::join_all(
+        (previews.iter()).map(|(t, name)| t.create(name, shop("efef123aaaa"))),
+    )
+    .await;
+    for (t, name) in &previews {
+        let ready = await_ready(&t.api, name, READY).await;
+        let ns = t.preview_ns(name);
+        let service = Api::<Service>::namespaced(t.client.clone(), &ns)
             .get("web")
             .await
-            .unwrap_or_else(|e| panic!("{name} is Ready, so its Service web exists: {e}"));
+            .unwrap_or_else(|e| panic!("{ns} is Ready, so its Service web exists: {e}"));
         assert_eq!(
             operator_entries(&service.metadata),
             [("Update".to_string(), String::new())],
-            "{name}: created once, never applied over"
+            "{ns}: created once, never applied over"
         );
         let status = ready.status.expect("a Ready preview has a status");
         assert!(
             status.url.is_some_and(|u| u.contains(&ns)),
-            "{name}: its URL names its namespace"
+            "{ns}: its URL names its namespace"
         );
     }
-    for name in &names {
-        s.delete_and_wait(name).await;
+    for (t, name) in &previews {
+        t.delete_and_wait(name).await;
     }
 }
 
