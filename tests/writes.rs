@@ -137,8 +137,10 @@ async fn previews_created_at_once_each_get_their_service_once_before_they_are_re
         (previews.iter()).map(|(t, name)| t.create(name, shop("efef123aaaa"))),
     )
     .await;
+    // Eight rollouts at once on a rig that the other tests share: a deadline of its own.
+    let ready_within = READY * 2;
     for (t, name) in &previews {
-        let ready = await_ready(&t.api, name, READY).await;
+        let ready = await_ready(&t.api, name, ready_within).await;
         let ns = t.preview_ns(name);
         let service = Api::<Service>::namespaced(t.client.clone(), &ns)
             .get("web")
