@@ -2,7 +2,9 @@
 # The benchmark: hack/bench.sh N  (default 10). Not part of the tests.
 # On a rig of its own ("preview-bench", enough KWOK nodes for N previews), runs the operator
 # (release build) on N PreviewEnvironments, then a direct-client baseline creating the same
-# objects, and prints a table and, as the last line, one JSON object (hack/bench.py).
+# objects (those `preview-operator render` prints for the same previews; BENCH_BASELINE=lean:
+# the smaller hand-written ones of the benchmarks before session 18), and prints a table and,
+# as the last line, one JSON object (hack/bench.py).
 # BENCH_WORKLOAD=template: previews from a PreviewTemplate (a copied Secret, a dependency, a
 # setup Job, two services, a test); BENCH_ROUNDS (default 3) rounds.
 # BENCH_WORKLOAD=flux: no baseline; the operator delivers the same service from a template's
@@ -176,4 +178,5 @@ until curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
   sleep 1
 done
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); rig: $PREVIEW_RIG_NODES KWOK nodes"
-python3 hack/bench.py "$N" "$KUBECONFIG" "http://127.0.0.1:$port/metrics" "$pid"
+# The baseline creates what this binary renders for the same previews (BENCH_BASELINE, bench.py).
+BENCH_OPERATOR_BIN=$bin python3 hack/bench.py "$N" "$KUBECONFIG" "http://127.0.0.1:$port/metrics" "$pid"

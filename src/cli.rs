@@ -43,6 +43,9 @@ pub enum Command {
         /// The PreviewClass that admits it (the operator's defaults without one).
         #[arg(long)]
         class: Option<PathBuf>,
+        /// `yaml`: a YAML stream with comments; `json`: one object per line.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: crate::render::Format,
     },
     /// Print what the operator reports of a failed test's log (or of a JUnit file): read as
     /// the operator reads a finished test's log.

@@ -30,7 +30,8 @@ fn main() -> anyhow::Result<()> {
             preview,
             template,
             class,
-        } => render(&preview, template.as_deref(), class.as_deref()),
+            output,
+        } => render(&preview, template.as_deref(), class.as_deref(), output),
         Command::TestReport { format, file } => test_report(format, &file),
         // One thread: the operator waits on the API server, it does not compute (at 1000
         // previews it used a fifth of a core), and a single thread keeps one allocator arena
@@ -48,6 +49,7 @@ fn render(
     preview: &std::path::Path,
     template: Option<&std::path::Path>,
     class: Option<&std::path::Path>,
+    format: preview_operator::render::Format,
 ) -> anyhow::Result<()> {
     use preview_operator::render::{self, RenderError};
     fn load<K: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<K, RenderError> {
@@ -61,7 +63,7 @@ fn render(
         let pe = load(preview)?;
         let template = template.map(load).transpose()?;
         let class = class.map(load).transpose()?;
-        render::render(&pe, template.as_ref(), class.as_ref())
+        render::render_as(format, &pe, template.as_ref(), class.as_ref())
     })();
     match result {
         Ok(yaml) => std::io::stdout()

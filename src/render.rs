@@ -33,8 +33,19 @@ pub enum RenderError {
     /// The condition reason and message the preview would show.
     #[error("{}: {message}", reason.as_str())]
     Refused { reason: Reason, message: String },
-    #[error("failed to write YAML: {0}")]
-    Yaml(String),
+    #[error("failed to write {0}")]
+    Write(String),
+}
+
+/// How `render` writes the objects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A YAML stream, with comments naming what needs the cluster.
+    #[default]
+    Yaml,
+    /// One JSON object per line, without the comments: for scripts (`jq`, or a client that
+    /// creates the objects itself, as the benchmark's baseline does).
+    Json,
 }
 
 /// The UID a preview read from a file has before the API server gives it one.
@@ -51,6 +62,16 @@ pub fn parse<K: DeserializeOwned>(file: &str, text: &str) -> Result<K, RenderErr
 /// The objects for `pe` as a YAML stream, rendered from `template` and admitted by `class`
 /// (the operator's defaults without one).
 pub fn render(
+    pe: &PreviewEnvironment,
+    template: Option<&PreviewTemplate>,
+    class: Option<&PreviewClass>,
+) -> Result<String, RenderError> {
+    render_as(Format::Yaml, pe, template, class)
+}
+
+/// The objects for `pe`, written as `format` says.
+pub fn render_as(
+    format: Format,
     pe: &PreviewEnvironment,
     template: Option<&PreviewTemplate>,
     class: Option<&PreviewClass>,
@@ -93,7 +114,10 @@ pub fn render(
         return Err(refused(gate));
     }
     let (rendered, config, preview) = (&plan.rendered, &plan.policy.config, plan.preview());
-    let mut out = Output::default();
+    let mut out = Output {
+        text: String::new(),
+        format,
+    };
     out.comment(&format!(
         "preview {tenant}/{} in namespace {}{}",
         pe.name_any(),
@@ -149,10 +173,10 @@ fn refused(gate: &Gate) -> RenderError {
     RenderError::Refused { reason, message }
 }
 
-/// A YAML stream being written.
-#[derive(Default)]
+/// The objects being written.
 struct Output {
     text: String,
+    format: Format,
 }
 
 impl Output {
@@ -221,13 +245,27 @@ impl Output {
     }
 
     fn comment(&mut self, line: &str) {
-        let _ = writeln!(self.text, "# {line}");
+        // JSON has no comments; what they name is not an object to create.
+        if self.format == Format::Yaml {
+            let _ = writeln!(self.text, "# {line}");
+        }
     }
 
     fn object<T: Serialize>(&mut self, object: &T) -> Result<(), RenderError> {
-        let yaml = serde_saphyr::to_string(object).map_err(|e| RenderError::Yaml(e.to_string()))?;
-        self.text.push_str("---\n");
-        self.text.push_str(&yaml);
+        match self.format {
+            Format::Yaml => {
+                let yaml = serde_saphyr::to_string(object)
+                    .map_err(|e| RenderError::Write(format!("YAML: {e}")))?;
+                self.text.push_str("---\n");
+                self.text.push_str(&yaml);
+            }
+            Format::Json => {
+                let json = serde_json::to_string(object)
+                    .map_err(|e| RenderError::Write(format!("JSON: {e}")))?;
+                self.text.push_str(&json);
+                self.text.push('\n');
+            }
+        }
         Ok(())
     }
 
@@ -244,6 +282,26 @@ mod tests {
         let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         parse(file, &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn json_is_one_object_per_line_the_same_objects_as_yaml() {
+        let pe: PreviewEnvironment = example("previewenvironment-from-template.yaml");
+        let template: PreviewTemplate = example("previewtemplate-shop.yaml");
+        let yaml = render(&pe, Some(&template), None).expect("renders");
+        let json = render_as(Format::Json, &pe, Some(&template), None).expect("renders");
+        let objects: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        let yaml_kinds: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .collect();
+        assert_eq!(kinds, yaml_kinds);
+        assert_eq!(objects[0]["kind"], "Namespace");
+        assert!(!json.contains("# Secret"), "no comments in JSON");
     }
 
     #[test]
